@@ -1,0 +1,195 @@
+/**
+ * The monolithic engine: gateway steps and head groups composed in one process, and the
+ * generation loop of llama2.c's run.c. The loop talks to the heads only through HeadRunner,
+ * so the MQTT mesh and the radio plug in their own runners and keep the same loop.
+ */
+import { Checkpoint } from './checkpoint';
+import { BOS, Geometry, geometry } from './config';
+import { MeshLlmError } from './errors';
+import { Gateway } from './gateway';
+import { HeadGroup, INT8_GROUP_SIZE, WeightQuant, loadHeadSlices, partitionHeads } from './head';
+import { alignedGroupSize, int8RoundTrip } from './quant';
+import { Sampler } from './sampler';
+import { Tokenizer } from './tokenizer';
+
+/** Computes every query head of one layer: xb [dim] in, out [dim] (heads concatenated in head order). */
+export interface HeadRunner {
+  run(xb: Float32Array, pos: number, layer: number, out: Float32Array): void | Promise<void>;
+  /** Starts a new session: every KV cache is emptied. */
+  reset(): void | Promise<void>;
+}
+
+/** How vectors cross between gateway and heads: exactly, or int8 groups as the radio carries them. */
+export type Transport = 'f32' | 'int8';
+
+/** Group size for the int8 encoding of head outputs: never straddles two heads. */
+export function headOutputGroupSize(g: Geometry): number {
+  return alignedGroupSize(g.headSize, INT8_GROUP_SIZE);
+}
+
+/**
+ * Applies int8 transport to a broadcast vector or to a group's head outputs: the values a
+ * receiver decodes. Broadcasts use INT8_GROUP_SIZE groups; head outputs use groups aligned
+ * to heads, so the encoding does not depend on how heads are partitioned.
+ */
+export const transportCodec = {
+  broadcast(xb: Float32Array): void {
+    int8RoundTrip(xb, INT8_GROUP_SIZE);
+  },
+  headOutputs(g: Geometry, out: Float32Array): void {
+    int8RoundTrip(out, headOutputGroupSize(g));
+  },
+};
+
+/** Head groups in this process. */
+export class LocalHeads implements HeadRunner {
+  readonly groups: HeadGroup[];
+  private readonly g: Geometry;
+  private readonly transport: Transport;
+  private readonly rx: Float32Array;
+
+  constructor(g: Geometry, groups: HeadGroup[], transport: Transport) {
+    this.g = g;
+    this.groups = groups;
+    this.transport = transport;
+    this.rx = new Float32Array(g.dim);
+  }
+
+  run(xb: Float32Array, pos: number, layer: number, out: Float32Array): void {
+    const hs = this.g.headSize;
+    this.rx.set(xb);
+    if (this.transport === 'int8') transportCodec.broadcast(this.rx);
+    for (const group of this.groups) {
+      const y = group.forward(this.rx, pos, layer);
+      if (this.transport === 'int8') transportCodec.headOutputs(this.g, y);
+      group.heads.forEach((h, i) => out.set(y.subarray(i * hs, (i + 1) * hs), h * hs));
+    }
+  }
+
+  reset(): void {
+    for (const group of this.groups) group.reset();
+  }
+}
+
+/** One forward pass at one position: the hidden state through every layer, then (optionally) the logits. */
+export async function forward(gateway: Gateway, heads: HeadRunner, token: number, pos: number, headOut: Float32Array, wantLogits = true): Promise<Float32Array | null> {
+  const x = gateway.embed(token);
+  for (let layer = 0; layer < gateway.g.nLayers; layer++) {
+    const xb = gateway.attentionInput(x, layer);
+    await heads.run(xb, pos, layer, headOut);
+    gateway.aggregate(x, headOut, layer);
+    gateway.ffn(x, layer);
+  }
+  return wantLogits ? gateway.logits(x) : null;
+}
+
+export interface GenerateOptions {
+  prompt: string;
+  /** Positions to run, prompt included, as llama2.c's -n; 0 or more than seq_len means seq_len. */
+  steps: number;
+  temperature: number;
+  topP: number;
+  seed: bigint;
+}
+
+export interface GenerationResult {
+  /** BOS first, then every token fed or sampled. */
+  tokens: number[];
+  text: string;
+  tokensPerSecond: number;
+  seconds: number;
+}
+
+/** Called with each new token and the bytes run.c would print for it. */
+export type TokenListener = (token: number, piece: Buffer, pos: number) => void;
+
+export function validateGenerateOptions(o: GenerateOptions, seqLen: number): GenerateOptions {
+  if (!Number.isInteger(o.steps) || o.steps < 0) throw new MeshLlmError(`steps must be a whole number >= 0 (got ${o.steps})`);
+  if (!Number.isFinite(o.temperature) || o.temperature < 0) throw new MeshLlmError(`temperature must be a number >= 0 (got ${o.temperature})`);
+  if (!Number.isFinite(o.topP) || o.topP < 0 || o.topP > 1) throw new MeshLlmError(`top-p must be a number in [0, 1] (got ${o.topP})`);
+  const steps = o.steps === 0 || o.steps > seqLen ? seqLen : o.steps;
+  const seed = o.seed > 0n ? o.seed : BigInt(Date.now());
+  return { ...o, steps, seed };
+}
+
+/** run.c's generation loop: feed the prompt, then sample; stop at `steps` positions or at BOS. */
+export async function generate(gateway: Gateway, heads: HeadRunner, tokenizer: Tokenizer, options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
+  const o = validateGenerateOptions(options, gateway.g.seqLen);
+  const prompt = tokenizer.encode(o.prompt, true, false);
+  const sampler = new Sampler({ temperature: o.temperature, topP: o.topP, seed: o.seed });
+  const headOut = new Float32Array(gateway.g.dim);
+  const tokens = [prompt[0]];
+  const pieces: Buffer[] = [];
+  await heads.reset();
+  const start = process.hrtime.bigint();
+  let token = prompt[0];
+  for (let pos = 0; pos < o.steps; pos++) {
+    const feeding = pos < prompt.length - 1;
+    const logits = await forward(gateway, heads, token, pos, headOut, !feeding);
+    const next = feeding ? prompt[pos + 1] : sampler.sample(logits as Float32Array);
+    if (next === BOS) break;
+    const piece = tokenizer.decodePiece(token, next);
+    pieces.push(piece);
+    tokens.push(next);
+    onToken?.(next, piece, pos + 1);
+    token = next;
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  return { tokens, text: Buffer.concat(pieces).toString('utf8'), tokensPerSecond: seconds > 0 ? (tokens.length - 1) / seconds : 0, seconds };
+}
+
+export interface EngineOptions {
+  modelPath: string;
+  tokenizerPath: string;
+  /** Head partition: a group count or sizes such as "2+3+3" (default: one group). */
+  groups?: string | number;
+  /** int8: int8 head weights and int8 transport of broadcast vectors and head outputs. */
+  quant?: WeightQuant;
+}
+
+/** The whole model in one process, with its heads cut into groups. */
+export class Engine {
+  readonly g: Geometry;
+  readonly gateway: Gateway;
+  readonly heads: LocalHeads;
+  readonly tokenizer: Tokenizer;
+  readonly checkpoint: Checkpoint['info'];
+
+  private constructor(g: Geometry, gateway: Gateway, heads: LocalHeads, tokenizer: Tokenizer, info: Checkpoint['info']) {
+    this.g = g;
+    this.gateway = gateway;
+    this.heads = heads;
+    this.tokenizer = tokenizer;
+    this.checkpoint = info;
+  }
+
+  static load(o: EngineOptions): Engine {
+    const ckpt = Checkpoint.open(o.modelPath);
+    try {
+      const g = geometry(ckpt.info.config);
+      const tokenizer = Tokenizer.load(o.tokenizerPath, g.vocabSize);
+      const quant = o.quant ?? 'f32';
+      const groups = partitionHeads(g.nHeads, o.groups ?? 1).map((heads) => new HeadGroup(g, loadHeadSlices(ckpt, g, heads, quant)));
+      const gateway = Gateway.load(ckpt);
+      return new Engine(g, gateway, new LocalHeads(g, groups, quant === 'int8' ? 'int8' : 'f32'), tokenizer, ckpt.info);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  generate(options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
+    return generate(this.gateway, this.heads, this.tokenizer, options, onToken);
+  }
+
+  /** Logits after feeding `tokens` in order (teacher forcing), one copy per position. */
+  async teacherForce(tokens: readonly number[]): Promise<Float32Array[]> {
+    const headOut = new Float32Array(this.g.dim);
+    await this.heads.reset();
+    const out: Float32Array[] = [];
+    for (let pos = 0; pos < tokens.length; pos++) {
+      const logits = (await forward(this.gateway, this.heads, tokens[pos], pos, headOut)) as Float32Array;
+      out.push(logits.slice());
+    }
+    return out;
+  }
+}

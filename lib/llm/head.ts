@@ -1,0 +1,204 @@
+/**
+ * The head step: what one head node computes. A head group is a set of query heads plus the
+ * key/value heads they need under grouped-query attention; it holds only its own rows of
+ * W_Q, W_K and W_V, keeps its own KV cache, and turns the broadcast attention input of a
+ * layer into its heads' attention outputs.
+ */
+import { Geometry } from './config';
+import { Checkpoint } from './checkpoint';
+import { MeshLlmError } from './errors';
+import { matmul, rope, ropeTable, softmax } from './math';
+import { Int8Matrix, matmulInt8, quantizeMatrix } from './quant';
+
+export type WeightQuant = 'f32' | 'int8';
+
+/** Default int8 group size for weight rows and broadcast vectors. */
+export const INT8_GROUP_SIZE = 32;
+
+/** One layer's projection weights for a group, in float32 or int8. */
+export type Projection = { kind: 'f32'; w: Float32Array; rows: number; cols: number } | { kind: 'int8'; m: Int8Matrix };
+
+export interface HeadSlices {
+  /** Query heads of the group (global ids, ascending). */
+  heads: number[];
+  /** Key/value heads the group needs (global ids, ascending). */
+  kvHeads: number[];
+  /** Per layer: rows of W_Q for `heads` [heads.length * headSize, dim]. */
+  wq: Projection[];
+  /** Per layer: rows of W_K and W_V for `kvHeads` [kvHeads.length * headSize, dim]. */
+  wk: Projection[];
+  wv: Projection[];
+}
+
+/** The key/value heads that the query heads need: kv head of query head h is floor(h / kvMul). */
+export function kvHeadsFor(heads: readonly number[], kvMul: number): number[] {
+  return [...new Set(heads.map((h) => Math.floor(h / kvMul)))].sort((a, b) => a - b);
+}
+
+function project(p: Projection, x: Float32Array, out: Float32Array): void {
+  if (p.kind === 'f32') matmul(out, x, p.w, p.rows, p.cols);
+  else matmulInt8(out, x, p.m);
+}
+
+function projectionBytes(p: Projection): number {
+  return p.kind === 'f32' ? p.w.byteLength : p.m.q.byteLength + p.m.scales.byteLength;
+}
+
+/** Reads the rows of a per-head tensor for some heads, each head being headSize consecutive rows. */
+function readHeadRows(ckpt: Checkpoint, name: 'wq' | 'wk' | 'wv', layer: number, heads: number[], headSize: number, dim: number): Float32Array {
+  const out = new Float32Array(heads.length * headSize * dim);
+  heads.forEach((h, i) => out.set(ckpt.readRows(name, layer, h * headSize, headSize), i * headSize * dim));
+  return out;
+}
+
+/** Loads a group's weight slices from a checkpoint, quantising them to int8 when asked. */
+export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: WeightQuant, groupSize = INT8_GROUP_SIZE): HeadSlices {
+  const sorted = [...heads].sort((a, b) => a - b);
+  if (sorted.length === 0 || new Set(sorted).size !== sorted.length || sorted.some((h) => !Number.isInteger(h) || h < 0 || h >= g.nHeads)) {
+    throw new MeshLlmError(`head group [${heads.join(', ')}] must be distinct head ids in 0..${g.nHeads - 1}`);
+  }
+  const kvHeads = kvHeadsFor(sorted, g.kvMul);
+  const make = (w: Float32Array, rows: number): Projection =>
+    quant === 'int8' ? { kind: 'int8', m: quantizeMatrix(w, rows, g.dim, groupSize) } : { kind: 'f32', w, rows, cols: g.dim };
+  const slices: HeadSlices = { heads: sorted, kvHeads, wq: [], wk: [], wv: [] };
+  for (let l = 0; l < g.nLayers; l++) {
+    slices.wq.push(make(readHeadRows(ckpt, 'wq', l, sorted, g.headSize, g.dim), sorted.length * g.headSize));
+    slices.wk.push(make(readHeadRows(ckpt, 'wk', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize));
+    slices.wv.push(make(readHeadRows(ckpt, 'wv', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize));
+  }
+  return slices;
+}
+
+export class HeadGroup {
+  readonly heads: number[];
+  readonly kvHeads: number[];
+  /** Context length of the KV cache (positions). */
+  readonly contextLength: number;
+  private readonly g: Geometry;
+  private readonly slices: HeadSlices;
+  /** For each local query head, the local index of its key/value head. */
+  private readonly kvOfHead: number[];
+  /** KV cache per layer: [contextLength, kvHeads.length * headSize]. */
+  private readonly keyCache: Float32Array[];
+  private readonly valueCache: Float32Array[];
+  private readonly q: Float32Array;
+  private readonly att: Float32Array;
+  private readonly out: Float32Array;
+  private rope: { pos: number; cos: Float32Array; sin: Float32Array } = { pos: -1, cos: new Float32Array(0), sin: new Float32Array(0) };
+  private readonly sqrtHeadSize: number;
+
+  constructor(g: Geometry, slices: HeadSlices, contextLength = g.seqLen) {
+    this.g = g;
+    this.slices = slices;
+    this.heads = slices.heads;
+    this.kvHeads = slices.kvHeads;
+    this.contextLength = contextLength;
+    this.kvOfHead = this.heads.map((h) => this.kvHeads.indexOf(Math.floor(h / g.kvMul)));
+    const kvWidth = this.kvHeads.length * g.headSize;
+    this.keyCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
+    this.valueCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
+    this.q = new Float32Array(this.heads.length * g.headSize);
+    this.att = new Float32Array(contextLength);
+    this.out = new Float32Array(this.heads.length * g.headSize);
+    this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
+  }
+
+  /** Bytes of resident weights (the group's W_Q/W_K/W_V rows). */
+  get weightBytes(): number {
+    const s = this.slices;
+    return [...s.wq, ...s.wk, ...s.wv].reduce((n, p) => n + projectionBytes(p), 0);
+  }
+
+  /** Bytes of the KV cache. */
+  get cacheBytes(): number {
+    return this.keyCache.reduce((n, c) => n + 2 * c.byteLength, 0);
+  }
+
+  /** Forgets every cached key and value (a new session). */
+  reset(): void {
+    for (const c of this.keyCache) c.fill(0);
+    for (const c of this.valueCache) c.fill(0);
+  }
+
+  /**
+   * One layer at one position: xb [dim] is the broadcast attention input. Returns the
+   * attention outputs of the group's heads, concatenated in `heads` order
+   * [heads.length * headSize]; the array is reused by the next call.
+   */
+  forward(xb: Float32Array, pos: number, layer: number): Float32Array {
+    const { headSize } = this.g;
+    if (pos < 0 || pos >= this.contextLength) throw new RangeError(`position ${pos} is outside the context of ${this.contextLength}`);
+    const kvWidth = this.kvHeads.length * headSize;
+    const kCache = this.keyCache[layer];
+    const vCache = this.valueCache[layer];
+    const k = kCache.subarray(pos * kvWidth, (pos + 1) * kvWidth);
+    const v = vCache.subarray(pos * kvWidth, (pos + 1) * kvWidth);
+    project(this.slices.wq[layer], xb, this.q);
+    project(this.slices.wk[layer], xb, k);
+    project(this.slices.wv[layer], xb, v);
+    this.applyRope(pos, k);
+    this.attend(pos, kCache, vCache, kvWidth);
+    return this.out;
+  }
+
+  /** RoPE on every query head and on the new key of every kv head. */
+  private applyRope(pos: number, k: Float32Array): void {
+    if (this.rope.pos !== pos) this.rope = { pos, ...ropeTable(pos, this.g.headSize) };
+    const { cos, sin } = this.rope;
+    for (let i = 0; i < this.heads.length; i++) rope(this.q, i * this.g.headSize, cos, sin);
+    for (let i = 0; i < this.kvHeads.length; i++) rope(k, i * this.g.headSize, cos, sin);
+  }
+
+  /** Causal scaled dot-product attention of each query head over positions 0..pos. */
+  private attend(pos: number, kCache: Float32Array, vCache: Float32Array, kvWidth: number): void {
+    const hs = this.g.headSize;
+    const att = this.att;
+    for (let i = 0; i < this.heads.length; i++) {
+      const qOff = i * hs;
+      const kvOff = this.kvOfHead[i] * hs;
+      for (let t = 0; t <= pos; t++) {
+        const kOff = t * kvWidth + kvOff;
+        let score = 0;
+        for (let d = 0; d < hs; d++) score += this.q[qOff + d] * kCache[kOff + d];
+        att[t] = Math.fround(score) / this.sqrtHeadSize;
+      }
+      softmax(att, pos + 1);
+      const out = this.out;
+      out.fill(0, qOff, qOff + hs);
+      for (let t = 0; t <= pos; t++) {
+        const a = att[t];
+        const vOff = t * kvWidth + kvOff;
+        for (let d = 0; d < hs; d++) out[qOff + d] += a * vCache[vOff + d];
+      }
+    }
+  }
+}
+
+/**
+ * Splits heads 0..nHeads-1 into groups of consecutive heads. `spec` is a group count
+ * ("3": sizes differ by at most one, larger groups first) or explicit sizes ("2+3+3").
+ */
+export function partitionHeads(nHeads: number, spec: string | number): number[][] {
+  const text = String(spec).trim();
+  let sizes: number[];
+  if (/^\d+$/.test(text)) {
+    const n = Number(text);
+    if (n < 1 || n > nHeads) throw new MeshLlmError(`--groups ${text}: a group count must be between 1 and the model's ${nHeads} heads`);
+    sizes = Array.from({ length: n }, (_, i) => Math.floor(nHeads / n) + (i < nHeads % n ? 1 : 0));
+  } else if (/^\d+(\+\d+)+$/.test(text)) {
+    sizes = text.split('+').map(Number);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    if (sizes.some((s) => s < 1) || total !== nHeads) {
+      throw new MeshLlmError(`--groups ${text}: group sizes must be positive and add up to the model's ${nHeads} heads (they add up to ${total})`);
+    }
+  } else {
+    throw new MeshLlmError(`--groups ${text}: expected a group count such as 3, or sizes such as 2+3+3`);
+  }
+  const groups: number[][] = [];
+  let next = 0;
+  for (const s of sizes) {
+    groups.push(Array.from({ length: s }, (_, i) => next + i));
+    next += s;
+  }
+  return groups;
+}

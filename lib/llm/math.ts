@@ -1,0 +1,91 @@
+/**
+ * The numeric kernels of the forward pass, as llama2.c's run.c computes them. Vectors are
+ * Float32Array, matrices row-major [rows, cols]. Dot products accumulate in double precision
+ * and are stored as float32.
+ */
+import { RMS_EPS, ROPE_THETA } from './config';
+
+/** out[i] = weight[i] * x[i] / sqrt(mean(x^2) + eps); out may alias x. Shapes: [n]. */
+export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array): void {
+  const n = x.length;
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += x[i] * x[i];
+  const scale = Math.fround(1 / Math.sqrt(Math.fround(Math.fround(ss / n) + RMS_EPS)));
+  for (let i = 0; i < n; i++) out[i] = weight[i] * Math.fround(scale * x[i]);
+}
+
+/**
+ * out = W x for W [rows, cols] stored from element `wOffset` of w; x [cols]; out [rows]
+ * written from element `outOffset`.
+ */
+export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, cols: number, wOffset = 0, outOffset = 0): void {
+  for (let r = 0; r < rows; r++) {
+    const row = wOffset + r * cols;
+    let sum = 0;
+    for (let c = 0; c < cols; c++) sum += w[row + c] * x[c];
+    out[outOffset + r] = sum;
+  }
+}
+
+/** In-place softmax over x[0, n). */
+export function softmax(x: Float32Array, n: number): void {
+  let max = x[0];
+  for (let i = 1; i < n; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.fround(Math.exp(x[i] - max));
+    x[i] = e;
+    sum += e;
+  }
+  const total = Math.fround(sum);
+  for (let i = 0; i < n; i++) x[i] = x[i] / total;
+}
+
+/** x += y, element-wise. Shapes: [n]. */
+export function addInPlace(x: Float32Array, y: Float32Array): void {
+  for (let i = 0; i < x.length; i++) x[i] += y[i];
+}
+
+/** SwiGLU gate: h1[i] = silu(h1[i]) * h3[i]. Shapes: [hiddenDim]. */
+export function swiglu(h1: Float32Array, h3: Float32Array): void {
+  for (let i = 0; i < h1.length; i++) {
+    const v = h1[i];
+    const silu = Math.fround(v * Math.fround(1 / Math.fround(1 + Math.fround(Math.exp(-v)))));
+    h1[i] = silu * h3[i];
+  }
+}
+
+/**
+ * RoPE rotation table for one position: cos and sin of pos * theta^(-2i/headSize) for each
+ * pair i of a head, computed in float32 as run.c does. Shapes: [headSize / 2] each.
+ */
+export function ropeTable(pos: number, headSize: number): { cos: Float32Array; sin: Float32Array } {
+  const half = headSize / 2;
+  const cos = new Float32Array(half);
+  const sin = new Float32Array(half);
+  for (let p = 0; p < half; p++) {
+    const freq = Math.fround(1 / Math.fround(Math.pow(ROPE_THETA, Math.fround((2 * p) / headSize))));
+    const angle = Math.fround(pos * freq);
+    cos[p] = Math.cos(angle);
+    sin[p] = Math.sin(angle);
+  }
+  return { cos, sin };
+}
+
+/** Rotates one head vector v[offset, offset + headSize) in place by a RoPE table. */
+export function rope(v: Float32Array, offset: number, cos: Float32Array, sin: Float32Array): void {
+  for (let p = 0; p < cos.length; p++) {
+    const i = offset + 2 * p;
+    const v0 = v[i];
+    const v1 = v[i + 1];
+    v[i] = Math.fround(v0 * cos[p]) - Math.fround(v1 * sin[p]);
+    v[i + 1] = Math.fround(v0 * sin[p]) + Math.fround(v1 * cos[p]);
+  }
+}
+
+/** Index of the largest element (the first one on ties). */
+export function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
