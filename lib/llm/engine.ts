@@ -145,6 +145,8 @@ export interface EngineOptions {
   groups?: string | number;
   /** int8: int8 head weights and int8 transport of broadcast vectors and head outputs. */
   quant?: WeightQuant;
+  /** Overrides the transport implied by `quant` (to measure weights and transport apart). */
+  transport?: Transport;
 }
 
 /** The whole model in one process, with its heads cut into groups. */
@@ -171,7 +173,8 @@ export class Engine {
       const quant = o.quant ?? 'f32';
       const groups = partitionHeads(g.nHeads, o.groups ?? 1).map((heads) => new HeadGroup(g, loadHeadSlices(ckpt, g, heads, quant)));
       const gateway = Gateway.load(ckpt);
-      return new Engine(g, gateway, new LocalHeads(g, groups, quant === 'int8' ? 'int8' : 'f32'), tokenizer, ckpt.info);
+      const transport = o.transport ?? (quant === 'int8' ? 'int8' : 'f32');
+      return new Engine(g, gateway, new LocalHeads(g, groups, transport), tokenizer, ckpt.info);
     } finally {
       ckpt.close();
     }

@@ -126,31 +126,37 @@ export class Tokenizer {
     return id;
   }
 
-  /**
-   * Bytes that run.c prints for `token` following `prev`: the leading space is stripped after
-   * BOS, <0xNN> becomes the raw byte, and a lone unprintable byte is dropped (run.c's safe_printf).
-   */
-  decodePiece(prev: number, token: number): Buffer {
+  /** The exact bytes of `token` following `prev`: the leading space is stripped after BOS, <0xNN> becomes the raw byte. */
+  pieceBytes(prev: number, token: number): Buffer {
     if (!Number.isInteger(token) || token < 0 || token >= this.pieces.length) {
       throw new MeshLlmError(`token id ${token} is outside the vocabulary (0..${this.pieces.length - 1})`);
     }
     const byte = this.byteOfPiece[token];
-    let piece: Buffer;
-    if (byte !== undefined) {
-      piece = Buffer.from([byte]);
-    } else {
-      let p = this.pieces[token];
-      if (prev === BOS && p.startsWith(' ')) p = p.slice(1);
-      piece = Buffer.from(p, 'latin1');
-    }
-    if (piece.length === 1 && !isPrintableOrSpace(piece[0])) return Buffer.alloc(0);
-    return piece;
+    if (byte !== undefined) return Buffer.from([byte]);
+    let p = this.pieces[token];
+    if (prev === BOS && p.startsWith(' ')) p = p.slice(1);
+    return Buffer.from(p, 'latin1');
   }
 
-  /** Text of a token sequence as run.c prints it (the first id is the context, e.g. BOS). */
+  /** What run.c prints for `token` following `prev`: pieceBytes, less a lone unprintable byte (safe_printf). */
+  decodePiece(prev: number, token: number): Buffer {
+    const piece = this.pieceBytes(prev, token);
+    return piece.length === 1 && !isPrintableOrSpace(piece[0]) ? Buffer.alloc(0) : piece;
+  }
+
+  /** Text of a token sequence as run.c prints it (the first id is context, e.g. BOS). */
   decode(ids: readonly number[]): string {
+    return this.join(ids, (a, b) => this.decodePiece(a, b));
+  }
+
+  /** The exact text a token sequence encodes (byte fallbacks kept): decodeRaw(encode(s)) === s. */
+  decodeRaw(ids: readonly number[]): string {
+    return this.join(ids, (a, b) => this.pieceBytes(a, b));
+  }
+
+  private join(ids: readonly number[], piece: (prev: number, token: number) => Buffer): string {
     const parts: Buffer[] = [];
-    for (let i = 1; i < ids.length; i++) parts.push(this.decodePiece(ids[i - 1], ids[i]));
+    for (let i = 1; i < ids.length; i++) parts.push(piece(ids[i - 1], ids[i]));
     return Buffer.concat(parts).toString('utf8');
   }
 }

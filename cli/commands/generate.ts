@@ -1,0 +1,81 @@
+/**
+ * `mesh-llm generate`: text from the model. Streams text as it is produced; with --json
+ * prints one object {"tokens", "text", "tokensPerSecond"} on stdout instead.
+ */
+import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
+import { Engine, GenerateOptions, GenerationResult } from '../../lib/llm/engine';
+import { resolveModelPaths } from '../../lib/llm/resolve';
+import { TextStream } from '../output';
+
+export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
+                  [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
+
+  --prompt TEXT      text to continue (default: none, start from BOS)
+  --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's context)
+  --temperature T    0 = greedy (default 1.0)
+  --top-p P          nucleus sampling threshold in [0, 1] (default 0.9; 0 or 1 = off)
+  --seed S           sampling seed (default: from the clock)
+  --model PATH       llama2.c checkpoint (default: found by the model resolution order, see README)
+  --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
+  --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
+  --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
+  --json             print one JSON object instead of streaming text`;
+
+export const generateOptionSpec = {
+  prompt: { type: 'string' },
+  steps: { type: 'string' },
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  model: { type: 'string' },
+  tokenizer: { type: 'string' },
+  groups: { type: 'string' },
+  quant: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export interface GenerateCommand {
+  generate: GenerateOptions;
+  model?: string;
+  tokenizer?: string;
+  groups: string;
+  quant: 'f32' | 'int8';
+  json: boolean;
+}
+
+export function parseGenerate(values: ReturnType<typeof parseOptions<typeof generateOptionSpec>>): GenerateCommand {
+  return {
+    generate: {
+      prompt: values.prompt ?? '',
+      steps: intOption('steps', values.steps, 256, 0, 1 << 20),
+      temperature: floatOption('temperature', values.temperature, 1.0, 0, 100),
+      topP: floatOption('top-p', values['top-p'], 0.9, 0, 1),
+      seed: seedOption(values.seed),
+    },
+    model: values.model,
+    tokenizer: values.tokenizer,
+    groups: values.groups ?? '1',
+    quant: choiceOption('quant', values.quant, 'f32', ['f32', 'int8'] as const),
+    json: values.json ?? false,
+  };
+}
+
+/** Prints a finished generation: the JSON object, or the closing newline and a rate on stderr. */
+export function reportGeneration(result: GenerationResult, json: boolean, stream: TextStream): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond })}\n`);
+  } else {
+    stream.end();
+    process.stderr.write(`achieved tok/s: ${result.tokensPerSecond.toFixed(1)}\n`);
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const cmd = parseGenerate(parseOptions(argv, generateOptionSpec, 'generate'));
+  const paths = resolveModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
+  const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant });
+  const stream = new TextStream(process.stdout);
+  const result = await engine.generate(cmd.generate, cmd.json ? undefined : (_t, piece) => stream.write(piece));
+  reportGeneration(result, cmd.json, stream);
+  return 0;
+}

@@ -1,0 +1,116 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { Engine } from '../lib/llm/engine';
+import { packageRoot } from '../lib/llm/resolve';
+import { goldenIds, goldenText, modelPaths } from './support/fixtures';
+import { runCli } from './support/cli';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-cli-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** A user-facing failure: one error line (plus an optional hint), no stack trace. */
+function expectCleanError(r: { code: number | null; stderr: string; stdout: string }, code: number, pattern: RegExp): void {
+  expect(r.code).toBe(code);
+  expect(r.stderr).toMatch(/^mesh-llm: error: /);
+  expect(r.stderr).toMatch(pattern);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+  expect(r.stdout).not.toMatch(/NaN/);
+}
+
+describe('mesh-llm generate', () => {
+  test('--json prints exactly one object with the golden tokens', async () => {
+    const r = await runCli(['generate', '--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--json']);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const out = JSON.parse(lines[0]);
+    expect(Object.keys(out).sort()).toEqual(['text', 'tokens', 'tokensPerSecond']);
+    expect(out.tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(out.text).toBe(goldenText('once-greedy-64'));
+    expect(out.tokensPerSecond).toBeGreaterThan(0);
+  });
+
+  test('streams text like run.c, and --groups/--quant are accepted', async () => {
+    const r = await runCli(['generate', '--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--groups', '2+3+3']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${goldenText('once-greedy-64')}\n`);
+    expect(r.stderr).toMatch(/achieved tok\/s: \d/);
+    const q = await runCli(['generate', '--prompt', 'Once upon a time', '--steps', '32', '--temperature', '0', '--quant', 'int8', '--json']);
+    expect(q.code).toBe(0);
+    expect(JSON.parse(q.stdout).tokens.slice(0, 5)).toEqual(goldenIds('once-greedy-64').slice(0, 5));
+  });
+
+  test('a new prompt gives the same tokens as the engine, with a seed for sampling', async () => {
+    const prompt = 'The cat sat by the window and';
+    const r = await runCli(['generate', '--prompt', prompt, '--steps', '48', '--temperature', '0.8', '--seed', '1234', '--groups', '8', '--json']);
+    const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer });
+    const expected = await engine.generate({ prompt, steps: 48, temperature: 0.8, topP: 0.9, seed: 1234n });
+    expect(JSON.parse(r.stdout).tokens).toEqual(expected.tokens);
+  });
+
+  test('bad options are one-line usage errors with exit code 2', async () => {
+    expectCleanError(await runCli(['generate', '--steps', 'many']), 2, /--steps "many": expected a whole number/);
+    expectCleanError(await runCli(['generate', '--temperature=-1']), 2, /--temperature "-1": expected a number from 0/);
+    expectCleanError(await runCli(['generate', '--quant', 'int4']), 2, /--quant "int4": expected one of f32, int8/);
+    expectCleanError(await runCli(['generate', '--groups', '9']), 1, /between 1 and the model's 8 heads/);
+    expectCleanError(await runCli(['generate', '--frobnicate']), 2, /Unknown option '--frobnicate'/);
+    const unknown = await runCli(['dance']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/unknown command "dance"/);
+  });
+
+  test('a truncated model, a wrong magic and a missing tokenizer are clear errors', async () => {
+    const truncated = path.join(tmp, 'truncated.bin');
+    fs.writeFileSync(truncated, fs.readFileSync(modelPaths.model).subarray(0, 4096));
+    expectCleanError(await runCli(['generate', '--model', truncated, '--tokenizer', modelPaths.tokenizer]), 1, /truncated: 4096 bytes, but its version-0 header .* implies 1056540 bytes/);
+    const wrong = path.join(tmp, 'wrong.bin');
+    fs.writeFileSync(wrong, Buffer.alloc(2048, 0xff));
+    expectCleanError(await runCli(['generate', '--model', wrong]), 1, /is not a llama2.c checkpoint/);
+    expectCleanError(await runCli(['generate', '--tokenizer', path.join(tmp, 'none.bin')]), 1, /tokenizer file .*none.bin: does not exist/);
+  });
+});
+
+describe('model resolution order', () => {
+  test('MESH_LLM_MODEL_DIR is used, and a folder without the model is a clear error', async () => {
+    const dir = path.join(tmp, 'env-models');
+    fs.mkdirSync(dir);
+    const cwd = path.join(tmp, 'elsewhere');
+    fs.mkdirSync(cwd);
+    // A copy with a biased classifier proves the file from MESH_LLM_MODEL_DIR was the one used.
+    const data = Buffer.from(fs.readFileSync(modelPaths.model));
+    fs.writeFileSync(path.join(dir, 'stories260K.bin'), data);
+    fs.copyFileSync(modelPaths.tokenizer, path.join(dir, 'tok512.bin'));
+    const ok = await runCli(['generate', '--steps', '8', '--temperature', '0', '--json'], { env: { MESH_LLM_MODEL_DIR: dir }, cwd });
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout).tokens).toEqual(goldenIds('bos-greedy-256').slice(0, 9));
+    fs.writeFileSync(path.join(dir, 'stories260K.bin'), data.subarray(0, 1000));
+    expectCleanError(await runCli(['generate', '--steps', '8'], { env: { MESH_LLM_MODEL_DIR: dir }, cwd }), 1, new RegExp(`${dir}/stories260K.bin: is truncated`));
+  });
+});
+
+describe('npm run fetch-model', () => {
+  const fetchScript = path.join(packageRoot(), 'dist', 'scripts', 'fetch-model.js');
+
+  test('copies the model from a mirror folder, verified', () => {
+    const dest = path.join(tmp, 'fetched');
+    const r = spawnSync(process.execPath, [fetchScript, '--from', path.dirname(modelPaths.model), '--to', dest, '--json'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout).files.map((f: string) => path.basename(f))).toEqual(['stories260K.bin', 'tok512.bin']);
+    expect(fs.readFileSync(path.join(dest, 'stories260K.bin')).equals(fs.readFileSync(modelPaths.model))).toBe(true);
+  });
+
+  test('a mirror holding a different file is refused by its checksum', () => {
+    const mirror = path.join(tmp, 'bad-mirror');
+    fs.mkdirSync(mirror);
+    fs.copyFileSync(modelPaths.tokenizer, path.join(mirror, 'tok512.bin'));
+    const data = Buffer.from(fs.readFileSync(modelPaths.model));
+    data[5000] ^= 1;
+    fs.writeFileSync(path.join(mirror, 'stories260K.bin'), data);
+    const r = spawnSync(process.execPath, [fetchScript, '--from', mirror, '--to', path.join(tmp, 'never')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/stories260K.bin from .* sha256 [0-9a-f]{64}; expected 1056540 bytes with sha256 b0a507e7/);
+    expect(fs.existsSync(path.join(tmp, 'never', 'stories260K.bin'))).toBe(false);
+  });
+});
