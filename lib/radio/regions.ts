@@ -1,0 +1,233 @@
+/**
+ * Radio regions: where a transmitter may transmit, how large a packet may be at each data
+ * rate, and how long it must then stay silent. Frequencies are in Hz, times in milliseconds,
+ * duty cycles are fractions (0.01 = 1%).
+ *
+ * EU868 follows ETSI EN 300 220 / ERC Recommendation 70-03 (sub-bands g..g4, each with its
+ * own duty cycle per transmitter); US915 follows FCC part 15.247 as LoRaWAN applies it (no
+ * duty cycle, at most 400 ms dwell time per transmission, 64 + 8 uplink channels). Maximum
+ * payloads per data rate are the LoRaWAN Regional Parameters (RP002-1.0) figures M + 5
+ * (MACPayload plus MHDR and MIC), i.e. the largest PHY payload a data rate allows.
+ */
+import { MeshLlmError } from '../llm/errors';
+import { BandwidthKHz, SpreadingFactor, timeOnAirMs, LoRaModulation } from './airtime';
+
+export const REGION_NAMES = ['EU868', 'US915'] as const;
+export type RegionName = (typeof REGION_NAMES)[number];
+
+/** A frequency range with one duty-cycle limit per transmitter. */
+export interface SubBand {
+  name: string;
+  lowHz: number;
+  highHz: number;
+  /** Fraction of time one transmitter may be on air in this sub-band (1 = no limit). */
+  dutyCycle: number;
+}
+
+export interface DataRate {
+  dr: number;
+  sf: SpreadingFactor;
+  bandwidthKHz: BandwidthKHz;
+  /** Largest PHY payload at this data rate (LoRaWAN M + 5), bytes. */
+  maxPayloadBytes: number;
+}
+
+export interface Channel {
+  frequencyHz: number;
+  bandwidthKHz: BandwidthKHz;
+}
+
+export interface Region {
+  name: RegionName;
+  subBands: readonly SubBand[];
+  dataRates: readonly DataRate[];
+  /** Longest single transmission, ms (Infinity where the region sets none). */
+  maxDwellMs: number;
+  /** Every uplink channel the region defines. */
+  uplinkChannels: readonly Channel[];
+}
+
+/** The mesh's channels: node results go out on `uplink`, the gateway's broadcasts on `broadcast`. */
+export interface ChannelPlan {
+  uplink: Channel[];
+  broadcast: Channel;
+}
+
+/** A transmission the region forbids. */
+export class RegulatoryError extends MeshLlmError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RegulatoryError';
+  }
+}
+
+const MHz = 1e6;
+
+function channels(firstHz: number, stepHz: number, count: number, bandwidthKHz: BandwidthKHz): Channel[] {
+  return Array.from({ length: count }, (_, i) => ({ frequencyHz: Math.round(firstHz + i * stepHz), bandwidthKHz }));
+}
+
+/**
+ * EU868 sub-bands. ERC 70-03 band g is 863-870 MHz at 0.1%, raised to 1% in 865-868 MHz;
+ * g1..g4 are its historical sub-bands. 868.6-868.7 and 869.2-869.4 MHz belong to other
+ * annexes (alarms) and are left out, so no channel here falls into them.
+ */
+export const EU868: Region = {
+  name: 'EU868',
+  subBands: [
+    { name: 'g (863-865 MHz)', lowHz: 863.0 * MHz, highHz: 865.0 * MHz, dutyCycle: 0.001 },
+    { name: 'g (865-868 MHz)', lowHz: 865.0 * MHz, highHz: 868.0 * MHz, dutyCycle: 0.01 },
+    { name: 'g1', lowHz: 868.0 * MHz, highHz: 868.6 * MHz, dutyCycle: 0.01 },
+    { name: 'g2', lowHz: 868.7 * MHz, highHz: 869.2 * MHz, dutyCycle: 0.001 },
+    { name: 'g3', lowHz: 869.4 * MHz, highHz: 869.65 * MHz, dutyCycle: 0.1 },
+    { name: 'g4', lowHz: 869.7 * MHz, highHz: 870.0 * MHz, dutyCycle: 0.01 },
+  ],
+  dataRates: [
+    { dr: 0, sf: 12, bandwidthKHz: 125, maxPayloadBytes: 64 },
+    { dr: 1, sf: 11, bandwidthKHz: 125, maxPayloadBytes: 64 },
+    { dr: 2, sf: 10, bandwidthKHz: 125, maxPayloadBytes: 64 },
+    { dr: 3, sf: 9, bandwidthKHz: 125, maxPayloadBytes: 128 },
+    { dr: 4, sf: 8, bandwidthKHz: 125, maxPayloadBytes: 255 },
+    { dr: 5, sf: 7, bandwidthKHz: 125, maxPayloadBytes: 255 },
+    { dr: 6, sf: 7, bandwidthKHz: 250, maxPayloadBytes: 255 },
+  ],
+  maxDwellMs: Infinity,
+  // The three mandatory LoRaWAN channels (g1) and the five common extra ones (865-868 MHz).
+  uplinkChannels: [...channels(868.1 * MHz, 0.2 * MHz, 3, 125), ...channels(867.1 * MHz, 0.2 * MHz, 5, 125)],
+};
+
+/**
+ * US915: 64 x 125 kHz uplink channels from 902.3 MHz, 8 x 500 kHz from 903.0 MHz. The mesh
+ * holds every transmission (the gateway's too) to the 400 ms dwell time, which LoRaWAN applies
+ * to uplinks: at SF12/500 and SF11/500 that cuts frames below the data rate's maximum.
+ */
+export const US915: Region = {
+  name: 'US915',
+  subBands: [{ name: '902-928 MHz', lowHz: 902.0 * MHz, highHz: 928.0 * MHz, dutyCycle: 1 }],
+  dataRates: [
+    { dr: 0, sf: 10, bandwidthKHz: 125, maxPayloadBytes: 24 },
+    { dr: 1, sf: 9, bandwidthKHz: 125, maxPayloadBytes: 66 },
+    { dr: 2, sf: 8, bandwidthKHz: 125, maxPayloadBytes: 138 },
+    { dr: 3, sf: 7, bandwidthKHz: 125, maxPayloadBytes: 255 },
+    { dr: 4, sf: 8, bandwidthKHz: 500, maxPayloadBytes: 255 },
+    { dr: 8, sf: 12, bandwidthKHz: 500, maxPayloadBytes: 66 },
+    { dr: 9, sf: 11, bandwidthKHz: 500, maxPayloadBytes: 142 },
+    { dr: 10, sf: 10, bandwidthKHz: 500, maxPayloadBytes: 255 },
+    { dr: 11, sf: 9, bandwidthKHz: 500, maxPayloadBytes: 255 },
+    { dr: 12, sf: 8, bandwidthKHz: 500, maxPayloadBytes: 255 },
+    { dr: 13, sf: 7, bandwidthKHz: 500, maxPayloadBytes: 255 },
+  ],
+  maxDwellMs: 400,
+  uplinkChannels: [...channels(902.3 * MHz, 0.2 * MHz, 64, 125), ...channels(903.0 * MHz, 1.6 * MHz, 8, 500)],
+};
+
+export const REGIONS: Record<RegionName, Region> = { EU868, US915 };
+
+export function region(name: string): Region {
+  const r = (REGIONS as Record<string, Region | undefined>)[name];
+  if (!r) throw new MeshLlmError(`region ${JSON.stringify(name)}: expected one of ${REGION_NAMES.join(', ')}`);
+  return r;
+}
+
+/** The data rate of a region with this spreading factor and bandwidth. */
+export function dataRate(r: Region, sf: number, bandwidthKHz: number): DataRate {
+  const d = r.dataRates.find((x) => x.sf === sf && x.bandwidthKHz === bandwidthKHz);
+  if (!d) {
+    const known = r.dataRates.map((x) => `SF${x.sf}/${x.bandwidthKHz}`).join(', ');
+    throw new MeshLlmError(`${r.name} has no data rate SF${sf}/${bandwidthKHz} kHz (it has ${known})`);
+  }
+  return d;
+}
+
+/** The sub-band a channel lies in: the whole channel must fit inside it. */
+export function subBandOf(r: Region, ch: Channel): SubBand {
+  const half = (ch.bandwidthKHz * 1e3) / 2;
+  const s = r.subBands.find((b) => ch.frequencyHz - half >= b.lowHz && ch.frequencyHz + half <= b.highHz);
+  if (!s) throw new RegulatoryError(`${r.name}: a ${ch.bandwidthKHz} kHz channel at ${(ch.frequencyHz / MHz).toFixed(3)} MHz lies in no sub-band`);
+  return s;
+}
+
+/**
+ * The mesh's channels for `count` receive channels at a bandwidth. EU868: uplinks on 868.1
+ * (then 868.3, 868.5, 867.1..867.9) MHz, broadcasts in g3 at 869.525 MHz, where a transmitter
+ * has 10%. US915: uplinks on sub-band 2 (903.9..905.3 MHz at 125 kHz, 904.6 MHz first at
+ * 500 kHz); the broadcast shares the first uplink channel (there is no duty cycle to spread).
+ */
+export function channelPlan(r: Region, count: number, bandwidthKHz: BandwidthKHz): ChannelPlan {
+  const pool = r.uplinkChannels.filter((c) => c.bandwidthKHz === bandwidthKHz);
+  let uplink: Channel[];
+  let broadcast: Channel;
+  if (r.name === 'EU868') {
+    uplink = bandwidthKHz === 125 ? pool.slice(0, count) : [{ frequencyHz: 868.3 * MHz, bandwidthKHz }].slice(0, count);
+    broadcast = { frequencyHz: 869.525 * MHz, bandwidthKHz };
+  } else {
+    const start = bandwidthKHz === 125 ? 8 : 1; // sub-band 2: channels 8..15, and 65
+    uplink = [...pool.slice(start), ...pool.slice(0, start)].slice(0, count);
+    broadcast = uplink[0];
+  }
+  if (uplink.length < count) {
+    throw new MeshLlmError(`${r.name} offers ${uplink.length} uplink channel(s) of ${bandwidthKHz} kHz in this plan, not ${count}`);
+  }
+  return { uplink, broadcast };
+}
+
+/** The longest frame a region allows at a modulation: the data rate's limit, within the dwell time. */
+export function maxFrameBytesFor(r: Region, m: LoRaModulation): number {
+  const limit = dataRate(r, m.sf, m.bandwidthKHz).maxPayloadBytes;
+  let n = limit;
+  while (n > 0 && timeOnAirMs(n, m) > r.maxDwellMs) n--;
+  return n;
+}
+
+/** Throws when one transmission would exceed the region's dwell time. */
+export function checkDwell(r: Region, airtimeMs: number): void {
+  if (airtimeMs > r.maxDwellMs) {
+    throw new RegulatoryError(`${r.name}: a transmission of ${airtimeMs.toFixed(1)} ms exceeds the ${r.maxDwellMs} ms dwell time`);
+  }
+}
+
+/** Silence a transmitter owes after `airtimeMs` on air in a sub-band: airtime * (1/dc - 1). */
+export function offTimeMs(airtimeMs: number, dutyCycle: number): number {
+  return airtimeMs * (1 / dutyCycle - 1);
+}
+
+/**
+ * The regulatory clock of one transmitter (one half-duplex radio): after each transmission
+ * in a sub-band it stays silent there for airtime * (1/dc - 1), as LoRaWAN end devices do;
+ * it never transmits twice at once, and no transmission exceeds the dwell time.
+ */
+export class DutyCycleTracker {
+  readonly region: Region;
+  /** Per sub-band name: when this transmitter may next transmit there. */
+  private readonly availableAt = new Map<string, number>();
+  /** End of the transmission in progress (half duplex: one at a time). */
+  private busyUntil = -Infinity;
+  /** Total time on air so far, ms. */
+  airtimeMs = 0;
+
+  constructor(r: Region) {
+    this.region = r;
+  }
+
+  /** The earliest start at or after `nowMs` at which this transmitter may use the channel. */
+  earliestStartMs(ch: Channel, nowMs: number): number {
+    const band = subBandOf(this.region, ch);
+    return Math.max(nowMs, this.busyUntil, this.availableAt.get(band.name) ?? -Infinity);
+  }
+
+  /** Records a transmission; throws RegulatoryError if it breaks the duty cycle, the dwell time or half duplex. Returns its end time. */
+  transmit(ch: Channel, startMs: number, airtimeMs: number): number {
+    checkDwell(this.region, airtimeMs);
+    const band = subBandOf(this.region, ch);
+    const allowed = this.earliestStartMs(ch, -Infinity);
+    if (startMs < allowed) {
+      const why = startMs < this.busyUntil ? 'while still transmitting' : `during its ${band.name} off-time (${band.dutyCycle * 100}% duty cycle)`;
+      throw new RegulatoryError(`${this.region.name}: transmission at ${startMs.toFixed(1)} ms ${why}; allowed from ${allowed.toFixed(1)} ms`);
+    }
+    const end = startMs + airtimeMs;
+    this.busyUntil = end;
+    this.availableAt.set(band.name, end + offTimeMs(airtimeMs, band.dutyCycle));
+    this.airtimeMs += airtimeMs;
+    return end;
+  }
+}
