@@ -112,30 +112,79 @@ export function validateGenerateOptions(o: GenerateOptions, seqLen: number): Gen
   return { ...o, steps, seed };
 }
 
-/** run.c's generation loop: feed the prompt, then sample; stop at `steps` positions or at BOS. */
-export async function generate(gateway: Gateway, heads: HeadRunner, tokenizer: Tokenizer, options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
-  const o = validateGenerateOptions(options, gateway.g.seqLen);
-  const prompt = tokenizer.encode(o.prompt, true, false);
-  const sampler = new Sampler({ temperature: o.temperature, topP: o.topP, seed: o.seed });
-  const headOut = new Float32Array(gateway.g.dim);
-  const tokens = [prompt[0]];
-  const pieces: Buffer[] = [];
-  await heads.reset();
-  const start = process.hrtime.bigint();
-  let token = prompt[0];
-  for (let pos = 0; pos < o.steps; pos++) {
-    const feeding = pos < prompt.length - 1;
-    const logits = await forward(gateway, heads, token, pos, headOut, !feeding);
-    const next = feeding ? prompt[pos + 1] : sampler.sample(logits as Float32Array);
-    if (next === BOS) break;
-    const piece = tokenizer.decodePiece(token, next);
-    pieces.push(piece);
-    tokens.push(next);
-    onToken?.(next, piece, pos + 1);
-    token = next;
+/**
+ * The state of one generation, advanced one position at a time as run.c does: the prompt is
+ * fed token by token, then tokens are sampled; it ends after `steps` positions or when BOS is
+ * sampled. The loop below and the Node-RED token loop both drive it.
+ */
+export class Generation {
+  readonly options: GenerateOptions;
+  /** Prompt tokens, BOS first. */
+  readonly prompt: number[];
+  /** BOS first, then every token fed or sampled. */
+  readonly tokens: number[];
+  /** The token to feed at `pos`. */
+  token: number;
+  pos = 0;
+  done = false;
+  private readonly sampler: Sampler;
+  private readonly pieces: Buffer[] = [];
+  private readonly tokenizer: Tokenizer;
+  private readonly startNs = process.hrtime.bigint();
+
+  constructor(tokenizer: Tokenizer, options: GenerateOptions, seqLen: number) {
+    this.options = validateGenerateOptions(options, seqLen);
+    this.tokenizer = tokenizer;
+    this.prompt = tokenizer.encode(this.options.prompt, true, false);
+    this.sampler = new Sampler({ temperature: this.options.temperature, topP: this.options.topP, seed: this.options.seed });
+    this.token = this.prompt[0];
+    this.tokens = [this.token];
+    this.done = this.options.steps === 0;
   }
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  return { tokens, text: Buffer.concat(pieces).toString('utf8'), tokensPerSecond: seconds > 0 ? (tokens.length - 1) / seconds : 0, seconds };
+
+  /** False while the prompt is being fed: the logits of this position are not used. */
+  get needsLogits(): boolean {
+    return this.pos >= this.prompt.length - 1;
+  }
+
+  /**
+   * Takes the logits computed at `pos` (null while feeding the prompt) and moves to the next
+   * position. Returns the new token and the bytes run.c prints for it, or null at the end.
+   */
+  advance(logits: Float32Array | null): { token: number; piece: Buffer } | null {
+    if (this.done) throw new Error('the generation has ended');
+    const next = this.needsLogits ? this.sampler.sample(logits as Float32Array) : this.prompt[this.pos + 1];
+    this.pos++;
+    if (next === BOS) {
+      this.done = true;
+      return null;
+    }
+    const piece = this.tokenizer.decodePiece(this.token, next);
+    this.pieces.push(piece);
+    this.tokens.push(next);
+    this.token = next;
+    if (this.pos >= this.options.steps) this.done = true;
+    return { token: next, piece };
+  }
+
+  result(): GenerationResult {
+    const seconds = Number(process.hrtime.bigint() - this.startNs) / 1e9;
+    const text = Buffer.concat(this.pieces).toString('utf8');
+    return { tokens: [...this.tokens], text, tokensPerSecond: seconds > 0 ? (this.tokens.length - 1) / seconds : 0, seconds };
+  }
+}
+
+/** run.c's generation loop over any HeadRunner. */
+export async function generate(gateway: Gateway, heads: HeadRunner, tokenizer: Tokenizer, options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
+  const headOut = new Float32Array(gateway.g.dim);
+  await heads.reset();
+  const gen = new Generation(tokenizer, options, gateway.g.seqLen);
+  while (!gen.done) {
+    const logits = await forward(gateway, heads, gen.token, gen.pos, headOut, gen.needsLogits);
+    const out = gen.advance(logits);
+    if (out) onToken?.(out.token, out.piece, gen.pos);
+  }
+  return gen.result();
 }
 
 export interface EngineOptions {
