@@ -69,6 +69,11 @@ export class Gateway {
     return new Gateway(geometry(ckpt.info.config), loadGatewayWeights(ckpt));
   }
 
+  /** The gateway's weights (read-only use: e.g. to build the FFN as an ONNX graph). */
+  get weights(): GatewayWeights {
+    return this.w;
+  }
+
   /** Bytes of resident gateway weights (a shared classifier counted once). */
   get weightBytes(): number {
     const w = this.w;
