@@ -7,7 +7,7 @@
 import { Geometry } from './config';
 import { Checkpoint } from './checkpoint';
 import { MeshLlmError } from './errors';
-import { matmul, rope, ropeTable, softmax } from './math';
+import { matmul, rope, ropeTable, softmax, weightedRowSum } from './math';
 import { Int8Matrix, matmulInt8, quantizeMatrix } from './quant';
 
 export type WeightQuant = 'f32' | 'int8';
@@ -78,10 +78,18 @@ export class HeadGroup {
   private readonly slices: HeadSlices;
   /** For each local query head, the local index of its key/value head. */
   private readonly kvOfHead: number[];
-  /** KV cache per layer: [contextLength, kvHeads.length * headSize]. */
+  /**
+   * KV cache per layer: [kvHeads.length, contextLength, headSize], so the keys (or values)
+   * one query head attends over are contiguous rows: attention scores are one matmul.
+   */
   private readonly keyCache: Float32Array[];
   private readonly valueCache: Float32Array[];
+  /** Projections at the current position: q [heads.length * headSize], k and v [kvHeads.length * headSize]. */
   private readonly q: Float32Array;
+  private readonly k: Float32Array;
+  private readonly v: Float32Array;
+  /** Views of q, one per local query head [headSize]. */
+  private readonly qOfHead: Float32Array[];
   private readonly att: Float32Array;
   private readonly out: Float32Array;
   private rope: { pos: number; cos: Float32Array; sin: Float32Array } = { pos: -1, cos: new Float32Array(0), sin: new Float32Array(0) };
@@ -98,6 +106,9 @@ export class HeadGroup {
     this.keyCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
     this.valueCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
     this.q = new Float32Array(this.heads.length * g.headSize);
+    this.k = new Float32Array(kvWidth);
+    this.v = new Float32Array(kvWidth);
+    this.qOfHead = this.heads.map((_, i) => this.q.subarray(i * g.headSize, (i + 1) * g.headSize));
     this.att = new Float32Array(contextLength);
     this.out = new Float32Array(this.heads.length * g.headSize);
     this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
@@ -128,16 +139,22 @@ export class HeadGroup {
   forward(xb: Float32Array, pos: number, layer: number): Float32Array {
     const { headSize } = this.g;
     if (pos < 0 || pos >= this.contextLength) throw new RangeError(`position ${pos} is outside the context of ${this.contextLength}`);
-    const kvWidth = this.kvHeads.length * headSize;
+    const { q, k, v } = this;
     const kCache = this.keyCache[layer];
     const vCache = this.valueCache[layer];
-    const k = kCache.subarray(pos * kvWidth, (pos + 1) * kvWidth);
-    const v = vCache.subarray(pos * kvWidth, (pos + 1) * kvWidth);
-    project(this.slices.wq[layer], xb, this.q);
+    project(this.slices.wq[layer], xb, q);
     project(this.slices.wk[layer], xb, k);
     project(this.slices.wv[layer], xb, v);
     this.applyRope(pos, k);
-    this.attend(pos, kCache, vCache, kvWidth);
+    // append k and v of each kv head j at row (j, pos) of the cache
+    for (let j = 0; j < this.kvHeads.length; j++) {
+      const row = (j * this.contextLength + pos) * headSize;
+      for (let d = 0; d < headSize; d++) {
+        kCache[row + d] = k[j * headSize + d];
+        vCache[row + d] = v[j * headSize + d];
+      }
+    }
+    this.attend(pos, kCache, vCache);
     return this.out;
   }
 
@@ -150,26 +167,19 @@ export class HeadGroup {
   }
 
   /** Causal scaled dot-product attention of each query head over positions 0..pos. */
-  private attend(pos: number, kCache: Float32Array, vCache: Float32Array, kvWidth: number): void {
+  private attend(pos: number, kCache: Float32Array, vCache: Float32Array): void {
     const hs = this.g.headSize;
-    const att = this.att;
+    const { att, out } = this;
+    const n = pos + 1;
     for (let i = 0; i < this.heads.length; i++) {
-      const qOff = i * hs;
-      const kvOff = this.kvOfHead[i] * hs;
-      for (let t = 0; t <= pos; t++) {
-        const kOff = t * kvWidth + kvOff;
-        let score = 0;
-        for (let d = 0; d < hs; d++) score += this.q[qOff + d] * kCache[kOff + d];
-        att[t] = Math.fround(score) / this.sqrtHeadSize;
-      }
-      softmax(att, pos + 1);
-      const out = this.out;
-      out.fill(0, qOff, qOff + hs);
-      for (let t = 0; t <= pos; t++) {
-        const a = att[t];
-        const vOff = t * kvWidth + kvOff;
-        for (let d = 0; d < hs; d++) out[qOff + d] += a * vCache[vOff + d];
-      }
+      // rows 0..pos of kv head j's keys and values: K_j, V_j [n, headSize]
+      const kvBase = this.kvOfHead[i] * this.contextLength * hs;
+      // att = softmax(K_j q_i / sqrt(headSize)) [n]
+      matmul(att, this.qOfHead[i], kCache, n, hs, kvBase);
+      for (let t = 0; t < n; t++) att[t] = att[t] / this.sqrtHeadSize;
+      softmax(att, n);
+      // out_i = att^T V_j [headSize]
+      weightedRowSum(out, i * hs, att, n, vCache, kvBase, hs, hs);
     }
   }
 }

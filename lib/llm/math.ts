@@ -14,16 +14,73 @@ export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array
   for (let i = 0; i < n; i++) out[i] = weight[i] * Math.fround(scale * x[i]);
 }
 
+/** Dot product a[aOffset, aOffset + n) . b[bOffset, bOffset + n), summed in order in double precision. */
+export function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, n: number): number {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += a[aOffset + i] * b[bOffset + i];
+  return sum;
+}
+
 /**
  * out = W x for W [rows, cols] stored from element `wOffset` of w; x [cols]; out [rows]
- * written from element `outOffset`.
+ * written from element `outOffset`. Each row is the in-order dot product of `dot`; rows are
+ * taken four at a time so that one load of x[c] serves four rows and the four sums advance
+ * independently (docs/PERFORMANCE.md). The result is bit-identical to one row at a time.
  */
 export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, cols: number, wOffset = 0, outOffset = 0): void {
-  for (let r = 0; r < rows; r++) {
-    const row = wOffset + r * cols;
-    let sum = 0;
-    for (let c = 0; c < cols; c++) sum += w[row + c] * x[c];
-    out[outOffset + r] = sum;
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const w0 = wOffset + r * cols;
+    const w1 = w0 + cols;
+    const w2 = w1 + cols;
+    const w3 = w2 + cols;
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let c = 0; c < cols; c++) {
+      const xc = x[c];
+      s0 += w[w0 + c] * xc;
+      s1 += w[w1 + c] * xc;
+      s2 += w[w2 + c] * xc;
+      s3 += w[w3 + c] * xc;
+    }
+    out[outOffset + r] = s0;
+    out[outOffset + r + 1] = s1;
+    out[outOffset + r + 2] = s2;
+    out[outOffset + r + 3] = s3;
+  }
+  for (; r < rows; r++) out[outOffset + r] = dot(w, wOffset + r * cols, x, 0, cols);
+}
+
+/**
+ * Attention-weighted sum of value rows: out[outOffset + d] = sum over t < len of
+ * a[t] * v[t * stride + vOffset + d], for d < n. Each output element is accumulated in
+ * double precision in a register (four at a time) and rounded to float32 once.
+ */
+export function weightedRowSum(out: Float32Array, outOffset: number, a: Float32Array, len: number, v: Float32Array, vOffset: number, stride: number, n: number): void {
+  let d = 0;
+  for (; d + 4 <= n; d += 4) {
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let t = 0, row = vOffset + d; t < len; t++, row += stride) {
+      const w = a[t];
+      s0 += w * v[row];
+      s1 += w * v[row + 1];
+      s2 += w * v[row + 2];
+      s3 += w * v[row + 3];
+    }
+    out[outOffset + d] = s0;
+    out[outOffset + d + 1] = s1;
+    out[outOffset + d + 2] = s2;
+    out[outOffset + d + 3] = s3;
+  }
+  for (; d < n; d++) {
+    let s = 0;
+    for (let t = 0; t < len; t++) s += a[t] * v[t * stride + vOffset + d];
+    out[outOffset + d] = s;
   }
 }
 
