@@ -6,4 +6,6 @@ export interface Command {
 
 export const commands: Record<string, Command> = {
   generate: { summary: 'generate text (monolithic engine)', load: () => import('./generate') },
+  node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
+  broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
 };

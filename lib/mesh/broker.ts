@@ -1,0 +1,144 @@
+/**
+ * Brokers the mesh runs on: the embedded aedes broker (what `mesh-llm broker` and
+ * `generate --mesh N` start), and a Mosquitto child process for tests and benchmarks.
+ * Both listen on TCP with Nagle's algorithm off on every accepted socket.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Aedes, AedesOptions } from 'aedes';
+
+export interface RunningBroker {
+  url: string;
+  /** The aedes instance when the broker runs in this process. */
+  aedes?: Aedes;
+  host: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export interface BrokerOptions {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Optional credentials every client must present. */
+  username?: string;
+  password?: string;
+}
+
+function urlFor(host: string, port: number): string {
+  return `mqtt://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** Starts aedes on a TCP port. */
+export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
+  const host = o.host ?? '127.0.0.1';
+  const options: AedesOptions = { heartbeatInterval: 60000, concurrency: 1000 };
+  if (o.username !== undefined) {
+    options.authenticate = (_client, username, password, done) => {
+      const ok = username === o.username && (password?.toString() ?? '') === (o.password ?? '');
+      done(ok ? null : Object.assign(new Error('bad username or password'), { returnCode: 4 as const }), ok);
+    };
+  }
+  const aedes = await Aedes.createBroker(options);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    aedes.handle(socket);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port ?? 0, host, () => resolve());
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    url: urlFor(host, port),
+    aedes,
+    host,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => aedes.close(() => resolve()));
+      }),
+  };
+}
+
+/** A free TCP port on the loopback interface. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function waitForPort(host: string, port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      if (child.exitCode !== null || child.signalCode !== null) return reject(new Error(`mosquitto exited (${child.exitCode ?? child.signalCode}) before listening on ${port}`));
+      const s = net.createConnection({ host, port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve();
+      });
+      s.once('error', () => {
+        s.destroy();
+        if (Date.now() > deadline) reject(new Error(`mosquitto did not listen on ${host}:${port} within ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+/**
+ * Starts the system's mosquitto on a free loopback port with a generated config (anonymous
+ * access, TCP_NODELAY). Throws if mosquitto is not installed (.ci/run installs it).
+ */
+export async function startMosquitto(o: { port?: number; binary?: string } = {}): Promise<RunningBroker> {
+  const host = '127.0.0.1';
+  const port = o.port ?? (await freePort(host));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-mosquitto-'));
+  const conf = path.join(dir, 'mosquitto.conf');
+  fs.writeFileSync(conf, [`listener ${port} ${host}`, 'allow_anonymous true', 'set_tcp_nodelay true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
+  const binary = o.binary ?? (fs.existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto');
+  const child = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const spawned = new Promise<void>((resolve, reject) => {
+    child.once('error', (e) => reject(new Error(`cannot start mosquitto (${binary}): ${e.message}; install Debian's mosquitto package`)));
+    child.once('spawn', () => resolve());
+  });
+  try {
+    await spawned;
+    await waitForPort(host, port, child, 5000);
+  } catch (e) {
+    child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error(`${(e as Error).message}${stderr ? `\n${stderr}` : ''}`);
+  }
+  return {
+    url: urlFor(host, port),
+    host,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          fs.rmSync(dir, { recursive: true, force: true });
+          resolve();
+        };
+        if (child.exitCode !== null || child.signalCode !== null) return done();
+        child.once('exit', done);
+        child.kill('SIGTERM');
+      }),
+  };
+}

@@ -1,0 +1,276 @@
+/**
+ * The head-node runtime: one process computing one head group for the gateway. It announces
+ * itself (retained status, with a last will saying offline), waits for its assignment, loads
+ * only its own W_Q/W_K/W_V rows, keeps one KV cache per session, answers each broadcast frame
+ * with a result frame, and sends heartbeats. Bad input is dropped, logged and reported on the
+ * errors topic; nothing a peer sends can crash it.
+ */
+import { MqttClient } from 'mqtt';
+import { Checkpoint } from '../llm/checkpoint';
+import { Geometry, geometry } from '../llm/config';
+import { headOutputGroupSize } from '../llm/engine';
+import { HeadGroup, HeadSlices, loadHeadSlices } from '../llm/head';
+import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
+import {
+  AssignmentMessage,
+  ControlKind,
+  ControlMessages,
+  Encoding,
+  Frame,
+  FrameType,
+  ModelShape,
+  PROTOCOL_VERSION,
+  SessionMessage,
+  StatusMessage,
+  Topics,
+  checkId,
+  decodeFrame,
+  encodeControl,
+  encodeFrame,
+  parseControl,
+  topicsFor,
+} from './wire';
+
+export interface HeadNodeOptions extends BrokerAddress {
+  id: string;
+  meshId: string;
+  modelPath: string;
+  heartbeatMs?: number;
+  /** KV caches kept at once; the least recently started session is dropped beyond it. */
+  maxSessions?: number;
+  log?: Logger;
+}
+
+/** What a node drops, by reason. */
+export interface NodeCounters {
+  framesIn: number;
+  framesOut: number;
+  malformed: number;
+  invalidJson: number;
+  /** Frames for a session this node does not hold, or before any assignment. */
+  stale: number;
+}
+
+interface ActiveAssignment {
+  id: string;
+  slot: number;
+  heads: number[];
+  transport: Encoding;
+  slices: HeadSlices;
+  weightBytes: number;
+}
+
+function sameShape(a: ModelShape, g: Geometry): string | null {
+  const keys: (keyof ModelShape)[] = ['dim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'seqLen'];
+  const diff = keys.filter((k) => a[k] !== g[k]);
+  return diff.length === 0 ? null : diff.map((k) => `${k} ${g[k]} here, ${a[k]} at the gateway`).join(', ');
+}
+
+export class HeadNode {
+  readonly id: string;
+  readonly counters: NodeCounters = { framesIn: 0, framesOut: 0, malformed: 0, invalidJson: 0, stale: 0 };
+  private readonly o: HeadNodeOptions;
+  private readonly t: Topics;
+  private readonly log: Logger;
+  private readonly g: Geometry;
+  private client?: MqttClient;
+  private assignment?: ActiveAssignment;
+  private readonly sessions = new Map<number, HeadGroup>();
+  private heartbeat?: NodeJS.Timeout;
+  private readonly started = Date.now();
+
+  constructor(o: HeadNodeOptions) {
+    this.o = o;
+    this.id = checkId('node', o.id);
+    this.t = topicsFor(o.meshId);
+    this.log = o.log ?? stderrLogger(o.id);
+    const ckpt = Checkpoint.open(o.modelPath);
+    try {
+      this.g = geometry(ckpt.info.config);
+    } finally {
+      ckpt.close();
+    }
+  }
+
+  /** Bytes of this node's resident weights (0 until assigned). */
+  get weightBytes(): number {
+    return this.assignment?.weightBytes ?? 0;
+  }
+
+  get cacheBytes(): number {
+    let n = 0;
+    for (const s of this.sessions.values()) n += s.cacheBytes;
+    return n;
+  }
+
+  async start(): Promise<void> {
+    const offline: StatusMessage = { protocol: PROTOCOL_VERSION, node: this.id, state: 'offline', reason: 'connection lost' };
+    this.client = await connectMqtt({
+      ...this.o,
+      clientId: `mesh-llm-${this.o.meshId}-${this.id}`.slice(0, 64),
+      will: { topic: this.t.status(this.id), payload: encodeControl('status', offline), retain: true, qos: 1 },
+    });
+    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('close', () => this.log('warn', 'connection to the broker closed'));
+    await subscribe(this.client, [this.t.broadcast], 0);
+    await subscribe(this.client, [this.t.assign(this.id), this.t.session], 1);
+    this.publishStatus('online');
+    this.heartbeat = setInterval(() => this.publishTelemetry(), this.o.heartbeatMs ?? 1000);
+    this.heartbeat.unref();
+    this.log('info', `online on ${this.o.url}, mesh ${this.o.meshId}`);
+  }
+
+  /** Says goodbye (retained offline status) and disconnects. */
+  async stop(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    const client = this.client;
+    if (!client || client.disconnected) return;
+    await new Promise<void>((resolve) =>
+      client.publish(this.t.status(this.id), encodeControl('status', { protocol: PROTOCOL_VERSION, node: this.id, state: 'offline', reason: 'stopped' }), { qos: 1, retain: true }, () => resolve()),
+    );
+    await endClient(client);
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    try {
+      if (topic === this.t.broadcast) this.onBroadcast(topic, payload);
+      else if (topic === this.t.assign(this.id)) this.onControl('assignment', topic, payload, (m) => this.onAssignment(m));
+      else if (topic === this.t.session) this.onControl('session', topic, payload, (m) => this.onSession(m));
+    } catch (e) {
+      this.reject(topic, `internal error handling message: ${(e as Error).message}`);
+    }
+  }
+
+  private onControl<K extends ControlKind>(kind: K, topic: string, payload: Buffer, handle: (m: ControlMessages[K]) => void): void {
+    let message: ControlMessages[K];
+    try {
+      message = parseControl(kind, payload);
+    } catch (e) {
+      this.counters.invalidJson++;
+      return this.reject(topic, (e as Error).message);
+    }
+    handle(message);
+  }
+
+  /** Drops a message: one log line and one report on the errors topic. */
+  private reject(topic: string, reason: string): void {
+    this.log('warn', `dropped message on ${topic}: ${reason}`);
+    this.client?.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: this.id, topic, reason }), { qos: 0 });
+  }
+
+  private onAssignment(m: AssignmentMessage): void {
+    const mismatch = sameShape(m.model, this.g);
+    const badHead = m.heads.find((h) => h >= this.g.nHeads);
+    if (mismatch || badHead !== undefined) {
+      const error = mismatch ? `model mismatch: ${mismatch}` : `head ${badHead} does not exist (the model has ${this.g.nHeads})`;
+      this.reject(this.t.assign(this.id), `assignment ${m.assignment} refused: ${error}`);
+      this.ack('assignment', m.assignment, false, error);
+      return;
+    }
+    this.sessions.clear();
+    if (m.heads.length === 0) {
+      this.assignment = undefined;
+      this.publishStatus('online');
+      this.ack('assignment', m.assignment, true);
+      return;
+    }
+    this.publishStatus('loading', { assignment: m.assignment, heads: m.heads });
+    const ckpt = Checkpoint.open(this.o.modelPath);
+    let slices: HeadSlices;
+    try {
+      slices = loadHeadSlices(ckpt, this.g, m.heads, m.weights);
+    } finally {
+      ckpt.close();
+    }
+    const weightBytes = new HeadGroup(this.g, slices, 1).weightBytes; // a one-position group: only its weights count
+    // Heads are computed in the order the gateway listed them; the slices are sorted ascending.
+    this.assignment = { id: m.assignment, slot: m.slot, heads: slices.heads, transport: m.transport, slices, weightBytes };
+    this.publishStatus('ready', { assignment: m.assignment, heads: slices.heads, kvHeads: slices.kvHeads, weights: m.weights, weightBytes });
+    this.ack('assignment', m.assignment, true);
+    this.log('info', `assignment ${m.assignment}: heads [${slices.heads.join(',')}] kv [${slices.kvHeads.join(',')}], ${m.weights} weights ${weightBytes} bytes, slot ${m.slot}`);
+  }
+
+  private onSession(m: SessionMessage): void {
+    const a = this.assignment;
+    if (!a) return; // an idle node takes part in no session
+    const id = `${m.op}:${m.session}`;
+    if (m.assignment !== a.id) {
+      this.counters.stale++;
+      this.log('debug', `session ${id} for assignment ${m.assignment} ignored (current ${a.id})`);
+      return;
+    }
+    if (m.op === 'start') this.startSession(m.session, a);
+    else if (m.op === 'reset') this.sessions.get(m.session)?.reset();
+    else this.sessions.delete(m.session);
+    this.ack('session', id, true);
+  }
+
+  private startSession(session: number, a: ActiveAssignment): void {
+    const max = this.o.maxSessions ?? 4;
+    while (this.sessions.size >= max) this.sessions.delete(this.sessions.keys().next().value as number);
+    this.sessions.set(session, new HeadGroup(this.g, a.slices));
+  }
+
+  /** The hot path: decode the broadcast, compute the group's heads, send the result frame. */
+  private onBroadcast(topic: string, payload: Buffer): void {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(payload);
+    } catch (e) {
+      this.counters.malformed++;
+      return this.reject(topic, (e as Error).message);
+    }
+    this.counters.framesIn++;
+    const problem = this.checkBroadcast(frame);
+    if (problem) {
+      this.counters.malformed++;
+      return this.reject(topic, problem);
+    }
+    const a = this.assignment;
+    const group = this.sessions.get(frame.session);
+    if (!a || !group) {
+      this.counters.stale++;
+      return;
+    }
+    const out = group.forward(frame.values, frame.pos, frame.layer);
+    const gs = a.transport === 'int8' ? headOutputGroupSize(this.g) : 0;
+    const result = encodeFrame({ ...frame, type: FrameType.Result, encoding: a.transport, sender: a.slot }, out, gs);
+    this.client?.publish(this.t.result(this.id), result, { qos: 0 });
+    this.counters.framesOut++;
+  }
+
+  private checkBroadcast(f: Frame): string | null {
+    if (f.type !== FrameType.Broadcast) return `frame type ${f.type} on the broadcast topic (expected ${FrameType.Broadcast})`;
+    if (f.values.length !== this.g.dim) return `broadcast carries ${f.values.length} values (the model's dim is ${this.g.dim})`;
+    if (f.layer >= this.g.nLayers) return `layer ${f.layer} does not exist (the model has ${this.g.nLayers})`;
+    if (f.pos >= this.g.seqLen) return `position ${f.pos} is beyond the context of ${this.g.seqLen}`;
+    if (this.assignment && f.encoding !== this.assignment.transport) return `broadcast encoded ${f.encoding}, assignment says ${this.assignment.transport}`;
+    return null;
+  }
+
+  private publishStatus(state: StatusMessage['state'], extra: Partial<StatusMessage> = {}): void {
+    const m: StatusMessage = { protocol: PROTOCOL_VERSION, node: this.id, state, pid: process.pid, ...extra };
+    this.client?.publish(this.t.status(this.id), encodeControl('status', m), { qos: 1, retain: true });
+  }
+
+  private ack(kind: 'assignment' | 'session', id: string, ok: boolean, error?: string): void {
+    this.client?.publish(this.t.ack(this.id), encodeControl('ack', { protocol: PROTOCOL_VERSION, node: this.id, kind, id, ok, ...(error ? { error } : {}) }), { qos: 1 });
+  }
+
+  private publishTelemetry(): void {
+    const c = this.counters;
+    const m = {
+      protocol: PROTOCOL_VERSION,
+      node: this.id,
+      uptimeMs: Date.now() - this.started,
+      rssBytes: process.memoryUsage.rss(),
+      weightBytes: this.weightBytes,
+      cacheBytes: this.cacheBytes,
+      sessions: this.sessions.size,
+      framesIn: c.framesIn,
+      framesOut: c.framesOut,
+      dropped: c.malformed + c.invalidJson + c.stale,
+    } as const;
+    this.client?.publish(this.t.telemetry(this.id), encodeControl('telemetry', m), { qos: 0 });
+  }
+}

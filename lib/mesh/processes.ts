@@ -1,0 +1,80 @@
+/**
+ * Head nodes as separate OS processes: `mesh-llm node` children of the gateway. Each child
+ * holds an IPC channel to its parent and exits when that channel closes, so no node outlives
+ * the process that started it, even one that was killed.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as path from 'node:path';
+
+export interface SpawnNodesOptions {
+  count: number;
+  brokerUrl: string;
+  meshId: string;
+  modelPath: string;
+  /** Ids are `${prefix}${i}` for i = 1..count. */
+  prefix?: string;
+  heartbeatMs?: number;
+  /** Receives each child's stderr lines (default: copied to this process's stderr). */
+  onLog?: (node: string, line: string) => void;
+}
+
+export interface NodeProcess {
+  id: string;
+  child: ChildProcess;
+  /** Resolves with a description once the child has exited. */
+  exited: Promise<string>;
+}
+
+export interface NodeProcesses {
+  nodes: NodeProcess[];
+  /** Rejects as soon as any child exits (with its id and exit status). */
+  firstExit: Promise<never>;
+  /** SIGTERM, then SIGKILL after graceMs; resolves when every child is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** The compiled CLI entry point (dist/cli/mesh-llm.js). */
+export function cliEntry(): string {
+  return path.resolve(__dirname, '..', '..', 'cli', 'mesh-llm.js');
+}
+
+function lineSplitter(onLine: (line: string) => void): (chunk: Buffer) => void {
+  let rest = '';
+  return (chunk) => {
+    const lines = (rest + chunk.toString()).split('\n');
+    rest = lines.pop() ?? '';
+    for (const l of lines) if (l) onLine(l);
+  };
+}
+
+function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
+  const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
+  if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
+  child.stderr?.on('data', lineSplitter((line) => onLog(id, line)));
+  const exited = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(`head node ${id} (pid ${child.pid}) exited ${signal ? `on ${signal}` : `with code ${code}`}`));
+    child.once('error', (e) => resolve(`head node ${id} could not start: ${e.message}`));
+  });
+  return { id, child, exited };
+}
+
+function stopChild(p: NodeProcess, graceMs: number): Promise<void> {
+  const { child } = p;
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return p.exited.then(() => undefined);
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  return p.exited.then(() => clearTimeout(timer));
+}
+
+export function spawnHeadNodes(o: SpawnNodesOptions): NodeProcesses {
+  const nodes = Array.from({ length: o.count }, (_, i) => spawnNode(`${o.prefix ?? 'node-'}${i + 1}`, o));
+  const firstExit = Promise.race(nodes.map((n) => n.exited)).then((why) => Promise.reject(new Error(why)));
+  firstExit.catch(() => undefined);
+  return {
+    nodes,
+    firstExit,
+    stop: (graceMs = 2000) => Promise.all(nodes.map((n) => stopChild(n, graceMs))).then(() => undefined),
+  };
+}

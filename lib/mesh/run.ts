@@ -1,0 +1,102 @@
+/**
+ * What the CLI runs: a head node until it is told to stop, the embedded broker until it is
+ * told to stop, and a whole mesh generation (`generate --mesh N` or `--broker URL`).
+ */
+import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
+import { MeshLlmError } from '../llm/errors';
+import { WeightQuant } from '../llm/head';
+import { RunningBroker, startAedesBroker } from './broker';
+import { MeshGateway, NodeAssignment } from './gateway';
+import { Logger, stderrLogger } from './mqtt';
+import { HeadNode, HeadNodeOptions } from './node';
+import { spawnHeadNodes } from './processes';
+
+export const DEFAULT_MESH_ID = 'default';
+export const DEFAULT_BROKER_URL = 'mqtt://127.0.0.1:1883';
+
+/** Resolves once one of the signals arrives (or the parent's IPC channel closes). */
+function untilStopped(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    if (process.send) process.once('disconnect', () => resolve('parent went away'));
+  });
+}
+
+/** Runs a head node until SIGINT/SIGTERM (or, as a child, until its parent goes away). */
+export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
+  const node = new HeadNode(o);
+  await node.start();
+  const why = await untilStopped();
+  (o.log ?? stderrLogger(o.id))('info', `stopping (${why})`);
+  await node.stop();
+  return 0;
+}
+
+/** Runs the embedded aedes broker until SIGINT/SIGTERM. */
+export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string }): Promise<number> {
+  const broker = await startAedesBroker(o);
+  process.stderr.write(`mesh-llm broker listening on ${broker.url}\n`);
+  await untilStopped();
+  await broker.close();
+  return 0;
+}
+
+export interface MeshGenerateOptions {
+  generate: GenerateOptions;
+  modelPath: string;
+  tokenizerPath: string;
+  /** Start an embedded broker and this many head-node processes. */
+  mesh?: number;
+  /** Or use head nodes already running on this broker. */
+  broker?: string;
+  username?: string;
+  password?: string;
+  meshId?: string;
+  /** With --broker: how many nodes to wait for (default: whoever is up after a short settle). */
+  nodes?: number;
+  /** Head partition (default: one group per node). */
+  groups?: string | number | number[][];
+  quant?: WeightQuant;
+  gatherTimeoutMs?: number;
+  onToken?: TokenListener;
+  log?: Logger;
+}
+
+export interface MeshGenerationResult extends GenerationResult {
+  assignment: NodeAssignment[];
+}
+
+async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: string[]): Promise<MeshGenerationResult> {
+  const assignment = await gw.assign(nodeIds, { groups: o.groups, quant: o.quant });
+  const log = o.log ?? stderrLogger('gateway');
+  for (const a of assignment) log('info', `${a.node}: heads [${a.heads.join(',')}] kv heads [${a.kvHeads.join(',')}], ${a.weightBytes} weight bytes`);
+  const result = await gw.generate(o.generate, o.onToken);
+  return { ...result, assignment };
+}
+
+/** One generation through a mesh of head-node processes; every process it started is gone when it settles. */
+export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGenerationResult> {
+  const meshId = o.meshId ?? DEFAULT_MESH_ID;
+  if (o.mesh === undefined && o.broker === undefined) throw new MeshLlmError('a mesh generation needs --mesh N or --broker URL');
+  let broker: RunningBroker | undefined;
+  let children: ReturnType<typeof spawnHeadNodes> | undefined;
+  let gw: MeshGateway | undefined;
+  try {
+    if (o.broker === undefined) {
+      if (!Number.isInteger(o.mesh) || (o.mesh as number) < 1) throw new MeshLlmError(`--mesh ${o.mesh}: expected a node count of at least 1`);
+      broker = await startAedesBroker({ port: 0 });
+      children = spawnHeadNodes({ count: o.mesh as number, brokerUrl: broker.url, meshId, modelPath: o.modelPath });
+    }
+    const url = broker?.url ?? (o.broker as string);
+    gw = await MeshGateway.connect({ url, username: o.username, password: o.password, meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, embeddedBroker: broker?.aedes, log: o.log });
+    const discovering = gw.discover({ count: o.mesh ?? o.nodes, timeoutMs: 20000 });
+    const nodeIds = await (children ? Promise.race([discovering, children.firstExit]) : discovering);
+    const running = generateOn(gw, o, nodeIds);
+    return await (children ? Promise.race([running, children.firstExit]) : running);
+  } finally {
+    await gw?.close().catch(() => undefined);
+    await children?.stop();
+    await broker?.close();
+  }
+}
