@@ -6,6 +6,7 @@ import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '
 import { Engine, GenerateOptions, GenerationResult } from '../../lib/llm/engine';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { TextStream } from '../output';
+import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
@@ -19,7 +20,7 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
-  --json             print one JSON object instead of streaming text`;
+  --json             print one JSON object instead of streaming text${meshUsage}`;
 
 export const generateOptionSpec = {
   prompt: { type: 'string' },
@@ -32,6 +33,7 @@ export const generateOptionSpec = {
   groups: { type: 'string' },
   quant: { type: 'string' },
   json: { type: 'boolean' },
+  ...meshOptionSpec,
 } as const;
 
 export interface GenerateCommand {
@@ -71,11 +73,14 @@ export function reportGeneration(result: GenerationResult, json: boolean, stream
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const cmd = parseGenerate(parseOptions(argv, generateOptionSpec, 'generate'));
+  const values = parseOptions(argv, generateOptionSpec, 'generate');
+  const cmd = parseGenerate(values);
   const paths = resolveModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
-  const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant });
   const stream = new TextStream(process.stdout);
-  const result = await engine.generate(cmd.generate, cmd.json ? undefined : (_t, piece) => stream.write(piece));
+  const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
+  const result = wantsMesh(values)
+    ? await runMeshCommand(values, cmd, paths, onToken)
+    : await Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant }).generate(cmd.generate, onToken);
   reportGeneration(result, cmd.json, stream);
   return 0;
 }

@@ -77,6 +77,7 @@ export class HeadNode {
   private assignment?: ActiveAssignment;
   private readonly sessions = new Map<number, HeadGroup>();
   private heartbeat?: NodeJS.Timeout;
+  private stopping = false;
   private readonly started = Date.now();
 
   constructor(o: HeadNodeOptions) {
@@ -111,7 +112,9 @@ export class HeadNode {
       will: { topic: this.t.status(this.id), payload: encodeControl('status', offline), retain: true, qos: 1 },
     });
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
-    this.client.on('close', () => this.log('warn', 'connection to the broker closed'));
+    this.client.on('close', () => {
+      if (!this.stopping) this.log('warn', 'connection to the broker closed');
+    });
     await subscribe(this.client, [this.t.broadcast], 0);
     await subscribe(this.client, [this.t.assign(this.id), this.t.session], 1);
     this.publishStatus('online');
@@ -122,6 +125,7 @@ export class HeadNode {
 
   /** Says goodbye (retained offline status) and disconnects. */
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     const client = this.client;
     if (!client || client.disconnected) return;

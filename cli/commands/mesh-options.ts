@@ -1,0 +1,51 @@
+/** The mesh options of `mesh-llm generate`: --mesh N starts a mesh, --broker URL uses one. */
+import { GenerationResult, TokenListener } from '../../lib/llm/engine';
+import { ModelPaths } from '../../lib/llm/resolve';
+import { DEFAULT_MESH_ID, runMeshGenerate } from '../../lib/mesh/run';
+import { UsageError, intOption } from '../args';
+import type { GenerateCommand } from './generate';
+
+export const meshOptionSpec = {
+  mesh: { type: 'string' },
+  broker: { type: 'string' },
+  username: { type: 'string' },
+  password: { type: 'string' },
+  'mesh-id': { type: 'string' },
+  nodes: { type: 'string' },
+  'gather-timeout': { type: 'string' },
+} as const;
+
+export const meshUsage = `
+  --mesh N           run the heads on N head-node processes over an embedded MQTT broker (aedes)
+  --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
+  --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
+  --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
+  --nodes K          with --broker: wait for K head nodes (default: whoever is up after 0.5 s)
+  --gather-timeout MS  fail if a head node has not answered a layer within MS (default 2000)
+  With --mesh or --broker, --groups defaults to one group per node.`;
+
+type MeshValues = { [K in keyof typeof meshOptionSpec]?: string } & { groups?: string };
+
+export function wantsMesh(values: MeshValues): boolean {
+  return values.mesh !== undefined || values.broker !== undefined;
+}
+
+/** `generate --mesh N` / `--broker URL`: the same generation, through head-node processes. */
+export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener): Promise<GenerationResult> {
+  if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
+  return runMeshGenerate({
+    generate: cmd.generate,
+    modelPath: paths.model,
+    tokenizerPath: paths.tokenizer,
+    mesh: values.mesh === undefined ? undefined : intOption('mesh', values.mesh, 1, 1, 1024),
+    broker: values.broker,
+    username: values.username,
+    password: values.password,
+    meshId: values['mesh-id'],
+    nodes: values.nodes === undefined ? undefined : intOption('nodes', values.nodes, 1, 1, 1024),
+    groups: values.groups,
+    quant: cmd.quant,
+    gatherTimeoutMs: intOption('gather-timeout', values['gather-timeout'], 2000, 1, 600_000),
+    onToken,
+  });
+}
