@@ -8,4 +8,5 @@ export const commands: Record<string, Command> = {
   generate: { summary: 'generate text (monolithic engine)', load: () => import('./generate') },
   node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
+  plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
 };
