@@ -38,12 +38,24 @@ describe('planner: TinyLlama on 16 nodes x 2 heads, int8, SF7/BW125', () => {
     for (const channels of [1, 8] as const) {
       const p = plan(tinyllama({ region: 'EU868', channels }));
       expect(p.radio).toMatchObject({ broadcastSubBand: 'g3', broadcastDutyCycle: 0.1, uplinkDutyCycle: 0.01 });
-      expect(p.dutyCycleBoundPerTokenSeconds).toBeCloseTo((22 * broadcastMs) / 0.1 / 1000, 6);
-      expect(p.wallPerTokenSeconds).toBeGreaterThanOrEqual(p.dutyCycleBoundPerTokenSeconds - 1e-6);
+      expect(p.transmitterBoundPerTokenSeconds).toBeCloseTo((22 * broadcastMs) / 0.1 / 1000, 6);
+      expect(p.wallPerTokenSeconds).toBeGreaterThanOrEqual(p.transmitterBoundPerTokenSeconds - 1e-6);
       // At worst each layer adds its replies, one after another, to the broadcast's duty-cycle time.
-      expect(p.wallPerTokenSeconds).toBeLessThanOrEqual(p.dutyCycleBoundPerTokenSeconds + (22 * 16 * resultMs) / 1000);
+      expect(p.wallPerTokenSeconds).toBeLessThanOrEqual(p.transmitterBoundPerTokenSeconds + (22 * 16 * resultMs) / 1000);
       expect(p.wallPerTokenSeconds / 60).toBeGreaterThan(13);
       expect(p.wallPerTokenSeconds / 60).toBeLessThan(16);
+    }
+  });
+
+  test('no schedule beats its bounds: the channels and the busiest radio', () => {
+    for (const region of ['EU868', 'US915'] as const) {
+      for (const channels of [1, 8] as const) {
+        for (const nodes of [1, 5, 16, 32]) {
+          const p = plan(tinyllama({ region, channels, nodes }));
+          expect(p.wallPerTokenSeconds).toBeGreaterThanOrEqual(Math.max(p.channelBoundPerTokenSeconds, p.transmitterBoundPerTokenSeconds) - 1e-6);
+          expect(p.channelBoundPerTokenSeconds).toBeLessThanOrEqual(p.airtimePerTokenSeconds + 1e-9);
+        }
+      }
     }
   });
 

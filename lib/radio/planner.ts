@@ -112,8 +112,8 @@ export interface Plan {
   airtimePerTokenSeconds: number;
   /** Shortest token the channels allow without duty cycles: broadcast, then replies spread over the channels, s. */
   channelBoundPerTokenSeconds: number;
-  /** The busiest transmitter's airtime divided by its duty cycle, s: no schedule beats it. */
-  dutyCycleBoundPerTokenSeconds: number;
+  /** The busiest transmitter's airtime per token divided by its duty cycle (1 where none applies), s: no schedule beats it. */
+  transmitterBoundPerTokenSeconds: number;
   /** The schedule's steady-state token time under the duty cycles, s. */
   wallPerTokenSeconds: number;
   perNode: NodeBudget[];
@@ -270,7 +270,7 @@ export function plan(o: PlanOptions): Plan {
   // A node may spread its frames over every uplink sub-band, each with its own budget.
   const uplinkDutyBudget = sum(uplinkBands.map((b) => b.dutyCycle));
   const channelBoundLayerMs = layerBroadcastMs + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
-  const dutyCycleBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastBand.dutyCycle, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
+  const transmitterBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastBand.dutyCycle, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
 
   const tokens = o.simulatedTokens ?? 3;
   const ends = simulate({ r, plan: channels, channelFree: new Map() }, g.nLayers, broadcastMs, resultMs, tokens);
@@ -304,7 +304,7 @@ export function plan(o: PlanOptions): Plan {
     frameAirtimeMs: { broadcast: Math.max(...broadcastMs), result: Math.max(...resultMs.flat()) },
     airtimePerTokenSeconds: (g.nLayers * (layerBroadcastMs + layerResultsMs)) / 1000,
     channelBoundPerTokenSeconds: (g.nLayers * channelBoundLayerMs) / 1000,
-    dutyCycleBoundPerTokenSeconds: dutyCycleBoundMs / 1000,
+    transmitterBoundPerTokenSeconds: transmitterBoundMs / 1000,
     wallPerTokenSeconds: wallMs / 1000,
     perNode,
     largestNode,
@@ -339,7 +339,7 @@ export function formatPlan(p: Plan): string {
     `radio     ${r.region} DR${r.dataRate} SF${r.sf}/${r.bandwidthKHz} kHz CR4/${r.codingRate}, ${r.channels} receive channel(s), frames <= ${r.maxFrameBytes} bytes${dwell}`,
     `          broadcast in ${r.broadcastSubBand} (${pct(r.broadcastDutyCycle)} duty cycle), replies in ${r.uplinkSubBands.join(' + ')} (${pct(r.uplinkDutyCycle)})`,
     `frames    per layer: broadcast ${p.framesPerLayer.broadcast} (${p.bytesPerLayer.broadcast} bytes, ${p.frameAirtimeMs.broadcast.toFixed(1)} ms each), results ${p.framesPerLayer.results} (${p.bytesPerLayer.results} bytes, ${p.framesPerLayer.resultsPerNode[0]} per node, ${p.frameAirtimeMs.result.toFixed(1)} ms each)`,
-    `per token airtime ${duration(p.airtimePerTokenSeconds)}; channel bound ${duration(p.channelBoundPerTokenSeconds)}; duty-cycle bound ${duration(p.dutyCycleBoundPerTokenSeconds)}`,
+    `per token airtime ${duration(p.airtimePerTokenSeconds)}; channel bound ${duration(p.channelBoundPerTokenSeconds)}; busiest-radio bound ${duration(p.transmitterBoundPerTokenSeconds)}`,
     `          wall time ${duration(p.wallPerTokenSeconds)} (radio only, scheduled under the duty cycles)`,
     `node      largest: weights ${mib(p.largestNode.weightBytes)} (flash), KV cache ${mib(p.largestNode.kvCacheBytes)} (PSRAM), buffers ${kib(p.largestNode.bufferBytes)} (SRAM)`,
     '',
