@@ -1,0 +1,48 @@
+/** `mesh-llm start` (what `npm start` runs): broker, simulated head nodes and the Node-RED editor with the flow. */
+import { choiceOption, intOption, parseOptions } from '../args';
+import { startSystem } from '../../lib/app/start';
+import { defaultSettingsOptions } from '../../settings';
+
+export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
+                [--model PATH] [--tokenizer PATH] [--data DIR]
+
+  --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
+  --nodes N        head-node processes to start (default: one per attention head)
+  --broker URL     use this MQTT broker and the head nodes already on it instead of starting them
+  --mesh ID        mesh id (default "default")
+  --quant          int8: int8 head weights and transport (default f32)
+  --data DIR       Node-RED's state folder (default ./data)`;
+
+export async function run(argv: string[]): Promise<number> {
+  const v = parseOptions(
+    argv,
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' } },
+    'start',
+  );
+  const defaults = defaultSettingsOptions();
+  const system = await startSystem(
+    {
+      ...defaults,
+      host: v.host ?? defaults.host,
+      port: intOption('port', v.port, defaults.port, 0, 65535),
+      dataDir: v.data ?? defaults.dataDir,
+      nodes: v.nodes === undefined ? undefined : intOption('nodes', v.nodes, 1, 1, 4096),
+      broker: v.broker,
+      meshId: v.mesh ?? 'default',
+      quant: choiceOption('quant', v.quant, 'f32', ['f32', 'int8'] as const),
+      model: v.model,
+      tokenizer: v.tokenizer,
+    },
+    (line) => process.stderr.write(`mesh-llm: ${line}\n`),
+  );
+  process.stdout.write(
+    `\nmesh-llm is running.\n  Node-RED editor:  ${system.editorUrl}/\n  generate:         curl -X POST ${system.editorUrl}/generate -H 'content-type: application/json' -d '{"prompt":"Once upon a time","steps":64,"temperature":0}'\n  MQTT bus:         ${system.brokerUrl} (tokens on mesh-llm/default/tokens)\nPress Ctrl+C to stop.\n`,
+  );
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  process.stderr.write('mesh-llm: stopping\n');
+  await system.stop();
+  return 0;
+}

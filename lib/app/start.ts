@@ -1,0 +1,69 @@
+/**
+ * The whole system on one machine, as `npm start` runs it: the embedded MQTT broker, one
+ * head-node process per attention head (or as many as asked), and Node-RED with the shipped
+ * flow, whose mesh-llm nodes run the gateway.
+ */
+import * as path from 'node:path';
+import { Checkpoint } from '../llm/checkpoint';
+import { resolveModelPaths } from '../llm/resolve';
+import { RunningBroker, startAedesBroker } from '../mesh/broker';
+import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
+import { MeshLlmSettingsOptions } from '../../settings';
+import { RunningNodeRed, startNodeRed } from './nodered';
+
+export interface StartOptions extends MeshLlmSettingsOptions {
+  model?: string;
+  tokenizer?: string;
+  /** Head-node processes to start (default: one per attention head). */
+  nodes?: number;
+  /** Use this broker (and head nodes already on it) instead of the embedded one. */
+  broker?: string;
+  meshId: string;
+  quant: 'f32' | 'int8';
+}
+
+export interface RunningSystem {
+  editorUrl: string;
+  brokerUrl: string;
+  nodeCount: number;
+  stop(): Promise<void>;
+}
+
+export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
+  const paths = resolveModelPaths({ model: o.model, tokenizer: o.tokenizer });
+  const ckpt = Checkpoint.open(paths.model);
+  const nHeads = ckpt.info.config.nHeads;
+  ckpt.close();
+  let broker: RunningBroker | undefined;
+  let children: NodeProcesses | undefined;
+  let nodeRed: RunningNodeRed | undefined;
+  const stop = async () => {
+    await nodeRed?.close().catch(() => undefined);
+    await children?.stop();
+    await broker?.close();
+  };
+  try {
+    let brokerUrl = o.broker;
+    let nodeCount = o.nodes ?? 0;
+    if (!brokerUrl) {
+      broker = await startAedesBroker({ host: '127.0.0.1', port: 0 });
+      brokerUrl = broker.url;
+      nodeCount = o.nodes ?? nHeads;
+      log(`embedded MQTT broker on ${brokerUrl}`);
+      children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model });
+      log(`started ${nodeCount} head-node processes (${children.nodes.map((n) => n.id).join(', ')})`);
+    }
+    const url = new URL(brokerUrl);
+    // The shipped flow reads its broker and node count from these.
+    process.env.MESH_LLM_BROKER = brokerUrl;
+    process.env.MESH_LLM_BROKER_HOST = url.hostname;
+    process.env.MESH_LLM_BROKER_PORT = url.port || '1883';
+    process.env.MESH_LLM_NODES = nodeCount ? String(nodeCount) : '';
+    process.env.MESH_LLM_MODEL_DIR ??= path.dirname(paths.model);
+    nodeRed = await startNodeRed(o);
+    return { editorUrl: nodeRed.url, brokerUrl, nodeCount, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}

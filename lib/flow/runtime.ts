@@ -1,0 +1,227 @@
+/**
+ * What the Node-RED nodes share through their config node: the gateway half of the model on
+ * a mesh of head nodes. Each step of a generation is one method here, so each Node-RED node
+ * is a thin wrapper that calls one of them on the message it receives:
+ *
+ *   begin -> embed -> [broadcast -> aggregate -> ffn -> nextLayer] x n_layers -> sample -> ...
+ *
+ * A message carries the run id, the position, the layer and the hidden state x [dim]; the
+ * rest of a run (its Generation, its pending gather) stays here. Runs are queued: one
+ * generation at a time per mesh, each a session of its own on the head nodes.
+ */
+import { randomUUID } from 'node:crypto';
+import { Geometry } from '../llm/config';
+import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
+import { MeshLlmError } from '../llm/errors';
+import { Gateway } from '../llm/gateway';
+import { WeightQuant } from '../llm/head';
+import { Tokenizer } from '../llm/tokenizer';
+import { MeshGateway, MeshHeads, NodeAssignment } from '../mesh/gateway';
+import { Logger } from '../mesh/mqtt';
+import { OnnxFfn } from '../onnx/ffn';
+
+export interface FlowRuntimeOptions {
+  modelPath: string;
+  tokenizerPath: string;
+  brokerUrl: string;
+  username?: string;
+  password?: string;
+  meshId: string;
+  quant: WeightQuant;
+  /** Head nodes to wait for (default: whoever is up after a short settle). */
+  nodes?: number;
+  discoverTimeoutMs?: number;
+  gatherTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** What travels in msg.llm between the nodes of the layer loop. */
+export interface StepState {
+  run: string;
+  pos: number;
+  layer: number;
+}
+
+interface Run {
+  id: string;
+  generation: Generation;
+  heads: MeshHeads;
+  headOut: Float32Array;
+  gather: Promise<void> | null;
+  finished: (r: GenerationResult | null) => void;
+}
+
+export class FlowRuntime {
+  readonly g: Geometry;
+  readonly gateway: Gateway;
+  readonly tokenizer: Tokenizer;
+  readonly mesh: MeshGateway;
+  assignment: NodeAssignment[];
+  private readonly options: FlowRuntimeOptions;
+  private readonly ffnGraphs: OnnxFfn;
+  private readonly runs = new Map<string, Run>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private watchdog: NodeJS.Timeout | null = null;
+
+  private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
+    this.options = options;
+    this.mesh = mesh;
+    this.g = mesh.g;
+    this.gateway = mesh.gateway;
+    this.tokenizer = mesh.tokenizer;
+    this.ffnGraphs = ffn;
+    this.assignment = assignment;
+  }
+
+  /** Loads the gateway weights, builds the FFN graphs, finds and assigns the head nodes. */
+  static async start(o: FlowRuntimeOptions): Promise<FlowRuntime> {
+    const mesh = await MeshGateway.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, log: o.log });
+    try {
+      const ffn = await OnnxFfn.create(mesh.gateway.weights, mesh.g.dim, mesh.g.hiddenDim);
+      const nodes = await mesh.discover({ count: o.nodes, timeoutMs: o.discoverTimeoutMs ?? 30000 });
+      const assignment = await mesh.assign(nodes, { quant: o.quant });
+      return new FlowRuntime(o, mesh, ffn, assignment);
+    } catch (e) {
+      await mesh.close();
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const run of this.runs.values()) this.abort(run.id, new MeshLlmError('the mesh runtime closed'));
+    await this.ffnGraphs.release();
+    await this.mesh.close();
+  }
+
+  /** Runs waiting or running. */
+  get pendingRuns(): number {
+    return this.runs.size;
+  }
+
+  /**
+   * Waits for the mesh to be free, starts a session and the run's Generation. Resolves with
+   * the first step; `whenFinished` settles when the run ends (so the next one may start).
+   */
+  async begin(options: GenerateOptions): Promise<StepState> {
+    const id = randomUUID();
+    let finished!: (r: GenerationResult | null) => void;
+    const done = new Promise<GenerationResult | null>((resolve) => (finished = resolve));
+    const turn = this.queue.then(async () => {
+      const generation = new Generation(this.tokenizer, options, this.g.seqLen);
+      const heads = await this.freshSession();
+      this.startWatchdog(heads);
+      this.runs.set(id, { id, generation, heads, headOut: new Float32Array(this.g.dim), gather: null, finished });
+    });
+    this.queue = turn.then(() => done, () => undefined);
+    await turn;
+    return { run: id, pos: 0, layer: 0 };
+  }
+
+  /**
+   * Starts a session on the assigned nodes. After a failed run (a node died or timed out) the
+   * mesh is discovered and assigned again first, so the flow recovers once nodes are back.
+   */
+  private async freshSession(): Promise<MeshHeads> {
+    const current = this.mesh.runner;
+    if (current) {
+      try {
+        await current.reset();
+        return current;
+      } catch {
+        // the assignment failed earlier: assign again below
+      }
+    }
+    const nodes = await this.mesh.discover({ count: this.options.nodes, timeoutMs: this.options.discoverTimeoutMs ?? 30000 });
+    this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
+    const heads = this.mesh.runner as MeshHeads;
+    await heads.reset();
+    return heads;
+  }
+
+  private get(step: StepState): Run {
+    const run = this.runs.get(step.run);
+    if (!run) throw new MeshLlmError(`run ${step.run} is not active (it ended or failed)`);
+    return run;
+  }
+
+  /** The residual stream for the run's current token: x [dim]. */
+  embed(step: StepState): Float32Array {
+    const run = this.get(step);
+    step.pos = run.generation.pos;
+    step.layer = 0;
+    return this.gateway.embed(run.generation.token);
+  }
+
+  /** Sends RMSNorm(x) of this layer to the head nodes; the gather runs while the message moves on. */
+  broadcast(step: StepState, x: Float32Array): void {
+    const run = this.get(step);
+    const xb = this.gateway.attentionInput(x, step.layer);
+    const gather = run.heads.run(xb, step.pos, step.layer, run.headOut);
+    gather.catch(() => undefined); // a failure is reported when aggregate awaits it
+    run.gather = gather;
+  }
+
+  /** Waits for every head node's result, then x += W_O · heads. */
+  async aggregate(step: StepState, x: Float32Array): Promise<void> {
+    const run = this.get(step);
+    if (!run.gather) throw new MeshLlmError(`layer ${step.layer} at position ${step.pos} was not broadcast before aggregate`);
+    const gather = run.gather;
+    run.gather = null;
+    await gather;
+    this.gateway.aggregate(x, run.headOut, step.layer);
+  }
+
+  /** x += FFN(x) of this layer, on onnxruntime. */
+  async ffn(step: StepState, x: Float32Array): Promise<void> {
+    this.get(step);
+    await this.ffnGraphs.apply(x, step.layer);
+  }
+
+  /** Moves to the next layer; false after the last one. */
+  nextLayer(step: StepState): boolean {
+    step.layer++;
+    return step.layer < this.g.nLayers;
+  }
+
+  /**
+   * After the last layer: logits, then the next token. Returns the token (null at the end of
+   * the run) and, at the end, the run's result.
+   */
+  sample(step: StepState, x: Float32Array): { token: { token: number; piece: Buffer; pos: number } | null; result: GenerationResult | null } {
+    const run = this.get(step);
+    const g = run.generation;
+    const out = g.advance(g.needsLogits ? this.gateway.logits(x) : null);
+    const token = out ? { ...out, pos: g.pos } : null;
+    if (!g.done) return { token, result: null };
+    const result = g.result();
+    this.finish(run, result);
+    return { token, result };
+  }
+
+  /** Ends a run after an error: its session closes and the next queued run may start. */
+  abort(runId: string, error: Error): void {
+    const run = this.runs.get(runId);
+    if (!run) return;
+    run.heads.fail(error);
+    this.finish(run, null);
+  }
+
+  /** Fails a gather that outlives the mesh's timeout, so a dead node ends the run instead of hanging it. */
+  private startWatchdog(heads: MeshHeads): void {
+    this.stopWatchdog();
+    this.watchdog = setInterval(() => heads.checkTimeout(process.hrtime.bigint()), 100);
+    this.watchdog.unref();
+  }
+
+  private stopWatchdog(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+  }
+
+  private finish(run: Run, result: GenerationResult | null): void {
+    this.runs.delete(run.id);
+    this.stopWatchdog();
+    void this.mesh.endSession(run.heads).catch(() => undefined);
+    run.finished(result);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * What every mesh-llm Node-RED node shares: the message shape of the layer loop, access to
+ * the mesh config node, throttled status, and one way to run a step so that an error ends
+ * the run and reaches Catch nodes through done(err).
+ */
+import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow, NodeStatus } from 'node-red';
+import type { FlowRuntime, StepState } from '../lib/flow/runtime';
+
+/** A message in the layer loop: the run's step and its hidden state x [dim]. */
+export interface LlmMessage extends NodeMessageInFlow {
+  llm?: StepState;
+  hidden?: Float32Array;
+}
+
+export interface MeshConfigNode extends Node {
+  /** Resolves once the model is loaded and the head nodes are assigned. */
+  runtime(): Promise<FlowRuntime>;
+}
+
+export type Send = (msg: NodeMessage | (NodeMessage | null)[]) => void;
+export type Done = (err?: Error) => void;
+
+/** The config node a node points at, or an error naming what is missing. */
+export function meshOf(RED: NodeAPI, node: Node, id: string | undefined): MeshConfigNode {
+  const config = id ? (RED.nodes.getNode(id) as MeshConfigNode | null) : null;
+  if (!config) {
+    node.status({ fill: 'red', shape: 'ring', text: 'no mesh configured' });
+    throw new Error(`${node.type} "${node.name ?? node.id}" has no mesh-llm-config node`);
+  }
+  return config;
+}
+
+/** node.status at most every `ms`, so a token loop does not flood the editor. */
+export function throttledStatus(node: Node, ms = 250): (s: NodeStatus, force?: boolean) => void {
+  let last = 0;
+  return (s, force = false) => {
+    const now = Date.now();
+    if (force || now - last >= ms) {
+      last = now;
+      node.status(s);
+    }
+  };
+}
+
+/** The step and hidden state of a message, or an error saying what the node expected. */
+export function stepOf(node: Node, msg: LlmMessage, needHidden = true): { step: StepState; x: Float32Array } {
+  if (!msg.llm || typeof msg.llm.run !== 'string') throw new Error(`${node.type} expects msg.llm from the mesh-llm layer loop (wire it after prompt/embed)`);
+  if (needHidden && !(msg.hidden instanceof Float32Array)) throw new Error(`${node.type} expects msg.hidden, the hidden state (Float32Array)`);
+  return { step: msg.llm, x: msg.hidden as Float32Array };
+}
+
+/**
+ * Registers the input handler of a layer-loop node: runs `step` with the mesh runtime; an
+ * error aborts the run (its session ends, the next queued run may start) and goes to done(err).
+ */
+export function onStep(RED: NodeAPI, node: Node, configId: string | undefined, step: (rt: FlowRuntime, msg: LlmMessage, send: Send) => Promise<void> | void): void {
+  let mesh: MeshConfigNode | null = null;
+  try {
+    mesh = meshOf(RED, node, configId);
+  } catch (e) {
+    node.error((e as Error).message);
+  }
+  node.on('input', (msg: NodeMessageInFlow, send: Send, done: Done) => {
+    const m = msg as LlmMessage;
+    if (!mesh) return done(new Error(`${node.type} has no mesh-llm-config node`));
+    mesh
+      .runtime()
+      .then((rt) =>
+        Promise.resolve(step(rt, m, send)).catch((e: Error) => {
+          if (m.llm?.run) rt.abort(m.llm.run, e);
+          throw e;
+        }),
+      )
+      .then(
+        () => done(),
+        (e: Error) => {
+          node.status({ fill: 'red', shape: 'dot', text: e.message.slice(0, 60) });
+          done(e);
+        },
+      );
+  });
+}
+
+/** A node constructor as Node-RED calls it: `this` is the new node, `def` its properties from the flow. */
+export type NodeConstructorFn<D extends NodeDef> = (this: Node, def: D) => void;
+
+/** Registers a node type (Node-RED's typings want a class-like constructor; ours are plain functions). */
+export function registerNode<D extends NodeDef>(RED: NodeAPI, type: string, ctor: NodeConstructorFn<D>): void {
+  RED.nodes.registerType(type, ctor as unknown as Parameters<NodeAPI['nodes']['registerType']>[1]);
+}

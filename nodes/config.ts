@@ -1,0 +1,56 @@
+/** mesh-llm-config: the mesh a flow runs on (model, broker, mesh id, quantisation), shared by the other nodes. */
+import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { FlowRuntime } from '../lib/flow/runtime';
+import { resolveModelPaths } from '../lib/llm/resolve';
+import { MeshConfigNode, registerNode } from './common';
+
+interface ConfigDef extends NodeDef {
+  model: string;
+  tokenizer: string;
+  broker: string;
+  meshId: string;
+  quant: 'f32' | 'int8';
+  nodes: string;
+  gatherTimeout: string;
+}
+
+export = function register(RED: NodeAPI): void {
+  registerNode<ConfigDef>(RED, 'mesh-llm-config', function (this: Node, def: ConfigDef) {
+    RED.nodes.createNode(this, def);
+    const node = this as MeshConfigNode;
+    let started: Promise<FlowRuntime> | null = null;
+    const start = (): Promise<FlowRuntime> => {
+      const paths = resolveModelPaths({ model: def.model || undefined, tokenizer: def.tokenizer || undefined });
+      const count = def.nodes ? Number(def.nodes) : undefined;
+      return FlowRuntime.start({
+        modelPath: paths.model,
+        tokenizerPath: paths.tokenizer,
+        brokerUrl: def.broker || 'mqtt://127.0.0.1:1883',
+        meshId: def.meshId || 'default',
+        quant: def.quant === 'int8' ? 'int8' : 'f32',
+        nodes: count && Number.isInteger(count) && count > 0 ? count : undefined,
+        gatherTimeoutMs: def.gatherTimeout ? Number(def.gatherTimeout) : undefined,
+        log: (level, text) => (level === 'error' ? node.error(text) : level === 'warn' ? node.warn(text) : node.debug(text)),
+      });
+    };
+    node.runtime = () => {
+      if (!started) {
+        started = start();
+        started.then(
+          (rt) => node.log(`mesh ${def.meshId || 'default'}: ${rt.assignment.length} head node(s) assigned`),
+          (e: Error) => {
+            node.error(`mesh-llm could not start: ${e.message}`);
+            started = null; // the next message tries again
+          },
+        );
+      }
+      return started;
+    };
+    node.on('close', (done: () => void) => {
+      const rt = started;
+      started = null;
+      if (!rt) return done();
+      rt.then((r) => r.close()).then(done, () => done());
+    });
+  });
+};

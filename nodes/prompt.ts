@@ -1,0 +1,36 @@
+/**
+ * mesh-llm-prompt: starts a generation. msg.payload is a prompt string, or a request object
+ * {"prompt", "steps", "temperature", "topP", "seed"} validated against schemas/generate-request.json.
+ * Requests wait their turn: one generation at a time per mesh.
+ */
+import type { Node, NodeAPI, NodeDef } from 'node-red';
+import { parseGenerateRequest } from '../lib/flow/request';
+import { LlmMessage, onStep, registerNode, throttledStatus } from './common';
+
+interface PromptDef extends NodeDef {
+  mesh: string;
+}
+
+export = function register(RED: NodeAPI): void {
+  registerNode<PromptDef>(RED, 'mesh-llm-prompt', function (this: Node, def: PromptDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const status = throttledStatus(node);
+    let waiting = 0;
+    onStep(RED, node, def.mesh, async (rt, msg, send) => {
+      const options = parseGenerateRequest(msg.payload);
+      waiting++;
+      status({ fill: 'yellow', shape: 'ring', text: `queued (${waiting})` }, true);
+      try {
+        const step = await rt.begin(options);
+        const m = msg as LlmMessage;
+        m.llm = step;
+        m.request = { prompt: options.prompt, steps: options.steps, temperature: options.temperature };
+        status({ fill: 'green', shape: 'dot', text: `running: ${JSON.stringify(options.prompt).slice(0, 30)}` }, true);
+        send(m);
+      } finally {
+        waiting--;
+      }
+    });
+  });
+};
