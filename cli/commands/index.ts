@@ -5,6 +5,7 @@ export interface Command {
 }
 
 export const commands: Record<string, Command> = {
+  start: { summary: 'the whole system: broker, head-node processes, Node-RED editor with the flow (npm start)', load: () => import('./start') },
   generate: { summary: 'generate text (monolithic engine)', load: () => import('./generate') },
   node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
