@@ -1,5 +1,5 @@
 import { timeOnAirMs } from '../lib/radio/airtime';
-import { DutyCycleTracker, EU868, RegulatoryError, US915, channelPlan, dataRate, maxFrameBytesFor, offTimeMs, subBandOf } from '../lib/radio/regions';
+import { DutyCycleTracker, EU868, RegulatoryError, US915, channelPlan, dataRate, maxFrameBytesFor, meshFrameBytes, offTimeMs, subBandOf } from '../lib/radio/regions';
 
 const MHz = 1e6;
 
@@ -22,6 +22,10 @@ describe('EU868', () => {
     expect(dataRate(EU868, 9, 125)).toMatchObject({ dr: 3, maxPayloadBytes: 128 });
     expect(dataRate(EU868, 7, 250)).toMatchObject({ dr: 6, maxPayloadBytes: 255 });
     expect(maxFrameBytesFor(EU868, { sf: 12, bandwidthKHz: 125 })).toBe(64);
+    // The mesh's frames: the seed's 230 bytes where the data rate allows more, the data rate's limit below.
+    expect(meshFrameBytes(EU868, { sf: 7, bandwidthKHz: 125 })).toBe(230);
+    expect(meshFrameBytes(EU868, { sf: 9, bandwidthKHz: 125 })).toBe(128);
+    expect(meshFrameBytes(US915, { sf: 10, bandwidthKHz: 125 })).toBe(24);
     expect(() => dataRate(EU868, 7, 500)).toThrow(/EU868 has no data rate SF7\/500/);
   });
 

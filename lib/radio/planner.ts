@@ -15,8 +15,8 @@ import { headOutputGroupSize } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { INT8_GROUP_SIZE, kvHeadsFor, partitionHeads } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
-import { BROADCAST_ADDRESS, DEFAULT_MAX_FRAME_BYTES, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, TensorEncoding, encodeTensor, fragmentCapacity, tensorBodyBytes } from './frame';
-import { Channel, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, maxFrameBytesFor, region as regionByName, subBandOf } from './regions';
+import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, TensorEncoding, encodeTensor, fragmentCapacity, tensorBodyBytes } from './frame';
+import { Channel, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -245,7 +245,7 @@ export function plan(o: PlanOptions): Plan {
   const r = regionByName(o.region);
   const dr = dataRate(r, o.sf, o.bandwidthKHz);
   const m: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
-  const maxFrameBytes = Math.min(DEFAULT_MAX_FRAME_BYTES, maxFrameBytesFor(r, m));
+  const maxFrameBytes = meshFrameBytes(r, m);
   const channels = channelPlan(r, o.channels, o.bandwidthKHz);
 
   const groups = partitionHeads(g.nHeads, o.nodes);

@@ -11,6 +11,7 @@
  */
 import { MeshLlmError } from '../llm/errors';
 import { BandwidthKHz, SpreadingFactor, timeOnAirMs, LoRaModulation } from './airtime';
+import { DEFAULT_MAX_FRAME_BYTES } from './frame';
 
 export const REGION_NAMES = ['EU868', 'US915'] as const;
 export type RegionName = (typeof REGION_NAMES)[number];
@@ -177,6 +178,11 @@ export function maxFrameBytesFor(r: Region, m: LoRaModulation): number {
   let n = limit;
   while (n > 0 && timeOnAirMs(n, m) > r.maxDwellMs) n--;
   return n;
+}
+
+/** The mesh's frame size at a modulation: the seed's 230 bytes, or less where the region allows less. */
+export function meshFrameBytes(r: Region, m: LoRaModulation): number {
+  return Math.min(DEFAULT_MAX_FRAME_BYTES, maxFrameBytesFor(r, m));
 }
 
 /** Throws when one transmission would exceed the region's dwell time. */
