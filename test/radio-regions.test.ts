@@ -100,3 +100,17 @@ describe('US915', () => {
     expect(() => node.transmit(ch, t, timeOnAirMs(222, { sf: 9, bandwidthKHz: 125 }))).toThrow(/exceeds the 400 ms dwell time/);
   });
 });
+
+describe('channel plans', () => {
+  test.each([['EU868', EU868], ['US915', US915]] as const)('every %s mesh channel is a region channel inside a sub-band', (_name, r) => {
+    for (const [bw, mesh] of Object.entries(r.meshChannels)) {
+      for (const count of [1, mesh!.uplink.length]) {
+        const plan = channelPlan(r, count, Number(bw) as 125);
+        expect(plan.uplink).toHaveLength(count);
+        for (const ch of plan.uplink) expect(r.uplinkChannels).toContainEqual(ch);
+        for (const ch of [...plan.uplink, plan.broadcast]) expect(() => subBandOf(r, ch)).not.toThrow();
+      }
+    }
+  });
+});
+

@@ -46,6 +46,11 @@ export interface Region {
   maxDwellMs: number;
   /** Every uplink channel the region defines. */
   uplinkChannels: readonly Channel[];
+  /**
+   * The mesh's channels per bandwidth: its receive channels in the order a gateway with fewer
+   * uses them, and where the gateway broadcasts (default: the first receive channel).
+   */
+  meshChannels: Partial<Record<BandwidthKHz, { uplink: readonly Channel[]; broadcast?: Channel }>>;
 }
 
 /** The mesh's channels: node results go out on `uplink`, the gateway's broadcasts on `broadcast`. */
@@ -67,6 +72,13 @@ const MHz = 1e6;
 function channels(firstHz: number, stepHz: number, count: number, bandwidthKHz: BandwidthKHz): Channel[] {
   return Array.from({ length: count }, (_, i) => ({ frequencyHz: Math.round(firstHz + i * stepHz), bandwidthKHz }));
 }
+
+/** The three mandatory LoRaWAN channels (g1), then the five common extra ones (865-868 MHz). */
+const EU868_125 = [...channels(868.1 * MHz, 0.2 * MHz, 3, 125), ...channels(867.1 * MHz, 0.2 * MHz, 5, 125)];
+/** The one 250 kHz channel of the common plans (SF7/250, "the LoRa standard channel"). */
+const EU868_250: Channel = { frequencyHz: 868.3 * MHz, bandwidthKHz: 250 };
+/** g3's centre: 250 kHz wide, so a 125 or 250 kHz channel fits. */
+const EU868_G3_HZ = 869.525 * MHz;
 
 /**
  * EU868 sub-bands. ERC 70-03 band g is 863-870 MHz at 0.1%, raised to 1% in 865-868 MHz;
@@ -93,8 +105,12 @@ export const EU868: Region = {
     { dr: 6, sf: 7, bandwidthKHz: 250, maxPayloadBytes: 255 },
   ],
   maxDwellMs: Infinity,
-  // The three mandatory LoRaWAN channels (g1) and the five common extra ones (865-868 MHz).
-  uplinkChannels: [...channels(868.1 * MHz, 0.2 * MHz, 3, 125), ...channels(867.1 * MHz, 0.2 * MHz, 5, 125)],
+  uplinkChannels: [...EU868_125, EU868_250],
+  // Broadcasts go to g3, where a transmitter has 10% rather than 1%.
+  meshChannels: {
+    125: { uplink: EU868_125, broadcast: { frequencyHz: EU868_G3_HZ, bandwidthKHz: 125 } },
+    250: { uplink: [EU868_250], broadcast: { frequencyHz: EU868_G3_HZ, bandwidthKHz: 250 } },
+  },
 };
 
 /**
@@ -120,6 +136,12 @@ export const US915: Region = {
   ],
   maxDwellMs: 400,
   uplinkChannels: [...channels(902.3 * MHz, 0.2 * MHz, 64, 125), ...channels(903.0 * MHz, 1.6 * MHz, 8, 500)],
+  // Sub-band 2 (channels 8..15 and 65), as most US915 gateways ship; the broadcast shares the
+  // first channel, since there is no duty cycle to spread.
+  meshChannels: {
+    125: { uplink: channels(903.9 * MHz, 0.2 * MHz, 8, 125) },
+    500: { uplink: [...channels(904.6 * MHz, 1.6 * MHz, 7, 500), { frequencyHz: 903.0 * MHz, bandwidthKHz: 500 }] },
+  },
 };
 
 export const REGIONS: Record<RegionName, Region> = { EU868, US915 };
@@ -148,28 +170,15 @@ export function subBandOf(r: Region, ch: Channel): SubBand {
   return s;
 }
 
-/**
- * The mesh's channels for `count` receive channels at a bandwidth. EU868: uplinks on 868.1
- * (then 868.3, 868.5, 867.1..867.9) MHz, broadcasts in g3 at 869.525 MHz, where a transmitter
- * has 10%. US915: uplinks on sub-band 2 (903.9..905.3 MHz at 125 kHz, 904.6 MHz first at
- * 500 kHz); the broadcast shares the first uplink channel (there is no duty cycle to spread).
- */
+/** The mesh's channels for a gateway with `count` receive channels at a bandwidth. */
 export function channelPlan(r: Region, count: number, bandwidthKHz: BandwidthKHz): ChannelPlan {
-  const pool = r.uplinkChannels.filter((c) => c.bandwidthKHz === bandwidthKHz);
-  let uplink: Channel[];
-  let broadcast: Channel;
-  if (r.name === 'EU868') {
-    uplink = bandwidthKHz === 125 ? pool.slice(0, count) : [{ frequencyHz: 868.3 * MHz, bandwidthKHz }].slice(0, count);
-    broadcast = { frequencyHz: 869.525 * MHz, bandwidthKHz };
-  } else {
-    const start = bandwidthKHz === 125 ? 8 : 1; // sub-band 2: channels 8..15, and 65
-    uplink = [...pool.slice(start), ...pool.slice(0, start)].slice(0, count);
-    broadcast = uplink[0];
+  const mesh = r.meshChannels[bandwidthKHz];
+  const available = mesh?.uplink.length ?? 0;
+  if (!mesh || available < count) {
+    throw new MeshLlmError(`${r.name} offers ${available} uplink channel(s) of ${bandwidthKHz} kHz in this plan, not ${count}`);
   }
-  if (uplink.length < count) {
-    throw new MeshLlmError(`${r.name} offers ${uplink.length} uplink channel(s) of ${bandwidthKHz} kHz in this plan, not ${count}`);
-  }
-  return { uplink, broadcast };
+  const uplink = mesh.uplink.slice(0, count);
+  return { uplink, broadcast: mesh.broadcast ?? uplink[0] };
 }
 
 /** The longest frame a region allows at a modulation: the data rate's limit, within the dwell time. */
