@@ -26,6 +26,13 @@ export function defaultSettingsOptions(env: NodeJS.ProcessEnv = process.env): Me
   };
 }
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
+
+/** Node-RED's console log level from MESH_LLM_LOG_LEVEL (default info). */
+function logLevel(text: string | undefined): (typeof LOG_LEVELS)[number] {
+  return LOG_LEVELS.find((l) => l === text) ?? 'info';
+}
+
 export function nodeRedSettings(o: MeshLlmSettingsOptions): LocalSettings {
   return {
     uiHost: o.host,
@@ -44,7 +51,7 @@ export function nodeRedSettings(o: MeshLlmSettingsOptions): LocalSettings {
     httpAdminRoot: '/',
     httpNodeRoot: '/',
     functionGlobalContext: {},
-    logging: { console: { level: process.env.MESH_LLM_LOG_LEVEL ?? 'info', metrics: false, audit: false } },
+    logging: { console: { level: logLevel(process.env.MESH_LLM_LOG_LEVEL), metrics: false, audit: false } },
     editorTheme: {
       page: { title: 'mesh-llm' },
       header: { title: 'mesh-llm' },

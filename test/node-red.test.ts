@@ -1,0 +1,245 @@
+/**
+ * The Node-RED face: the shipped flow loaded unchanged by node-red-node-test-helper, on an
+ * embedded aedes broker with real head-node processes; each node's behaviour; errors reaching
+ * Catch nodes; and POST /generate end to end on the server `npm start` runs.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Node, NodeMessage } from 'node-red';
+import { packageRoot } from '../lib/llm/resolve';
+import { NodeProcesses, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
+import { Engine } from '../lib/llm/engine';
+import { goldenIds, goldenText, modelPaths } from './support/fixtures';
+import { binPath } from './support/cli';
+import { spawn, ChildProcess } from 'node:child_process';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const helper = require('node-red-node-test-helper');
+helper.init(require.resolve('node-red'));
+
+const root = packageRoot();
+const core = (p: string) => require(path.join(root, 'node_modules', '@node-red', 'nodes', 'core', p));
+const ours = ['config', 'prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
+const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
+const allNodes = [...ours, ...coreNodes];
+const shippedFlow = () => JSON.parse(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8'));
+
+type Listener = Node & { receive(msg: object): void; on(event: 'input', cb: (msg: NodeMessage & Record<string, unknown>) => void): void };
+const nodeOf = (id: string): Listener => helper.getNode(id);
+
+function next(id: string, timeoutMs = 30000): Promise<NodeMessage & Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no message reached ${id} within ${timeoutMs} ms`)), timeoutMs);
+    nodeOf(id).on('input', (msg) => {
+      clearTimeout(timer);
+      resolve(msg);
+    });
+  });
+}
+
+describe('Node-RED nodes on a real mesh', () => {
+  let broker: Awaited<ReturnType<typeof spawnBroker>>;
+  let nodes: NodeProcesses;
+
+  beforeAll(async () => {
+    broker = await spawnBroker(0);
+    nodes = spawnHeadNodes({ count: 8, brokerUrl: broker.url, meshId: 'default', modelPath: modelPaths.model, onLog: () => undefined });
+    const url = new URL(broker.url);
+    process.env.MESH_LLM_BROKER = broker.url;
+    process.env.MESH_LLM_BROKER_HOST = url.hostname;
+    process.env.MESH_LLM_BROKER_PORT = url.port;
+    process.env.MESH_LLM_NODES = '8';
+    await helper.startServer();
+  });
+
+  afterEach(async () => {
+    await helper.unload();
+  });
+
+  afterAll(async () => {
+    await helper.stopServer();
+    await nodes?.stop();
+    await broker?.close();
+  });
+
+  test('the shipped flow, loaded unchanged, generates the golden tokens', async () => {
+    const flow = shippedFlow();
+    await helper.load(allNodes, flow);
+    const done = next('debug-done', 60000);
+    nodeOf('inject-example').receive({ payload: { prompt: 'Once upon a time', steps: 64, temperature: 0 } });
+    const msg = await done;
+    const payload = msg.payload as { tokens: number[]; text: string; tokensPerSecond: number };
+    expect(payload.tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(payload.text).toBe(goldenText('once-greedy-64'));
+    expect(msg.hidden).toBeUndefined();
+    expect(flow).toEqual(shippedFlow());
+  });
+
+  test('requests queue: two at once both finish, each with its own session', async () => {
+    await helper.load(allNodes, shippedFlow());
+    const results: { tokens: number[] }[] = [];
+    const bothDone = new Promise<void>((resolve) =>
+      nodeOf('debug-done').on('input', (msg) => {
+        results.push(msg.payload as { tokens: number[] });
+        if (results.length === 2) resolve();
+      }),
+    );
+    nodeOf('prompt').receive({ payload: { prompt: 'Once upon a time', steps: 64, temperature: 0 } });
+    nodeOf('prompt').receive({ payload: { prompt: 'The dog ran', steps: 40, temperature: 0 } });
+    await bothDone;
+    const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer });
+    const dog = await engine.generate({ prompt: 'The dog ran', steps: 40, temperature: 0, topP: 0.9, seed: 1n });
+    expect(results.map((r) => r.tokens)).toEqual([goldenIds('once-greedy-64'), dog.tokens]);
+  });
+
+  test('an invalid request reaches the Catch node as a 400', async () => {
+    await helper.load(allNodes, shippedFlow());
+    const caught = next('debug-error');
+    nodeOf('prompt').receive({ payload: { prompt: 5, steps: -3 } });
+    const msg = await caught;
+    expect(msg.statusCode).toBe(400);
+    expect((msg.payload as { error: string }).error).toMatch(/invalid generate request: \/prompt must be string/);
+  });
+
+  test('a layer-loop node without a run reports through done(err) to Catch', async () => {
+    const flow = [
+      { id: 'cfg', type: 'mesh-llm-config', broker: broker.url, meshId: 'default', quant: 'f32', nodes: '8', model: '', tokenizer: '', gatherTimeout: '2000' },
+      ...['embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample'].map((t) => ({ id: t, type: `mesh-llm-${t}`, mesh: 'cfg', wires: [] })),
+      { id: 'catcher', type: 'catch', wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ];
+    await helper.load(allNodes, flow);
+    for (const t of ['embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample']) {
+      const caught = next('out');
+      nodeOf(t).receive({ payload: 'no run here' });
+      const msg = await caught;
+      expect((msg.error as { message: string }).message).toMatch(new RegExp(`mesh-llm-${t} expects msg.llm`));
+    }
+  });
+
+  test('each node does its one step: embed, broadcast, aggregate, ffn, layer loop, sample', async () => {
+    const flow = [
+      { id: 'cfg', type: 'mesh-llm-config', broker: broker.url, meshId: 'default', quant: 'f32', nodes: '8', model: '', tokenizer: '', gatherTimeout: '2000' },
+      { id: 'prompt', type: 'mesh-llm-prompt', mesh: 'cfg', wires: [['after-prompt']] },
+      { id: 'embed', type: 'mesh-llm-embed', mesh: 'cfg', wires: [['after-embed']] },
+      { id: 'broadcast', type: 'mesh-llm-broadcast', mesh: 'cfg', wires: [['after-broadcast']] },
+      { id: 'aggregate', type: 'mesh-llm-aggregate', mesh: 'cfg', wires: [['after-aggregate']] },
+      { id: 'ffn', type: 'mesh-llm-ffn', mesh: 'cfg', wires: [['after-ffn']] },
+      { id: 'loop', type: 'mesh-llm-layer-loop', mesh: 'cfg', wires: [['loop-next'], ['loop-last']] },
+      { id: 'sample', type: 'mesh-llm-sample', mesh: 'cfg', wires: [['sample-next'], ['sample-token'], ['sample-done']] },
+      ...['after-prompt', 'after-embed', 'after-broadcast', 'after-aggregate', 'after-ffn', 'loop-next', 'loop-last', 'sample-next', 'sample-token', 'sample-done'].map((id) => ({ id, type: 'helper' })),
+    ];
+    await helper.load(allNodes, flow);
+    const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer });
+    const g = engine.g;
+    const relay = async (from: string, to: string, msg: object) => {
+      const got = next(to);
+      nodeOf(from).receive(msg);
+      return got;
+    };
+    let msg = await relay('prompt', 'after-prompt', { payload: { prompt: '', steps: 2, temperature: 0 } });
+    expect(msg.llm).toMatchObject({ pos: 0, layer: 0 });
+    msg = await relay('embed', 'after-embed', msg);
+    expect(Array.from(msg.hidden as Float32Array)).toEqual(Array.from(engine.gateway.embed(1)));
+    // The monolithic reference for layer 0 at position 0.
+    const x = engine.gateway.embed(1);
+    const heads = new Float32Array(g.dim);
+    engine.heads.reset();
+    engine.heads.run(engine.gateway.attentionInput(x, 0), 0, 0, heads);
+    engine.gateway.aggregate(x, heads, 0);
+    msg = await relay('broadcast', 'after-broadcast', msg);
+    msg = await relay('aggregate', 'after-aggregate', msg);
+    expect(Array.from(msg.hidden as Float32Array)).toEqual(Array.from(x));
+    engine.gateway.ffn(x, 0);
+    msg = await relay('ffn', 'after-ffn', msg);
+    (msg.hidden as Float32Array).forEach((v, i) => expect(Math.abs(v - x[i])).toBeLessThan(1e-5));
+    msg = await relay('loop', 'loop-next', msg);
+    expect((msg.llm as { layer: number }).layer).toBe(1);
+    for (let layer = 1; layer < g.nLayers; layer++) {
+      msg = await relay('broadcast', 'after-broadcast', msg);
+      msg = await relay('aggregate', 'after-aggregate', msg);
+      msg = await relay('ffn', 'after-ffn', msg);
+      msg = await relay('loop', layer === g.nLayers - 1 ? 'loop-last' : 'loop-next', msg);
+    }
+    const token = next('sample-token');
+    msg = await relay('sample', 'sample-next', msg);
+    expect((await token).payload).toMatchObject({ token: goldenIds('bos-greedy-256')[1], pos: 1 });
+    // Position 1 is the last of 2 steps: sample ends the run on output 3.
+    msg = await relay('embed', 'after-embed', msg);
+    for (let layer = 0; layer < g.nLayers; layer++) {
+      msg = await relay('broadcast', 'after-broadcast', msg);
+      msg = await relay('aggregate', 'after-aggregate', msg);
+      msg = await relay('ffn', 'after-ffn', msg);
+      msg = await relay('loop', layer === g.nLayers - 1 ? 'loop-last' : 'loop-next', msg);
+    }
+    msg = await relay('sample', 'sample-done', msg);
+    expect(msg.payload).toMatchObject({ tokens: goldenIds('bos-greedy-256').slice(0, 3) });
+  });
+});
+
+describe('POST /generate on the server npm start runs', () => {
+  let server: ChildProcess;
+  let url: string;
+  let output = '';
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-nodered-'));
+
+  beforeAll(async () => {
+    // `npm start` is `mesh-llm start`: the same command, on a free port, with 4 head nodes.
+    server = spawn(process.execPath, [binPath, 'start', '--port', '0', '--nodes', '4', '--data', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 60000);
+      const onData = (d: Buffer) => {
+        output += d.toString();
+        const m = /Node-RED editor:\s+(http:\/\/\S+?)\/?\s/.exec(output);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]);
+        }
+      };
+      server.stdout?.on('data', onData);
+      server.stderr?.on('data', onData);
+      server.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
+    });
+  });
+
+  afterAll(async () => {
+    if (server && server.exitCode === null) {
+      const exited = new Promise((resolve) => server.once('exit', resolve));
+      server.kill('SIGTERM');
+      await exited;
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const post = (body: string) => fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+
+  test('answers 200 with the golden tokens', async () => {
+    const res = await post(JSON.stringify({ prompt: 'Once upon a time', steps: 64, temperature: 0 }));
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(body.tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(body.text).toBe(goldenText('once-greedy-64'));
+  });
+
+  test('invalid fields and invalid JSON answer 400 with a message', async () => {
+    const bad = await post(JSON.stringify({ prompt: 'hi', steps: 'many' }));
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error).toMatch(/\/steps must be integer/);
+    const unknown = await post(JSON.stringify({ prompt: 'hi', colour: 'red' }));
+    expect(unknown.status).toBe(400);
+    expect((await unknown.json()).error).toMatch(/must NOT have additional properties/);
+    const broken = await post('{"prompt": ');
+    expect(broken.status).toBe(400);
+    expect((await broken.json()).error).toMatch(/invalid JSON/);
+  });
+
+  test('the editor is served with the flow deployed', async () => {
+    const page = await fetch(`${url}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/mesh-llm/);
+    const flows = await (await fetch(`${url}/flows`, { headers: { 'Node-RED-API-Version': 'v2' } })).json();
+    const types = flows.flows.map((n: { type: string }) => n.type);
+    for (const t of ['mesh-llm-broadcast', 'mesh-llm-aggregate', 'mesh-llm-ffn', 'mesh-llm-layer-loop']) expect(types).toContain(t);
+  });
+});
