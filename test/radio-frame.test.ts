@@ -5,7 +5,7 @@ import { int8RoundTrip } from '../lib/llm/quant';
 import { aesCmac, cmacSubkeys } from '../lib/radio/cmac';
 import {
   BROADCAST_ADDRESS, DEFAULT_MAX_FRAME_BYTES, Frame, FrameReceiver, FrameSender, GATEWAY_ADDRESS, HEADER_BYTES, MIC_BYTES, ReceiveEvent, TensorEncoding,
-  decodeTensor, encodeTensor, fragmentCapacity, nackFor, openFrame, sealFrame, tensorBodyBytes,
+  decodeTensor, encodeTensor, fragmentCapacity, meshEncodings, nackFor, openFrame, sealFrame, tensorBodyBytes,
 } from '../lib/radio/frame';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
@@ -22,6 +22,12 @@ function vector(n: number, seed: number): Float32Array {
     v[i] = ((s / 2 ** 32) * 2 - 1) * (1 + (i % 7));
   }
   return v;
+}
+
+/** Equal values, bit for bit except the sign of zero (an int8 0 decodes to +0 whatever the input's sign). */
+function expectSameValues(got: Float32Array, expected: Float32Array): void {
+  const plain = (v: Float32Array) => Array.from(v, (x) => x + 0);
+  expect(plain(got)).toEqual(plain(expected));
 }
 
 function expectMessage(e: ReceiveEvent): Extract<ReceiveEvent, { kind: 'message' }> {
@@ -92,6 +98,12 @@ function modelTensors(): { name: string; n: number; encodings: TensorEncoding[] 
   return out;
 }
 
+test('the mesh encodes broadcasts in int8 groups of 32 and results in groups aligned to heads', () => {
+  expect(meshEncodings(geometry(MODEL_PRESETS.tinyllama), 'int8')).toEqual({ broadcast: { kind: 'int8', groupSize: 32 }, result: { kind: 'int8', groupSize: 32 } });
+  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'int8')).toEqual({ broadcast: { kind: 'int8', groupSize: 32 }, result: { kind: 'int8', groupSize: 8 } });
+  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'f32')).toEqual({ broadcast: { kind: 'f32' }, result: { kind: 'f32' } });
+});
+
 describe('tensor messages round-trip through fragmentation and reassembly', () => {
   // The seed's 230 bytes, and the smallest frames a region allows (EU868 SF10-12: 64 bytes).
   const sizes = [DEFAULT_MAX_FRAME_BYTES, 64];
@@ -118,7 +130,7 @@ describe('tensor messages round-trip through fragmentation and reassembly', () =
     const expected = Float32Array.from(values);
     if (c.e.kind === 'int8') int8RoundTrip(expected, c.e.groupSize);
     expect(got.payload.tensor.encoding).toEqual(c.e);
-    expect(Buffer.from(got.payload.tensor.values.buffer)).toEqual(Buffer.from(expected.buffer)); // bit for bit
+    expectSameValues(got.payload.tensor.values, expected);
   });
 });
 
@@ -234,7 +246,8 @@ describe('missing fragments and selective retransmission', () => {
     const done = expectMessage(node.receive(last[0]));
     const expected = Float32Array.from(xb);
     int8RoundTrip(expected, INT8_GROUP_SIZE);
-    expect(done.payload.kind === 'tensor' && done.payload.tensor.values).toEqual(expected);
+    if (done.payload.kind !== 'tensor') throw new Error('expected a tensor');
+    expectSameValues(done.payload.tensor.values, expected);
     expect(node.reassembler.pending()).toEqual([]);
 
     // A retransmission that arrives after the message is complete is a duplicate, not a new message.

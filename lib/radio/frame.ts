@@ -33,6 +33,9 @@
  * always fits one frame (at most 34 body bytes) and is not reassembled.
  */
 import { timingSafeEqual } from 'node:crypto';
+import { Geometry } from '../llm/config';
+import { Transport, headOutputGroupSize } from '../llm/engine';
+import { INT8_GROUP_SIZE } from '../llm/head';
 import { Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
 import { aesCmac } from './cmac';
 import { MAX_LORA_PAYLOAD_BYTES } from './airtime';
@@ -170,6 +173,15 @@ export interface DecodedTensor {
 
 const TENSOR_PREAMBLE_BYTES = 4;
 const ENCODING_CODE = { f32: 0, int8: 1 } as const;
+
+/**
+ * How the mesh encodes its two tensors under a transport, as the engine's int8 transport does:
+ * broadcasts in groups of 32, results in groups aligned to heads.
+ */
+export function meshEncodings(g: Geometry, transport: Transport): { broadcast: TensorEncoding; result: TensorEncoding } {
+  if (transport === 'f32') return { broadcast: { kind: 'f32' }, result: { kind: 'f32' } };
+  return { broadcast: { kind: 'int8', groupSize: INT8_GROUP_SIZE }, result: { kind: 'int8', groupSize: headOutputGroupSize(g) } };
+}
 
 /** Body size of a tensor of n values. */
 export function tensorBodyBytes(n: number, e: TensorEncoding): number {

@@ -11,12 +11,12 @@
  * cycle (airtime x (1/dc - 1) of silence after each frame in that sub-band).
  */
 import { Geometry, ModelConfig, geometry } from '../llm/config';
-import { headOutputGroupSize } from '../llm/engine';
+import { Transport } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { INT8_GROUP_SIZE, kvHeadsFor, partitionHeads } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
-import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, TensorEncoding, encodeTensor, fragmentCapacity, tensorBodyBytes } from './frame';
-import { Channel, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, encodeTensor, fragmentCapacity, meshEncodings, tensorBodyBytes } from './frame';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -49,8 +49,6 @@ export const WEIGHT_FORMATS = {
   int4: { bits: 4, groupSize: INT8_GROUP_SIZE },
 } as const;
 export type WeightFormat = keyof typeof WEIGHT_FORMATS;
-
-export type Transport = 'int8' | 'f32';
 
 export interface PlanOptions {
   /** The model's header, and the name to show for it. */
@@ -129,10 +127,6 @@ export function weightStorageBytes(n: number, f: WeightFormat): number {
   return Math.ceil((n * bits) / 8) + 4 * Math.ceil(n / groupSize);
 }
 
-function transportEncoding(t: Transport, groupSize: number): TensorEncoding {
-  return t === 'f32' ? { kind: 'f32' } : { kind: 'int8', groupSize };
-}
-
 /** What one head node holds. Weight rows are quantised row by row, so sizes add per row. */
 export function nodeBudget(g: Geometry, node: number, heads: number[], quant: WeightFormat, context: number, transport: Transport): NodeBudget {
   const kvHeads = kvHeadsFor(heads, g.kvMul);
@@ -141,10 +135,10 @@ export function nodeBudget(g: Geometry, node: number, heads: number[], quant: We
   const kvCacheBytes = g.nLayers * kvHeads.length * context * g.headSize * 2 * 4;
   const f32 = 4;
   const working = f32 * (g.dim /* xb */ + heads.length * g.headSize /* q */ + 2 * kvHeads.length * g.headSize /* k, v */ + context /* scores */ + heads.length * g.headSize /* out */);
-  const broadcastBody = encodeTensor(new Float32Array(g.dim), transportEncoding(transport, INT8_GROUP_SIZE)).length;
-  const resultBody = encodeTensor(new Float32Array(heads.length * g.headSize), transportEncoding(transport, headOutputGroupSize(g))).length;
+  const enc = meshEncodings(g, transport);
+  const bodies = tensorBodyBytes(g.dim, enc.broadcast) + tensorBodyBytes(heads.length * g.headSize, enc.result);
   const frameBuffers = 2 * 255;
-  return { node, heads, kvHeads, weightBytes: g.nLayers * rowsPerLayer * rowBytes, kvCacheBytes, bufferBytes: working + broadcastBody + resultBody + frameBuffers };
+  return { node, heads, kvHeads, weightBytes: g.nLayers * rowsPerLayer * rowBytes, kvCacheBytes, bufferBytes: working + bodies + frameBuffers };
 }
 
 function verdict(m: ModuleVariant, need: { weightBytes: number; kvCacheBytes: number; bufferBytes: number }): VariantVerdict {
@@ -164,11 +158,12 @@ function layerFrames(g: Geometry, groups: number[][], transport: Transport, maxF
   const meshId = 0;
   const gateway = new FrameSender({ key, meshId, source: GATEWAY_ADDRESS, maxFrameBytes });
   const address = { session: 0, position: 0, layer: 0 };
-  const xb = encodeTensor(new Float32Array(g.dim), transportEncoding(transport, INT8_GROUP_SIZE));
+  const enc = meshEncodings(g, transport);
+  const xb = encodeTensor(new Float32Array(g.dim), enc.broadcast);
   const broadcast = gateway.frames(gateway.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, ...address }, xb)).map((f) => f.length);
   const results = groups.map((heads, i) => {
     const node = new FrameSender({ key, meshId, source: i + 1, maxFrameBytes });
-    const out = encodeTensor(new Float32Array(heads.length * g.headSize), transportEncoding(transport, headOutputGroupSize(g)));
+    const out = encodeTensor(new Float32Array(heads.length * g.headSize), enc.result);
     return node.frames(node.message({ type: 'result', destination: GATEWAY_ADDRESS, ...address }, out)).map((f) => f.length);
   });
   return { broadcast, results };
@@ -177,9 +172,11 @@ function layerFrames(g: Geometry, groups: number[][], transport: Transport, maxF
 /** A message carries at most 255 fragments: slow data rates with small frames cannot carry a large vector. */
 function checkFragmentLimit(g: Geometry, groups: number[][], transport: Transport, maxFrameBytes: number, rate: string): void {
   const capacity = fragmentCapacity(maxFrameBytes);
+  const enc = meshEncodings(g, transport);
+  const mostHeads = Math.max(...groups.map((h) => h.length));
   const largest = [
-    { what: `a broadcast of ${g.dim} values`, bytes: tensorBodyBytes(g.dim, transportEncoding(transport, INT8_GROUP_SIZE)) },
-    { what: `a result of ${Math.max(...groups.map((h) => h.length))} heads`, bytes: tensorBodyBytes(Math.max(...groups.map((h) => h.length)) * g.headSize, transportEncoding(transport, headOutputGroupSize(g))) },
+    { what: `a broadcast of ${g.dim} values`, bytes: tensorBodyBytes(g.dim, enc.broadcast) },
+    { what: `a result of ${mostHeads} heads`, bytes: tensorBodyBytes(mostHeads * g.headSize, enc.result) },
   ];
   for (const { what, bytes } of largest) {
     const fragments = Math.ceil(bytes / capacity);
@@ -191,7 +188,7 @@ function checkFragmentLimit(g: Geometry, groups: number[][], transport: Transpor
 
 interface Schedule {
   r: Region;
-  plan: { uplink: Channel[]; broadcast: Channel };
+  plan: ChannelPlan;
   /** When each channel's current transmission ends, by frequency. */
   channelFree: Map<number, number>;
 }
