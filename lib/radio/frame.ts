@@ -365,6 +365,11 @@ export class ReplayWindow {
   }
 }
 
+/** The address a frame repeats from its message. */
+export function addressOf(f: FrameHeader): MessageAddress {
+  return { type: f.type, source: f.source, destination: f.destination, session: f.session, position: f.position, layer: f.layer };
+}
+
 /** Identifies one message: its sender, type, and the session, position and layer it belongs to. */
 export function messageKey(a: Omit<MessageAddress, 'destination'>): string {
   return `${a.type}/${a.source}/${a.session}/${a.position}/${a.layer}`;
@@ -375,6 +380,13 @@ export type AddResult =
   | { status: 'complete'; body: Buffer }
   | { status: 'duplicate' }
   | { status: 'inconsistent'; detail: string };
+
+/** A message under way, and what it still lacks: what a NACK asks for. */
+export interface PendingMessage {
+  address: MessageAddress;
+  fragmentCount: number;
+  missing: number[];
+}
 
 interface PartialMessage {
   address: MessageAddress;
@@ -388,14 +400,15 @@ const COMPLETED_MEMORY = 256;
 /** Collects fragments in any order and reports which are still missing. */
 export class Reassembler {
   private readonly partial = new Map<string, PartialMessage>();
-  private readonly completed = new Set<string>();
+  /** Finished messages, oldest first, with their session. */
+  private readonly completed = new Map<string, number>();
 
   add(f: Frame): AddResult {
     const key = messageKey(f);
     if (this.completed.has(key)) return { status: 'duplicate' };
     let p = this.partial.get(key);
     if (!p) {
-      p = { address: { type: f.type, source: f.source, destination: f.destination, session: f.session, position: f.position, layer: f.layer }, fragments: new Array(f.fragmentCount).fill(undefined), received: 0 };
+      p = { address: addressOf(f), fragments: new Array(f.fragmentCount).fill(undefined), received: 0 };
       this.partial.set(key, p);
     }
     if (p.fragments.length !== f.fragmentCount) {
@@ -407,7 +420,7 @@ export class Reassembler {
     p.received++;
     if (p.received < p.fragments.length) return { status: 'incomplete', missing: missingOf(p) };
     this.partial.delete(key);
-    this.remember(key);
+    this.remember(key, f.session);
     return joinFragments(p.fragments as Frame[]);
   }
 
@@ -417,8 +430,8 @@ export class Reassembler {
     return p && missingOf(p);
   }
 
-  /** Messages under way, with what each still lacks: what a NACK asks for. */
-  pending(): { address: MessageAddress; fragmentCount: number; missing: number[] }[] {
+  /** Messages under way, with what each still lacks. */
+  pending(): PendingMessage[] {
     return [...this.partial.values()].map((p) => ({ address: p.address, fragmentCount: p.fragments.length, missing: missingOf(p) }));
   }
 
@@ -429,14 +442,13 @@ export class Reassembler {
 
   /** Forgets everything of a session that ended, so its number can be used again. */
   endSession(session: number): void {
-    const ofSession = (key: string) => key.split('/')[2] === String(session);
-    for (const key of [...this.partial.keys()].filter(ofSession)) this.partial.delete(key);
-    for (const key of [...this.completed].filter(ofSession)) this.completed.delete(key);
+    for (const [key, p] of this.partial) if (p.address.session === session) this.partial.delete(key);
+    for (const [key, s] of this.completed) if (s === session) this.completed.delete(key);
   }
 
-  private remember(key: string): void {
-    this.completed.add(key);
-    if (this.completed.size > COMPLETED_MEMORY) this.completed.delete(this.completed.values().next().value as string);
+  private remember(key: string, session: number): void {
+    this.completed.set(key, session);
+    if (this.completed.size > COMPLETED_MEMORY) this.completed.delete(this.completed.keys().next().value as string);
   }
 }
 
@@ -493,7 +505,7 @@ export class FrameReceiver {
     if (f.destination !== this.o.address && f.destination !== BROADCAST_ADDRESS) {
       return { kind: 'rejected', reason: 'address', detail: `frame for ${f.destination}, this is ${this.o.address}` };
     }
-    const address: MessageAddress = { type: f.type, source: f.source, destination: f.destination, session: f.session, position: f.position, layer: f.layer };
+    const address = addressOf(f);
     if (f.type === 'nack') return this.decoded(address, f.fragmentCount === 1 ? f.fragment : null);
     const added = this.reassembler.add(f);
     switch (added.status) {
@@ -521,7 +533,7 @@ export class FrameReceiver {
 }
 
 /** The NACK a receiver sends for a message under way: to the message's source, listing what is missing. */
-export function nackFor(pending: { address: MessageAddress; fragmentCount: number; missing: number[] }): { address: Omit<MessageAddress, 'source'>; body: Buffer } {
+export function nackFor(pending: PendingMessage): { address: Omit<MessageAddress, 'source'>; body: Buffer } {
   const a = pending.address;
   return {
     address: { type: 'nack', destination: a.source, session: a.session, position: a.position, layer: a.layer },
