@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Aedes, AedesOptions } from 'aedes';
+import type { Aedes, AedesOptions } from 'aedes';
 
 export interface RunningBroker {
   url: string;
@@ -32,6 +32,16 @@ function urlFor(host: string, port: number): string {
   return `mqtt://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/**
+ * aedes 1.x is an ES module: it is loaded on first use (Node 20.19+ requires ES modules), so
+ * this file also loads where that is not possible, such as inside jest, which then runs the
+ * broker as a `mesh-llm broker` process instead.
+ */
+function loadAedes(): typeof Aedes {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('aedes') as typeof import('aedes')).Aedes;
+}
+
 /** Starts aedes on a TCP port. */
 export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
   const host = o.host ?? '127.0.0.1';
@@ -42,7 +52,7 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
       done(ok ? null : Object.assign(new Error('bad username or password'), { returnCode: 4 as const }), ok);
     };
   }
-  const aedes = await Aedes.createBroker(options);
+  const aedes = await loadAedes().createBroker(options);
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.setNoDelay(true);

@@ -373,7 +373,7 @@ export class MeshGateway {
     try {
       const publishToken: TokenListener = (token, piece, pos) => {
         const m = { protocol: PROTOCOL_VERSION, session: heads.session, pos, token, piece: piece.toString('utf8') } as const;
-        this.client.publish(this.t.tokens, JSON.stringify(m), { qos: 0 });
+        this.client.publish(this.t.tokens, encodeControl('token', m), { qos: 0 });
         onToken?.(token, piece, pos);
       };
       return await generate(this.gateway, heads, this.tokenizer, options, publishToken);

@@ -68,6 +68,25 @@ function stopChild(p: NodeProcess, graceMs: number): Promise<void> {
   return p.exited.then(() => clearTimeout(timer));
 }
 
+/** `mesh-llm broker` as a child process on a free loopback port; resolves once it listens. */
+export function spawnBroker(port: number): Promise<{ url: string; child: ChildProcess; close(): Promise<void> }> {
+  const child = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const close = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+  return new Promise((resolve, reject) => {
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = /listening on (\S+)/.exec(stderr);
+      if (m) resolve({ url: m[1], child, close });
+    });
+    child.once('exit', (code) => reject(new Error(`mesh-llm broker exited with code ${code}: ${stderr.trim()}`)));
+  });
+}
+
 export function spawnHeadNodes(o: SpawnNodesOptions): NodeProcesses {
   const nodes = Array.from({ length: o.count }, (_, i) => spawnNode(`${o.prefix ?? 'node-'}${i + 1}`, o));
   const firstExit = Promise.race(nodes.map((n) => n.exited)).then((why) => Promise.reject(new Error(why)));

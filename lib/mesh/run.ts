@@ -19,7 +19,10 @@ function untilStopped(): Promise<string> {
   return new Promise((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
-    if (process.send) process.once('disconnect', () => resolve('parent went away'));
+    if (process.send) {
+      process.once('disconnect', () => resolve('parent went away'));
+      process.channel?.unref(); // the channel only watches the parent; it must not keep this process alive
+    }
   });
 }
 
@@ -61,6 +64,8 @@ export interface MeshGenerateOptions {
   gatherTimeoutMs?: number;
   onToken?: TokenListener;
   log?: Logger;
+  /** Receives the stderr lines of the head-node processes --mesh starts (default: this process's stderr). */
+  nodeLog?: (node: string, line: string) => void;
 }
 
 export interface MeshGenerationResult extends GenerationResult {
@@ -86,7 +91,7 @@ export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGener
     if (o.broker === undefined) {
       if (!Number.isInteger(o.mesh) || (o.mesh as number) < 1) throw new MeshLlmError(`--mesh ${o.mesh}: expected a node count of at least 1`);
       broker = await startAedesBroker({ port: 0 });
-      children = spawnHeadNodes({ count: o.mesh as number, brokerUrl: broker.url, meshId, modelPath: o.modelPath });
+      children = spawnHeadNodes({ count: o.mesh as number, brokerUrl: broker.url, meshId, modelPath: o.modelPath, onLog: o.nodeLog });
     }
     const url = broker?.url ?? (o.broker as string);
     gw = await MeshGateway.connect({ url, username: o.username, password: o.password, meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, embeddedBroker: broker?.aedes, log: o.log });

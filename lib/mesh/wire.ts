@@ -313,15 +313,17 @@ export function schemaDir(): string {
   return path.join(packageRoot(), 'schemas');
 }
 
-let validators: Record<ControlKind, ValidateFunction> | undefined;
+const ajv = new Ajv({ allErrors: false, strict: true });
+const validators = new Map<ControlKind, ValidateFunction>();
 
-function compiledValidators(): Record<ControlKind, ValidateFunction> {
-  if (!validators) {
-    const ajv = new Ajv({ allErrors: false, strict: true });
-    const compile = (kind: ControlKind) => ajv.compile(JSON.parse(fs.readFileSync(path.join(schemaDir(), `${kind}.json`), 'utf8')));
-    validators = Object.fromEntries(CONTROL_KINDS.map((k) => [k, compile(k)])) as Record<ControlKind, ValidateFunction>;
+/** The compiled schema of a kind, compiled on first use (a node needs only a few). */
+function validatorFor(kind: ControlKind): ValidateFunction {
+  let v = validators.get(kind);
+  if (!v) {
+    v = ajv.compile(JSON.parse(fs.readFileSync(path.join(schemaDir(), `${kind}.json`), 'utf8')));
+    validators.set(kind, v);
   }
-  return validators;
+  return v;
 }
 
 /** A JSON message that is not valid JSON or fails its schema; the message says why. */
@@ -340,7 +342,7 @@ export function parseControl<K extends ControlKind>(kind: K, payload: Buffer | s
   } catch (e) {
     throw new ControlMessageError(`${kind} message is not JSON: ${(e as Error).message}`);
   }
-  const validate = compiledValidators()[kind];
+  const validate = validatorFor(kind);
   if (!validate(value)) {
     const first = validate.errors?.[0];
     const where = first?.instancePath || '(root)';
