@@ -1,0 +1,150 @@
+/**
+ * `npm run bench:mesh [-- --rounds R] [-- --nodes 1,8]`: the MQTT mesh on loopback. For each
+ * broker (the embedded aedes broker in the gateway's process, as `generate --mesh N` runs it,
+ * and the system's Mosquitto reached over TCP) it starts N head-node processes, then for each
+ * transport (f32, int8) generates 128 positions greedily from BOS: one untimed warm-up run,
+ * then R timed runs. Reported per case: tokens/s (median over runs) and the per-layer gather
+ * round trip (broadcast sent -> last head result placed) p50 and p99 over every layer of every
+ * timed run. Each run's tokens are checked against the monolithic engine first.
+ *
+ * Progress goes to stderr; stdout holds a table, and its last line is one JSON object:
+ * {"tokensPerSecond", "layerRoundTripP50Ms", "layerRoundTripP99Ms", "cases": [...]}, the
+ * top-level figures being those of 8 nodes, f32, aedes.
+ */
+import * as os from 'node:os';
+import { Engine, GenerateOptions } from '../lib/llm/engine';
+import { resolveModelPaths } from '../lib/llm/resolve';
+import { RunningBroker, startAedesBroker, startMosquitto } from '../lib/mesh/broker';
+import { MeshGateway } from '../lib/mesh/gateway';
+import { spawnHeadNodes } from '../lib/mesh/processes';
+import { Encoding } from '../lib/mesh/wire';
+
+const POSITIONS = 128;
+const BROKERS = ['aedes', 'mosquitto'] as const;
+const TRANSPORTS: readonly Encoding[] = ['f32', 'int8'];
+type BrokerKind = (typeof BROKERS)[number];
+
+interface Case {
+  nodes: number;
+  broker: BrokerKind;
+  transport: Encoding;
+  tokensPerSecond: number;
+  layerRoundTripP50Ms: number;
+  layerRoundTripP99Ms: number;
+  layers: number;
+}
+
+const log = (text: string): void => {
+  process.stderr.write(`${text}\n`);
+};
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[] } {
+  let rounds = 3;
+  let nodeCounts = [8];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--rounds') rounds = Number(argv[++i]);
+    else if (argv[i] === '--nodes') nodeCounts = argv[++i].split(',').map(Number);
+    else throw new Error(`bench:mesh: unknown argument ${argv[i]} (expected --rounds R, --nodes 1,8)`);
+  }
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number >= 1');
+  if (nodeCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--nodes must list whole numbers >= 1');
+  return { rounds, nodeCounts };
+}
+
+async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
+  return kind === 'aedes' ? startAedesBroker() : startMosquitto();
+}
+
+/** Runs every transport on one broker with `nodes` head-node processes. */
+async function benchBroker(kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>): Promise<Case[]> {
+  const paths = resolveModelPaths({});
+  const broker = await startBroker(kind);
+  const meshId = `bench-${kind}-${nodes}`;
+  const children = spawnHeadNodes({ count: nodes, brokerUrl: broker.url, meshId, modelPath: paths.model, onLog: () => undefined });
+  let gw: MeshGateway | undefined;
+  try {
+    gw = await MeshGateway.connect({
+      url: broker.url,
+      meshId,
+      modelPath: paths.model,
+      tokenizerPath: paths.tokenizer,
+      embeddedBroker: broker.aedes,
+      log: () => undefined,
+    });
+    const ids = await Promise.race([gw.discover({ count: nodes, timeoutMs: 60000 }), children.firstExit]);
+    const cases: Case[] = [];
+    for (const transport of TRANSPORTS) {
+      await gw.assign(ids, { quant: transport });
+      const options: GenerateOptions = { prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n };
+      await gw.generate(options); // warm-up
+      const rates: number[] = [];
+      const trips: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        const result = await gw.generate(options);
+        if (result.tokens.join() !== expected[transport].join()) throw new Error(`${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
+        rates.push(result.tokensPerSecond);
+        trips.push(...(gw.runner?.roundTripsMs ?? []));
+        log(`  ${kind} ${transport} ${nodes} nodes, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+      }
+      trips.sort((a, b) => a - b);
+      cases.push({
+        nodes,
+        broker: kind,
+        transport,
+        tokensPerSecond: Number(median(rates).toFixed(1)),
+        layerRoundTripP50Ms: Number(percentile(trips, 0.5).toFixed(3)),
+        layerRoundTripP99Ms: Number(percentile(trips, 0.99).toFixed(3)),
+        layers: trips.length,
+      });
+    }
+    return cases;
+  } finally {
+    await gw?.close();
+    await children.stop();
+    await broker.close();
+  }
+}
+
+function table(cases: Case[]): string {
+  const head = ['nodes', 'broker', 'transport', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
+  const rows = cases.map((c) => [String(c.nodes), c.broker, c.transport, c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  const { rounds, nodeCounts } = parseArgs(process.argv.slice(2));
+  const paths = resolveModelPaths({});
+  log(`bench:mesh: stories260K, ${POSITIONS} positions from BOS, greedy; ${rounds} timed run(s) per case; ${os.cpus().length} CPUs`);
+  const expected = {} as Record<Encoding, number[]>;
+  for (const transport of TRANSPORTS) {
+    const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, quant: transport });
+    expected[transport] = (await engine.generate({ prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n })).tokens;
+  }
+  const cases: Case[] = [];
+  for (const nodes of nodeCounts) {
+    for (const kind of BROKERS) {
+      log(`${kind}, ${nodes} head-node processes:`);
+      cases.push(...(await benchBroker(kind, nodes, rounds, expected)));
+    }
+  }
+  const top = cases.find((c) => c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32') ?? cases[0];
+  process.stdout.write(`${table(cases)}\n`);
+  process.stdout.write(`${JSON.stringify({ tokensPerSecond: top.tokensPerSecond, layerRoundTripP50Ms: top.layerRoundTripP50Ms, layerRoundTripP99Ms: top.layerRoundTripP99Ms, cases })}\n`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench:mesh: ${(e as Error).stack ?? e}\n`);
+  process.exitCode = 1;
+});
