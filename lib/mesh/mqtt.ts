@@ -5,6 +5,7 @@
  */
 import * as net from 'node:net';
 import { IClientOptions, MqttClient } from 'mqtt';
+import { MeshLlmError } from '../llm/errors';
 
 export interface BrokerAddress {
   /** mqtt://[user:password@]host:port */
@@ -33,9 +34,9 @@ export function parseBrokerUrl(url: string): ParsedUrl {
   try {
     u = new URL(url);
   } catch {
-    throw new Error(`broker URL "${url}" is not a URL (expected mqtt://host:port)`);
+    throw new MeshLlmError(`broker URL "${url}" is not a URL (expected mqtt://host:port)`);
   }
-  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') throw new Error(`broker URL "${url}": only mqtt:// (plain TCP) is supported`);
+  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') throw new MeshLlmError(`broker URL "${url}": only mqtt:// (plain TCP) is supported`);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   return {
     host,
@@ -63,7 +64,7 @@ export function connectMqtt(o: ConnectOptions): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => {
       client.end(true);
-      reject(new Error(`cannot connect to MQTT broker ${o.url}: ${err.message}`));
+      reject(new MeshLlmError(`cannot connect to MQTT broker ${o.url}: ${err.message}`));
     };
     client.once('error', onError);
     client.once('close', () => onError(new Error('connection closed before the broker accepted it')));

@@ -179,12 +179,16 @@ export class HeadNode {
       return;
     }
     this.publishStatus('loading', { assignment: m.assignment, heads: m.heads });
-    const ckpt = Checkpoint.open(this.o.modelPath);
     let slices: HeadSlices;
     try {
-      slices = loadHeadSlices(ckpt, this.g, m.heads, m.weights);
-    } finally {
-      ckpt.close();
+      slices = this.loadSlices(m);
+    } catch (e) {
+      const error = `cannot load heads [${m.heads.join(',')}]: ${(e as Error).message}`;
+      this.log('error', error);
+      this.assignment = undefined;
+      this.publishStatus('failed', { assignment: m.assignment, reason: error.slice(0, 1000) });
+      this.ack('assignment', m.assignment, false, error.slice(0, 1000));
+      return;
     }
     const weightBytes = new HeadGroup(this.g, slices, 1).weightBytes; // a one-position group: only its weights count
     // Heads are computed in the order the gateway listed them; the slices are sorted ascending.
@@ -192,6 +196,16 @@ export class HeadNode {
     this.publishStatus('ready', { assignment: m.assignment, heads: slices.heads, kvHeads: slices.kvHeads, weights: m.weights, weightBytes });
     this.ack('assignment', m.assignment, true);
     this.log('info', `assignment ${m.assignment}: heads [${slices.heads.join(',')}] kv [${slices.kvHeads.join(',')}], ${m.weights} weights ${weightBytes} bytes, slot ${m.slot}`);
+  }
+
+  /** Reads this node's rows of W_Q, W_K and W_V, and nothing else, from the checkpoint. */
+  private loadSlices(m: AssignmentMessage): HeadSlices {
+    const ckpt = Checkpoint.open(this.o.modelPath);
+    try {
+      return loadHeadSlices(ckpt, this.g, m.heads, m.weights);
+    } finally {
+      ckpt.close();
+    }
   }
 
   private onSession(m: SessionMessage): void {

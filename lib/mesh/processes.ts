@@ -5,6 +5,7 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
+import { MeshLlmError } from '../llm/errors';
 
 export interface SpawnNodesOptions {
   count: number;
@@ -89,7 +90,7 @@ export function spawnBroker(port: number): Promise<{ url: string; child: ChildPr
 
 export function spawnHeadNodes(o: SpawnNodesOptions): NodeProcesses {
   const nodes = Array.from({ length: o.count }, (_, i) => spawnNode(`${o.prefix ?? 'node-'}${i + 1}`, o));
-  const firstExit = Promise.race(nodes.map((n) => n.exited)).then((why) => Promise.reject(new Error(why)));
+  const firstExit = Promise.race(nodes.map((n) => n.exited)).then((why) => Promise.reject(new MeshLlmError(why)));
   firstExit.catch(() => undefined);
   return {
     nodes,

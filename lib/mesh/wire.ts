@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import Ajv, { ValidateFunction } from 'ajv';
 import { Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
 import { packageRoot } from '../llm/resolve';
+import { MeshLlmError } from '../llm/errors';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -20,7 +21,7 @@ const ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** Mesh and node ids are one topic level each: letters, digits, '_', '.', '-'. */
 export function checkId(kind: 'mesh' | 'node', id: string): string {
-  if (!ID_PATTERN.test(id)) throw new Error(`${kind} id "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
+  if (!ID_PATTERN.test(id)) throw new MeshLlmError(`${kind} id "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`);
   return id;
 }
 
