@@ -24,31 +24,42 @@ export function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: 
 /**
  * out = W x for W [rows, cols] stored from element `wOffset` of w; x [cols]; out [rows]
  * written from element `outOffset`. Each row is the in-order dot product of `dot`; rows are
- * taken four at a time so that one load of x[c] serves four rows and the four sums advance
- * independently (docs/PERFORMANCE.md). The result is bit-identical to one row at a time.
+ * taken eight at a time so that one load of x[c] serves eight rows and the eight sums
+ * advance independently (docs/PERFORMANCE.md). The result is bit-identical to one row at a
+ * time.
  */
 export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, rows: number, cols: number, wOffset = 0, outOffset = 0): void {
   let r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const w0 = wOffset + r * cols;
-    const w1 = w0 + cols;
-    const w2 = w1 + cols;
-    const w3 = w2 + cols;
+  for (; r + 8 <= rows; r += 8) {
+    const row = wOffset + r * cols; // W[r, 0]; W[r + k, c] is w[row + k * cols + c]
     let s0 = 0;
     let s1 = 0;
     let s2 = 0;
     let s3 = 0;
+    let s4 = 0;
+    let s5 = 0;
+    let s6 = 0;
+    let s7 = 0;
     for (let c = 0; c < cols; c++) {
       const xc = x[c];
-      s0 += w[w0 + c] * xc;
-      s1 += w[w1 + c] * xc;
-      s2 += w[w2 + c] * xc;
-      s3 += w[w3 + c] * xc;
+      const i = row + c;
+      s0 += w[i] * xc;
+      s1 += w[i + cols] * xc;
+      s2 += w[i + 2 * cols] * xc;
+      s3 += w[i + 3 * cols] * xc;
+      s4 += w[i + 4 * cols] * xc;
+      s5 += w[i + 5 * cols] * xc;
+      s6 += w[i + 6 * cols] * xc;
+      s7 += w[i + 7 * cols] * xc;
     }
     out[outOffset + r] = s0;
     out[outOffset + r + 1] = s1;
     out[outOffset + r + 2] = s2;
     out[outOffset + r + 3] = s3;
+    out[outOffset + r + 4] = s4;
+    out[outOffset + r + 5] = s5;
+    out[outOffset + r + 6] = s6;
+    out[outOffset + r + 7] = s7;
   }
   for (; r < rows; r++) out[outOffset + r] = dot(w, wOffset + r * cols, x, 0, cols);
 }
