@@ -1,20 +1,12 @@
 /** mesh-llm-broadcast: publishes the layer's attention input RMSNorm(x) to the head nodes; the message moves on at once. */
-import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { onStep, registerNode, stepOf, throttledStatus } from './common';
-
-interface StepDef extends NodeDef {
-  mesh: string;
-}
+import type { NodeAPI } from 'node-red';
+import { registerStepNode, stepOf } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerNode<StepDef>(RED, 'mesh-llm-broadcast', function (this: Node, def: StepDef) {
-    RED.nodes.createNode(this, def);
-    const status = throttledStatus(this);
-    onStep(RED, this, def.mesh, (rt, msg, send) => {
-      const { step, x } = stepOf(this, msg);
-      rt.broadcast(step, x);
-      status({ fill: 'blue', shape: 'dot', text: `pos ${step.pos} layer ${step.layer} → ${rt.assignment.length} nodes` });
-      send(msg);
-    });
+  registerStepNode(RED, 'mesh-llm-broadcast', function (this, rt, msg, send, status) {
+    const { step, x } = stepOf(this, msg);
+    rt.broadcast(step, x);
+    status({ fill: 'blue', shape: 'dot', text: `pos ${step.pos} layer ${step.layer} → ${rt.assignment.length} nodes` });
+    send(msg);
   });
 };

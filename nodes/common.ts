@@ -88,3 +88,22 @@ export type NodeConstructorFn<D extends NodeDef> = (this: Node, def: D) => void;
 export function registerNode<D extends NodeDef>(RED: NodeAPI, type: string, ctor: NodeConstructorFn<D>): void {
   RED.nodes.registerType(type, ctor as unknown as Parameters<NodeAPI['nodes']['registerType']>[1]);
 }
+
+/** Properties every layer-loop node has: its name and the mesh config node it uses. */
+export interface StepNodeDef extends NodeDef {
+  mesh: string;
+}
+
+export type StatusFn = (s: NodeStatus, force?: boolean) => void;
+
+/**
+ * Registers a layer-loop node type whose whole behaviour is one step on the mesh runtime:
+ * `step(rt, msg, send, status)` runs for each message, inside onStep's error handling.
+ */
+export function registerStepNode(RED: NodeAPI, type: string, step: (this: Node, rt: FlowRuntime, msg: LlmMessage, send: Send, status: StatusFn) => Promise<void> | void): void {
+  registerNode<StepNodeDef>(RED, type, function (this: Node, def: StepNodeDef) {
+    RED.nodes.createNode(this, def);
+    const status = throttledStatus(this);
+    onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status));
+  });
+}

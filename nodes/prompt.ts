@@ -3,16 +3,12 @@
  * {"prompt", "steps", "temperature", "topP", "seed"} validated against schemas/generate-request.json.
  * Requests wait their turn: one generation at a time per mesh.
  */
-import type { Node, NodeAPI, NodeDef } from 'node-red';
+import type { Node, NodeAPI } from 'node-red';
 import { parseGenerateRequest } from '../lib/flow/request';
-import { LlmMessage, onStep, registerNode, throttledStatus } from './common';
-
-interface PromptDef extends NodeDef {
-  mesh: string;
-}
+import { LlmMessage, StepNodeDef, onStep, registerNode, throttledStatus } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerNode<PromptDef>(RED, 'mesh-llm-prompt', function (this: Node, def: PromptDef) {
+  registerNode<StepNodeDef>(RED, 'mesh-llm-prompt', function (this: Node, def: StepNodeDef) {
     RED.nodes.createNode(this, def);
     const node = this;
     const status = throttledStatus(node);

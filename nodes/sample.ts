@@ -1,33 +1,25 @@
 /**
  * mesh-llm-sample: logits of the last layer's output, then the next token. Output 1: the next
- * position (back to embed). Output 2: each token {token, piece, pos}. Output 3: the finished
- * generation {tokens, text, tokensPerSecond}. Outputs 2 and 3 carry no tensors.
+ * position (back to embed). Output 2: each token, as the tokens topic carries it. Output 3:
+ * the finished generation {tokens, text, tokensPerSecond}. Outputs 2 and 3 carry no tensors.
  */
-import type { Node, NodeAPI, NodeDef, NodeMessage } from 'node-red';
-import { onStep, registerNode, stepOf, throttledStatus } from './common';
-
-interface StepDef extends NodeDef {
-  mesh: string;
-}
+import type { NodeAPI, NodeMessage } from 'node-red';
+import { registerStepNode, stepOf } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerNode<StepDef>(RED, 'mesh-llm-sample', function (this: Node, def: StepDef) {
-    RED.nodes.createNode(this, def);
-    const status = throttledStatus(this);
-    onStep(RED, this, def.mesh, (rt, msg, send) => {
-      const { step, x } = stepOf(this, msg);
-      const { token, result } = rt.sample(step, x);
-      const tokenMsg: NodeMessage | null = token ? { topic: 'token', payload: { token: token.token, piece: token.piece.toString('utf8'), pos: token.pos } } : null;
-      if (!result) {
-        status({ fill: 'blue', shape: 'dot', text: `position ${step.pos + 1}` });
-        send([msg, tokenMsg, null]);
-        return;
-      }
-      delete msg.hidden;
-      delete msg.llm;
-      msg.payload = { tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond };
-      status({ fill: 'green', shape: 'dot', text: `done: ${result.tokens.length - 1} tokens, ${result.tokensPerSecond.toFixed(0)} tok/s` }, true);
-      send([null, tokenMsg, msg]);
-    });
+  registerStepNode(RED, 'mesh-llm-sample', function (this, rt, msg, send, status) {
+    const { step, x } = stepOf(this, msg);
+    const { token, result } = rt.sample(step, x);
+    const tokenMsg: NodeMessage | null = token ? { topic: 'token', payload: token } : null;
+    if (!result) {
+      status({ fill: 'blue', shape: 'dot', text: `position ${step.pos + 1}` });
+      send([msg, tokenMsg, null]);
+      return;
+    }
+    delete msg.hidden;
+    delete msg.llm;
+    msg.payload = { tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond };
+    status({ fill: 'green', shape: 'dot', text: `done: ${result.tokens.length - 1} tokens, ${result.tokensPerSecond.toFixed(0)} tok/s` }, true);
+    send([null, tokenMsg, msg]);
   });
 };

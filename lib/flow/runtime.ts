@@ -18,6 +18,7 @@ import { WeightQuant } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshGateway, MeshHeads, NodeAssignment } from '../mesh/gateway';
 import { Logger } from '../mesh/mqtt';
+import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
 
 export interface FlowRuntimeOptions {
@@ -184,14 +185,14 @@ export class FlowRuntime {
   }
 
   /**
-   * After the last layer: logits, then the next token. Returns the token (null at the end of
-   * the run) and, at the end, the run's result.
+   * After the last layer: logits, then the next token. Returns the token as the tokens topic
+   * carries it (null at the end of the run) and, at the end, the run's result.
    */
-  sample(step: StepState, x: Float32Array): { token: { token: number; piece: Buffer; pos: number } | null; result: GenerationResult | null } {
+  sample(step: StepState, x: Float32Array): { token: TokenMessage | null; result: GenerationResult | null } {
     const run = this.get(step);
     const g = run.generation;
     const out = g.advance(g.needsLogits ? this.gateway.logits(x) : null);
-    const token = out ? { ...out, pos: g.pos } : null;
+    const token: TokenMessage | null = out ? { protocol: PROTOCOL_VERSION, session: run.heads.session, pos: g.pos, token: out.token, piece: out.piece.toString('utf8') } : null;
     if (!g.done) return { token, result: null };
     const result = g.result();
     this.finish(run, result);
