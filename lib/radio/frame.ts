@@ -248,6 +248,18 @@ export interface Nack {
   missing: number[];
 }
 
+/** Sizes of the frames that carry a message body of `bodyBytes`, in fragment order. */
+export function messageFrameBytes(bodyBytes: number, maxFrameBytes: number): number[] {
+  const chunk = fragmentCapacity(maxFrameBytes);
+  const count = Math.max(1, Math.ceil(bodyBytes / chunk));
+  return Array.from({ length: count }, (_, i) => HEADER_BYTES + Math.min(chunk, bodyBytes - i * chunk) + MIC_BYTES);
+}
+
+/** Size of the one frame of a NACK about a message of `fragmentCount` fragments. */
+export function nackFrameBytes(fragmentCount: number): number {
+  return HEADER_BYTES + 2 + Math.ceil(fragmentCount / 8) + MIC_BYTES;
+}
+
 /** Encodes a NACK body: the message's type and fragment count, and the bitmap of missing fragments. */
 export function encodeNack(n: Nack): Buffer {
   checkField('fragment count', n.fragmentCount - 1, MAX_FRAGMENTS - 1);
@@ -476,7 +488,8 @@ export type ReceiveEvent =
   | { kind: 'rejected'; reason: RejectReason; detail: string }
   | { kind: 'duplicate'; frame: Frame }
   | { kind: 'fragment'; frame: Frame; missing: number[] }
-  | { kind: 'message'; address: MessageAddress; payload: Payload };
+  /** A whole message; `frame` is the fragment that completed it. */
+  | { kind: 'message'; address: MessageAddress; payload: Payload; frame: Frame };
 
 export interface FrameReceiverOptions {
   key: Buffer;
@@ -506,7 +519,7 @@ export class FrameReceiver {
       return { kind: 'rejected', reason: 'address', detail: `frame for ${f.destination}, this is ${this.o.address}` };
     }
     const address = addressOf(f);
-    if (f.type === 'nack') return this.decoded(address, f.fragmentCount === 1 ? f.fragment : null);
+    if (f.type === 'nack') return this.decoded(f, address, f.fragmentCount === 1 ? f.fragment : null);
     const added = this.reassembler.add(f);
     switch (added.status) {
       case 'duplicate':
@@ -516,15 +529,15 @@ export class FrameReceiver {
       case 'inconsistent':
         return { kind: 'rejected', reason: 'body', detail: added.detail };
       case 'complete':
-        return this.decoded(address, added.body);
+        return this.decoded(f, address, added.body);
     }
   }
 
-  private decoded(address: MessageAddress, body: Buffer | null): ReceiveEvent {
+  private decoded(frame: Frame, address: MessageAddress, body: Buffer | null): ReceiveEvent {
     try {
       if (body === null) throw new BodyError('a NACK travels in one frame');
       const payload: Payload = address.type === 'nack' ? { kind: 'nack', nack: decodeNack(body) } : { kind: 'tensor', tensor: decodeTensor(body) };
-      return { kind: 'message', address, payload };
+      return { kind: 'message', address, payload, frame };
     } catch (e) {
       if (e instanceof BodyError) return { kind: 'rejected', reason: 'body', detail: e.message };
       throw e;

@@ -1,0 +1,194 @@
+/**
+ * The simulated LoRa channel: radios that transmit frames with their true time on air
+ * (airtime.ts), under their region's duty cycle and dwell time (regions.ts), and receive what
+ * the physics of the situation lets them:
+ *
+ * - half duplex: a radio hears nothing while it transmits, and transmits one frame at a time;
+ * - a radio hears only the channels it listens on (a head node its one receive frequency, a
+ *   gateway its 1 or 8 receive channels);
+ * - two transmissions that overlap in time on the same frequency and spreading factor collide,
+ *   and both are lost at every receiver (no capture effect);
+ * - any reception may also be lost at random, with a configurable probability drawn from a
+ *   seeded generator, so a run is reproducible.
+ *
+ * A frame is delivered at the end of its transmission, when a real modem raises RX_DONE.
+ */
+import { LoRaModulation, Modulation, modulation as fullModulation, timeOnAirMs } from './airtime';
+import { Clock } from './clock';
+import { Channel, DutyCycleTracker, Region } from './regions';
+
+/** Transmissions may start this much in the past (a real-time clock's timer runs late). */
+const LATE_TOLERANCE_MS = 50;
+
+/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface Transmission {
+  id: number;
+  sender: Radio;
+  bytes: Buffer;
+  channel: Channel;
+  sf: number;
+  startMs: number;
+  endMs: number;
+}
+
+export interface Reception {
+  bytes: Buffer;
+  channel: Channel;
+  modulation: Modulation;
+  startMs: number;
+  /** When the last symbol arrived (the modem's RX_DONE): the time a receiver reasons from. */
+  endMs: number;
+  /** Simulated signal quality, for the modem protocols (dBm, dB). */
+  rssi: number;
+  snr: number;
+}
+
+export type LossReason = 'collision' | 'halfDuplex' | 'random';
+
+export interface ChannelStats {
+  transmissions: number;
+  airtimeMs: number;
+  delivered: number;
+  lost: Record<LossReason, number>;
+}
+
+export interface RadioChannelOptions {
+  clock: Clock;
+  region: Region;
+  modulation: LoRaModulation;
+  /** Probability that any one reception is lost (default 0). */
+  loss?: number;
+  /** Seed of the loss generator (default 1). */
+  seed?: number;
+}
+
+export interface RadioOptions {
+  name: string;
+  /** Channels the radio receives on. */
+  listen: readonly Channel[];
+  onReceive?: (r: Reception) => void;
+}
+
+function sameChannel(a: Channel, b: Channel): boolean {
+  return a.frequencyHz === b.frequencyHz && a.bandwidthKHz === b.bandwidthKHz;
+}
+
+function overlaps(a: Transmission, b: Transmission): boolean {
+  return a.startMs < b.endMs && b.startMs < a.endMs;
+}
+
+/** One transceiver on the channel, with its own duty-cycle clock. */
+export class Radio {
+  readonly name: string;
+  readonly dutyCycle: DutyCycleTracker;
+  listen: readonly Channel[];
+  onReceive: (r: Reception) => void;
+
+  constructor(
+    private readonly medium: RadioChannel,
+    o: RadioOptions,
+  ) {
+    this.name = o.name;
+    this.listen = o.listen;
+    this.onReceive = o.onReceive ?? (() => undefined);
+    this.dutyCycle = new DutyCycleTracker(medium.region);
+  }
+
+  /** Time on air of a frame at the channel's modulation, ms. */
+  airtimeMs(bytes: number): number {
+    return this.medium.airtimeMs(bytes);
+  }
+
+  /** The earliest start at or after `notBeforeMs` the region allows this radio on a channel. */
+  earliestStartMs(ch: Channel, notBeforeMs: number): number {
+    return this.dutyCycle.earliestStartMs(ch, notBeforeMs);
+  }
+
+  /**
+   * Transmits a frame starting at `startMs` (now by default; later to schedule it). Throws
+   * RegulatoryError when the duty cycle, the dwell time or half duplex forbid it.
+   */
+  transmit(bytes: Buffer, channel: Channel, startMs = this.medium.clock.now()): Transmission {
+    return this.medium.send(this, bytes, channel, startMs);
+  }
+
+  hears(ch: Channel): boolean {
+    return this.listen.some((l) => sameChannel(l, ch));
+  }
+}
+
+export class RadioChannel {
+  readonly clock: Clock;
+  readonly region: Region;
+  readonly modulation: Modulation;
+  readonly loss: number;
+  readonly stats: ChannelStats = { transmissions: 0, airtimeMs: 0, delivered: 0, lost: { collision: 0, halfDuplex: 0, random: 0 } };
+  private readonly random: () => number;
+  private readonly radios: Radio[] = [];
+  /** Transmissions that may still overlap one in progress. */
+  private active: Transmission[] = [];
+  private nextId = 1;
+
+  constructor(o: RadioChannelOptions) {
+    if (!(o.loss === undefined || (o.loss >= 0 && o.loss < 1))) throw new RangeError(`loss ${o.loss}: expected a probability in [0, 1)`);
+    this.clock = o.clock;
+    this.region = o.region;
+    this.modulation = fullModulation(o.modulation);
+    this.loss = o.loss ?? 0;
+    this.random = seededRandom(o.seed ?? 1);
+  }
+
+  attach(o: RadioOptions): Radio {
+    const r = new Radio(this, o);
+    this.radios.push(r);
+    return r;
+  }
+
+  airtimeMs(bytes: number): number {
+    return timeOnAirMs(bytes, this.modulation);
+  }
+
+  /** Called by Radio.transmit. */
+  send(sender: Radio, bytes: Buffer, channel: Channel, startMs: number): Transmission {
+    const now = this.clock.now();
+    if (startMs < now - LATE_TOLERANCE_MS) throw new RangeError(`${sender.name}: transmission at ${startMs.toFixed(1)} ms is in the past (now ${now.toFixed(1)} ms)`);
+    const airtime = this.airtimeMs(bytes.length);
+    sender.dutyCycle.transmit(channel, startMs, airtime);
+    const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: this.modulation.sf, startMs, endMs: startMs + airtime };
+    this.stats.transmissions++;
+    this.stats.airtimeMs += airtime;
+    this.active.push(tx);
+    this.clock.at(tx.endMs, () => this.finish(tx));
+    return tx;
+  }
+
+  /** The end of a transmission: who heard it. */
+  private finish(tx: Transmission): void {
+    const others = this.active.filter((o) => o !== tx && overlaps(o, tx));
+    const collided = others.some((o) => sameChannel(o.channel, tx.channel) && o.sf === tx.sf);
+    for (const r of this.radios) {
+      if (r === tx.sender || !r.hears(tx.channel)) continue;
+      if (collided) this.stats.lost.collision++;
+      else if (others.some((o) => o.sender === r)) this.stats.lost.halfDuplex++;
+      else if (this.loss > 0 && this.random() < this.loss) this.stats.lost.random++;
+      else {
+        this.stats.delivered++;
+        r.onReceive({ bytes: tx.bytes, channel: tx.channel, modulation: this.modulation, startMs: tx.startMs, endMs: tx.endMs, rssi: -90, snr: 7.5 });
+      }
+    }
+    // Keep what may still overlap a transmission that has not ended.
+    const horizon = Math.min(...this.active.filter((o) => o.endMs > tx.endMs).map((o) => o.startMs), tx.endMs);
+    this.active = this.active.filter((o) => o.endMs > horizon);
+  }
+}
