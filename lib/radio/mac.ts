@@ -1,0 +1,424 @@
+/**
+ * Medium access: how the gateway and the head nodes share the air without colliding, and
+ * how lost fragments are recovered.
+ *
+ * A layer is an exchange of rounds. In each round the gateway transmits on the broadcast
+ * channel, one frame after another under its duty cycle: first a NACK to every node whose
+ * result it still lacks (listing the missing result fragments), then the broadcast fragments
+ * somebody still needs, always ending with the broadcast's last fragment, the "marker". The
+ * marker's end is the time origin of the round's reply window, which every node knows: node
+ * k replies in its slot, on receive channel k mod C, starting `computeMs + offset_k` after the
+ * marker ended. Slots on one channel follow each other with a guard time, so replies never
+ * collide; the slot plan (`meshLayout`) is a pure function of the mesh configuration, which
+ * the gateway gives every node when it joins (as LoRaWAN class B derives ping slots).
+ *
+ * In its slot a node sends: its whole result, once its broadcast is complete; the result
+ * fragments the gateway's NACK asked for; or, while its broadcast is incomplete, a NACK
+ * listing the broadcast fragments it lacks. A node that did not hear the marker stays silent
+ * and is served in the next round. When the window closes the gateway either has every
+ * result, or starts the next round with the union of the fragments the nodes asked for.
+ *
+ * Duty cycles: the gateway keeps its own DutyCycleTracker, and a conservative model of each
+ * node's (as if the node had used its whole slot every round it was owed something), and
+ * delays a round's marker until every owed node may transmit in its slot. Nodes check their
+ * own tracker too and stay silent rather than break the law.
+ */
+import { Geometry } from '../llm/config';
+import { Transport } from '../llm/engine';
+import { MeshLlmError } from '../llm/errors';
+import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
+import { Clock, ClockTimer } from './clock';
+import {
+  BROADCAST_ADDRESS,
+  FrameReceiver,
+  FrameSender,
+  GATEWAY_ADDRESS,
+  OutgoingMessage,
+  TensorEncoding,
+  encodeNack,
+  encodeTensor,
+  meshEncodings,
+  messageFrameBytes,
+  messageKey,
+  nackFrameBytes,
+  tensorBodyBytes,
+} from './frame';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+
+export interface MacConfig {
+  region: Region;
+  modulation: LoRaModulation;
+  plan: ChannelPlan;
+  maxFrameBytes: number;
+  /** Silence after each slot: radio turnaround and clock drift (default 5 ms). */
+  guardMs: number;
+  /** Time a node has between the marker's end and the first slot, to compute its heads (default 20 ms). */
+  computeMs: number;
+}
+
+export interface MacConfigOptions {
+  region: string | Region;
+  sf: SpreadingFactor;
+  bandwidthKHz: BandwidthKHz;
+  /** Receive channels of the gateway: 1 or 8. */
+  channels: number;
+  codingRate?: 5 | 6 | 7 | 8;
+  guardMs?: number;
+  computeMs?: number;
+}
+
+export function macConfig(o: MacConfigOptions): MacConfig {
+  const r = typeof o.region === 'string' ? regionByName(o.region) : o.region;
+  const modulation: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
+  return {
+    region: r,
+    modulation,
+    plan: channelPlan(r, o.channels, o.bandwidthKHz),
+    maxFrameBytes: meshFrameBytes(r, modulation),
+    guardMs: o.guardMs ?? 5,
+    computeMs: o.computeMs ?? 20,
+  };
+}
+
+/** Where and when a node replies, relative to the end of the round's marker. */
+export interface Slot {
+  address: number;
+  channel: Channel;
+  offsetMs: number;
+  lengthMs: number;
+}
+
+export interface LayoutNode {
+  address: number;
+  /** Query heads the node computes (its result carries heads x headSize values). */
+  heads: number;
+}
+
+/** Everything gateway and nodes agree on: frame sizes, encodings and the reply slots. */
+export interface MeshLayout {
+  config: MacConfig;
+  encodings: { broadcast: TensorEncoding; result: TensorEncoding };
+  broadcastFrames: number[];
+  /** Per node address: the frames of its result. */
+  resultFrames: Map<number, number[]>;
+  /** Per node address: its longest reply in a slot (its result, or a NACK of the broadcast). */
+  longestReply: Map<number, number[]>;
+  slots: Map<number, Slot>;
+  /** From the marker's end to the end of the last slot, ms. */
+  windowMs: number;
+}
+
+/** Time a radio with a fresh duty-cycle clock needs to send these frames one after another on a channel, ms. */
+function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): number {
+  const tx = new DutyCycleTracker(r);
+  let t = 0;
+  for (const bytes of frames) t = tx.transmit(ch, tx.earliestStartMs(ch, t), timeOnAirMs(bytes, m));
+  return t;
+}
+
+/**
+ * The slot plan: nodes in address order, node k on receive channel k mod C, slots on a
+ * channel one after another, each as long as the node's longest reply (its whole result, or
+ * a NACK of the broadcast) plus the guard time.
+ */
+export function meshLayout(config: MacConfig, g: Geometry, transport: Transport, nodes: LayoutNode[]): MeshLayout {
+  const encodings = meshEncodings(g, transport);
+  const broadcastFrames = messageFrameBytes(tensorBodyBytes(g.dim, encodings.broadcast), config.maxFrameBytes);
+  const nack = nackFrameBytes(broadcastFrames.length);
+  const resultFrames = new Map<number, number[]>();
+  const longestReply = new Map<number, number[]>();
+  const slots = new Map<number, Slot>();
+  const channelEnd = config.plan.uplink.map(() => config.computeMs);
+  const sorted = [...nodes].sort((a, b) => a.address - b.address);
+  sorted.forEach((n, k) => {
+    const frames = messageFrameBytes(tensorBodyBytes(n.heads * g.headSize, encodings.result), config.maxFrameBytes);
+    resultFrames.set(n.address, frames);
+    const c = k % config.plan.uplink.length;
+    const channel = config.plan.uplink[c];
+    const resultMs = burstMs(config.region, config.modulation, channel, frames);
+    const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
+    longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
+    const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
+    slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
+    channelEnd[c] += lengthMs;
+  });
+  return { config, encodings, broadcastFrames, resultFrames, longestReply, slots, windowMs: Math.max(...channelEnd) };
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/**
+ * The analytic airtime bound of one layer for these frames: no schedule does better than the
+ * broadcast followed by the replies spread over the receive channels (each node's own replies
+ * in sequence), nor than the busiest transmitter's airtime divided by its duty cycle.
+ */
+export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resultFrames: number[][]): number {
+  const toa = (b: number) => timeOnAirMs(b, config.modulation);
+  const broadcast = sum(broadcastFrames.map(toa));
+  const perNode = resultFrames.map((f) => sum(f.map(toa)));
+  const channels = config.plan.uplink.length;
+  const channel = broadcast + Math.max(Math.max(0, ...perNode), sum(perNode) / channels);
+  const broadcastDuty = subBandOf(config.region, config.plan.broadcast).dutyCycle;
+  const uplinkBands = new Map(config.plan.uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
+  const transmitter = Math.max(broadcast / broadcastDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
+  return Math.max(channel, transmitter);
+}
+
+/** What went on the air, by kind, per token position. */
+export type AirtimeKind = 'broadcast' | 'result' | 'nack' | 'resent';
+export type AirtimeBreakdown = Record<AirtimeKind, number>;
+
+export function emptyBreakdown(): AirtimeBreakdown {
+  return { broadcast: 0, result: 0, nack: 0, resent: 0 };
+}
+
+/** Airtime of every frame the gateway and the nodes send, in ms, per token position. */
+export class AirtimeLedger {
+  readonly byPosition = new Map<number, AirtimeBreakdown>();
+  frames = 0;
+
+  add(pos: number, kind: AirtimeKind, ms: number): void {
+    let b = this.byPosition.get(pos);
+    if (!b) this.byPosition.set(pos, (b = emptyBreakdown()));
+    b[kind] += ms;
+    this.frames++;
+  }
+
+  total(): AirtimeBreakdown {
+    const t = emptyBreakdown();
+    for (const b of this.byPosition.values()) for (const k of Object.keys(t) as AirtimeKind[]) t[k] += b[k];
+    return t;
+  }
+}
+
+/** How the gateway's MAC reaches its radio: the simulated channel, a serial modem, or a packet forwarder. */
+export interface GatewayRadioLink {
+  /** Transmits a frame at `atMs` (the shared clock) on a channel; resolves once the radio has accepted it. */
+  transmit(frame: Buffer, channel: Channel, atMs: number): Promise<void>;
+  /** Where received frames go, with the time their reception ended. */
+  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void;
+  close(): Promise<void>;
+}
+
+export interface LayerReport {
+  session: number;
+  pos: number;
+  layer: number;
+  /** First transmission of the layer, and the close of its last reply window, ms. */
+  startMs: number;
+  endMs: number;
+  rounds: number;
+  /** The analytic bound for the layer's frames, ms. */
+  boundMs: number;
+}
+
+export interface GatewayMacOptions {
+  clock: Clock;
+  link: GatewayRadioLink;
+  layout: MeshLayout;
+  key: Buffer;
+  meshId: number;
+  ledger?: AirtimeLedger;
+  /** Rounds before a layer fails (default 32). */
+  maxRounds?: number;
+}
+
+export interface MacCounters {
+  rounds: number;
+  retransmittedFragments: number;
+  nacksSent: number;
+  nacksReceived: number;
+  rejected: number;
+}
+
+interface Exchange {
+  session: number;
+  pos: number;
+  layer: number;
+  message: OutgoingMessage;
+  owed: Set<number>;
+  results: Map<number, Float32Array>;
+  /** Broadcast NACKs heard this round: node -> missing fragments. */
+  nacked: Map<number, number[]>;
+  rounds: number;
+  startMs: number;
+  boundMs: number;
+  timer?: ClockTimer;
+  resolve: (r: Map<number, Float32Array>) => void;
+  reject: (e: Error) => void;
+}
+
+/** The gateway's side of the medium access: one layer's broadcast and gather at a time. */
+export class GatewayMac {
+  readonly counters: MacCounters = { rounds: 0, retransmittedFragments: 0, nacksSent: 0, nacksReceived: 0, rejected: 0 };
+  readonly ledger: AirtimeLedger;
+  /** Called when a layer's exchange completes. */
+  onLayer: (r: LayerReport) => void = () => undefined;
+  private readonly o: GatewayMacOptions;
+  private readonly layout: MeshLayout;
+  private readonly sender: FrameSender;
+  private readonly receiver: FrameReceiver;
+  private readonly tracker: DutyCycleTracker;
+  /** Per node: its duty-cycle clock as the gateway must assume it (every owed slot fully used). */
+  private readonly nodeModel = new Map<number, DutyCycleTracker>();
+  private current: Exchange | null = null;
+
+  constructor(o: GatewayMacOptions) {
+    this.o = o;
+    this.layout = o.layout;
+    this.ledger = o.ledger ?? new AirtimeLedger();
+    const maxFrameBytes = o.layout.config.maxFrameBytes;
+    this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: GATEWAY_ADDRESS, maxFrameBytes });
+    this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: GATEWAY_ADDRESS });
+    this.tracker = new DutyCycleTracker(o.layout.config.region);
+    for (const a of o.layout.slots.keys()) this.nodeModel.set(a, new DutyCycleTracker(o.layout.config.region));
+    o.link.onReceive((frame) => this.onFrame(frame));
+  }
+
+  /**
+   * Broadcasts a layer's attention input to the nodes at `addresses` and resolves with each
+   * one's head outputs, retransmitting until every result is in (or maxRounds have failed).
+   */
+  exchange(session: number, pos: number, layer: number, xb: Float32Array, addresses: readonly number[]): Promise<Map<number, Float32Array>> {
+    if (this.current) return Promise.reject(new Error('a layer exchange is already in progress'));
+    for (const a of addresses) if (!this.layout.slots.has(a)) return Promise.reject(new MeshLlmError(`radio node ${a} has no reply slot in the layout`));
+    const body = encodeTensor(xb, this.layout.encodings.broadcast);
+    const message = this.sender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session, position: pos, layer }, body);
+    const resultFrames = addresses.map((a) => this.layout.resultFrames.get(a) as number[]);
+    return new Promise((resolve, reject) => {
+      const x: Exchange = {
+        session,
+        pos,
+        layer,
+        message,
+        owed: new Set(addresses),
+        results: new Map(),
+        nacked: new Map(),
+        rounds: 0,
+        startMs: NaN,
+        boundMs: layerBoundMs(this.layout.config, this.layout.broadcastFrames, resultFrames),
+        resolve,
+        reject,
+      };
+      this.current = x;
+      if (x.owed.size === 0) return this.finish(x);
+      this.round(x, Array.from({ length: message.fragmentCount }, (_, i) => i), []);
+    });
+  }
+
+  /** Gives up the exchange in progress (the bridge is closing). */
+  abort(error: Error): void {
+    const x = this.current;
+    if (!x) return;
+    x.timer?.cancel();
+    this.current = null;
+    x.reject(error);
+  }
+
+  private round(x: Exchange, fragments: number[], resultNacks: { address: number; missing: number[] }[]): void {
+    const { config } = this.layout;
+    const ch = config.plan.broadcast;
+    const airtime = (f: Buffer) => timeOnAirMs(f.length, config.modulation);
+    x.rounds++;
+    this.counters.rounds++;
+    x.nacked.clear();
+    const marker = x.message.fragmentCount - 1;
+    const ordered = [...new Set(fragments.filter((i) => i !== marker))].sort((a, b) => a - b);
+    const frames: { frame: Buffer; kind: AirtimeKind }[] = [];
+    for (const n of resultNacks) {
+      const fragmentCount = (this.layout.resultFrames.get(n.address) as number[]).length;
+      const body = encodeNack({ type: 'result', fragmentCount, missing: n.missing });
+      const nack = this.sender.message({ type: 'nack', destination: n.address, session: x.session, position: x.pos, layer: x.layer }, body);
+      frames.push({ frame: this.sender.frames(nack)[0], kind: 'nack' });
+      this.counters.nacksSent++;
+    }
+    const kind: AirtimeKind = x.rounds === 1 ? 'broadcast' : 'resent';
+    for (const f of this.sender.frames(x.message, [...ordered, marker])) frames.push({ frame: f, kind });
+    if (x.rounds > 1) this.counters.retransmittedFragments += ordered.length + 1;
+
+    // The marker must end late enough for every owed node to be allowed to reply in its slot.
+    let markerEndAtLeast = -Infinity;
+    for (const a of x.owed) {
+      const slot = this.layout.slots.get(a) as Slot;
+      const model = this.nodeModel.get(a) as DutyCycleTracker;
+      markerEndAtLeast = Math.max(markerEndAtLeast, model.earliestStartMs(slot.channel, -Infinity) - slot.offsetMs);
+    }
+    let t = this.o.clock.now();
+    let markerEnd = t;
+    frames.forEach(({ frame, kind }, i) => {
+      const ms = airtime(frame);
+      let start = this.tracker.earliestStartMs(ch, t);
+      if (i === frames.length - 1) start = Math.max(start, markerEndAtLeast - ms);
+      if (Number.isNaN(x.startMs)) x.startMs = start;
+      t = this.tracker.transmit(ch, start, ms);
+      markerEnd = t;
+      this.ledger.add(x.pos, kind, ms);
+      this.o.link.transmit(frame, ch, start).catch((e: Error) => this.fail(x, new MeshLlmError(`the gateway radio refused a frame: ${e.message}`)));
+    });
+    // Model every owed node as having used its whole slot.
+    for (const a of x.owed) {
+      const slot = this.layout.slots.get(a) as Slot;
+      const model = this.nodeModel.get(a) as DutyCycleTracker;
+      const frames = this.layout.longestReply.get(a) as number[];
+      let s = markerEnd + slot.offsetMs;
+      for (const bytes of frames) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), timeOnAirMs(bytes, config.modulation));
+    }
+    x.timer = this.o.clock.at(markerEnd + this.layout.windowMs, () => this.endRound(x));
+  }
+
+  private endRound(x: Exchange): void {
+    if (this.current !== x) return;
+    if (x.owed.size === 0) return this.finish(x);
+    const maxRounds = this.o.maxRounds ?? 32;
+    if (x.rounds >= maxRounds) {
+      const nodes = [...x.owed].join(', ');
+      return this.fail(x, new MeshLlmError(`radio node(s) ${nodes} did not deliver layer ${x.layer} at position ${x.pos} in ${maxRounds} rounds`));
+    }
+    const fragments = [...x.nacked.values()].flat();
+    const resultNacks: { address: number; missing: number[] }[] = [];
+    for (const a of x.owed) {
+      if (x.nacked.has(a)) continue;
+      const key = messageKey({ type: 'result', source: a, session: x.session, position: x.pos, layer: x.layer });
+      const count = (this.layout.resultFrames.get(a) as number[]).length;
+      const missing = this.receiver.reassembler.missing(key) ?? Array.from({ length: count }, (_, i) => i);
+      resultNacks.push({ address: a, missing });
+    }
+    this.round(x, fragments, resultNacks);
+  }
+
+  private finish(x: Exchange): void {
+    x.timer?.cancel();
+    this.current = null;
+    const endMs = this.o.clock.now();
+    this.onLayer({ session: x.session, pos: x.pos, layer: x.layer, startMs: Number.isNaN(x.startMs) ? endMs : x.startMs, endMs, rounds: x.rounds, boundMs: x.boundMs });
+    x.resolve(x.results);
+  }
+
+  private fail(x: Exchange, e: Error): void {
+    if (this.current !== x) return;
+    x.timer?.cancel();
+    this.current = null;
+    x.reject(e);
+  }
+
+  private onFrame(bytes: Buffer): void {
+    const ev = this.receiver.receive(bytes);
+    if (ev.kind === 'rejected') {
+      this.counters.rejected++;
+      return;
+    }
+    if (ev.kind !== 'message') return;
+    const x = this.current;
+    const a = ev.address;
+    if (!x || a.session !== x.session || a.position !== x.pos || a.layer !== x.layer || !x.owed.has(a.source)) return;
+    if (ev.payload.kind === 'nack') {
+      this.counters.nacksReceived++;
+      if (ev.payload.nack.type === 'broadcast') x.nacked.set(a.source, ev.payload.nack.missing);
+      return;
+    }
+    if (a.type !== 'result') return;
+    x.results.set(a.source, ev.payload.tensor.values);
+    x.owed.delete(a.source);
+    if (x.owed.size === 0) this.finish(x);
+  }
+}
