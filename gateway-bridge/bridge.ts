@@ -1,0 +1,269 @@
+/**
+ * The LoRa-to-MQTT bridge: makes the head nodes behind a LoRa gateway radio look like head
+ * nodes of the MQTT mesh (lib/mesh), so the mesh gateway runs unchanged.
+ *
+ * For each radio node the bridge keeps an MQTT connection of its own, with the node's last
+ * will: it publishes the node's retained status (its flashed heads, kv heads and weight
+ * bytes), answers assignment messages on its behalf (accepting exactly the heads the node
+ * holds: weights cannot be reloaded over LoRa), acknowledges session operations, and
+ * publishes its result frames. One more connection hears the broadcast and session topics.
+ * Every broadcast frame becomes one layer exchange on the radio (GatewayMac); the results
+ * come back as result frames with the node's slot, echoing the broadcast's session and seq.
+ *
+ * MQTT sessions (u32) map to radio sessions (one byte): every MQTT session start or reset
+ * takes the next radio session number, 1..255, so the radio nodes start a fresh KV cache.
+ * Everything on the MQTT side is lib/mesh/wire.ts; everything on the radio side is
+ * lib/radio/frame.ts: the bridge re-encodes values between the two and defines no format.
+ */
+import { MqttClient } from 'mqtt';
+import { Geometry } from '../lib/llm/config';
+import { headOutputGroupSize } from '../lib/llm/engine';
+import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from '../lib/mesh/mqtt';
+import {
+  AssignmentMessage,
+  Encoding,
+  Frame,
+  FrameType,
+  PROTOCOL_VERSION,
+  SessionMessage,
+  StatusMessage,
+  Topics,
+  WeightEncoding,
+  checkId,
+  decodeFrame,
+  encodeControl,
+  encodeFrame,
+  parseControl,
+  topicsFor,
+} from '../lib/mesh/wire';
+import { GatewayMac } from '../lib/radio/mac';
+
+/** A head node behind the radio, as the bridge announces it. */
+export interface RadioNodeInfo {
+  id: string;
+  /** Radio address, 1..254. */
+  address: number;
+  heads: number[];
+  kvHeads: number[];
+  weights: WeightEncoding;
+  weightBytes: number;
+}
+
+export interface RadioBridgeOptions extends BrokerAddress {
+  meshId: string;
+  mac: GatewayMac;
+  g: Geometry;
+  /** The transport the radio runs (the assignment must ask for the same). */
+  transport: Encoding;
+  nodes: RadioNodeInfo[];
+  log?: Logger;
+}
+
+export interface BridgeCounters {
+  broadcasts: number;
+  results: number;
+  stale: number;
+  malformed: number;
+  invalidJson: number;
+  refusedAssignments: number;
+}
+
+interface Proxy {
+  info: RadioNodeInfo;
+  client: MqttClient;
+  /** The accepted assignment: its id and the slot the gateway gave the node. */
+  assignment?: { id: string; slot: number };
+}
+
+function sameList(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export class RadioBridge {
+  readonly counters: BridgeCounters = { broadcasts: 0, results: 0, stale: 0, malformed: 0, invalidJson: 0, refusedAssignments: 0 };
+  private readonly o: RadioBridgeOptions;
+  private readonly t: Topics;
+  private readonly log: Logger;
+  private readonly proxies = new Map<string, Proxy>();
+  private client!: MqttClient;
+  /** MQTT session -> radio session. */
+  private readonly sessions = new Map<number, number>();
+  private nextRadioSession = 1;
+  private queue: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(o: RadioBridgeOptions) {
+    this.o = o;
+    this.t = topicsFor(o.meshId);
+    this.log = o.log ?? stderrLogger('bridge');
+  }
+
+  /** Connects, announces every radio node and starts serving the mesh gateway. */
+  static async connect(o: RadioBridgeOptions): Promise<RadioBridge> {
+    const b = new RadioBridge(o);
+    try {
+      await b.start();
+    } catch (e) {
+      await b.close();
+      throw e;
+    }
+    return b;
+  }
+
+  private async start(): Promise<void> {
+    const o = this.o;
+    for (const info of o.nodes) {
+      checkId('node', info.id);
+      const offline: StatusMessage = { protocol: PROTOCOL_VERSION, node: info.id, state: 'offline', reason: 'the LoRa bridge lost its broker connection' };
+      const client = await connectMqtt({
+        ...o,
+        clientId: `mesh-llm-${o.meshId}-${info.id}`.slice(0, 64),
+        will: { topic: this.t.status(info.id), payload: encodeControl('status', offline), retain: true, qos: 1 },
+      });
+      const proxy: Proxy = { info, client };
+      this.proxies.set(info.id, proxy);
+      client.on('message', (topic, payload) => this.guard(topic, () => this.onAssignment(proxy, topic, payload)));
+      await subscribe(client, [this.t.assign(info.id)], 1);
+      this.publishStatus(proxy, 'online');
+    }
+    this.client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-lora-bridge-${process.pid}`.slice(0, 64) });
+    this.client.on('message', (topic, payload) =>
+      this.guard(topic, () => (topic === this.t.broadcast ? this.onBroadcast(topic, payload) : this.onSession(topic, payload))),
+    );
+    await subscribe(this.client, [this.t.broadcast], 0);
+    await subscribe(this.client, [this.t.session], 1);
+    this.log('info', `bridging ${o.nodes.length} radio node(s) (${o.nodes.map((n) => `${n.id}@${n.address}`).join(', ')}) into mesh ${o.meshId} on ${o.url}`);
+  }
+
+  /** Says every radio node is offline and leaves the broker. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.o.mac.abort(new Error('the LoRa bridge closed'));
+    for (const p of this.proxies.values()) {
+      if (p.client.disconnected) continue;
+      const m = encodeControl('status', { protocol: PROTOCOL_VERSION, node: p.info.id, state: 'offline', reason: 'the LoRa bridge stopped' });
+      await new Promise<void>((resolve) => p.client.publish(this.t.status(p.info.id), m, { qos: 1, retain: true }, () => resolve()));
+      await endClient(p.client);
+    }
+    if (this.client && !this.client.disconnected) await endClient(this.client);
+  }
+
+  private guard(topic: string, handle: () => void): void {
+    try {
+      handle();
+    } catch (e) {
+      this.reject(topic, `internal error handling message: ${(e as Error).message}`);
+    }
+  }
+
+  private reject(topic: string, reason: string): void {
+    this.log('warn', `dropped message on ${topic}: ${reason}`);
+    this.client?.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'lora-bridge', topic, reason: reason.slice(0, 2000) }), { qos: 0 });
+  }
+
+  private publishStatus(p: Proxy, state: StatusMessage['state'], assignment?: string): void {
+    const i = p.info;
+    const m: StatusMessage = { protocol: PROTOCOL_VERSION, node: i.id, state, heads: i.heads, kvHeads: i.kvHeads, weights: i.weights, weightBytes: i.weightBytes, ...(assignment ? { assignment } : {}) };
+    p.client.publish(this.t.status(i.id), encodeControl('status', m), { qos: 1, retain: true });
+  }
+
+  private ack(p: Proxy, kind: 'assignment' | 'session', id: string, ok: boolean, error?: string): void {
+    p.client.publish(this.t.ack(p.info.id), encodeControl('ack', { protocol: PROTOCOL_VERSION, node: p.info.id, kind, id, ok, ...(error ? { error } : {}) }), { qos: 1 });
+  }
+
+  private onAssignment(p: Proxy, topic: string, payload: Buffer): void {
+    let m: AssignmentMessage;
+    try {
+      m = parseControl('assignment', payload);
+    } catch (e) {
+      this.counters.invalidJson++;
+      return this.reject(topic, (e as Error).message);
+    }
+    const problem = this.checkAssignment(p.info, m);
+    if (problem) {
+      this.counters.refusedAssignments++;
+      this.reject(topic, `assignment ${m.assignment} refused: ${problem}`);
+      p.assignment = undefined;
+      return this.ack(p, 'assignment', m.assignment, false, problem);
+    }
+    p.assignment = m.heads.length === 0 ? undefined : { id: m.assignment, slot: m.slot };
+    this.publishStatus(p, m.heads.length === 0 ? 'online' : 'ready', m.heads.length === 0 ? undefined : m.assignment);
+    this.ack(p, 'assignment', m.assignment, true);
+  }
+
+  private checkAssignment(i: RadioNodeInfo, m: AssignmentMessage): string | null {
+    const g = this.o.g;
+    const shape = ['dim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'seqLen'] as const;
+    const diff = shape.filter((k) => m.model[k] !== g[k]);
+    if (diff.length) return `model mismatch: ${diff.map((k) => `${k} ${g[k]} on the radio nodes, ${m.model[k]} at the gateway`).join(', ')}`;
+    if (m.heads.length === 0) return null;
+    const heads = [...m.heads].sort((a, b) => a - b);
+    if (!sameList(heads, i.heads)) return `radio node ${i.id} holds heads [${i.heads.join(',')}] in flash; it cannot load [${heads.join(',')}] over LoRa`;
+    if (m.weights !== i.weights) return `radio node ${i.id} holds ${i.weights} weights, not ${m.weights}`;
+    if (m.transport !== this.o.transport) return `the radio carries ${this.o.transport} tensors, not ${m.transport}`;
+    return null;
+  }
+
+  private onSession(topic: string, payload: Buffer): void {
+    let m: SessionMessage;
+    try {
+      m = parseControl('session', payload);
+    } catch (e) {
+      this.counters.invalidJson++;
+      return this.reject(topic, (e as Error).message);
+    }
+    const members = [...this.proxies.values()].filter((p) => p.assignment?.id === m.assignment);
+    if (members.length === 0) return;
+    if (m.op === 'end') this.sessions.delete(m.session);
+    else {
+      this.sessions.set(m.session, this.nextRadioSession);
+      this.nextRadioSession = (this.nextRadioSession % 255) + 1;
+    }
+    for (const p of members) this.ack(p, 'session', `${m.op}:${m.session}`, true);
+  }
+
+  private onBroadcast(topic: string, payload: Buffer): void {
+    let f: Frame;
+    try {
+      f = decodeFrame(payload);
+    } catch (e) {
+      this.counters.malformed++;
+      return this.reject(topic, (e as Error).message);
+    }
+    if (f.type !== FrameType.Broadcast || f.values.length !== this.o.g.dim) {
+      this.counters.malformed++;
+      return this.reject(topic, `not a broadcast of ${this.o.g.dim} values`);
+    }
+    const radioSession = this.sessions.get(f.session);
+    const members = [...this.proxies.values()].filter((p) => p.assignment);
+    if (radioSession === undefined || members.length === 0) {
+      this.counters.stale++;
+      return;
+    }
+    this.counters.broadcasts++;
+    this.queue = this.queue.then(() => this.exchange(f, radioSession, members));
+  }
+
+  /** One layer over the radio, then each node's result frame on its MQTT topic. */
+  private async exchange(f: Frame, radioSession: number, members: Proxy[]): Promise<void> {
+    if (this.closed) return;
+    let results: Map<number, Float32Array>;
+    try {
+      results = await this.o.mac.exchange(radioSession, f.pos, f.layer, f.values, members.map((p) => p.info.address));
+    } catch (e) {
+      // The mesh gateway's gather timeout names the nodes; say why here.
+      this.log('error', `layer ${f.layer} at position ${f.pos}: ${(e as Error).message}`);
+      return;
+    }
+    const transport = this.o.transport;
+    const groupSize = transport === 'int8' ? headOutputGroupSize(this.o.g) : 0;
+    for (const p of members) {
+      const values = results.get(p.info.address);
+      if (!values || !p.assignment) continue;
+      const frame = encodeFrame({ type: FrameType.Result, encoding: transport, sender: p.assignment.slot, session: f.session, seq: f.seq, pos: f.pos, layer: f.layer }, values, groupSize);
+      p.client.publish(this.t.result(p.info.id), frame, { qos: 0 });
+      this.counters.results++;
+    }
+  }
+}

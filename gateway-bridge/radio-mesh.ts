@@ -1,0 +1,184 @@
+/**
+ * A simulated radio mesh: the channel, its clock, and head nodes behind the radio, each with
+ * the weight slices of its head group (or, for airtime studies at sizes the tests cannot
+ * load, a stand-in that answers with zeros of the right length). The gateway's radio is
+ * attached separately, to be driven directly (link c) or through a simulated serial modem
+ * (link a) or packet forwarder (link b).
+ */
+import { randomBytes } from 'node:crypto';
+import { Checkpoint } from '../lib/llm/checkpoint';
+import { Geometry, geometry } from '../lib/llm/config';
+import { HeadGroup, WeightQuant, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
+import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
+import { Radio, RadioChannel } from '../lib/radio/channel';
+import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
+import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
+import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
+import { RadioNodeInfo } from './bridge';
+
+export interface RadioSettings {
+  region: string;
+  sf: SpreadingFactor;
+  bandwidthKHz: BandwidthKHz;
+  /** Receive channels of the gateway: 1 or 8. */
+  channels: number;
+  /** Probability that any one reception is lost. */
+  loss: number;
+  /** Seed of the loss generator. */
+  seed?: number;
+  /** Simulated ms per wall ms (1 = true airtime); 0 or undefined: the virtual clock, as fast as possible. */
+  timeScale?: number;
+}
+
+export interface SimulatedRadioMeshOptions extends RadioSettings {
+  /** A llama2.c checkpoint: nodes compute their heads. Without one, `geometry` and traffic only. */
+  modelPath?: string;
+  geometry?: Geometry;
+  /** Without a model: what a node computes in a session (default: zeros of its result's length). */
+  standIn?: (address: number, heads: number[]) => HeadComputer;
+  nodes: number;
+  /** int8: int8 weight slices and int8 tensors on the air (as the engine's quant int8). */
+  quant: WeightQuant;
+  /** Radio mesh id (one byte, default 1) and network key (default random). */
+  radioMeshId?: number;
+  key?: Buffer;
+  idPrefix?: string;
+}
+
+export interface TokenRadioReport {
+  pos: number;
+  simulatedSeconds: number;
+  boundSeconds: number;
+  ratio: number;
+  rounds: number;
+  airtimeSeconds: AirtimeBreakdown;
+}
+
+export interface RadioRunReport {
+  /** Positions in the averages (all but the warm-up). */
+  positions: number;
+  simulatedSeconds: number;
+  simulatedSecondsPerToken: number;
+  boundSecondsPerToken: number;
+  ratio: number;
+  /** Airtime of every frame sent, by kind, s. */
+  airtimeSeconds: AirtimeBreakdown;
+  channel: RadioChannel['stats'];
+  perToken: TokenRadioReport[];
+}
+
+const zeros = (n: number): HeadComputer => {
+  const out = new Float32Array(n);
+  return { forward: () => out };
+};
+
+export class SimulatedRadioMesh {
+  readonly clock: Clock;
+  readonly channel: RadioChannel;
+  readonly config: MacConfig;
+  readonly layout: MeshLayout;
+  readonly ledger = new AirtimeLedger();
+  readonly g: Geometry;
+  readonly transport: WeightQuant;
+  readonly key: Buffer;
+  readonly radioMeshId: number;
+  readonly nodes: RadioHeadNode[] = [];
+  /** The nodes' transceivers, in node order. */
+  readonly nodeRadios: Radio[] = [];
+  readonly infos: RadioNodeInfo[] = [];
+  /** Errors thrown inside simulated events (none expected). */
+  readonly errors: Error[] = [];
+  readonly layers: LayerReport[] = [];
+
+  constructor(o: SimulatedRadioMeshOptions) {
+    this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
+    if (this.clock instanceof VirtualClock) this.clock.onError = (e) => this.errors.push(e as Error);
+    this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels });
+    this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, loss: o.loss, seed: o.seed });
+    this.key = o.key ?? randomBytes(16);
+    this.radioMeshId = o.radioMeshId ?? 1;
+    this.transport = o.quant;
+    const ckpt = o.modelPath ? Checkpoint.open(o.modelPath) : null;
+    try {
+      const g = ckpt ? geometry(ckpt.info.config) : o.geometry;
+      if (!g) throw new Error('a simulated radio mesh needs a model or a geometry');
+      this.g = g;
+      const groups = partitionHeads(g.nHeads, o.nodes);
+      this.layout = meshLayout(this.config, g, o.quant, groups.map((heads, i) => ({ address: i + 1, heads: heads.length })));
+      groups.forEach((heads, i) => {
+        const address = i + 1;
+        const slices = ckpt ? loadHeadSlices(ckpt, g, heads, o.quant) : null;
+        const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
+        const newSession = slices ? () => new HeadGroup(g, slices) : () => standIn(address, heads);
+        const radio = this.channel.attach({ name: `${o.idPrefix ?? 'radio-'}${address}`, listen: [this.config.plan.broadcast] });
+        this.nodeRadios.push(radio);
+        this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
+        this.infos.push({ id: radio.name, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: slices ? new HeadGroup(g, slices, 1).weightBytes : 0 });
+      });
+    } finally {
+      ckpt?.close();
+    }
+  }
+
+  /** The gateway's radio: it receives on the receive channels of the plan. */
+  attachGatewayRadio(): Radio {
+    return this.channel.attach({ name: 'gateway', listen: this.config.plan.uplink });
+  }
+
+  /** The gateway's medium access over a link to its radio; its layer reports feed report(). */
+  createMac(link: GatewayRadioLink): GatewayMac {
+    const mac = new GatewayMac({ clock: this.clock, link, layout: this.layout, key: this.key, meshId: this.radioMeshId, ledger: this.ledger });
+    mac.onLayer = (r) => this.layers.push(r);
+    return mac;
+  }
+
+  /**
+   * Per token (position): simulated time from the previous position's end, against the bound
+   * for its frames. `warmup` positions are left out of the averages: the first token starts
+   * with every duty-cycle clock fresh, so it can beat the steady-state bound.
+   */
+  report(warmup = 0): RadioRunReport {
+    const byPos = new Map<number, LayerReport[]>();
+    for (const l of this.layers) {
+      if (!byPos.has(l.pos)) byPos.set(l.pos, []);
+      byPos.get(l.pos)?.push(l);
+    }
+    const perToken: TokenRadioReport[] = [];
+    let previousEnd = NaN;
+    let bound = 0;
+    for (const [pos, layers] of [...byPos.entries()].sort((a, b) => a[0] - b[0])) {
+      const end = Math.max(...layers.map((l) => l.endMs));
+      const start = Number.isNaN(previousEnd) ? Math.min(...layers.map((l) => l.startMs)) : previousEnd;
+      const boundMs = layers.reduce((n, l) => n + l.boundMs, 0);
+      bound += boundMs;
+      const air = this.ledger.byPosition.get(pos) ?? emptyBreakdown();
+      perToken.push({
+        pos,
+        simulatedSeconds: (end - start) / 1000,
+        boundSeconds: boundMs / 1000,
+        ratio: (end - start) / boundMs,
+        rounds: layers.reduce((n, l) => n + l.rounds, 0),
+        airtimeSeconds: seconds(air),
+      });
+      previousEnd = end;
+    }
+    const counted = perToken.slice(Math.min(warmup, Math.max(0, perToken.length - 1)));
+    const total = counted.reduce((n, t) => n + t.simulatedSeconds, 0);
+    bound = counted.reduce((n, t) => n + t.boundSeconds * 1000, 0);
+    const positions = counted.length;
+    return {
+      positions,
+      simulatedSeconds: total,
+      simulatedSecondsPerToken: positions ? total / positions : 0,
+      boundSecondsPerToken: positions ? bound / 1000 / positions : 0,
+      ratio: bound > 0 ? (total * 1000) / bound : 0,
+      airtimeSeconds: seconds(this.ledger.total()),
+      channel: this.channel.stats,
+      perToken,
+    };
+  }
+}
+
+function seconds(b: AirtimeBreakdown): AirtimeBreakdown {
+  return { broadcast: b.broadcast / 1000, result: b.result / 1000, nack: b.nack / 1000, resent: b.resent / 1000 };
+}

@@ -1,0 +1,106 @@
+/**
+ * A generation through the bridge and the radio: the mesh gateway of lib/mesh on an MQTT
+ * broker, the bridge announcing the radio nodes there, and the radio nodes on the simulated
+ * channel behind the gateway radio of some link.
+ */
+import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/engine';
+import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
+import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
+import { Logger, stderrLogger } from '../lib/mesh/mqtt';
+import { GatewayRadioLink } from '../lib/radio/mac';
+import { RadioBridge } from './bridge';
+import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
+import { SimulatedChannelLink } from './sim-link';
+
+export interface BridgeGenerateOptions {
+  mesh: SimulatedRadioMesh;
+  link: GatewayRadioLink;
+  brokerUrl: string;
+  meshId: string;
+  modelPath: string;
+  tokenizerPath: string;
+  generate: GenerateOptions;
+  onToken?: TokenListener;
+  /** Called as each position completes on the radio. */
+  onProgress?: (t: TokenRadioReport) => void;
+  gatherTimeoutMs?: number;
+  log?: Logger;
+}
+
+export interface RadioGenerationResult extends GenerationResult {
+  assignment: NodeAssignment[];
+  radio: RadioRunReport;
+}
+
+/** Generates through a bridge on `link`; the bridge and the mesh gateway are closed when it settles. */
+export async function generateOverRadio(o: BridgeGenerateOptions): Promise<RadioGenerationResult> {
+  const log = o.log ?? stderrLogger('radio');
+  const mac = o.mesh.createMac(o.link);
+  let bridge: RadioBridge | undefined;
+  let gw: MeshGateway | undefined;
+  try {
+    bridge = await RadioBridge.connect({ url: o.brokerUrl, meshId: o.meshId, mac, g: o.mesh.g, transport: o.mesh.transport, nodes: o.mesh.infos, log });
+    gw = await MeshGateway.connect({ url: o.brokerUrl, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs ?? 60000, log });
+    const ids = await gw.discover({ count: o.mesh.infos.length, timeoutMs: 20000 });
+    const radioIds = new Set(o.mesh.infos.map((i) => i.id));
+    const nodes = ids.filter((id) => radioIds.has(id));
+    // The radio nodes' heads are in their flash: assign exactly those groups, in the gateway's node order.
+    const groups = o.mesh.infos.map((i) => i.heads);
+    const assignment = await gw.assign(nodes, { groups, quant: o.mesh.transport });
+    let reported = 0;
+    const onToken: TokenListener = (token, piece, pos) => {
+      o.onToken?.(token, piece, pos);
+      if (o.onProgress) {
+        const tokens = o.mesh.report().perToken;
+        for (; reported < tokens.length; reported++) o.onProgress(tokens[reported]);
+      }
+    };
+    const result = await gw.generate(o.generate, onToken);
+    if (o.mesh.errors.length) throw o.mesh.errors[0];
+    return { ...result, assignment, radio: o.mesh.report() };
+  } finally {
+    await gw?.close().catch(() => undefined);
+    await bridge?.close().catch(() => undefined);
+    await o.link.close().catch(() => undefined);
+  }
+}
+
+export interface RadioGenerateOptions extends RadioSettings {
+  generate: GenerateOptions;
+  modelPath: string;
+  tokenizerPath: string;
+  nodes: number;
+  quant: 'f32' | 'int8';
+  /** An MQTT broker to use (default: an embedded aedes broker on a free port). */
+  brokerUrl?: string;
+  meshId?: string;
+  onToken?: TokenListener;
+  onProgress?: (t: TokenRadioReport) => void;
+  log?: Logger;
+}
+
+/** `generate --radio sim`: the radio nodes on the simulated channel, the gateway radio on it directly. */
+export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGenerationResult> {
+  const mesh = new SimulatedRadioMesh({ ...o, modelPath: o.modelPath });
+  let broker: RunningBroker | undefined;
+  try {
+    if (!o.brokerUrl) broker = await startAedesBroker({ port: 0 });
+    // A layer takes its airtime divided by the time scale on the wall clock.
+    const layerWallMs = o.timeScale ? (mesh.layout.windowMs * 40) / o.timeScale : 0;
+    return await generateOverRadio({
+      mesh,
+      link: new SimulatedChannelLink(mesh.attachGatewayRadio()),
+      brokerUrl: o.brokerUrl ?? (broker as RunningBroker).url,
+      meshId: o.meshId ?? 'radio',
+      modelPath: o.modelPath,
+      tokenizerPath: o.tokenizerPath,
+      generate: o.generate,
+      onToken: o.onToken,
+      onProgress: o.onProgress,
+      gatherTimeoutMs: Math.max(60000, layerWallMs),
+      log: o.log,
+    });
+  } finally {
+    await broker?.close();
+  }
+}
