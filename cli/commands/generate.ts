@@ -7,6 +7,7 @@ import { Engine, GenerateOptions, GenerationResult } from '../../lib/llm/engine'
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { TextStream } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
+import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
@@ -20,7 +21,7 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
-  --json             print one JSON object instead of streaming text${meshUsage}`;
+  --json             print one JSON object instead of streaming text${meshUsage}${radioUsage}`;
 
 export const generateOptionSpec = {
   prompt: { type: 'string' },
@@ -34,6 +35,7 @@ export const generateOptionSpec = {
   quant: { type: 'string' },
   json: { type: 'boolean' },
   ...meshOptionSpec,
+  ...radioOptionSpec,
 } as const;
 
 export interface GenerateCommand {
@@ -77,6 +79,7 @@ export async function run(argv: string[]): Promise<number> {
   const cmd = parseGenerate(values);
   const paths = resolveModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
   const stream = new TextStream(process.stdout);
+  if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
   const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
   const result = wantsMesh(values)
     ? await runMeshCommand(values, cmd, paths, onToken)

@@ -1,0 +1,86 @@
+/**
+ * `npm run bench:lora`: the seed's TinyLlama mesh on the simulated radio. TinyLlama geometry
+ * (dim 2048, 22 layers, 32 heads, 4 kv heads), 16 nodes x 2 heads, int8 tensors, SF7/BW125,
+ * 1 and 8 gateway receive channels, in US915 and EU868. The heads' math is skipped (each node
+ * answers with zeros of its result's length): what is measured is the radio traffic of
+ * real-size frames under the MAC, its slots, guard times and the regions' duty cycles.
+ *
+ * Per case: simulated seconds per token against the analytic airtime bound for the same
+ * frames (target at most 1.05x), the planner's schedule, and the seed's estimate (13-15
+ * minutes a token, 5-7 with optimisations). Table, then one JSON line.
+ */
+import { geometry } from '../lib/llm/config';
+import { plan } from '../lib/radio/planner';
+import { MODEL_PRESETS } from '../lib/radio/presets';
+import { RadioRunReport, SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
+import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
+
+/** Tokens simulated per case; the first is a warm-up (every duty-cycle clock starts fresh) and is not averaged. */
+const TOKENS = 4;
+const NODES = 16;
+const SEED_ESTIMATE_S = { plain: [13 * 60, 15 * 60], optimised: [5 * 60, 7 * 60] };
+
+interface Case {
+  region: 'US915' | 'EU868';
+  channels: 1 | 8;
+}
+
+async function run(c: Case): Promise<{ report: RadioRunReport; plannerWallS: number; wallMs: number }> {
+  const g = geometry(MODEL_PRESETS.tinyllama);
+  const mesh = new SimulatedRadioMesh({ geometry: g, nodes: NODES, quant: 'int8', region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels, loss: 0 });
+  const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));
+  const addresses = mesh.infos.map((i) => i.address);
+  const xb = new Float32Array(g.dim).map((_, i) => Math.sin(i));
+  const t0 = performance.now();
+  for (let pos = 0; pos < TOKENS; pos++) {
+    for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(1, pos, layer, xb, addresses);
+    process.stderr.write(`  ${c.region} ${c.channels} ch: token ${pos + 1}/${TOKENS} at ${(mesh.clock.now() / 1000).toFixed(0)} s simulated\n`);
+  }
+  if (mesh.errors.length) throw mesh.errors[0];
+  const p = plan({ model: MODEL_PRESETS.tinyllama, modelName: 'tinyllama', nodes: NODES, quant: 'int8', region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels });
+  return { report: mesh.report(1), plannerWallS: p.wallPerTokenSeconds, wallMs: performance.now() - t0 };
+}
+
+function minutes(s: number): string {
+  return `${s.toFixed(1)} s (${(s / 60).toFixed(1)} min)`;
+}
+
+async function main(): Promise<void> {
+  const cases: Case[] = [
+    { region: 'US915', channels: 1 },
+    { region: 'US915', channels: 8 },
+    { region: 'EU868', channels: 1 },
+    { region: 'EU868', channels: 8 },
+  ];
+  process.stderr.write(`TinyLlama geometry, ${NODES} nodes x 2 heads, int8, SF7/BW125, ${TOKENS} tokens per case (the first a warm-up)\n`);
+  const rows = [];
+  for (const c of cases) rows.push({ ...c, ...(await run(c)) });
+  const seed = `${SEED_ESTIMATE_S.plain[0] / 60}-${SEED_ESTIMATE_S.plain[1] / 60} min (${SEED_ESTIMATE_S.optimised[0] / 60}-${SEED_ESTIMATE_S.optimised[1] / 60} optimised)`;
+  console.log('| region | channels | simulated per token | bound per token | ratio | planner schedule | frames | vs seed estimate | wall time |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const s = r.report.simulatedSecondsPerToken;
+    const vsSeed = `${(s / SEED_ESTIMATE_S.plain[1]).toFixed(2)}-${(s / SEED_ESTIMATE_S.plain[0]).toFixed(2)}x of ${seed.split(' (')[0]}`;
+    console.log(
+      `| ${r.region} | ${r.channels} | ${minutes(s)} | ${minutes(r.report.boundSecondsPerToken)} | ${r.report.ratio.toFixed(3)} | ${minutes(r.plannerWallS)} | ${r.report.channel.transmissions / TOKENS} per token | ${vsSeed} | ${(r.wallMs / 1000).toFixed(1)} s |`,
+    );
+  }
+  console.log(`\nseed's estimate: ${seed} per token`);
+  const json = rows.map((r) => ({
+    region: r.region,
+    channels: r.channels,
+    simulatedSecondsPerToken: round(r.report.simulatedSecondsPerToken),
+    boundSecondsPerToken: round(r.report.boundSecondsPerToken),
+    ratio: round(r.report.ratio, 4),
+  }));
+  console.log(JSON.stringify({ cases: json }));
+}
+
+function round(x: number, digits = 2): number {
+  return Number(x.toFixed(digits));
+}
+
+main().catch((e) => {
+  process.stderr.write(`${(e as Error).stack}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,100 @@
+/** The radio options of `mesh-llm generate`: --radio sim generates through the LoRa bridge and the simulated channel. */
+import { ModelPaths } from '../../lib/llm/resolve';
+import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
+import { REGION_NAMES } from '../../lib/radio/regions';
+import { RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
+import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
+import { TextStream } from '../output';
+import { UsageError, choiceOption, floatOption, intOption } from '../args';
+import type { GenerateCommand } from './generate';
+
+export const radioOptionSpec = {
+  radio: { type: 'string' },
+  region: { type: 'string' },
+  sf: { type: 'string' },
+  bw: { type: 'string' },
+  channels: { type: 'string' },
+  loss: { type: 'string' },
+  'time-scale': { type: 'string' },
+} as const;
+
+export const radioUsage = `
+  --radio sim        run the heads on radio head nodes behind the LoRa bridge, on the simulated channel
+  --nodes N          with --radio: radio head nodes (default 4), one head group each
+  --region R         EU868 or US915 (default EU868)
+  --sf S             spreading factor 7..12 (default 7)
+  --bw B             bandwidth 125, 250 or 500 kHz (default 125)
+  --channels C       gateway receive channels, 1 or 8 (default 1)
+  --loss P           probability that any one reception is lost, 0..0.9 (default 0)
+  --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
+  With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds".`;
+
+type RadioValues = { [K in keyof typeof radioOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string };
+
+export function wantsRadio(values: RadioValues): boolean {
+  return values.radio !== undefined;
+}
+
+/** How often progress goes to stderr (wall ms). */
+const PROGRESS_EVERY_MS = 2000;
+
+/** `generate --radio sim`: generates, streams or prints the result, and reports the radio on stderr. */
+export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
+  if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
+  choiceOption('radio', values.radio, 'sim', ['sim'] as const);
+  const sf = Number(choiceOption('sf', values.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor;
+  const bandwidthKHz = Number(choiceOption('bw', values.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz;
+  const options = {
+    region: choiceOption('region', values.region, 'EU868', REGION_NAMES),
+    sf,
+    bandwidthKHz,
+    channels: Number(choiceOption('channels', values.channels, '1', ['1', '8'] as const)),
+    nodes: intOption('nodes', values.nodes, 4, 1, 254),
+    loss: floatOption('loss', values.loss, 0, 0, 0.9),
+    timeScale: values['time-scale'] === undefined ? undefined : floatOption('time-scale', values['time-scale'], 1, 1e-3, 1e9),
+  };
+  let lastProgress = performance.now();
+  const onProgress = (t: TokenRadioReport) => {
+    if (performance.now() - lastProgress < PROGRESS_EVERY_MS && options.timeScale === undefined) return;
+    lastProgress = performance.now();
+    process.stderr.write(`[radio] position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s simulated, bound ${t.boundSeconds.toFixed(1)} s (${t.ratio.toFixed(2)}x), ${t.rounds} rounds\n`);
+  };
+  const result: RadioGenerationResult = await runRadioGenerate({
+    ...options,
+    generate: cmd.generate,
+    modelPath: paths.model,
+    tokenizerPath: paths.tokenizer,
+    quant: cmd.quant,
+    onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
+    onProgress,
+    log: (level, message) => {
+      if (level === 'error' || level === 'warn') process.stderr.write(`[radio] ${level}: ${message}\n`);
+    },
+  });
+  const r = result.radio;
+  if (cmd.json) {
+    const round = (x: number) => Number(x.toFixed(4));
+    const air = Object.fromEntries(Object.entries(r.airtimeSeconds).map(([k, v]) => [k, round(v / Math.max(1, r.positions))]));
+    process.stdout.write(
+      `${JSON.stringify({
+        tokens: result.tokens,
+        text: result.text,
+        tokensPerSecond: result.tokensPerSecond,
+        simulatedSecondsPerToken: round(r.simulatedSecondsPerToken),
+        boundSecondsPerToken: round(r.boundSecondsPerToken),
+        airtimeSeconds: air,
+        radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
+      })}\n`,
+    );
+  } else {
+    stream.end();
+    const a = r.airtimeSeconds;
+    process.stderr.write(`achieved tok/s: ${result.tokensPerSecond.toFixed(1)} (wall clock)\n`);
+    process.stderr.write(
+      `radio: ${r.simulatedSecondsPerToken.toFixed(1)} s simulated per token, bound ${r.boundSecondsPerToken.toFixed(1)} s (${r.ratio.toFixed(3)}x); ` +
+        `airtime ${(a.broadcast + a.result + a.nack + a.resent).toFixed(1)} s (broadcast ${a.broadcast.toFixed(1)}, results ${a.result.toFixed(1)}, NACKs ${a.nack.toFixed(1)}, resent ${a.resent.toFixed(1)}); ` +
+        `${r.channel.transmissions} frames, ${r.channel.lost.random} receptions lost\n`,
+    );
+  }
+  return 0;
+}
