@@ -188,13 +188,13 @@ async function main(): Promise<void> {
 
   if (!json) {
     const fmt = (v: number | null | undefined, digits = 0): string => (v == null ? '-' : v.toFixed(digits));
-    console.log(`Engine benchmark: ${path.basename(paths.model)}, greedy from BOS, up to ${POSITIONS} positions (${f32.positions} run: BOS ends the story), median of ${rounds} rounds`);
+    console.log(`Engine benchmark: ${path.basename(paths.model)}, greedy from BOS, up to ${POSITIONS} positions (fewer when BOS ends the story), median of ${rounds} rounds`);
     console.log(`Machine: ${host.nproc} CPUs, ${host.cpu}; node ${process.version}`);
     console.log('');
-    console.log('| engine | tokens/s | tokens per CPU-second | peak RSS | tokens/s vs C | per CPU-second vs C |');
-    console.log('|---|---|---|---|---|---|');
+    console.log('| engine | positions | tokens/s | tokens per CPU-second | peak RSS | tokens/s vs C | per CPU-second vs C |');
+    console.log('|---|---|---|---|---|---|---|');
     const row = (name: string, s: ReturnType<typeof summary>): void => {
-      if (s) console.log(`| ${name} | ${fmt(s.tokensPerSecond)} | ${fmt(s.cpuTokensPerSecond)} | ${fmt(s.peakRssMB, 1)} MB | ${fmt(s.toC, 2)} | ${fmt(s.cpuToC, 2)} |`);
+      if (s) console.log(`| ${name} | ${s.positions} | ${fmt(s.tokensPerSecond)} | ${fmt(s.cpuTokensPerSecond)} | ${fmt(s.peakRssMB, 1)} MB | ${fmt(s.toC, 2)} | ${fmt(s.cpuToC, 2)} |`);
     };
     row('C reference (float32)', c);
     row('mesh-llm float32', f32);
@@ -219,7 +219,9 @@ async function main(): Promise<void> {
       f32PeakRssMB: round(f32.peakRssMB, 1),
       int8PeakRssMB: round(int8.peakRssMB, 1),
       cPeakRssMB: c ? round(c.peakRssMB, 1) : null,
-      positions: f32.positions,
+      f32Positions: f32.positions,
+      int8Positions: int8.positions,
+      cPositions: c ? c.positions : null,
       rounds,
       f32MatchesC,
       nproc: host.nproc,
