@@ -43,6 +43,11 @@ export interface SimulatedRadioMeshOptions extends RadioSettings {
   radioMeshId?: number;
   key?: Buffer;
   idPrefix?: string;
+  /**
+   * false: the head nodes are real radios (behind a serial modem or a packet forwarder); only
+   * the layout, the clock and the node list are made, for the bridge and its MAC (default true).
+   */
+  nodesOnChannel?: boolean;
 }
 
 export interface TokenRadioReport {
@@ -110,10 +115,13 @@ export class SimulatedRadioMesh {
         const slices = ckpt ? loadHeadSlices(ckpt, g, heads, o.quant) : null;
         const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
         const newSession = slices ? () => new HeadGroup(g, slices) : () => standIn(address, heads);
-        const radio = this.channel.attach({ name: `${o.idPrefix ?? 'radio-'}${address}`, listen: [this.config.plan.broadcast] });
-        this.nodeRadios.push(radio);
-        this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
-        this.infos.push({ id: radio.name, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: slices ? new HeadGroup(g, slices, 1).weightBytes : 0 });
+        const id = `${o.idPrefix ?? 'radio-'}${address}`;
+        if (o.nodesOnChannel ?? true) {
+          const radio = this.channel.attach({ name: id, listen: [this.config.plan.broadcast] });
+          this.nodeRadios.push(radio);
+          this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
+        }
+        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: slices ? new HeadGroup(g, slices, 1).weightBytes : 0 });
       });
     } finally {
       ckpt?.close();
