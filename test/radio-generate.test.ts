@@ -3,6 +3,8 @@
  * broker process, the bridge announcing the radio nodes, the radio nodes computing their
  * heads on the simulated channel. Loss changes the time, never the tokens.
  */
+import { MeshGateway } from '../lib/mesh/gateway';
+import { RadioBridge } from '../gateway-bridge/bridge';
 import { generateOverRadio } from '../gateway-bridge/run';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
 import { goldenIds, goldenText } from './support/fixtures';
@@ -58,4 +60,18 @@ test('EU868 on one receive channel, under its duty cycles and 10% loss: the gold
   expect(mesh.errors).toEqual([]);
   // The gateway's 10% in g3 dominates: far slower than US915 per position.
   expect(result.radio.simulatedSecondsPerToken).toBeGreaterThan(2 * lossless.result.radio.simulatedSecondsPerToken);
+});
+
+test('the bridge refuses an assignment of heads a radio node does not hold in flash, and says why', async () => {
+  const mesh = radioMesh(4);
+  const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));
+  const bridge = await RadioBridge.connect({ url: brokerUrl, meshId: 'radio-refuse', mac, g: mesh.g, transport: 'f32', nodes: mesh.infos, log: quiet });
+  cleanups.push(() => bridge.close());
+  const gw = await MeshGateway.connect({ url: brokerUrl, meshId: 'radio-refuse', ...bridgePaths, log: quiet });
+  cleanups.push(() => gw.close());
+  const nodes = await gw.discover({ count: 4 });
+  expect(gw.nodes.get('radio-2')?.status).toMatchObject({ state: 'online', heads: [2, 3], kvHeads: [1], weights: 'f32' });
+  await expect(gw.assign(nodes, { groups: 2 })).rejects.toThrow(/radio node radio-1 holds heads \[0,1\] in flash; it cannot load \[0,1,2,3\] over LoRa/);
+  await expect(gw.assign(nodes, { quant: 'int8' })).rejects.toThrow(/holds f32 weights, not int8/);
+  expect(bridge.counters.refusedAssignments).toBeGreaterThanOrEqual(2);
 });
