@@ -7,7 +7,7 @@
 import { Geometry } from './config';
 import { Checkpoint } from './checkpoint';
 import { MeshLlmError } from './errors';
-import { matmul, rope, ropeTable, softmax, weightedRowSum } from './math';
+import { addInPlace, matmul, rope, ropeTable, softmax, weightedRowSum } from './math';
 import { Int8Matrix, matmulInt8, quantizeMatrix } from './quant';
 
 export type WeightQuant = 'f32' | 'int8';
@@ -69,8 +69,19 @@ export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], q
   return slices;
 }
 
+/**
+ * A vector added to a group's head outputs at one layer, after attention (the seed's
+ * head_output = attention + alpha * steering): [heads.length * headSize], in `heads` order.
+ */
+export interface HeadSteering {
+  layer: number;
+  vector: Float32Array;
+}
+
 export class HeadGroup {
   readonly heads: number[];
+  /** Steering added to the head outputs (lib/steering computes it); null: none. */
+  steering: HeadSteering | null = null;
   readonly kvHeads: number[];
   /** Context length of the KV cache (positions). */
   readonly contextLength: number;
@@ -155,6 +166,7 @@ export class HeadGroup {
       }
     }
     this.attend(pos, kCache, vCache);
+    if (this.steering?.layer === layer) addInPlace(this.out, this.steering.vector);
     return this.out;
   }
 

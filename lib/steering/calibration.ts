@@ -2,7 +2,7 @@
  * Sensor calibration: per node and channel, a robust baseline (median and MAD) over a
  * calibration window, and readings normalised against it into [-1, 1]. Bad readings (not a
  * number, outside the channel's physical range, or stale) never reach the model: they are
- * rejected, and a channel with no fresh reading decays to neutral (0).
+ * rejected, and a channel whose last reading grows old decays linearly to neutral (0).
  */
 
 export interface ChannelSpec {
@@ -57,13 +57,17 @@ export interface CalibratorOptions {
   window: number;
   /** Deviations (in MADs) that map to a full reading of 1. */
   fullScale: number;
-  /** A reading older than this (ms) is stale: the channel decays to neutral. */
+  /** A reading older than this (ms) is stale: the channel starts decaying to neutral... */
   staleMs: number;
+  /** ...and is neutral this long (ms) after it became stale. */
+  decayMs: number;
+  /** Deviations (in MADs) within which a reading is neutral: sensor noise does not steer. */
+  deadband: number;
   /** Smallest MAD per channel, as a fraction of its physical range. */
   madFloorFraction: number;
 }
 
-export const DEFAULT_CALIBRATOR: CalibratorOptions = { window: 60, fullScale: 4, staleMs: 30000, madFloorFraction: 0.001 };
+export const DEFAULT_CALIBRATOR: CalibratorOptions = { window: 60, fullScale: 6, staleMs: 30000, decayMs: 30000, deadband: 2, madFloorFraction: 0.001 };
 
 interface ChannelState {
   window: number[];
@@ -92,6 +96,7 @@ export class Calibrator {
   /** Adds a node's readings taken at `at` (ms); returns the rejected ones with reasons. */
   add(node: string, readings: Record<string, unknown>, at: number): { channel: string; reason: string }[] {
     const rejected: { channel: string; reason: string }[] = [];
+    if (!Number.isFinite(at)) return Object.keys(readings).map((channel) => ({ channel, reason: `time ${at} is not a number` }));
     for (const [channel, raw] of Object.entries(readings)) {
       const v = checkReading(channel, raw);
       if (!v.ok) {
@@ -133,20 +138,46 @@ export class Calibrator {
     for (const [node, byChannel] of Object.entries(saved)) for (const [channel, b] of Object.entries(byChannel)) this.channel(node, channel).baseline = b;
   }
 
+  /** Adds a sensor message (schemas/sensors.json); null readings are rejected like bad ones. */
+  addMessage(m: { node: string; at: number; readings: Record<string, unknown> }): { channel: string; reason: string }[] {
+    return this.add(m.node, m.readings, m.at);
+  }
+
+  /** Nodes with any state. */
+  nodes(): string[] {
+    return [...this.state.keys()];
+  }
+
   /**
-   * A node's normalised readings at time `now`: (last - median) / (fullScale * MAD), clipped
-   * to [-1, 1]; 0 for a channel that is stale or not calibrated. Never NaN.
+   * A node's normalised readings at time `now`: the deviation z = (last - median) / MAD,
+   * neutral within the deadband, then (|z| - deadband) / (fullScale - deadband) with z's sign,
+   * clipped to [-1, 1], and scaled down linearly to 0 over decayMs once the reading is older
+   * than staleMs. 0 for a channel not calibrated or never read. Never NaN.
    */
   normalised(node: string, now: number): Record<string, number> {
     const out: Record<string, number> = {};
     for (const [channel, s] of this.state.get(node) ?? []) {
-      if (!s.baseline || s.last === null || now - s.lastAt > this.options.staleMs) {
-        out[channel] = 0;
-        continue;
-      }
-      const z = (s.last - s.baseline.median) / (this.options.fullScale * s.baseline.mad);
-      out[channel] = Number.isFinite(z) ? Math.max(-1, Math.min(1, z)) : 0;
+      out[channel] = s.baseline && s.last !== null ? this.scale(s.last, s.baseline) * this.freshness(now - s.lastAt) : 0;
     }
     return out;
+  }
+
+  /** Normalised readings of every node at `now`. */
+  allNormalised(now: number): Record<string, Record<string, number>> {
+    return Object.fromEntries(this.nodes().map((n) => [n, this.normalised(n, now)]));
+  }
+
+  private scale(value: number, b: Baseline): number {
+    const { deadband, fullScale } = this.options;
+    const z = (value - b.median) / b.mad;
+    const r = Math.sign(z) * Math.max(0, Math.abs(z) - deadband) / Math.max(fullScale - deadband, 1e-9);
+    return Number.isFinite(r) ? Math.max(-1, Math.min(1, r)) : 0;
+  }
+
+  /** 1 while fresh, then linearly down to 0 over decayMs. */
+  private freshness(ageMs: number): number {
+    const { staleMs, decayMs } = this.options;
+    if (!(ageMs > staleMs)) return 1;
+    return decayMs > 0 ? Math.max(0, 1 - (ageMs - staleMs) / decayMs) : 0;
   }
 }

@@ -1,0 +1,88 @@
+/**
+ * Per-head application of a steering direction. The residual stream receives the head
+ * outputs through W_O: x += W_O h, with h [dim] the heads' outputs concatenated in head order.
+ * A direction d [dim] in the residual stream is written as head outputs u = W_O+ d (W_O+ the
+ * pseudo-inverse of that layer's W_O); a node holding heads H receives its block u_H
+ * [|H| * headSize], adds alpha * sum_c reading_c * u_{H,c} to its head outputs, and so moves
+ * the residual stream by W_O[:, H] u_H: its share of the direction, a vector in its heads'
+ * output subspace. The shares of all nodes add up to W_O W_O+ d, which is d itself when W_O
+ * has full rank (it does for stories260K; `reconstructionError` measures it).
+ */
+import { Geometry } from '../llm/config';
+import { Matrix, columns, matrix, multiply, norm, pseudoInverse } from './linalg';
+
+/** A node and the query heads it computes (ascending). */
+export interface NodeHeads {
+  node: string;
+  heads: number[];
+}
+
+/** One node's block of every channel's direction: channel -> [heads.length * headSize]. */
+export interface NodeShare extends NodeHeads {
+  layer: number;
+  /** heads.length * headSize: the length of the node's head outputs and of every channel's block. */
+  width: number;
+  channels: Record<string, Float32Array>;
+}
+
+/** The output columns of W_O that carry some heads: head h owns columns h*headSize .. (h+1)*headSize-1. */
+export function headColumns(g: Geometry, heads: readonly number[]): number[] {
+  return heads.flatMap((h) => Array.from({ length: g.headSize }, (_, d) => h * g.headSize + d));
+}
+
+/** W_O of one layer as a matrix [dim, dim] (x += W_O h). */
+export function outputProjection(g: Geometry, wo: Float32Array): Matrix {
+  return matrix(g.dim, g.dim, wo);
+}
+
+/** The head outputs u = W_O+ d [dim] that write direction d [dim] into the residual stream. */
+export function headOutputsFor(woPinv: Matrix, direction: ArrayLike<number>): Float64Array {
+  return multiply(woPinv, direction);
+}
+
+/**
+ * Every node's share of every channel's direction at one layer. `directions`: channel ->
+ * [dim]; `wo`: that layer's W_O [dim, dim].
+ */
+export function splitDirections(g: Geometry, wo: Float32Array, layer: number, nodes: readonly NodeHeads[], directions: Record<string, ArrayLike<number>>): NodeShare[] {
+  const pinv = pseudoInverse(outputProjection(g, wo));
+  const headOutputs = Object.fromEntries(Object.entries(directions).map(([c, d]) => [c, headOutputsFor(pinv, d)]));
+  return nodes.map(({ node, heads }) => {
+    const cols = headColumns(g, heads);
+    const channels = Object.fromEntries(Object.entries(headOutputs).map(([c, u]) => [c, Float32Array.from(cols, (j) => u[j])]));
+    return { node, heads: [...heads], layer, width: cols.length, channels };
+  });
+}
+
+/** A normalised reading as steering uses it: finite and in [-1, 1], anything else neutral (0). */
+export function safeReading(r: unknown): number {
+  return typeof r === 'number' && Number.isFinite(r) ? Math.max(-1, Math.min(1, r)) : 0;
+}
+
+/**
+ * What a node adds to its head outputs: alpha * sum over channels of reading_c * share_c
+ * [heads.length * headSize]. Channels without a reading (or with a bad one) contribute nothing.
+ */
+export function nodeSteeringVector(share: NodeShare, readings: Record<string, number>, alpha: number): Float32Array {
+  const out = new Float64Array(share.width);
+  const a = Number.isFinite(alpha) ? alpha : 0;
+  for (const [channel, v] of Object.entries(share.channels)) {
+    const r = safeReading(readings[channel]);
+    if (r === 0) continue;
+    for (let i = 0; i < v.length; i++) out[i] += a * r * v[i];
+  }
+  return Float32Array.from(out);
+}
+
+/** The residual-stream vector W_O[:, heads] v [dim] that head-output values v of some heads produce. */
+export function residualOf(g: Geometry, wo: Float32Array, heads: readonly number[], v: ArrayLike<number>): Float64Array {
+  return multiply(columns(outputProjection(g, wo), headColumns(g, heads)), v);
+}
+
+/** |sum over nodes of their residual shares - d| / |d| for one channel. */
+export function reconstructionError(g: Geometry, wo: Float32Array, shares: readonly NodeShare[], channel: string, direction: ArrayLike<number>): number {
+  const sum = new Float64Array(g.dim);
+  for (const s of shares) residualOf(g, wo, s.heads, s.channels[channel]).forEach((x, i) => (sum[i] += x));
+  const diff = Array.from(sum, (x, i) => x - direction[i]);
+  return norm(diff) / Math.max(norm(direction), 1e-30);
+}

@@ -1,0 +1,130 @@
+/**
+ * Steering on the real model (stories260K): the per-node shares of every direction add up to
+ * the direction, one node alone moves the residual stream by exactly its share, the head
+ * partition does not change a uniformly steered run, the committed directions are what
+ * `steer calibrate` computes, a steered run moves the lexicon mass the expected way, and
+ * attribution names the one node of eight that felt a stimulus.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Engine } from '../lib/llm/engine';
+import { attributionTrials } from '../lib/steering/measure';
+import { SteeringData, loadSteering, recomputeDirections, steeringDir } from '../lib/steering/directions';
+import { lexiconTokens, meanLexiconMass } from '../lib/steering/lexicon';
+import { norm } from '../lib/steering/linalg';
+import { nodeSteeringVector, reconstructionError, residualOf } from '../lib/steering/shares';
+import { Steering, clearSteering, localNodes, uniformReadings } from '../lib/steering/steer';
+import { residualsAfterAttention } from '../lib/steering/directions';
+import { modelPaths } from './support/fixtures';
+
+const load = (groups: string | number) => Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups });
+
+const engine8 = load(8);
+const data: SteeringData = loadSteering(engine8.g.dim, engine8.g.nLayers);
+const steering8 = new Steering(engine8.g, engine8.gateway, data, localNodes(engine8.heads));
+const layer = data.settings.layer;
+const wo = engine8.gateway.weights.wo[layer];
+const prompt = engine8.tokenizer.encode('Tom was playing in the park with his friend.', true, false);
+
+/** Residual after the steered layer's attention at every position, minus the unsteered one. */
+async function residualShift(engine: Engine): Promise<Float64Array[]> {
+  const steered = await residualsAfterAttention(engine, prompt, layer);
+  const saved = engine.heads.groups.map((g) => g.steering);
+  clearSteering(engine.heads);
+  const plain = await residualsAfterAttention(engine, prompt, layer);
+  engine.heads.groups.forEach((g, i) => (g.steering = saved[i]));
+  return steered.map((x, p) => Float64Array.from(x, (v, i) => v - plain[p][i]));
+}
+
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  return norm(Array.from(a, (x, i) => x - b[i])) / norm(b);
+}
+
+describe('per-head application', () => {
+  test('for 8 one-head nodes and for groups 2+3+3, the per-node shares add up to each full direction', () => {
+    for (const groups of [8, '2+3+3']) {
+      const engine = load(groups);
+      const steering = new Steering(engine.g, engine.gateway, data, localNodes(engine.heads));
+      for (const c of data.channels) {
+        expect(reconstructionError(engine.g, wo, steering.shares, c.channel, c.vector)).toBeLessThan(1e-5);
+        // and no single node carries the whole direction
+        for (const s of steering.shares) expect(relativeError(residualOf(engine.g, wo, s.heads, s.channels[c.channel]), c.vector)).toBeGreaterThan(0.05);
+      }
+    }
+  });
+
+  test('a node adds vectors of its own head size: alpha * sum_c reading_c * share_c; bad readings add nothing', () => {
+    const s = steering8.shares[3];
+    expect(s.width).toBe(engine8.g.headSize);
+    const v = nodeSteeringVector(s, { soundDb: 0.5, lightLux: -1 }, 2);
+    s.channels.soundDb.forEach((x, i) => expect(v[i]).toBeCloseTo(2 * (0.5 * x - s.channels.lightLux[i]), 4));
+    const bad = nodeSteeringVector(s, { soundDb: NaN, lightLux: Infinity as number, vibrationG: 'x' as unknown as number }, 2);
+    expect([...bad].every((x) => x === 0)).toBe(true);
+    expect([...nodeSteeringVector(s, { soundDb: 7 }, 1)]).toEqual([...nodeSteeringVector(s, { soundDb: 1 }, 1)]);
+  });
+
+  test('all nodes steering one channel move the residual stream by alpha * reading * direction at every position', async () => {
+    const channel = data.channels[0];
+    steering8.apply(engine8.heads, uniformReadings(localNodes(engine8.heads), { [channel.channel]: 0.8 }), 1.5);
+    const expected = channel.vector.map((x) => 1.5 * 0.8 * x);
+    for (const shift of await residualShift(engine8)) expect(relativeError(shift, expected)).toBeLessThan(1e-4);
+    clearSteering(engine8.heads);
+  });
+
+  test('one node alone moves the residual stream by exactly its share, not the whole direction', async () => {
+    const channel = data.channels[1];
+    const only = steering8.shares[5];
+    steering8.apply(engine8.heads, { [only.node]: { [channel.channel]: 1 } }, 1);
+    const expected = residualOf(engine8.g, wo, only.heads, only.channels[channel.channel]);
+    for (const shift of await residualShift(engine8)) expect(relativeError(shift, expected)).toBeLessThan(1e-4);
+    clearSteering(engine8.heads);
+  });
+
+  test('with the same readings everywhere, the head partition does not change the steered logits', async () => {
+    const readings = { soundDb: 1, vibrationG: 0.5, lightLux: -0.3 };
+    const logits: Float32Array[][] = [];
+    for (const groups of [1, 8, '2+3+3']) {
+      const engine = load(groups);
+      const steering = new Steering(engine.g, engine.gateway, data, localNodes(engine.heads));
+      steering.apply(engine.heads, uniformReadings(localNodes(engine.heads), readings), data.settings.alpha);
+      logits.push(await engine.teacherForce(prompt));
+    }
+    for (const other of logits.slice(1)) other.forEach((l, p) => l.forEach((v, i) => expect(Math.abs(v - logits[0][p][i])).toBeLessThan(2e-4)));
+    // and steering did change them
+    expect(Math.abs(logits[0][prompt.length - 1][0] - (await engine8.teacherForce(prompt))[prompt.length - 1][0])).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('directions', () => {
+  test('`steer calibrate` recomputes exactly the committed direction files', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-steering-'));
+    for (const f of fs.readdirSync(steeringDir())) fs.copyFileSync(path.join(steeringDir(), f), path.join(dir, f));
+    await recomputeDirections(load(1), 'stories260K.bin', dir);
+    const recomputed = loadSteering(engine8.g.dim, engine8.g.nLayers, dir);
+    recomputed.channels.forEach((c, i) => expect(relativeError(c.vector, data.channels[i].vector)).toBeLessThan(1e-5));
+  });
+});
+
+describe('effect on the text', () => {
+  test('a steered run raises each channel lexicon mass with a positive reading', async () => {
+    const contexts = data.settings.evaluation.map((p) => engine8.tokenizer.encode(p, true, false));
+    const nodes = localNodes(engine8.heads);
+    for (const c of data.channels) {
+      const words = lexiconTokens(engine8.tokenizer, c.lexicon);
+      const mass = async (r: number) => {
+        steering8.apply(engine8.heads, uniformReadings(nodes, { [c.channel]: r }), data.settings.alpha);
+        return meanLexiconMass(engine8, contexts, words);
+      };
+      const calm = await mass(0);
+      const full = await mass(1);
+      expect(full).toBeGreaterThan(calm * 1.05);
+    }
+    clearSteering(engine8.heads);
+  });
+
+  test('attribution: with a full stimulus on one node of eight, that node is named most responsible in >= 90% of trials', async () => {
+    const top1 = await attributionTrials(engine8, steering8, data, data.settings.alpha, 16, 4, 101);
+    expect(top1).toBeGreaterThanOrEqual(0.9);
+  });
+});
