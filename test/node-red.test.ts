@@ -255,4 +255,16 @@ describe('POST /generate on the server npm start runs', () => {
     const types = flows.flows.map((n: { type: string }) => n.type);
     for (const t of ['mesh-llm-broadcast', 'mesh-llm-aggregate', 'mesh-llm-ffn', 'mesh-llm-layer-loop']) expect(types).toContain(t);
   });
+
+  test('the package loads as a palette module: every node of its "node-red" section, and the example flow', async () => {
+    const sets = (await (await fetch(`${url}/nodes`, { headers: { accept: 'application/json' } })).json()) as { module: string; types: string[]; enabled: boolean; err?: string }[];
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const ourSets = sets.filter((s) => s.module === pkg.name);
+    expect(ourSets.map((s) => s.err ?? null).filter(Boolean)).toEqual([]);
+    expect(ourSets.every((s) => s.enabled)).toBe(true);
+    expect(ourSets.flatMap((s) => s.types).sort()).toEqual(Object.keys(pkg['node-red'].nodes).sort());
+    const examples = await (await fetch(`${url}/library/examples/flows/`, { headers: { accept: 'application/json' } })).json();
+    expect(examples).toContain(pkg.name);
+    expect(JSON.parse(fs.readFileSync(path.join(root, 'examples', 'mesh-llm.json'), 'utf8'))).toEqual(shippedFlow());
+  });
 });
