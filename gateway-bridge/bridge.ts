@@ -57,6 +57,8 @@ export interface RadioBridgeOptions extends BrokerAddress {
   transport: Encoding;
   nodes: RadioNodeInfo[];
   log?: Logger;
+  /** Called when a layer fails on the radio (the mesh gateway itself only sees its gather time out). */
+  onFailure?: (e: Error) => void;
 }
 
 export interface BridgeCounters {
@@ -254,6 +256,7 @@ export class RadioBridge {
     } catch (e) {
       // The mesh gateway's gather timeout names the nodes; say why here.
       this.log('error', `layer ${f.layer} at position ${f.pos}: ${(e as Error).message}`);
+      this.o.onFailure?.(e as Error);
       return;
     }
     const transport = this.o.transport;

@@ -97,7 +97,7 @@ export class SimulatedRadioMesh {
 
   constructor(o: SimulatedRadioMeshOptions) {
     this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
-    if (this.clock instanceof VirtualClock) this.clock.onError = (e) => this.errors.push(e as Error);
+    this.clock.onError = (e) => this.errors.push(e as Error);
     this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels });
     this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, loss: o.loss, seed: o.seed });
     this.key = o.key ?? randomBytes(16);

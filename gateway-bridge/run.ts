@@ -5,9 +5,9 @@
  */
 import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/engine';
 import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
-import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
+import { MeshError, MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
-import { GatewayRadioLink } from '../lib/radio/mac';
+import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
@@ -38,8 +38,14 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
   const mac = o.mesh.createMac(o.link);
   let bridge: RadioBridge | undefined;
   let gw: MeshGateway | undefined;
+  // In one process, a failure on the radio fails the generation at once rather than at the gather timeout.
+  const fail = (e: unknown) => gw?.runner?.fail(new MeshError(`the radio failed: ${(e as Error).message}`));
+  o.mesh.clock.onError = (e) => {
+    o.mesh.errors.push(e as Error);
+    fail(e);
+  };
   try {
-    bridge = await RadioBridge.connect({ url: o.brokerUrl, meshId: o.meshId, mac, g: o.mesh.g, transport: o.mesh.transport, nodes: o.mesh.infos, log });
+    bridge = await RadioBridge.connect({ url: o.brokerUrl, meshId: o.meshId, mac, g: o.mesh.g, transport: o.mesh.transport, nodes: o.mesh.infos, log, onFailure: fail });
     gw = await MeshGateway.connect({ url: o.brokerUrl, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs ?? 60000, log });
     const ids = await gw.discover({ count: o.mesh.infos.length, timeoutMs: 20000 });
     const radioIds = new Set(o.mesh.infos.map((i) => i.id));
@@ -85,8 +91,9 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
   let broker: RunningBroker | undefined;
   try {
     if (!o.brokerUrl) broker = await startAedesBroker({ port: 0 });
-    // A layer takes its airtime divided by the time scale on the wall clock.
-    const layerWallMs = o.timeScale ? (mesh.layout.windowMs * 40) / o.timeScale : 0;
+    // Paced in real time, a layer takes its airtime over the time scale on the wall clock; allow for retransmission rounds.
+    const l = mesh.layout;
+    const layerWallMs = o.timeScale ? (10 * layerBoundMs(l.config, l.broadcastFrames, [...l.resultFrames.values()])) / o.timeScale : 0;
     return await generateOverRadio({
       mesh,
       link: new SimulatedChannelLink(mesh.attachGatewayRadio()),
@@ -97,7 +104,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       generate: o.generate,
       onToken: o.onToken,
       onProgress: o.onProgress,
-      gatherTimeoutMs: Math.max(60000, layerWallMs),
+      gatherTimeoutMs: Math.max(60000, Math.ceil(layerWallMs)),
       log: o.log,
     });
   } finally {

@@ -387,7 +387,7 @@ export class SimulatedPacketForwarder {
     const now = this.o.clock.now();
     const at = t.imme ? now : typeof t.tmst === 'number' ? fromTimestampUs(t.tmst, now) : NaN;
     if (Number.isNaN(at)) return 'TX_FREQ';
-    if (at < now - 1) return 'TOO_LATE';
+    if (at < now - this.o.clock.lateToleranceMs - 1) return 'TOO_LATE';
     const channel: Channel = { frequencyHz: fromMHz(t.freq), bandwidthKHz: rate.bandwidthKHz as BandwidthKHz };
     try {
       this.o.radio.transmit(Buffer.from(t.data, 'base64'), channel, startFor(at, this.o.radio.earliestStartMs(channel, at)));

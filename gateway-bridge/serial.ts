@@ -349,7 +349,7 @@ export class SimulatedSerialModem {
     const mod = this.o.modulation;
     if (m.sf !== mod.sf || m.bandwidthKHz !== mod.bandwidthKHz || m.codingRate !== mod.codingRate) return 'badParameter';
     const at = fromTimestampUs(m.tmst, this.o.clock.now());
-    if (at < this.o.clock.now() - 1) return 'tooLate';
+    if (at < this.o.clock.now() - this.o.clock.lateToleranceMs - 1) return 'tooLate';
     const channel: Channel = { frequencyHz: m.frequencyHz, bandwidthKHz: m.bandwidthKHz as BandwidthKHz };
     try {
       this.o.radio.transmit(m.payload, channel, startFor(at, this.o.radio.earliestStartMs(channel, at)));

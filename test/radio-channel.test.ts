@@ -155,3 +155,18 @@ test('real-time pacing: at 10x a 348 ms frame takes about 35 ms of wall time', a
   expect(wall).toBeGreaterThanOrEqual(33);
   expect(wall).toBeLessThan(300);
 });
+
+test('real-time pacing keeps simulated order: a late wakeup runs due events earliest first, each at its own instant', async () => {
+  const clock = new RealTimeClock(10);
+  const order: [string, number][] = [];
+  clock.at(100, () => order.push(['a', clock.now()]));
+  const until = performance.now() + 30; // the event loop is busy for 300 simulated ms
+  while (performance.now() < until);
+  clock.at(50, () => order.push(['b', clock.now()]));
+  await new Promise((r) => setTimeout(r, 50));
+  expect(order).toEqual([
+    ['b', 50],
+    ['a', 100],
+  ]);
+  expect(clock.now()).toBeGreaterThan(300);
+});

@@ -17,9 +17,6 @@ import { LoRaModulation, Modulation, modulation as fullModulation, timeOnAirMs }
 import { Clock } from './clock';
 import { Channel, DutyCycleTracker, Region } from './regions';
 
-/** Transmissions may start this much in the past (a real-time clock's timer runs late). */
-const LATE_TOLERANCE_MS = 50;
-
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
@@ -162,7 +159,8 @@ export class RadioChannel {
   /** Called by Radio.transmit. */
   send(sender: Radio, bytes: Buffer, channel: Channel, startMs: number): Transmission {
     const now = this.clock.now();
-    if (startMs < now - LATE_TOLERANCE_MS) throw new RangeError(`${sender.name}: transmission at ${startMs.toFixed(1)} ms is in the past (now ${now.toFixed(1)} ms)`);
+    // A real-time clock's timers run late on a busy event loop: the plan, not the wakeup, is the truth.
+    if (startMs < now - this.clock.lateToleranceMs - 1e-9) throw new RangeError(`${sender.name}: transmission at ${startMs.toFixed(1)} ms is in the past (now ${now.toFixed(1)} ms)`);
     const airtime = this.airtimeMs(bytes.length);
     sender.dutyCycle.transmit(channel, startMs, airtime);
     const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: this.modulation.sf, startMs, endMs: startMs + airtime };

@@ -9,7 +9,8 @@
  * simulated time stands still until it is released.
  *
  * RealTimeClock: simulated time follows the wall clock times a scale factor; at 1x a person
- * watches true airtime go by.
+ * watches true airtime go by. Its events too run in simulated-time order, each seeing its own
+ * instant as now, so a wakeup that comes late on a busy event loop changes nothing but when.
  */
 
 export interface ClockTimer {
@@ -23,6 +24,17 @@ export interface Clock {
   at(atMs: number, fn: () => void): ClockTimer;
   /** Stops simulated time from advancing until the returned function is called (once). */
   hold(): () => void;
+  /**
+   * How late, in simulated ms, a timer may run: a transmission planned for an instant this
+   * much in the past is still taken as on time (0 for the virtual clock, which is never late).
+   */
+  readonly lateToleranceMs: number;
+  /** Errors thrown by timer callbacks are reported here (default: rethrown asynchronously). */
+  onError: (e: unknown) => void;
+}
+
+function rethrow(e: unknown): never {
+  throw e;
 }
 
 interface Entry {
@@ -82,29 +94,42 @@ function before(x: Entry, y: Entry): boolean {
   return x.atMs < y.atMs || (x.atMs === y.atMs && x.seq < y.seq);
 }
 
-/** Simulated time that advances by events, as fast as the host runs them. */
-export class VirtualClock implements Clock {
-  private t: number;
+/**
+ * Timers in simulated-time order, whichever clock paces them: an event never runs before an
+ * earlier one, even when a real-time clock's wakeup comes late. Holds stop events from running.
+ */
+abstract class EventClock implements Clock {
+  abstract readonly lateToleranceMs: number;
+  onError: (e: unknown) => void = rethrow;
+  /** Time of the event running or last run. */
+  protected t: number;
   private seq = 0;
   private holds = 0;
-  private pumping = false;
+  private inEvent = false;
   private readonly timers = new TimerHeap();
-  /** Errors thrown by timer callbacks are reported here (default: rethrown asynchronously). */
-  onError: (e: unknown) => void = (e) => {
-    throw e;
-  };
+  /** The wakeup scheduled, and for which simulated instant. */
+  private wakeup: { at: number; cancel: () => void } | null = null;
 
-  constructor(startMs = 0) {
+  constructor(startMs: number) {
     this.t = startMs;
   }
 
+  /** Simulated time outside events (the real-time clock follows the wall). */
+  protected abstract freeNow(): number;
+  /** Wall ms to wait before an event at `atMs` may run (0 or less: now). */
+  protected abstract waitMs(atMs: number): number;
+
   now(): number {
-    return this.t;
+    return this.inEvent ? this.t : Math.max(this.t, this.freeNow());
   }
 
   at(atMs: number, fn: () => void): ClockTimer {
     const e: Entry = { atMs: Math.max(atMs, this.t), seq: this.seq++, fn, cancelled: false };
     this.timers.push(e);
+    if (this.wakeup && e.atMs < this.wakeup.at) {
+      this.wakeup.cancel();
+      this.wakeup = null;
+    }
     this.kick();
     return { cancel: () => void (e.cancelled = true) };
   }
@@ -126,51 +151,87 @@ export class VirtualClock implements Clock {
   }
 
   private kick(): void {
-    if (this.pumping || this.holds > 0 || this.timers.size === 0) return;
-    this.pumping = true;
-    setImmediate(() => this.step());
+    if (this.wakeup || this.holds > 0) return;
+    let e = this.timers.peek();
+    while (e && e.cancelled) {
+      this.timers.pop();
+      e = this.timers.peek();
+    }
+    if (!e) return;
+    const wait = this.waitMs(e.atMs);
+    if (wait <= 0) {
+      const immediate = setImmediate(() => this.step());
+      this.wakeup = { at: -Infinity, cancel: () => clearImmediate(immediate) };
+    } else {
+      const timer = setTimeout(() => this.step(), wait);
+      this.wakeup = { at: e.atMs, cancel: () => clearTimeout(timer) };
+    }
   }
 
-  /** Runs the earliest timer, then yields to the event loop before the next one. */
+  /** Runs the earliest timer if it is due, then yields to the event loop before the next one. */
   private step(): void {
-    this.pumping = false;
-    if (this.holds > 0) return;
-    let e = this.timers.pop();
-    while (e && e.cancelled) e = this.timers.pop();
-    if (e) {
+    this.wakeup = null;
+    const e = this.timers.peek();
+    if (this.holds > 0 || !e) return;
+    if (!e.cancelled && this.waitMs(e.atMs) > 0) return this.kick();
+    this.timers.pop();
+    if (!e.cancelled) {
       this.t = Math.max(this.t, e.atMs);
+      this.inEvent = true;
       try {
         e.fn();
       } catch (err) {
         this.onError(err);
+      } finally {
+        this.inEvent = false;
       }
     }
     this.kick();
   }
 }
 
-/** Simulated time paced by the wall clock: `scale` simulated ms per wall ms (1 = true airtime). */
-export class RealTimeClock implements Clock {
+/** Simulated time that advances by events, as fast as the host runs them. */
+export class VirtualClock extends EventClock {
+  readonly lateToleranceMs = 0;
+
+  constructor(startMs = 0) {
+    super(startMs);
+  }
+
+  protected freeNow(): number {
+    return this.t;
+  }
+
+  protected waitMs(): number {
+    return 0;
+  }
+}
+
+/** Wall ms a timer of the real-time clock may run late (a busy event loop) before a frame counts as missed. */
+const WALL_LATENESS_MS = 250;
+
+/**
+ * Simulated time paced by the wall clock: `scale` simulated ms per wall ms (1 = true airtime).
+ * Events still run in simulated-time order, each seeing its own instant as now.
+ */
+export class RealTimeClock extends EventClock {
+  readonly lateToleranceMs: number;
   private readonly startWall = performance.now();
 
   constructor(
     readonly scale = 1,
     private readonly startMs = 0,
   ) {
+    super(startMs);
     if (!(scale > 0)) throw new RangeError(`time scale ${scale}: expected a number above 0`);
+    this.lateToleranceMs = WALL_LATENESS_MS * scale;
   }
 
-  now(): number {
+  protected freeNow(): number {
     return this.startMs + (performance.now() - this.startWall) * this.scale;
   }
 
-  at(atMs: number, fn: () => void): ClockTimer {
-    const timer = setTimeout(fn, Math.max(0, (atMs - this.now()) / this.scale));
-    return { cancel: () => clearTimeout(timer) };
-  }
-
-  /** Wall time does not wait: holding a real-time clock does nothing. */
-  hold(): () => void {
-    return () => undefined;
+  protected waitMs(atMs: number): number {
+    return (atMs - this.freeNow()) / this.scale;
   }
 }
