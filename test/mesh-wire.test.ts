@@ -103,6 +103,7 @@ describe('control messages', () => {
     telemetry: { protocol: 1, node: 'node-1', uptimeMs: 10, rssBytes: 1, weightBytes: 2, cacheBytes: 3, sessions: 1, framesIn: 4, framesOut: 4, dropped: 0 },
     token: { protocol: 1, session: 7, pos: 1, token: 403, piece: ' Once' },
     error: { protocol: 1, source: 'gateway', topic: 'mesh-llm/x/result/n', reason: 'bad magic' },
+    steering: { protocol: 1, id: 's1', heads: [2], layer: 3, alpha: 0.3, channels: [{ name: 'soundDb', reading: 1, share: [0.5, -0.25, 0, 0, 0, 0, 0, 1] }] },
   } as const;
 
   test('every control kind has a schema in schemas/ and accepts a well-formed message', () => {

@@ -9,9 +9,11 @@ import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
 import { headOutputGroupSize } from '../llm/engine';
-import { HeadGroup, HeadSlices, loadHeadSlices } from '../llm/head';
+import { HeadGroup, HeadSlices, HeadSteering, loadHeadSlices } from '../llm/head';
+import { steeringFromMessage } from '../steering/node';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import {
+  AckMessage,
   AssignmentMessage,
   ControlKind,
   ControlMessages,
@@ -22,6 +24,7 @@ import {
   PROTOCOL_VERSION,
   SessionMessage,
   StatusMessage,
+  SteeringMessage,
   Topics,
   checkId,
   decodeFrame,
@@ -76,6 +79,8 @@ export class HeadNode {
   private client?: MqttClient;
   private assignment?: ActiveAssignment;
   private readonly sessions = new Map<number, HeadGroup>();
+  /** Added to the head outputs of every session (lib/steering); null: none. */
+  private steering: HeadSteering | null = null;
   private heartbeat?: NodeJS.Timeout;
   private stopping = false;
   private readonly started = Date.now();
@@ -116,7 +121,7 @@ export class HeadNode {
       if (!this.stopping) this.log('warn', 'connection to the broker closed');
     });
     await subscribe(this.client, [this.t.broadcast], 0);
-    await subscribe(this.client, [this.t.assign(this.id), this.t.session], 1);
+    await subscribe(this.client, [this.t.assign(this.id), this.t.session, this.t.steer(this.id)], 1);
     this.publishStatus('online');
     this.heartbeat = setInterval(() => this.publishTelemetry(), this.o.heartbeatMs ?? 1000);
     this.heartbeat.unref();
@@ -140,6 +145,7 @@ export class HeadNode {
       if (topic === this.t.broadcast) this.onBroadcast(topic, payload);
       else if (topic === this.t.assign(this.id)) this.onControl('assignment', topic, payload, (m) => this.onAssignment(m));
       else if (topic === this.t.session) this.onControl('session', topic, payload, (m) => this.onSession(m));
+      else if (topic === this.t.steer(this.id)) this.onControl('steering', topic, payload, (m) => this.onSteering(m));
     } catch (e) {
       this.reject(topic, `internal error handling message: ${(e as Error).message}`);
     }
@@ -172,6 +178,7 @@ export class HeadNode {
       return;
     }
     this.sessions.clear();
+    this.steering = null; // cut for the previous heads
     if (m.heads.length === 0) {
       this.assignment = undefined;
       this.publishStatus('online');
@@ -226,7 +233,22 @@ export class HeadNode {
   private startSession(session: number, a: ActiveAssignment): void {
     const max = this.o.maxSessions ?? 4;
     while (this.sessions.size >= max) this.sessions.delete(this.sessions.keys().next().value as number);
-    this.sessions.set(session, new HeadGroup(this.g, a.slices));
+    const group = new HeadGroup(this.g, a.slices);
+    group.steering = this.steering;
+    this.sessions.set(session, group);
+  }
+
+  /** Steering from the gateway, applied by the head groups of every session after attention. */
+  private onSteering(m: SteeringMessage): void {
+    const a = this.assignment;
+    const s = a ? steeringFromMessage(m, a.heads, this.g.headSize, this.g.nLayers) : `steering ${m.id} arrived before any assignment`;
+    if (typeof s === 'string') {
+      this.reject(this.t.steer(this.id), s);
+      return this.ack('steering', m.id, false, s);
+    }
+    this.steering = m.channels.length > 0 ? s : null;
+    for (const group of this.sessions.values()) group.steering = this.steering;
+    this.ack('steering', m.id, true);
   }
 
   /** The hot path: decode the broadcast, compute the group's heads, send the result frame. */
@@ -271,7 +293,7 @@ export class HeadNode {
     this.client?.publish(this.t.status(this.id), encodeControl('status', m), { qos: 1, retain: true });
   }
 
-  private ack(kind: 'assignment' | 'session', id: string, ok: boolean, error?: string): void {
+  private ack(kind: AckMessage['kind'], id: string, ok: boolean, error?: string): void {
     this.client?.publish(this.t.ack(this.id), encodeControl('ack', { protocol: PROTOCOL_VERSION, node: this.id, kind, id, ok, ...(error ? { error } : {}) }), { qos: 1 });
   }
 

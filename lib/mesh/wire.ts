@@ -51,6 +51,13 @@ export function topicsFor(meshId: string) {
     tokens: `${root}/tokens`,
     /** JSON reports of dropped messages, anyone -> anyone. */
     errors: `${root}/errors`,
+    /** JSON sensor readings (schemas/sensors.json), node -> anyone. */
+    sensors: (node: string) => `${root}/sensors/${node}`,
+    sensorsAll: `${root}/sensors/+`,
+    /** JSON steering of one node (schemas/steering.json), gateway -> node. */
+    steer: (node: string) => `${root}/steer/${node}`,
+    /** JSON per-token attribution of the steering to nodes, gateway -> anyone. */
+    attribution: `${root}/attribution`,
   };
 }
 
@@ -262,7 +269,7 @@ export interface SessionMessage {
 export interface AckMessage {
   protocol: 1;
   node: string;
-  kind: 'assignment' | 'session';
+  kind: 'assignment' | 'session' | 'steering';
   id: string;
   ok: boolean;
   error?: string;
@@ -296,6 +303,18 @@ export interface ErrorMessage {
   reason: string;
 }
 
+/** What a node adds to its head outputs at one layer: alpha * sum over channels of reading * share. */
+export interface SteeringMessage {
+  protocol: 1;
+  id: string;
+  /** The heads the shares were cut for (the node's assigned heads, ascending). */
+  heads: number[];
+  layer: number;
+  alpha: number;
+  /** share: [heads.length * headSize]; reading in [-1, 1]. */
+  channels: { name: string; reading: number; share: number[] }[];
+}
+
 export interface ControlMessages {
   status: StatusMessage;
   assignment: AssignmentMessage;
@@ -304,10 +323,11 @@ export interface ControlMessages {
   telemetry: TelemetryMessage;
   token: TokenMessage;
   error: ErrorMessage;
+  steering: SteeringMessage;
 }
 
 export type ControlKind = keyof ControlMessages;
-export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error'];
+export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering'];
 
 /** schemas/ of the package. */
 export function schemaDir(): string {

@@ -1,0 +1,127 @@
+/**
+ * Steering over the MQTT mesh. The gateway side sends every head node its steering message
+ * (schemas/steering.json on mesh-llm/{mesh}/steer/{node}: its block of each channel's
+ * direction and its normalised readings) and waits for the node's acknowledgement; it
+ * publishes each token's attribution on mesh-llm/{mesh}/attribution. The node side turns a
+ * steering message into the vector its HeadGroup adds to the head outputs.
+ */
+import { MqttClient } from 'mqtt';
+import { GenerateOptions, GenerationResult } from '../llm/engine';
+import { HeadSteering } from '../llm/head';
+import { MeshGateway } from '../mesh/gateway';
+import { BrokerAddress, connectMqtt, endClient, subscribe } from '../mesh/mqtt';
+import { AckMessage, PROTOCOL_VERSION, SteeringMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from '../mesh/wire';
+import { NodeSteering, TokenAttribution, generateWithAttribution } from './attribution';
+import { NodeShare } from './shares';
+import { NodeReadings, Steering } from './steer';
+
+/** The steering message for one node: its shares and readings (readings clipped to [-1, 1], bad ones neutral). */
+export function steeringMessage(id: string, share: NodeShare, readings: Record<string, number>, alpha: number): SteeringMessage {
+  const clean = (r: unknown) => (typeof r === 'number' && Number.isFinite(r) ? Math.max(-1, Math.min(1, r)) : 0);
+  return {
+    protocol: PROTOCOL_VERSION,
+    id,
+    heads: share.heads,
+    layer: share.layer,
+    alpha,
+    channels: Object.entries(share.channels).map(([name, v]) => ({ name, reading: clean(readings[name]), share: Array.from(v) })),
+  };
+}
+
+/** The attribution of one token as published on mesh-llm/{mesh}/attribution. */
+export interface AttributionMessage {
+  protocol: 1;
+  session: number;
+  pos: number;
+  token: number;
+  piece: string;
+  top: string | null;
+  nodes: { node: string; kl: number }[];
+}
+
+/** The gateway's steering connection to a mesh: sends steering, waits for acks, publishes attributions. */
+export class MeshSteering {
+  private readonly t: Topics;
+  private readonly waiters = new Map<string, (m: AckMessage) => void>();
+  private count = 0;
+
+  private constructor(
+    private readonly client: MqttClient,
+    meshId: string,
+  ) {
+    this.t = topicsFor(meshId);
+  }
+
+  static async connect(o: BrokerAddress & { meshId: string }): Promise<MeshSteering> {
+    const client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-steering-${process.pid}`.slice(0, 64) });
+    const s = new MeshSteering(client, o.meshId);
+    client.on('message', (topic, payload) => s.onAck(topic, payload));
+    await subscribe(client, [s.t.acks], 1);
+    return s;
+  }
+
+  private onAck(topic: string, payload: Buffer): void {
+    let m: AckMessage;
+    try {
+      m = parseControl('ack', payload);
+    } catch {
+      return; // the gateway reports malformed acks; this connection only waits for its own
+    }
+    if (m.kind !== 'steering' || m.node !== nodeOfTopic(topic)) return;
+    this.waiters.get(`${m.node}|${m.id}`)?.(m);
+  }
+
+  /** Sends every node its steering and resolves once all have applied it. */
+  async configure(steering: Steering, readings: NodeReadings, alpha: number, timeoutMs = 5000): Promise<Map<string, HeadSteering>> {
+    const id = `s${++this.count}-${Date.now().toString(36)}`;
+    const acks = steering.shares.map(
+      (share) =>
+        new Promise<void>((resolve, reject) => {
+          const key = `${share.node}|${id}`;
+          const timer = setTimeout(() => {
+            this.waiters.delete(key);
+            reject(new Error(`head node ${share.node} did not acknowledge steering ${id} within ${timeoutMs} ms`));
+          }, timeoutMs);
+          this.waiters.set(key, (m) => {
+            clearTimeout(timer);
+            this.waiters.delete(key);
+            if (m.ok) resolve();
+            else reject(new Error(`head node ${share.node} refused steering ${id}: ${m.error ?? 'no reason given'}`));
+          });
+        }),
+    );
+    for (const share of steering.shares) {
+      this.client.publish(this.t.steer(share.node), encodeControl('steering', steeringMessage(id, share, readings[share.node] ?? {}, alpha)), { qos: 1 });
+    }
+    await Promise.all(acks);
+    return steering.vectors(readings, alpha);
+  }
+
+  publishAttribution(session: number, a: TokenAttribution): void {
+    const m: AttributionMessage = { protocol: PROTOCOL_VERSION, session, pos: a.pos, token: a.token, piece: a.piece, top: a.top, nodes: a.nodes };
+    this.client.publish(this.t.attribution, JSON.stringify(m), { qos: 0 });
+  }
+
+  async close(): Promise<void> {
+    await endClient(this.client);
+  }
+}
+
+/**
+ * A steered generation through an assigned mesh: steering sent to the nodes, the engine's
+ * loop with attribution on the gateway's runner, each token's attribution published.
+ */
+export async function generateSteeredOnMesh(gw: MeshGateway, link: MeshSteering, steering: Steering, readings: NodeReadings, alpha: number, options: GenerateOptions, onToken?: (a: TokenAttribution) => void): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
+  const heads = gw.runner;
+  if (!heads) throw new Error('no head nodes assigned: call assign() first');
+  const vectors = await link.configure(steering, readings, alpha);
+  const nodes: NodeSteering[] = steering.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! }));
+  try {
+    return await generateWithAttribution(gw.gateway, heads, gw.tokenizer, nodes, options, (a) => {
+      link.publishAttribution(heads.session, a);
+      onToken?.(a);
+    });
+  } finally {
+    await gw.endSession(heads).catch(() => undefined);
+  }
+}
