@@ -46,7 +46,7 @@ test('overlapping transmissions on one channel and spreading factor collide: bot
   const w = world();
   const a = w.radio('a', [CH1]);
   const b = w.radio('b', [CH1, CH2]);
-  const gw = w.radio('gw', [CH1, CH2]);
+  w.radio('gw', [CH1, CH2]);
   a.transmit(Buffer.alloc(50, 1), CH1, 0);
   b.transmit(Buffer.alloc(50, 2), CH1, timeOnAirMs(50, SF7) - 1); // overlaps a's last millisecond
   await w.settle();

@@ -332,8 +332,8 @@ export class GatewayMac {
       frames.push({ frame: this.sender.frames(nack)[0], kind: 'nack' });
       this.counters.nacksSent++;
     }
-    const kind: AirtimeKind = x.rounds === 1 ? 'broadcast' : 'resent';
-    for (const f of this.sender.frames(x.message, [...ordered, marker])) frames.push({ frame: f, kind });
+    const fragmentKind: AirtimeKind = x.rounds === 1 ? 'broadcast' : 'resent';
+    for (const f of this.sender.frames(x.message, [...ordered, marker])) frames.push({ frame: f, kind: fragmentKind });
     if (x.rounds > 1) this.counters.retransmittedFragments += ordered.length + 1;
 
     // The marker must end late enough for every owed node to be allowed to reply in its slot.
@@ -359,9 +359,9 @@ export class GatewayMac {
     for (const a of x.owed) {
       const slot = this.layout.slots.get(a) as Slot;
       const model = this.nodeModel.get(a) as DutyCycleTracker;
-      const frames = this.layout.longestReply.get(a) as number[];
+      const reply = this.layout.longestReply.get(a) as number[];
       let s = markerEnd + slot.offsetMs;
-      for (const bytes of frames) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), timeOnAirMs(bytes, config.modulation));
+      for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), timeOnAirMs(bytes, config.modulation));
     }
     x.timer = this.o.clock.at(markerEnd + this.layout.windowMs, () => this.endRound(x));
   }
