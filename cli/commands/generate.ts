@@ -8,6 +8,7 @@ import { resolveModelPaths } from '../../lib/llm/resolve';
 import { TextStream } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
+import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
@@ -21,7 +22,7 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
-  --json             print one JSON object instead of streaming text${meshUsage}${radioUsage}`;
+  --json             print one JSON object instead of streaming text${steeringUsage}${meshUsage}${radioUsage}`;
 
 export const generateOptionSpec = {
   prompt: { type: 'string' },
@@ -36,6 +37,7 @@ export const generateOptionSpec = {
   json: { type: 'boolean' },
   ...meshOptionSpec,
   ...radioOptionSpec,
+  ...steeringOptionSpec,
 } as const;
 
 export interface GenerateCommand {
@@ -80,6 +82,7 @@ export async function run(argv: string[]): Promise<number> {
   const paths = resolveModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
   const stream = new TextStream(process.stdout);
   if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
+  if (wantsSteering(values)) return runSteeredCommand(values, cmd, paths, stream);
   const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
   const result = wantsMesh(values)
     ? await runMeshCommand(values, cmd, paths, onToken)

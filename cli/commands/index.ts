@@ -10,4 +10,5 @@ export const commands: Record<string, Command> = {
   node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
   plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
+  steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };

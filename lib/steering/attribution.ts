@@ -6,7 +6,7 @@
  * The node with the largest divergence is the one most responsible for the deviation.
  */
 import { Geometry } from '../llm/config';
-import { GenerateOptions, GenerationResult, Generation, HeadRunner, forward } from '../llm/engine';
+import { GenerateOptions, GenerationResult, Generation, HeadRunner, TokenListener, forward } from '../llm/engine';
 import { Gateway } from '../llm/gateway';
 import { HeadSteering } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
@@ -94,10 +94,19 @@ export const ATTRIBUTION_FLOOR = 1e-9;
 export type AttributionListener = (a: TokenAttribution) => void;
 
 /**
- * run.c's generation loop with attribution of every sampled token. `heads` must be the
- * steered runner the nodes' steering is applied in (their vectors are in `nodes`).
+ * run.c's generation loop with attribution of every sampled token. `inner` is the runner
+ * the nodes' steering is applied in (their vectors are in `nodes`). onToken gets each sampled
+ * token's attribution; onPiece every token fed or sampled, as generate's listener does.
  */
-export async function generateWithAttribution(gateway: Gateway, inner: HeadRunner, tokenizer: Tokenizer, nodes: readonly NodeSteering[], options: GenerateOptions, onToken?: AttributionListener): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
+export async function generateWithAttribution(
+  gateway: Gateway,
+  inner: HeadRunner,
+  tokenizer: Tokenizer,
+  nodes: readonly NodeSteering[],
+  options: GenerateOptions,
+  onToken?: AttributionListener,
+  onPiece?: TokenListener,
+): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const heads = new CounterfactualHeads(inner, gateway.g, nodes);
   const headOut = new Float32Array(gateway.g.dim);
   await heads.reset();
@@ -110,6 +119,7 @@ export async function generateWithAttribution(gateway: Gateway, inner: HeadRunne
     if (sampled) ({ logits, nodes: ranked } = await attributeStep(gateway, heads, nodes, gen.token, gen.pos, headOut));
     else logits = await forward(gateway, heads, gen.token, gen.pos, headOut, false);
     const out = gen.advance(logits);
+    if (out) onPiece?.(out.token, out.piece, gen.pos);
     if (!out || !sampled) continue;
     const a: TokenAttribution = { pos: gen.pos, token: out.token, piece: out.piece.toString('utf8'), nodes: ranked, top: ranked.length && ranked[0].kl > ATTRIBUTION_FLOOR ? ranked[0].node : null };
     attributions.push(a);

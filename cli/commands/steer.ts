@@ -1,0 +1,126 @@
+/**
+ * `mesh-llm steer`: the steering data and its measurement.
+ *   calibrate  recompute every channel's direction in steering/ from its prompts
+ *   measure    lexicon mass against reading, perplexity, attribution (the figures of docs/STEERING.md)
+ *   readings   the normalised readings of every node for a scenario or a CSV trace
+ *   simulate   a scenario's sensor trace as CSV (to replay with --sensors)
+ */
+import * as fs from 'node:fs';
+import { UsageError, floatOption, intOption, parseOptions } from '../args';
+import { Engine } from '../../lib/llm/engine';
+import { resolveModelPaths } from '../../lib/llm/resolve';
+import * as path from 'node:path';
+import { recomputeDirections, steeringDir } from '../../lib/steering/directions';
+import { SteeringMeasure, measureSteering } from '../../lib/steering/measure';
+import { lineChart } from '../../lib/steering/plot';
+import { readingsFor, scenarioName } from '../../lib/steering/run';
+import { simulate, toSensorCsv } from '../../lib/steering/sensors';
+
+export const usage = `mesh-llm steer calibrate [--layer L] [--model PATH] [--tokenizer PATH]
+mesh-llm steer measure [--alpha A] [--trials N] [--plot FILE.png] [--json] [--model PATH] [--tokenizer PATH]
+mesh-llm steer readings (--scenario NAME | --sensors FILE) [--nodes N]
+mesh-llm steer simulate --scenario NAME [--nodes N] [--seed S] [--affected NODE] [--out FILE]
+
+  calibrate          recompute each channel's direction (steering/<channel>.json) by contrastive
+                     activation addition at the layer of steering/steering.json (or --layer L,
+                     which is then written there)
+  measure            per channel: lexicon mass at readings 0..1, its ratio at full reading, whether
+                     it rises monotonically, the perplexity increase of steered text; and the share
+                     of attribution trials naming the one stimulated node of eight
+  readings           print every node's normalised readings (JSON)
+  simulate           write a scenario's sensor trace as CSV (stdout or --out)
+  --alpha A          steering strength (default: steering/steering.json)
+  --trials N         attribution trials (default 80)
+  --plot FILE.png    also draw the lexicon mass curves
+  --scenario NAME    calm, explosion, bright-flash or earthquake
+  --sensors FILE     a CSV trace (at,node,<channels>...), calibrated on its first minute
+  --nodes N          head nodes node-1..node-N (default 8)
+  --affected NODE    only this node feels the scenario's event
+  The steering data directory is steering/ of the package, or MESH_LLM_STEERING_DIR.`;
+
+const optionSpec = {
+  layer: { type: 'string' },
+  model: { type: 'string' },
+  tokenizer: { type: 'string' },
+  alpha: { type: 'string' },
+  trials: { type: 'string' },
+  plot: { type: 'string' },
+  json: { type: 'boolean' },
+  scenario: { type: 'string' },
+  sensors: { type: 'string' },
+  nodes: { type: 'string' },
+  seed: { type: 'string' },
+  affected: { type: 'string' },
+  out: { type: 'string' },
+} as const;
+
+type Values = ReturnType<typeof parseOptions<typeof optionSpec>>;
+
+const nodeIds = (values: Values) => Array.from({ length: intOption('nodes', values.nodes, 8, 1, 1024) }, (_, i) => `node-${i + 1}`);
+
+async function calibrate(values: Values): Promise<number> {
+  const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
+  const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer });
+  const layer = values.layer === undefined ? undefined : intOption('layer', values.layer, 0, 0, engine.g.nLayers - 1);
+  const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer);
+  for (const w of written) process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file}\n`);
+  return 0;
+}
+
+function formatMeasure(m: SteeringMeasure): string {
+  const lines = [`layer ${m.layer}, alpha ${m.alpha}; per-node shares reproduce each direction to ${m.reconstructionError.toExponential(1)}`];
+  lines.push('channel        mass at readings 0 .. 1                          ratio  monotonic  perplexity');
+  for (const c of m.channels) {
+    const curve = c.curve.map((p) => p.mass.toFixed(5)).join(' ');
+    lines.push(`${c.name.padEnd(14)} ${curve.padEnd(48)} ${c.massRatioAtFull.toFixed(2).padStart(5)}  ${String(c.monotonic).padEnd(9)}  ${c.perplexityUnsteered.toFixed(3)} -> ${c.perplexitySteered.toFixed(3)} (${(100 * c.perplexityIncrease).toFixed(1)}%)`);
+  }
+  lines.push(`attribution: the stimulated node is top-1 in ${(100 * m.attributionTop1).toFixed(1)}% of ${m.attributionTrials} trials`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function measure(values: Values): Promise<number> {
+  const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
+  const m = await measureSteering({
+    modelPath: paths.model,
+    tokenizerPath: paths.tokenizer,
+    alpha: values.alpha === undefined ? undefined : floatOption('alpha', values.alpha, 0, -100, 100),
+    attributionTrials: intOption('trials', values.trials, 80, 1, 100000),
+  });
+  if (values.plot) {
+    const series = m.channels.map((c) => ({ name: c.name, points: c.curve.map((p) => ({ x: p.reading, y: p.mass / c.curve[0].mass })) }));
+    fs.writeFileSync(values.plot, lineChart(series, { title: `Lexicon mass vs reading (layer ${m.layer}, alpha ${m.alpha})`, xLabel: 'normalised reading', yLabel: 'mass / mass at 0', reference: 2 }));
+  }
+  if (values.json) {
+    const out = { channels: m.channels.map((c) => ({ name: c.name, massRatioAtFull: c.massRatioAtFull, monotonic: c.monotonic, perplexityIncrease: c.perplexityIncrease })), attributionTop1: m.attributionTop1, details: m };
+    process.stdout.write(`${JSON.stringify(out)}\n`);
+  } else {
+    process.stdout.write(formatMeasure(m));
+  }
+  return 0;
+}
+
+function readings(values: Values): number {
+  if ((values.scenario === undefined) === (values.sensors === undefined)) throw new UsageError('steer readings: give exactly one of --scenario NAME and --sensors FILE');
+  process.stdout.write(`${JSON.stringify(readingsFor({ scenario: values.scenario, sensors: values.sensors }, nodeIds(values)), null, 2)}\n`);
+  return 0;
+}
+
+function simulateCommand(values: Values): number {
+  if (values.scenario === undefined) throw new UsageError('steer simulate: --scenario NAME is required');
+  const nodes = nodeIds(values);
+  const affected = values.affected === undefined ? undefined : [values.affected];
+  const trace = simulate({ scenario: scenarioName(values.scenario), nodes, seed: intOption('seed', values.seed, 1, 0, 2 ** 31), affected, epicentre: values.affected });
+  const csv = toSensorCsv(trace);
+  if (values.out) fs.writeFileSync(values.out, csv);
+  else process.stdout.write(csv);
+  return 0;
+}
+
+const SUBCOMMANDS: Record<string, (values: Values) => number | Promise<number>> = { calibrate, measure, readings, simulate: simulateCommand };
+
+export async function run(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const handler = sub === undefined ? undefined : SUBCOMMANDS[sub];
+  if (!handler) throw new UsageError(`steer: expected one of ${Object.keys(SUBCOMMANDS).join(', ')}${sub === undefined ? '' : ` (got "${sub}")`}`);
+  return handler(parseOptions(rest, optionSpec, `steer ${sub}`));
+}
