@@ -104,6 +104,7 @@ describe('control messages', () => {
     token: { protocol: 1, session: 7, pos: 1, token: 403, piece: ' Once' },
     error: { protocol: 1, source: 'gateway', topic: 'mesh-llm/x/result/n', reason: 'bad magic' },
     steering: { protocol: 1, id: 's1', heads: [2], layer: 3, alpha: 0.3, channels: [{ name: 'soundDb', reading: 1, share: [0.5, -0.25, 0, 0, 0, 0, 0, 1] }] },
+    baseline: { protocol: 1, node: 'node-1', at: 1764140000000, channels: { soundDb: { median: 38.5, mad: 1.2, samples: 60 } } },
   } as const;
 
   test('every control kind has a schema in schemas/ and accepts a well-formed message', () => {
@@ -126,6 +127,8 @@ describe('control messages', () => {
       ['token', JSON.stringify({ ...valid.token, extra: 1 }), /must NOT have additional properties/],
       ['error', 'not json at all', /error message is not JSON/],
       ['status', JSON.stringify({ ...valid.status, protocol: 2 }), /\/protocol must be equal to constant/],
+      ['baseline', JSON.stringify({ ...valid.baseline, channels: { soundDb: { median: 1, mad: 0, samples: 3 } } }), /baseline.json: \/channels\/soundDb\/mad must be > 0/],
+      ['baseline', JSON.stringify({ ...valid.baseline, channels: { smell: { median: 1, mad: 1, samples: 3 } } }), /baseline.json: \/channels must be equal to one of the allowed values|property name must be valid/],
     ];
     for (const [kind, text, reason] of bad) {
       let error: unknown;

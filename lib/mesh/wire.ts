@@ -58,6 +58,9 @@ export function topicsFor(meshId: string) {
     steer: (node: string) => `${root}/steer/${node}`,
     /** JSON per-token attribution of the steering to nodes, gateway -> anyone. */
     attribution: `${root}/attribution`,
+    /** JSON sensor baselines of one node (schemas/baseline.json), retained, calibration -> anyone. */
+    baseline: (node: string) => `${root}/baseline/${node}`,
+    baselines: `${root}/baseline/+`,
   };
 }
 
@@ -315,6 +318,15 @@ export interface SteeringMessage {
   channels: { name: string; reading: number; share: number[] }[];
 }
 
+/** A node's sensor baselines from a calibration window: per channel the median and scaled MAD. */
+export interface BaselineMessage {
+  protocol: 1;
+  node: string;
+  /** When the calibration ran, ms since the Unix epoch. */
+  at: number;
+  channels: Record<string, { median: number; mad: number; samples: number }>;
+}
+
 export interface ControlMessages {
   status: StatusMessage;
   assignment: AssignmentMessage;
@@ -324,10 +336,11 @@ export interface ControlMessages {
   token: TokenMessage;
   error: ErrorMessage;
   steering: SteeringMessage;
+  baseline: BaselineMessage;
 }
 
 export type ControlKind = keyof ControlMessages;
-export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering'];
+export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline'];
 
 /** schemas/ of the package. */
 export function schemaDir(): string {
