@@ -157,28 +157,28 @@ interface Gather {
  * node's result has been placed into `out`; a watchdog fails the gather after the timeout.
  */
 export class MeshHeads implements HeadRunner {
-  readonly counters: GatewayCounters = { malformed: 0, invalidJson: 0, stale: 0, duplicate: 0, unassigned: 0 };
   /** Broadcast-to-last-result time of every layer since the last reset (ms). */
   readonly roundTripsMs: number[] = [];
   session = 0;
+  private readonly owner: MeshGateway;
   private readonly g: Geometry;
   private readonly transport: Encoding;
   private readonly slots: Slot[];
   private readonly slotOfNode = new Map<string, number>();
+  private readonly gatherTimeoutMs: number;
+  /** The gateway's counters: results that do not belong are counted there. */
+  private readonly counters: GatewayCounters;
   private seq = 0;
   private pending: Gather | null = null;
   private failure: Error | null = null;
 
-  constructor(
-    private readonly owner: MeshGateway,
-    g: Geometry,
-    transport: Encoding,
-    slots: Slot[],
-    private readonly gatherTimeoutMs: number,
-  ) {
+  constructor(owner: MeshGateway, g: Geometry, transport: Encoding, slots: Slot[], gatherTimeoutMs: number) {
+    this.owner = owner;
     this.g = g;
     this.transport = transport;
     this.slots = slots;
+    this.gatherTimeoutMs = gatherTimeoutMs;
+    this.counters = owner.counters;
     slots.forEach((s, i) => this.slotOfNode.set(s.node, i));
   }
 
@@ -388,7 +388,7 @@ export class MeshGateway {
     this.stopWatchdog();
     this.heads?.fail(new MeshError('the gateway closed'));
     for (const w of this.ackWaiters.values()) w.reject(new MeshError('the gateway closed'));
-    if (this.client && !this.client.disconnected) await endClient(this.client);
+    if (this.client) await endClient(this.client);
   }
 
   // --- used by MeshHeads --------------------------------------------------------------------

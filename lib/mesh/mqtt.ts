@@ -55,7 +55,7 @@ export function connectMqtt(o: ConnectOptions): Promise<MqttClient> {
     clean: true,
     keepalive: 30,
     reconnectPeriod: 0,
-    connectTimeout: o.connectTimeoutMs ?? 5000,
+    connectTimeout: o.connectTimeoutMs ?? 15000,
     username: o.username ?? target.username,
     password: o.password ?? target.password,
     will: o.will,
@@ -83,7 +83,12 @@ export function subscribe(client: MqttClient, topics: string[], qos: 0 | 1 = 0):
   });
 }
 
+/** Disconnects cleanly, or just closes the socket if the connection is already gone. */
 export function endClient(client: MqttClient): Promise<void> {
+  if (!client.connected || client.stream?.destroyed) {
+    client.end(true);
+    return Promise.resolve();
+  }
   return new Promise((resolve) => client.end(false, {}, () => resolve()));
 }
 

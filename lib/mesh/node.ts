@@ -84,6 +84,10 @@ export class HeadNode {
   private heartbeat?: NodeJS.Timeout;
   private stopping = false;
   private readonly started = Date.now();
+  private connectionLost = false;
+  private markLost: (why: string) => void = () => undefined;
+  /** Resolves with a reason if the broker connection drops while the node is not stopping. */
+  readonly lost = new Promise<string>((resolve) => (this.markLost = resolve));
 
   constructor(o: HeadNodeOptions) {
     this.o = o;
@@ -118,7 +122,8 @@ export class HeadNode {
     });
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
     this.client.on('close', () => {
-      if (!this.stopping) this.log('warn', 'connection to the broker closed');
+      this.connectionLost = true;
+      if (!this.stopping) this.markLost(`lost the connection to the MQTT broker ${this.o.url}`);
     });
     await subscribe(this.client, [this.t.broadcast], 0);
     await subscribe(this.client, [this.t.assign(this.id), this.t.session, this.t.steer(this.id)], 1);
@@ -133,7 +138,8 @@ export class HeadNode {
     this.stopping = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     const client = this.client;
-    if (!client || client.disconnected) return;
+    if (!client) return;
+    if (this.connectionLost || !client.connected) return endClient(client); // nobody left to tell
     await new Promise<void>((resolve) =>
       client.publish(this.t.status(this.id), encodeControl('status', { protocol: PROTOCOL_VERSION, node: this.id, state: 'offline', reason: 'stopped' }), { qos: 1, retain: true }, () => resolve()),
     );

@@ -26,14 +26,20 @@ function untilStopped(): Promise<string> {
   });
 }
 
-/** Runs a head node until SIGINT/SIGTERM (or, as a child, until its parent goes away). */
+/**
+ * Runs a head node until SIGINT/SIGTERM (or, as a child, until its parent goes away): exit code
+ * 0. If the broker connection drops, the node ends with exit code 1.
+ */
 export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
+  const log = o.log ?? stderrLogger(o.id);
   const node = new HeadNode(o);
   await node.start();
-  const why = await untilStopped();
-  (o.log ?? stderrLogger(o.id))('info', `stopping (${why})`);
+  const stopped = untilStopped().then((why) => ({ why, lost: false }));
+  const lost = node.lost.then((why) => ({ why, lost: true }));
+  const end = await Promise.race([stopped, lost]);
+  log(end.lost ? 'error' : 'info', end.lost ? end.why : `stopping (${end.why})`); // no reconnect: the gateway has already counted a lost node out
   await node.stop();
-  return 0;
+  return end.lost ? 1 : 0;
 }
 
 /** Runs the embedded aedes broker until SIGINT/SIGTERM. */
