@@ -15,6 +15,8 @@ export interface LlmMessage extends NodeMessageInFlow {
 export interface MeshConfigNode extends Node {
   /** Resolves once the model is loaded and the head nodes are assigned. */
   runtime(): Promise<FlowRuntime>;
+  /** Where the mesh's bus is, for nodes that only listen to or publish on it. */
+  bus: { url: string; username?: string; password?: string; meshId: string };
 }
 
 export type Send = (msg: NodeMessage | (NodeMessage | null)[]) => void;

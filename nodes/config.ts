@@ -19,14 +19,15 @@ export = function register(RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this as MeshConfigNode;
     let started: Promise<FlowRuntime> | null = null;
+    node.bus = { url: def.broker || 'mqtt://127.0.0.1:1883', meshId: def.meshId || 'default' };
     const start = (): Promise<FlowRuntime> => {
       const paths = resolveModelPaths({ model: def.model || undefined, tokenizer: def.tokenizer || undefined });
       const count = def.nodes ? Number(def.nodes) : undefined;
       return FlowRuntime.start({
         modelPath: paths.model,
         tokenizerPath: paths.tokenizer,
-        brokerUrl: def.broker || 'mqtt://127.0.0.1:1883',
-        meshId: def.meshId || 'default',
+        brokerUrl: node.bus.url,
+        meshId: node.bus.meshId,
         quant: def.quant === 'int8' ? 'int8' : 'f32',
         nodes: count && Number.isInteger(count) && count > 0 ? count : undefined,
         gatherTimeoutMs: def.gatherTimeout ? Number(def.gatherTimeout) : undefined,

@@ -10,6 +10,7 @@ import type { Node, NodeMessage } from 'node-red';
 import { packageRoot } from '../lib/llm/resolve';
 import { NodeProcesses, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
 import { parseControl, topicsFor } from '../lib/mesh/wire';
+import { simulate } from '../lib/steering/sensors';
 import mqtt from 'mqtt';
 import { Engine } from '../lib/llm/engine';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
@@ -22,7 +23,7 @@ helper.init(require.resolve('node-red'));
 
 const root = packageRoot();
 const core = (p: string) => require(path.join(root, 'node_modules', '@node-red', 'nodes', 'core', p));
-const ours = ['config', 'prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
+const ours = ['config', 'prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
 const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
 const allNodes = [...ours, ...coreNodes];
 const shippedFlow = () => JSON.parse(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8'));
@@ -188,6 +189,75 @@ describe('Node-RED nodes on a real mesh', () => {
     }
     msg = await relay('sample', 'sample-done', msg);
     expect(msg.payload).toMatchObject({ tokens: goldenIds('bos-greedy-256').slice(0, 3) });
+  });
+  test('sensor in -> steering calibration: baselines after the window (retained on the bus), alerts on an explosion, bad telemetry dropped', async () => {
+    const flow = [
+      { id: 'cfg', type: 'mesh-llm-config', broker: broker.url, meshId: 'default', quant: 'f32', nodes: '8', model: '', tokenizer: '', gatherTimeout: '2000' },
+      { id: 'sensors', type: 'mesh-llm-sensor-in', mesh: 'cfg', wires: [['calib']] },
+      { id: 'calib', type: 'mesh-llm-steering-calibration', mesh: 'cfg', window: '20', fullScale: '6', alertLevel: '0.8', steer: false, alpha: '', steerIntervalMs: '1000', wires: [['baselines'], ['readings'], ['alerts']] },
+      { id: 'baselines', type: 'helper' },
+      { id: 'readings', type: 'helper' },
+      { id: 'alerts', type: 'helper' },
+    ];
+    await helper.load(allNodes, flow);
+    const t = topicsFor('default');
+    const bus = await mqtt.connectAsync(broker.url);
+    const retained: unknown[] = [];
+    const errors: unknown[] = [];
+    bus.on('message', (topic, payload) => (topic === t.errors ? errors : retained).push(topic === t.errors ? parseControl('error', payload) : parseControl('baseline', payload)));
+    await bus.subscribeAsync([t.baselines, t.errors]);
+    const got = { baselines: [] as unknown[], alerts: [] as { node: string; channels: Record<string, number> }[], readings: 0 };
+    nodeOf('baselines').on('input', (m) => got.baselines.push(m.payload));
+    nodeOf('alerts').on('input', (m) => got.alerts.push(m.payload as { node: string; channels: Record<string, number> }));
+    nodeOf('readings').on('input', () => got.readings++);
+    try {
+      await new Promise((r) => setTimeout(r, 500)); // sensor-in subscribes
+      const trace = simulate({ scenario: 'explosion', nodes: ['node-1', 'node-2'], calmSeconds: 20, eventSeconds: 5, affected: ['node-2'] });
+      for (const m of trace) bus.publish(t.sensors(m.node), JSON.stringify(m));
+      bus.publish(t.sensors('node-1'), '{"protocol":1,"node":"node-1","at":5,"readings":{"soundDb":"loud"}}');
+      bus.publish(t.sensors('node-1'), 'not json');
+      const deadline = Date.now() + 10000;
+      while ((got.alerts.length === 0 || retained.length < 2 || errors.length < 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(got.baselines.map((b) => (b as { node: string }).node).sort()).toEqual(['node-1', 'node-2']);
+      expect(retained).toHaveLength(2);
+      expect(got.readings).toBeGreaterThan(0);
+      expect(new Set(got.alerts.map((a) => a.node))).toEqual(new Set(['node-2']));
+      expect(Math.max(...got.alerts.map((a) => a.channels.soundDb ?? 0))).toBe(1);
+      expect(errors).toHaveLength(2);
+    } finally {
+      await bus.endAsync();
+    }
+  });
+
+  test('with steering on, calibrated readings steer the head nodes: the same prompt then gives other tokens', async () => {
+    const flow = shippedFlow().map((n: { id: string }) => (n.id === 'calibration' ? { ...n, window: '10', steer: true, alpha: '2', steerIntervalMs: '0' } : n));
+    await helper.load(allNodes, flow);
+    const bus = await mqtt.connectAsync(broker.url);
+    const t = topicsFor('default');
+    const acks: string[] = [];
+    bus.on('message', (_topic, payload) => {
+      const a = parseControl('ack', payload);
+      if (a.kind === 'steering' && a.ok) acks.push(a.node);
+    });
+    await bus.subscribeAsync(t.acks);
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const nodes = Array.from({ length: 8 }, (_, i) => `node-${i + 1}`);
+      for (const m of simulate({ scenario: 'explosion', nodes, calmSeconds: 10, eventSeconds: 2 })) bus.publish(t.sensors(m.node), JSON.stringify(m));
+      const deadline = Date.now() + 20000;
+      while (new Set(acks).size < 8 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(new Set(acks).size).toBe(8);
+      const done = next('debug-done', 60000);
+      nodeOf('prompt').receive({ payload: { prompt: 'Once upon a time', steps: 64, temperature: 0 } });
+      const tokens = ((await done).payload as { tokens: number[] }).tokens;
+      expect(tokens.slice(0, 5)).toEqual(goldenIds('once-greedy-64').slice(0, 5));
+      expect(tokens).not.toEqual(goldenIds('once-greedy-64'));
+    } finally {
+      // Calm again: no steering for the tests that follow.
+      const rt = await (helper.getNode('mesh-config') as { runtime(): Promise<{ steer(r: object, a?: number): Promise<void> }> }).runtime();
+      await rt.steer({}, 0);
+      await bus.endAsync();
+    }
   });
 });
 

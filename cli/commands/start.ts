@@ -2,21 +2,24 @@
 import { choiceOption, intOption, parseOptions } from '../args';
 import { startSystem } from '../../lib/app/start';
 import { defaultSettingsOptions } from '../../settings';
+import { SCENARIOS, ScenarioName } from '../../lib/steering/sensors';
 
 export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
-                [--model PATH] [--tokenizer PATH] [--data DIR]
+                [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none]
 
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
   --nodes N        head-node processes to start (default: one per attention head)
   --broker URL     use this MQTT broker and the head nodes already on it instead of starting them
   --mesh ID        mesh id (default "default")
   --quant          int8: int8 head weights and transport (default f32)
-  --data DIR       Node-RED's state folder (default ./data)`;
+  --data DIR       Node-RED's state folder (default ./data)
+  --scenario NAME  what the simulated head nodes' sensors feel: calm (default), explosion, bright-flash,
+                   earthquake (a calm minute, then the event, repeating), or none`;
 
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(
     argv,
-    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' } },
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' } },
     'start',
   );
   const defaults = defaultSettingsOptions();
@@ -32,6 +35,7 @@ export async function run(argv: string[]): Promise<number> {
       quant: choiceOption('quant', v.quant, 'f32', ['f32', 'int8'] as const),
       model: v.model,
       tokenizer: v.tokenizer,
+      scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),
   );

@@ -10,6 +10,8 @@ import { RunningBroker, startAedesBroker } from '../mesh/broker';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
 import { MeshLlmSettingsOptions } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
+import { RunningSensors, startSensorSimulation } from './sensors';
+import { ScenarioName } from '../steering/sensors';
 
 export interface StartOptions extends MeshLlmSettingsOptions {
   model?: string;
@@ -20,6 +22,8 @@ export interface StartOptions extends MeshLlmSettingsOptions {
   broker?: string;
   meshId: string;
   quant: 'f32' | 'int8';
+  /** Sensor scenario the simulated head nodes feel (default calm); null: no simulated sensors. */
+  scenario?: ScenarioName | null;
 }
 
 export interface RunningSystem {
@@ -37,7 +41,9 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   let broker: RunningBroker | undefined;
   let children: NodeProcesses | undefined;
   let nodeRed: RunningNodeRed | undefined;
+  let sensors: RunningSensors | undefined;
   const stop = async () => {
+    await sensors?.stop().catch(() => undefined);
     await nodeRed?.close().catch(() => undefined);
     await children?.stop();
     await broker?.close();
@@ -52,6 +58,11 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
       log(`embedded MQTT broker on ${brokerUrl}`);
       children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model });
       log(`started ${nodeCount} head-node processes (${children.nodes.map((n) => n.id).join(', ')})`);
+      if (o.scenario !== null) {
+        const scenario = o.scenario ?? 'calm';
+        sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: children.nodes.map((n) => n.id), scenario });
+        log(`simulated sensors on every head node: scenario "${scenario}" (a calm minute, then the event, repeating)`);
+      }
     }
     const url = new URL(brokerUrl);
     // The shipped flow reads its broker and node count from these.

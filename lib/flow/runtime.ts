@@ -20,6 +20,9 @@ import { MeshGateway, MeshHeads, NodeAssignment } from '../mesh/gateway';
 import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
+import { loadSteering } from '../steering/directions';
+import { MeshSteering } from '../steering/mesh';
+import { NodeReadings, Steering } from '../steering/steer';
 
 export interface FlowRuntimeOptions {
   modelPath: string;
@@ -63,6 +66,7 @@ export class FlowRuntime {
   private readonly runs = new Map<string, Run>();
   private queue: Promise<unknown> = Promise.resolve();
   private watchdog: NodeJS.Timeout | null = null;
+  private steeringLink: { link: MeshSteering; steering: Steering; assignment: NodeAssignment[] } | null = null;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
     this.options = options;
@@ -88,7 +92,27 @@ export class FlowRuntime {
     }
   }
 
+  /**
+   * Steers the head nodes from normalised sensor readings (node -> channel -> [-1, 1]): each
+   * node receives its share of every channel's direction and its own readings, and adds
+   * alpha * sum(reading * share) to its head outputs from then on. Resolves once every
+   * node has acknowledged. alpha defaults to steering/steering.json's.
+   */
+  async steer(readings: NodeReadings, alpha?: number): Promise<void> {
+    if (!this.steeringLink || this.steeringLink.assignment !== this.assignment) {
+      await this.steeringLink?.link.close();
+      const data = loadSteering(this.g.dim, this.g.nLayers);
+      const nodes = this.assignment.map((a) => ({ node: a.node, heads: a.heads }));
+      const link = await MeshSteering.connect({ url: this.options.brokerUrl, username: this.options.username, password: this.options.password, meshId: this.options.meshId });
+      this.steeringLink = { link, steering: new Steering(this.g, this.gateway, data, nodes), assignment: this.assignment };
+    }
+    const { link, steering } = this.steeringLink;
+    await link.configure(steering, readings, alpha ?? loadSteering(this.g.dim, this.g.nLayers).settings.alpha);
+  }
+
   async close(): Promise<void> {
+    await this.steeringLink?.link.close().catch(() => undefined);
+    this.steeringLink = null;
     for (const run of this.runs.values()) this.abort(run.id, new MeshLlmError('the mesh runtime closed'));
     await this.ffnGraphs.release();
     await this.mesh.close();
