@@ -6,7 +6,8 @@
 import { Checkpoint } from './checkpoint';
 import { Geometry, geometry } from './config';
 import { MeshLlmError } from './errors';
-import { addInPlace, matmul, rmsnorm, swiglu } from './math';
+import { Kernels, Matrix, createKernels } from './kernels';
+import { addInPlace, rmsnorm, swiglu } from './math';
 
 export interface GatewayWeights {
   tokenEmbedding: Float32Array; // [vocab, dim]
@@ -49,6 +50,10 @@ export function loadGatewayWeights(ckpt: Checkpoint): GatewayWeights {
 export class Gateway {
   readonly g: Geometry;
   private readonly w: GatewayWeights;
+  /** The gateway's kernel arena: copies of its matrices and its working vectors live there. */
+  private readonly kernels: Kernels;
+  /** W_O, W_1, W_2, W_3 per layer and the classifier, as the kernels read them. */
+  private readonly m: { wo: Matrix[]; w1: Matrix[]; w2: Matrix[]; w3: Matrix[]; wcls: Matrix };
   private readonly xb: Float32Array;
   private readonly xb2: Float32Array;
   private readonly hb: Float32Array;
@@ -58,11 +63,21 @@ export class Gateway {
   constructor(g: Geometry, w: GatewayWeights) {
     this.g = g;
     this.w = w;
-    this.xb = new Float32Array(g.dim);
-    this.xb2 = new Float32Array(g.dim);
-    this.hb = new Float32Array(g.hiddenDim);
-    this.hb2 = new Float32Array(g.hiddenDim);
-    this.logitsBuf = new Float32Array(g.vocabSize);
+    // the arena takes the matrices first, then the vectors (kernels.ts)
+    const k = (this.kernels = createKernels());
+    const { dim, hiddenDim, vocabSize } = g;
+    this.m = {
+      wo: w.wo.map((a) => k.matrix(a, dim, dim)),
+      w1: w.w1.map((a) => k.matrix(a, hiddenDim, dim)),
+      w2: w.w2.map((a) => k.matrix(a, dim, hiddenDim)),
+      w3: w.w3.map((a) => k.matrix(a, hiddenDim, dim)),
+      wcls: k.matrix(w.wcls, vocabSize, dim),
+    };
+    this.xb = k.vector(dim);
+    this.xb2 = k.vector(dim);
+    this.hb = k.vector(hiddenDim);
+    this.hb2 = k.vector(hiddenDim);
+    this.logitsBuf = k.vector(vocabSize);
   }
 
   static load(ckpt: Checkpoint): Gateway {
@@ -96,25 +111,24 @@ export class Gateway {
 
   /** x += W_O · headOutputs: headOutputs [dim] holds every head's output, concatenated in head order. */
   aggregate(x: Float32Array, headOutputs: Float32Array, layer: number): void {
-    matmul(this.xb2, headOutputs, this.w.wo[layer], this.g.dim, this.g.dim);
+    this.kernels.matvec(this.xb2, headOutputs, this.m.wo[layer]);
     addInPlace(x, this.xb2);
   }
 
   /** x += W_2 · (silu(W_1 · n) * (W_3 · n)) with n = RMSNorm(x). x [dim]; hidden [hiddenDim]. */
   ffn(x: Float32Array, layer: number): void {
-    const { dim, hiddenDim } = this.g;
     rmsnorm(this.xb, x, this.w.rmsFfn[layer]);
-    matmul(this.hb, this.xb, this.w.w1[layer], hiddenDim, dim);
-    matmul(this.hb2, this.xb, this.w.w3[layer], hiddenDim, dim);
+    this.kernels.matvec(this.hb, this.xb, this.m.w1[layer]);
+    this.kernels.matvec(this.hb2, this.xb, this.m.w3[layer]);
     swiglu(this.hb, this.hb2);
-    matmul(this.xb2, this.hb, this.w.w2[layer], dim, hiddenDim);
+    this.kernels.matvec(this.xb2, this.hb, this.m.w2[layer]);
     addInPlace(x, this.xb2);
   }
 
   /** Final RMSNorm, then the classifier. x [dim] -> logits [vocab]. */
   logits(x: Float32Array): Float32Array {
     rmsnorm(this.xb, x, this.w.rmsFinal);
-    matmul(this.logitsBuf, this.xb, this.w.wcls, this.g.vocabSize, this.g.dim);
+    this.kernels.matvec(this.logitsBuf, this.xb, this.m.wcls);
     return this.logitsBuf;
   }
 }

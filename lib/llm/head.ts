@@ -7,7 +7,8 @@
 import { Geometry } from './config';
 import { Checkpoint } from './checkpoint';
 import { MeshLlmError } from './errors';
-import { addInPlace, matmul, rope, ropeTable, softmax, weightedRowSum } from './math';
+import { Kernels, KvCache, Matrix, createKernels } from './kernels';
+import { addInPlace, rope, ropeTable } from './math';
 import { Int8Matrix, matmulInt8, quantizeMatrix } from './quant';
 
 export type WeightQuant = 'f32' | 'int8';
@@ -35,10 +36,8 @@ export function kvHeadsFor(heads: readonly number[], kvMul: number): number[] {
   return [...new Set(heads.map((h) => Math.floor(h / kvMul)))].sort((a, b) => a - b);
 }
 
-function project(p: Projection, x: Float32Array, out: Float32Array): void {
-  if (p.kind === 'f32') matmul(out, x, p.w, p.rows, p.cols);
-  else matmulInt8(out, x, p.m);
-}
+/** A projection as the head group computes it: float32 weights resident in its kernel arena, or int8. */
+type ResidentProjection = { kind: 'f32'; m: Matrix } | { kind: 'int8'; m: Int8Matrix };
 
 function projectionBytes(p: Projection): number {
   return p.kind === 'f32' ? p.w.byteLength : p.m.q.byteLength + p.m.scales.byteLength;
@@ -87,21 +86,26 @@ export class HeadGroup {
   readonly contextLength: number;
   private readonly g: Geometry;
   private readonly slices: HeadSlices;
+  /** The group's kernel arena: its float32 weights, KV cache and working vectors live there. */
+  private readonly kernels: Kernels;
+  /** Per layer: W_Q, W_K, W_V as the kernels read them. */
+  private readonly wq: ResidentProjection[];
+  private readonly wk: ResidentProjection[];
+  private readonly wv: ResidentProjection[];
   /** For each local query head, the local index of its key/value head. */
   private readonly kvOfHead: number[];
   /**
-   * KV cache per layer: [kvHeads.length, contextLength, headSize], so the keys (or values)
-   * one query head attends over are contiguous rows: attention scores are one matmul.
+   * KV cache per layer: keys and values [kvHeads.length, contextLength, headSize], so the keys
+   * (or values) one query head attends over are rows of one matrix: attention scores are one
+   * matrix-vector product (kernels.ts KvCache).
    */
-  private readonly keyCache: Float32Array[];
-  private readonly valueCache: Float32Array[];
+  private readonly cache: KvCache[];
   /** Projections at the current position: q [heads.length * headSize], k and v [kvHeads.length * headSize]. */
   private readonly q: Float32Array;
   private readonly k: Float32Array;
   private readonly v: Float32Array;
   /** Views of q, one per local query head [headSize]. */
   private readonly qOfHead: Float32Array[];
-  private readonly att: Float32Array;
   private readonly out: Float32Array;
   private rope: { pos: number; cos: Float32Array; sin: Float32Array } = { pos: -1, cos: new Float32Array(0), sin: new Float32Array(0) };
   private readonly sqrtHeadSize: number;
@@ -114,14 +118,18 @@ export class HeadGroup {
     this.contextLength = contextLength;
     this.kvOfHead = this.heads.map((h) => this.kvHeads.indexOf(Math.floor(h / g.kvMul)));
     const kvWidth = this.kvHeads.length * g.headSize;
-    this.keyCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
-    this.valueCache = Array.from({ length: g.nLayers }, () => new Float32Array(contextLength * kvWidth));
-    this.q = new Float32Array(this.heads.length * g.headSize);
-    this.k = new Float32Array(kvWidth);
-    this.v = new Float32Array(kvWidth);
+    // the arena takes weights and caches first, then the vectors (kernels.ts)
+    const kernels = (this.kernels = createKernels());
+    const resident = (p: Projection): ResidentProjection => (p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : p);
+    this.wq = slices.wq.map(resident);
+    this.wk = slices.wk.map(resident);
+    this.wv = slices.wv.map(resident);
+    this.cache = Array.from({ length: g.nLayers }, () => kernels.kvCache(this.kvHeads.length, contextLength, g.headSize));
+    this.q = kernels.vector(this.heads.length * g.headSize);
+    this.k = kernels.vector(kvWidth);
+    this.v = kernels.vector(kvWidth);
     this.qOfHead = this.heads.map((_, i) => this.q.subarray(i * g.headSize, (i + 1) * g.headSize));
-    this.att = new Float32Array(contextLength);
-    this.out = new Float32Array(this.heads.length * g.headSize);
+    this.out = kernels.vector(this.heads.length * g.headSize);
     this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
   }
 
@@ -133,13 +141,12 @@ export class HeadGroup {
 
   /** Bytes of the KV cache. */
   get cacheBytes(): number {
-    return this.keyCache.reduce((n, c) => n + 2 * c.byteLength, 0);
+    return this.cache.reduce((n, c) => n + c.bytes, 0);
   }
 
   /** Forgets every cached key and value (a new session). */
   reset(): void {
-    for (const c of this.keyCache) c.fill(0);
-    for (const c of this.valueCache) c.fill(0);
+    for (const c of this.cache) c.reset();
   }
 
   /**
@@ -151,23 +158,22 @@ export class HeadGroup {
     const { headSize } = this.g;
     if (pos < 0 || pos >= this.contextLength) throw new RangeError(`position ${pos} is outside the context of ${this.contextLength}`);
     const { q, k, v } = this;
-    const kCache = this.keyCache[layer];
-    const vCache = this.valueCache[layer];
-    project(this.slices.wq[layer], xb, q);
-    project(this.slices.wk[layer], xb, k);
-    project(this.slices.wv[layer], xb, v);
+    const cache = this.cache[layer];
+    this.project(this.wq[layer], xb, q);
+    this.project(this.wk[layer], xb, k);
+    this.project(this.wv[layer], xb, v);
     this.applyRope(pos, k);
     // append k and v of each kv head j at row (j, pos) of the cache
-    for (let j = 0; j < this.kvHeads.length; j++) {
-      const row = (j * this.contextLength + pos) * headSize;
-      for (let d = 0; d < headSize; d++) {
-        kCache[row + d] = k[j * headSize + d];
-        vCache[row + d] = v[j * headSize + d];
-      }
-    }
-    this.attend(pos, kCache, vCache);
+    for (let j = 0; j < this.kvHeads.length; j++) cache.append(j, pos, k, j * headSize, v, j * headSize);
+    this.attend(pos, cache);
     if (this.steering?.layer === layer) addInPlace(this.out, this.steering.vector);
     return this.out;
+  }
+
+  /** out = W x: x [cols] -> out [rows]. */
+  private project(p: ResidentProjection, x: Float32Array, out: Float32Array): void {
+    if (p.kind === 'f32') this.kernels.matvec(out, x, p.m);
+    else matmulInt8(out, x, p.m);
   }
 
   /** RoPE on every query head and on the new key of every kv head. */
@@ -179,20 +185,11 @@ export class HeadGroup {
   }
 
   /** Causal scaled dot-product attention of each query head over positions 0..pos. */
-  private attend(pos: number, kCache: Float32Array, vCache: Float32Array): void {
+  private attend(pos: number, cache: KvCache): void {
     const hs = this.g.headSize;
-    const { att, out } = this;
-    const n = pos + 1;
-    for (let i = 0; i < this.heads.length; i++) {
-      // rows 0..pos of kv head j's keys and values: K_j, V_j [n, headSize]
-      const kvBase = this.kvOfHead[i] * this.contextLength * hs;
-      // att = softmax(K_j q_i / sqrt(headSize)) [n]
-      matmul(att, this.qOfHead[i], kCache, n, hs, kvBase);
-      for (let t = 0; t < n; t++) att[t] = att[t] / this.sqrtHeadSize;
-      softmax(att, n);
-      // out_i = att^T V_j [headSize]
-      weightedRowSum(out, i * hs, att, n, vCache, kvBase, hs, hs);
-    }
+    // query head i over rows 0..pos of its kv head j's keys and values K_j, V_j [pos + 1, headSize]:
+    // out_i = softmax(K_j q_i / sqrt(headSize))^T V_j [headSize]
+    for (let i = 0; i < this.heads.length; i++) cache.attend(this.out, i * hs, this.qOfHead[i], this.kvOfHead[i], pos + 1, this.sqrtHeadSize);
   }
 }
 

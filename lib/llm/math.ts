@@ -100,7 +100,7 @@ const EXP_STEP_HI = 6.93147180369123816490e-1 / 32;
 const EXP_STEP_LO = 1.90821492927058770002e-10 / 32;
 const EXP_STEPS_PER_LN2 = 32 / Math.LN2;
 /** 2^(j/32) for j in 0..31. */
-const EXP_FRACTION = Float64Array.from({ length: 32 }, (_, j) => Math.pow(2, j / 32));
+export const EXP_FRACTION = Float64Array.from({ length: 32 }, (_, j) => Math.pow(2, j / 32));
 /** 2^m for m in -160..160 (exact powers of two; |x| < 104 needs |m| <= 151). */
 const EXP_SCALE_BIAS = 160;
 const EXP_SCALE = Float64Array.from({ length: 2 * EXP_SCALE_BIAS + 1 }, (_, i) => Math.pow(2, i - EXP_SCALE_BIAS));

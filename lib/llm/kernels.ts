@@ -1,0 +1,347 @@
+/**
+ * The kernel interface: the two hot loops of the forward pass, the matrix-vector product and
+ * one query head's attention, behind one small interface with two implementations.
+ *
+ * - `js`: the reference implementation, the kernels of lib/llm/math.ts (matmul, softmax,
+ *   weightedRowSum) on ordinary Float32Arrays.
+ * - `wasm-simd`: the same computations in WebAssembly SIMD (lib/llm/wasm/kernels.wat,
+ *   assembled at build time into dist/lib/llm/wasm/kernels.wasm). Every result is
+ *   bit-identical to `js`: each dot product is summed in the same order in double precision
+ *   and rounded to float32 once; the SIMD lanes run across independent sums (docs/PERFORMANCE.md).
+ *
+ * A Kernels object is an arena: the Gateway and each HeadGroup create their own. Weights are
+ * copied into it once, when loaded (`matrix`), and key/value caches live in it (`kvCache`), so
+ * no weights are copied per call. Vectors the kernels read and write (`vector`) live there too,
+ * so passing them costs nothing; any other Float32Array works as well and is copied in or out.
+ * The wasm arena is a WebAssembly.Memory with a bump allocator. Growing it would detach the
+ * views `vector` hands out, so an owner allocates its matrices and caches first, then its
+ * vectors (the arena throws otherwise).
+ *
+ * The wasm kernels are used when WebAssembly SIMD is available and the assembled module is
+ * present; otherwise, or with MESH_LLM_KERNELS=js in the environment, the js kernels.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { EXP_FRACTION, matmul, softmax, weightedRowSum } from './math';
+
+/** A float32 matrix [rows, cols] resident where its kernels read it. */
+export interface Matrix {
+  readonly rows: number;
+  readonly cols: number;
+}
+
+/**
+ * One layer's key/value cache of a head group: for each of `kvHeads` key/value heads, keys
+ * and values [context, headSize].
+ */
+export interface KvCache {
+  /** Stores kv head j's key k[kOffset, +headSize) and value v[vOffset, +headSize) at position pos. */
+  append(j: number, pos: number, k: Float32Array, kOffset: number, v: Float32Array, vOffset: number): void;
+  /**
+   * Causal attention of one query head q [headSize] over positions 0..n-1 of kv head j:
+   * out[outOffset, +headSize) = softmax(K_j q / scale)^T V_j.
+   */
+  attend(out: Float32Array, outOffset: number, q: Float32Array, j: number, n: number, scale: number): void;
+  /** Forgets every key and value. */
+  reset(): void;
+  /** Bytes of keys and values. */
+  readonly bytes: number;
+}
+
+export interface Kernels {
+  readonly kind: 'wasm-simd' | 'js';
+  /** Copies W [rows, cols] (row-major, from element `offset` of w) into the arena. */
+  matrix(w: Float32Array, rows: number, cols: number, offset?: number): Matrix;
+  /** out[outOffset + r] = W[r, :] . x for r < rows: math.ts matmul. x [cols]. */
+  matvec(out: Float32Array, x: Float32Array, m: Matrix, outOffset?: number): void;
+  kvCache(kvHeads: number, context: number, headSize: number): KvCache;
+  /** A zeroed vector [n] the kernels read and write in place. */
+  vector(n: number): Float32Array;
+}
+
+// ---- js: the reference kernels ------------------------------------------------------------
+
+class JsMatrix implements Matrix {
+  constructor(readonly w: Float32Array, readonly rows: number, readonly cols: number, readonly offset: number) {}
+}
+
+/** Keys and values per kv head [kvHeads, context, headSize]: the keys one query head attends over are rows of one matrix. */
+class JsKvCache implements KvCache {
+  private readonly keys: Float32Array;
+  private readonly values: Float32Array;
+  private readonly att: Float32Array;
+
+  constructor(private readonly kvHeads: number, private readonly context: number, private readonly headSize: number) {
+    this.keys = new Float32Array(kvHeads * context * headSize);
+    this.values = new Float32Array(kvHeads * context * headSize);
+    this.att = new Float32Array(context);
+  }
+
+  get bytes(): number {
+    return this.keys.byteLength + this.values.byteLength;
+  }
+
+  append(j: number, pos: number, k: Float32Array, kOffset: number, v: Float32Array, vOffset: number): void {
+    const row = (j * this.context + pos) * this.headSize;
+    for (let d = 0; d < this.headSize; d++) {
+      this.keys[row + d] = k[kOffset + d];
+      this.values[row + d] = v[vOffset + d];
+    }
+  }
+
+  attend(out: Float32Array, outOffset: number, q: Float32Array, j: number, n: number, scale: number): void {
+    const hs = this.headSize;
+    const att = this.att;
+    const base = j * this.context * hs; // K_j, V_j [n, headSize] start here
+    matmul(att, q, this.keys, n, hs, base);
+    for (let t = 0; t < n; t++) att[t] = att[t] / scale;
+    softmax(att, n);
+    weightedRowSum(out, outOffset, att, n, this.values, base, hs, hs);
+  }
+
+  reset(): void {
+    this.keys.fill(0);
+    this.values.fill(0);
+  }
+}
+
+class JsKernels implements Kernels {
+  readonly kind = 'js';
+
+  matrix(w: Float32Array, rows: number, cols: number, offset = 0): Matrix {
+    return new JsMatrix(w, rows, cols, offset);
+  }
+
+  matvec(out: Float32Array, x: Float32Array, m: Matrix, outOffset = 0): void {
+    const { w, rows, cols, offset } = m as JsMatrix;
+    matmul(out, x, w, rows, cols, offset, outOffset);
+  }
+
+  kvCache(kvHeads: number, context: number, headSize: number): KvCache {
+    return new JsKvCache(kvHeads, context, headSize);
+  }
+
+  vector(n: number): Float32Array {
+    return new Float32Array(n);
+  }
+}
+
+// ---- wasm-simd ---------------------------------------------------------------------------
+
+/** The exports of kernels.wat. Pointers are byte addresses; lengths count float32 elements. */
+interface WasmExports {
+  matvec(w: number, x: number, out: number, rows: number, cols: number): void;
+  weighted_rows(out: number, a: number, n: number, v: number, stride: number, len: number): void;
+  expf(x: number): number;
+  scaled_softmax(x: number, n: number, scale: number): void;
+  attend_head(keys: number, values: number, q: number, att: number, out: number, n: number, hs: number, scale: number): void;
+}
+
+/** Rows per block of the row-block layout (kernels.wat). */
+const BLOCK = 8;
+/** Byte address of the 2^(j/32) table; the heap starts at HEAP_START. */
+const EXP_TABLE = 64;
+const HEAP_START = 512;
+const PAGE = 65536;
+
+let wasmModule: WebAssembly.Module | null | undefined;
+
+/** The compiled kernels module, or null when it is missing or WebAssembly SIMD is unavailable. */
+function kernelsModule(): WebAssembly.Module | null {
+  if (wasmModule !== undefined) return wasmModule;
+  wasmModule = null;
+  if (process.env.MESH_LLM_KERNELS === 'js' || typeof WebAssembly !== 'object') return null;
+  try {
+    const bytes = fs.readFileSync(path.join(__dirname, 'wasm', 'kernels.wasm'));
+    if (WebAssembly.validate(bytes)) wasmModule = new WebAssembly.Module(bytes);
+  } catch {
+    // not assembled (no wabt at build time): the js kernels
+  }
+  return wasmModule;
+}
+
+/** Which kernels createKernels() gives in this process. */
+export function kernelsKind(): Kernels['kind'] {
+  return kernelsModule() ? 'wasm-simd' : 'js';
+}
+
+class WasmMatrix implements Matrix {
+  /** ptr: byte address of W in row-block layout. */
+  constructor(readonly ptr: number, readonly rows: number, readonly cols: number) {}
+}
+
+/** A WebAssembly.Memory with a bump allocator and the kernels instantiated over it. */
+class WasmArena {
+  readonly memory: WebAssembly.Memory;
+  readonly k: WasmExports;
+  private top = HEAP_START;
+  private viewsTaken = false;
+  private heapView: Float32Array;
+
+  constructor(module: WebAssembly.Module) {
+    this.memory = new WebAssembly.Memory({ initial: 1 });
+    const instance = new WebAssembly.Instance(module, { env: { memory: this.memory, exp: Math.exp } });
+    this.k = instance.exports as unknown as WasmExports;
+    this.heapView = new Float32Array(this.memory.buffer);
+    new Float64Array(this.memory.buffer, EXP_TABLE, EXP_FRACTION.length).set(EXP_FRACTION);
+  }
+
+  /** Reserves `bytes` (16-byte aligned, zeroed); returns its byte address. */
+  alloc(bytes: number): number {
+    const ptr = this.top;
+    this.top += Math.ceil(bytes / 16) * 16;
+    const missing = this.top - this.memory.buffer.byteLength;
+    if (missing > 0) {
+      if (this.viewsTaken) throw new Error('kernel arena: allocate matrices and caches before taking vectors (growing the memory detaches them)');
+      this.memory.grow(Math.ceil(missing / PAGE));
+    }
+    return ptr;
+  }
+
+  /** All of the memory as float32 (re-made after the memory grew). */
+  heap(): Float32Array {
+    if (this.heapView.buffer !== this.memory.buffer) this.heapView = new Float32Array(this.memory.buffer);
+    return this.heapView;
+  }
+
+  view(ptr: number, n: number): Float32Array {
+    this.viewsTaken = true;
+    return new Float32Array(this.memory.buffer, ptr, n);
+  }
+
+  /** True when a is a view into this arena (so its byteOffset is its address). */
+  holds(a: Float32Array): boolean {
+    return a.buffer === this.memory.buffer;
+  }
+}
+
+/** Keys in row-block layout per kv head (rows are positions), values row-major [context, headSize]. */
+class WasmKvCache implements KvCache {
+  private readonly blocks: number;
+  private readonly keys: number;
+  private readonly values: number;
+  private readonly att: number;
+  private readonly keyStride: number;
+  private readonly valueStride: number;
+  private readonly qScratch: number;
+  private readonly outScratch: number;
+
+  constructor(private readonly arena: WasmArena, private readonly kvHeads: number, context: number, private readonly headSize: number) {
+    this.blocks = Math.ceil(context / BLOCK);
+    this.keyStride = this.blocks * BLOCK * headSize; // floats per kv head
+    this.valueStride = context * headSize;
+    this.keys = arena.alloc(4 * kvHeads * this.keyStride);
+    this.values = arena.alloc(4 * kvHeads * this.valueStride);
+    this.att = arena.alloc(4 * this.blocks * BLOCK);
+    this.qScratch = arena.alloc(4 * headSize);
+    this.outScratch = arena.alloc(4 * headSize);
+  }
+
+  get bytes(): number {
+    return 4 * this.kvHeads * (this.keyStride + this.valueStride);
+  }
+
+  append(j: number, pos: number, k: Float32Array, kOffset: number, v: Float32Array, vOffset: number): void {
+    const heap = this.arena.heap();
+    const hs = this.headSize;
+    // key element d of position pos: block pos / 8, column d, lane pos % 8
+    const key = (this.keys >> 2) + j * this.keyStride + Math.floor(pos / BLOCK) * BLOCK * hs + (pos % BLOCK);
+    const value = (this.values >> 2) + j * this.valueStride + pos * hs;
+    for (let d = 0; d < hs; d++) {
+      heap[key + d * BLOCK] = k[kOffset + d];
+      heap[value + d] = v[vOffset + d];
+    }
+  }
+
+  attend(out: Float32Array, outOffset: number, q: Float32Array, j: number, n: number, scale: number): void {
+    const { arena, headSize: hs } = this;
+    let qPtr = q.byteOffset;
+    if (!arena.holds(q)) {
+      qPtr = this.qScratch;
+      arena.heap().set(q.subarray(0, hs), qPtr >> 2);
+    }
+    const direct = arena.holds(out);
+    const outPtr = direct ? out.byteOffset + 4 * outOffset : this.outScratch;
+    const keys = this.keys + 4 * j * this.keyStride;
+    const values = this.values + 4 * j * this.valueStride;
+    arena.k.attend_head(keys, values, qPtr, this.att, outPtr, n, hs, scale);
+    if (!direct) out.set(arena.heap().subarray(outPtr >> 2, (outPtr >> 2) + hs), outOffset);
+  }
+
+  reset(): void {
+    const heap = this.arena.heap();
+    heap.fill(0, this.keys >> 2, (this.keys >> 2) + this.kvHeads * this.keyStride);
+    heap.fill(0, this.values >> 2, (this.values >> 2) + this.kvHeads * this.valueStride);
+  }
+}
+
+class WasmKernels implements Kernels {
+  readonly kind = 'wasm-simd';
+  private readonly arena: WasmArena;
+  /** Scratch for inputs and outputs that are not arena vectors: the largest cols and rows seen. */
+  private input = { ptr: 0, n: 0 };
+  private output = { ptr: 0, n: 0 };
+
+  constructor(module: WebAssembly.Module) {
+    this.arena = new WasmArena(module);
+  }
+
+  matrix(w: Float32Array, rows: number, cols: number, offset = 0): Matrix {
+    const blocks = Math.ceil(rows / BLOCK);
+    const ptr = this.arena.alloc(4 * blocks * BLOCK * cols);
+    const heap = this.arena.heap();
+    const base = ptr >> 2;
+    // row-block layout: W[8b + k, c] at base + (b * cols + c) * 8 + k
+    for (let r = 0; r < rows; r++) {
+      const block = base + Math.floor(r / BLOCK) * cols * BLOCK + (r % BLOCK);
+      for (let c = 0; c < cols; c++) heap[block + c * BLOCK] = w[offset + r * cols + c];
+    }
+    if (cols > this.input.n) this.input = { ptr: this.arena.alloc(4 * cols), n: cols };
+    if (rows > this.output.n) this.output = { ptr: this.arena.alloc(4 * rows), n: rows };
+    return new WasmMatrix(ptr, rows, cols);
+  }
+
+  matvec(out: Float32Array, x: Float32Array, m: Matrix, outOffset = 0): void {
+    const { ptr, rows, cols } = m as WasmMatrix;
+    const arena = this.arena;
+    let xPtr = x.byteOffset;
+    if (!arena.holds(x)) {
+      xPtr = this.input.ptr;
+      arena.heap().set(x.length === cols ? x : x.subarray(0, cols), xPtr >> 2);
+    }
+    if (arena.holds(out)) {
+      arena.k.matvec(ptr, xPtr, out.byteOffset + 4 * outOffset, rows, cols);
+    } else {
+      arena.k.matvec(ptr, xPtr, this.output.ptr, rows, cols);
+      const from = this.output.ptr >> 2;
+      out.set(arena.heap().subarray(from, from + rows), outOffset);
+    }
+  }
+
+  kvCache(kvHeads: number, context: number, headSize: number): KvCache {
+    return new WasmKvCache(this.arena, kvHeads, context, headSize);
+  }
+
+  vector(n: number): Float32Array {
+    return this.arena.view(this.arena.alloc(4 * n), n);
+  }
+
+  /** The kernels' own exports, for tests (expf, weighted_rows, ...) over this arena's memory. */
+  get exports(): WasmExports {
+    return this.arena.k;
+  }
+}
+
+/**
+ * A new kernel arena: WebAssembly SIMD when available (and not turned off with
+ * MESH_LLM_KERNELS=js), else the js reference kernels. `kind` forces one.
+ */
+export function createKernels(kind: Kernels['kind'] = kernelsKind()): Kernels {
+  if (kind === 'js') return new JsKernels();
+  const module = kernelsModule();
+  if (!module) throw new Error('the WebAssembly SIMD kernels are not available (dist/lib/llm/wasm/kernels.wasm missing, or no WebAssembly SIMD)');
+  return new WasmKernels(module);
+}
+
+export type { WasmExports };
+export { WasmKernels };
