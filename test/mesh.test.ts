@@ -116,7 +116,7 @@ describe('other brokers and head nodes started separately', () => {
     const port = await freePort();
     const url = `mqtt://127.0.0.1:${port}`;
     const run = (args: string[], stderr: 'pipe' | 'ignore' = 'ignore'): ChildProcess => {
-      const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', stderr] });
+      const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', stderr, 'ipc'] }); // ipc: it dies with this process
       cleanups.push(async () => {
         if (child.exitCode === null && child.signalCode === null) {
           child.kill('SIGKILL');

@@ -69,9 +69,12 @@ function stopChild(p: NodeProcess, graceMs: number): Promise<void> {
   return p.exited.then(() => clearTimeout(timer));
 }
 
-/** `mesh-llm broker` as a child process on a free loopback port; resolves once it listens. */
+/**
+ * `mesh-llm broker` as a child process on the given port; resolves once it listens. Like the
+ * head nodes, it exits when its parent goes away.
+ */
 export function spawnBroker(port: number): Promise<{ url: string; child: ChildProcess; close(): Promise<void> }> {
-  const child = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const close = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
