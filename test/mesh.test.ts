@@ -112,9 +112,10 @@ describe('other brokers and head nodes started separately', () => {
     expect(alive(nodes)).toEqual(Array(8).fill(true)); // --broker leaves the nodes running
   });
 
-  test('`mesh-llm broker`, two `mesh-llm node` processes and `generate --broker` match the monolithic engine on an unseen prompt', async () => {
+  test('`mesh-llm broker` with credentials, two `mesh-llm node` processes and `generate --broker` match the monolithic engine on an unseen prompt', async () => {
     const port = await freePort();
     const url = `mqtt://127.0.0.1:${port}`;
+    const withCredentials = `mqtt://mesh:s3cret@127.0.0.1:${port}`;
     const run = (args: string[], stderr: 'pipe' | 'ignore' = 'ignore'): ChildProcess => {
       const child = spawn(process.execPath, [cliEntry(), ...args], { stdio: ['ignore', 'ignore', stderr, 'ipc'] }); // ipc: it dies with this process
       cleanups.push(async () => {
@@ -125,12 +126,13 @@ describe('other brokers and head nodes started separately', () => {
       });
       return child;
     };
-    const broker = run(['broker', '--port', String(port)], 'pipe');
+    const broker = run(['broker', '--port', String(port), '--username', 'mesh', '--password', 's3cret'], 'pipe');
     await new Promise<void>((resolve) => broker.stderr?.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()));
-    run(['node', '--id', 'alpha', '--broker', url, '--mesh', 'cli', '--model', modelPaths.model]);
-    run(['node', '--id', 'beta', '--broker', url, '--mesh', 'cli', '--model', modelPaths.model]);
+    run(['node', '--id', 'alpha', '--broker', withCredentials, '--mesh', 'cli', '--model', modelPaths.model]);
+    run(['node', '--id', 'beta', '--broker', url, '--username', 'mesh', '--password', 's3cret', '--mesh', 'cli', '--model', modelPaths.model]);
+    await expect(cli(['generate', '--broker', url, '--mesh-id', 'cli', '--nodes', '2'])).rejects.toThrow(/cannot connect to MQTT broker .*[Nn]ot authorized|[Bb]ad username/);
     const prompt = 'A small robot looked at the moon';
-    const r = await cli(['generate', '--broker', url, '--mesh-id', 'cli', '--nodes', '2', '--prompt', prompt, '--steps', '80', '--temperature', '0.8', '--seed', '7']);
+    const r = await cli(['generate', '--broker', url, '--username', 'mesh', '--password', 's3cret', '--mesh-id', 'cli', '--nodes', '2', '--prompt', prompt, '--steps', '80', '--temperature', '0.8', '--seed', '7']);
     const mono = await monolithic({ prompt, steps: 80, temperature: 0.8, topP: 0.9, seed: 7n });
     expect(r.tokens).toEqual(mono.tokens);
     expect(r.text).toBe(mono.text);
