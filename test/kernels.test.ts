@@ -8,6 +8,7 @@ import { Checkpoint } from '../lib/llm/checkpoint';
 import { geometry } from '../lib/llm/config';
 import { Kernels, WasmKernels, createKernels, kernelsKind } from '../lib/llm/kernels';
 import { expf } from '../lib/llm/math';
+import { quantizeMatrix } from '../lib/llm/quant';
 import { modelPaths } from './support/fixtures';
 
 /** Deterministic pseudo-random floats in (-scale, scale) (xorshift32). */
@@ -89,9 +90,58 @@ describe('matvec: wasm equals the js reference exactly', () => {
   });
 });
 
+describe('matvecInt8: wasm equals the js reference (quant.ts matmulInt8) exactly', () => {
+  const shapes: [number, number, number][] = [[1, 8, 8], [7, 32, 32], [8, 64, 32], [13, 96, 32], [64, 64, 32], [24, 60, 5], [9, 8, 1]];
+  for (const [rows, cols, gs] of shapes) {
+    test(`random W [${rows}, ${cols}], groups of ${gs}`, () => {
+      const m = quantizeMatrix(randomVector(rows * cols, rows * 31 + cols, 1.5), rows, cols, gs);
+      const x = randomVector(cols, cols + 5, 2);
+      const a = wasm();
+      const b = js();
+      const ma = a.int8Matrix(m);
+      const mb = b.int8Matrix(m);
+      const outA = new Float32Array(rows + 1);
+      const outB = new Float32Array(rows + 1);
+      a.matvecInt8(outA, x, ma, 1);
+      b.matvecInt8(outB, x, mb, 1);
+      expect(outA).toEqual(outB);
+      const xa = a.vector(cols);
+      xa.set(x);
+      const va = a.vector(rows);
+      a.matvecInt8(va, xa, ma);
+      expect(va).toEqual(outB.subarray(1));
+    });
+  }
+
+  test('the real model: int8 W_Q, W_K, W_V of every layer', () => {
+    const ckpt = Checkpoint.open(modelPaths.model);
+    try {
+      const g = geometry(ckpt.info.config);
+      for (let l = 0; l < g.nLayers; l++) {
+        for (const name of ['wq', 'wk', 'wv'] as const) {
+          const w = ckpt.read(name, l);
+          const rows = w.length / g.dim;
+          const m = quantizeMatrix(w, rows, g.dim, 32);
+          const x = randomVector(g.dim, 77 + l, 2);
+          const outA = new Float32Array(rows);
+          const outB = new Float32Array(rows);
+          const a = wasm();
+          a.matvecInt8(outA, x, a.int8Matrix(m));
+          const b = js();
+          b.matvecInt8(outB, x, b.int8Matrix(m));
+          expect(outA).toEqual(outB);
+        }
+      }
+    } finally {
+      ckpt.close();
+    }
+  });
+});
+
 describe('attention over the KV cache: wasm equals the js reference exactly', () => {
-  for (const [kvHeads, context, headSize] of [[4, 512, 8], [1, 20, 6], [2, 9, 16], [1, 3, 1]]) {
-    test(`${kvHeads} kv heads, context ${context}, head size ${headSize}`, () => {
+  for (const [kvHeads, context, headSize, keyScale] of [[4, 512, 8, 4], [1, 20, 6, 4], [2, 9, 16, 4], [1, 3, 1, 4], [2, 70, 8, 40]]) {
+    // keyScale 40: scores far apart, so softmax takes expf's Math.exp path for some lanes
+    test(`${kvHeads} kv heads, context ${context}, head size ${headSize}, keys up to ${keyScale}`, () => {
       const a = wasm();
       const b = js();
       const ca = a.kvCache(kvHeads, context, headSize);
@@ -101,7 +151,7 @@ describe('attention over the KV cache: wasm equals the js reference exactly', ()
       const outB = new Float32Array(2 * headSize);
       const scale = Math.fround(Math.sqrt(headSize));
       for (let pos = 0; pos < context; pos++) {
-        const k = randomVector(kvHeads * headSize, 3 * pos + 1, 4);
+        const k = randomVector(kvHeads * headSize, 3 * pos + 1, keyScale);
         const v = randomVector(kvHeads * headSize, 3 * pos + 2);
         for (let j = 0; j < kvHeads; j++) {
           ca.append(j, pos, k, j * headSize, v, j * headSize);

@@ -9,7 +9,7 @@ import { Checkpoint } from './checkpoint';
 import { MeshLlmError } from './errors';
 import { Kernels, KvCache, Matrix, createKernels } from './kernels';
 import { addInPlace, rope, ropeTable } from './math';
-import { Int8Matrix, matmulInt8, quantizeMatrix } from './quant';
+import { Int8Matrix, quantizeMatrix } from './quant';
 
 export type WeightQuant = 'f32' | 'int8';
 
@@ -36,8 +36,8 @@ export function kvHeadsFor(heads: readonly number[], kvMul: number): number[] {
   return [...new Set(heads.map((h) => Math.floor(h / kvMul)))].sort((a, b) => a - b);
 }
 
-/** A projection as the head group computes it: float32 weights resident in its kernel arena, or int8. */
-type ResidentProjection = { kind: 'f32'; m: Matrix } | { kind: 'int8'; m: Int8Matrix };
+/** A projection as the head group computes it: float32 or int8 weights resident in its kernel arena. */
+type ResidentProjection = { kind: 'f32' | 'int8'; m: Matrix };
 
 function projectionBytes(p: Projection): number {
   return p.kind === 'f32' ? p.w.byteLength : p.m.q.byteLength + p.m.scales.byteLength;
@@ -120,7 +120,8 @@ export class HeadGroup {
     const kvWidth = this.kvHeads.length * g.headSize;
     // the arena takes weights and caches first, then the vectors (kernels.ts)
     const kernels = (this.kernels = createKernels());
-    const resident = (p: Projection): ResidentProjection => (p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : p);
+    const resident = (p: Projection): ResidentProjection =>
+      p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : { kind: 'int8', m: kernels.int8Matrix(p.m) };
     this.wq = slices.wq.map(resident);
     this.wk = slices.wk.map(resident);
     this.wv = slices.wv.map(resident);
@@ -173,7 +174,7 @@ export class HeadGroup {
   /** out = W x: x [cols] -> out [rows]. */
   private project(p: ResidentProjection, x: Float32Array, out: Float32Array): void {
     if (p.kind === 'f32') this.kernels.matvec(out, x, p.m);
-    else matmulInt8(out, x, p.m);
+    else this.kernels.matvecInt8(out, x, p.m);
   }
 
   /** RoPE on every query head and on the new key of every kv head. */

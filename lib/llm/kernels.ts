@@ -23,6 +23,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EXP_FRACTION, matmul, softmax, weightedRowSum } from './math';
+import { Int8Matrix, matmulInt8 } from './quant';
 
 /** A float32 matrix [rows, cols] resident where its kernels read it. */
 export interface Matrix {
@@ -54,6 +55,10 @@ export interface Kernels {
   matrix(w: Float32Array, rows: number, cols: number, offset?: number): Matrix;
   /** out[outOffset + r] = W[r, :] . x for r < rows: math.ts matmul. x [cols]. */
   matvec(out: Float32Array, x: Float32Array, m: Matrix, outOffset?: number): void;
+  /** Copies a group-wise int8 matrix (quant.ts) into the arena. */
+  int8Matrix(m: Int8Matrix): Matrix;
+  /** out[outOffset + r] = row r of the int8 matrix . x: quant.ts matmulInt8. x [cols]. */
+  matvecInt8(out: Float32Array, x: Float32Array, m: Matrix, outOffset?: number): void;
   kvCache(kvHeads: number, context: number, headSize: number): KvCache;
   /** A zeroed vector [n] the kernels read and write in place. */
   vector(n: number): Float32Array;
@@ -63,6 +68,15 @@ export interface Kernels {
 
 class JsMatrix implements Matrix {
   constructor(readonly w: Float32Array, readonly rows: number, readonly cols: number, readonly offset: number) {}
+}
+
+class JsInt8Matrix implements Matrix {
+  readonly rows: number;
+  readonly cols: number;
+  constructor(readonly m: Int8Matrix) {
+    this.rows = m.rows;
+    this.cols = m.cols;
+  }
 }
 
 /** Keys and values per kv head [kvHeads, context, headSize]: the keys one query head attends over are rows of one matrix. */
@@ -117,6 +131,14 @@ class JsKernels implements Kernels {
     matmul(out, x, w, rows, cols, offset, outOffset);
   }
 
+  int8Matrix(m: Int8Matrix): Matrix {
+    return new JsInt8Matrix(m);
+  }
+
+  matvecInt8(out: Float32Array, x: Float32Array, m: Matrix, outOffset = 0): void {
+    matmulInt8(out, x, (m as JsInt8Matrix).m, outOffset);
+  }
+
   kvCache(kvHeads: number, context: number, headSize: number): KvCache {
     return new JsKvCache(kvHeads, context, headSize);
   }
@@ -131,6 +153,7 @@ class JsKernels implements Kernels {
 /** The exports of kernels.wat. Pointers are byte addresses; lengths count float32 elements. */
 interface WasmExports {
   matvec(w: number, x: number, out: number, rows: number, cols: number): void;
+  matvec_int8(q: number, scales: number, x: number, out: number, rows: number, cols: number, gs: number): void;
   weighted_rows(out: number, a: number, n: number, v: number, stride: number, len: number): void;
   expf(x: number): number;
   scaled_softmax(x: number, n: number, scale: number): void;
@@ -168,6 +191,11 @@ export function kernelsKind(): Kernels['kind'] {
 class WasmMatrix implements Matrix {
   /** ptr: byte address of W in row-block layout. */
   constructor(readonly ptr: number, readonly rows: number, readonly cols: number) {}
+}
+
+class WasmInt8Matrix implements Matrix {
+  /** q, scales: byte addresses of the int8 values and the group scales, both in row-block layout. */
+  constructor(readonly q: number, readonly scales: number, readonly rows: number, readonly cols: number, readonly groupSize: number) {}
 }
 
 /** A WebAssembly.Memory with a bump allocator and the kernels instantiated over it. */
@@ -296,26 +324,61 @@ class WasmKernels implements Kernels {
       const block = base + Math.floor(r / BLOCK) * cols * BLOCK + (r % BLOCK);
       for (let c = 0; c < cols; c++) heap[block + c * BLOCK] = w[offset + r * cols + c];
     }
-    if (cols > this.input.n) this.input = { ptr: this.arena.alloc(4 * cols), n: cols };
-    if (rows > this.output.n) this.output = { ptr: this.arena.alloc(4 * rows), n: rows };
+    this.reserveScratch(rows, cols);
     return new WasmMatrix(ptr, rows, cols);
+  }
+
+  int8Matrix(m: Int8Matrix): Matrix {
+    const { rows, cols, groupSize } = m;
+    const groups = cols / groupSize;
+    const blocks = Math.ceil(rows / BLOCK);
+    const q = this.arena.alloc(blocks * BLOCK * cols);
+    const scales = this.arena.alloc(4 * blocks * BLOCK * groups);
+    const bytes = new Int8Array(this.arena.memory.buffer);
+    const heap = this.arena.heap();
+    // row-block layout: q[8b + k, c] at q + (b * cols + c) * 8 + k; scale[8b + k, g] at scales + 4 ((b * groups + g) * 8 + k)
+    for (let r = 0; r < rows; r++) {
+      const b = Math.floor(r / BLOCK);
+      const k = r % BLOCK;
+      for (let c = 0; c < cols; c++) bytes[q + (b * cols + c) * BLOCK + k] = m.q[r * cols + c];
+      for (let g = 0; g < groups; g++) heap[(scales >> 2) + (b * groups + g) * BLOCK + k] = m.scales[r * groups + g];
+    }
+    this.reserveScratch(rows, cols);
+    return new WasmInt8Matrix(q, scales, rows, cols, groupSize);
   }
 
   matvec(out: Float32Array, x: Float32Array, m: Matrix, outOffset = 0): void {
     const { ptr, rows, cols } = m as WasmMatrix;
-    const arena = this.arena;
-    let xPtr = x.byteOffset;
-    if (!arena.holds(x)) {
-      xPtr = this.input.ptr;
-      arena.heap().set(x.length === cols ? x : x.subarray(0, cols), xPtr >> 2);
-    }
-    if (arena.holds(out)) {
-      arena.k.matvec(ptr, xPtr, out.byteOffset + 4 * outOffset, rows, cols);
-    } else {
-      arena.k.matvec(ptr, xPtr, this.output.ptr, rows, cols);
-      const from = this.output.ptr >> 2;
-      out.set(arena.heap().subarray(from, from + rows), outOffset);
-    }
+    const xPtr = this.input_(x, cols);
+    const direct = this.arena.holds(out);
+    this.arena.k.matvec(ptr, xPtr, direct ? out.byteOffset + 4 * outOffset : this.output.ptr, rows, cols);
+    if (!direct) this.output_(out, outOffset, rows);
+  }
+
+  matvecInt8(out: Float32Array, x: Float32Array, m: Matrix, outOffset = 0): void {
+    const { q, scales, rows, cols, groupSize } = m as WasmInt8Matrix;
+    const xPtr = this.input_(x, cols);
+    const direct = this.arena.holds(out);
+    this.arena.k.matvec_int8(q, scales, xPtr, direct ? out.byteOffset + 4 * outOffset : this.output.ptr, rows, cols, groupSize);
+    if (!direct) this.output_(out, outOffset, rows);
+  }
+
+  private reserveScratch(rows: number, cols: number): void {
+    if (cols > this.input.n) this.input = { ptr: this.arena.alloc(4 * cols), n: cols };
+    if (rows > this.output.n) this.output = { ptr: this.arena.alloc(4 * rows), n: rows };
+  }
+
+  /** The address of x [cols]: its own when it is an arena vector, else the input scratch it is copied to. */
+  private input_(x: Float32Array, cols: number): number {
+    if (this.arena.holds(x)) return x.byteOffset;
+    this.arena.heap().set(x.length === cols ? x : x.subarray(0, cols), this.input.ptr >> 2);
+    return this.input.ptr;
+  }
+
+  /** Copies `rows` results from the output scratch to out[outOffset...]. */
+  private output_(out: Float32Array, outOffset: number, rows: number): void {
+    const from = this.output.ptr >> 2;
+    out.set(this.arena.heap().subarray(from, from + rows), outOffset);
   }
 
   kvCache(kvHeads: number, context: number, headSize: number): KvCache {

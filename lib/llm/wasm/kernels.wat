@@ -82,6 +82,88 @@
         (local.set $r (i32.add (local.get $r) (i32.const 8)))
         (br $blocks))))
 
+  ;; out[r] = sum over groups g of scale[r, g] * (sum over i < gs of q[r, g*gs + i] * x[g*gs + i]),
+  ;; for r < rows: quant.ts matmulInt8. q: int8 W [rows, cols] in row-block layout (8 bytes per
+  ;; column of a block); scales [rows, cols / gs] in row-block layout (32 bytes per group of a
+  ;; block); x [cols]; out [rows]. Each group's dot product and each row's sum over groups run
+  ;; in order in double precision, as in quant.ts; int8 times float32 is exact in double.
+  (func $matvecInt8 (export "matvec_int8") (param $q i32) (param $scales i32) (param $x i32) (param $out i32)
+      (param $rows i32) (param $cols i32) (param $gs i32)
+    (local $r i32) (local $p i32) (local $xEnd i32) (local $gEnd i32) (local $dst i32) (local $k i32)
+    (local $xc v128) (local $qv v128) (local $lo v128) (local $hi v128) (local $sc v128)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
+    (local $d0 v128) (local $d1 v128) (local $d2 v128) (local $d3 v128)
+    (local.set $xEnd (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_s (local.get $r) (local.get $rows)))
+        (local.set $s0 (v128.const i64x2 0 0))
+        (local.set $s1 (v128.const i64x2 0 0))
+        (local.set $s2 (v128.const i64x2 0 0))
+        (local.set $s3 (v128.const i64x2 0 0))
+        (local.set $p (local.get $x))
+        (block $groupsDone
+          (loop $groups
+            (br_if $groupsDone (i32.ge_u (local.get $p) (local.get $xEnd)))
+            (local.set $d0 (v128.const i64x2 0 0))
+            (local.set $d1 (v128.const i64x2 0 0))
+            (local.set $d2 (v128.const i64x2 0 0))
+            (local.set $d3 (v128.const i64x2 0 0))
+            (local.set $gEnd (i32.add (local.get $p) (i32.shl (local.get $gs) (i32.const 2))))
+            (loop $columns
+              ;; xc = (x[c], x[c]); the block's eight int8 weights of column c as int32 lanes
+              (local.set $xc (f64x2.splat (f64.promote_f32 (f32.load (local.get $p)))))
+              (local.set $qv (i16x8.extend_low_i8x16_s (v128.load64_zero (local.get $q))))
+              (local.set $lo (i32x4.extend_low_i16x8_s (local.get $qv)))
+              (local.set $hi (i32x4.extend_high_i16x8_s (local.get $qv)))
+              (local.set $d0 (f64x2.add (local.get $d0)
+                (f64x2.mul (f64x2.convert_low_i32x4_s (local.get $lo)) (local.get $xc))))
+              (local.set $d1 (f64x2.add (local.get $d1)
+                (f64x2.mul (f64x2.convert_low_i32x4_s
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $lo) (local.get $lo)))
+                  (local.get $xc))))
+              (local.set $d2 (f64x2.add (local.get $d2)
+                (f64x2.mul (f64x2.convert_low_i32x4_s (local.get $hi)) (local.get $xc))))
+              (local.set $d3 (f64x2.add (local.get $d3)
+                (f64x2.mul (f64x2.convert_low_i32x4_s
+                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $hi) (local.get $hi)))
+                  (local.get $xc))))
+              (local.set $q (i32.add (local.get $q) (i32.const 8)))
+              (local.set $p (i32.add (local.get $p) (i32.const 4)))
+              (br_if $columns (i32.lt_u (local.get $p) (local.get $gEnd))))
+            ;; s += scale * d, the block's eight scales of this group
+            (local.set $sc (v128.load (local.get $scales)))
+            (local.set $s0 (f64x2.add (local.get $s0) (f64x2.mul (f64x2.promote_low_f32x4 (local.get $sc)) (local.get $d0))))
+            (local.set $s1 (f64x2.add (local.get $s1) (f64x2.mul (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $sc) (local.get $sc))) (local.get $d1))))
+            (local.set $sc (v128.load offset=16 (local.get $scales)))
+            (local.set $s2 (f64x2.add (local.get $s2) (f64x2.mul (f64x2.promote_low_f32x4 (local.get $sc)) (local.get $d2))))
+            (local.set $s3 (f64x2.add (local.get $s3) (f64x2.mul (f64x2.promote_low_f32x4
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $sc) (local.get $sc))) (local.get $d3))))
+            (local.set $scales (i32.add (local.get $scales) (i32.const 32)))
+            (br $groups)))
+        ;; as in $matvec: whole blocks straight into out, the last partial one through scratch
+        (local.set $dst
+          (select (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 2))) (i32.const 0)
+            (i32.ge_s (i32.sub (local.get $rows) (local.get $r)) (i32.const 8))))
+        (v128.store (local.get $dst)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (local.get $s0)) (f32x4.demote_f64x2_zero (local.get $s1))))
+        (v128.store offset=16 (local.get $dst)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (local.get $s2)) (f32x4.demote_f64x2_zero (local.get $s3))))
+        (if (i32.eqz (local.get $dst))
+          (then
+            (local.set $k (i32.const 0))
+            (loop $tail
+              (f32.store
+                (i32.add (local.get $out) (i32.shl (i32.add (local.get $r) (local.get $k)) (i32.const 2)))
+                (f32.load (i32.shl (local.get $k) (i32.const 2))))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br_if $tail (i32.lt_s (i32.add (local.get $r) (local.get $k)) (local.get $rows))))))
+        (local.set $r (i32.add (local.get $r) (i32.const 8)))
+        (br $blocks))))
+
   ;; out[d] = sum over t < n of a[t] * v[t * stride + d], for d < len: the attention-weighted
   ;; sum of value rows (math.ts weightedRowSum). a [n]; v rows of `stride` floats; out [len].
   ;; Four output elements at a time (lanes of $s0, $s1), each summed over t in order in double.
@@ -160,33 +242,111 @@
         (i64.extend_i32_s (i32.add (i32.shr_s (local.get $ki) (i32.const 5)) (i32.const 1023)))
         (i64.const 52))))))
 
+  ;; expf on both lanes of x (f64x2): (expf(x0), expf(x1), 0, 0) as f32x4. The same operations
+  ;; as $expf, two lanes at a time; when a lane is outside (-104, 89) (or NaN), lane by lane.
+  (func $expf2 (param $x v128) (result v128)
+    (local $k v128) (local $ki v128) (local $r v128) (local $er v128) (local $frac v128)
+    (if (i32.eqz (i64x2.all_true (v128.and
+          (f64x2.gt (local.get $x) (v128.const f64x2 -104 -104))
+          (f64x2.lt (local.get $x) (v128.const f64x2 89 89)))))
+      (then
+        (return (f32x4.replace_lane 1
+          (f32x4.splat (call $expf (f64x2.extract_lane 0 (local.get $x))))
+          (call $expf (f64x2.extract_lane 1 (local.get $x)))))))
+    (local.set $k (f64x2.floor (f64x2.add
+      (f64x2.mul (local.get $x) (v128.const f64x2 0x1.71547652b82fep5 0x1.71547652b82fep5))
+      (v128.const f64x2 0.5 0.5))))
+    (local.set $r (f64x2.sub
+      (f64x2.sub (local.get $x) (f64x2.mul (local.get $k) (v128.const f64x2 0x1.62e42fee00000p-6 0x1.62e42fee00000p-6)))
+      (f64x2.mul (local.get $k) (v128.const f64x2 0x1.a39ef35793c76p-38 0x1.a39ef35793c76p-38))))
+    (local.set $er (f64x2.add (v128.const f64x2 1 1) (f64x2.mul (local.get $r)
+      (f64x2.add (v128.const f64x2 1 1) (f64x2.mul (local.get $r)
+        (f64x2.add (v128.const f64x2 0.5 0.5) (f64x2.mul (local.get $r)
+          (f64x2.add (v128.const f64x2 0x1.5555555555555p-3 0x1.5555555555555p-3) (f64x2.mul (local.get $r)
+            (f64x2.add (v128.const f64x2 0x1.5555555555555p-5 0x1.5555555555555p-5)
+              (f64x2.mul (local.get $r) (v128.const f64x2 0x1.1111111111111p-7 0x1.1111111111111p-7))))))))))))
+    ;; k as int32 in lanes 0 and 1; 2^(j/32) of each lane from the table
+    (local.set $ki (i32x4.trunc_sat_f64x2_s_zero (local.get $k)))
+    (local.set $frac (f64x2.replace_lane 1
+      (f64x2.splat (f64.load offset=64 (i32.shl (i32.and (i32x4.extract_lane 0 (local.get $ki)) (i32.const 31)) (i32.const 3))))
+      (f64.load offset=64 (i32.shl (i32.and (i32x4.extract_lane 1 (local.get $ki)) (i32.const 31)) (i32.const 3)))))
+    (f32x4.demote_f64x2_zero (f64x2.mul
+      (f64x2.mul (local.get $er) (local.get $frac))
+      ;; 2^m, m = k >> 5, from its exponent bits
+      (i64x2.shl
+        (i64x2.extend_low_i32x4_s (i32x4.add (i32x4.shr_s (local.get $ki) (i32.const 5)) (v128.const i32x4 1023 1023 1023 1023)))
+        (i32.const 52)))))
+
   ;; x[t] = x[t] / scale, then softmax over x[0, n), n >= 1: math.ts softmax after the
-  ;; scaling loop of HeadGroup.attend. Divisions in double, rounded to float32.
+  ;; scaling loop of HeadGroup.attend. Divisions in double, rounded to float32; the sum of
+  ;; the exponentials in order in double. Two or four elements at a time where the result
+  ;; does not depend on it (NaN-free inputs: the maximum is the same whichever lane finds it).
   (func $scaledSoftmax (export "scaled_softmax") (param $x i32) (param $n i32) (param $scale f64)
-    (local $p i32) (local $end i32) (local $v f32) (local $max f32) (local $e f32) (local $sum f64) (local $total f64)
+    (local $p i32) (local $end i32) (local $end4 i32) (local $end2 i32) (local $v f32) (local $max f32)
+    (local $vs v128) (local $maxs v128) (local $e v128) (local $sum f64) (local $total f64)
     (local.set $end (i32.add (local.get $x) (i32.shl (local.get $n) (i32.const 2))))
-    ;; scale, and find the maximum (the first one, as the JS loop keeps it)
+    (local.set $end4 (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
+    (local.set $end2 (i32.add (local.get $x) (i32.shl (i32.and (local.get $n) (i32.const -2)) (i32.const 2))))
+    ;; scale, and find the maximum: four at a time, lanes keeping max = (max < v) ? v : max
+    (local.set $maxs (v128.const f32x4 -inf -inf -inf -inf))
     (local.set $p (local.get $x))
-    (loop $scaling
-      (local.set $v (f32.demote_f64 (f64.div (f64.promote_f32 (f32.load (local.get $p))) (local.get $scale))))
-      (f32.store (local.get $p) (local.get $v))
-      (if (i32.or (i32.eq (local.get $p) (local.get $x)) (f32.gt (local.get $v) (local.get $max)))
-        (then (local.set $max (local.get $v))))
-      (local.set $p (i32.add (local.get $p) (i32.const 4)))
-      (br_if $scaling (i32.lt_u (local.get $p) (local.get $end))))
+    (block $scaled4
+      (loop $scaling4
+        (br_if $scaled4 (i32.ge_u (local.get $p) (local.get $end4)))
+        (local.set $vs (v128.load (local.get $p)))
+        (local.set $vs (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (f64x2.div (f64x2.promote_low_f32x4 (local.get $vs)) (f64x2.splat (local.get $scale))))
+          (f32x4.demote_f64x2_zero (f64x2.div
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $vs) (local.get $vs)))
+            (f64x2.splat (local.get $scale))))))
+        (v128.store (local.get $p) (local.get $vs))
+        (local.set $maxs (f32x4.pmax (local.get $maxs) (local.get $vs)))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (br $scaling4)))
+    (local.set $max (f32.const -inf))
+    (local.set $max (select (f32x4.extract_lane 0 (local.get $maxs)) (local.get $max) (f32.lt (local.get $max) (f32x4.extract_lane 0 (local.get $maxs)))))
+    (local.set $max (select (f32x4.extract_lane 1 (local.get $maxs)) (local.get $max) (f32.lt (local.get $max) (f32x4.extract_lane 1 (local.get $maxs)))))
+    (local.set $max (select (f32x4.extract_lane 2 (local.get $maxs)) (local.get $max) (f32.lt (local.get $max) (f32x4.extract_lane 2 (local.get $maxs)))))
+    (local.set $max (select (f32x4.extract_lane 3 (local.get $maxs)) (local.get $max) (f32.lt (local.get $max) (f32x4.extract_lane 3 (local.get $maxs)))))
+    (block $scaled
+      (loop $scaling
+        (br_if $scaled (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $v (f32.demote_f64 (f64.div (f64.promote_f32 (f32.load (local.get $p))) (local.get $scale))))
+        (f32.store (local.get $p) (local.get $v))
+        (local.set $max (select (local.get $v) (local.get $max) (f32.lt (local.get $max) (local.get $v))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (br $scaling)))
+    ;; x[t] = expf(x[t] - max), two at a time; sum += x[t] in order
     (local.set $p (local.get $x))
-    (loop $exps
-      (local.set $e (call $expf (f64.sub (f64.promote_f32 (f32.load (local.get $p))) (f64.promote_f32 (local.get $max)))))
-      (f32.store (local.get $p) (local.get $e))
-      (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $e))))
-      (local.set $p (i32.add (local.get $p) (i32.const 4)))
-      (br_if $exps (i32.lt_u (local.get $p) (local.get $end))))
+    (block $exps2
+      (loop $exp2
+        (br_if $exps2 (i32.ge_u (local.get $p) (local.get $end2)))
+        (local.set $e (call $expf2 (f64x2.sub
+          (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $p)))
+          (f64x2.splat (f64.promote_f32 (local.get $max))))))
+        (v128.store64_lane 0 (local.get $p) (local.get $e))
+        (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (f32x4.extract_lane 0 (local.get $e)))))
+        (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (f32x4.extract_lane 1 (local.get $e)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 8)))
+        (br $exp2)))
+    (if (i32.lt_u (local.get $p) (local.get $end))
+      (then
+        (local.set $v (call $expf (f64.sub (f64.promote_f32 (f32.load (local.get $p))) (f64.promote_f32 (local.get $max)))))
+        (f32.store (local.get $p) (local.get $v))
+        (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $v))))))
+    ;; x[t] = x[t] / total, total = sum rounded to float32; two at a time
     (local.set $total (f64.promote_f32 (f32.demote_f64 (local.get $sum))))
     (local.set $p (local.get $x))
-    (loop $normalising
-      (f32.store (local.get $p) (f32.demote_f64 (f64.div (f64.promote_f32 (f32.load (local.get $p))) (local.get $total))))
-      (local.set $p (i32.add (local.get $p) (i32.const 4)))
-      (br_if $normalising (i32.lt_u (local.get $p) (local.get $end)))))
+    (block $normalised2
+      (loop $normalising2
+        (br_if $normalised2 (i32.ge_u (local.get $p) (local.get $end2)))
+        (v128.store64_lane 0 (local.get $p) (f32x4.demote_f64x2_zero (f64x2.div
+          (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $p))) (f64x2.splat (local.get $total)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 8)))
+        (br $normalising2)))
+    (if (i32.lt_u (local.get $p) (local.get $end))
+      (then
+        (f32.store (local.get $p) (f32.demote_f64 (f64.div (f64.promote_f32 (f32.load (local.get $p))) (local.get $total)))))))
 
   ;; One query head's causal attention over positions 0..n-1 (n >= 1): HeadGroup.attend.
   ;; keys: K_j [context, hs] in row-block layout (rows are positions); values: V_j [context, hs]
