@@ -189,7 +189,7 @@ export function kernelsKind(): Kernels['kind'] {
 }
 
 class WasmMatrix implements Matrix {
-  /** ptr: byte address of W in row-block layout. */
+  /** ptr: byte address of W in row-block layout (float64). */
   constructor(readonly ptr: number, readonly rows: number, readonly cols: number) {}
 }
 
@@ -204,13 +204,18 @@ class WasmArena {
   readonly k: WasmExports;
   private top = HEAP_START;
   private viewsTaken = false;
+  /** memory.buffer as of the last growth (reading memory.buffer itself is slow). */
+  private buffer: ArrayBuffer;
   private heapView: Float32Array;
+  private heap64View: Float64Array;
 
   constructor(module: WebAssembly.Module) {
     this.memory = new WebAssembly.Memory({ initial: 1 });
     const instance = new WebAssembly.Instance(module, { env: { memory: this.memory, exp: Math.exp } });
     this.k = instance.exports as unknown as WasmExports;
-    this.heapView = new Float32Array(this.memory.buffer);
+    this.buffer = this.memory.buffer;
+    this.heapView = new Float32Array(this.buffer);
+    this.heap64View = new Float64Array(this.buffer);
     new Float64Array(this.memory.buffer, EXP_TABLE, EXP_FRACTION.length).set(EXP_FRACTION);
   }
 
@@ -222,28 +227,38 @@ class WasmArena {
     if (missing > 0) {
       if (this.viewsTaken) throw new Error('kernel arena: allocate matrices and caches before taking vectors (growing the memory detaches them)');
       this.memory.grow(Math.ceil(missing / PAGE));
+      this.buffer = this.memory.buffer;
+      this.heapView = new Float32Array(this.buffer);
+      this.heap64View = new Float64Array(this.buffer);
     }
     return ptr;
   }
 
-  /** All of the memory as float32 (re-made after the memory grew). */
+  /** All of the memory as float32. */
   heap(): Float32Array {
-    if (this.heapView.buffer !== this.memory.buffer) this.heapView = new Float32Array(this.memory.buffer);
     return this.heapView;
+  }
+
+  /** All of the memory as float64. */
+  heap64(): Float64Array {
+    return this.heap64View;
   }
 
   view(ptr: number, n: number): Float32Array {
     this.viewsTaken = true;
-    return new Float32Array(this.memory.buffer, ptr, n);
+    return new Float32Array(this.buffer, ptr, n);
   }
 
   /** True when a is a view into this arena (so its byteOffset is its address). */
   holds(a: Float32Array): boolean {
-    return a.buffer === this.memory.buffer;
+    return a.buffer === this.buffer;
   }
 }
 
-/** Keys in row-block layout per kv head (rows are positions), values row-major [context, headSize]. */
+/**
+ * Keys in row-block layout per kv head (rows are positions), values row-major [context, headSize],
+ * both as float64 (float32 values promoted exactly; kernels.wat).
+ */
 class WasmKvCache implements KvCache {
   private readonly blocks: number;
   private readonly keys: number;
@@ -256,25 +271,25 @@ class WasmKvCache implements KvCache {
 
   constructor(private readonly arena: WasmArena, private readonly kvHeads: number, context: number, private readonly headSize: number) {
     this.blocks = Math.ceil(context / BLOCK);
-    this.keyStride = this.blocks * BLOCK * headSize; // floats per kv head
+    this.keyStride = this.blocks * BLOCK * headSize; // elements per kv head
     this.valueStride = context * headSize;
-    this.keys = arena.alloc(4 * kvHeads * this.keyStride);
-    this.values = arena.alloc(4 * kvHeads * this.valueStride);
+    this.keys = arena.alloc(8 * kvHeads * this.keyStride);
+    this.values = arena.alloc(8 * kvHeads * this.valueStride);
     this.att = arena.alloc(4 * this.blocks * BLOCK);
     this.qScratch = arena.alloc(4 * headSize);
     this.outScratch = arena.alloc(4 * headSize);
   }
 
   get bytes(): number {
-    return 4 * this.kvHeads * (this.keyStride + this.valueStride);
+    return 8 * this.kvHeads * (this.keyStride + this.valueStride);
   }
 
   append(j: number, pos: number, k: Float32Array, kOffset: number, v: Float32Array, vOffset: number): void {
-    const heap = this.arena.heap();
+    const heap = this.arena.heap64();
     const hs = this.headSize;
     // key element d of position pos: block pos / 8, column d, lane pos % 8
-    const key = (this.keys >> 2) + j * this.keyStride + Math.floor(pos / BLOCK) * BLOCK * hs + (pos % BLOCK);
-    const value = (this.values >> 2) + j * this.valueStride + pos * hs;
+    const key = this.keys / 8 + j * this.keyStride + Math.floor(pos / BLOCK) * BLOCK * hs + (pos % BLOCK);
+    const value = this.values / 8 + j * this.valueStride + pos * hs;
     for (let d = 0; d < hs; d++) {
       heap[key + d * BLOCK] = k[kOffset + d];
       heap[value + d] = v[vOffset + d];
@@ -290,16 +305,16 @@ class WasmKvCache implements KvCache {
     }
     const direct = arena.holds(out);
     const outPtr = direct ? out.byteOffset + 4 * outOffset : this.outScratch;
-    const keys = this.keys + 4 * j * this.keyStride;
-    const values = this.values + 4 * j * this.valueStride;
+    const keys = this.keys + 8 * j * this.keyStride;
+    const values = this.values + 8 * j * this.valueStride;
     arena.k.attend_head(keys, values, qPtr, this.att, outPtr, n, hs, scale);
     if (!direct) out.set(arena.heap().subarray(outPtr >> 2, (outPtr >> 2) + hs), outOffset);
   }
 
   reset(): void {
-    const heap = this.arena.heap();
-    heap.fill(0, this.keys >> 2, (this.keys >> 2) + this.kvHeads * this.keyStride);
-    heap.fill(0, this.values >> 2, (this.values >> 2) + this.kvHeads * this.valueStride);
+    const heap = this.arena.heap64();
+    heap.fill(0, this.keys / 8, this.keys / 8 + this.kvHeads * this.keyStride);
+    heap.fill(0, this.values / 8, this.values / 8 + this.kvHeads * this.valueStride);
   }
 }
 
@@ -316,10 +331,10 @@ class WasmKernels implements Kernels {
 
   matrix(w: Float32Array, rows: number, cols: number, offset = 0): Matrix {
     const blocks = Math.ceil(rows / BLOCK);
-    const ptr = this.arena.alloc(4 * blocks * BLOCK * cols);
-    const heap = this.arena.heap();
-    const base = ptr >> 2;
-    // row-block layout: W[8b + k, c] at base + (b * cols + c) * 8 + k
+    const ptr = this.arena.alloc(8 * blocks * BLOCK * cols);
+    const heap = this.arena.heap64();
+    const base = ptr / 8;
+    // row-block layout, float64: W[8b + k, c] at base + (b * cols + c) * 8 + k
     for (let r = 0; r < rows; r++) {
       const block = base + Math.floor(r / BLOCK) * cols * BLOCK + (r % BLOCK);
       for (let c = 0; c < cols; c++) heap[block + c * BLOCK] = w[offset + r * cols + c];

@@ -13,21 +13,22 @@
 ;;   bytes [64, 320)   2^(j/32) for j in 0..31 as float64: math.ts EXP_FRACTION, written by the loader
 ;;   bytes [512, ...)  matrices, key/value caches and vectors, bump-allocated.
 ;;
-;; Row-block layout of a matrix W [rows, cols]: rows are taken in blocks of eight, and block b
-;; stores, column by column, the eight values W[8b + k, c] (k = 0..7): 32 bytes per column.
-;; Rows past the end of the last block are zero. One v128 load then holds four rows' weights
-;; for one column.
+;; Row-block layout of a float32 matrix W [rows, cols]: rows are taken in blocks of eight, and
+;; block b stores, column by column, the eight values W[8b + k, c] (k = 0..7) promoted to
+;; float64 (exactly): 64 bytes per column. Rows past the end of the last block are zero. One
+;; v128 load then holds two rows' weights for one column, ready to multiply: storing float64
+;; instead of promoting float32 lanes in the loop made the product 30% faster (docs/PERFORMANCE.md).
 (module
   (import "env" "memory" (memory 1))
   ;; Math.exp, for the arguments expf leaves to it (outside (-104, 89), and NaN)
   (import "env" "exp" (func $exp (param f64) (result f64)))
 
-  ;; out[r] = sum over c of W[r, c] * x[c], for r < rows. W in row-block layout at $w;
+  ;; out[r] = sum over c of W[r, c] * x[c], for r < rows. W (float64) in row-block layout at $w;
   ;; x [cols]; out [rows]. Each row is summed in column order in double precision: lanes of
   ;; $s0..$s3 are rows 8b+0..8b+7 of the current block.
   (func $matvec (export "matvec") (param $w i32) (param $x i32) (param $out i32) (param $rows i32) (param $cols i32)
     (local $r i32) (local $p i32) (local $xEnd i32) (local $dst i32) (local $k i32)
-    (local $xc v128) (local $wv v128) (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
+    (local $xc v128) (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
     (local.set $xEnd (i32.add (local.get $x) (i32.shl (local.get $cols) (i32.const 2))))
     (block $done
       (loop $blocks
@@ -40,23 +41,13 @@
         (if (i32.gt_s (local.get $cols) (i32.const 0))
           (then
             (loop $columns
-              ;; xc = (x[c], x[c]) in double; wv = W[8b+0..3, c], then W[8b+4..7, c]
+              ;; xc = (x[c], x[c]); W[8b+0..7, c] are four f64x2 loads
               (local.set $xc (f64x2.splat (f64.promote_f32 (f32.load (local.get $p)))))
-              (local.set $wv (v128.load (local.get $w)))
-              (local.set $s0 (f64x2.add (local.get $s0)
-                (f64x2.mul (f64x2.promote_low_f32x4 (local.get $wv)) (local.get $xc))))
-              (local.set $s1 (f64x2.add (local.get $s1)
-                (f64x2.mul (f64x2.promote_low_f32x4
-                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $wv) (local.get $wv)))
-                  (local.get $xc))))
-              (local.set $wv (v128.load offset=16 (local.get $w)))
-              (local.set $s2 (f64x2.add (local.get $s2)
-                (f64x2.mul (f64x2.promote_low_f32x4 (local.get $wv)) (local.get $xc))))
-              (local.set $s3 (f64x2.add (local.get $s3)
-                (f64x2.mul (f64x2.promote_low_f32x4
-                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $wv) (local.get $wv)))
-                  (local.get $xc))))
-              (local.set $w (i32.add (local.get $w) (i32.const 32)))
+              (local.set $s0 (f64x2.add (local.get $s0) (f64x2.mul (v128.load (local.get $w)) (local.get $xc))))
+              (local.set $s1 (f64x2.add (local.get $s1) (f64x2.mul (v128.load offset=16 (local.get $w)) (local.get $xc))))
+              (local.set $s2 (f64x2.add (local.get $s2) (f64x2.mul (v128.load offset=32 (local.get $w)) (local.get $xc))))
+              (local.set $s3 (f64x2.add (local.get $s3) (f64x2.mul (v128.load offset=48 (local.get $w)) (local.get $xc))))
+              (local.set $w (i32.add (local.get $w) (i32.const 64)))
               (local.set $p (i32.add (local.get $p) (i32.const 4)))
               (br_if $columns (i32.lt_u (local.get $p) (local.get $xEnd))))))
         ;; the eight sums rounded to float32: straight into out for a whole block, else into
@@ -165,30 +156,27 @@
         (br $blocks))))
 
   ;; out[d] = sum over t < n of a[t] * v[t * stride + d], for d < len: the attention-weighted
-  ;; sum of value rows (math.ts weightedRowSum). a [n]; v rows of `stride` floats; out [len].
+  ;; sum of value rows (math.ts weightedRowSum). a [n]; v: rows of `stride` float64 (float32
+  ;; values promoted exactly); out [len].
   ;; Four output elements at a time (lanes of $s0, $s1), each summed over t in order in double.
   (func $weightedRows (export "weighted_rows") (param $out i32) (param $a i32) (param $n i32) (param $v i32) (param $stride i32) (param $len i32)
     (local $d i32) (local $ap i32) (local $aEnd i32) (local $row i32) (local $strideBytes i32)
-    (local $at v128) (local $vv v128) (local $s0 v128) (local $s1 v128) (local $s f64)
+    (local $at v128) (local $s0 v128) (local $s1 v128) (local $s f64)
     (local.set $aEnd (i32.add (local.get $a) (i32.shl (local.get $n) (i32.const 2))))
-    (local.set $strideBytes (i32.shl (local.get $stride) (i32.const 2)))
+    (local.set $strideBytes (i32.shl (local.get $stride) (i32.const 3)))
     (block $fours
       (loop $four
         (br_if $fours (i32.gt_s (i32.add (local.get $d) (i32.const 4)) (local.get $len)))
         (local.set $s0 (v128.const i64x2 0 0))
         (local.set $s1 (v128.const i64x2 0 0))
         (local.set $ap (local.get $a))
-        (local.set $row (i32.add (local.get $v) (i32.shl (local.get $d) (i32.const 2))))
+        (local.set $row (i32.add (local.get $v) (i32.shl (local.get $d) (i32.const 3))))
         (if (i32.gt_s (local.get $n) (i32.const 0))
           (then
             (loop $positions
               (local.set $at (f64x2.splat (f64.promote_f32 (f32.load (local.get $ap)))))
-              (local.set $vv (v128.load (local.get $row)))
-              (local.set $s0 (f64x2.add (local.get $s0)
-                (f64x2.mul (local.get $at) (f64x2.promote_low_f32x4 (local.get $vv)))))
-              (local.set $s1 (f64x2.add (local.get $s1)
-                (f64x2.mul (local.get $at) (f64x2.promote_low_f32x4
-                  (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $vv) (local.get $vv))))))
+              (local.set $s0 (f64x2.add (local.get $s0) (f64x2.mul (local.get $at) (v128.load (local.get $row)))))
+              (local.set $s1 (f64x2.add (local.get $s1) (f64x2.mul (local.get $at) (v128.load offset=16 (local.get $row)))))
               (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
               (local.set $row (i32.add (local.get $row) (local.get $strideBytes)))
               (br_if $positions (i32.lt_u (local.get $ap) (local.get $aEnd))))))
@@ -203,12 +191,12 @@
         (br_if $ones (i32.ge_s (local.get $d) (local.get $len)))
         (local.set $s (f64.const 0))
         (local.set $ap (local.get $a))
-        (local.set $row (i32.add (local.get $v) (i32.shl (local.get $d) (i32.const 2))))
+        (local.set $row (i32.add (local.get $v) (i32.shl (local.get $d) (i32.const 3))))
         (if (i32.gt_s (local.get $n) (i32.const 0))
           (then
             (loop $positions1
               (local.set $s (f64.add (local.get $s)
-                (f64.mul (f64.promote_f32 (f32.load (local.get $ap))) (f64.promote_f32 (f32.load (local.get $row))))))
+                (f64.mul (f64.promote_f32 (f32.load (local.get $ap))) (f64.load (local.get $row)))))
               (local.set $ap (i32.add (local.get $ap) (i32.const 4)))
               (local.set $row (i32.add (local.get $row) (local.get $strideBytes)))
               (br_if $positions1 (i32.lt_u (local.get $ap) (local.get $aEnd))))))
@@ -350,7 +338,7 @@
 
   ;; One query head's causal attention over positions 0..n-1 (n >= 1): HeadGroup.attend.
   ;; keys: K_j [context, hs] in row-block layout (rows are positions); values: V_j [context, hs]
-  ;; row-major; q [hs]; att [n] scratch; out [hs].
+  ;; row-major float64; q [hs]; att [n] scratch; out [hs].
   ;;   att = softmax(K_j q / scale); out = att^T V_j
   (func (export "attend_head") (param $keys i32) (param $values i32) (param $q i32) (param $att i32) (param $out i32)
       (param $n i32) (param $hs i32) (param $scale f64)
