@@ -181,6 +181,21 @@ describe('attention over the KV cache: wasm equals the js reference exactly', ()
   }
 });
 
+test('swiglu: wasm equals the js reference (math.ts swiglu) exactly', () => {
+  for (const n of [1, 2, 7, 172, 1000]) {
+    const a = wasm();
+    const h1 = a.vector(n);
+    const h3 = a.vector(n);
+    // wide enough that expf(-v) takes its Math.exp path for some elements
+    h1.set(randomVector(n, n + 11, n === 1000 ? 150 : 6));
+    h3.set(randomVector(n, n + 12, 2));
+    const ref1 = h1.slice();
+    js().swiglu(ref1, h3.slice());
+    a.swiglu(h1, h3);
+    expect(h1).toEqual(ref1);
+  }
+});
+
 test('wasm expf equals math.ts expf bit for bit', () => {
   const { exports } = wasm();
   const xs: number[] = [0, -0, 1, -1, 88.9, 89, -103.9, -104, -200, 200, Infinity, -Infinity, 1e-30, -1e-30];

@@ -62,7 +62,11 @@ export class LocalHeads implements HeadRunner {
     for (const group of this.groups) {
       const y = group.forward(this.rx, pos, layer);
       if (this.transport === 'int8') transportCodec.headOutputs(this.g, y);
-      group.heads.forEach((h, i) => out.set(y.subarray(i * hs, (i + 1) * hs), h * hs));
+      // head i of the group is head h of the model
+      for (let i = 0; i < group.heads.length; i++) {
+        const h = group.heads[i];
+        for (let d = 0; d < hs; d++) out[h * hs + d] = y[i * hs + d];
+      }
     }
   }
 

@@ -7,7 +7,7 @@ import { Checkpoint } from './checkpoint';
 import { Geometry, geometry } from './config';
 import { MeshLlmError } from './errors';
 import { Kernels, Matrix, createKernels } from './kernels';
-import { addInPlace, rmsnorm, swiglu } from './math';
+import { addInPlace, rmsnorm } from './math';
 
 export interface GatewayWeights {
   tokenEmbedding: Float32Array; // [vocab, dim]
@@ -120,7 +120,7 @@ export class Gateway {
     rmsnorm(this.xb, x, this.w.rmsFfn[layer]);
     this.kernels.matvec(this.hb, this.xb, this.m.w1[layer]);
     this.kernels.matvec(this.hb2, this.xb, this.m.w3[layer]);
-    swiglu(this.hb, this.hb2);
+    this.kernels.swiglu(this.hb, this.hb2);
     this.kernels.matvec(this.xb2, this.hb, this.m.w2[layer]);
     addInPlace(x, this.xb2);
   }

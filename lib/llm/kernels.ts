@@ -22,7 +22,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EXP_FRACTION, matmul, softmax, weightedRowSum } from './math';
+import { EXP_FRACTION, matmul, softmax, swiglu, weightedRowSum } from './math';
 import { Int8Matrix, matmulInt8 } from './quant';
 
 /** A float32 matrix [rows, cols] resident where its kernels read it. */
@@ -60,6 +60,8 @@ export interface Kernels {
   /** out[outOffset + r] = row r of the int8 matrix . x: quant.ts matmulInt8. x [cols]. */
   matvecInt8(out: Float32Array, x: Float32Array, m: Matrix, outOffset?: number): void;
   kvCache(kvHeads: number, context: number, headSize: number): KvCache;
+  /** SwiGLU gate in place: h1[i] = silu(h1[i]) * h3[i]: math.ts swiglu. h1, h3 [n], arena vectors or not. */
+  swiglu(h1: Float32Array, h3: Float32Array): void;
   /** A zeroed vector [n] the kernels read and write in place. */
   vector(n: number): Float32Array;
 }
@@ -143,6 +145,10 @@ class JsKernels implements Kernels {
     return new JsKvCache(kvHeads, context, headSize);
   }
 
+  swiglu(h1: Float32Array, h3: Float32Array): void {
+    swiglu(h1, h3);
+  }
+
   vector(n: number): Float32Array {
     return new Float32Array(n);
   }
@@ -158,6 +164,7 @@ interface WasmExports {
   expf(x: number): number;
   scaled_softmax(x: number, n: number, scale: number): void;
   attend_head(keys: number, values: number, q: number, att: number, out: number, n: number, hs: number, scale: number): void;
+  swiglu(h1: number, h3: number, n: number): void;
 }
 
 /** Rows per block of the row-block layout (kernels.wat). */
@@ -398,6 +405,12 @@ class WasmKernels implements Kernels {
 
   kvCache(kvHeads: number, context: number, headSize: number): KvCache {
     return new WasmKvCache(this.arena, kvHeads, context, headSize);
+  }
+
+  swiglu(h1: Float32Array, h3: Float32Array): void {
+    const { arena } = this;
+    if (arena.holds(h1) && arena.holds(h3)) arena.k.swiglu(h1.byteOffset, h3.byteOffset, h1.length);
+    else swiglu(h1, h3); // the reference gives the same bits
   }
 
   vector(n: number): Float32Array {

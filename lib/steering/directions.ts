@@ -15,6 +15,7 @@ import { MeshLlmError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
 import { Tokenizer } from '../llm/tokenizer';
 import { lexiconTokens } from './lexicon';
+import { writablePart } from './shares';
 
 /** The shared settings of steering/steering.json. */
 export interface SteeringSettings {
@@ -22,6 +23,11 @@ export interface SteeringSettings {
   layer: number;
   /** Default steering strength. */
   alpha: number;
+  /**
+   * Directions keep only their part along W_O's output directions with singular values of at
+   * least rcond times the largest (shares.ts writablePart); 0 keeps all of it.
+   */
+  rcond: number;
   /** Channel files to load, in this order (steering/{channel}.json). */
   channels: string[];
   /** Contexts (not used to compute directions) at whose end `steer measure` reads the lexicon mass. */
@@ -75,6 +81,7 @@ function readJson<T>(file: string): T {
 function checkSettings(file: string, s: SteeringSettings, nLayers?: number): SteeringSettings {
   if (!Number.isInteger(s.layer) || s.layer < 0 || (nLayers !== undefined && s.layer >= nLayers)) throw new MeshLlmError(`steering file ${file}: layer ${s.layer} is not a layer of the model`);
   if (!Number.isFinite(s.alpha)) throw new MeshLlmError(`steering file ${file}: alpha must be a number`);
+  if (!(s.rcond >= 0 && s.rcond < 1)) throw new MeshLlmError(`steering file ${file}: rcond must be a number in [0, 1)`);
   if (!Array.isArray(s.channels) || s.channels.length === 0) throw new MeshLlmError(`steering file ${file}: channels must list at least one channel`);
   if (!Array.isArray(s.evaluation) || s.evaluation.length === 0) throw new MeshLlmError(`steering file ${file}: evaluation must list at least one context`);
   return s;
@@ -192,7 +199,10 @@ export async function contrastiveDirection(engine: Engine, positive: readonly st
   return p.mean.map((v, i) => v - n.mean[i]);
 }
 
-/** Recomputes every channel's direction with an unsteered engine and writes the files back. */
+/**
+ * Recomputes every channel's direction with an unsteered engine (contrastive activation
+ * addition, then its writable part) and writes the files back.
+ */
 export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number): Promise<{ file: string; channel: string; norm: number }[]> {
   for (const group of engine.heads.groups) group.steering = null;
   const settingsFile = path.join(dir, 'steering.json');
@@ -205,7 +215,8 @@ export async function recomputeDirections(engine: Engine, modelName: string, dir
   const written: { file: string; channel: string; norm: number }[] = [];
   for (const channel of settings.channels) {
     const f = readChannelFile(channel, dir);
-    const v = await contrastiveDirection(engine, f.positive, f.negative, lexiconTokens(engine.tokenizer, f.lexicon), layer);
+    const caa = await contrastiveDirection(engine, f.positive, f.negative, lexiconTokens(engine.tokenizer, f.lexicon), layer);
+    const v = writablePart(engine.g, engine.gateway.weights.wo[layer], caa, settings.rcond);
     const vector = Array.from(v, (x) => Number(x.toPrecision(6)));
     const file = writeChannelFile({ ...f, direction: { model: modelName, layer, vector } }, dir);
     written.push({ file, channel, norm: Math.hypot(...vector) });

@@ -53,23 +53,27 @@ export interface SteeringMeasure {
 }
 
 const SAMPLE_PROMPT = 'Tom was playing in the park with his friend. Suddenly,';
+/** Samples per evaluation context for the perplexity (same seeds steered and unsteered). */
+const PERPLEXITY_SAMPLES = 4;
 
 function setReadings(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number): void {
   steering.apply(engine.heads, readings, alpha);
 }
 
-/** Perplexity under the unsteered model of text sampled with the given readings (pooled over contexts). */
+/** Perplexity under the unsteered model of text sampled with the given readings (pooled over contexts and samples). */
 async function perplexityOf(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, contexts: readonly string[], tokens: number, seed: number): Promise<number> {
   let nll = 0;
   let count = 0;
   for (const [i, prompt] of contexts.entries()) {
-    setReadings(engine, steering, readings, alpha);
-    const promptLength = engine.tokenizer.encode(prompt, true, false).length;
-    const gen = await engine.generate({ prompt, steps: promptLength + tokens, temperature: 1, topP: 0.9, seed: BigInt(seed + i) });
-    clearSteering(engine.heads);
-    const r = await meanNll(engine, gen.tokens, promptLength);
-    nll += r.nll * r.count;
-    count += r.count;
+    for (let k = 0; k < PERPLEXITY_SAMPLES; k++) {
+      setReadings(engine, steering, readings, alpha);
+      const promptLength = engine.tokenizer.encode(prompt, true, false).length;
+      const gen = await engine.generate({ prompt, steps: promptLength + tokens, temperature: 1, topP: 0.9, seed: BigInt(seed + 1000 * k + i) });
+      clearSteering(engine.heads);
+      const r = await meanNll(engine, gen.tokens, promptLength);
+      nll += r.nll * r.count;
+      count += r.count;
+    }
   }
   return Math.exp(nll / Math.max(count, 1));
 }

@@ -112,7 +112,7 @@ export function lineChart(series: readonly Series[], o: { title: string; xLabel:
   const H = 560;
   const left = 90;
   const right = 250;
-  const top = 60;
+  const top = 80;
   const bottom = 80;
   const c = new Canvas(W, H);
   const yMax = Math.ceil(Math.max(o.reference ?? 0, ...series.flatMap((s) => s.points.map((p) => p.y))) * 2) / 2 + 0.5;
@@ -140,9 +140,9 @@ export function lineChart(series: readonly Series[], o: { title: string; xLabel:
     c.line(W - right + 20, top + 20 + i * 30, W - right + 50, top + 20 + i * 30, col, 3);
     c.text(W - right + 58, top + 13 + i * 30, s.name, black);
   });
-  c.text(left, 20, o.title, black, 2);
+  c.text(left, 16, o.title, black, 2);
   c.text(px(0.5) - (o.xLabel.length * 12) / 2, H - 36, o.xLabel, black);
-  c.text(10, top - 30, o.yLabel, black);
+  c.text(10, top - 32, o.yLabel, black);
   return c.png();
 }
 
@@ -160,7 +160,6 @@ const FONT: Record<string, number[]> = {
   ')': [8, 4, 2, 2, 2, 4, 8],
   '=': [0, 0, 31, 0, 31, 0, 0],
   '%': [24, 25, 2, 4, 8, 19, 3],
-  x: [0, 0, 17, 10, 4, 10, 17],
   '0': [14, 17, 19, 21, 25, 17, 14],
   '1': [4, 12, 4, 4, 4, 4, 14],
   '2': [14, 17, 1, 2, 4, 8, 31],
@@ -198,5 +197,5 @@ const FONT: Record<string, number[]> = {
   Y: [17, 17, 10, 4, 4, 4, 4],
   Z: [31, 1, 2, 4, 8, 16, 31],
 };
-// lower case drawn as upper case (except x, used for "2x")
-for (const ch of 'abcdefghijklmnopqrstuvwyz') FONT[ch] = FONT[ch.toUpperCase()];
+// lower case is drawn as upper case
+for (const ch of 'abcdefghijklmnopqrstuvwxyz') FONT[ch] = FONT[ch.toUpperCase()];

@@ -7,9 +7,16 @@
  * the residual stream by W_O[:, H] u_H: its share of the direction, a vector in its heads'
  * output subspace. The shares of all nodes add up to W_O W_O+ d, which is d itself when W_O
  * has full rank (it does for stories260K; `reconstructionError` measures it).
+ *
+ * W_O can be ill-conditioned (stories260K layer 3: singular values from 1.5 down to 0.005):
+ * writing the part of d along its weakest output directions would take head outputs hundreds
+ * of times larger than d, shares that cancel each other, and one node alone would move the
+ * residual stream far more than the whole mesh. So a direction is first reduced to its
+ * writable part (`writablePart`), the part the heads can write with outputs of moderate size;
+ * for that part W_O+ is bounded and the shares still add up to it exactly.
  */
 import { Geometry } from '../llm/config';
-import { Matrix, columns, matrix, multiply, norm, pseudoInverse } from './linalg';
+import { Matrix, columns, matrix, multiply, norm, pseudoInverse, svd } from './linalg';
 
 /** A node and the query heads it computes (ascending). */
 export interface NodeHeads {
@@ -85,4 +92,22 @@ export function reconstructionError(g: Geometry, wo: Float32Array, shares: reado
   for (const s of shares) residualOf(g, wo, s.heads, s.channels[channel]).forEach((x, i) => (sum[i] += x));
   const diff = Array.from(sum, (x, i) => x - direction[i]);
   return norm(diff) / Math.max(norm(direction), 1e-30);
+}
+
+/**
+ * The part of d [dim] along the left singular vectors of W_O whose singular values are at
+ * least rcond times the largest: U_k U_k^T d. Its head outputs W_O+ d_k have norm at most
+ * |d| / (rcond * sigma_max).
+ */
+export function writablePart(g: Geometry, wo: Float32Array, direction: ArrayLike<number>, rcond: number): Float64Array {
+  const { us, sigma } = svd(outputProjection(g, wo));
+  const top = Math.max(...sigma);
+  const out = new Float64Array(g.dim);
+  for (let j = 0; j < g.dim; j++) {
+    if (sigma[j] < rcond * top || sigma[j] === 0) continue;
+    let c = 0;
+    for (let i = 0; i < g.dim; i++) c += (us.data[i * g.dim + j] / sigma[j]) * direction[i];
+    for (let i = 0; i < g.dim; i++) out[i] += (c * us.data[i * g.dim + j]) / sigma[j];
+  }
+  return out;
 }

@@ -336,6 +336,34 @@
       (then
         (f32.store (local.get $p) (f32.demote_f64 (f64.div (f64.promote_f32 (f32.load (local.get $p))) (local.get $total)))))))
 
+  ;; SwiGLU gate: h1[i] = silu(h1[i]) * h3[i], silu(v) = v / (1 + e^-v): math.ts swiglu, with
+  ;; each step rounded to float32 as there; two elements at a time. h1, h3 [n].
+  (func (export "swiglu") (param $h1 i32) (param $h3 i32) (param $n i32)
+    (local $end i32) (local $end2 i32) (local $v v128) (local $t v128) (local $s f64)
+    (local.set $end (i32.add (local.get $h1) (i32.shl (local.get $n) (i32.const 2))))
+    (local.set $end2 (i32.add (local.get $h1) (i32.shl (i32.and (local.get $n) (i32.const -2)) (i32.const 2))))
+    (block $pairsDone
+      (loop $pairs
+        (br_if $pairsDone (i32.ge_u (local.get $h1) (local.get $end2)))
+        (local.set $v (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $h1))))
+        ;; t = fround(1 + expf(-v)); t = fround(1 / t); t = fround(v * t)
+        (local.set $t (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.add (v128.const f64x2 1 1) (f64x2.promote_low_f32x4 (call $expf2 (f64x2.neg (local.get $v))))))))
+        (local.set $t (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.div (v128.const f64x2 1 1) (local.get $t)))))
+        (local.set $t (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero (f64x2.mul (local.get $v) (local.get $t)))))
+        (v128.store64_lane 0 (local.get $h1) (f32x4.demote_f64x2_zero
+          (f64x2.mul (local.get $t) (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $h3))))))
+        (local.set $h1 (i32.add (local.get $h1) (i32.const 8)))
+        (local.set $h3 (i32.add (local.get $h3) (i32.const 8)))
+        (br $pairs)))
+    (if (i32.lt_u (local.get $h1) (local.get $end))
+      (then
+        (local.set $s (f64.promote_f32 (f32.load (local.get $h1))))
+        (local.set $s (f64.promote_f32 (f32.demote_f64 (f64.add (f64.const 1) (f64.promote_f32 (call $expf (f64.neg (local.get $s))))))))
+        (local.set $s (f64.promote_f32 (f32.demote_f64 (f64.div (f64.const 1) (local.get $s)))))
+        (local.set $s (f64.promote_f32 (f32.demote_f64 (f64.mul (f64.promote_f32 (f32.load (local.get $h1))) (local.get $s)))))
+        (f32.store (local.get $h1) (f32.demote_f64 (f64.mul (local.get $s) (f64.promote_f32 (f32.load (local.get $h3)))))))))
+
   ;; One query head's causal attention over positions 0..n-1 (n >= 1): HeadGroup.attend.
   ;; keys: K_j [context, hs] in row-block layout (rows are positions); values: V_j [context, hs]
   ;; row-major float64; q [hs]; att [n] scratch; out [hs].
