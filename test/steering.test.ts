@@ -16,6 +16,10 @@ import { norm } from '../lib/steering/linalg';
 import { nodeSteeringVector, reconstructionError, residualOf } from '../lib/steering/shares';
 import { Steering, clearSteering, localNodes, uniformReadings } from '../lib/steering/steer';
 import { residualsAfterAttention } from '../lib/steering/directions';
+import { SteeringStep } from '../lib/steering';
+import { steeringFromMessage } from '../lib/steering/node';
+import { simulate } from '../lib/steering/sensors';
+import { encodeControl, parseControl } from '../lib/mesh/wire';
 import { modelPaths } from './support/fixtures';
 
 const load = (groups: string | number) => Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups });
@@ -126,5 +130,34 @@ describe('effect on the text', () => {
   test('attribution: with a full stimulus on one node of eight, that node is named most responsible in >= 90% of trials', async () => {
     const top1 = await attributionTrials(engine8, steering8, data, data.settings.alpha, 16, 4, 101);
     expect(top1).toBeGreaterThanOrEqual(0.9);
+  });
+});
+
+describe('the steering-calibration step (the API the Node-RED node uses)', () => {
+  test('sensor payloads in, baselines out, and per node a steering message that the node turns into the same vector', () => {
+    const nodes = localNodes(engine8.heads);
+    const step = new SteeringStep({ modelPath: modelPaths.model, nodes });
+    const trace = simulate({ scenario: 'earthquake', nodes: nodes.map((n) => n.node), affected: ['node-2'], epicentre: 'node-2', seed: 3 });
+    const calm = trace.filter((m) => m.at < 60000);
+    for (const m of calm) expect(step.ingest(JSON.stringify(m))).toEqual([]);
+    const baselines = step.calibrate();
+    expect(Object.keys(baselines)).toHaveLength(8);
+    expect(baselines['node-2'].vibrationG.median).toBeCloseTo(0.02, 2);
+    for (const m of trace.filter((m) => m.at >= 60000 && m.at <= 65000)) step.ingest(m);
+    expect(step.ingest({ protocol: 1, node: 'node-1', at: 65000, readings: { soundDb: null } })).toHaveLength(1);
+    const readings = step.readings(65000);
+    expect(readings['node-2'].vibrationG).toBe(1);
+    expect(readings['node-5'].vibrationG).toBe(0);
+    const vectors = step.vectors(65000);
+    for (const [node, m] of step.steeringMessages(65000)) {
+      const sent = parseControl('steering', encodeControl('steering', m));
+      const applied = steeringFromMessage(sent, nodes.find((n) => n.node === node)!.heads, engine8.g.headSize, engine8.g.nLayers);
+      if (typeof applied === 'string') throw new Error(applied);
+      expect(applied.layer).toBe(layer);
+      expect([...applied.vector]).toEqual([...vectors.get(node)!.vector]);
+    }
+    // the shaken node steers; a calm one adds at most sensor noise that crossed its deadband
+    for (const v of Object.values(readings['node-5'])) expect(Math.abs(v)).toBeLessThan(0.5);
+    expect(norm(vectors.get('node-5')!.vector)).toBeLessThan(0.5 * norm(vectors.get('node-2')!.vector));
   });
 });
