@@ -44,3 +44,15 @@ test('generate --sensors FILE replays a CSV trace; bad combinations are refused 
   expect(sub.code).toBe(2);
   expect(sub.stderr).toMatch(/steer: expected one of calibrate, measure, readings, simulate/);
 });
+
+test('generate --mesh 4 --scenario earthquake steers the head-node processes over MQTT exactly as --groups 4 steers the engine', async () => {
+  const args = [...steps.slice(0, -2), '--scenario', 'earthquake', '--json'];
+  const mesh = await runCli(['generate', ...args, '--mesh', '4'], { env: { MESH_LLM_LOG: 'error' } });
+  expect(mesh.code).toBe(0);
+  const engine = await runCli(['generate', ...args, '--groups', '4']);
+  const [m, e] = [JSON.parse(mesh.stdout), JSON.parse(engine.stdout)];
+  expect(m.text).toBe(e.text);
+  expect(m.readings).toEqual(e.readings);
+  expect(m.attributions.map((a: { top: string }) => a.top)).toEqual(e.attributions.map((a: { top: string }) => a.top));
+  expect(m.attributions.some((a: { top: string | null }) => a.top !== null)).toBe(true);
+});

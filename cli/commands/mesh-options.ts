@@ -1,7 +1,7 @@
 /** The mesh options of `mesh-llm generate`: --mesh N starts a mesh, --broker URL uses one. */
 import { GenerationResult, TokenListener } from '../../lib/llm/engine';
 import { ModelPaths } from '../../lib/llm/resolve';
-import { DEFAULT_MESH_ID, runMeshGenerate } from '../../lib/mesh/run';
+import { DEFAULT_MESH_ID, MeshGenerateOptions, runMeshGenerate } from '../../lib/mesh/run';
 import { UsageError, intOption } from '../args';
 import type { GenerateCommand } from './generate';
 
@@ -31,7 +31,7 @@ export function wantsMesh(values: MeshValues): boolean {
 }
 
 /** `generate --mesh N` / `--broker URL`: the same generation, through head-node processes. */
-export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener): Promise<GenerationResult> {
+export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener, generateOn?: MeshGenerateOptions['generateOn']): Promise<GenerationResult> {
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
   return runMeshGenerate({
     generate: cmd.generate,
@@ -47,5 +47,6 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
     quant: cmd.quant,
     gatherTimeoutMs: intOption('gather-timeout', values['gather-timeout'], 2000, 1, 600_000),
     onToken,
+    generateOn,
   });
 }

@@ -7,7 +7,7 @@ import { MeshLlmError } from '../llm/errors';
 import { WeightQuant } from '../llm/head';
 import { RunningBroker, startAedesBroker } from './broker';
 import { MeshGateway, NodeAssignment } from './gateway';
-import { Logger, stderrLogger } from './mqtt';
+import { BrokerAddress, Logger, stderrLogger } from './mqtt';
 import { HeadNode, HeadNodeOptions } from './node';
 import { spawnHeadNodes } from './processes';
 
@@ -72,17 +72,19 @@ export interface MeshGenerateOptions {
   log?: Logger;
   /** Receives the stderr lines of the head-node processes --mesh starts (default: this process's stderr). */
   nodeLog?: (node: string, line: string) => void;
+  /** Runs the generation on the assigned mesh instead of gw.generate (a steered generation: lib/steering/run.ts). */
+  generateOn?: (gw: MeshGateway, assignment: NodeAssignment[], broker: BrokerAddress & { meshId: string }) => Promise<GenerationResult>;
 }
 
 export interface MeshGenerationResult extends GenerationResult {
   assignment: NodeAssignment[];
 }
 
-async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: string[]): Promise<MeshGenerationResult> {
+async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: string[], broker: BrokerAddress & { meshId: string }): Promise<MeshGenerationResult> {
   const assignment = await gw.assign(nodeIds, { groups: o.groups, quant: o.quant });
   const log = o.log ?? stderrLogger('gateway');
   for (const a of assignment) log('info', `${a.node}: heads [${a.heads.join(',')}] kv heads [${a.kvHeads.join(',')}], ${a.weightBytes} weight bytes`);
-  const result = await gw.generate(o.generate, o.onToken);
+  const result = await (o.generateOn ? o.generateOn(gw, assignment, broker) : gw.generate(o.generate, o.onToken));
   return { ...result, assignment };
 }
 
@@ -103,7 +105,7 @@ export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGener
     gw = await MeshGateway.connect({ url, username: o.username, password: o.password, meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, embeddedBroker: broker?.aedes, log: o.log });
     const discovering = gw.discover({ count: o.mesh ?? o.nodes, timeoutMs: 20000 });
     const nodeIds = await (children ? Promise.race([discovering, children.firstExit]) : discovering);
-    const running = generateOn(gw, o, nodeIds);
+    const running = generateOn(gw, o, nodeIds, { url, username: o.username, password: o.password, meshId });
     return await (children ? Promise.race([running, children.firstExit]) : running);
   } finally {
     await gw?.close().catch(() => undefined);

@@ -6,7 +6,7 @@
  * steering message into the vector its HeadGroup adds to the head outputs.
  */
 import { MqttClient } from 'mqtt';
-import { GenerateOptions, GenerationResult } from '../llm/engine';
+import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { HeadSteering } from '../llm/head';
 import { MeshGateway } from '../mesh/gateway';
 import { BrokerAddress, connectMqtt, endClient, subscribe } from '../mesh/mqtt';
@@ -111,7 +111,16 @@ export class MeshSteering {
  * A steered generation through an assigned mesh: steering sent to the nodes, the engine's
  * loop with attribution on the gateway's runner, each token's attribution published.
  */
-export async function generateSteeredOnMesh(gw: MeshGateway, link: MeshSteering, steering: Steering, readings: NodeReadings, alpha: number, options: GenerateOptions, onToken?: (a: TokenAttribution) => void): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
+export async function generateSteeredOnMesh(
+  gw: MeshGateway,
+  link: MeshSteering,
+  steering: Steering,
+  readings: NodeReadings,
+  alpha: number,
+  options: GenerateOptions,
+  onToken?: (a: TokenAttribution) => void,
+  onPiece?: TokenListener,
+): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const heads = gw.runner;
   if (!heads) throw new Error('no head nodes assigned: call assign() first');
   const vectors = await link.configure(steering, readings, alpha);
@@ -120,7 +129,7 @@ export async function generateSteeredOnMesh(gw: MeshGateway, link: MeshSteering,
     return await generateWithAttribution(gw.gateway, heads, gw.tokenizer, nodes, options, (a) => {
       link.publishAttribution(heads.session, a);
       onToken?.(a);
-    });
+    }, onPiece);
   } finally {
     await gw.endSession(heads).catch(() => undefined);
   }

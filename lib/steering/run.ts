@@ -12,6 +12,9 @@ import { loadSteering } from './directions';
 import { readingsFromCsvTrace, scenarioReadings } from './readings';
 import { SCENARIOS, ScenarioName, readSensorCsv } from './sensors';
 import { NodeReadings, Steering, localNodes } from './steer';
+import { MeshGateway, NodeAssignment } from '../mesh/gateway';
+import { BrokerAddress } from '../mesh/mqtt';
+import { MeshSteering, generateSteeredOnMesh } from './mesh';
 
 export interface SteeringSource {
   scenario?: string;
@@ -66,4 +69,24 @@ export function attributionSummary(attributions: readonly TokenAttribution[]): s
   const counts = new Map<string, number>();
   for (const a of attributions) counts.set(a.top ?? 'none', (counts.get(a.top ?? 'none') ?? 0) + 1);
   return [...counts.entries()].sort((a, b) => b[1] - a[1]).map(([n, c]) => `${n} x${c}`).join(', ');
+}
+
+/**
+ * The steered generation on an assigned mesh (runMeshGenerate's generateOn): the nodes are the
+ * assignment's, their steering goes out over MQTT, attributions are published per token.
+ */
+export function steeredOnMesh(source: SteeringSource, options: GenerateOptions, listeners: { onToken?: (a: TokenAttribution) => void; onPiece?: TokenListener } = {}) {
+  return async (gw: MeshGateway, assignment: NodeAssignment[], broker: BrokerAddress & { meshId: string }): Promise<SteeredGenerationResult> => {
+    const data = loadSteering(gw.g.dim, gw.g.nLayers);
+    const steering = new Steering(gw.g, gw.gateway, data, assignment.map((a) => ({ node: a.node, heads: a.heads })));
+    const alpha = source.alpha ?? data.settings.alpha;
+    const readings = readingsFor(source, assignment.map((a) => a.node));
+    const link = await MeshSteering.connect(broker);
+    try {
+      const result = await generateSteeredOnMesh(gw, link, steering, readings, alpha, options, listeners.onToken, listeners.onPiece);
+      return { ...result, alpha, readings };
+    } finally {
+      await link.close();
+    }
+  };
 }
