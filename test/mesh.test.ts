@@ -9,7 +9,7 @@ import { freePort, startMosquitto } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { connectMqtt, subscribe } from '../lib/mesh/mqtt';
 import { NodeProcesses, cliEntry, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
-import { ErrorMessage, FrameType, decodeFrame, encodeFrame, topicsFor } from '../lib/mesh/wire';
+import { ErrorMessage, FrameType, TokenMessage, decodeFrame, encodeFrame, parseControl, topicsFor } from '../lib/mesh/wire';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -188,13 +188,23 @@ describe('assignments, sessions and resident weights', () => {
     expect(gw.nodes.get('node-1')?.telemetry?.rssBytes).toBeGreaterThan(0);
   });
 
-  test('concurrent requests are queued and each gets its own session', async () => {
+  test('concurrent requests are queued, each gets its own session, and every token is streamed on the tokens topic', async () => {
     await gw.assign(['node-1', 'node-2', 'node-3'], {});
+    const listener = await rogueClient(broker, 'token-listener');
+    const streamed: TokenMessage[] = [];
+    listener.on('message', (_topic, payload) => streamed.push(parseControl('token', payload)));
+    await subscribe(listener, [topicsFor('assign').tokens]);
     const a: GenerateOptions = { prompt: 'The sun was hot', steps: 60, temperature: 0, topP: 0.9, seed: 1n };
     const b: GenerateOptions = { prompt: 'Lily had a cat', steps: 70, temperature: 1, topP: 0.9, seed: 3n };
     const [ra, rb] = await Promise.all([gw.generate(a), gw.generate(b)]);
     expect(ra.tokens).toEqual((await monolithic(a)).tokens);
     expect(rb.tokens).toEqual((await monolithic(b)).tokens);
+    await until(() => streamed.length === ra.tokens.length - 1 + rb.tokens.length - 1, 5000, 'every token on the tokens topic');
+    const sessions = [...new Set(streamed.map((m) => m.session))];
+    expect(sessions).toHaveLength(2);
+    expect(streamed.filter((m) => m.session === sessions[0]).map((m) => m.token)).toEqual(ra.tokens.slice(1));
+    expect(streamed.filter((m) => m.session === sessions[1]).map((m) => m.token)).toEqual(rb.tokens.slice(1));
+    expect(streamed.filter((m) => m.session === sessions[0]).map((m) => m.piece).join('')).toBe(ra.text);
     expect(alive(nodes)).toEqual([true, true, true, true]);
   });
 });
