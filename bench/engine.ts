@@ -20,6 +20,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
 import { WeightQuant } from '../lib/llm/head';
+import { kernelsKind } from '../lib/llm/kernels';
 import { packageRoot, resolveModelPaths } from '../lib/llm/resolve';
 import { goldenDir } from '../test/support/fixtures';
 
@@ -35,6 +36,8 @@ interface Sample {
   positions: number;
   peakRssMB: number;
   ids: number[];
+  /** Which kernels the engine ran (lib/llm/kernels.ts); absent for the C reference. */
+  kernels?: string;
 }
 
 const log = (text: string): void => {
@@ -64,6 +67,7 @@ async function runCase(quant: WeightQuant): Promise<void> {
     positions,
     peakRssMB: process.resourceUsage().maxRSS / 1024,
     ids: result.tokens,
+    kernels: kernelsKind(),
   };
   process.stdout.write(`${JSON.stringify(sample)}\n`);
 }
@@ -189,7 +193,7 @@ async function main(): Promise<void> {
   if (!json) {
     const fmt = (v: number | null | undefined, digits = 0): string => (v == null ? '-' : v.toFixed(digits));
     console.log(`Engine benchmark: ${path.basename(paths.model)}, greedy from BOS, up to ${POSITIONS} positions (fewer when BOS ends the story), median of ${rounds} rounds`);
-    console.log(`Machine: ${host.nproc} CPUs, ${host.cpu}; node ${process.version}`);
+    console.log(`Machine: ${host.nproc} CPUs, ${host.cpu}; node ${process.version}; engine kernels: ${samples.f32[0].kernels}`);
     console.log('');
     console.log('| engine | positions | tokens/s | tokens per CPU-second | peak RSS | tokens/s vs C | per CPU-second vs C |');
     console.log('|---|---|---|---|---|---|---|');
@@ -224,6 +228,7 @@ async function main(): Promise<void> {
       cPositions: c ? c.positions : null,
       rounds,
       f32MatchesC,
+      kernels: samples.f32[0].kernels,
       nproc: host.nproc,
       cpu: host.cpu,
     }),

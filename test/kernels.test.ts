@@ -4,12 +4,14 @@
  * precision and round once, as the reference does, so results must be bit-identical; the
  * tests compare with toEqual on Float32Arrays (exact, NaN-free inputs).
  */
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { geometry } from '../lib/llm/config';
 import { Kernels, WasmKernels, createKernels, kernelsKind } from '../lib/llm/kernels';
 import { expf } from '../lib/llm/math';
 import { quantizeMatrix } from '../lib/llm/quant';
-import { modelPaths } from './support/fixtures';
+import { goldenIds, modelPaths } from './support/fixtures';
 
 /** Deterministic pseudo-random floats in (-scale, scale) (xorshift32). */
 function randomVector(n: number, seed: number, scale = 1): Float32Array {
@@ -212,4 +214,17 @@ test('a wasm arena refuses to grow once it has handed out vectors', () => {
   const a = wasm();
   a.vector(16);
   expect(() => a.matrix(new Float32Array(200_000), 1000, 200)).toThrow(/before taking vectors/);
+});
+
+test('with MESH_LLM_KERNELS=js the engine runs the js kernels and gives the golden tokens', () => {
+  const script = `
+    const { Engine } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'llm', 'engine'))});
+    const { kernelsKind } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'llm', 'kernels'))});
+    const e = Engine.load({ modelPath: ${JSON.stringify(modelPaths.model)}, tokenizerPath: ${JSON.stringify(modelPaths.tokenizer)}, groups: 3 });
+    e.generate({ prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n })
+      .then((r) => console.log(JSON.stringify({ kind: kernelsKind(), tokens: r.tokens })));`;
+  const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, MESH_LLM_KERNELS: 'js' }, encoding: 'utf8' });
+  const result = JSON.parse(out.trim()) as { kind: string; tokens: number[] };
+  expect(result.kind).toBe('js');
+  expect(result.tokens).toEqual(goldenIds('once-greedy-64'));
 });
