@@ -12,7 +12,7 @@ import { spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
 import { topicsFor } from '../lib/mesh/wire';
 import { generateWithAttribution } from '../lib/steering/attribution';
 import { loadSteering } from '../lib/steering/directions';
-import { AttributionMessage, MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
+import { AttributionMessage, MeshSteering, generateSteeredOnMesh, parseAttributionMessage } from '../lib/steering/mesh';
 import { scenarioReadings } from '../lib/steering/readings';
 import { Steering, localNodes } from '../lib/steering/steer';
 import { modelPaths } from './support/fixtures';
@@ -54,7 +54,7 @@ test('steering over the MQTT mesh equals steering in the monolithic engine, and 
   const listener = await connectMqtt({ url: broker.url, clientId: 'steer-test-listener' });
   cleanups.push(() => endClient(listener));
   const published: AttributionMessage[] = [];
-  listener.on('message', (_t, payload) => published.push(JSON.parse(payload.toString())));
+  listener.on('message', (_t, payload) => published.push(parseAttributionMessage(payload)));
   await subscribe(listener, [topicsFor(meshId).attribution], 0);
 
   const assignment = await gw.assign(await gw.discover({ count: 8, timeoutMs: 20000 }), { groups: 8 });

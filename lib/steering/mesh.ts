@@ -12,6 +12,7 @@ import { MeshGateway } from '../mesh/gateway';
 import { BrokerAddress, connectMqtt, endClient, subscribe } from '../mesh/mqtt';
 import { AckMessage, PROTOCOL_VERSION, SteeringMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from '../mesh/wire';
 import { NodeSteering, TokenAttribution, generateWithAttribution } from './attribution';
+import { parseWithSchema } from './schemas';
 import { NodeShare } from './shares';
 import { NodeReadings, Steering } from './steer';
 
@@ -28,7 +29,7 @@ export function steeringMessage(id: string, share: NodeShare, readings: Record<s
   };
 }
 
-/** The attribution of one token as published on mesh-llm/{mesh}/attribution. */
+/** The attribution of one token as published on mesh-llm/{mesh}/attribution (schemas/attribution.json). */
 export interface AttributionMessage {
   protocol: 1;
   session: number;
@@ -37,6 +38,10 @@ export interface AttributionMessage {
   piece: string;
   top: string | null;
   nodes: { node: string; kl: number }[];
+}
+
+export function parseAttributionMessage(payload: Buffer | string): AttributionMessage {
+  return parseWithSchema<AttributionMessage>('attribution', payload);
 }
 
 /** The gateway's steering connection to a mesh: sends steering, waits for acks, publishes attributions. */
@@ -99,7 +104,9 @@ export class MeshSteering {
 
   publishAttribution(session: number, a: TokenAttribution): void {
     const m: AttributionMessage = { protocol: PROTOCOL_VERSION, session, pos: a.pos, token: a.token, piece: a.piece, top: a.top, nodes: a.nodes };
-    this.client.publish(this.t.attribution, JSON.stringify(m), { qos: 0 });
+    const text = JSON.stringify(m);
+    parseAttributionMessage(text); // the sender validates too, so a bug shows up where it is made
+    this.client.publish(this.t.attribution, text, { qos: 0 });
   }
 
   async close(): Promise<void> {

@@ -5,11 +5,9 @@
  * Calibrator turns them into normalised readings.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import Ajv, { ValidateFunction } from 'ajv';
 import { MeshLlmError } from '../llm/errors';
-import { packageRoot } from '../llm/resolve';
 import { CHANNELS } from './calibration';
+import { parseWithSchema } from './schemas';
 
 /** One node's readings at one time. null: the sensor is present but gave nothing. */
 export interface SensorMessage {
@@ -23,22 +21,9 @@ export interface SensorMessage {
 export type ChannelName = 'soundDb' | 'vibrationG' | 'lightLux' | 'temperatureC' | 'humidityPct';
 export const CHANNEL_NAMES = Object.keys(CHANNELS) as ChannelName[];
 
-let validator: ValidateFunction | undefined;
-
 /** Checks a received sensor message against schemas/sensors.json. */
 export function parseSensorMessage(payload: Buffer | string): SensorMessage {
-  validator ??= new Ajv({ strict: true }).compile(JSON.parse(fs.readFileSync(path.join(packageRoot(), 'schemas', 'sensors.json'), 'utf8')));
-  let value: unknown;
-  try {
-    value = JSON.parse(payload.toString());
-  } catch (e) {
-    throw new MeshLlmError(`sensor message is not JSON: ${(e as Error).message}`);
-  }
-  if (!validator(value)) {
-    const first = validator.errors?.[0];
-    throw new MeshLlmError(`sensor message fails schemas/sensors.json: ${first?.instancePath || '(root)'} ${first?.message ?? 'is invalid'}`);
-  }
-  return value as SensorMessage;
+  return parseWithSchema<SensorMessage>('sensors', payload);
 }
 
 // ---------------------------------------------------------------------------------------------

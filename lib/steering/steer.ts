@@ -30,12 +30,6 @@ export class Steering {
     this.shares = splitDirections(g, gateway.weights.wo[this.layer], this.layer, nodes, directions);
   }
 
-  share(node: string): NodeShare {
-    const s = this.shares.find((x) => x.node === node);
-    if (!s) throw new Error(`no steering share for node ${node}`);
-    return s;
-  }
-
   /** What each node adds to its head outputs at `layer`, from its readings (a node without readings adds zeros). */
   vectors(readings: NodeReadings, alpha: number): Map<string, HeadSteering> {
     return new Map(this.shares.map((s) => [s.node, { layer: this.layer, vector: nodeSteeringVector(s, readings[s.node] ?? {}, alpha) }]));
