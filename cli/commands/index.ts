@@ -6,7 +6,7 @@ export interface Command {
 
 export const commands: Record<string, Command> = {
   start: { summary: 'the whole system: broker, head-node processes, Node-RED editor with the flow (npm start)', load: () => import('./start') },
-  generate: { summary: 'generate text (monolithic engine)', load: () => import('./generate') },
+  generate: { summary: 'generate text: in one process, on head-node processes (--mesh N), or over the simulated LoRa radio (--radio sim)', load: () => import('./generate') },
   node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
   plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
