@@ -14,7 +14,7 @@ export interface Fidelity {
 }
 
 /** Softmax in double precision. */
-function probabilities(logits: Float32Array): Float64Array {
+export function probabilities(logits: Float32Array): Float64Array {
   let max = -Infinity;
   for (const v of logits) max = Math.max(max, v);
   const p = new Float64Array(logits.length);

@@ -10,7 +10,7 @@ import { GenerateOptions, GenerationResult, Generation, HeadRunner, TokenListene
 import { Gateway } from '../llm/gateway';
 import { HeadSteering } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
-import { probabilities } from './lexicon';
+import { probabilities } from '../llm/fidelity';
 
 export interface NodeAttribution {
   node: string;

@@ -5,17 +5,7 @@
 import { Engine, forward } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { Tokenizer } from '../llm/tokenizer';
-
-/** Softmax in double precision. */
-export function probabilities(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  const p = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i] - max);
-  for (let i = 0; i < p.length; i++) p[i] /= sum;
-  return p;
-}
+import { probabilities } from '../llm/fidelity';
 
 /** Each lexicon word as the tokens it is written with after a space (" loud" and so on). */
 export function lexiconTokens(tokenizer: Tokenizer, words: readonly string[]): number[][] {
