@@ -22,6 +22,7 @@ import { Clock } from '../lib/radio/clock';
 import { GatewayRadioLink } from '../lib/radio/mac';
 import { Channel } from '../lib/radio/regions';
 import { fromTimestampUs, startFor, toTimestampUs } from './modem-time';
+import { PendingAcks } from './acks';
 
 export const PROTOCOL_VERSION = 2;
 export const PACKET = { pushData: 0, pushAck: 1, pullData: 2, pullResp: 3, pullAck: 4, txAck: 5 } as const;
@@ -154,7 +155,7 @@ export class SemtechUdpLink implements GatewayRadioLink {
   private downlink: { address: string; port: number } | null = null;
   private readonly downlinkWaiters: (() => void)[] = [];
   private handler: (frame: Buffer, channel: Channel, endMs: number) => void = () => undefined;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; release: () => void; timer: NodeJS.Timeout }>();
+  private readonly acks = new PendingAcks();
 
   private constructor(
     private readonly socket: dgram.Socket,
@@ -209,15 +210,13 @@ export class SemtechUdpLink implements GatewayRadioLink {
       data: frame.toString('base64'),
     };
     let token = randomBytes(2).readUInt16BE(0);
-    while (this.waiting.has(token)) token = (token + 1) & 0xffff;
+    while (this.acks.has(token)) token = (token + 1) & 0xffff;
     const release = this.o.clock.hold();
     this.counters.txpk++;
-    return new Promise((resolve, reject) => {
-      const timeoutMs = this.o.ackTimeoutMs ?? 2000;
-      const timer = setTimeout(() => this.settle(token, new Error(`no TX_ACK from the packet forwarder within ${timeoutMs} ms`)), timeoutMs);
-      this.waiting.set(token, { resolve, reject, release, timer });
-      this.socket.send(encodePacket({ kind: 'pullResp', token, json: { txpk } }), to.port, to.address);
-    });
+    const timeoutMs = this.o.ackTimeoutMs ?? 2000;
+    return this.acks.wait(token, release, timeoutMs, `no TX_ACK from the packet forwarder within ${timeoutMs} ms`, () =>
+      this.socket.send(encodePacket({ kind: 'pullResp', token, json: { txpk } }), to.port, to.address),
+    );
   }
 
   onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void {
@@ -225,18 +224,8 @@ export class SemtechUdpLink implements GatewayRadioLink {
   }
 
   close(): Promise<void> {
-    for (const token of [...this.waiting.keys()]) this.settle(token, new Error('the UDP link closed'));
+    this.acks.failAll(new Error('the UDP link closed'));
     return new Promise((resolve) => this.socket.close(() => resolve()));
-  }
-
-  private settle(token: number, error?: Error): void {
-    const w = this.waiting.get(token);
-    if (!w) return;
-    this.waiting.delete(token);
-    clearTimeout(w.timer);
-    w.release();
-    if (error) w.reject(error);
-    else w.resolve();
   }
 
   private malformed(why: string): void {
@@ -261,7 +250,7 @@ export class SemtechUdpLink implements GatewayRadioLink {
     } else if (p.kind === 'txAck') {
       const ack = (p.json?.txpk_ack ?? {}) as { error?: unknown };
       const error = typeof ack.error === 'string' ? ack.error : 'NONE';
-      this.settle(p.token, error === 'NONE' ? undefined : new Error(`the packet forwarder refused the frame: ${error}`));
+      this.acks.settle(p.token, error === 'NONE' ? undefined : new Error(`the packet forwarder refused the frame: ${error}`));
     } else this.malformed(`unexpected ${p.kind} from the forwarder`);
   }
 

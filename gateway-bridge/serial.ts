@@ -23,6 +23,7 @@ import { Clock } from '../lib/radio/clock';
 import { GatewayRadioLink } from '../lib/radio/mac';
 import { Channel } from '../lib/radio/regions';
 import { fromTimestampUs, startFor, toTimestampUs } from './modem-time';
+import { PendingAcks } from './acks';
 
 // ---------------------------------------------------------------------------------------------
 // CRC-16 and COBS
@@ -228,7 +229,7 @@ export interface SerialLinkOptions {
 
 export class SerialModemLink implements GatewayRadioLink {
   private handler: (frame: Buffer, channel: Channel, endMs: number) => void = () => undefined;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; release: () => void; timer: NodeJS.Timeout }>();
+  private readonly acks = new PendingAcks();
   private nextToken = 1;
   private readonly reader = new ModemFrameReader((m) => this.onMessage(m));
 
@@ -252,12 +253,9 @@ export class SerialModemLink implements GatewayRadioLink {
     this.nextToken = (this.nextToken % 0xffff) + 1;
     const m = this.o.modulation;
     const release = this.o.clock.hold(); // simulated time waits until the modem has the frame
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => this.settle(token, new Error(`no TX_ACK from the modem on ${this.o.path} within ${this.o.ackTimeoutMs ?? 2000} ms`)), this.o.ackTimeoutMs ?? 2000);
-      this.waiting.set(token, { resolve, reject, release, timer });
-      const msg: ModemMessage = { kind: 'tx', token, tmst: toTimestampUs(atMs), frequencyHz: channel.frequencyHz, sf: m.sf, bandwidthKHz: channel.bandwidthKHz, codingRate: m.codingRate, powerDbm: this.o.powerDbm ?? 14, payload: frame };
-      this.port.write(encodeModemMessage(msg));
-    });
+    const timeoutMs = this.o.ackTimeoutMs ?? 2000;
+    const msg: ModemMessage = { kind: 'tx', token, tmst: toTimestampUs(atMs), frequencyHz: channel.frequencyHz, sf: m.sf, bandwidthKHz: channel.bandwidthKHz, codingRate: m.codingRate, powerDbm: this.o.powerDbm ?? 14, payload: frame };
+    return this.acks.wait(token, release, timeoutMs, `no TX_ACK from the modem on ${this.o.path} within ${timeoutMs} ms`, () => this.port.write(encodeModemMessage(msg)));
   }
 
   onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void {
@@ -265,23 +263,13 @@ export class SerialModemLink implements GatewayRadioLink {
   }
 
   async close(): Promise<void> {
-    for (const token of [...this.waiting.keys()]) this.settle(token, new Error('the serial link closed'));
+    this.acks.failAll(new Error('the serial link closed'));
     await closePort(this.port);
-  }
-
-  private settle(token: number, error?: Error): void {
-    const w = this.waiting.get(token);
-    if (!w) return;
-    this.waiting.delete(token);
-    clearTimeout(w.timer);
-    w.release();
-    if (error) w.reject(error);
-    else w.resolve();
   }
 
   private onMessage(m: ModemMessage): void {
     if (m.kind === 'txAck') {
-      this.settle(m.token, m.status === 'ok' ? undefined : new Error(`the modem refused the frame: ${m.status}`));
+      this.acks.settle(m.token, m.status === 'ok' ? undefined : new Error(`the modem refused the frame: ${m.status}`));
     } else if (m.kind === 'rx') {
       const channel: Channel = { frequencyHz: m.frequencyHz, bandwidthKHz: m.bandwidthKHz as BandwidthKHz };
       this.handler(m.payload, channel, fromTimestampUs(m.tmst, this.o.clock.now()));
