@@ -61,7 +61,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
       if (o.scenario !== null) {
         const scenario = o.scenario ?? 'calm';
         sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: children.nodes.map((n) => n.id), scenario });
-        log(`simulated sensors on every head node: scenario "${scenario}" (a calm minute, then the event, repeating)`);
+        log(`simulated sensors on every head node: ${scenario === 'calm' ? 'a calm room' : `scenario "${scenario}" (a calm minute, then the event, repeating)`}`);
       }
     }
     const url = new URL(brokerUrl);
