@@ -9,6 +9,7 @@ export const commands: Record<string, Command> = {
   generate: { summary: 'generate text: in one process, on head-node processes (--mesh N), or over the simulated LoRa radio (--radio sim)', load: () => import('./generate') },
   node: { summary: 'run a head node of the MQTT mesh', load: () => import('./node') },
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
+  bridge: { summary: 'the LoRa-to-MQTT bridge: radio head nodes (simulated, serial modem or Semtech UDP) on the mesh\'s topics', load: () => import('./bridge') },
   plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
   steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };

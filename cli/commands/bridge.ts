@@ -1,0 +1,75 @@
+/**
+ * `mesh-llm bridge`: the LoRa-to-MQTT bridge until Ctrl+C. Its radio head nodes appear on the
+ * mesh's topics, so `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
+ */
+import { choiceOption, floatOption, intOption, parseOptions } from '../args';
+import { resolveModelPaths } from '../../lib/llm/resolve';
+import { MeshLlmError } from '../../lib/llm/errors';
+import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
+import { REGION_NAMES } from '../../lib/radio/regions';
+import { startBridge } from '../../gateway-bridge/service';
+
+export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P]
+                 [--mesh ID] [--nodes N] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
+                 [--loss P] [--time-scale X] [--key HEX] [--quant f32|int8] [--model PATH] [--json]
+
+  --broker URL     the mesh's MQTT broker (mqtt://[user:pass@]host:port)
+  --link           sim: the simulated channel, its radio head nodes computing there (default);
+                   serial: a LoRa modem on --serial PATH (COBS + CRC-16 framing, docs/PROTOCOL.md);
+                   udp: Semtech packet forwarders (SX1302 gateways) sending to --udp-port (default 1700)
+  --nodes N        radio head nodes, one head group each (default 4)
+  --region, --sf, --bw, --channels   the radio plan (default EU868, SF7, 125 kHz, 1 channel)
+  --loss P         sim: probability that a reception is lost (default 0)
+  --time-scale X   sim: simulated seconds per wall second (default: as fast as possible; 1 = true airtime)
+  --key HEX        the mesh's 16-byte network key (32 hex digits); required for real radios
+  --json           one JSON line per token position on stdout instead of progress text`;
+
+export async function run(argv: string[]): Promise<number> {
+  const v = parseOptions(
+    argv,
+    {
+      broker: { type: 'string' }, link: { type: 'string' }, serial: { type: 'string' }, baud: { type: 'string' }, 'udp-port': { type: 'string' },
+      mesh: { type: 'string' }, nodes: { type: 'string' }, region: { type: 'string' }, sf: { type: 'string' }, bw: { type: 'string' },
+      channels: { type: 'string' }, loss: { type: 'string' }, 'time-scale': { type: 'string' }, key: { type: 'string' },
+      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' },
+    },
+    'bridge',
+  );
+  if (!v.broker) throw new MeshLlmError('bridge: --broker URL is required (the mesh\'s MQTT broker)');
+  const link = choiceOption('link', v.link, 'sim', ['sim', 'serial', 'udp'] as const);
+  if (v.key !== undefined && !/^[0-9a-fA-F]{32}$/.test(v.key)) throw new MeshLlmError('bridge: --key must be 32 hex digits (16 bytes)');
+  if (link !== 'sim' && v.key === undefined) throw new MeshLlmError(`bridge: --link ${link} talks to real radios, which need the mesh's network key (--key HEX)`);
+  const json = v.json ?? false;
+  const bridge = await startBridge({
+    brokerUrl: v.broker,
+    meshId: v.mesh ?? 'default',
+    modelPath: resolveModelPaths({ model: v.model }).model,
+    quant: choiceOption('quant', v.quant, 'f32', ['f32', 'int8'] as const),
+    link,
+    serialPath: v.serial,
+    baudRate: intOption('baud', v.baud, 115200, 1200, 4000000),
+    udpPort: intOption('udp-port', v['udp-port'], 1700, 1, 65535),
+    region: choiceOption('region', v.region, 'EU868', REGION_NAMES),
+    sf: Number(choiceOption('sf', v.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor,
+    bandwidthKHz: Number(choiceOption('bw', v.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz,
+    channels: Number(choiceOption('channels', v.channels, '1', ['1', '8'] as const)),
+    nodes: intOption('nodes', v.nodes, 4, 1, 254),
+    loss: floatOption('loss', v.loss, 0, 0, 0.9),
+    timeScale: v['time-scale'] === undefined ? undefined : floatOption('time-scale', v['time-scale'], 1, 1e-3, 1e9),
+    key: v.key ? Buffer.from(v.key, 'hex') : undefined,
+    onToken: (t) => {
+      if (json) process.stdout.write(`${JSON.stringify(t)}\n`);
+      else process.stderr.write(`[bridge] position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s on air, bound ${t.boundSeconds.toFixed(1)} s (${t.ratio.toFixed(2)}x), ${t.rounds} rounds\n`);
+    },
+    log: (level, text) => {
+      if (level !== 'info' && level !== 'debug') process.stderr.write(`[bridge] ${level}: ${text}\n`);
+    },
+  });
+  process.stderr.write(`mesh-llm bridge: ${bridge.nodes} radio head node(s) on the ${link} link, announced on ${v.broker} (mesh ${v.mesh ?? 'default'})\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await bridge.close();
+  return 0;
+}

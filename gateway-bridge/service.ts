@@ -1,0 +1,108 @@
+/**
+ * The LoRa-to-MQTT bridge as a running service: the radio side (the simulated channel with
+ * its head nodes computing there, a serial LoRa modem, or a Semtech UDP packet forwarder), the
+ * gateway's MAC on it, and the bridge that shows the radio head nodes to the mesh's MQTT
+ * topics. What `mesh-llm bridge` and the Node-RED mesh-llm-lora-bridge node run.
+ */
+import { MeshLlmError } from '../lib/llm/errors';
+import { WeightQuant } from '../lib/llm/head';
+import { Logger } from '../lib/mesh/mqtt';
+import { BandwidthKHz, SpreadingFactor, modulation } from '../lib/radio/airtime';
+import { GatewayRadioLink } from '../lib/radio/mac';
+import { RadioBridge } from './bridge';
+import { RadioRunReport, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
+import { SemtechUdpLink } from './semtech';
+import { SerialModemLink } from './serial';
+import { SimulatedChannelLink } from './sim-link';
+
+export type BridgeLinkKind = 'sim' | 'serial' | 'udp';
+
+export interface BridgeServiceOptions {
+  brokerUrl: string;
+  username?: string;
+  password?: string;
+  meshId: string;
+  modelPath: string;
+  quant: WeightQuant;
+  link: BridgeLinkKind;
+  /** serial: the modem's port and speed. */
+  serialPath?: string;
+  baudRate?: number;
+  /** udp: where the packet forwarder's PUSH_DATA/PULL_DATA arrive. */
+  udpHost?: string;
+  udpPort?: number;
+  region: string;
+  sf: SpreadingFactor;
+  bandwidthKHz: BandwidthKHz;
+  channels: number;
+  /** Radio head nodes (each holds one head group in flash). */
+  nodes: number;
+  /** sim only: probability that any one reception is lost. */
+  loss?: number;
+  /** sim only: simulated ms per wall ms; undefined: the virtual clock. Real radios run at 1. */
+  timeScale?: number;
+  /** The mesh's 16-byte network key; without one a random key is used (real radios cannot know it). */
+  key?: Buffer;
+  /** Called after the last layer of each token position, with the radio's account of it. */
+  onToken?: (t: TokenRadioReport) => void;
+  log?: Logger;
+}
+
+export interface RunningBridge {
+  /** Radio head nodes announced on the mesh. */
+  nodes: number;
+  report(): RadioRunReport;
+  close(): Promise<void>;
+}
+
+async function openLink(o: BridgeServiceOptions, mesh: SimulatedRadioMesh): Promise<GatewayRadioLink> {
+  const m = modulation(mesh.config.modulation);
+  if (o.link === 'serial') {
+    if (!o.serialPath) throw new MeshLlmError('the serial link needs the modem\'s serial port (--serial PATH)');
+    return SerialModemLink.open({ path: o.serialPath, baudRate: o.baudRate ?? 115200, clock: mesh.clock, modulation: m });
+  }
+  if (o.link === 'udp') return SemtechUdpLink.listen({ clock: mesh.clock, modulation: m, host: o.udpHost ?? '0.0.0.0', port: o.udpPort ?? 1700 });
+  return new SimulatedChannelLink(mesh.attachGatewayRadio());
+}
+
+export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridge> {
+  if (o.key && o.key.length !== 16) throw new MeshLlmError('the network key must be 16 bytes (32 hex digits)');
+  const simulated = o.link === 'sim';
+  const mesh = new SimulatedRadioMesh({
+    modelPath: o.modelPath,
+    nodes: o.nodes,
+    quant: o.quant,
+    region: o.region,
+    sf: o.sf,
+    bandwidthKHz: o.bandwidthKHz,
+    channels: o.channels,
+    loss: simulated ? (o.loss ?? 0) : 0,
+    timeScale: simulated ? o.timeScale : 1,
+    key: o.key,
+    nodesOnChannel: simulated,
+  });
+  const link = await openLink(o, mesh);
+  const mac = mesh.createMac(link);
+  const collect = mac.onLayer;
+  mac.onLayer = (r) => {
+    collect(r);
+    if (r.layer !== mesh.g.nLayers - 1 || !o.onToken) return;
+    const t = mesh.report().perToken.find((p) => p.pos === r.pos);
+    if (t) o.onToken(t);
+  };
+  let bridge: RadioBridge;
+  try {
+    bridge = await RadioBridge.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, mac, g: mesh.g, transport: mesh.transport, nodes: mesh.infos, log: o.log });
+  } catch (e) {
+    await link.close();
+    throw e;
+  }
+  return {
+    nodes: mesh.infos.length,
+    report: () => mesh.report(),
+    close: async () => {
+      await bridge.close();
+      await link.close();
+    },
+  };
+}

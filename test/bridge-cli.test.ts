@@ -1,0 +1,58 @@
+/** `mesh-llm bridge` as its own process: its radio head nodes serve `generate --broker` like any mesh nodes. */
+import { ChildProcess, spawn } from 'node:child_process';
+import { spawnBroker } from '../lib/mesh/processes';
+import { binPath, runCli } from './support/cli';
+import { goldenIds } from './support/fixtures';
+
+describe('mesh-llm bridge', () => {
+  let broker: Awaited<ReturnType<typeof spawnBroker>>;
+  let bridge: ChildProcess;
+  let bridgeLog = '';
+
+  beforeAll(async () => {
+    broker = await spawnBroker(0);
+    bridge = spawn(process.execPath, [binPath, 'bridge', '--broker', broker.url, '--nodes', '4', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    bridge.stderr?.on('data', (d) => (bridgeLog += d));
+    bridge.stdout?.on('data', (d) => (bridgeLog += d));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the bridge did not come up:\n${bridgeLog}`)), 30000);
+      const check = setInterval(() => {
+        if (/4 radio head node\(s\) on the sim link/.test(bridgeLog)) {
+          clearInterval(check);
+          clearTimeout(timer);
+          resolve();
+        }
+      }, 50);
+    });
+  });
+
+  afterAll(async () => {
+    if (bridge && bridge.exitCode === null) {
+      const exited = new Promise((r) => bridge.once('exit', r));
+      bridge.kill('SIGTERM');
+      await exited;
+    }
+    await broker?.close();
+  });
+
+  test('generate --broker runs through the bridge and its simulated radio: golden tokens, a report per position', async () => {
+    const r = await runCli(['generate', '--broker', broker.url, '--nodes', '4', '--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).tokens).toEqual(goldenIds('once-greedy-64'));
+    const reports = bridgeLog.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { pos: number; ratio: number });
+    expect(reports.length).toBeGreaterThanOrEqual(63);
+    expect(reports.every((t) => t.ratio > 0 && t.ratio <= 1.05)).toBe(true);
+  });
+
+  test('bad options are clear errors', async () => {
+    const noBroker = await runCli(['bridge']);
+    expect(noBroker.code).toBe(1);
+    expect(noBroker.stderr).toMatch(/--broker URL is required/);
+    const noKey = await runCli(['bridge', '--broker', broker.url, '--link', 'udp']);
+    expect(noKey.code).toBe(1);
+    expect(noKey.stderr).toMatch(/need the mesh's network key/);
+    const badLink = await runCli(['bridge', '--broker', broker.url, '--link', 'wifi']);
+    expect(badLink.code).toBe(2);
+    expect(badLink.stderr).toMatch(/--link "wifi": expected one of sim, serial, udp/);
+  });
+});
