@@ -66,7 +66,7 @@ export class FlowRuntime {
   private readonly runs = new Map<string, Run>();
   private queue: Promise<unknown> = Promise.resolve();
   private watchdog: NodeJS.Timeout | null = null;
-  private steeringLink: { link: MeshSteering; steering: Steering; assignment: NodeAssignment[] } | null = null;
+  private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
     this.options = options;
@@ -104,10 +104,10 @@ export class FlowRuntime {
       const data = loadSteering(this.g.dim, this.g.nLayers);
       const nodes = this.assignment.map((a) => ({ node: a.node, heads: a.heads }));
       const link = await MeshSteering.connect({ url: this.options.brokerUrl, username: this.options.username, password: this.options.password, meshId: this.options.meshId });
-      this.steeringLink = { link, steering: new Steering(this.g, this.gateway, data, nodes), assignment: this.assignment };
+      this.steeringLink = { link, steering: new Steering(this.g, this.gateway, data, nodes), alpha: data.settings.alpha, assignment: this.assignment };
     }
     const { link, steering } = this.steeringLink;
-    await link.configure(steering, readings, alpha ?? loadSteering(this.g.dim, this.g.nLayers).settings.alpha);
+    await link.configure(steering, readings, alpha ?? this.steeringLink.alpha);
   }
 
   async close(): Promise<void> {
