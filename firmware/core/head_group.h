@@ -1,0 +1,88 @@
+// The head node's computation, in plain C++ with no hardware calls: it builds for the host
+// with g++ (the native head node, tests) and for the ESP32-S3. It is a port of
+// lib/llm/head.ts, lib/llm/math.ts and lib/llm/quant.ts with the same arithmetic (dot
+// products accumulated in double, stored as float32), so a native node returns the same head
+// outputs as a node.js one.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+// Hyper-parameters of a Llama-2 architecture model (a llama2.c checkpoint header) and what
+// every step derives from them.
+struct MlConfig {
+  int32_t dim;        // width of the residual stream
+  int32_t hiddenDim;  // width of the FFN
+  int32_t nLayers;
+  int32_t nHeads;     // query heads
+  int32_t nKvHeads;   // key/value heads
+  int32_t vocabSize;
+  int32_t seqLen;     // context length (also the KV cache length)
+  bool sharedClassifier;
+  int32_t headSize;   // dim / nHeads
+  int32_t kvDim;      // nKvHeads * headSize
+  int32_t kvMul;      // nHeads / nKvHeads
+};
+
+// ---- checkpoint.cpp: llama2.c checkpoints, version 0 (legacy) and 1 (float32 "ak42") --------
+
+struct MlCheckpoint;
+
+// Opens and validates a checkpoint (header, file size). On failure returns nullptr and writes
+// a sentence saying what is wrong into err.
+MlCheckpoint* ml_checkpoint_open(const char* path, char* err, size_t errLen);
+const MlConfig* ml_checkpoint_config(const MlCheckpoint* c);
+void ml_checkpoint_close(MlCheckpoint* c);
+
+// ---- quant.cpp: group-wise int8, as lib/llm/quant.ts -----------------------------------------
+
+// scale = max|v| / 127 (float32), q = round-half-away(float32(v / scale)); x [n] -> q [n],
+// scales [ceil(n / groupSize)].
+void ml_quantize(const float* x, int n, int groupSize, int8_t* q, float* scales);
+// out[i] = q[i] * scales[i / groupSize]
+void ml_dequantize(const int8_t* q, const float* scales, int n, int groupSize, float* out);
+// The values a receiver sees after int8 encoding and decoding of x [n], in place.
+void ml_int8_round_trip(float* x, int n, int groupSize);
+// The largest divisor of n that is at most limit (lib/llm/quant.ts alignedGroupSize).
+int ml_aligned_group_size(int n, int limit);
+
+// ---- head_group.cpp -----------------------------------------------------------------------
+
+// Int8 group size of weight rows (lib/llm/head.ts INT8_GROUP_SIZE).
+static const int ML_INT8_GROUP_SIZE = 32;
+
+// A head group's weights: for every layer the rows of W_Q of its query heads and of W_K, W_V
+// of the key/value heads they need, float32 or int8 (rows quantised in groups of 32).
+struct MlSlices;
+
+// Reads only the group's rows from the checkpoint. heads: distinct ids in 0..nHeads-1, any
+// order (kept sorted ascending). On failure nullptr and a sentence in err.
+MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8, char* err, size_t errLen);
+void ml_slices_free(MlSlices* s);
+// Bytes of resident weights (int8: values plus float32 scales), as HeadGroup.weightBytes.
+size_t ml_slices_weight_bytes(const MlSlices* s);
+int ml_slices_head_count(const MlSlices* s);
+const int* ml_slices_heads(const MlSlices* s);      // ascending
+int ml_slices_kv_head_count(const MlSlices* s);
+const int* ml_slices_kv_heads(const MlSlices* s);   // ascending
+
+// Added to a group's head outputs at one layer after attention (head_output = attention +
+// alpha * steering): vector [headCount * headSize], in ascending head order.
+struct MlSteering {
+  int layer;
+  const float* vector;
+};
+
+// One session's state of a head group: KV cache [nLayers][kvHeads][contextLength][headSize]
+// for keys and for values, and working vectors.
+struct MlSession;
+
+MlSession* ml_session_new(const MlSlices* s, int contextLength);
+void ml_session_free(MlSession* s);
+void ml_session_reset(MlSession* s);  // forgets every cached key and value
+size_t ml_session_cache_bytes(const MlSession* s);
+
+// One layer at one position: xb [dim] is the broadcast attention input. Returns the attention
+// outputs of the group's heads concatenated in ascending head order [headCount * headSize]
+// (owned by the session, overwritten by the next call); steering may be null. pos must be in
+// 0..contextLength-1 and layer in 0..nLayers-1 (the caller checks).
+const float* ml_session_forward(MlSession* s, const float* xb, int pos, int layer, const MlSteering* steering);
