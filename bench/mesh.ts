@@ -1,15 +1,17 @@
 /**
- * `npm run bench:mesh [-- --rounds R] [-- --nodes 1,8]`: the MQTT mesh on loopback. For each
- * broker (the embedded aedes broker in the gateway's process, as `generate --mesh N` runs it,
- * and the system's Mosquitto reached over TCP) it starts N head-node processes, then for each
+ * `npm run bench:mesh [-- --rounds R] [-- --nodes 1,8] [-- --runtime native,node]`: the MQTT
+ * mesh on loopback. For each head-node runtime (native: the firmware core built for the host;
+ * node: `mesh-llm node` on node.js) and each broker (the embedded aedes broker in the gateway's
+ * process, as `generate --mesh N` runs it, and the system's Mosquitto reached over TCP) it
+ * starts N head-node processes, then for each
  * transport (f32, int8) generates 128 positions greedily from BOS: three untimed warm-up runs,
  * then R timed runs. Reported per case: tokens/s (median over runs) and the per-layer gather
  * round trip (broadcast sent -> last head result placed) p50 and p99 over every layer of every
  * timed run. Each run's tokens are checked against the monolithic engine first.
  *
  * Progress goes to stderr; stdout holds a table, and its last line is one JSON object:
- * {"tokensPerSecond", "layerRoundTripP50Ms", "layerRoundTripP99Ms", "cases": [...]}, the
- * top-level figures being those of 8 nodes, f32, aedes.
+ * {"tokensPerSecond", "layerRoundTripP50Ms", "layerRoundTripP99Ms", "runtime", "cases": [...]},
+ * the top-level figures being those of 8 nodes, f32, aedes, on the first runtime listed.
  */
 import * as os from 'node:os';
 import { Engine, GenerateOptions } from '../lib/llm/engine';
@@ -22,10 +24,13 @@ import { Encoding } from '../lib/mesh/wire';
 const POSITIONS = 128;
 const WARMUP_RUNS = 3;
 const BROKERS = ['aedes', 'mosquitto'] as const;
+const RUNTIMES = ['native', 'node'] as const;
+type Runtime = (typeof RUNTIMES)[number];
 const TRANSPORTS: readonly Encoding[] = ['f32', 'int8'];
 type BrokerKind = (typeof BROKERS)[number];
 
 interface Case {
+  runtime: Runtime;
   nodes: number;
   broker: BrokerKind;
   transport: Encoding;
@@ -49,17 +54,20 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[] } {
+function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[]; runtimes: Runtime[] } {
   let rounds = 3;
   let nodeCounts = [8];
+  let runtimes: string[] = [...RUNTIMES];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--rounds') rounds = Number(argv[++i]);
     else if (argv[i] === '--nodes') nodeCounts = argv[++i].split(',').map(Number);
-    else throw new Error(`bench:mesh: unknown argument ${argv[i]} (expected --rounds R, --nodes 1,8)`);
+    else if (argv[i] === '--runtime') runtimes = argv[++i].split(',');
+    else throw new Error(`bench:mesh: unknown argument ${argv[i]} (expected --rounds R, --nodes 1,8, --runtime native,node)`);
   }
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number >= 1');
   if (nodeCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--nodes must list whole numbers >= 1');
-  return { rounds, nodeCounts };
+  if (runtimes.length === 0 || runtimes.some((r) => !(RUNTIMES as readonly string[]).includes(r))) throw new Error(`--runtime must list some of ${RUNTIMES.join(', ')}`);
+  return { rounds, nodeCounts, runtimes: runtimes as Runtime[] };
 }
 
 async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
@@ -67,11 +75,11 @@ async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
 }
 
 /** Runs every transport on one broker with `nodes` head-node processes. */
-async function benchBroker(kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>): Promise<Case[]> {
+async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>): Promise<Case[]> {
   const paths = resolveModelPaths({});
   const broker = await startBroker(kind);
-  const meshId = `bench-${kind}-${nodes}`;
-  const children = spawnHeadNodes({ count: nodes, brokerUrl: broker.url, meshId, modelPath: paths.model, onLog: () => undefined });
+  const meshId = `bench-${runtime}-${kind}-${nodes}`;
+  const children = spawnHeadNodes({ count: nodes, brokerUrl: broker.url, meshId, modelPath: paths.model, native: runtime === 'native', onLog: () => undefined });
   let gw: MeshGateway | undefined;
   try {
     gw = await MeshGateway.connect({
@@ -94,13 +102,14 @@ async function benchBroker(kind: BrokerKind, nodes: number, rounds: number, expe
       const trips: number[] = [];
       for (let r = 0; r < rounds; r++) {
         const result = await gw.generate(options);
-        if (result.tokens.join() !== expected[transport].join()) throw new Error(`${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
+        if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
         rates.push(result.tokensPerSecond);
         trips.push(...(gw.runner?.roundTripsMs ?? []));
-        log(`  ${kind} ${transport} ${nodes} nodes, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+        log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
       }
       trips.sort((a, b) => a - b);
       cases.push({
+        runtime,
         nodes,
         broker: kind,
         transport,
@@ -119,15 +128,15 @@ async function benchBroker(kind: BrokerKind, nodes: number, rounds: number, expe
 }
 
 function table(cases: Case[]): string {
-  const head = ['nodes', 'broker', 'transport', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
-  const rows = cases.map((c) => [String(c.nodes), c.broker, c.transport, c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
+  const head = ['runtime', 'nodes', 'broker', 'transport', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
+  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) => cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
 async function main(): Promise<void> {
-  const { rounds, nodeCounts } = parseArgs(process.argv.slice(2));
+  const { rounds, nodeCounts, runtimes } = parseArgs(process.argv.slice(2));
   const paths = resolveModelPaths({});
   log(`bench:mesh: stories260K, ${POSITIONS} positions from BOS, greedy; ${rounds} timed run(s) per case; ${os.cpus().length} CPUs`);
   const expected = {} as Record<Encoding, number[]>;
@@ -136,15 +145,17 @@ async function main(): Promise<void> {
     expected[transport] = (await engine.generate({ prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n })).tokens;
   }
   const cases: Case[] = [];
-  for (const nodes of nodeCounts) {
-    for (const kind of BROKERS) {
-      log(`${kind}, ${nodes} head-node processes:`);
-      cases.push(...(await benchBroker(kind, nodes, rounds, expected)));
+  for (const runtime of runtimes) {
+    for (const nodes of nodeCounts) {
+      for (const kind of BROKERS) {
+        log(`${runtime} head nodes, ${kind}, ${nodes} processes:`);
+        cases.push(...(await benchBroker(runtime, kind, nodes, rounds, expected)));
+      }
     }
   }
-  const top = cases.find((c) => c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32') ?? cases[0];
+  const top = cases.find((c) => c.runtime === runtimes[0] && c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32') ?? cases[0];
   process.stdout.write(`${table(cases)}\n`);
-  process.stdout.write(`${JSON.stringify({ tokensPerSecond: top.tokensPerSecond, layerRoundTripP50Ms: top.layerRoundTripP50Ms, layerRoundTripP99Ms: top.layerRoundTripP99Ms, cases })}\n`);
+  process.stdout.write(`${JSON.stringify({ tokensPerSecond: top.tokensPerSecond, layerRoundTripP50Ms: top.layerRoundTripP50Ms, layerRoundTripP99Ms: top.layerRoundTripP99Ms, runtime: top.runtime, cases })}\n`);
 }
 
 main().catch((e) => {

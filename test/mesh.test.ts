@@ -42,10 +42,14 @@ function cli(args: string[]): Promise<{ tokens: number[]; text: string; tokensPe
 
 const onceArgs = ['--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0'];
 
+/** The two head-node runtimes: `mesh-llm node` on node.js, and the firmware core built for the host. */
+type Runtime = 'node.js' | 'native';
+const RUNTIMES: Runtime[] = ['node.js', 'native'];
+
 /** Head-node processes on a broker, stopped after all tests (and logged lines kept for assertions). */
-function nodesOn(broker: Broker, meshId: string, count: number): NodeProcesses & { logs: string[] } {
+function nodesOn(broker: Broker, meshId: string, count: number, runtime: Runtime = 'node.js', prefix = 'node-'): NodeProcesses & { logs: string[] } {
   const logs: string[] = [];
-  const nodes = spawnHeadNodes({ count, brokerUrl: broker.url, meshId, modelPath: modelPaths.model, onLog: (_n, line) => logs.push(line) });
+  const nodes = spawnHeadNodes({ count, brokerUrl: broker.url, meshId, modelPath: modelPaths.model, native: runtime === 'native', prefix, onLog: (_n, line) => logs.push(line) });
   cleanups.push(() => nodes.stop(500));
   return { ...nodes, logs };
 }
@@ -100,6 +104,11 @@ describe('generate --mesh N (embedded aedes broker, head-node processes), f32 tr
       expect(r.tokensPerSecond).toBeGreaterThan(0);
     });
   }
+  test('N = 8 native head nodes (--native) give the golden tokens', async () => {
+    const r = await cli(['generate', '--mesh', '8', '--native', ...onceArgs]);
+    expect(r.tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(r.text).toBe(goldenText('once-greedy-64'));
+  });
 });
 
 describe('other brokers and head nodes started separately', () => {
@@ -110,6 +119,43 @@ describe('other brokers and head nodes started separately', () => {
     const r = await cli(['generate', '--broker', mosquitto.url, '--mesh-id', 'mosq', '--nodes', '8', ...onceArgs]);
     expect(r.tokens).toEqual(goldenIds('once-greedy-64'));
     expect(alive(nodes)).toEqual(Array(8).fill(true)); // --broker leaves the nodes running
+  });
+
+  test('a mixed mesh on Mosquitto, four native and four node.js head nodes, gives the golden tokens and matches the engine on an unseen prompt', async () => {
+    const mosquitto = await startMosquitto();
+    cleanups.push(() => mosquitto.close());
+    const js = nodesOn(mosquitto, 'mixed', 4, 'node.js', 'js-');
+    const native = nodesOn(mosquitto, 'mixed', 4, 'native', 'native-');
+    const gw = await gatewayOn(mosquitto, 'mixed');
+    const ids = await Promise.race([gw.discover({ count: 8, timeoutMs: 30000 }), js.firstExit, native.firstExit]);
+    const assignment = await gw.assign([...ids].sort());
+    expect(assignment.map((a) => a.node)).toEqual(['js-1', 'js-2', 'js-3', 'js-4', 'native-1', 'native-2', 'native-3', 'native-4']);
+    expect((await gw.generate(ONCE)).tokens).toEqual(goldenIds('once-greedy-64'));
+    const o: GenerateOptions = { prompt: 'The old owl sang to the stars', steps: 90, temperature: 0.8, topP: 0.9, seed: 11n };
+    expect((await gw.generate(o)).tokens).toEqual((await monolithic(o)).tokens);
+  });
+
+  test('`mesh-llm node --native` with credentials serves `generate --broker`', async () => {
+    const port = await freePort();
+    const url = `mqtt://127.0.0.1:${port}`;
+    const stopLater = (child: ChildProcess) =>
+      cleanups.push(async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          await new Promise((r) => child.once('exit', r));
+        }
+      });
+    const broker = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port), '--username', 'mesh', '--password', 's3cret'], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    stopLater(broker);
+    await new Promise<void>((resolve) => broker.stderr?.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()));
+    const node = spawn(process.execPath, [cliEntry(), 'node', '--native', '--id', 'gamma', '--broker', `mqtt://mesh:s3cret@127.0.0.1:${port}`, '--mesh', 'native-cli', '--model', modelPaths.model], { stdio: ['ignore', 'ignore', 'pipe'] });
+    stopLater(node);
+    const r = await cli(['generate', '--broker', url, '--username', 'mesh', '--password', 's3cret', '--mesh-id', 'native-cli', '--nodes', '1', ...onceArgs]);
+    expect(r.tokens).toEqual(goldenIds('once-greedy-64'));
+    // SIGTERM to `mesh-llm node --native` reaches the native node, which says goodbye and exits 0
+    const exited = new Promise<number | null>((resolve) => node.once('exit', (code) => resolve(code)));
+    node.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 
   test('`mesh-llm broker` with credentials, two `mesh-llm node` processes and `generate --broker` match the monolithic engine on an unseen prompt', async () => {
@@ -147,16 +193,18 @@ describe('int8 transport', () => {
     expect(int8.tokens).not.toEqual(f32.tokens); // the comparison below can tell the encodings apart
     const r = await cli(['generate', '--mesh', '3', '--quant', 'int8', '--prompt', o.prompt, '--steps', '100', '--temperature', '0']);
     expect(r.tokens).toEqual(int8.tokens);
+    const native = await cli(['generate', '--mesh', '3', '--native', '--quant', 'int8', '--prompt', o.prompt, '--steps', '100', '--temperature', '0']);
+    expect(native.tokens).toEqual(int8.tokens);
   });
 });
 
-describe('assignments, sessions and resident weights', () => {
+describe.each(RUNTIMES)('assignments, sessions and resident weights (%s head nodes)', (runtime) => {
   let broker: Broker;
   let gw: MeshGateway;
   let nodes: ReturnType<typeof nodesOn>;
   beforeAll(async () => {
     broker = await aedes();
-    nodes = nodesOn(broker, 'assign', 4);
+    nodes = nodesOn(broker, 'assign', 4, runtime);
     gw = await gatewayOn(broker, 'assign');
     await discoverAll(gw, nodes);
   });
@@ -209,14 +257,14 @@ describe('assignments, sessions and resident weights', () => {
   });
 });
 
-describe('bad input and faults', () => {
+describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
   let broker: Broker;
   beforeAll(async () => {
     broker = await aedes();
   });
 
   test('malformed frames and schema-invalid JSON on every topic are dropped, logged and reported; nothing crashes', async () => {
-    const nodes = nodesOn(broker, 'bad', 2);
+    const nodes = nodesOn(broker, 'bad', 2, runtime);
     const gw = await gatewayOn(broker, 'bad');
     await gw.assign(await discoverAll(gw, nodes));
     const t = topicsFor('bad');
@@ -280,7 +328,7 @@ describe('bad input and faults', () => {
   });
 
   test('stale, duplicate and unassigned results are ignored and counted', async () => {
-    const nodes = nodesOn(broker, 'dup', 2);
+    const nodes = nodesOn(broker, 'dup', 2, runtime);
     const gw = await gatewayOn(broker, 'dup', 5000);
     await gw.assign(await discoverAll(gw, nodes));
     const t = topicsFor('dup');
@@ -318,7 +366,7 @@ describe('bad input and faults', () => {
   });
 
   test('killing a node process mid-generation fails the generation promptly, naming the node', async () => {
-    const nodes = nodesOn(broker, 'kill', 3);
+    const nodes = nodesOn(broker, 'kill', 3, runtime);
     const gw = await gatewayOn(broker, 'kill', 1500);
     await gw.assign(await discoverAll(gw, nodes));
     let killedAt = 0;
@@ -335,7 +383,7 @@ describe('bad input and faults', () => {
   });
 
   test('a node that stops answering fails the gather within the timeout, naming the node', async () => {
-    const nodes = nodesOn(broker, 'hang', 3);
+    const nodes = nodesOn(broker, 'hang', 3, runtime);
     const gw = await gatewayOn(broker, 'hang', 1000);
     await gw.assign(await discoverAll(gw, nodes));
     let stoppedAt = 0;
@@ -355,7 +403,7 @@ describe('bad input and faults', () => {
   test('a node process whose broker goes away exits with an error instead of idling', async () => {
     const own = await spawnBroker(await freePort());
     cleanups.push(() => own.close());
-    const nodes = nodesOn(own, 'orphan', 1);
+    const nodes = nodesOn(own, 'orphan', 1, runtime);
     const gw = await gatewayOn(own, 'orphan');
     await discoverAll(gw, nodes);
     const exited = new Promise<number | null>((resolve) => nodes.nodes[0].child.once('exit', (code) => resolve(code)));

@@ -13,10 +13,12 @@ export const meshOptionSpec = {
   'mesh-id': { type: 'string' },
   nodes: { type: 'string' },
   'gather-timeout': { type: 'string' },
+  native: { type: 'boolean' },
 } as const;
 
 export const meshUsage = `
   --mesh N           run the heads on N head-node processes over an embedded MQTT broker (aedes)
+  --native           with --mesh: native head nodes (the firmware core built for the host, C++)
   --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
   --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
@@ -24,7 +26,7 @@ export const meshUsage = `
   --gather-timeout MS  fail if a head node has not answered a layer within MS (default 2000)
   With --mesh or --broker, --groups defaults to one group per node.`;
 
-type MeshValues = { [K in keyof typeof meshOptionSpec]?: string } & { groups?: string };
+type MeshValues = { [K in Exclude<keyof typeof meshOptionSpec, 'native'>]?: string } & { groups?: string; native?: boolean };
 
 export function wantsMesh(values: MeshValues): boolean {
   return values.mesh !== undefined || values.broker !== undefined;
@@ -33,11 +35,13 @@ export function wantsMesh(values: MeshValues): boolean {
 /** `generate --mesh N` / `--broker URL`: the same generation, through head-node processes. */
 export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener, generateOn?: MeshGenerateOptions['generateOn']): Promise<GenerationResult> {
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
+  if (values.native && values.mesh === undefined) throw new UsageError('generate: --native chooses the head nodes --mesh N starts (with --broker, start them yourself: mesh-llm node --native)');
   return runMeshGenerate({
     generate: cmd.generate,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
     mesh: values.mesh === undefined ? undefined : intOption('mesh', values.mesh, 1, 1, 1024),
+    native: values.native,
     broker: values.broker,
     username: values.username,
     password: values.password,

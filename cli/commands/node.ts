@@ -3,8 +3,36 @@ import * as path from 'node:path';
 import { UsageError, intOption, parseOptions } from '../args';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { DEFAULT_BROKER_URL, DEFAULT_MESH_ID, runHeadNode } from '../../lib/mesh/run';
+import { firmwareBinary } from '../../lib/firmware/build';
+import { nativeNodeArgs } from '../../lib/mesh/processes';
+import { checkId } from '../../lib/mesh/wire';
+import { spawn } from 'node:child_process';
 
-export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--mesh ID] [--model PATH] [--heartbeat MS]
+/**
+ * Runs the native node in the foreground: its stderr is this process's, signals are passed on,
+ * and its exit code becomes this command's.
+ */
+function runNative(binary: string, args: string[]): Promise<number> {
+  const child = spawn(binary, args, { stdio: ['pipe', 'inherit', 'inherit'] });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const onTerm = forward('SIGTERM');
+  const onInt = forward('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  return new Promise((resolve) => {
+    child.once('error', (e) => {
+      process.stderr.write(`mesh-llm node --native: cannot start ${binary}: ${e.message}\n`);
+      resolve(1);
+    });
+    child.once('exit', (code, signal) => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      resolve(code ?? (signal ? 1 : 0));
+    });
+  });
+}
+
+export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--mesh ID] [--model PATH] [--heartbeat MS] [--native]
 
   --id ID            this node's id (letters, digits, _ . -), unique on the mesh
   --broker URL       MQTT broker (default ${DEFAULT_BROKER_URL})
@@ -12,7 +40,9 @@ export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--pas
   --password P       broker password
   --mesh ID          mesh id: the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --model PATH       llama2.c checkpoint to read this node's weight slices from (default: the model resolution order)
-  --heartbeat MS     telemetry interval (default 1000)`;
+  --heartbeat MS     telemetry interval (default 1000)
+  --native           run the native head node (the firmware core built for the host, C++;
+                     dist/firmware/mesh-llm-node) instead of the node.js one`;
 
 const spec = {
   id: { type: 'string' },
@@ -22,12 +52,20 @@ const spec = {
   mesh: { type: 'string' },
   model: { type: 'string' },
   heartbeat: { type: 'string' },
+  native: { type: 'boolean' },
 } as const;
 
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(argv, spec, 'node');
   if (!v.id) throw new UsageError('node: --id ID is required');
   const model = v.model ? path.resolve(v.model) : resolveModelPaths({}).model;
+  const heartbeatMs = intOption('heartbeat', v.heartbeat, 1000, 10, 3_600_000);
+  if (v.native) {
+    checkId('node', v.id);
+    checkId('mesh', v.mesh ?? DEFAULT_MESH_ID);
+    const url = v.broker ?? DEFAULT_BROKER_URL;
+    return runNative(firmwareBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, heartbeatMs, username: v.username, password: v.password }));
+  }
   return runHeadNode({
     id: v.id,
     url: v.broker ?? DEFAULT_BROKER_URL,
@@ -35,6 +73,6 @@ export async function run(argv: string[]): Promise<number> {
     password: v.password,
     meshId: v.mesh ?? DEFAULT_MESH_ID,
     modelPath: model,
-    heartbeatMs: intOption('heartbeat', v.heartbeat, 1000, 10, 3_600_000),
+    heartbeatMs,
   });
 }

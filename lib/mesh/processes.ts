@@ -6,6 +6,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { MeshLlmError } from '../llm/errors';
+import { firmwareBinary } from '../firmware/build';
 
 export interface SpawnNodesOptions {
   count: number;
@@ -15,6 +16,11 @@ export interface SpawnNodesOptions {
   /** Ids are `${prefix}${i}` for i = 1..count. */
   prefix?: string;
   heartbeatMs?: number;
+  /**
+   * Run the native head node (the firmware core built for the host, dist/firmware/mesh-llm-node)
+   * instead of `mesh-llm node` on node.js. Same topics, frames, schemas and head outputs.
+   */
+  native?: boolean;
   /** Receives each child's stderr lines (default: copied to this process's stderr). */
   onLog?: (node: string, line: string) => void;
 }
@@ -48,10 +54,25 @@ function lineSplitter(onLine: (line: string) => void): (chunk: Buffer) => void {
   };
 }
 
-function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
-  const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
+/** Command line of the native head node: the options of `mesh-llm node`. */
+export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: string; modelPath: string; heartbeatMs?: number; username?: string; password?: string }): string[] {
+  const args = ['--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
   if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  if (o.username) args.push('--username', o.username);
+  if (o.password) args.push('--password', o.password);
+  return args;
+}
+
+function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
+  let child: ChildProcess;
+  if (o.native) {
+    // its standard input is a pipe from this process: it exits when the pipe closes
+    child = spawn(firmwareBinary(), nativeNodeArgs(id, o), { stdio: ['pipe', 'ignore', 'pipe'] });
+  } else {
+    const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
+    if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
+    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  }
   const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
   child.stderr?.on('data', lineSplitter((line) => onLog(id, line)));
   const exited = new Promise<string>((resolve) => {
