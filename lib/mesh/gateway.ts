@@ -53,7 +53,7 @@ export interface MeshGatewayOptions extends BrokerAddress {
   log?: Logger;
 }
 
-/** Where the gateway sends broadcast frames and hears result frames. */
+/** Where the gateway sends broadcast frames and per-token messages, and hears result frames. */
 interface FrameBus {
   publish(topic: string, frame: Buffer): void;
   subscribe(pattern: string, onFrame: (topic: string, frame: Buffer) => void): Promise<void>;
@@ -373,7 +373,7 @@ export class MeshGateway {
     try {
       const publishToken: TokenListener = (token, piece, pos) => {
         const m = { protocol: PROTOCOL_VERSION, session: heads.session, pos, token, piece: piece.toString('utf8') } as const;
-        this.client.publish(this.t.tokens, encodeControl('token', m), { qos: 0 });
+        this.frames.publish(this.t.tokens, Buffer.from(encodeControl('token', m)));
         onToken?.(token, piece, pos);
       };
       return await generate(this.gateway, heads, this.tokenizer, options, publishToken);
