@@ -5,7 +5,7 @@ import { defaultSettingsOptions } from '../../settings';
 import { SCENARIOS, ScenarioName } from '../../lib/steering/sensors';
 
 export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
-                [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none]
+                [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none] [--native]
 
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
   --nodes N        head-node processes to start (default: one per attention head)
@@ -14,12 +14,14 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
   --quant          int8: int8 head weights and transport (default f32)
   --data DIR       Node-RED's state folder (default ./data)
   --scenario NAME  what the simulated head nodes' sensors feel: calm (default), explosion, bright-flash,
-                   earthquake (a calm minute, then the event, repeating), or none`;
+                   earthquake (a calm minute, then the event, repeating), or none
+  --native         start native head nodes (the firmware core built for this machine, C++)
+                   instead of node.js ones: same protocol and outputs, far less CPU`;
 
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(
     argv,
-    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' } },
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' } },
     'start',
   );
   const defaults = defaultSettingsOptions();
@@ -35,6 +37,7 @@ export async function run(argv: string[]): Promise<number> {
       quant: choiceOption('quant', v.quant, 'f32', ['f32', 'int8'] as const),
       model: v.model,
       tokenizer: v.tokenizer,
+      native: v.native,
       scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),

@@ -22,6 +22,8 @@ export interface StartOptions extends MeshLlmSettingsOptions {
   broker?: string;
   meshId: string;
   quant: 'f32' | 'int8';
+  /** Start native head nodes (the firmware core built for the host) instead of node.js ones. */
+  native?: boolean;
   /** Sensor scenario the simulated head nodes feel (default calm); null: no simulated sensors. */
   scenario?: ScenarioName | null;
 }
@@ -56,8 +58,8 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
       brokerUrl = broker.url;
       nodeCount = o.nodes ?? nHeads;
       log(`embedded MQTT broker on ${brokerUrl}`);
-      children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model });
-      log(`started ${nodeCount} head-node processes (${children.nodes.map((n) => n.id).join(', ')})`);
+      children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native });
+      log(`started ${nodeCount} ${o.native ? 'native ' : ''}head-node processes (${children.nodes.map((n) => n.id).join(', ')})`);
       if (o.scenario !== null) {
         const scenario = o.scenario ?? 'calm';
         sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: children.nodes.map((n) => n.id), scenario });
