@@ -14,6 +14,7 @@
  * the top-level figures being those of 8 nodes, f32, aedes, on the first runtime listed.
  */
 import * as os from 'node:os';
+import { firmwareBinary } from '../lib/firmware/build';
 import { Engine, GenerateOptions } from '../lib/llm/engine';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { RunningBroker, startAedesBroker, startMosquitto } from '../lib/mesh/broker';
@@ -136,7 +137,17 @@ function table(cases: Case[]): string {
 }
 
 async function main(): Promise<void> {
-  const { rounds, nodeCounts, runtimes } = parseArgs(process.argv.slice(2));
+  const { rounds, nodeCounts, runtimes: asked } = parseArgs(process.argv.slice(2));
+  let runtimes = asked;
+  if (runtimes.includes('native')) {
+    try {
+      firmwareBinary();
+    } catch (e) {
+      log(`bench:mesh: skipping the native runtime: ${(e as Error).message}`);
+      runtimes = runtimes.filter((r) => r !== 'native');
+      if (runtimes.length === 0) throw e;
+    }
+  }
   const paths = resolveModelPaths({});
   log(`bench:mesh: stories260K, ${POSITIONS} positions from BOS, greedy; ${rounds} timed run(s) per case; ${os.cpus().length} CPUs`);
   const expected = {} as Record<Encoding, number[]>;
