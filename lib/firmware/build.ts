@@ -98,12 +98,17 @@ export function buildFirmware(log: (line: string) => void = () => undefined): st
   for (const t of firmwareTargets()) {
     if (t.sources.some((s) => !fs.existsSync(s))) continue; // a target whose sources are not there yet
     const bin = path.join(out, t.name);
-    const inputs = [...t.sources, ...headers, generated, __filename];
-    if (fs.existsSync(bin) && fs.statSync(bin).mtimeMs >= newestMtime(inputs)) continue;
-    log(`firmware: compiling ${t.name} (${t.sources.length} sources)`);
     const args = [...CXXFLAGS, '-I', path.join(firmwareDir(), 'core'), '-I', path.dirname(generated), '-o', bin, ...t.sources];
+    // the command line is kept beside the binary: a new compiler, flag or source list rebuilds it
+    const stamp = `${bin}.cmd`;
+    const command = [compiler(), ...args].join(' ');
+    const inputs = [...t.sources, ...headers, generated];
+    const upToDate = fs.existsSync(bin) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === command && fs.statSync(bin).mtimeMs >= newestMtime(inputs);
+    if (upToDate) continue;
+    log(`firmware: compiling ${t.name} (${t.sources.length} sources)`);
     const r = spawnSync(compiler(), args, { encoding: 'utf8' });
     if (r.status !== 0) throw new MeshLlmError(`firmware: ${compiler()} failed building ${t.name}:\n${r.stderr || r.error?.message}`);
+    fs.writeFileSync(stamp, command);
     if (r.stderr.trim()) log(r.stderr.trim());
     built.push(bin);
   }
