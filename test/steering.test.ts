@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
 import { attributionTrials } from '../lib/steering/measure';
-import { SteeringData, loadSteering, recomputeDirections, steeringDir } from '../lib/steering/directions';
+import { CorpusStory, SteeringData, loadSteering, readChannelFile, recomputeDirections, sampleCorpus, steeringDir, wordOccurrences } from '../lib/steering/directions';
 import { lexiconTokens, meanLexiconMass } from '../lib/steering/lexicon';
 import { norm } from '../lib/steering/linalg';
 import { nodeSteeringVector, reconstructionError, residualOf } from '../lib/steering/shares';
@@ -101,17 +101,43 @@ describe('per-head application', () => {
 });
 
 describe('directions', () => {
+  test('the corpus is what `generate` writes with the same settings, and its residuals are the engine\'s', async () => {
+    const engine = load(1);
+    const corpus = { ...data.settings.corpus, stories: 2, steps: 40 };
+    const stories: CorpusStory[] = [];
+    await sampleCorpus(engine, corpus, layer, (s) => stories.push({ tokens: s.tokens, residuals: s.residuals.slice() }));
+    for (const [i, story] of stories.entries()) {
+      const gen = await engine.generate({ prompt: corpus.prompts[i % corpus.prompts.length], steps: corpus.steps, temperature: corpus.temperature, topP: corpus.topP, seed: BigInt(corpus.seed + i) });
+      expect(story.tokens).toEqual(gen.tokens);
+      const xs = await residualsAfterAttention(engine, story.tokens.slice(0, -1), layer);
+      xs.forEach((x, p) => expect(relativeError(story.residuals.subarray(p * engine.g.dim, (p + 1) * engine.g.dim), x)).toBeLessThan(1e-6));
+    }
+  });
+
+  test('lexicon words are found wherever their tokens occur', () => {
+    const tok = engine8.tokenizer;
+    const words = lexiconTokens(tok, ['loud', 'noise']);
+    const tokens = tok.encode('She heard a loud noise. It was loud.', true, false);
+    const found = wordOccurrences(tokens, words);
+    expect(found.map(([k]) => k)).toEqual([0, 1, 0]);
+    for (const [k, start] of found) expect(tokens.slice(start, start + words[k].length)).toEqual(words[k]);
+  });
+
+  test('every committed direction has its channel\'s norm', () => {
+    for (const c of data.channels) expect(norm(c.vector)).toBeCloseTo(readChannelFile(c.channel).norm, 3);
+  });
+
   test('`steer calibrate` recomputes exactly the committed direction files', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-steering-'));
     for (const f of fs.readdirSync(steeringDir())) fs.copyFileSync(path.join(steeringDir(), f), path.join(dir, f));
     await recomputeDirections(load(1), 'stories260K.bin', dir);
     const recomputed = loadSteering(engine8.g.dim, engine8.g.nLayers, dir);
     recomputed.channels.forEach((c, i) => expect(relativeError(c.vector, data.channels[i].vector)).toBeLessThan(1e-5));
-  });
+  }, 900_000);
 });
 
 describe('effect on the text', () => {
-  test('a steered run raises each channel lexicon mass with a positive reading', async () => {
+  test('a steered run raises each channel lexicon mass with a positive reading (by at least 30 %)', async () => {
     const contexts = data.settings.evaluation.map((p) => engine8.tokenizer.encode(p, true, false));
     const nodes = localNodes(engine8.heads);
     for (const c of data.channels) {
@@ -122,7 +148,7 @@ describe('effect on the text', () => {
       };
       const calm = await mass(0);
       const full = await mass(1);
-      expect(full).toBeGreaterThan(calm * 1.05);
+      expect(full).toBeGreaterThan(calm * 1.3);
     }
     clearSteering(engine8.heads);
   });

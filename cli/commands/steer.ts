@@ -21,9 +21,10 @@ mesh-llm steer measure [--alpha A] [--trials N] [--plot FILE.png] [--json] [--mo
 mesh-llm steer readings (--scenario NAME | --sensors FILE) [--nodes N]
 mesh-llm steer simulate --scenario NAME [--nodes N] [--seed S] [--affected NODE] [--out FILE]
 
-  calibrate          recompute each channel's direction (steering/<channel>.json) by contrastive
-                     activation addition at the layer of steering/steering.json (or --layer L,
-                     which is then written there)
+  calibrate          sample the corpus of steering/steering.json from the model and recompute each
+                     channel's direction (steering/<channel>.json) by contrastive activation
+                     addition at the layer of steering/steering.json (or --layer L, which is then
+                     written there); a few minutes on stories260K
   measure            per channel: lexicon mass at readings 0..1, its ratio at full reading, whether
                      it rises monotonically, the perplexity increase of steered text; and the share
                      of attribution trials naming the one stimulated node of eight
@@ -63,7 +64,10 @@ async function calibrate(values: Values): Promise<number> {
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer });
   const layer = values.layer === undefined ? undefined : intOption('layer', values.layer, 0, 0, engine.g.nLayers - 1);
   const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer);
-  for (const w of written) process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file}\n`);
+  for (const w of written) {
+    const seen = Object.entries(w.counts.occurrences).map(([word, n]) => `${word} ${n}`).join(', ');
+    process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file} (lexicon in the corpus: ${seen}; ${w.counts.positive} positions near it, ${w.counts.negative} others)\n`);
+  }
   return 0;
 }
 

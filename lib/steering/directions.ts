@@ -1,21 +1,35 @@
 /**
  * Steering directions: per sensor channel a vector in the residual stream, found by
- * contrastive activation addition: the mean residual stream (right after a layer's attention
- * output is added, where the nodes' steering enters) where prompts that carry the channel's
- * meaning are about to write one of its lexicon words, minus the mean where prompts that
- * carry its opposite are about to write a word. Each channel is one editable
- * data file in steering/ (prompts, target lexicon, and the computed vector); the shared
- * settings (layer, default alpha) are in steering/steering.json. `mesh-llm steer
- * calibrate` recomputes the vectors after an edit.
+ * contrastive activation addition on text the model writes itself. The gateway samples a
+ * corpus of stories from the model (steering/steering.json `corpus`: prompts, count, length,
+ * sampling settings and seed, so the corpus is the same on every run); a channel's positive
+ * set is every position within a few tokens of one of its lexicon words (where a story is
+ * about to write it, writes it, or has just written it), its negative set every other position.
+ * The direction is the mean residual stream over the positive set minus the mean over the
+ * negative set, taken right after a layer's attention output is added (where the nodes'
+ * steering enters); then its writable part (shares.ts), scaled to the channel's norm. Each
+ * channel is one editable data file in steering/ (lexicon, window, norm and the computed
+ * vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Engine } from '../llm/engine';
+import { Engine, Generation } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
-import { Tokenizer } from '../llm/tokenizer';
 import { lexiconTokens } from './lexicon';
 import { writablePart } from './shares';
+
+/** How the gateway samples the corpus directions are computed on (story i: prompt i mod n, seed + i). */
+export interface CorpusSettings {
+  prompts: string[];
+  /** Number of stories. */
+  stories: number;
+  /** Positions per story, prompt included (as generate's steps). */
+  steps: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+}
 
 /** The shared settings of steering/steering.json. */
 export interface SteeringSettings {
@@ -28,6 +42,8 @@ export interface SteeringSettings {
    * least rcond times the largest (shares.ts writablePart); 0 keeps all of it.
    */
   rcond: number;
+  /** The model-written stories the contrast sets are taken from. */
+  corpus: CorpusSettings;
   /** Channel files to load, in this order (steering/{channel}.json). */
   channels: string[];
   /** Contexts (not used to compute directions) at whose end `steer measure` reads the lexicon mass. */
@@ -40,9 +56,13 @@ export interface ChannelDirectionFile {
   description: string;
   /** Words whose probability mass the channel should raise (each is a word following a space). */
   lexicon: string[];
-  /** Prompts that carry the channel's meaning, and prompts that carry its opposite. */
-  positive: string[];
-  negative: string[];
+  /**
+   * The positive set: positions from `before` tokens before a lexicon word of the corpus to
+   * `after` tokens after it (each word weighted alike); the negative set: every other position.
+   */
+  window: { before: number; after: number };
+  /** Norm of the direction (its gain: alpha * reading * norm is how far a full mesh moves the residual stream). */
+  norm: number;
   /** Computed by `mesh-llm steer calibrate`. */
   direction?: {
     model: string;
@@ -84,6 +104,9 @@ function checkSettings(file: string, s: SteeringSettings, nLayers?: number): Ste
   if (!(s.rcond >= 0 && s.rcond < 1)) throw new MeshLlmError(`steering file ${file}: rcond must be a number in [0, 1)`);
   if (!Array.isArray(s.channels) || s.channels.length === 0) throw new MeshLlmError(`steering file ${file}: channels must list at least one channel`);
   if (!Array.isArray(s.evaluation) || s.evaluation.length === 0) throw new MeshLlmError(`steering file ${file}: evaluation must list at least one context`);
+  const c = s.corpus;
+  if (!c || !Array.isArray(c.prompts) || c.prompts.length === 0 || !Number.isInteger(c.stories) || c.stories < 1 || !Number.isInteger(c.steps) || c.steps < 2 || !Number.isInteger(c.seed) || c.seed < 1 || !(c.temperature >= 0) || !(c.topP >= 0 && c.topP <= 1))
+    throw new MeshLlmError(`steering file ${file}: corpus needs prompts, stories >= 1, steps >= 2, a temperature, a top-p in [0, 1] and a seed >= 1`);
   return s;
 }
 
@@ -96,8 +119,10 @@ export function readChannelFile(channel: string, dir = steeringDir()): ChannelDi
   const file = path.join(dir, `${channel}.json`);
   const f = readJson<ChannelDirectionFile>(file);
   if (f.channel !== channel) throw new MeshLlmError(`steering file ${file}: names channel "${f.channel}", expected "${channel}"`);
-  if (!f.positive?.length || !f.negative?.length) throw new MeshLlmError(`steering file ${file}: needs positive and negative prompts`);
   if (!f.lexicon?.length) throw new MeshLlmError(`steering file ${file}: needs a lexicon`);
+  const w = f.window;
+  if (!w || !Number.isInteger(w.before) || !Number.isInteger(w.after) || w.before < 0 || w.after < 0) throw new MeshLlmError(`steering file ${file}: window needs whole numbers before and after (>= 0)`);
+  if (!(f.norm > 0 && Number.isFinite(f.norm))) throw new MeshLlmError(`steering file ${file}: norm must be a number > 0`);
   return f;
 }
 
@@ -151,59 +176,122 @@ export async function residualsAfterAttention(engine: Engine, tokens: readonly n
   return out;
 }
 
-/** Positions i (1 <= i < tokens.length - 1) whose next token belongs to one of the words. */
-export function positionsBeforeWords(tokens: readonly number[], words: readonly number[][]): number[] {
-  const inWord = new Uint8Array(tokens.length);
-  for (let start = 1; start < tokens.length; start++) {
-    for (const w of words) if (w.every((t, k) => tokens[start + k] === t)) for (let k = 0; k < w.length; k++) inWord[start + k] = 1;
-  }
-  const out: number[] = [];
-  for (let i = 1; i < tokens.length - 1; i++) if (inWord[i + 1]) out.push(i);
-  return out;
+/** One story of the corpus: its tokens (BOS first) and the residual stream at every position but the last [positions * dim]. */
+export interface CorpusStory {
+  tokens: number[];
+  residuals: Float32Array;
 }
 
 /**
- * Mean residual after `layer`'s attention over chosen positions of some prompts: `pick`
- * returns the positions of a prompt's tokens (BOS first) to include.
+ * The model writes the corpus (unsteered, as `generate` would with these settings) and the
+ * residual stream right after `layer`'s attention output is kept at every position: story i
+ * starts from prompt i mod n with seed + i. Calls `each` with every story as it is written.
  */
-export async function meanResidual(engine: Engine, prompts: readonly string[], layer: number, pick: (tokens: number[]) => number[]): Promise<{ mean: Float64Array; count: number }> {
-  const mean = new Float64Array(engine.g.dim);
-  let count = 0;
-  for (const p of prompts) {
-    const tokens = engine.tokenizer.encode(p, true, false);
-    const xs = await residualsAfterAttention(engine, tokens, layer);
-    for (const i of pick(tokens)) {
-      for (let d = 0; d < mean.length; d++) mean[d] += xs[i][d];
-      count++;
+export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer: number, each: (story: CorpusStory) => void): Promise<void> {
+  const { gateway, heads, g } = engine;
+  const headOut = new Float32Array(g.dim);
+  for (let i = 0; i < corpus.stories; i++) {
+    const options = { prompt: corpus.prompts[i % corpus.prompts.length], steps: corpus.steps, temperature: corpus.temperature, topP: corpus.topP, seed: BigInt(corpus.seed + i) };
+    const gen = new Generation(engine.tokenizer, options, g.seqLen);
+    const residuals = new Float32Array(gen.options.steps * g.dim);
+    await heads.reset();
+    while (!gen.done) {
+      const x = gateway.embed(gen.token);
+      for (let l = 0; l < g.nLayers; l++) {
+        const xb = gateway.attentionInput(x, l);
+        await heads.run(xb, gen.pos, l, headOut);
+        gateway.aggregate(x, headOut, l);
+        if (l === layer) residuals.set(x, gen.pos * g.dim);
+        gateway.ffn(x, l);
+      }
+      gen.advance(gen.needsLogits ? gateway.logits(x) : null);
     }
+    each({ tokens: gen.tokens, residuals: residuals.subarray(0, (gen.tokens.length - 1) * g.dim) });
   }
-  if (count === 0) throw new MeshLlmError('a contrastive prompt set has no position to average over (does the positive set use the lexicon words?)');
-  return { mean: mean.map((v) => v / count), count };
 }
 
-/** Positions i (1 <= i < tokens.length - 1) whose next token starts a word (its piece begins with a space). */
-export function positionsBeforeAnyWord(tokenizer: Tokenizer, tokens: readonly number[]): number[] {
-  const out: number[] = [];
-  for (let i = 1; i < tokens.length - 1; i++) if (tokenizer.pieces[tokens[i + 1]].startsWith(' ')) out.push(i);
+/** Where the words occur in tokens: [word index, start] for every occurrence (start >= 1). */
+export function wordOccurrences(tokens: readonly number[], words: readonly number[][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (let start = 1; start < tokens.length; start++) words.forEach((w, k) => w.every((t, j) => tokens[start + j] === t) && out.push([k, start]));
   return out;
 }
 
+/** A running sum of residual vectors. */
+class MeanAccumulator {
+  readonly sum: Float64Array;
+  count = 0;
+  constructor(dim: number) {
+    this.sum = new Float64Array(dim);
+  }
+  add(xs: Float32Array, pos: number): void {
+    const dim = this.sum.length;
+    for (let d = 0; d < dim; d++) this.sum[d] += xs[pos * dim + d];
+    this.count++;
+  }
+  mean(): Float64Array {
+    return this.sum.map((v) => v / this.count);
+  }
+}
+
+/** Words seen fewer times than this in the corpus are left out of a channel's positive mean (too few to average). */
+export const MIN_OCCURRENCES = 5;
+
+/** What a channel's contrast sets held: occurrences per lexicon word, positions in each set. */
+export interface ContrastCounts {
+  occurrences: Record<string, number>;
+  positive: number;
+  negative: number;
+}
+
 /**
- * Contrastive activation addition for one channel: the mean residual where the positive
- * prompts are about to write a lexicon word (positions whose next token belongs to one),
- * minus the mean residual where the negative prompts are about to write any word. [dim]
+ * Contrastive activation addition on the corpus, for every channel at once: per channel, the
+ * mean residual over the positions within its window of each lexicon word (the mean of the
+ * per-word means, so frequent words do not stand for the whole channel), minus the mean over
+ * every other position (position 0, BOS, is never used). [dim] per channel.
  */
-export async function contrastiveDirection(engine: Engine, positive: readonly string[], negative: readonly string[], lexicon: readonly number[][], layer: number): Promise<Float64Array> {
-  const p = await meanResidual(engine, positive, layer, (tokens) => positionsBeforeWords(tokens, lexicon));
-  const n = await meanResidual(engine, negative, layer, (tokens) => positionsBeforeAnyWord(engine.tokenizer, tokens));
-  return p.mean.map((v, i) => v - n.mean[i]);
+export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly { lexicon: string[]; window: { before: number; after: number } }[]): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
+  const dim = engine.g.dim;
+  const words = channels.map((c) => lexiconTokens(engine.tokenizer, c.lexicon));
+  const perWord = channels.map((c) => c.lexicon.map(() => new MeanAccumulator(dim)));
+  const occurrences = channels.map((c) => c.lexicon.map(() => 0));
+  const rest = channels.map(() => new MeanAccumulator(dim));
+  await sampleCorpus(engine, corpus, layer, ({ tokens, residuals }) => {
+    const positions = tokens.length - 1;
+    channels.forEach((c, ci) => {
+      const near = new Uint8Array(positions);
+      for (const [k, start] of wordOccurrences(tokens, words[ci])) {
+        occurrences[ci][k]++;
+        // positions start-1 .. start+len-2 predict the word's tokens
+        const from = Math.max(1, start - 1 - c.window.before);
+        const to = Math.min(positions - 1, start + words[ci][k].length - 2 + c.window.after);
+        for (let p = from; p <= to; p++) {
+          perWord[ci][k].add(residuals, p);
+          near[p] = 1;
+        }
+      }
+      for (let p = 1; p < positions; p++) if (!near[p]) rest[ci].add(residuals, p);
+    });
+  });
+  return channels.map((c, ci) => {
+    const used = perWord[ci].filter((_, k) => occurrences[ci][k] >= MIN_OCCURRENCES);
+    if (used.length === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs ${MIN_OCCURRENCES} times in the corpus: sample more stories or revise the lexicon`);
+    const positive = new Float64Array(dim);
+    for (const acc of used) acc.mean().forEach((v, d) => (positive[d] += v / used.length));
+    const negative = rest[ci].mean();
+    return {
+      caa: positive.map((v, d) => v - negative[d]),
+      counts: { occurrences: Object.fromEntries(c.lexicon.map((w, k) => [w, occurrences[ci][k]])), positive: used.reduce((n, a) => n + a.count, 0), negative: rest[ci].count },
+    };
+  });
 }
 
 /**
  * Recomputes every channel's direction with an unsteered engine (contrastive activation
- * addition, then its writable part) and writes the files back.
+ * addition on the sampled corpus, its writable part, scaled to the channel's norm) and writes
+ * the files back.
  */
-export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number): Promise<{ file: string; channel: string; norm: number }[]> {
+export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number): Promise<{ file: string; channel: string; norm: number; counts: ContrastCounts }[]> {
   for (const group of engine.heads.groups) group.steering = null;
   const settingsFile = path.join(dir, 'steering.json');
   const settings = checkSettings(settingsFile, readJson<SteeringSettings>(settingsFile), engine.g.nLayers);
@@ -212,14 +300,13 @@ export async function recomputeDirections(engine: Engine, modelName: string, dir
     checkSettings(settingsFile, { ...settings, layer }, engine.g.nLayers);
     fs.writeFileSync(settingsFile, `${JSON.stringify({ ...settings, layer }, null, 2)}\n`);
   }
-  const written: { file: string; channel: string; norm: number }[] = [];
-  for (const channel of settings.channels) {
-    const f = readChannelFile(channel, dir);
-    const caa = await contrastiveDirection(engine, f.positive, f.negative, lexiconTokens(engine.tokenizer, f.lexicon), layer);
-    const v = writablePart(engine.g, engine.gateway.weights.wo[layer], caa, settings.rcond);
-    const vector = Array.from(v, (x) => Number(x.toPrecision(6)));
+  const files = settings.channels.map((c) => readChannelFile(c, dir));
+  const computed = await corpusDirections(engine, settings.corpus, layer, files);
+  return files.map((f, i) => {
+    const v = writablePart(engine.g, engine.gateway.weights.wo[layer], computed[i].caa, settings.rcond);
+    const scale = f.norm / Math.hypot(...v);
+    const vector = Array.from(v, (x) => Number((x * scale).toPrecision(6)));
     const file = writeChannelFile({ ...f, direction: { model: modelName, layer, vector } }, dir);
-    written.push({ file, channel, norm: Math.hypot(...vector) });
-  }
-  return written;
+    return { file, channel: f.channel, norm: Math.hypot(...vector), counts: computed[i].counts };
+  });
 }
