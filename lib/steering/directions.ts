@@ -61,6 +61,10 @@ export interface ChannelDirectionFile {
    * `after` tokens after it (each word weighted alike); the negative set: every other position.
    */
   window: { before: number; after: number };
+  /** The positive mean as the mean of the per-word means (default true) or of all positive positions. */
+  perWord?: boolean;
+  /** The negative set: every other position of the corpus (default), or the other channels' positive sets. */
+  negative?: 'rest' | 'otherChannels';
   /** Norm of the direction (its gain: alpha * reading * norm is how far a full mesh moves the residual stream). */
   norm: number;
   /** Computed by `mesh-llm steer calibrate`. */
@@ -123,6 +127,8 @@ export function readChannelFile(channel: string, dir = steeringDir()): ChannelDi
   const w = f.window;
   if (!w || !Number.isInteger(w.before) || !Number.isInteger(w.after) || w.before < 0 || w.after < 0) throw new MeshLlmError(`steering file ${file}: window needs whole numbers before and after (>= 0)`);
   if (!(f.norm > 0 && Number.isFinite(f.norm))) throw new MeshLlmError(`steering file ${file}: norm must be a number > 0`);
+  if (f.perWord !== undefined && typeof f.perWord !== 'boolean') throw new MeshLlmError(`steering file ${file}: perWord must be true or false`);
+  if (f.negative !== undefined && f.negative !== 'rest' && f.negative !== 'otherChannels') throw new MeshLlmError(`steering file ${file}: negative must be "rest" or "otherChannels"`);
   return f;
 }
 
@@ -244,44 +250,86 @@ export interface ContrastCounts {
   negative: number;
 }
 
+/** What corpusDirections needs of a channel file. */
+export type ChannelContrast = Pick<ChannelDirectionFile, 'lexicon' | 'window' | 'perWord' | 'negative'>;
+
+/** Positions (1 .. residual positions - 1) within a window of the words' occurrences; calls `each` per occurrence. */
+function nearWords(tokens: readonly number[], words: readonly number[][], window: { before: number; after: number }, each?: (word: number, from: number, to: number) => void): Uint8Array {
+  const positions = tokens.length - 1;
+  const near = new Uint8Array(positions);
+  for (const [k, start] of wordOccurrences(tokens, words)) {
+    // positions start-1 .. start+len-2 predict the word's tokens
+    const from = Math.max(1, start - 1 - window.before);
+    const to = Math.min(positions - 1, start + words[k].length - 2 + window.after);
+    for (let p = from; p <= to; p++) near[p] = 1;
+    each?.(k, from, to);
+  }
+  return near;
+}
+
 /**
- * Contrastive activation addition on the corpus, for every channel at once: per channel, the
- * mean residual over the positions within its window of each lexicon word (the mean of the
- * per-word means, so frequent words do not stand for the whole channel), minus the mean over
- * every other position (position 0, BOS, is never used). [dim] per channel.
+ * Contrastive activation addition on the corpus, for every channel at once. Per channel, the
+ * positive set is the positions within its window of its lexicon words; its mean is the mean of
+ * the per-word means (`perWord`, the default: frequent words do not stand for the whole
+ * channel; words seen fewer than MIN_OCCURRENCES times are left out) or the plain mean of the
+ * positions. The negative set is every other position (`negative: "rest"`, the default), or
+ * the positive sets of the other channels (`"otherChannels"`: the mean of their means, each
+ * with this channel's window and without this channel's positions). Position 0 (BOS) is never
+ * used. Returns [dim] per channel.
  */
-export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly { lexicon: string[]; window: { before: number; after: number } }[]): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
+export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[]): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
   const dim = engine.g.dim;
   const words = channels.map((c) => lexiconTokens(engine.tokenizer, c.lexicon));
   const perWord = channels.map((c) => c.lexicon.map(() => new MeanAccumulator(dim)));
   const occurrences = channels.map((c) => c.lexicon.map(() => 0));
+  const near = channels.map(() => new MeanAccumulator(dim));
   const rest = channels.map(() => new MeanAccumulator(dim));
+  const others = channels.map(() => channels.map(() => new MeanAccumulator(dim)));
   await sampleCorpus(engine, corpus, layer, ({ tokens, residuals }) => {
     const positions = tokens.length - 1;
     channels.forEach((c, ci) => {
-      const near = new Uint8Array(positions);
-      for (const [k, start] of wordOccurrences(tokens, words[ci])) {
+      const mine = nearWords(tokens, words[ci], c.window, (k, from, to) => {
         occurrences[ci][k]++;
-        // positions start-1 .. start+len-2 predict the word's tokens
-        const from = Math.max(1, start - 1 - c.window.before);
-        const to = Math.min(positions - 1, start + words[ci][k].length - 2 + c.window.after);
-        for (let p = from; p <= to; p++) {
-          perWord[ci][k].add(residuals, p);
-          near[p] = 1;
-        }
-      }
-      for (let p = 1; p < positions; p++) if (!near[p]) rest[ci].add(residuals, p);
+        for (let p = from; p <= to; p++) perWord[ci][k].add(residuals, p);
+      });
+      for (let p = 1; p < positions; p++) (mine[p] ? near[ci] : rest[ci]).add(residuals, p);
+      if (c.negative !== 'otherChannels') return;
+      channels.forEach((_, oi) => {
+        if (oi === ci) return;
+        const theirs = nearWords(tokens, words[oi], c.window);
+        for (let p = 1; p < positions; p++) if (theirs[p] && !mine[p]) others[ci][oi].add(residuals, p);
+      });
     });
   });
   return channels.map((c, ci) => {
-    const used = perWord[ci].filter((_, k) => occurrences[ci][k] >= MIN_OCCURRENCES);
-    if (used.length === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs ${MIN_OCCURRENCES} times in the corpus: sample more stories or revise the lexicon`);
-    const positive = new Float64Array(dim);
-    for (const acc of used) acc.mean().forEach((v, d) => (positive[d] += v / used.length));
-    const negative = rest[ci].mean();
+    let positive: Float64Array;
+    let count: number;
+    if (c.perWord === false) {
+      if (near[ci].count === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs in the corpus: sample more stories or revise the lexicon`);
+      positive = near[ci].mean();
+      count = near[ci].count;
+    } else {
+      const used = perWord[ci].filter((_, k) => occurrences[ci][k] >= MIN_OCCURRENCES);
+      if (used.length === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs ${MIN_OCCURRENCES} times in the corpus: sample more stories or revise the lexicon`);
+      positive = new Float64Array(dim);
+      for (const acc of used) acc.mean().forEach((v, d) => (positive[d] += v / used.length));
+      count = near[ci].count;
+    }
+    let negative: Float64Array;
+    let negatives: number;
+    if (c.negative === 'otherChannels') {
+      const sets = others[ci].filter((acc, oi) => oi !== ci && acc.count > 0);
+      if (sets.length === 0) throw new MeshLlmError('negative "otherChannels" needs another channel whose words occur in the corpus');
+      negative = new Float64Array(dim);
+      for (const acc of sets) acc.mean().forEach((v, d) => (negative[d] += v / sets.length));
+      negatives = sets.reduce((n, acc) => n + acc.count, 0);
+    } else {
+      negative = rest[ci].mean();
+      negatives = rest[ci].count;
+    }
     return {
       caa: positive.map((v, d) => v - negative[d]),
-      counts: { occurrences: Object.fromEntries(c.lexicon.map((w, k) => [w, occurrences[ci][k]])), positive: used.reduce((n, a) => n + a.count, 0), negative: rest[ci].count },
+      counts: { occurrences: Object.fromEntries(c.lexicon.map((w, k) => [w, occurrences[ci][k]])), positive: count, negative: negatives },
     };
   });
 }
