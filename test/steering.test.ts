@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
 import { attributionTrials } from '../lib/steering/measure';
-import { CorpusStory, SteeringData, loadSteering, readChannelFile, recomputeDirections, sampleCorpus, steeringDir, wordOccurrences } from '../lib/steering/directions';
+import { CorpusStory, SteeringData, corpusDirections, loadSteering, readChannelFile, recomputeDirections, sampleCorpus, steeringDir, wordOccurrences } from '../lib/steering/directions';
 import { lexiconTokens, meanLexiconMass } from '../lib/steering/lexicon';
 import { norm } from '../lib/steering/linalg';
 import { nodeSteeringVector, reconstructionError, residualOf } from '../lib/steering/shares';
@@ -112,6 +112,22 @@ describe('directions', () => {
       const xs = await residualsAfterAttention(engine, story.tokens.slice(0, -1), layer);
       xs.forEach((x, p) => expect(relativeError(story.residuals.subarray(p * engine.g.dim, (p + 1) * engine.g.dim), x)).toBeLessThan(1e-6));
     }
+  });
+
+  test('the corpus written by three threads gives the directions and counts of one thread', async () => {
+    const corpus = { ...data.settings.corpus, stories: 40, steps: 128 };
+    // plain means (a short corpus holds few occurrences of each word); light keeps its other-channels contrast
+    const channels = data.settings.channels.map((c) => ({ ...readChannelFile(c), perWord: false }));
+    const one = await corpusDirections(load(1), corpus, layer, channels, { threads: 1 });
+    const seen: number[] = [];
+    const three = await corpusDirections(load(1), corpus, layer, channels, { threads: 3, onProgress: (done) => seen.push(done) });
+    expect(seen).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    three.forEach((d, i) => {
+      expect(d.counts).toEqual(one[i].counts);
+      expect(relativeError(d.caa, one[i].caa)).toBeLessThan(1e-12);
+    });
+    expect(one.every((d) => d.counts.positive > 0)).toBe(true);
+    expect(channels.some((c) => c.negative === 'otherChannels')).toBe(true);
   });
 
   test('lexicon words are found wherever their tokens occur', () => {

@@ -63,7 +63,15 @@ async function calibrate(values: Values): Promise<number> {
   const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer });
   const layer = values.layer === undefined ? undefined : intOption('layer', values.layer, 0, 0, engine.g.nLayers - 1);
-  const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer);
+  const started = Date.now();
+  let shown = 0;
+  const onProgress = (done: number, total: number) => {
+    const step = Math.max(1, Math.round(total / 20)); // every 5 %
+    if (done !== total && done - shown < step) return;
+    shown = done;
+    process.stderr.write(`steer calibrate: the model writes its corpus: ${done}/${total} stories (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+  };
+  const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer, { onProgress });
   for (const w of written) {
     const seen = Object.entries(w.counts.occurrences).map(([word, n]) => `${word} ${n}`).join(', ');
     process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file} (lexicon in the corpus: ${seen}; ${w.counts.positive} positions near it, ${w.counts.negative} others)\n`);

@@ -12,7 +12,9 @@
  * vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Engine, Generation } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
@@ -191,12 +193,13 @@ export interface CorpusStory {
 /**
  * The model writes the corpus (unsteered, as `generate` would with these settings) and the
  * residual stream right after `layer`'s attention output is kept at every position: story i
- * starts from prompt i mod n with seed + i. Calls `each` with every story as it is written.
+ * starts from prompt i mod n with seed + i. Calls `each` with every story as it is written;
+ * `range` limits it to stories from .. to-1 (a share of the corpus for one thread).
  */
-export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer: number, each: (story: CorpusStory) => void): Promise<void> {
+export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer: number, each: (story: CorpusStory) => void, range = { from: 0, to: corpus.stories }): Promise<void> {
   const { gateway, heads, g } = engine;
   const headOut = new Float32Array(g.dim);
-  for (let i = 0; i < corpus.stories; i++) {
+  for (let i = range.from; i < range.to; i++) {
     const options = { prompt: corpus.prompts[i % corpus.prompts.length], steps: corpus.steps, temperature: corpus.temperature, topP: corpus.topP, seed: BigInt(corpus.seed + i) };
     const gen = new Generation(engine.tokenizer, options, g.seqLen);
     const residuals = new Float32Array(gen.options.steps * g.dim);
@@ -213,6 +216,7 @@ export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer
       gen.advance(gen.needsLogits ? gateway.logits(x) : null);
     }
     each({ tokens: gen.tokens, residuals: residuals.subarray(0, (gen.tokens.length - 1) * g.dim) });
+    await new Promise((resolve) => setImmediate(resolve)); // let the event loop run (worker threads' progress) between stories
   }
 }
 
@@ -237,6 +241,10 @@ class MeanAccumulator {
   }
   mean(): Float64Array {
     return this.sum.map((v) => v / this.count);
+  }
+  merge(sum: Float64Array, count: number): void {
+    for (let d = 0; d < this.sum.length; d++) this.sum[d] += sum[d];
+    this.count += count;
   }
 }
 
@@ -267,6 +275,124 @@ function nearWords(tokens: readonly number[], words: readonly number[][], window
   return near;
 }
 
+/** Every running sum behind the channels' contrast sets, for stories added in any split (threads) and merged. */
+class ContrastSums {
+  readonly perWord: MeanAccumulator[][];
+  readonly occurrences: number[][];
+  readonly near: MeanAccumulator[];
+  readonly rest: MeanAccumulator[];
+  readonly others: MeanAccumulator[][];
+  private readonly words: number[][][];
+
+  constructor(engine: Engine, private readonly channels: readonly ChannelContrast[]) {
+    const dim = engine.g.dim;
+    this.words = channels.map((c) => lexiconTokens(engine.tokenizer, c.lexicon));
+    this.perWord = channels.map((c) => c.lexicon.map(() => new MeanAccumulator(dim)));
+    this.occurrences = channels.map((c) => c.lexicon.map(() => 0));
+    this.near = channels.map(() => new MeanAccumulator(dim));
+    this.rest = channels.map(() => new MeanAccumulator(dim));
+    this.others = channels.map(() => channels.map(() => new MeanAccumulator(dim)));
+  }
+
+  add({ tokens, residuals }: CorpusStory): void {
+    const positions = tokens.length - 1;
+    const { channels, words } = this;
+    channels.forEach((c, ci) => {
+      const mine = nearWords(tokens, words[ci], c.window, (k, from, to) => {
+        this.occurrences[ci][k]++;
+        for (let p = from; p <= to; p++) this.perWord[ci][k].add(residuals, p);
+      });
+      for (let p = 1; p < positions; p++) (mine[p] ? this.near[ci] : this.rest[ci]).add(residuals, p);
+      if (c.negative !== 'otherChannels') return;
+      channels.forEach((_, oi) => {
+        if (oi === ci) return;
+        const theirs = nearWords(tokens, words[oi], c.window);
+        for (let p = 1; p < positions; p++) if (theirs[p] && !mine[p]) this.others[ci][oi].add(residuals, p);
+      });
+    });
+  }
+
+  /** Every accumulator in one fixed order (for export and merge). */
+  private accumulators(): MeanAccumulator[] {
+    return this.channels.flatMap((_, ci) => [...this.perWord[ci], this.near[ci], this.rest[ci], ...this.others[ci]]);
+  }
+
+  /** The sums as plain arrays, to send from a worker thread. */
+  export(): { sums: Float64Array[]; counts: number[]; occurrences: number[][] } {
+    const accs = this.accumulators();
+    return { sums: accs.map((a) => a.sum), counts: accs.map((a) => a.count), occurrences: this.occurrences };
+  }
+
+  merge(other: ReturnType<ContrastSums['export']>): void {
+    this.accumulators().forEach((a, i) => a.merge(other.sums[i], other.counts[i]));
+    other.occurrences.forEach((row, ci) => row.forEach((n, k) => (this.occurrences[ci][k] += n)));
+  }
+
+  /** Per channel: the mean of the positive set minus the mean of the negative set [dim], and what the sets held. */
+  directions(dim: number): { caa: Float64Array; counts: ContrastCounts }[] {
+    const { perWord, occurrences, near, rest, others } = this;
+    return this.channels.map((c, ci) => {
+      let positive: Float64Array;
+      if (c.perWord === false) {
+        if (near[ci].count === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs in the corpus: sample more stories or revise the lexicon`);
+        positive = near[ci].mean();
+      } else {
+        const used = perWord[ci].filter((_, k) => occurrences[ci][k] >= MIN_OCCURRENCES);
+        if (used.length === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs ${MIN_OCCURRENCES} times in the corpus: sample more stories or revise the lexicon`);
+        positive = new Float64Array(dim);
+        for (const acc of used) acc.mean().forEach((v, d) => (positive[d] += v / used.length));
+      }
+      let negative: Float64Array;
+      let negatives: number;
+      if (c.negative === 'otherChannels') {
+        const sets = others[ci].filter((acc, oi) => oi !== ci && acc.count > 0);
+        if (sets.length === 0) throw new MeshLlmError('negative "otherChannels" needs another channel whose words occur in the corpus');
+        negative = new Float64Array(dim);
+        for (const acc of sets) acc.mean().forEach((v, d) => (negative[d] += v / sets.length));
+        negatives = sets.reduce((n, acc) => n + acc.count, 0);
+      } else {
+        negative = rest[ci].mean();
+        negatives = rest[ci].count;
+      }
+      return {
+        caa: positive.map((v, d) => v - negative[d]),
+        counts: { occurrences: Object.fromEntries(c.lexicon.map((w, k) => [w, occurrences[ci][k]])), positive: near[ci].count, negative: negatives },
+      };
+    });
+  }
+}
+
+/** What a corpus worker thread is given (lib/steering/corpus-worker.ts). */
+export interface CorpusWorkerData {
+  modelPath: string;
+  tokenizerPath: string;
+  corpus: CorpusSettings;
+  layer: number;
+  channels: ChannelContrast[];
+  range: { from: number; to: number };
+}
+
+/** A worker thread's messages: one per story written, then its sums. */
+export type CorpusWorkerMessage = { story: true } | { sums: ReturnType<ContrastSums['export']> } | { error: string };
+
+/** Runs in a corpus worker thread: its share of the stories, and its sums back to the parent. */
+export async function corpusWorkerMain(data: CorpusWorkerData, post: (m: CorpusWorkerMessage) => void): Promise<void> {
+  const engine = Engine.load({ modelPath: data.modelPath, tokenizerPath: data.tokenizerPath });
+  const sums = new ContrastSums(engine, data.channels);
+  await sampleCorpus(engine, data.corpus, data.layer, (story) => {
+    sums.add(story);
+    post({ story: true });
+  }, data.range);
+  post({ sums: sums.export() });
+}
+
+export interface CorpusOptions {
+  /** Threads that write the corpus (default: one per CPU, at most 4); the stories are split in contiguous shares. */
+  threads?: number;
+  /** Called after every story with the number written so far and the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
 /**
  * Contrastive activation addition on the corpus, for every channel at once. Per channel, the
  * positive set is the positions within its window of its lexicon words; its mean is the mean of
@@ -275,62 +401,39 @@ function nearWords(tokens: readonly number[], words: readonly number[][], window
  * positions. The negative set is every other position (`negative: "rest"`, the default), or
  * the positive sets of the other channels (`"otherChannels"`: the mean of their means, each
  * with this channel's window and without this channel's positions). Position 0 (BOS) is never
- * used. Returns [dim] per channel.
+ * used. The stories are written by `threads` threads (this one and worker threads with their
+ * own unsteered engine on the same files) and their sums added in story order. Returns [dim]
+ * per channel.
  */
-export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[]): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
-  const dim = engine.g.dim;
-  const words = channels.map((c) => lexiconTokens(engine.tokenizer, c.lexicon));
-  const perWord = channels.map((c) => c.lexicon.map(() => new MeanAccumulator(dim)));
-  const occurrences = channels.map((c) => c.lexicon.map(() => 0));
-  const near = channels.map(() => new MeanAccumulator(dim));
-  const rest = channels.map(() => new MeanAccumulator(dim));
-  const others = channels.map(() => channels.map(() => new MeanAccumulator(dim)));
-  await sampleCorpus(engine, corpus, layer, ({ tokens, residuals }) => {
-    const positions = tokens.length - 1;
-    channels.forEach((c, ci) => {
-      const mine = nearWords(tokens, words[ci], c.window, (k, from, to) => {
-        occurrences[ci][k]++;
-        for (let p = from; p <= to; p++) perWord[ci][k].add(residuals, p);
-      });
-      for (let p = 1; p < positions; p++) (mine[p] ? near[ci] : rest[ci]).add(residuals, p);
-      if (c.negative !== 'otherChannels') return;
-      channels.forEach((_, oi) => {
-        if (oi === ci) return;
-        const theirs = nearWords(tokens, words[oi], c.window);
-        for (let p = 1; p < positions; p++) if (theirs[p] && !mine[p]) others[ci][oi].add(residuals, p);
-      });
+export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[], o: CorpusOptions = {}): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
+  const threads = Math.max(1, Math.min(o.threads ?? Math.min(os.availableParallelism(), 4), corpus.stories));
+  const shares = Array.from({ length: threads }, (_, t) => ({ from: Math.floor((t * corpus.stories) / threads), to: Math.floor(((t + 1) * corpus.stories) / threads) }));
+  let done = 0;
+  const progress = () => o.onProgress?.(++done, corpus.stories);
+  const workers = shares.slice(1).map((range) =>
+    runCorpusWorker({ modelPath: engine.checkpoint.path, tokenizerPath: engine.tokenizer.path, corpus, layer, channels: [...channels], range }, progress),
+  );
+  workers.forEach((w) => w.catch(() => undefined)); // awaited below, after this thread's share
+  const sums = new ContrastSums(engine, channels);
+  await sampleCorpus(engine, corpus, layer, (story) => {
+    sums.add(story);
+    progress();
+  }, shares[0]);
+  for (const w of workers) sums.merge(await w);
+  return sums.directions(engine.g.dim);
+}
+
+function runCorpusWorker(data: CorpusWorkerData, onStory: () => void): Promise<ReturnType<ContrastSums['export']>> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(path.join(__dirname, 'corpus-worker.js'), { workerData: data });
+    let result: ReturnType<ContrastSums['export']> | undefined;
+    worker.on('message', (m: CorpusWorkerMessage) => {
+      if ('story' in m) onStory();
+      else if ('sums' in m) result = m.sums;
+      else reject(new MeshLlmError(`corpus worker: ${m.error}`));
     });
-  });
-  return channels.map((c, ci) => {
-    let positive: Float64Array;
-    let count: number;
-    if (c.perWord === false) {
-      if (near[ci].count === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs in the corpus: sample more stories or revise the lexicon`);
-      positive = near[ci].mean();
-      count = near[ci].count;
-    } else {
-      const used = perWord[ci].filter((_, k) => occurrences[ci][k] >= MIN_OCCURRENCES);
-      if (used.length === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs ${MIN_OCCURRENCES} times in the corpus: sample more stories or revise the lexicon`);
-      positive = new Float64Array(dim);
-      for (const acc of used) acc.mean().forEach((v, d) => (positive[d] += v / used.length));
-      count = near[ci].count;
-    }
-    let negative: Float64Array;
-    let negatives: number;
-    if (c.negative === 'otherChannels') {
-      const sets = others[ci].filter((acc, oi) => oi !== ci && acc.count > 0);
-      if (sets.length === 0) throw new MeshLlmError('negative "otherChannels" needs another channel whose words occur in the corpus');
-      negative = new Float64Array(dim);
-      for (const acc of sets) acc.mean().forEach((v, d) => (negative[d] += v / sets.length));
-      negatives = sets.reduce((n, acc) => n + acc.count, 0);
-    } else {
-      negative = rest[ci].mean();
-      negatives = rest[ci].count;
-    }
-    return {
-      caa: positive.map((v, d) => v - negative[d]),
-      counts: { occurrences: Object.fromEntries(c.lexicon.map((w, k) => [w, occurrences[ci][k]])), positive: count, negative: negatives },
-    };
+    worker.once('error', (e) => reject(new MeshLlmError(`corpus worker: ${e.message}`)));
+    worker.once('exit', (code) => (result ? resolve(result) : reject(new MeshLlmError(`corpus worker for stories ${data.range.from}-${data.range.to - 1} exited with code ${code} before finishing`))));
   });
 }
 
@@ -339,7 +442,7 @@ export async function corpusDirections(engine: Engine, corpus: CorpusSettings, l
  * addition on the sampled corpus, its writable part, scaled to the channel's norm) and writes
  * the files back.
  */
-export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number): Promise<{ file: string; channel: string; norm: number; counts: ContrastCounts }[]> {
+export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number, o: CorpusOptions = {}): Promise<{ file: string; channel: string; norm: number; counts: ContrastCounts }[]> {
   for (const group of engine.heads.groups) group.steering = null;
   const settingsFile = path.join(dir, 'steering.json');
   const settings = checkSettings(settingsFile, readJson<SteeringSettings>(settingsFile), engine.g.nLayers);
@@ -349,7 +452,7 @@ export async function recomputeDirections(engine: Engine, modelName: string, dir
     fs.writeFileSync(settingsFile, `${JSON.stringify({ ...settings, layer }, null, 2)}\n`);
   }
   const files = settings.channels.map((c) => readChannelFile(c, dir));
-  const computed = await corpusDirections(engine, settings.corpus, layer, files);
+  const computed = await corpusDirections(engine, settings.corpus, layer, files, o);
   return files.map((f, i) => {
     const v = writablePart(engine.g, engine.gateway.weights.wo[layer], computed[i].caa, settings.rcond);
     const scale = f.norm / Math.hypot(...v);
