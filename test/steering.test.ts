@@ -116,11 +116,19 @@ describe('directions', () => {
 
   test('the corpus written by three threads gives the directions and counts of one thread', async () => {
     const corpus = { ...data.settings.corpus, stories: 40, steps: 128 };
-    // plain means (a short corpus holds few occurrences of each word); light keeps its other-channels contrast
-    const channels = data.settings.channels.map((c) => ({ ...readChannelFile(c), perWord: false }));
-    const one = await corpusDirections(load(1), corpus, layer, channels, { threads: 1 });
+    // plain means (a short corpus holds few occurrences of each word); light keeps its other-channels contrast;
+    // channels whose direction is a lexicon gradient are contrasted here with a window of 4
+    const channels = data.settings.channels.map((c) => readChannelFile(c)).map((f) => ({ ...f, window: f.window ?? { before: 4, after: 4 }, perWord: false }));
+    const contrasted = async (threads: number, onProgress?: (done: number) => void) => {
+      const ds = await corpusDirections(load(1), corpus, layer, channels, { threads, onProgress });
+      return ds.map((d) => {
+        if (!d) throw new Error('a channel with a window got no contrast');
+        return d;
+      });
+    };
+    const one = await contrasted(1);
     const seen: number[] = [];
-    const three = await corpusDirections(load(1), corpus, layer, channels, { threads: 3, onProgress: (done) => seen.push(done) });
+    const three = await contrasted(3, (done) => seen.push(done));
     expect(seen).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
     three.forEach((d, i) => {
       expect(d.counts).toEqual(one[i].counts);

@@ -71,10 +71,22 @@ async function calibrate(values: Values): Promise<number> {
     shown = done;
     process.stderr.write(`steer calibrate: the model writes its corpus: ${done}/${total} stories (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
   };
-  const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer, { onProgress });
+  let gradientShown = 0;
+  const onGradientProgress = (done: number, total: number) => {
+    if (done !== total && done - gradientShown < Math.max(1, Math.round(total / 10))) return;
+    gradientShown = done;
+    process.stderr.write(`steer calibrate: lexicon gradient: ${done}/${total} directions of the writable subspace (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+  };
+  const written = await recomputeDirections(engine, path.basename(paths.model), steeringDir(), layer, { onProgress, onGradientProgress });
   for (const w of written) {
-    const seen = Object.entries(w.counts.occurrences).map(([word, n]) => `${word} ${n}`).join(', ');
-    process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file} (lexicon in the corpus: ${seen}; ${w.counts.positive} positions near it, ${w.counts.negative} others)\n`);
+    let how: string;
+    if (w.counts) {
+      const seen = Object.entries(w.counts.occurrences).map(([word, n]) => `${word} ${n}`).join(', ');
+      how = `contrastive activation addition; lexicon in the corpus: ${seen}; ${w.counts.positive} positions near it, ${w.counts.negative} others`;
+    } else {
+      how = `lexicon gradient on ${w.contexts} contexts from the corpus`;
+    }
+    process.stdout.write(`${w.channel}: |direction| ${w.norm.toFixed(3)} -> ${w.file} (${how})\n`);
   }
   return 0;
 }

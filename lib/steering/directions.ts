@@ -1,37 +1,30 @@
 /**
- * Steering directions: per sensor channel a vector in the residual stream, found by
- * contrastive activation addition on text the model writes itself. The gateway samples a
- * corpus of stories from the model (steering/steering.json `corpus`: prompts, count, length,
- * sampling settings and seed, so the corpus is the same on every run); a channel's positive
- * set is every position within a few tokens of one of its lexicon words (where a story is
- * about to write it, writes it, or has just written it), its negative set every other position.
- * The direction is the mean residual stream over the positive set minus the mean over the
- * negative set, taken right after a layer's attention output is added (where the nodes'
- * steering enters); then its writable part (shares.ts), scaled to the channel's norm. Each
- * channel is one editable data file in steering/ (lexicon, window, norm and the computed
- * vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
+ * Steering directions: per sensor channel a vector in the residual stream, found from text the
+ * model writes itself (corpus.ts: a seeded corpus of stories, the same on every run), by one of
+ * two methods the channel's file names. `caa` (the default), contrastive activation addition:
+ * a channel's positive set is every position within a few tokens of one of its lexicon words
+ * (where a story is about to write it, writes it, or has just written it), its negative set
+ * every other position; the direction is the mean residual stream over the positive set minus
+ * the mean over the negative set, taken right after a layer's attention output is added (where
+ * the nodes' steering enters). `gradient`: the lexicon gradient on contexts cut from the corpus
+ * (gradient.ts). Then its writable part (shares.ts), scaled to the channel's norm. Each channel
+ * is one editable data file in steering/ (lexicon, method, contrast settings, norm and the
+ * computed vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { Engine, Generation } from '../llm/engine';
+import { Engine } from '../llm/engine';
+import { CorpusSettings, CorpusStory, sampleCorpus } from './corpus';
 import { MeshLlmError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
 import { lexiconTokens } from './lexicon';
 import { writablePart } from './shares';
+import { GradientSettings, checkGradientSettings, gradientDirections } from './gradient';
 
-/** How the gateway samples the corpus directions are computed on (story i: prompt i mod n, seed + i). */
-export interface CorpusSettings {
-  prompts: string[];
-  /** Number of stories. */
-  stories: number;
-  /** Positions per story, prompt included (as generate's steps). */
-  steps: number;
-  temperature: number;
-  topP: number;
-  seed: number;
-}
+export type { CorpusSettings, CorpusStory } from './corpus';
+export { sampleCorpus } from './corpus';
 
 /** The shared settings of steering/steering.json. */
 export interface SteeringSettings {
@@ -46,6 +39,8 @@ export interface SteeringSettings {
   rcond: number;
   /** The model-written stories the contrast sets are taken from. */
   corpus: CorpusSettings;
+  /** How channels with `method: "gradient"` measure their lexicon gradient (gradient.ts). */
+  gradient?: GradientSettings;
   /** Channel files to load, in this order (steering/{channel}.json). */
   channels: string[];
   /** Contexts (not used to compute directions) at whose end `steer measure` reads the lexicon mass. */
@@ -59,10 +54,16 @@ export interface ChannelDirectionFile {
   /** Words whose probability mass the channel should raise (each is a word following a space). */
   lexicon: string[];
   /**
-   * The positive set: positions from `before` tokens before a lexicon word of the corpus to
+   * How the direction is found: "caa" (the default), contrastive activation addition on the
+   * corpus with the contrast settings below; "gradient", the lexicon gradient (gradient.ts) on
+   * contexts cut from the corpus, with steering.json's `gradient` settings.
+   */
+  method?: 'caa' | 'gradient';
+  /**
+   * CAA's positive set: positions from `before` tokens before a lexicon word of the corpus to
    * `after` tokens after it (each word weighted alike); the negative set: every other position.
    */
-  window: { before: number; after: number };
+  window?: { before: number; after: number };
   /** The positive mean as the mean of the per-word means (default true) or of all positive positions. */
   perWord?: boolean;
   /** The negative set: every other position of the corpus (default), or the other channels' positive sets. */
@@ -113,6 +114,7 @@ function checkSettings(file: string, s: SteeringSettings, nLayers?: number): Ste
   const c = s.corpus;
   if (!c || !Array.isArray(c.prompts) || c.prompts.length === 0 || !Number.isInteger(c.stories) || c.stories < 1 || !Number.isInteger(c.steps) || c.steps < 2 || !Number.isInteger(c.seed) || c.seed < 1 || !(c.temperature >= 0) || !(c.topP >= 0 && c.topP <= 1))
     throw new MeshLlmError(`steering file ${file}: corpus needs prompts, stories >= 1, steps >= 2, a temperature, a top-p in [0, 1] and a seed >= 1`);
+  if (s.gradient !== undefined) checkGradientSettings(file, s.gradient);
   return s;
 }
 
@@ -126,8 +128,9 @@ export function readChannelFile(channel: string, dir = steeringDir()): ChannelDi
   const f = readJson<ChannelDirectionFile>(file);
   if (f.channel !== channel) throw new MeshLlmError(`steering file ${file}: names channel "${f.channel}", expected "${channel}"`);
   if (!f.lexicon?.length) throw new MeshLlmError(`steering file ${file}: needs a lexicon`);
+  if (f.method !== undefined && f.method !== 'caa' && f.method !== 'gradient') throw new MeshLlmError(`steering file ${file}: method must be "caa" or "gradient"`);
   const w = f.window;
-  if (!w || !Number.isInteger(w.before) || !Number.isInteger(w.after) || w.before < 0 || w.after < 0) throw new MeshLlmError(`steering file ${file}: window needs whole numbers before and after (>= 0)`);
+  if ((f.method ?? 'caa') === 'caa' && (!w || !Number.isInteger(w.before) || !Number.isInteger(w.after) || w.before < 0 || w.after < 0)) throw new MeshLlmError(`steering file ${file}: window needs whole numbers before and after (>= 0)`);
   if (!(f.norm > 0 && Number.isFinite(f.norm))) throw new MeshLlmError(`steering file ${file}: norm must be a number > 0`);
   if (f.perWord !== undefined && typeof f.perWord !== 'boolean') throw new MeshLlmError(`steering file ${file}: perWord must be true or false`);
   if (f.negative !== undefined && f.negative !== 'rest' && f.negative !== 'otherChannels') throw new MeshLlmError(`steering file ${file}: negative must be "rest" or "otherChannels"`);
@@ -184,42 +187,6 @@ export async function residualsAfterAttention(engine: Engine, tokens: readonly n
   return out;
 }
 
-/** One story of the corpus: its tokens (BOS first) and the residual stream at every position but the last [positions * dim]. */
-export interface CorpusStory {
-  tokens: number[];
-  residuals: Float32Array;
-}
-
-/**
- * The model writes the corpus (unsteered, as `generate` would with these settings) and the
- * residual stream right after `layer`'s attention output is kept at every position: story i
- * starts from prompt i mod n with seed + i. Calls `each` with every story as it is written;
- * `range` limits it to stories from .. to-1 (a share of the corpus for one thread).
- */
-export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer: number, each: (story: CorpusStory) => void, range = { from: 0, to: corpus.stories }): Promise<void> {
-  const { gateway, heads, g } = engine;
-  const headOut = new Float32Array(g.dim);
-  for (let i = range.from; i < range.to; i++) {
-    const options = { prompt: corpus.prompts[i % corpus.prompts.length], steps: corpus.steps, temperature: corpus.temperature, topP: corpus.topP, seed: BigInt(corpus.seed + i) };
-    const gen = new Generation(engine.tokenizer, options, g.seqLen);
-    const residuals = new Float32Array(gen.options.steps * g.dim);
-    await heads.reset();
-    while (!gen.done) {
-      const x = gateway.embed(gen.token);
-      for (let l = 0; l < g.nLayers; l++) {
-        const xb = gateway.attentionInput(x, l);
-        await heads.run(xb, gen.pos, l, headOut);
-        gateway.aggregate(x, headOut, l);
-        if (l === layer) residuals.set(x, gen.pos * g.dim);
-        gateway.ffn(x, l);
-      }
-      gen.advance(gen.needsLogits ? gateway.logits(x) : null);
-    }
-    each({ tokens: gen.tokens, residuals: residuals.subarray(0, (gen.tokens.length - 1) * g.dim) });
-    await new Promise((resolve) => setImmediate(resolve)); // let the event loop run (worker threads' progress) between stories
-  }
-}
-
 /** Where the words occur in tokens: [word index, start] for every occurrence (start >= 1). */
 export function wordOccurrences(tokens: readonly number[], words: readonly number[][]): [number, number][] {
   const out: [number, number][] = [];
@@ -258,7 +225,11 @@ export interface ContrastCounts {
   negative: number;
 }
 
-/** What corpusDirections needs of a channel file. */
+/**
+ * What corpusDirections needs of a channel file. A channel without a window (its direction is
+ * found another way) gets no contrast of its own, but its words still make up part of the
+ * other channels' sets for channels whose negative set is `otherChannels`.
+ */
 export type ChannelContrast = Pick<ChannelDirectionFile, 'lexicon' | 'window' | 'perWord' | 'negative'>;
 
 /** Positions (1 .. residual positions - 1) within a window of the words' occurrences; calls `each` per occurrence. */
@@ -298,6 +269,7 @@ class ContrastSums {
     const positions = tokens.length - 1;
     const { channels, words } = this;
     channels.forEach((c, ci) => {
+      if (!c.window) return;
       const mine = nearWords(tokens, words[ci], c.window, (k, from, to) => {
         this.occurrences[ci][k]++;
         for (let p = from; p <= to; p++) this.perWord[ci][k].add(residuals, p);
@@ -306,7 +278,7 @@ class ContrastSums {
       if (c.negative !== 'otherChannels') return;
       channels.forEach((_, oi) => {
         if (oi === ci) return;
-        const theirs = nearWords(tokens, words[oi], c.window);
+        const theirs = nearWords(tokens, words[oi], c.window!);
         for (let p = 1; p < positions; p++) if (theirs[p] && !mine[p]) this.others[ci][oi].add(residuals, p);
       });
     });
@@ -328,10 +300,11 @@ class ContrastSums {
     other.occurrences.forEach((row, ci) => row.forEach((n, k) => (this.occurrences[ci][k] += n)));
   }
 
-  /** Per channel: the mean of the positive set minus the mean of the negative set [dim], and what the sets held. */
-  directions(dim: number): { caa: Float64Array; counts: ContrastCounts }[] {
+  /** Per channel: the mean of the positive set minus the mean of the negative set [dim], and what the sets held (null: a channel without a window). */
+  directions(dim: number): ({ caa: Float64Array; counts: ContrastCounts } | null)[] {
     const { perWord, occurrences, near, rest, others } = this;
     return this.channels.map((c, ci) => {
+      if (!c.window) return null;
       let positive: Float64Array;
       if (c.perWord === false) {
         if (near[ci].count === 0) throw new MeshLlmError(`no lexicon word of [${c.lexicon.join(', ')}] occurs in the corpus: sample more stories or revise the lexicon`);
@@ -405,7 +378,7 @@ export interface CorpusOptions {
  * own unsteered engine on the same files) and their sums added in story order. Returns [dim]
  * per channel.
  */
-export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[], o: CorpusOptions = {}): Promise<{ caa: Float64Array; counts: ContrastCounts }[]> {
+export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[], o: CorpusOptions = {}): Promise<({ caa: Float64Array; counts: ContrastCounts } | null)[]> {
   const threads = Math.max(1, Math.min(o.threads ?? Math.min(os.availableParallelism(), 4), corpus.stories));
   const shares = Array.from({ length: threads }, (_, t) => ({ from: Math.floor((t * corpus.stories) / threads), to: Math.floor(((t + 1) * corpus.stories) / threads) }));
   let done = 0;
@@ -437,12 +410,30 @@ function runCorpusWorker(data: CorpusWorkerData, onStory: () => void): Promise<R
   });
 }
 
+/** Options of recomputeDirections: the corpus' threads and progress, and the gradient's progress. */
+export interface RecomputeOptions extends CorpusOptions {
+  /** Called after every basis vector of the lexicon gradient with the number done so far and the total. */
+  onGradientProgress?: (done: number, total: number) => void;
+}
+
+/** What recomputeDirections wrote for one channel. */
+export interface RecomputedChannel {
+  file: string;
+  channel: string;
+  method: 'caa' | 'gradient';
+  norm: number;
+  /** caa: what the contrast sets held. */
+  counts?: ContrastCounts;
+  /** gradient: the number of contexts it was measured on. */
+  contexts?: number;
+}
+
 /**
- * Recomputes every channel's direction with an unsteered engine (contrastive activation
- * addition on the sampled corpus, its writable part, scaled to the channel's norm) and writes
- * the files back.
+ * Recomputes every channel's direction with an unsteered engine (per its method: contrastive
+ * activation addition on the sampled corpus, or the lexicon gradient on contexts cut from it),
+ * takes its writable part, scales it to the channel's norm and writes the files back.
  */
-export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number, o: CorpusOptions = {}): Promise<{ file: string; channel: string; norm: number; counts: ContrastCounts }[]> {
+export async function recomputeDirections(engine: Engine, modelName: string, dir = steeringDir(), layerOverride?: number, o: RecomputeOptions = {}): Promise<RecomputedChannel[]> {
   for (const group of engine.heads.groups) group.steering = null;
   const settingsFile = path.join(dir, 'steering.json');
   const settings = checkSettings(settingsFile, readJson<SteeringSettings>(settingsFile), engine.g.nLayers);
@@ -452,12 +443,25 @@ export async function recomputeDirections(engine: Engine, modelName: string, dir
     fs.writeFileSync(settingsFile, `${JSON.stringify({ ...settings, layer }, null, 2)}\n`);
   }
   const files = settings.channels.map((c) => readChannelFile(c, dir));
-  const computed = await corpusDirections(engine, settings.corpus, layer, files, o);
+  const gradientFiles = files.filter((f) => f.method === 'gradient');
+  if (gradientFiles.length && !settings.gradient) throw new MeshLlmError(`steering file ${settingsFile}: channels ${gradientFiles.map((f) => f.channel).join(', ')} use method "gradient", which needs the \`gradient\` settings`);
+  // every channel's words take part in the contrasts (negative sets of other channels); only CAA channels get one of their own
+  const contrasted = files.map((f) => (f.method === 'gradient' ? { ...f, window: undefined } : f));
+  const contrasts = gradientFiles.length < files.length ? await corpusDirections(engine, settings.corpus, layer, contrasted, o) : files.map(() => null);
+  let gradients: Float64Array[] = [];
+  let contexts = 0;
+  if (gradientFiles.length && settings.gradient) {
+    ({ gradients, contexts } = await gradientDirections(engine, settings.corpus, settings.gradient, layer, settings.rcond, gradientFiles.map((f) => f.lexicon), { threads: o.threads, onProgress: o.onGradientProgress }));
+  }
   return files.map((f, i) => {
-    const v = writablePart(engine.g, engine.gateway.weights.wo[layer], computed[i].caa, settings.rcond);
+    const method = f.method ?? 'caa';
+    const contrast = contrasts[i];
+    const raw = contrast ? contrast.caa : gradients[gradientFiles.indexOf(f)];
+    const v = writablePart(engine.g, engine.gateway.weights.wo[layer], raw, settings.rcond);
     const scale = f.norm / Math.hypot(...v);
     const vector = Array.from(v, (x) => Number((x * scale).toPrecision(6)));
     const file = writeChannelFile({ ...f, direction: { model: modelName, layer, vector } }, dir);
-    return { file, channel: f.channel, norm: Math.hypot(...vector), counts: computed[i].counts };
+    const norm = Math.hypot(...vector);
+    return contrast ? { file, channel: f.channel, method, norm, counts: contrast.counts } : { file, channel: f.channel, method, norm, contexts };
   });
 }
