@@ -133,6 +133,7 @@ describe('channel files', () => {
     expect(readChannelFile('soundDb', dir).method).toBe('gradient'); // a gradient channel needs no window
     edit(dir, 'steering.json', (j) => (j.gradient = { ...(j.gradient as object), epsilon: 0 }));
     expect(() => readSettings(dir)).toThrow(/gradient needs contexts >= 1, .*epsilon > 0/);
+    await expect(gradientContexts(load(1), settings.corpus, { ...small, to: 600 }, layer)).rejects.toThrow(/contexts must end before position 496 .*"to" is 600/);
     edit(dir, 'steering.json', (j) => delete j.gradient);
     await expect(recomputeDirections(load(1), 'stories260K.bin', dir)).rejects.toThrow(/use method "gradient", which needs the `gradient` settings/);
   });

@@ -210,6 +210,8 @@ export class PushedContexts {
 
 /** The contexts of the gradient: the corpus' first stories, written up to position `to`, each cut before a word. */
 export async function gradientContexts(engine: Engine, corpus: CorpusSettings, s: GradientSettings, layer: number): Promise<number[][]> {
+  // a context and a word after it must fit in the model's sequence
+  if (s.to > engine.g.seqLen - 16) throw new MeshLlmError(`gradient: contexts must end before position ${engine.g.seqLen - 16} (this model's sequence is ${engine.g.seqLen} positions); "to" is ${s.to}`);
   const contexts: number[][] = [];
   let story = 0;
   await sampleCorpus(engine, { ...corpus, steps: s.to }, layer, ({ tokens }: CorpusStory) => {
