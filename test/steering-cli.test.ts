@@ -56,3 +56,23 @@ test('generate --mesh 4 --scenario earthquake steers the head-node processes ove
   expect(m.attributions.map((a: { top: string }) => a.top)).toEqual(e.attributions.map((a: { top: string }) => a.top));
   expect(m.attributions.some((a: { top: string | null }) => a.top !== null)).toBe(true);
 });
+
+test('steer measure --json: on stories260K every channel reaches 2x at full reading, rises monotonically, costs at most 20% perplexity; attribution names the stimulated node', async () => {
+  const r = await runCli(['steer', 'measure', '--json', '--trials', '16']);
+  expect(r.code).toBe(0);
+  const out = JSON.parse(r.stdout);
+  expect(out.channels.map((c: { name: string }) => c.name)).toEqual(['soundDb', 'vibrationG', 'lightLux', 'temperatureC', 'humidityPct']);
+  for (const c of out.channels) {
+    expect(c.massRatioAtFull).toBeGreaterThanOrEqual(2);
+    expect(c.monotonic).toBe(true);
+    expect(c.perplexityIncrease).toBeLessThanOrEqual(0.2);
+    expect(c.perplexityIncrease).toBeGreaterThan(0); // steered text is less likely under the unsteered model
+  }
+  expect(out.attributionTop1).toBeGreaterThanOrEqual(0.9);
+  expect(out.details.perplexitySamples).toBe(4);
+  // progress on stderr, one line per channel and one for the attribution trials
+  expect(r.stderr).toMatch(/steer measure: soundDb \(1\/6\)\n[^]*steer measure: 16 attribution trials \(6\/6\)\nsteer measure: done in \d+ s\n$/);
+  const bad = await runCli(['steer', 'measure', '--samples', '0']);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/--samples "0": expected a whole number from 1 to 1000/);
+}, 300_000);

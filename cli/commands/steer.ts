@@ -17,14 +17,15 @@ import { readingsFor, scenarioName } from '../../lib/steering/run';
 import { simulate, toSensorCsv } from '../../lib/steering/sensors';
 
 export const usage = `mesh-llm steer calibrate [--layer L] [--model PATH] [--tokenizer PATH]
-mesh-llm steer measure [--alpha A] [--trials N] [--plot FILE.png] [--json] [--model PATH] [--tokenizer PATH]
+mesh-llm steer measure [--alpha A] [--trials N] [--samples N] [--plot FILE.png] [--json] [--model PATH] [--tokenizer PATH]
 mesh-llm steer readings (--scenario NAME | --sensors FILE) [--nodes N]
 mesh-llm steer simulate --scenario NAME [--nodes N] [--seed S] [--affected NODE] [--out FILE]
 
   calibrate          sample the corpus of steering/steering.json from the model and recompute each
-                     channel's direction (steering/<channel>.json) by contrastive activation
-                     addition at the layer of steering/steering.json (or --layer L, which is then
-                     written there); a few minutes on stories260K
+                     channel's direction (steering/<channel>.json) by its method (contrastive
+                     activation addition, or the lexicon gradient) at the layer of
+                     steering/steering.json (or --layer L, which is then written there); a few
+                     minutes on stories260K
   measure            per channel: lexicon mass at readings 0..1, its ratio at full reading, whether
                      it rises monotonically, the perplexity increase of steered text; and the share
                      of attribution trials naming the one stimulated node of eight
@@ -32,6 +33,7 @@ mesh-llm steer simulate --scenario NAME [--nodes N] [--seed S] [--affected NODE]
   simulate           write a scenario's sensor trace as CSV (stdout or --out)
   --alpha A          steering strength (default: steering/steering.json)
   --trials N         attribution trials (default 80)
+  --samples N        sampled texts per evaluation context behind each perplexity (default 4)
   --plot FILE.png    also draw the lexicon mass curves
   --scenario NAME    calm, explosion, bright-flash or earthquake
   --sensors FILE     a CSV trace (at,node,<channels>...), calibrated on its first minute
@@ -45,6 +47,7 @@ const optionSpec = {
   tokenizer: { type: 'string' },
   alpha: { type: 'string' },
   trials: { type: 'string' },
+  samples: { type: 'string' },
   plot: { type: 'string' },
   json: { type: 'boolean' },
   scenario: { type: 'string' },
@@ -92,7 +95,7 @@ async function calibrate(values: Values): Promise<number> {
 }
 
 function formatMeasure(m: SteeringMeasure): string {
-  const lines = [`layer ${m.layer}, alpha ${m.alpha}; per-node shares reproduce each direction to ${m.reconstructionError.toExponential(1)}`];
+  const lines = [`layer ${m.layer}, alpha ${m.alpha}; per-node shares reproduce each direction to ${m.reconstructionError.toExponential(1)}; perplexity on ${m.perplexitySamples} samples per context`];
   lines.push('channel        mass at readings 0 .. 1                          ratio  monotonic  perplexity');
   for (const c of m.channels) {
     const curve = c.curve.map((p) => p.mass.toFixed(5)).join(' ');
@@ -103,12 +106,15 @@ function formatMeasure(m: SteeringMeasure): string {
 }
 
 async function measure(values: Values): Promise<number> {
+  const started = Date.now();
   const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
   const m = await measureSteering({
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
     alpha: values.alpha === undefined ? undefined : floatOption('alpha', values.alpha, 0, -100, 100),
     attributionTrials: intOption('trials', values.trials, 80, 1, 100000),
+    perplexitySamples: intOption('samples', values.samples, 4, 1, 1000),
+    onProgress: (done, total, what) => process.stderr.write(done < total ? `steer measure: ${what} (${done + 1}/${total})\n` : `steer measure: done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`),
   });
   if (values.plot) {
     const series = m.channels.map((c) => ({ name: c.name, points: c.curve.map((p) => ({ x: p.reading, y: p.mass / c.curve[0].mass })) }));

@@ -22,6 +22,10 @@ export interface MeasureOptions {
   readings?: number[];
   /** Sampled tokens per evaluation context for the perplexity. */
   perplexityTokens?: number;
+  /** Samples per evaluation context for the perplexity (default 4; same seeds steered and unsteered). */
+  perplexitySamples?: number;
+  /** Called as each channel is measured (and before the attribution trials), for progress. */
+  onProgress?: (done: number, total: number, what: string) => void;
   attributionTrials?: number;
   /** Sampled tokens per attribution trial. */
   attributionTokens?: number;
@@ -48,24 +52,24 @@ export interface SteeringMeasure {
   channels: ChannelMeasure[];
   attributionTop1: number;
   attributionTrials: number;
+  /** Samples per evaluation context behind each perplexity. */
+  perplexitySamples: number;
   /** Largest |sum of the node shares - direction| / |direction| over the channels (8 nodes). */
   reconstructionError: number;
 }
 
 const SAMPLE_PROMPT = 'Tom was playing in the park with his friend. Suddenly,';
-/** Samples per evaluation context for the perplexity (same seeds steered and unsteered). */
-const PERPLEXITY_SAMPLES = 4;
 
 function setReadings(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number): void {
   steering.apply(engine.heads, readings, alpha);
 }
 
 /** Perplexity under the unsteered model of text sampled with the given readings (pooled over contexts and samples). */
-async function perplexityOf(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, contexts: readonly string[], tokens: number, seed: number): Promise<number> {
+async function perplexityOf(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, contexts: readonly string[], tokens: number, samples: number, seed: number): Promise<number> {
   let nll = 0;
   let count = 0;
   for (const [i, prompt] of contexts.entries()) {
-    for (let k = 0; k < PERPLEXITY_SAMPLES; k++) {
+    for (let k = 0; k < samples; k++) {
       setReadings(engine, steering, readings, alpha);
       const promptLength = engine.tokenizer.encode(prompt, true, false).length;
       const gen = await engine.generate({ prompt, steps: promptLength + tokens, temperature: 1, topP: 0.9, seed: BigInt(seed + 1000 * k + i) });
@@ -85,7 +89,7 @@ async function sample(engine: Engine, steering: Steering, readings: NodeReadings
   return r.text;
 }
 
-async function measureChannel(engine: Engine, steering: Steering, data: SteeringData, index: number, alpha: number, o: Required<Pick<MeasureOptions, 'readings' | 'perplexityTokens' | 'seed'>>): Promise<ChannelMeasure> {
+async function measureChannel(engine: Engine, steering: Steering, data: SteeringData, index: number, alpha: number, o: Required<Pick<MeasureOptions, 'readings' | 'perplexityTokens' | 'perplexitySamples' | 'seed'>>): Promise<ChannelMeasure> {
   const channel = data.channels[index];
   const nodes = localNodes(engine.heads);
   const words = lexiconTokens(engine.tokenizer, channel.lexicon);
@@ -99,8 +103,8 @@ async function measureChannel(engine: Engine, steering: Steering, data: Steering
   clearSteering(engine.heads);
   const base = curve[0].mass;
   const full = curve[curve.length - 1].mass;
-  const perplexityUnsteered = await perplexityOf(engine, steering, at(0), alpha, data.settings.evaluation, o.perplexityTokens, o.seed);
-  const perplexitySteered = await perplexityOf(engine, steering, at(1), alpha, data.settings.evaluation, o.perplexityTokens, o.seed);
+  const perplexityUnsteered = await perplexityOf(engine, steering, at(0), alpha, data.settings.evaluation, o.perplexityTokens, o.perplexitySamples, o.seed);
+  const perplexitySteered = await perplexityOf(engine, steering, at(1), alpha, data.settings.evaluation, o.perplexityTokens, o.perplexitySamples, o.seed);
   return {
     name: channel.channel,
     lexicon: channel.lexicon,
@@ -146,12 +150,18 @@ export async function measureSteering(o: MeasureOptions): Promise<SteeringMeasur
   const data = loadSteering(engine.g.dim, engine.g.nLayers, o.dir ?? steeringDir());
   const steering = new Steering(engine.g, engine.gateway, data, localNodes(engine.heads));
   const alpha = o.alpha ?? data.settings.alpha;
-  const opts = { readings: o.readings ?? [0, 0.25, 0.5, 0.75, 1], perplexityTokens: o.perplexityTokens ?? 48, seed: o.seed ?? 1 };
+  const opts = { readings: o.readings ?? [0, 0.25, 0.5, 0.75, 1], perplexityTokens: o.perplexityTokens ?? 48, perplexitySamples: o.perplexitySamples ?? 4, seed: o.seed ?? 1 };
   const channels: ChannelMeasure[] = [];
-  for (let i = 0; i < data.channels.length; i++) channels.push(await measureChannel(engine, steering, data, i, alpha, opts));
+  const steps = data.channels.length + 1;
+  for (let i = 0; i < data.channels.length; i++) {
+    o.onProgress?.(i, steps, data.channels[i].channel);
+    channels.push(await measureChannel(engine, steering, data, i, alpha, opts));
+  }
   const trials = o.attributionTrials ?? 80;
+  o.onProgress?.(data.channels.length, steps, `${trials} attribution trials`);
   const attributionTop1 = trials === 0 ? NaN : await attributionTrials(engine, steering, data, alpha, trials, o.attributionTokens ?? 6, opts.seed);
   const wo = engine.gateway.weights.wo[steering.layer];
   const reconstruction = Math.max(...data.channels.map((c) => reconstructionError(engine.g, wo, steering.shares, c.channel, c.vector)));
-  return { model: engine.checkpoint.path, layer: steering.layer, alpha, channels, attributionTop1, attributionTrials: trials, reconstructionError: reconstruction };
+  o.onProgress?.(steps, steps, 'done');
+  return { model: engine.checkpoint.path, layer: steering.layer, alpha, channels, attributionTop1, attributionTrials: trials, perplexitySamples: opts.perplexitySamples, reconstructionError: reconstruction };
 }
