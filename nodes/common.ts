@@ -109,3 +109,9 @@ export function registerStepNode(RED: NodeAPI, type: string, step: (this: Node, 
     onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status));
   });
 }
+
+/** A number from an editor field (a string), or the fallback when it is empty or not a finite number. */
+export function numberOr(text: string | undefined, fallback: number): number {
+  const n = Number(text);
+  return text !== undefined && text !== '' && Number.isFinite(n) ? n : fallback;
+}

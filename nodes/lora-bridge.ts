@@ -10,7 +10,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from 'node-red';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { RunningBridge, startBridge } from '../gateway-bridge/service';
-import { Done, Send, registerNode, throttledStatus } from './common';
+import { Done, Send, numberOr, registerNode, throttledStatus } from './common';
 
 interface BridgeDef extends NodeDef {
   broker: string;
@@ -29,11 +29,6 @@ interface BridgeDef extends NodeDef {
   loss: string;
   timeScale: string;
   key: string;
-}
-
-function numberOr(text: string | undefined, fallback: number): number {
-  const n = Number(text);
-  return text !== undefined && text !== '' && Number.isFinite(n) ? n : fallback;
 }
 
 export = function register(RED: NodeAPI): void {

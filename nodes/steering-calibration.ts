@@ -13,7 +13,7 @@ import { connectMqtt, endClient } from '../lib/mesh/mqtt';
 import { BaselineMessage, PROTOCOL_VERSION, encodeControl, topicsFor } from '../lib/mesh/wire';
 import { Calibrator } from '../lib/steering/calibration';
 import { SensorMessage, parseSensorMessage } from '../lib/steering/sensors';
-import { Done, Send, StepNodeDef, meshOf, registerNode, throttledStatus } from './common';
+import { Done, Send, StepNodeDef, meshOf, numberOr, registerNode, throttledStatus } from './common';
 
 interface CalibrationDef extends StepNodeDef {
   window: string;
@@ -22,11 +22,6 @@ interface CalibrationDef extends StepNodeDef {
   steer: boolean;
   alpha: string;
   steerIntervalMs: string;
-}
-
-function numberOr(text: string | undefined, fallback: number): number {
-  const n = Number(text);
-  return text !== undefined && text !== '' && Number.isFinite(n) ? n : fallback;
 }
 
 export = function register(RED: NodeAPI): void {
