@@ -9,21 +9,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
 import { readChannelFile, readSettings, recomputeDirections, sampleCorpus, steeringDir } from '../lib/steering/directions';
-import { GradientSettings, PushedContexts, cutContext, gradientContexts, gradientDirections, writableBasis } from '../lib/steering/gradient';
+import { GradientSettings, PushedContexts, cutContext, gradientContexts, gradientDirections } from '../lib/steering/gradient';
 import { lexiconMass, lexiconTokens } from '../lib/steering/lexicon';
 import { norm, pseudoInverse, multiply } from '../lib/steering/linalg';
-import { outputProjection } from '../lib/steering/shares';
+import { outputProjection, writableBasis } from '../lib/steering/shares';
 import { modelPaths } from './support/fixtures';
 
 const load = (groups: number) => Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups });
 const settings = readSettings();
 const layer = settings.layer;
 const lexicons = settings.channels.map((c) => readChannelFile(c).lexicon);
+const engine1 = load(1);
 const small: GradientSettings = { contexts: 6, from: 8, to: 40, epsilon: 0.1, seed: 3 };
 
 /** A push of norm n inside the writable subspace: a fixed mix of the basis vectors. */
 function writablePush(engine: Engine, n: number, mix: (j: number) => number): Float64Array {
-  const basis = writableBasis(engine.gateway, layer, settings.rcond);
+  const basis = writableBasis(engine.g, engine.gateway.weights.wo[layer], settings.rcond);
   const v = new Float64Array(engine.g.dim);
   basis.forEach((b, j) => b.forEach((x, d) => (v[d] += mix(j) * x)));
   const scale = n / norm(v);
@@ -31,7 +32,7 @@ function writablePush(engine: Engine, n: number, mix: (j: number) => number): Fl
 }
 
 test('the writable basis is orthonormal', () => {
-  const basis = writableBasis(load(1).gateway, layer, settings.rcond);
+  const basis = writableBasis(engine1.g, engine1.gateway.weights.wo[layer], settings.rcond);
   expect(basis.length).toBeGreaterThan(10);
   basis.forEach((a, i) => basis.forEach((b, j) => expect(a.reduce((s, x, d) => s + x * b[d], 0)).toBeCloseTo(i === j ? 1 : 0, 9)));
 });
@@ -96,7 +97,7 @@ test('the gradient does not depend on the thread count; progress counts every ba
   const seen: number[] = [];
   const one = await gradientDirections(load(1), settings.corpus, small, layer, settings.rcond, lexicons, { threads: 1 });
   const three = await gradientDirections(load(1), settings.corpus, small, layer, settings.rcond, lexicons, { threads: 3, onProgress: (done) => seen.push(done) });
-  const k = writableBasis(load(1).gateway, layer, settings.rcond).length;
+  const k = writableBasis(engine1.g, engine1.gateway.weights.wo[layer], settings.rcond).length;
   expect(seen).toEqual(Array.from({ length: k }, (_, i) => i + 1));
   expect(three.contexts).toBe(one.contexts);
   three.gradients.forEach((g, ci) => expect(Array.from(g)).toEqual(Array.from(one.gradients[ci])));

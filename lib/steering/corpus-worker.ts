@@ -1,6 +1,5 @@
 /** A worker thread of `steer calibrate`: writes its share of the corpus and sends back its sums (directions.ts). */
-import { parentPort, workerData } from 'node:worker_threads';
-import { CorpusWorkerData, CorpusWorkerMessage, corpusWorkerMain } from './directions';
+import { corpusWorkerMain } from './directions';
+import { serveWorker } from './threads';
 
-const post = (m: CorpusWorkerMessage) => parentPort?.postMessage(m);
-corpusWorkerMain(workerData as CorpusWorkerData, post).catch((e: Error) => post({ error: e.message }));
+serveWorker(corpusWorkerMain);

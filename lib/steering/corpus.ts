@@ -52,3 +52,28 @@ export async function sampleCorpus(engine: Engine, corpus: CorpusSettings, layer
     await new Promise((resolve) => setImmediate(resolve)); // let the event loop run (worker threads' progress) between stories
   }
 }
+
+/**
+ * The residual stream right after `layer`'s attention output is added, at positions `from` ..
+ * tokens.length - 1 of `tokens` (BOS first). From 0 (the default) the head caches start empty;
+ * from a later position they must already hold tokens[0 .. from - 1] up to `layer` (a
+ * continuation of what ran before). Steering on the engine's heads, if any, is part of what is
+ * captured.
+ */
+export async function residualsAfterAttention(engine: Engine, tokens: readonly number[], layer: number, from = 0): Promise<Float32Array[]> {
+  const { gateway, heads } = engine;
+  const headOut = new Float32Array(engine.g.dim);
+  const out: Float32Array[] = [];
+  if (from === 0) await heads.reset();
+  for (let pos = from; pos < tokens.length; pos++) {
+    const x = gateway.embed(tokens[pos]);
+    for (let l = 0; l <= layer; l++) {
+      const xb = gateway.attentionInput(x, l);
+      await heads.run(xb, pos, l, headOut);
+      gateway.aggregate(x, headOut, l);
+      if (l < layer) gateway.ffn(x, l);
+    }
+    out.push(x);
+  }
+  return out;
+}

@@ -12,19 +12,18 @@
  * computed vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { Engine } from '../llm/engine';
 import { CorpusSettings, CorpusStory, sampleCorpus } from './corpus';
 import { MeshLlmError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
 import { lexiconTokens } from './lexicon';
 import { writablePart } from './shares';
+import { Range, splitWork } from './threads';
 import { GradientSettings, checkGradientSettings, gradientDirections } from './gradient';
 
 export type { CorpusSettings, CorpusStory } from './corpus';
-export { sampleCorpus } from './corpus';
+export { residualsAfterAttention, sampleCorpus } from './corpus';
 
 /** The shared settings of steering/steering.json. */
 export interface SteeringSettings {
@@ -163,28 +162,6 @@ export function loadSteering(dim: number, nLayers: number, dir = steeringDir()):
     return { channel: c, lexicon: f.lexicon, layer: d.layer, vector: Float64Array.from(d.vector) };
   });
   return { settings, channels };
-}
-
-/**
- * The residual stream right after `layer`'s attention output is added, at every position of
- * `tokens` (BOS first). Steering on the engine's heads, if any, is part of what is captured.
- */
-export async function residualsAfterAttention(engine: Engine, tokens: readonly number[], layer: number): Promise<Float32Array[]> {
-  const { gateway, heads } = engine;
-  const headOut = new Float32Array(engine.g.dim);
-  const out: Float32Array[] = [];
-  await heads.reset();
-  for (let pos = 0; pos < tokens.length; pos++) {
-    const x = gateway.embed(tokens[pos]);
-    for (let l = 0; l <= layer; l++) {
-      const xb = gateway.attentionInput(x, l);
-      heads.run(xb, pos, l, headOut);
-      gateway.aggregate(x, headOut, l);
-      if (l < layer) gateway.ffn(x, l);
-    }
-    out.push(x);
-  }
-  return out;
 }
 
 /** Where the words occur in tokens: [word index, start] for every occurrence (start >= 1). */
@@ -342,21 +319,23 @@ export interface CorpusWorkerData {
   corpus: CorpusSettings;
   layer: number;
   channels: ChannelContrast[];
-  range: { from: number; to: number };
+  range: Range;
 }
 
-/** A worker thread's messages: one per story written, then its sums. */
-export type CorpusWorkerMessage = { story: true } | { sums: ReturnType<ContrastSums['export']> } | { error: string };
-
-/** Runs in a corpus worker thread: its share of the stories, and its sums back to the parent. */
-export async function corpusWorkerMain(data: CorpusWorkerData, post: (m: CorpusWorkerMessage) => void): Promise<void> {
+/** Runs in a corpus worker thread (corpus-worker.ts): its share of the stories; its sums go back to the parent. */
+export async function corpusWorkerMain(data: CorpusWorkerData, tick: () => void): Promise<ReturnType<ContrastSums['export']>> {
   const engine = Engine.load({ modelPath: data.modelPath, tokenizerPath: data.tokenizerPath });
-  const sums = new ContrastSums(engine, data.channels);
-  await sampleCorpus(engine, data.corpus, data.layer, (story) => {
+  return contrastShare(engine, data.corpus, data.layer, data.channels, data.range, tick);
+}
+
+/** One share of the stories written, their sums kept. */
+async function contrastShare(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[], range: Range, tick: () => void): Promise<ReturnType<ContrastSums['export']>> {
+  const sums = new ContrastSums(engine, channels);
+  await sampleCorpus(engine, corpus, layer, (story) => {
     sums.add(story);
-    post({ story: true });
-  }, data.range);
-  post({ sums: sums.export() });
+    tick();
+  }, range);
+  return sums.export();
 }
 
 export interface CorpusOptions {
@@ -379,35 +358,18 @@ export interface CorpusOptions {
  * per channel.
  */
 export async function corpusDirections(engine: Engine, corpus: CorpusSettings, layer: number, channels: readonly ChannelContrast[], o: CorpusOptions = {}): Promise<({ caa: Float64Array; counts: ContrastCounts } | null)[]> {
-  const threads = Math.max(1, Math.min(o.threads ?? Math.min(os.availableParallelism(), 4), corpus.stories));
-  const shares = Array.from({ length: threads }, (_, t) => ({ from: Math.floor((t * corpus.stories) / threads), to: Math.floor(((t + 1) * corpus.stories) / threads) }));
-  let done = 0;
-  const progress = () => o.onProgress?.(++done, corpus.stories);
-  const workers = shares.slice(1).map((range) =>
-    runCorpusWorker({ modelPath: engine.checkpoint.path, tokenizerPath: engine.tokenizer.path, corpus, layer, channels: [...channels], range }, progress),
-  );
-  workers.forEach((w) => w.catch(() => undefined)); // awaited below, after this thread's share
-  const sums = new ContrastSums(engine, channels);
-  await sampleCorpus(engine, corpus, layer, (story) => {
-    sums.add(story);
-    progress();
-  }, shares[0]);
-  for (const w of workers) sums.merge(await w);
-  return sums.directions(engine.g.dim);
-}
-
-function runCorpusWorker(data: CorpusWorkerData, onStory: () => void): Promise<ReturnType<ContrastSums['export']>> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(path.join(__dirname, 'corpus-worker.js'), { workerData: data });
-    let result: ReturnType<ContrastSums['export']> | undefined;
-    worker.on('message', (m: CorpusWorkerMessage) => {
-      if ('story' in m) onStory();
-      else if ('sums' in m) result = m.sums;
-      else reject(new MeshLlmError(`corpus worker: ${m.error}`));
-    });
-    worker.once('error', (e) => reject(new MeshLlmError(`corpus worker: ${e.message}`)));
-    worker.once('exit', (code) => (result ? resolve(result) : reject(new MeshLlmError(`corpus worker for stories ${data.range.from}-${data.range.to - 1} exited with code ${code} before finishing`))));
+  const shares = await splitWork({
+    total: corpus.stories,
+    threads: o.threads,
+    script: 'corpus-worker.js',
+    units: 'stories',
+    data: (range): CorpusWorkerData => ({ modelPath: engine.checkpoint.path, tokenizerPath: engine.tokenizer.path, corpus, layer, channels: [...channels], range }),
+    local: (range, tick) => contrastShare(engine, corpus, layer, channels, range, tick),
+    onProgress: o.onProgress,
   });
+  const sums = new ContrastSums(engine, channels);
+  for (const share of shares) sums.merge(share);
+  return sums.directions(engine.g.dim);
 }
 
 /** Options of recomputeDirections: the corpus' threads and progress, and the gradient's progress. */

@@ -16,17 +16,14 @@
  * (the push point) is computed once per context, unpushed, and each pushed pass runs only
  * layer L's FFN and the layers above it.
  */
-import { Worker } from 'node:worker_threads';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { Engine, LocalHeads } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { probabilities } from '../llm/fidelity';
 import { Gateway } from '../llm/gateway';
-import { CorpusSettings, CorpusStory, sampleCorpus } from './corpus';
+import { CorpusSettings, CorpusStory, residualsAfterAttention, sampleCorpus } from './corpus';
 import { lexiconTokens } from './lexicon';
-import { outputProjection } from './shares';
-import { svd } from './linalg';
+import { writableBasis } from './shares';
+import { Range, splitWork } from './threads';
 
 /** steering.json `gradient`: where the contexts are cut and how the derivative is taken. */
 export interface GradientSettings {
@@ -45,19 +42,6 @@ export function checkGradientSettings(where: string, s: GradientSettings | undef
   if (!s || !Number.isInteger(s.contexts) || s.contexts < 1 || !Number.isInteger(s.from) || s.from < 1 || !Number.isInteger(s.to) || s.to <= s.from + 1 || !(s.epsilon > 0) || !Number.isInteger(s.seed) || s.seed < 1)
     throw new MeshLlmError(`steering file ${where}: gradient needs contexts >= 1, whole numbers 1 <= from < to - 1, epsilon > 0 and a seed >= 1`);
   return s;
-}
-
-/** An orthonormal basis of the writable subspace of one layer's W_O: [k][dim]. */
-export function writableBasis(gateway: Gateway, layer: number, rcond: number): Float64Array[] {
-  const g = gateway.g;
-  const { us, sigma } = svd(outputProjection(g, gateway.weights.wo[layer]));
-  const top = Math.max(...sigma);
-  const basis: Float64Array[] = [];
-  for (let j = 0; j < g.dim; j++) {
-    if (sigma[j] === 0 || sigma[j] < rcond * top) continue;
-    basis.push(Float64Array.from({ length: g.dim }, (_, i) => us.data[i * g.dim + j] / sigma[j]));
-  }
-  return basis;
 }
 
 /** xorshift32: the draw of a story's cut. */
@@ -106,33 +90,13 @@ async function fromPushPoint(gateway: Gateway, heads: LocalHeads, layer: number,
   }
 }
 
-/** Runs position `pos` up to the push point (embedding, layers below L, layer L's attention) and returns the residual there. */
-async function toPushPoint(gateway: Gateway, heads: LocalHeads, layer: number, token: number, pos: number, headOut: Float32Array): Promise<Float32Array> {
-  const x = gateway.embed(token);
-  for (let l = 0; l <= layer; l++) {
-    const xb = gateway.attentionInput(x, l);
-    await heads.run(xb, pos, l, headOut);
-    gateway.aggregate(x, headOut, l);
-    if (l < layer) gateway.ffn(x, l);
-  }
-  return x;
-}
-
 async function prepare(engine: Engine, layer: number, context: readonly number[], channels: readonly number[][][]): Promise<PreparedContext> {
-  const { gateway, heads } = engine;
-  const headOut = new Float32Array(engine.g.dim);
-  await heads.reset();
-  const residuals: Float32Array[] = [];
-  for (let pos = 0; pos < context.length; pos++) residuals.push(await toPushPoint(gateway, heads, layer, context[pos], pos, headOut));
+  const residuals = await residualsAfterAttention(engine, context, layer);
   // a word's later tokens are written after the context, one word after another (each rewrites those positions)
   const words: Float32Array[][][] = [];
   for (const ws of channels) {
     const perWord: Float32Array[][] = [];
-    for (const w of ws) {
-      const rs: Float32Array[] = [];
-      for (let i = 1; i < w.length; i++) rs.push(await toPushPoint(gateway, heads, layer, w[i - 1], context.length + i - 1, headOut));
-      perWord.push(rs);
-    }
+    for (const w of ws) perWord.push(await residualsAfterAttention(engine, [...context, ...w.slice(0, -1)], layer, context.length));
     words.push(perWord);
   }
   return { residuals, words };
@@ -183,10 +147,10 @@ export class PushedContexts {
     const { gateway, heads } = this.engine;
     const { layer } = this;
     const headOut = new Float32Array(this.engine.g.dim);
+    const x = new Float32Array(this.engine.g.dim);
     const n = c.residuals.length;
-    let x = new Float32Array(0);
     for (let pos = 0; pos < n; pos++) {
-      x = c.residuals[pos].slice();
+      x.set(c.residuals[pos]);
       await fromPushPoint(gateway, heads, layer, x, push, pos, headOut);
     }
     const first = probabilities(gateway.logits(x));
@@ -196,9 +160,9 @@ export class PushedContexts {
       for (const [k, w] of words.entries()) {
         let p = first[w[0]];
         for (let i = 1; i < w.length && p > 0; i++) {
-          const y = c.words[ci][k][i - 1].slice();
-          await fromPushPoint(gateway, heads, layer, y, push, n + i - 1, headOut);
-          p *= probabilities(gateway.logits(y))[w[i]];
+          x.set(c.words[ci][k][i - 1]);
+          await fromPushPoint(gateway, heads, layer, x, push, n + i - 1, headOut);
+          p *= probabilities(gateway.logits(x))[w[i]];
         }
         mass += p;
       }
@@ -222,11 +186,17 @@ export async function gradientContexts(engine: Engine, corpus: CorpusSettings, s
   return contexts;
 }
 
+/** The contexts used, and per basis vector the masses summed over them of every channel, pushed +eps and -eps along it. */
+export interface DirectionalMasses {
+  contexts: number;
+  masses: { plus: number[]; minus: number[] }[];
+}
+
 /** For basis vectors [from, to): the summed masses of every channel with the push +eps b_j and -eps b_j. */
-export async function directionalMasses(engine: Engine, corpus: CorpusSettings, s: GradientSettings, layer: number, rcond: number, lexicons: readonly string[][], range: { from: number; to: number }, onDirection?: () => void): Promise<{ contexts: number; masses: { plus: number[]; minus: number[] }[] }> {
+export async function directionalMasses(engine: Engine, corpus: CorpusSettings, s: GradientSettings, layer: number, rcond: number, lexicons: readonly string[][], range: Range, onDirection?: () => void): Promise<DirectionalMasses> {
   for (const group of engine.heads.groups) group.steering = null;
   const pushed = await PushedContexts.prepare(engine, layer, await gradientContexts(engine, corpus, s, layer), lexicons);
-  const basis = writableBasis(engine.gateway, layer, rcond);
+  const basis = writableBasis(engine.g, engine.gateway.weights.wo[layer], rcond);
   const masses: { plus: number[]; minus: number[] }[] = [];
   for (let j = range.from; j < Math.min(range.to, basis.length); j++) {
     const along = (sign: number) => pushed.summed(basis[j].map((v) => sign * s.epsilon * v));
@@ -246,30 +216,13 @@ export interface GradientWorkerData {
   layer: number;
   rcond: number;
   lexicons: string[][];
-  range: { from: number; to: number };
+  range: Range;
 }
 
-export type GradientWorkerMessage = { direction: true } | { masses: { plus: number[]; minus: number[] }[] } | { error: string };
-
-/** Runs in a gradient worker thread: its share of the basis, and the masses back to the parent. */
-export async function gradientWorkerMain(data: GradientWorkerData, post: (m: GradientWorkerMessage) => void): Promise<void> {
+/** Runs in a gradient worker thread (gradient-worker.ts): its share of the basis; the masses go back to the parent. */
+export async function gradientWorkerMain(data: GradientWorkerData, tick: () => void): Promise<DirectionalMasses> {
   const engine = Engine.load({ modelPath: data.modelPath, tokenizerPath: data.tokenizerPath });
-  const { masses } = await directionalMasses(engine, data.corpus, data.gradient, data.layer, data.rcond, data.lexicons, data.range, () => post({ direction: true }));
-  post({ masses });
-}
-
-function runGradientWorker(data: GradientWorkerData, onDirection: () => void): Promise<{ plus: number[]; minus: number[] }[]> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(path.join(__dirname, 'gradient-worker.js'), { workerData: data });
-    let result: { plus: number[]; minus: number[] }[] | undefined;
-    worker.on('message', (m: GradientWorkerMessage) => {
-      if ('direction' in m) onDirection();
-      else if ('masses' in m) result = m.masses;
-      else reject(new MeshLlmError(`gradient worker: ${m.error}`));
-    });
-    worker.once('error', (e) => reject(new MeshLlmError(`gradient worker: ${e.message}`)));
-    worker.once('exit', (code) => (result ? resolve(result) : reject(new MeshLlmError(`gradient worker for basis vectors ${data.range.from}-${data.range.to - 1} exited with code ${code} before finishing`))));
-  });
+  return directionalMasses(engine, data.corpus, data.gradient, data.layer, data.rcond, data.lexicons, data.range, tick);
 }
 
 export interface GradientOptions {
@@ -285,18 +238,19 @@ export interface GradientOptions {
  * another and put together in basis order, so the result does not depend on the thread count.
  */
 export async function gradientDirections(engine: Engine, corpus: CorpusSettings, s: GradientSettings, layer: number, rcond: number, lexicons: readonly string[][], o: GradientOptions = {}): Promise<{ gradients: Float64Array[]; contexts: number }> {
-  const basis = writableBasis(engine.gateway, layer, rcond);
+  const basis = writableBasis(engine.g, engine.gateway.weights.wo[layer], rcond);
   const k = basis.length;
-  const threads = Math.max(1, Math.min(o.threads ?? Math.min(os.availableParallelism(), 4), k));
-  const shares = Array.from({ length: threads }, (_, t) => ({ from: Math.floor((t * k) / threads), to: Math.floor(((t + 1) * k) / threads) }));
-  let done = 0;
-  const progress = () => o.onProgress?.(++done, k);
-  const workers = shares.slice(1).map((range) =>
-    runGradientWorker({ modelPath: engine.checkpoint.path, tokenizerPath: engine.tokenizer.path, corpus, gradient: s, layer, rcond, lexicons: lexicons.map((l) => [...l]), range }, progress),
-  );
-  workers.forEach((w) => w.catch(() => undefined)); // awaited below, after this thread's share
-  const { contexts, masses } = await directionalMasses(engine, corpus, s, layer, rcond, lexicons, shares[0], progress);
-  for (const w of workers) masses.push(...(await w));
+  const shares = await splitWork({
+    total: k,
+    threads: o.threads,
+    script: 'gradient-worker.js',
+    units: 'basis vectors',
+    data: (range): GradientWorkerData => ({ modelPath: engine.checkpoint.path, tokenizerPath: engine.tokenizer.path, corpus, gradient: s, layer, rcond, lexicons: lexicons.map((l) => [...l]), range }),
+    local: (range, tick) => directionalMasses(engine, corpus, s, layer, rcond, lexicons, range, tick),
+    onProgress: o.onProgress,
+  });
+  const { contexts } = shares[0];
+  const masses = shares.flatMap((share) => share.masses);
   const gradients = lexicons.map((lexicon, ci) => {
     const g = new Float64Array(engine.g.dim);
     basis.forEach((b, j) => {

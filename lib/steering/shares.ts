@@ -95,19 +95,30 @@ export function reconstructionError(g: Geometry, wo: Float32Array, shares: reado
 }
 
 /**
- * The part of d [dim] along the left singular vectors of W_O whose singular values are at
- * least rcond times the largest: U_k U_k^T d. Its head outputs W_O+ d_k have norm at most
- * |d| / (rcond * sigma_max).
+ * An orthonormal basis of the writable subspace of one layer: the left singular vectors of
+ * W_O whose singular values are at least rcond times the largest. [k][dim]
  */
-export function writablePart(g: Geometry, wo: Float32Array, direction: ArrayLike<number>, rcond: number): Float64Array {
+export function writableBasis(g: Geometry, wo: Float32Array, rcond: number): Float64Array[] {
   const { us, sigma } = svd(outputProjection(g, wo));
   const top = Math.max(...sigma);
-  const out = new Float64Array(g.dim);
+  const basis: Float64Array[] = [];
   for (let j = 0; j < g.dim; j++) {
-    if (sigma[j] < rcond * top || sigma[j] === 0) continue;
+    if (sigma[j] === 0 || sigma[j] < rcond * top) continue;
+    basis.push(Float64Array.from({ length: g.dim }, (_, i) => us.data[i * g.dim + j] / sigma[j]));
+  }
+  return basis;
+}
+
+/**
+ * The part of d [dim] in the writable subspace: U_k U_k^T d. Its head outputs W_O+ d_k have
+ * norm at most |d| / (rcond * sigma_max).
+ */
+export function writablePart(g: Geometry, wo: Float32Array, direction: ArrayLike<number>, rcond: number): Float64Array {
+  const out = new Float64Array(g.dim);
+  for (const b of writableBasis(g, wo, rcond)) {
     let c = 0;
-    for (let i = 0; i < g.dim; i++) c += (us.data[i * g.dim + j] / sigma[j]) * direction[i];
-    for (let i = 0; i < g.dim; i++) out[i] += (c * us.data[i * g.dim + j]) / sigma[j];
+    for (let i = 0; i < g.dim; i++) c += b[i] * direction[i];
+    for (let i = 0; i < g.dim; i++) out[i] += c * b[i];
   }
   return out;
 }
