@@ -114,8 +114,16 @@ export class RadioBridge {
 
   private async start(): Promise<void> {
     const o = this.o;
+    for (const info of o.nodes) checkId('node', info.id);
+    // hear broadcasts and sessions before any radio node is announced: a gateway that discovers
+    // the nodes may assign them and start a session at once
+    this.client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-lora-bridge-${process.pid}`.slice(0, 64) });
+    this.client.on('message', (topic, payload) =>
+      this.guard(topic, () => (topic === this.t.broadcast ? this.onBroadcast(topic, payload) : this.onSession(topic, payload))),
+    );
+    await subscribe(this.client, [this.t.broadcast], 0);
+    await subscribe(this.client, [this.t.session], 1);
     for (const info of o.nodes) {
-      checkId('node', info.id);
       const offline: StatusMessage = { protocol: PROTOCOL_VERSION, node: info.id, state: 'offline', reason: 'the LoRa bridge lost its broker connection' };
       const client = await connectMqtt({
         ...o,
@@ -128,12 +136,6 @@ export class RadioBridge {
       await subscribe(client, [this.t.assign(info.id)], 1);
       this.publishStatus(proxy, 'online');
     }
-    this.client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-lora-bridge-${process.pid}`.slice(0, 64) });
-    this.client.on('message', (topic, payload) =>
-      this.guard(topic, () => (topic === this.t.broadcast ? this.onBroadcast(topic, payload) : this.onSession(topic, payload))),
-    );
-    await subscribe(this.client, [this.t.broadcast], 0);
-    await subscribe(this.client, [this.t.session], 1);
     this.log('info', `bridging ${o.nodes.length} radio node(s) (${o.nodes.map((n) => `${n.id}@${n.address}`).join(', ')}) into mesh ${o.meshId} on ${o.url}`);
   }
 
