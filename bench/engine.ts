@@ -19,10 +19,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
-import { WeightQuant } from '../lib/llm/head';
 import { kernelsKind } from '../lib/llm/kernels';
 import { packageRoot, resolveModelPaths } from '../lib/llm/resolve';
 import { goldenDir } from '../test/support/fixtures';
+import { Encoding } from '../lib/llm/quant';
 
 const POSITIONS = 512;
 const DEFAULT_ROUNDS = 5;
@@ -52,7 +52,7 @@ const median = (xs: number[]): number => {
 
 // ---- child process: one engine case ------------------------------------------------------
 
-async function runCase(quant: WeightQuant): Promise<void> {
+async function runCase(quant: Encoding): Promise<void> {
   const paths = resolveModelPaths({});
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, quant });
   const options = { prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n };
@@ -72,7 +72,7 @@ async function runCase(quant: WeightQuant): Promise<void> {
   process.stdout.write(`${JSON.stringify(sample)}\n`);
 }
 
-function sampleCase(quant: WeightQuant): Sample {
+function sampleCase(quant: Encoding): Sample {
   const child = spawnSync(process.execPath, [__filename, '--case', quant], { encoding: 'utf8', maxBuffer: 1 << 24 });
   if (child.status !== 0) throw new Error(`engine case ${quant} failed (exit ${child.status}):\n${child.stderr}`);
   return JSON.parse(child.stdout.trim().split('\n').pop() as string) as Sample;
@@ -146,7 +146,7 @@ function numberArg(name: string, fallback: number): number {
 
 async function main(): Promise<void> {
   const caseArg = process.argv.indexOf('--case');
-  if (caseArg >= 0) return runCase(process.argv[caseArg + 1] as WeightQuant);
+  if (caseArg >= 0) return runCase(process.argv[caseArg + 1] as Encoding);
 
   const json = process.argv.includes('--json');
   const rounds = numberArg('--rounds', DEFAULT_ROUNDS);

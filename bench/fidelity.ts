@@ -3,17 +3,17 @@
  * 256-token golden story through float32 and through int8 head weights, int8 transport and
  * both, and reports top-1 agreement with float32 and the mean KL divergence.
  */
-import { Engine, Transport } from '../lib/llm/engine';
-import { WeightQuant } from '../lib/llm/head';
+import { Engine } from '../lib/llm/engine';
 import { compareLogits } from '../lib/llm/fidelity';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { goldenIds } from '../test/support/fixtures';
+import { Encoding } from '../lib/llm/quant';
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
   const paths = resolveModelPaths({});
   const ids = goldenIds('bos-greedy-256');
-  const load = (quant: WeightQuant, transport: Transport) => Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: 8, quant, transport });
+  const load = (quant: Encoding, transport: Encoding) => Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: 8, quant, transport });
   process.stderr.write(`teacher forcing ${ids.length} tokens of bos-greedy-256 (float32 reference)...\n`);
   const reference = await load('f32', 'f32').teacherForce(ids);
   const cases = [

@@ -20,7 +20,7 @@ import { resolveModelPaths } from '../lib/llm/resolve';
 import { RunningBroker, startAedesBroker, startMosquitto } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { spawnHeadNodes } from '../lib/mesh/processes';
-import { Encoding } from '../lib/mesh/wire';
+import { Encoding } from '../lib/llm/quant';
 
 const POSITIONS = 128;
 const WARMUP_RUNS = 3;

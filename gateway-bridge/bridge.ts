@@ -19,23 +19,9 @@ import { MqttClient } from 'mqtt';
 import { Geometry } from '../lib/llm/config';
 import { headOutputGroupSize } from '../lib/llm/engine';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from '../lib/mesh/mqtt';
-import {
-  AssignmentMessage,
-  Encoding,
-  Frame,
-  FrameType,
-  PROTOCOL_VERSION,
-  SessionMessage,
-  StatusMessage,
-  Topics,
-  WeightEncoding,
-  checkId,
-  decodeFrame,
-  encodeControl,
-  encodeFrame,
-  parseControl,
-  topicsFor,
-} from '../lib/mesh/wire';
+import { Body, BodyType, decodeBody, encodeBody } from '../lib/link/body';
+import { Encoding } from '../lib/llm/quant';
+import { AssignmentMessage, PROTOCOL_VERSION, SessionMessage, StatusMessage, Topics, checkId, encodeControl, parseControl, topicsFor } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
 
 /** A head node behind the radio, as the bridge announces it. */
@@ -45,7 +31,7 @@ export interface RadioNodeInfo {
   address: number;
   heads: number[];
   kvHeads: number[];
-  weights: WeightEncoding;
+  weights: Encoding;
   weightBytes: number;
 }
 
@@ -228,14 +214,14 @@ export class RadioBridge {
   }
 
   private onBroadcast(topic: string, payload: Buffer): void {
-    let f: Frame;
+    let f: Body;
     try {
-      f = decodeFrame(payload);
+      f = decodeBody(payload);
     } catch (e) {
       this.counters.malformed++;
       return this.reject(topic, (e as Error).message);
     }
-    if (f.type !== FrameType.Broadcast || f.values.length !== this.o.g.dim) {
+    if (f.type !== BodyType.Broadcast || f.values.length !== this.o.g.dim) {
       this.counters.malformed++;
       return this.reject(topic, `not a broadcast of ${this.o.g.dim} values`);
     }
@@ -250,7 +236,7 @@ export class RadioBridge {
   }
 
   /** One layer over the radio, then each node's result frame on its MQTT topic. */
-  private async exchange(f: Frame, radioSession: number, members: Proxy[]): Promise<void> {
+  private async exchange(f: Body, radioSession: number, members: Proxy[]): Promise<void> {
     if (this.closed) return;
     let results: Map<number, Float32Array>;
     try {
@@ -266,7 +252,7 @@ export class RadioBridge {
     for (const p of members) {
       const values = results.get(p.info.address);
       if (!values || !p.assignment) continue;
-      const frame = encodeFrame({ type: FrameType.Result, encoding: transport, sender: p.assignment.slot, session: f.session, seq: f.seq, pos: f.pos, layer: f.layer }, values, groupSize);
+      const frame = encodeBody({ type: BodyType.Result, encoding: transport, sender: p.assignment.slot, session: f.session, seq: f.seq, pos: f.pos, layer: f.layer }, values, groupSize);
       p.client.publish(this.t.result(p.info.id), frame, { qos: 0 });
       this.counters.results++;
     }

@@ -8,13 +8,14 @@
 import { randomBytes } from 'node:crypto';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { Geometry, geometry } from '../lib/llm/config';
-import { HeadGroup, WeightQuant, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
+import { HeadGroup, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { Radio, RadioChannel } from '../lib/radio/channel';
 import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
 import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
 import { RadioNodeInfo } from './bridge';
+import { Encoding } from '../lib/llm/quant';
 
 export interface RadioSettings {
   region: string;
@@ -38,7 +39,7 @@ export interface SimulatedRadioMeshOptions extends RadioSettings {
   standIn?: (address: number, heads: number[]) => HeadComputer;
   nodes: number;
   /** int8: int8 weight slices and int8 tensors on the air (as the engine's quant int8). */
-  quant: WeightQuant;
+  quant: Encoding;
   /** Radio mesh id (one byte, default 1) and network key (default random). */
   radioMeshId?: number;
   key?: Buffer;
@@ -84,7 +85,7 @@ export class SimulatedRadioMesh {
   readonly layout: MeshLayout;
   readonly ledger = new AirtimeLedger();
   readonly g: Geometry;
-  readonly transport: WeightQuant;
+  readonly transport: Encoding;
   readonly key: Buffer;
   readonly radioMeshId: number;
   readonly nodes: RadioHeadNode[] = [];

@@ -5,7 +5,6 @@
  * topics. What `mesh-llm bridge` and the Node-RED mesh-llm-lora-bridge node run.
  */
 import { MeshLlmError } from '../lib/llm/errors';
-import { WeightQuant } from '../lib/llm/head';
 import { Logger } from '../lib/mesh/mqtt';
 import { BandwidthKHz, SpreadingFactor, modulation } from '../lib/radio/airtime';
 import { GatewayRadioLink } from '../lib/radio/mac';
@@ -14,6 +13,7 @@ import { RadioRunReport, SimulatedRadioMesh, TokenRadioReport } from './radio-me
 import { SemtechUdpLink } from './semtech';
 import { SerialModemLink } from './serial';
 import { SimulatedChannelLink } from './sim-link';
+import { Encoding } from '../lib/llm/quant';
 
 export type BridgeLinkKind = 'sim' | 'serial' | 'udp';
 
@@ -23,7 +23,7 @@ export interface BridgeServiceOptions {
   password?: string;
   meshId: string;
   modelPath: string;
-  quant: WeightQuant;
+  quant: Encoding;
   link: BridgeLinkKind;
   /** serial: the modem's port and speed. */
   serialPath?: string;

@@ -13,9 +13,9 @@ import * as path from 'node:path';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { geometry } from '../lib/llm/config';
 import { Gateway } from '../lib/llm/gateway';
-import { HeadGroup, WeightQuant, loadHeadSlices } from '../lib/llm/head';
+import { HeadGroup, loadHeadSlices } from '../lib/llm/head';
 import { expf, ropeTable } from '../lib/llm/math';
-import { alignedGroupSize, dequantizeInto, int8RoundTrip, quantizeVector } from '../lib/llm/quant';
+import { Encoding, alignedGroupSize, dequantizeInto, int8RoundTrip, quantizeVector } from '../lib/llm/quant';
 import { packageRoot } from '../lib/llm/resolve';
 import { goldenIds, modelPaths } from './support/fixtures';
 import { writeLegacyUnshared, writeVersion1 } from './support/checkpoints';
@@ -197,7 +197,7 @@ function sequence(width: number, steered: boolean, seed: number): HeadRecord[] {
 const GROUPS: number[][] = [[0], [3], [1, 2], [0, 1, 2, 3, 4, 5, 6, 7], [2, 3, 4], [6, 0, 5]];
 
 describe('head-check equals HeadGroup bit for bit (js kernels)', () => {
-  for (const quant of ['f32', 'int8'] as WeightQuant[]) {
+  for (const quant of ['f32', 'int8'] as Encoding[]) {
     for (const steered of [false, true]) {
       for (const heads of GROUPS) {
         test(`heads [${heads.join(',')}], ${quant} weights, ${steered ? 'with' : 'without'} steering`, () => {
@@ -259,7 +259,7 @@ test('with the default (WebAssembly) kernels HeadGroup gives the same outputs to
       const head = require('../lib/llm/head') as typeof import('../lib/llm/head');
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const kernels = require('../lib/llm/kernels') as typeof import('../lib/llm/kernels');
-      for (const quant of ['f32', 'int8'] as WeightQuant[]) {
+      for (const quant of ['f32', 'int8'] as Encoding[]) {
         const group = new head.HeadGroup(g, head.loadHeadSlices(ckpt, g, [1, 2, 3], quant));
         const records = sequence(3 * g.headSize, true, 5);
         const expected = runTs(group, records);

@@ -7,7 +7,8 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { firmwareBinary } from '../lib/firmware/build';
 import { INT8_GROUP_SIZE } from '../lib/llm/head';
-import { ControlKind, FRAME_HEADER_BYTES, FRAME_MAGIC, FRAME_VERSION, FrameType, PROTOCOL_VERSION, parseControl, topicsFor } from '../lib/mesh/wire';
+import { BODY_HEADER_BYTES, BODY_MAGIC, BODY_VERSION, BodyType } from '../lib/link/body';
+import { ControlKind, PROTOCOL_VERSION, parseControl, topicsFor } from '../lib/mesh/wire';
 import { modelPaths } from './support/fixtures';
 
 const binary = (): string => firmwareBinary('mesh-llm-node');
@@ -30,10 +31,10 @@ test('its wire constants and topic tree are those of lib/mesh/wire.ts', async ()
   const template = (topic: string) => topic.replace('mesh-llm/M/', 'mesh-llm/{mesh}/').replace(/\/N$/, '/{node}');
   expect(JSON.parse(r.stdout)).toEqual({
     protocol: PROTOCOL_VERSION,
-    frameMagic: FRAME_MAGIC,
-    frameVersion: FRAME_VERSION,
-    frameHeaderBytes: FRAME_HEADER_BYTES,
-    frameTypes: { broadcast: FrameType.Broadcast, result: FrameType.Result },
+    frameMagic: BODY_MAGIC,
+    frameVersion: BODY_VERSION,
+    frameHeaderBytes: BODY_HEADER_BYTES,
+    frameTypes: { broadcast: BodyType.Broadcast, result: BodyType.Result },
     encodings: { f32: 0, int8: 1 },
     int8GroupSize: INT8_GROUP_SIZE,
     topics: {

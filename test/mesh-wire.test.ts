@@ -5,22 +5,10 @@ import { transportCodec } from '../lib/llm/engine';
 import { geometry } from '../lib/llm/config';
 import { INT8_GROUP_SIZE } from '../lib/llm/head';
 import { headOutputGroupSize } from '../lib/llm/engine';
-import {
-  CONTROL_KINDS,
-  ControlMessageError,
-  FRAME_HEADER_BYTES,
-  FrameError,
-  FrameHeader,
-  FrameType,
-  decodeFrame,
-  encodeControl,
-  encodeFrame,
-  parseControl,
-  schemaDir,
-  topicsFor,
-} from '../lib/mesh/wire';
+import { BODY_HEADER_BYTES, BodyError, BodyHeader, BodyType, decodeBody, encodeBody } from '../lib/link/body';
+import { CONTROL_KINDS, ControlMessageError, encodeControl, parseControl, schemaDir, topicsFor } from '../lib/mesh/wire';
 
-const header: FrameHeader = { type: FrameType.Broadcast, encoding: 'f32', sender: 0, session: 0xdeadbeef, seq: 77, pos: 511, layer: 4 };
+const header: BodyHeader = { type: BodyType.Broadcast, encoding: 'f32', sender: 0, session: 0xdeadbeef, seq: 77, pos: 511, layer: 4 };
 
 function vector(n: number, seed = 1): Float32Array {
   const v = new Float32Array(n);
@@ -35,9 +23,9 @@ function vector(n: number, seed = 1): Float32Array {
 describe('tensor frames', () => {
   test('a float32 frame round-trips its header and values exactly', () => {
     const x = vector(64);
-    const buf = encodeFrame(header, x);
-    expect(buf.length).toBe(FRAME_HEADER_BYTES + 64 * 4);
-    const f = decodeFrame(buf);
+    const buf = encodeBody(header, x);
+    expect(buf.length).toBe(BODY_HEADER_BYTES + 64 * 4);
+    const f = decodeBody(buf);
     expect({ ...f, values: undefined }).toEqual({ ...header, values: undefined });
     expect(f.values).toEqual(x);
   });
@@ -47,21 +35,21 @@ describe('tensor frames', () => {
     const x = vector(64, 3);
     const expectedBroadcast = x.slice();
     transportCodec.broadcast(expectedBroadcast);
-    const b = decodeFrame(encodeFrame({ ...header, encoding: 'int8' }, x, INT8_GROUP_SIZE));
+    const b = decodeBody(encodeBody({ ...header, encoding: 'int8' }, x, INT8_GROUP_SIZE));
     expect(b.encoding).toBe('int8');
     expect(b.values).toEqual(expectedBroadcast);
 
     const y = vector(24, 5); // three heads of 8
     const expectedHeads = y.slice();
     transportCodec.headOutputs(g, expectedHeads);
-    const r = decodeFrame(encodeFrame({ ...header, type: FrameType.Result, encoding: 'int8', sender: 3 }, y, headOutputGroupSize(g)));
+    const r = decodeBody(encodeBody({ ...header, type: BodyType.Result, encoding: 'int8', sender: 3 }, y, headOutputGroupSize(g)));
     expect(r.values).toEqual(expectedHeads);
     expect(r.sender).toBe(3);
-    expect(encodeFrame({ ...header, encoding: 'int8' }, x, INT8_GROUP_SIZE).length).toBe(FRAME_HEADER_BYTES + 2 * 4 + 64);
+    expect(encodeBody({ ...header, encoding: 'int8' }, x, INT8_GROUP_SIZE).length).toBe(BODY_HEADER_BYTES + 2 * 4 + 64);
   });
 
-  test('malformed frames are rejected with a reason naming what is wrong', () => {
-    const good = encodeFrame(header, vector(64));
+  test('malformed bodies are rejected with a reason naming what is wrong', () => {
+    const good = encodeBody(header, vector(64));
     const mutate = (f: (b: Buffer) => Buffer | void): Buffer => {
       const b = Buffer.from(good);
       return f(b) ?? b;
@@ -70,26 +58,26 @@ describe('tensor frames', () => {
       ['empty', Buffer.alloc(0), /shorter than the 24-byte header/],
       ['text', Buffer.from('hello, mesh'), /shorter than the 24-byte header/],
       ['magic', mutate((b) => void b.writeUInt16LE(0x1234, 0)), /bad magic/],
-      ['version', mutate((b) => void b.writeUInt8(9, 2)), /unsupported frame version 9/],
-      ['type', mutate((b) => void b.writeUInt8(7, 3)), /unknown frame type 7/],
+      ['version', mutate((b) => void b.writeUInt8(9, 2)), /unsupported body version 9/],
+      ['type', mutate((b) => void b.writeUInt8(7, 3)), /unknown body type 7/],
       ['encoding', mutate((b) => void b.writeUInt8(5, 4)), /unknown encoding 5/],
       ['reserved', mutate((b) => void b.writeUInt8(1, 5)), /reserved byte/],
       ['truncated', good.subarray(0, good.length - 1), /implies/],
       ['extra bytes', Buffer.concat([good, Buffer.alloc(4)]), /implies/],
       ['count 0', mutate((b) => void b.writeUInt16LE(0, 20)), /no values/],
       ['f32 with group size', mutate((b) => void b.writeUInt16LE(32, 22)), /group size 32/],
-      ['NaN', mutate((b) => void b.writeFloatLE(NaN, FRAME_HEADER_BYTES + 8)), /value 2 is not finite/],
-      ['Infinity', mutate((b) => void b.writeFloatLE(-Infinity, FRAME_HEADER_BYTES)), /value 0 is not finite/],
-      ['int8 group size 0', mutate((b) => void (b.writeUInt8(1, 4), b.writeUInt16LE(0, 22))), /int8 frame with group size 0/],
+      ['NaN', mutate((b) => void b.writeFloatLE(NaN, BODY_HEADER_BYTES + 8)), /value 2 is not finite/],
+      ['Infinity', mutate((b) => void b.writeFloatLE(-Infinity, BODY_HEADER_BYTES)), /value 0 is not finite/],
+      ['int8 group size 0', mutate((b) => void (b.writeUInt8(1, 4), b.writeUInt16LE(0, 22))), /int8 body with group size 0/],
     ];
     for (const [name, buf, reason] of cases) {
       let error: unknown;
       try {
-        decodeFrame(buf);
+        decodeBody(buf);
       } catch (e) {
         error = e;
       }
-      expect({ name, error: error instanceof FrameError ? error.message : String(error) }).toEqual({ name, error: expect.stringMatching(reason) });
+      expect({ name, error: error instanceof BodyError ? error.message : String(error) }).toEqual({ name, error: expect.stringMatching(reason) });
     }
   });
 });

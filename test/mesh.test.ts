@@ -9,7 +9,8 @@ import { freePort, startMosquitto } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { connectMqtt, subscribe } from '../lib/mesh/mqtt';
 import { NodeProcesses, cliEntry, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
-import { ErrorMessage, FrameType, TokenMessage, decodeFrame, encodeFrame, parseControl, topicsFor } from '../lib/mesh/wire';
+import { BodyType, decodeBody, encodeBody } from '../lib/link/body';
+import { ErrorMessage, TokenMessage, parseControl, topicsFor } from '../lib/mesh/wire';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -279,15 +280,15 @@ describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
     });
     await subscribe(rogue, [t.errors]);
 
-    const good = encodeFrame({ type: FrameType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 0 }, new Float32Array(64));
+    const good = encodeBody({ type: BodyType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 0 }, new Float32Array(64));
     const nan = Buffer.from(good);
     nan.writeFloatLE(NaN, 24);
     const garbage: [string, Buffer | string][] = [
       [t.broadcast, 'hello'],
       [t.broadcast, good.subarray(0, 40)],
       [t.broadcast, nan],
-      [t.broadcast, encodeFrame({ type: FrameType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 0 }, new Float32Array(3))],
-      [t.broadcast, encodeFrame({ type: FrameType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 9 }, new Float32Array(64))],
+      [t.broadcast, encodeBody({ type: BodyType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 0 }, new Float32Array(3))],
+      [t.broadcast, encodeBody({ type: BodyType.Broadcast, encoding: 'f32', sender: 0, session: 1, seq: 1, pos: 0, layer: 9 }, new Float32Array(64))],
       [t.result('node-1'), Buffer.from([0x4d, 0x4c, 1, 2])],
       [t.status('node-1'), 'not json'],
       [t.status('stranger'), '{"protocol":1,"node":"stranger","state":"dancing"}'],
@@ -337,14 +338,14 @@ describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
     const replayed = new Set<number>();
     rogue.on('message', (topic, payload) => {
       if (topic === t.result('node-1')) {
-        const { seq } = decodeFrame(payload);
+        const { seq } = decodeBody(payload);
         if (!replayed.has(seq)) rogue.publish(topic, payload); // a replay: duplicate while node-2 is still out, stale after
         replayed.add(seq);
       } else {
-        const f = decodeFrame(payload);
+        const f = decodeBody(payload);
         const out = new Float32Array(8);
-        rogue.publish(t.result('intruder'), encodeFrame({ ...f, type: FrameType.Result, sender: 9 }, out)); // not assigned
-        rogue.publish(t.result('node-2'), encodeFrame({ ...f, type: FrameType.Result, sender: 2, seq: f.seq - 1 }, new Float32Array(32))); // an old layer
+        rogue.publish(t.result('intruder'), encodeBody({ ...f, type: BodyType.Result, sender: 9 }, out)); // not assigned
+        rogue.publish(t.result('node-2'), encodeBody({ ...f, type: BodyType.Result, sender: 2, seq: f.seq - 1 }, new Float32Array(32))); // an old layer
       }
     });
     // From the first token on, hold node-2 so node-1's replay lands while a gather still waits for node-2.

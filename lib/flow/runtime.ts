@@ -14,7 +14,6 @@ import { Geometry } from '../llm/config';
 import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { Gateway } from '../llm/gateway';
-import { WeightQuant } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshGateway, MeshHeads, NodeAssignment } from '../mesh/gateway';
 import { Logger } from '../mesh/mqtt';
@@ -23,6 +22,7 @@ import { OnnxFfn } from '../onnx/ffn';
 import { loadSteering } from '../steering/directions';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
+import { Encoding } from '../llm/quant';
 
 export interface FlowRuntimeOptions {
   modelPath: string;
@@ -31,7 +31,7 @@ export interface FlowRuntimeOptions {
   username?: string;
   password?: string;
   meshId: string;
-  quant: WeightQuant;
+  quant: Encoding;
   /** Head nodes to wait for (default: whoever is up after a short settle). */
   nodes?: number;
   discoverTimeoutMs?: number;

@@ -7,8 +7,8 @@ import { Checkpoint } from './checkpoint';
 import { BOS, Geometry, geometry } from './config';
 import { MeshLlmError } from './errors';
 import { Gateway } from './gateway';
-import { HeadGroup, INT8_GROUP_SIZE, WeightQuant, loadHeadSlices, partitionHeads } from './head';
-import { alignedGroupSize, int8RoundTrip } from './quant';
+import { HeadGroup, INT8_GROUP_SIZE, loadHeadSlices, partitionHeads } from './head';
+import { Encoding, alignedGroupSize, int8RoundTrip } from './quant';
 import { Sampler } from './sampler';
 import { Tokenizer } from './tokenizer';
 
@@ -18,9 +18,6 @@ export interface HeadRunner {
   /** Starts a new session: every KV cache is emptied. */
   reset(): void | Promise<void>;
 }
-
-/** How vectors cross between gateway and heads: exactly, or int8 groups as the radio carries them. */
-export type Transport = 'f32' | 'int8';
 
 /** Group size for the int8 encoding of head outputs: never straddles two heads. */
 export function headOutputGroupSize(g: Geometry): number {
@@ -45,10 +42,10 @@ export const transportCodec = {
 export class LocalHeads implements HeadRunner {
   readonly groups: HeadGroup[];
   private readonly g: Geometry;
-  private readonly transport: Transport;
+  private readonly transport: Encoding;
   private readonly rx: Float32Array;
 
-  constructor(g: Geometry, groups: HeadGroup[], transport: Transport) {
+  constructor(g: Geometry, groups: HeadGroup[], transport: Encoding) {
     this.g = g;
     this.groups = groups;
     this.transport = transport;
@@ -197,9 +194,9 @@ export interface EngineOptions {
   /** Head partition: a group count or sizes such as "2+3+3" (default: one group). */
   groups?: string | number;
   /** int8: int8 head weights and int8 transport of broadcast vectors and head outputs. */
-  quant?: WeightQuant;
+  quant?: Encoding;
   /** Overrides the transport implied by `quant` (to measure weights and transport apart). */
-  transport?: Transport;
+  transport?: Encoding;
 }
 
 /** The whole model in one process, with its heads cut into groups. */

@@ -9,9 +9,7 @@ import { Checkpoint } from './checkpoint';
 import { MeshLlmError } from './errors';
 import { Kernels, KvCache, Matrix, createKernels } from './kernels';
 import { addInPlace, rope, ropeTable } from './math';
-import { Int8Matrix, quantizeMatrix } from './quant';
-
-export type WeightQuant = 'f32' | 'int8';
+import { Encoding, Int8Matrix, quantizeMatrix } from './quant';
 
 /** Default int8 group size for weight rows and broadcast vectors. */
 export const INT8_GROUP_SIZE = 32;
@@ -51,7 +49,7 @@ function readHeadRows(ckpt: Checkpoint, name: 'wq' | 'wk' | 'wv', layer: number,
 }
 
 /** Loads a group's weight slices from a checkpoint, quantising them to int8 when asked. */
-export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: WeightQuant, groupSize = INT8_GROUP_SIZE): HeadSlices {
+export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: Encoding, groupSize = INT8_GROUP_SIZE): HeadSlices {
   const sorted = [...heads].sort((a, b) => a - b);
   if (sorted.length === 0 || new Set(sorted).size !== sorted.length || sorted.some((h) => !Number.isInteger(h) || h < 0 || h >= g.nHeads)) {
     throw new MeshLlmError(`head group [${heads.join(', ')}] must be distinct head ids in 0..${g.nHeads - 1}`);

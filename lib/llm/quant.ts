@@ -5,6 +5,11 @@
  * The same code quantises head weight slices and encodes the vectors the radio carries.
  */
 
+/** How numbers are held: float32, or int8 groups with a float32 scale each. Head weights
+ * (`--quant`) and the vectors that cross between gateway and heads (the transport) are each
+ * one of these; lib/link/body.ts gives each its wire code. */
+export type Encoding = 'f32' | 'int8';
+
 /** Int8 values with one float32 scale per group; the last group may be shorter. */
 export interface Int8Groups {
   q: Int8Array;

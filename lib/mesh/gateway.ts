@@ -13,29 +13,12 @@ import { Geometry, geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
 import { Gateway } from '../llm/gateway';
 import { GenerateOptions, GenerationResult, HeadRunner, TokenListener, generate } from '../llm/engine';
-import { INT8_GROUP_SIZE, WeightQuant, partitionHeads } from '../llm/head';
+import { INT8_GROUP_SIZE, partitionHeads } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
-import {
-  AckMessage,
-  ControlKind,
-  ControlMessages,
-  Encoding,
-  Frame,
-  FrameType,
-  GATEWAY_SENDER,
-  ModelShape,
-  PROTOCOL_VERSION,
-  StatusMessage,
-  TelemetryMessage,
-  Topics,
-  decodeFrame,
-  encodeControl,
-  encodeFrame,
-  nodeOfTopic,
-  parseControl,
-  topicsFor,
-} from './wire';
+import { Body, BodyType, GATEWAY_SENDER, decodeBody, encodeBody } from '../link/body';
+import { Encoding } from '../llm/quant';
+import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from './wire';
 
 export interface MeshGatewayOptions extends BrokerAddress {
   meshId: string;
@@ -89,7 +72,7 @@ export interface AssignOptions {
   /** Head partition: a group count, sizes such as "2+3+3", or explicit head lists. Default: one group per node (at most n_heads). */
   groups?: string | number | number[][];
   /** int8: int8 head weights on the nodes and int8 transport both ways, as the engine's quant int8. */
-  quant?: WeightQuant;
+  quant?: Encoding;
   /** Overrides the transport implied by `quant` (as the engine's `transport` option). */
   transport?: Encoding;
 }
@@ -193,8 +176,8 @@ export class MeshHeads implements HeadRunner {
   run(xb: Float32Array, pos: number, layer: number, out: Float32Array): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     const seq = (this.seq = (this.seq + 1) >>> 0);
-    const header = { type: FrameType.Broadcast, encoding: this.transport, sender: GATEWAY_SENDER, session: this.session, seq, pos, layer };
-    const frame = encodeFrame(header, xb, this.transport === 'int8' ? INT8_GROUP_SIZE : 0);
+    const header = { type: BodyType.Broadcast, encoding: this.transport, sender: GATEWAY_SENDER, session: this.session, seq, pos, layer };
+    const frame = encodeBody(header, xb, this.transport === 'int8' ? INT8_GROUP_SIZE : 0);
     return new Promise<void>((resolve, reject) => {
       this.pending = { session: this.session, seq, pos, layer, out, received: new Uint8Array(this.slots.length), remaining: this.slots.length, startNs: process.hrtime.bigint(), resolve, reject };
       this.owner.publishBroadcast(frame);
@@ -212,7 +195,7 @@ export class MeshHeads implements HeadRunner {
   }
 
   /** Places one result frame; anything that does not belong to the current gather is counted and ignored. */
-  accept(node: string, frame: Frame): string | null {
+  accept(node: string, frame: Body): string | null {
     const index = this.slotOfNode.get(node);
     if (index === undefined || this.slots[index].slot !== frame.sender) {
       this.counters.unassigned++;
@@ -229,7 +212,7 @@ export class MeshHeads implements HeadRunner {
     }
     const heads = this.slots[index].heads;
     const hs = this.g.headSize;
-    if (frame.type !== FrameType.Result) return `frame type ${frame.type} on a result topic (expected ${FrameType.Result})`;
+    if (frame.type !== BodyType.Result) return `frame type ${frame.type} on a result topic (expected ${BodyType.Result})`;
     if (frame.encoding !== this.transport) return `result encoded ${frame.encoding}, the mesh runs ${this.transport}`;
     if (frame.values.length !== heads.length * hs) return `result carries ${frame.values.length} values; ${heads.length} heads of ${hs} expected`;
     heads.forEach((h, i) => p.out.set(frame.values.subarray(i * hs, (i + 1) * hs), h * hs));
@@ -431,9 +414,9 @@ export class MeshGateway {
   }
 
   private onResult(topic: string, payload: Buffer): void {
-    let frame: Frame;
+    let frame: Body;
     try {
-      frame = decodeFrame(payload);
+      frame = decodeBody(payload);
     } catch (e) {
       this.counters.malformed++;
       return this.reject(topic, (e as Error).message);

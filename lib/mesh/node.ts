@@ -12,27 +12,9 @@ import { headOutputGroupSize } from '../llm/engine';
 import { HeadGroup, HeadSlices, HeadSteering, loadHeadSlices } from '../llm/head';
 import { steeringFromMessage } from '../steering/node';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
-import {
-  AckMessage,
-  AssignmentMessage,
-  ControlKind,
-  ControlMessages,
-  Encoding,
-  Frame,
-  FrameType,
-  ModelShape,
-  PROTOCOL_VERSION,
-  SessionMessage,
-  StatusMessage,
-  SteeringMessage,
-  Topics,
-  checkId,
-  decodeFrame,
-  encodeControl,
-  encodeFrame,
-  parseControl,
-  topicsFor,
-} from './wire';
+import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
+import { Encoding } from '../llm/quant';
+import { AckMessage, AssignmentMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, SessionMessage, StatusMessage, SteeringMessage, Topics, checkId, encodeControl, parseControl, topicsFor } from './wire';
 
 export interface HeadNodeOptions extends BrokerAddress {
   id: string;
@@ -259,9 +241,9 @@ export class HeadNode {
 
   /** The hot path: decode the broadcast, compute the group's heads, send the result frame. */
   private onBroadcast(topic: string, payload: Buffer): void {
-    let frame: Frame;
+    let frame: Body;
     try {
-      frame = decodeFrame(payload);
+      frame = decodeBody(payload);
     } catch (e) {
       this.counters.malformed++;
       return this.reject(topic, (e as Error).message);
@@ -280,13 +262,13 @@ export class HeadNode {
     }
     const out = group.forward(frame.values, frame.pos, frame.layer);
     const gs = a.transport === 'int8' ? headOutputGroupSize(this.g) : 0;
-    const result = encodeFrame({ ...frame, type: FrameType.Result, encoding: a.transport, sender: a.slot }, out, gs);
+    const result = encodeBody({ ...frame, type: BodyType.Result, encoding: a.transport, sender: a.slot }, out, gs);
     this.client?.publish(this.t.result(this.id), result, { qos: 0 });
     this.counters.framesOut++;
   }
 
-  private checkBroadcast(f: Frame): string | null {
-    if (f.type !== FrameType.Broadcast) return `frame type ${f.type} on the broadcast topic (expected ${FrameType.Broadcast})`;
+  private checkBroadcast(f: Body): string | null {
+    if (f.type !== BodyType.Broadcast) return `frame type ${f.type} on the broadcast topic (expected ${BodyType.Broadcast})`;
     if (f.values.length !== this.g.dim) return `broadcast carries ${f.values.length} values (the model's dim is ${this.g.dim})`;
     if (f.layer >= this.g.nLayers) return `layer ${f.layer} does not exist (the model has ${this.g.nLayers})`;
     if (f.pos >= this.g.seqLen) return `position ${f.pos} is beyond the context of ${this.g.seqLen}`;

@@ -4,12 +4,12 @@
  */
 import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
-import { WeightQuant } from '../llm/head';
 import { RunningBroker, startAedesBroker } from './broker';
 import { MeshGateway, NodeAssignment } from './gateway';
 import { BrokerAddress, Logger, stderrLogger } from './mqtt';
 import { HeadNode, HeadNodeOptions } from './node';
 import { spawnHeadNodes } from './processes';
+import { Encoding } from '../llm/quant';
 
 export const DEFAULT_MESH_ID = 'default';
 export const DEFAULT_BROKER_URL = 'mqtt://127.0.0.1:1883';
@@ -68,7 +68,7 @@ export interface MeshGenerateOptions {
   nodes?: number;
   /** Head partition (default: one group per node). */
   groups?: string | number | number[][];
-  quant?: WeightQuant;
+  quant?: Encoding;
   gatherTimeoutMs?: number;
   onToken?: TokenListener;
   log?: Logger;

@@ -1,14 +1,13 @@
 /**
- * The mesh wire format, defined once: the MQTT topic tree of a mesh, the binary tensor frame
- * that carries broadcast vectors and head outputs, and the JSON control messages (each checked
- * against its JSON Schema in schemas/ by ajv wherever it is received). docs/PROTOCOL.md
- * describes the same format for people; this file is what every process runs.
+ * The mesh's MQTT side, defined once: the topic tree of a mesh and the JSON control messages
+ * (each checked against its JSON Schema in schemas/ by ajv wherever it is received). The
+ * binary messages on `broadcast` and `result/{node}` are head-link bodies (lib/link/body.ts).
+ * docs/PROTOCOL.md describes the same format for people; this file is what every process runs.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import Ajv, { ValidateFunction } from 'ajv';
-import { Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
+import { Encoding } from '../llm/quant';
 import { packageRoot } from '../llm/resolve';
 import { MeshLlmError } from '../llm/errors';
 
@@ -29,9 +28,9 @@ export function topicsFor(meshId: string) {
   const root = `mesh-llm/${checkId('mesh', meshId)}`;
   return {
     root,
-    /** Binary broadcast frames, gateway -> every node (QoS 0). */
+    /** Broadcast bodies (lib/link/body.ts), gateway -> every node (QoS 0). */
     broadcast: `${root}/broadcast`,
-    /** Binary result frames, node -> gateway (QoS 0). */
+    /** Result bodies, node -> gateway (QoS 0). */
     result: (node: string) => `${root}/result/${node}`,
     results: `${root}/result/+`,
     /** JSON status, retained; the broker publishes the node's last will (offline). */
@@ -72,173 +71,21 @@ export function nodeOfTopic(topic: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor frames.
-//
-// Header, 24 bytes, little-endian:
-//   0  u8  'M'     1  u8  'L'       magic
-//   2  u8  version (1)
-//   3  u8  type     1 = broadcast (gateway -> nodes), 2 = result (node -> gateway)
-//   4  u8  encoding 0 = float32, 1 = int8 groups
-//   5  u8  reserved, 0
-//   6  u16 sender   0 = gateway, otherwise the slot the node was assigned
-//   8  u32 session
-//  12  u32 seq      the broadcast's sequence number; a result echoes it
-//  16  u16 pos      token position
-//  18  u16 layer
-//  20  u16 count    number of values
-//  22  u16 groupSize int8: values per scale; float32: 0
-// Payload: float32: count float32 values. int8: ceil(count / groupSize) float32 scales, then
-// count int8 values (scales first keeps them 4-byte aligned).
-
-export const FRAME_MAGIC = 0x4c4d; // "ML" read as a little-endian u16
-export const FRAME_VERSION = 1;
-export const FRAME_HEADER_BYTES = 24;
-export const GATEWAY_SENDER = 0;
-
-export enum FrameType {
-  Broadcast = 1,
-  Result = 2,
-}
-
-export type Encoding = 'f32' | 'int8';
-const ENCODING_CODE: Record<Encoding, number> = { f32: 0, int8: 1 };
-const ENCODING_OF_CODE: Record<number, Encoding | undefined> = { 0: 'f32', 1: 'int8' };
-
-export interface FrameHeader {
-  type: FrameType;
-  encoding: Encoding;
-  sender: number;
-  session: number;
-  seq: number;
-  pos: number;
-  layer: number;
-}
-
-export interface Frame extends FrameHeader {
-  /** Decoded values [count] (int8 frames are dequantised). */
-  values: Float32Array;
-}
-
-/** A frame that cannot be decoded; the message names what is wrong. */
-export class FrameError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'FrameError';
-  }
-}
-
-const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
-
-function payloadBytes(encoding: Encoding, count: number, groupSize: number): number {
-  return encoding === 'f32' ? count * 4 : groupCount(count, groupSize) * 4 + count;
-}
-
-function writeHeader(buf: Buffer, h: FrameHeader, count: number, groupSize: number): void {
-  buf.writeUInt16LE(FRAME_MAGIC, 0);
-  buf.writeUInt8(FRAME_VERSION, 2);
-  buf.writeUInt8(h.type, 3);
-  buf.writeUInt8(ENCODING_CODE[h.encoding], 4);
-  buf.writeUInt8(0, 5);
-  buf.writeUInt16LE(h.sender, 6);
-  buf.writeUInt32LE(h.session, 8);
-  buf.writeUInt32LE(h.seq, 12);
-  buf.writeUInt16LE(h.pos, 16);
-  buf.writeUInt16LE(h.layer, 18);
-  buf.writeUInt16LE(count, 20);
-  buf.writeUInt16LE(groupSize, 22);
-}
-
-function writeFloats(buf: Buffer, offset: number, values: Float32Array): void {
-  if (LITTLE_ENDIAN_HOST) buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), offset);
-  else for (let i = 0; i < values.length; i++) buf.writeFloatLE(values[i], offset + 4 * i);
-}
-
-function readFloats(buf: Buffer, offset: number, count: number): Float32Array {
-  const out = new Float32Array(count);
-  if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer).set(buf.subarray(offset, offset + count * 4));
-  else for (let i = 0; i < count; i++) out[i] = buf.readFloatLE(offset + 4 * i);
-  return out;
-}
-
-/**
- * Encodes values [count] as a frame. int8 frames carry the group-wise encoding of lib/llm/quant
- * with the given group size, so the receiver decodes exactly what transportCodec computes.
- */
-export function encodeFrame(h: FrameHeader, values: Float32Array, groupSize = 0): Buffer {
-  const count = values.length;
-  if (count < 1 || count > 0xffff) throw new RangeError(`a frame carries 1..65535 values (got ${count})`);
-  const gs = h.encoding === 'int8' ? groupSize : 0;
-  if (h.encoding === 'int8' && (!Number.isInteger(gs) || gs < 1 || gs > 0xffff)) throw new RangeError(`int8 frames need a group size in 1..65535 (got ${groupSize})`);
-  const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes(h.encoding, count, gs));
-  writeHeader(buf, h, count, gs);
-  if (h.encoding === 'f32') {
-    writeFloats(buf, FRAME_HEADER_BYTES, values);
-  } else {
-    const enc = quantizeVector(values, gs);
-    writeFloats(buf, FRAME_HEADER_BYTES, enc.scales);
-    buf.set(new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength), FRAME_HEADER_BYTES + enc.scales.byteLength);
-  }
-  return buf;
-}
-
-/** Decodes a frame, or throws FrameError naming the first thing that is wrong with it. */
-export function decodeFrame(buf: Buffer): Frame {
-  if (buf.length < FRAME_HEADER_BYTES) throw new FrameError(`frame is ${buf.length} bytes, shorter than the ${FRAME_HEADER_BYTES}-byte header`);
-  const magic = buf.readUInt16LE(0);
-  if (magic !== FRAME_MAGIC) throw new FrameError(`bad magic 0x${magic.toString(16)} (expected 0x${FRAME_MAGIC.toString(16)}, "ML")`);
-  const version = buf.readUInt8(2);
-  if (version !== FRAME_VERSION) throw new FrameError(`unsupported frame version ${version} (this build speaks ${FRAME_VERSION})`);
-  const type = buf.readUInt8(3);
-  if (type !== FrameType.Broadcast && type !== FrameType.Result) throw new FrameError(`unknown frame type ${type}`);
-  const encoding = ENCODING_OF_CODE[buf.readUInt8(4)];
-  if (!encoding) throw new FrameError(`unknown encoding ${buf.readUInt8(4)}`);
-  if (buf.readUInt8(5) !== 0) throw new FrameError(`reserved byte is ${buf.readUInt8(5)}, not 0`);
-  const count = buf.readUInt16LE(20);
-  const groupSize = buf.readUInt16LE(22);
-  if (count === 0) throw new FrameError('frame carries no values');
-  if (encoding === 'f32' && groupSize !== 0) throw new FrameError(`float32 frame with group size ${groupSize} (must be 0)`);
-  if (encoding === 'int8' && groupSize === 0) throw new FrameError('int8 frame with group size 0');
-  const expected = FRAME_HEADER_BYTES + payloadBytes(encoding, count, groupSize);
-  if (buf.length !== expected) throw new FrameError(`frame is ${buf.length} bytes; its header (${count} ${encoding} values) implies ${expected}`);
-  const values = encoding === 'f32' ? readFloats(buf, FRAME_HEADER_BYTES, count) : decodeInt8(buf, count, groupSize);
-  for (let i = 0; i < count; i++) if (!Number.isFinite(values[i])) throw new FrameError(`value ${i} is not finite (${values[i]})`);
-  return {
-    type,
-    encoding,
-    sender: buf.readUInt16LE(6),
-    session: buf.readUInt32LE(8),
-    seq: buf.readUInt32LE(12),
-    pos: buf.readUInt16LE(16),
-    layer: buf.readUInt16LE(18),
-    values,
-  };
-}
-
-function decodeInt8(buf: Buffer, count: number, groupSize: number): Float32Array {
-  const scales = readFloats(buf, FRAME_HEADER_BYTES, groupCount(count, groupSize));
-  const qOffset = FRAME_HEADER_BYTES + scales.byteLength;
-  const q = new Int8Array(buf.buffer, buf.byteOffset + qOffset, count);
-  const groups: Int8Groups = { q, scales, groupSize };
-  const out = new Float32Array(count);
-  dequantizeInto(out, groups);
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
 // JSON control messages. The shapes below mirror schemas/*.json; ajv checks every received one.
 
 export type NodeState = 'online' | 'loading' | 'ready' | 'offline' | 'failed';
-export type WeightEncoding = 'f32' | 'int8';
 
 export interface StatusMessage {
   protocol: 1;
   node: string;
   state: NodeState;
   pid?: number;
+  /** A fixed slot (a radio node's flashed radio address): the gateway assigns the node this slot. */
+  slot?: number;
   assignment?: string;
   heads?: number[];
   kvHeads?: number[];
-  weights?: WeightEncoding;
+  weights?: Encoding;
   weightBytes?: number;
   reason?: string;
 }
@@ -257,7 +104,7 @@ export interface AssignmentMessage {
   assignment: string;
   slot: number;
   heads: number[];
-  weights: WeightEncoding;
+  weights: Encoding;
   transport: Encoding;
   model: ModelShape;
 }

@@ -34,9 +34,9 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { Geometry } from '../llm/config';
-import { Transport, headOutputGroupSize } from '../llm/engine';
+import { headOutputGroupSize } from '../llm/engine';
 import { INT8_GROUP_SIZE } from '../llm/head';
-import { Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
+import { Encoding, Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
 import { aesCmac } from './cmac';
 import { MAX_LORA_PAYLOAD_BYTES } from './airtime';
 
@@ -178,7 +178,7 @@ const ENCODING_CODE = { f32: 0, int8: 1 } as const;
  * How the mesh encodes its two tensors under a transport, as the engine's int8 transport does:
  * broadcasts in groups of 32, results in groups aligned to heads.
  */
-export function meshEncodings(g: Geometry, transport: Transport): { broadcast: TensorEncoding; result: TensorEncoding } {
+export function meshEncodings(g: Geometry, transport: Encoding): { broadcast: TensorEncoding; result: TensorEncoding } {
   if (transport === 'f32') return { broadcast: { kind: 'f32' }, result: { kind: 'f32' } };
   return { broadcast: { kind: 'int8', groupSize: INT8_GROUP_SIZE }, result: { kind: 'int8', groupSize: headOutputGroupSize(g) } };
 }

@@ -24,7 +24,6 @@
  * own tracker too and stay silent rather than break the law.
  */
 import { Geometry } from '../llm/config';
-import { Transport } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { Clock, ClockTimer } from './clock';
@@ -44,6 +43,7 @@ import {
   tensorBodyBytes,
 } from './frame';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { Encoding } from '../llm/quant';
 
 export interface MacConfig {
   region: Region;
@@ -121,7 +121,7 @@ function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): n
  * channel one after another, each as long as the node's longest reply (its whole result, or
  * a NACK of the broadcast) plus the guard time.
  */
-export function meshLayout(config: MacConfig, g: Geometry, transport: Transport, nodes: LayoutNode[]): MeshLayout {
+export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, nodes: LayoutNode[]): MeshLayout {
   const encodings = meshEncodings(g, transport);
   const broadcastFrames = messageFrameBytes(tensorBodyBytes(g.dim, encodings.broadcast), config.maxFrameBytes);
   const nack = nackFrameBytes(broadcastFrames.length);

@@ -11,12 +11,12 @@
  * cycle (airtime x (1/dc - 1) of silence after each frame in that sub-band).
  */
 import { Geometry, ModelConfig, geometry } from '../llm/config';
-import { Transport } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { INT8_GROUP_SIZE, kvHeadsFor, partitionHeads } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, encodeTensor, fragmentCapacity, meshEncodings, tensorBodyBytes } from './frame';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { Encoding } from '../llm/quant';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -57,7 +57,7 @@ export interface PlanOptions {
   nodes: number;
   quant: WeightFormat;
   /** How vectors cross the radio (default int8 groups, as the engine's int8 transport). */
-  transport?: Transport;
+  transport?: Encoding;
   region: RegionName;
   sf: SpreadingFactor;
   bandwidthKHz: BandwidthKHz;
@@ -98,7 +98,7 @@ export interface Plan {
   nodes: number;
   headsPerNode: number[];
   quant: WeightFormat;
-  transport: Transport;
+  transport: Encoding;
   context: number;
   radio: { region: RegionName; dataRate: number; sf: SpreadingFactor; bandwidthKHz: BandwidthKHz; codingRate: number; channels: number; maxFrameBytes: number; broadcastSubBand: string; broadcastDutyCycle: number; uplinkSubBands: string[]; uplinkDutyCycle: number; maxDwellMs: number | null };
   /** Frames of one layer each way: the gateway's broadcast, and all nodes' results together. */
@@ -128,7 +128,7 @@ export function weightStorageBytes(n: number, f: WeightFormat): number {
 }
 
 /** What one head node holds. Weight rows are quantised row by row, so sizes add per row. */
-export function nodeBudget(g: Geometry, node: number, heads: number[], quant: WeightFormat, context: number, transport: Transport): NodeBudget {
+export function nodeBudget(g: Geometry, node: number, heads: number[], quant: WeightFormat, context: number, transport: Encoding): NodeBudget {
   const kvHeads = kvHeadsFor(heads, g.kvMul);
   const rowBytes = weightStorageBytes(g.dim, quant);
   const rowsPerLayer = (heads.length + 2 * kvHeads.length) * g.headSize;
@@ -153,7 +153,7 @@ function verdict(m: ModuleVariant, need: { weightBytes: number; kvCacheBytes: nu
 }
 
 /** Frame sizes of one layer, made by the frame encoder: the broadcast, and each node's result. */
-function layerFrames(g: Geometry, groups: number[][], transport: Transport, maxFrameBytes: number): { broadcast: number[]; results: number[][] } {
+function layerFrames(g: Geometry, groups: number[][], transport: Encoding, maxFrameBytes: number): { broadcast: number[]; results: number[][] } {
   const key = Buffer.alloc(16);
   const meshId = 0;
   const gateway = new FrameSender({ key, meshId, source: GATEWAY_ADDRESS, maxFrameBytes });
@@ -170,7 +170,7 @@ function layerFrames(g: Geometry, groups: number[][], transport: Transport, maxF
 }
 
 /** A message carries at most 255 fragments: slow data rates with small frames cannot carry a large vector. */
-function checkFragmentLimit(g: Geometry, groups: number[][], transport: Transport, maxFrameBytes: number, rate: string): void {
+function checkFragmentLimit(g: Geometry, groups: number[][], transport: Encoding, maxFrameBytes: number, rate: string): void {
   const capacity = fragmentCapacity(maxFrameBytes);
   const enc = meshEncodings(g, transport);
   const mostHeads = Math.max(...groups.map((h) => h.length));

@@ -6,7 +6,6 @@
  */
 import { Engine, GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
-import { WeightQuant } from '../llm/head';
 import { TokenAttribution, generateWithAttribution } from './attribution';
 import { loadSteering } from './directions';
 import { readingsFromCsvTrace, scenarioReadings } from './readings';
@@ -15,6 +14,7 @@ import { NodeReadings, Steering, localNodes } from './steer';
 import { MeshGateway, NodeAssignment } from '../mesh/gateway';
 import { BrokerAddress } from '../mesh/mqtt';
 import { MeshSteering, generateSteeredOnMesh } from './mesh';
+import { Encoding } from '../llm/quant';
 
 export interface SteeringSource {
   scenario?: string;
@@ -27,7 +27,7 @@ export interface SteeredGenerateOptions extends SteeringSource {
   modelPath: string;
   tokenizerPath: string;
   groups?: string | number;
-  quant?: WeightQuant;
+  quant?: Encoding;
   onToken?: (a: TokenAttribution) => void;
   onPiece?: TokenListener;
 }

@@ -1,0 +1,183 @@
+/**
+ * The head-link body: the one message between the gateway and its head nodes, defined once.
+ * A broadcast carries a layer's attention input to every node; a result carries one node's
+ * head outputs back. MQTT carries a body whole (the payload of `broadcast` and
+ * `result/{node}`); the radio carries the same bytes cut into fragments, each behind a radio
+ * header and sealed with a MIC (lib/radio/frame.ts). The LoRa bridge forwards bodies between
+ * the two without decoding them. The firmware's firmware/core/link.h states the same table
+ * (test/firmware-node.test.ts compares them) and docs/PROTOCOL.md describes it for people.
+ *
+ * Header, BODY_HEADER_BYTES (24) bytes, little-endian, as BODY_FIELDS lists it; then the
+ * payload: float32, `count` float32 values; int8, ceil(count / groupSize) float32 scales, then
+ * `count` int8 values (scales first keeps them 4-byte aligned), the group-wise code of
+ * lib/llm/quant.ts, so a receiver decodes exactly the values the engine's transport produces.
+ */
+import * as os from 'node:os';
+import { Encoding, Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
+
+export const BODY_MAGIC = 0x4c4d; // "ML" read as a little-endian u16
+export const BODY_VERSION = 1;
+export const BODY_HEADER_BYTES = 24;
+/** The sender of a broadcast; a result's sender is the slot its node was assigned (1..65534). */
+export const GATEWAY_SENDER = 0;
+
+export enum BodyType {
+  Broadcast = 1,
+  Result = 2,
+}
+
+/** The wire code of each encoding, here and in firmware/core/link.h. */
+export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1 };
+const ENCODING_OF_CODE = new Map<number, Encoding>(Object.entries(ENCODING_CODES).map(([e, c]) => [c, e as Encoding]));
+
+/** The header's fields in order: the one table the codec below, the firmware and the docs follow. */
+export const BODY_FIELDS = [
+  { name: 'magic', offset: 0, bytes: 2 },
+  { name: 'version', offset: 2, bytes: 1 },
+  { name: 'type', offset: 3, bytes: 1 },
+  { name: 'encoding', offset: 4, bytes: 1 },
+  { name: 'reserved', offset: 5, bytes: 1 },
+  { name: 'sender', offset: 6, bytes: 2 },
+  { name: 'session', offset: 8, bytes: 4 },
+  { name: 'seq', offset: 12, bytes: 4 },
+  { name: 'pos', offset: 16, bytes: 2 },
+  { name: 'layer', offset: 18, bytes: 2 },
+  { name: 'count', offset: 20, bytes: 2 },
+  { name: 'groupSize', offset: 22, bytes: 2 },
+] as const;
+
+type FieldName = (typeof BODY_FIELDS)[number]['name'];
+type RawHeader = Record<FieldName, number>;
+
+export interface BodyHeader {
+  type: BodyType;
+  encoding: Encoding;
+  /** 0 the gateway, otherwise the slot the node was assigned. */
+  sender: number;
+  session: number;
+  /** The broadcast's sequence number; a result echoes it. */
+  seq: number;
+  pos: number;
+  layer: number;
+}
+
+/** A header as read from a body that passed every check, with its value count and group size. */
+export interface CheckedHeader extends BodyHeader {
+  count: number;
+  /** int8: values per scale; float32: 0. */
+  groupSize: number;
+}
+
+export interface Body extends BodyHeader {
+  /** Decoded values [count] (int8 bodies are dequantised). */
+  values: Float32Array;
+}
+
+/** A body that cannot be decoded; the message names what is wrong. */
+export class BodyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BodyError';
+  }
+}
+
+const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
+
+function writeField(buf: Buffer, f: (typeof BODY_FIELDS)[number], v: number): void {
+  if (f.bytes === 1) buf.writeUInt8(v, f.offset);
+  else if (f.bytes === 2) buf.writeUInt16LE(v, f.offset);
+  else buf.writeUInt32LE(v, f.offset);
+}
+
+function readField(buf: Buffer, f: (typeof BODY_FIELDS)[number]): number {
+  return f.bytes === 1 ? buf.readUInt8(f.offset) : f.bytes === 2 ? buf.readUInt16LE(f.offset) : buf.readUInt32LE(f.offset);
+}
+
+function readRaw(buf: Buffer): RawHeader {
+  const raw = {} as RawHeader;
+  for (const f of BODY_FIELDS) raw[f.name] = readField(buf, f);
+  return raw;
+}
+
+/** Payload bytes of `count` values. */
+function payloadBytes(encoding: Encoding, count: number, groupSize: number): number {
+  return encoding === 'f32' ? count * 4 : groupCount(count, groupSize) * 4 + count;
+}
+
+/** Bytes of a body of `count` values (header included). */
+export function bodyBytes(encoding: Encoding, count: number, groupSize: number): number {
+  return BODY_HEADER_BYTES + payloadBytes(encoding, count, encoding === 'f32' ? 0 : groupSize);
+}
+
+function writeFloats(buf: Buffer, offset: number, values: Float32Array): void {
+  if (LITTLE_ENDIAN_HOST) buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), offset);
+  else for (let i = 0; i < values.length; i++) buf.writeFloatLE(values[i], offset + 4 * i);
+}
+
+function readFloats(buf: Buffer, offset: number, count: number): Float32Array {
+  const out = new Float32Array(count);
+  if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer).set(buf.subarray(offset, offset + count * 4));
+  else for (let i = 0; i < count; i++) out[i] = buf.readFloatLE(offset + 4 * i);
+  return out;
+}
+
+/**
+ * Encodes values [count] as a body. int8 bodies carry the group-wise encoding of lib/llm/quant
+ * with the given group size, so the receiver decodes exactly what transportCodec computes.
+ */
+export function encodeBody(h: BodyHeader, values: Float32Array, groupSize = 0): Buffer {
+  const count = values.length;
+  if (count < 1 || count > 0xffff) throw new RangeError(`a body carries 1..65535 values (got ${count})`);
+  const gs = h.encoding === 'int8' ? groupSize : 0;
+  if (h.encoding === 'int8' && (!Number.isInteger(gs) || gs < 1 || gs > 0xffff)) throw new RangeError(`int8 bodies need a group size in 1..65535 (got ${groupSize})`);
+  const buf = Buffer.allocUnsafe(bodyBytes(h.encoding, count, gs));
+  const raw: RawHeader = { magic: BODY_MAGIC, version: BODY_VERSION, type: h.type, encoding: ENCODING_CODES[h.encoding], reserved: 0, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, count, groupSize: gs };
+  for (const f of BODY_FIELDS) writeField(buf, f, raw[f.name]);
+  if (h.encoding === 'f32') {
+    writeFloats(buf, BODY_HEADER_BYTES, values);
+  } else {
+    const enc = quantizeVector(values, gs);
+    writeFloats(buf, BODY_HEADER_BYTES, enc.scales);
+    buf.set(new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength), BODY_HEADER_BYTES + enc.scales.byteLength);
+  }
+  return buf;
+}
+
+/**
+ * Checks a body's header and length without decoding its values (what a forwarder needs), or
+ * throws BodyError naming the first thing that is wrong with it.
+ */
+export function checkBody(buf: Buffer): CheckedHeader {
+  if (buf.length < BODY_HEADER_BYTES) throw new BodyError(`body is ${buf.length} bytes, shorter than the ${BODY_HEADER_BYTES}-byte header`);
+  const raw = readRaw(buf);
+  if (raw.magic !== BODY_MAGIC) throw new BodyError(`bad magic 0x${raw.magic.toString(16)} (expected 0x${BODY_MAGIC.toString(16)}, "ML")`);
+  if (raw.version !== BODY_VERSION) throw new BodyError(`unsupported body version ${raw.version} (this build speaks ${BODY_VERSION})`);
+  if (raw.type !== BodyType.Broadcast && raw.type !== BodyType.Result) throw new BodyError(`unknown body type ${raw.type}`);
+  const encoding = ENCODING_OF_CODE.get(raw.encoding);
+  if (!encoding) throw new BodyError(`unknown encoding ${raw.encoding}`);
+  if (raw.reserved !== 0) throw new BodyError(`reserved byte is ${raw.reserved}, not 0`);
+  if (raw.count === 0) throw new BodyError('body carries no values');
+  if (encoding === 'f32' && raw.groupSize !== 0) throw new BodyError(`float32 body with group size ${raw.groupSize} (must be 0)`);
+  if (encoding === 'int8' && raw.groupSize === 0) throw new BodyError('int8 body with group size 0');
+  const expected = BODY_HEADER_BYTES + payloadBytes(encoding, raw.count, raw.groupSize);
+  if (buf.length !== expected) throw new BodyError(`body is ${buf.length} bytes; its header (${raw.count} ${encoding} values) implies ${expected}`);
+  return { type: raw.type, encoding, sender: raw.sender, session: raw.session, seq: raw.seq, pos: raw.pos, layer: raw.layer, count: raw.count, groupSize: raw.groupSize };
+}
+
+/** Decodes a body, or throws BodyError naming the first thing that is wrong with it. */
+export function decodeBody(buf: Buffer): Body {
+  const h = checkBody(buf);
+  const values = h.encoding === 'f32' ? readFloats(buf, BODY_HEADER_BYTES, h.count) : decodeInt8(buf, h.count, h.groupSize);
+  for (let i = 0; i < h.count; i++) if (!Number.isFinite(values[i])) throw new BodyError(`value ${i} is not finite (${values[i]})`);
+  return { type: h.type, encoding: h.encoding, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, values };
+}
+
+function decodeInt8(buf: Buffer, count: number, groupSize: number): Float32Array {
+  const scales = readFloats(buf, BODY_HEADER_BYTES, groupCount(count, groupSize));
+  const qOffset = BODY_HEADER_BYTES + scales.byteLength;
+  const q = new Int8Array(buf.buffer, buf.byteOffset + qOffset, count);
+  const groups: Int8Groups = { q, scales, groupSize };
+  const out = new Float32Array(count);
+  dequantizeInto(out, groups);
+  return out;
+}
