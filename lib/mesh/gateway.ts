@@ -151,7 +151,8 @@ export class MeshHeads implements HeadRunner {
   private readonly gatherTimeoutMs: number;
   /** The gateway's counters: results that do not belong are counted there. */
   private readonly counters: GatewayCounters;
-  private seq = 0;
+  /** Sequence numbers run on across sessions (on the radio they name the message), from a random start. */
+  private seq = randomInt(0, 0x40000000);
   private pending: Gather | null = null;
   private failure: Error | null = null;
 
@@ -189,7 +190,6 @@ export class MeshHeads implements HeadRunner {
     if (this.failure) throw this.failure;
     await this.owner.endSession(this);
     this.session = this.owner.nextSessionId();
-    this.seq = 0;
     this.roundTripsMs.length = 0;
     await this.owner.startSession(this);
   }
@@ -325,7 +325,8 @@ export class MeshGateway {
     this.heads?.fail(new MeshError('the mesh was reassigned'));
     this.heads = null;
     this.assignmentId = id;
-    const slots: Slot[] = groups.map((heads, i) => ({ node: nodes[i], slot: i + 1, heads }));
+    const slotOf = this.slotsFor(nodes);
+    const slots: Slot[] = groups.map((heads, i) => ({ node: nodes[i], slot: slotOf.get(nodes[i]) as number, heads }));
     const idle = nodes.slice(groups.length);
     const publish = (node: string, slot: number, heads: number[]) => {
       const m = { protocol: PROTOCOL_VERSION, assignment: id, slot, heads, weights: quant, transport, model: modelShape(this.g) } as const;
@@ -333,7 +334,7 @@ export class MeshGateway {
     };
     const acks = this.waitForAcks(nodes, 'assignment', id);
     for (const s of slots) publish(s.node, s.slot, s.heads);
-    idle.forEach((node, i) => publish(node, groups.length + i + 1, []));
+    for (const node of idle) publish(node, slotOf.get(node) as number, []);
     await acks;
     this.heads = new MeshHeads(this, this.g, transport, slots, this.o.gatherTimeoutMs ?? 2000);
     return slots.map((s) => {
@@ -537,6 +538,31 @@ export class MeshGateway {
   private stopWatchdog(): void {
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = undefined;
+  }
+
+  /**
+   * A slot per node: a node whose status names a fixed slot (a radio node: its flashed radio
+   * address) gets that one; the others take the lowest numbers left free.
+   */
+  private slotsFor(nodes: string[]): Map<string, number> {
+    const slots = new Map<string, number>();
+    const taken = new Map<number, string>();
+    for (const node of nodes) {
+      const fixed = this.nodes.get(node)?.status.slot;
+      if (fixed === undefined) continue;
+      const other = taken.get(fixed);
+      if (other !== undefined) throw new MeshError(`head nodes ${other} and ${node} both have fixed slot ${fixed}`);
+      taken.set(fixed, node);
+      slots.set(node, fixed);
+    }
+    let next = 1;
+    for (const node of nodes) {
+      if (slots.has(node)) continue;
+      while (taken.has(next)) next++;
+      taken.set(next, node);
+      slots.set(node, next);
+    }
+    return slots;
   }
 
   private checkPartition(groups: number[][]): number[][] {
