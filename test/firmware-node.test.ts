@@ -7,7 +7,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { firmwareBinary } from '../lib/firmware/build';
 import { INT8_GROUP_SIZE } from '../lib/llm/head';
-import { BODY_HEADER_BYTES, BODY_MAGIC, BODY_VERSION, BodyType } from '../lib/link/body';
+import { BODY_FIELDS, BODY_HEADER_BYTES, BODY_MAGIC, BODY_VERSION, BodyType, ENCODING_CODES } from '../lib/link/body';
 import { ControlKind, PROTOCOL_VERSION, parseControl, topicsFor } from '../lib/mesh/wire';
 import { modelPaths } from './support/fixtures';
 
@@ -24,18 +24,21 @@ test('the native node is built (npm run build compiles it with g++)', () => {
   expect(() => binary()).not.toThrow();
 });
 
-test('its wire constants and topic tree are those of lib/mesh/wire.ts', async () => {
+test('its wire constants, topic tree and head-link body table are those of lib/mesh/wire.ts and lib/link/body.ts', async () => {
   const r = await run(['--wire']);
   expect(r.code).toBe(0);
   const t = topicsFor('M');
   const template = (topic: string) => topic.replace('mesh-llm/M/', 'mesh-llm/{mesh}/').replace(/\/N$/, '/{node}');
   expect(JSON.parse(r.stdout)).toEqual({
     protocol: PROTOCOL_VERSION,
-    frameMagic: BODY_MAGIC,
-    frameVersion: BODY_VERSION,
-    frameHeaderBytes: BODY_HEADER_BYTES,
-    frameTypes: { broadcast: BodyType.Broadcast, result: BodyType.Result },
-    encodings: { f32: 0, int8: 1 },
+    body: {
+      magic: BODY_MAGIC,
+      version: BODY_VERSION,
+      headerBytes: BODY_HEADER_BYTES,
+      types: { broadcast: BodyType.Broadcast, result: BodyType.Result },
+      encodings: ENCODING_CODES,
+      fields: BODY_FIELDS,
+    },
     int8GroupSize: INT8_GROUP_SIZE,
     topics: {
       broadcast: template(t.broadcast),
@@ -55,7 +58,7 @@ test('its wire constants and topic tree are those of lib/mesh/wire.ts', async ()
 function corpus(kind: 'assignment' | 'session' | 'steering'): string[] {
   const valid: Record<typeof kind, Record<string, unknown>> = {
     assignment: { protocol: 1, assignment: 'a-1', slot: 3, heads: [0, 5], weights: 'int8', transport: 'f32', model: { dim: 64, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512 } },
-    session: { protocol: 1, op: 'reset', session: 7, assignment: 'a-1' },
+    session: { protocol: 1, op: 'end', session: 7, assignment: 'a-1' },
     steering: { protocol: 1, id: 's1', heads: [2], layer: 3, alpha: 0.4, channels: [{ name: 'soundDb', reading: -0.5, share: [0.1, -2, 3e-3, 0, 1, 2, 3, 4] }] },
   };
   const wrong: unknown[] = [null, true, 'x', '', 'x'.repeat(65), 0, -1, 1.5, 65535, 65536, 4294967296, 1e300, [], [1, 1], [-1], [0.5], ['a'], {}, { a: 1 }];

@@ -300,19 +300,19 @@ void MlNode::onSteering(const JsonValue& m) {
 }
 
 void MlNode::onBroadcast(const uint8_t* payload, size_t len) {
-  MlFrameHeader h;
+  MlBodyHeader h;
   std::string why;
-  if (!ml_frame_decode(payload, len, &h, values_.data(), &why)) {
+  if (!ml_body_decode(payload, len, &h, values_.data(), &why)) {
     counters_.malformed++;
     return reject(tBroadcast_, why);
   }
   counters_.framesIn++;
-  if (h.type != ML_FRAME_BROADCAST) why = "frame type " + std::to_string(h.type) + " on the broadcast topic (expected 1)";
+  if (h.type != ML_BODY_BROADCAST) why = "frame type " + std::to_string(h.type) + " on the broadcast topic (expected " + std::to_string(ML_BODY_BROADCAST) + ")";
   else if (h.count != g_.dim) why = "broadcast carries " + std::to_string(h.count) + " values (the model's dim is " + std::to_string(g_.dim) + ")";
   else if (h.layer >= g_.nLayers) why = "layer " + std::to_string(h.layer) + " does not exist (the model has " + std::to_string(g_.nLayers) + ")";
   else if (h.pos >= g_.seqLen) why = "position " + std::to_string(h.pos) + " is beyond the context of " + std::to_string(g_.seqLen);
   else if (assignment_ && h.encoding != assignment_->transport)
-    why = std::string("broadcast encoded ") + (h.encoding == ML_ENCODING_INT8 ? "int8" : "f32") + ", assignment says " + (assignment_->transport == ML_ENCODING_INT8 ? "int8" : "f32");
+    why = std::string("broadcast encoded ") + ml_encoding_name(h.encoding) + ", assignment says " + ml_encoding_name(assignment_->transport);
   if (!why.empty()) {
     counters_.malformed++;
     return reject(tBroadcast_, why);
@@ -327,14 +327,14 @@ void MlNode::onBroadcast(const uint8_t* payload, size_t len) {
   }
   MlSteering steering{steeringLayer_, steeringVector_.data()};
   const float* out = ml_session_forward(session, values_.data(), h.pos, h.layer, steeringLayer_ >= 0 ? &steering : nullptr);
-  MlFrameHeader r = h;
-  r.type = ML_FRAME_RESULT;
+  MlBodyHeader r = h;
+  r.type = ML_BODY_RESULT;
   r.encoding = assignment_->transport;
   r.sender = (uint16_t)assignment_->slot;
   r.count = (uint16_t)(assignment_->heads.size() * g_.headSize);
   r.groupSize = r.encoding == ML_ENCODING_INT8 ? (uint16_t)ml_aligned_group_size(g_.headSize, ML_INT8_GROUP_SIZE) : 0;
-  out_.resize(ml_frame_bytes(r.encoding, r.count, r.groupSize));
-  size_t n = ml_frame_encode(r, out, out_.data());
+  out_.resize(ml_body_bytes(r.encoding, r.count, r.groupSize));
+  size_t n = ml_body_encode(r, out, out_.data());
   io_.publish(io_.ctx, tResult_, out_.data(), n, 0, false);
   counters_.framesOut++;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "head_group.h"
+#include "link.h"
 #include "schema.h"
 #include "wire.h"
 

@@ -4,7 +4,8 @@
 //
 //   mesh-llm-node --id ID --model PATH [--broker mqtt://[user:pass@]host:port] [--username U]
 //                 [--password P] [--mesh ID] [--heartbeat MS] [--max-sessions N]
-//   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts)
+//   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts and
+//                             lib/link/body.ts)
 //   mesh-llm-node --validate assignment|session|steering
 //                             checks each line of standard input against the built-in schema
 //                             and prints {"ok":true} or {"ok":false,"error":...} per line
@@ -106,11 +107,25 @@ bool parseBroker(const std::string& url, MqttOptions* o, std::string* err) {
   return true;
 }
 
+// A header's field table as a JSON array of {name, offset, bytes}.
+std::string fieldsJson(const MlField* fields, int count) {
+  std::string s = "[";
+  for (int i = 0; i < count; i++)
+    s += std::string(i ? "," : "") + "{\"name\":" + json_quote(fields[i].name) + ",\"offset\":" + std::to_string(fields[i].offset) + ",\"bytes\":" + std::to_string(fields[i].bytes) + "}";
+  return s + "]";
+}
+
+// The head-link body's constants, encoding codes and field table (link.h).
+std::string bodyJson() {
+  std::string encodings;
+  for (uint8_t code : {ML_ENCODING_F32, ML_ENCODING_INT8}) encodings += std::string(encodings.empty() ? "" : ",") + json_quote(ml_encoding_name(code)) + ":" + std::to_string(code);
+  return "{\"magic\":" + std::to_string(ML_BODY_MAGIC) + ",\"version\":" + std::to_string(ML_BODY_VERSION) + ",\"headerBytes\":" + std::to_string(ML_BODY_HEADER_BYTES) +
+         ",\"types\":{\"broadcast\":" + std::to_string(ML_BODY_BROADCAST) + ",\"result\":" + std::to_string(ML_BODY_RESULT) + "},\"encodings\":{" + encodings +
+         "},\"fields\":" + fieldsJson(ML_BODY_FIELDS, ML_BODY_FIELD_COUNT) + "}";
+}
+
 void printWire() {
-  printf("{\"protocol\":%d,\"frameMagic\":%u,\"frameVersion\":%u,\"frameHeaderBytes\":%zu,\"frameTypes\":{\"broadcast\":%u,\"result\":%u},"
-         "\"encodings\":{\"f32\":%u,\"int8\":%u},\"int8GroupSize\":%d,\"topics\":{",
-         ML_PROTOCOL_VERSION, ML_FRAME_MAGIC, ML_FRAME_VERSION, ML_FRAME_HEADER_BYTES, ML_FRAME_BROADCAST, ML_FRAME_RESULT, ML_ENCODING_F32,
-         ML_ENCODING_INT8, ML_INT8_GROUP_SIZE);
+  printf("{\"protocol\":%d,\"body\":%s,\"int8GroupSize\":%d,\"topics\":{", ML_PROTOCOL_VERSION, bodyJson().c_str(), ML_INT8_GROUP_SIZE);
   const std::string m = "{mesh}", n = "{node}";
   printf("\"broadcast\":%s,\"result\":%s,\"status\":%s,\"assign\":%s,\"session\":%s,\"ack\":%s,\"telemetry\":%s,\"errors\":%s,\"steer\":%s}}\n",
          json_quote(ml_topic_broadcast(m)).c_str(), json_quote(ml_topic_result(m, n)).c_str(), json_quote(ml_topic_status(m, n)).c_str(),

@@ -1,0 +1,190 @@
+// The head-link body (link.h): a port of lib/link/body.ts, with its error sentences.
+#include "link.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+#include "head_group.h"  // ml_quantize, ml_dequantize
+
+const char* ml_encoding_name(uint8_t code) {
+  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : nullptr;
+}
+
+uint32_t ml_read_le(const uint8_t* p, int bytes) {
+  uint32_t v = 0;
+  for (int i = 0; i < bytes; i++) v |= (uint32_t)p[i] << (8 * i);
+  return v;
+}
+
+void ml_write_le(uint8_t* p, int bytes, uint32_t v) {
+  for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+namespace {
+
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char* f, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+// JavaScript's Number#toString of a value that is not finite (what decodeBody reports).
+std::string js_non_finite(float v) {
+  if (isnan(v)) return "NaN";
+  return v > 0 ? "Infinity" : "-Infinity";
+}
+
+float read_float(const uint8_t* p) {
+  uint32_t u = ml_read_le(p, 4);
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+void write_float(uint8_t* p, float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  ml_write_le(p, 4, u);
+}
+
+int group_count(int count, int groupSize) { return (count + groupSize - 1) / groupSize; }
+
+// Payload bytes of count values: float32 values, or int8 groups' float32 scales then the int8 values.
+size_t payload_bytes(uint8_t encoding, int count, int groupSize) {
+  return encoding == ML_ENCODING_F32 ? (size_t)count * 4 : (size_t)group_count(count, groupSize) * 4 + (size_t)count;
+}
+
+// The group size a body of this encoding carries: float32 bodies carry 0.
+uint16_t carried_group_size(const MlBodyHeader& h) { return h.encoding == ML_ENCODING_INT8 ? h.groupSize : 0; }
+
+void write_header(const MlBodyHeader& h, uint8_t* out) {
+  uint32_t raw[ML_BODY_FIELD_COUNT];
+  raw[ML_FIELD_MAGIC] = ML_BODY_MAGIC;
+  raw[ML_FIELD_VERSION] = ML_BODY_VERSION;
+  raw[ML_FIELD_TYPE] = h.type;
+  raw[ML_FIELD_ENCODING] = h.encoding;
+  raw[ML_FIELD_RESERVED] = 0;
+  raw[ML_FIELD_SENDER] = h.sender;
+  raw[ML_FIELD_SESSION] = h.session;
+  raw[ML_FIELD_SEQ] = h.seq;
+  raw[ML_FIELD_POS] = h.pos;
+  raw[ML_FIELD_LAYER] = h.layer;
+  raw[ML_FIELD_COUNT] = h.count;
+  raw[ML_FIELD_GROUP_SIZE] = carried_group_size(h);
+  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) ml_write_le(out + ML_BODY_FIELDS[i].offset, ML_BODY_FIELDS[i].bytes, raw[i]);
+}
+
+}  // namespace
+
+size_t ml_body_bytes(uint8_t encoding, int count, int groupSize) {
+  return ML_BODY_HEADER_BYTES + payload_bytes(encoding, count, encoding == ML_ENCODING_F32 ? 0 : groupSize);
+}
+
+bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_t** payload, std::string* err) {
+  if (len < ML_BODY_HEADER_BYTES) {
+    *err = fmt("body is %zu bytes, shorter than the %zu-byte header", len, ML_BODY_HEADER_BYTES);
+    return false;
+  }
+  uint32_t raw[ML_BODY_FIELD_COUNT];
+  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) raw[i] = ml_read_le(buf + ML_BODY_FIELDS[i].offset, ML_BODY_FIELDS[i].bytes);
+  const uint32_t encoding = raw[ML_FIELD_ENCODING], count = raw[ML_FIELD_COUNT], groupSize = raw[ML_FIELD_GROUP_SIZE];
+  if (raw[ML_FIELD_MAGIC] != ML_BODY_MAGIC) {
+    *err = fmt("bad magic 0x%x (expected 0x%x, \"ML\")", raw[ML_FIELD_MAGIC], ML_BODY_MAGIC);
+    return false;
+  }
+  if (raw[ML_FIELD_VERSION] != ML_BODY_VERSION) {
+    *err = fmt("unsupported body version %u (this build speaks %u)", raw[ML_FIELD_VERSION], ML_BODY_VERSION);
+    return false;
+  }
+  if (raw[ML_FIELD_TYPE] != ML_BODY_BROADCAST && raw[ML_FIELD_TYPE] != ML_BODY_RESULT) {
+    *err = fmt("unknown body type %u", raw[ML_FIELD_TYPE]);
+    return false;
+  }
+  const char* encodingName = ml_encoding_name((uint8_t)encoding);
+  if (!encodingName) {
+    *err = fmt("unknown encoding %u", encoding);
+    return false;
+  }
+  if (raw[ML_FIELD_RESERVED] != 0) {
+    *err = fmt("reserved byte is %u, not 0", raw[ML_FIELD_RESERVED]);
+    return false;
+  }
+  if (count == 0) {
+    *err = "body carries no values";
+    return false;
+  }
+  if (encoding == ML_ENCODING_F32 && groupSize != 0) {
+    *err = fmt("float32 body with group size %u (must be 0)", groupSize);
+    return false;
+  }
+  if (encoding == ML_ENCODING_INT8 && groupSize == 0) {
+    *err = "int8 body with group size 0";
+    return false;
+  }
+  const size_t expected = ml_body_bytes((uint8_t)encoding, (int)count, (int)groupSize);
+  if (len != expected) {
+    *err = fmt("body is %zu bytes; its header (%u %s values) implies %zu", len, count, encodingName, expected);
+    return false;
+  }
+  h->type = (uint8_t)raw[ML_FIELD_TYPE];
+  h->encoding = (uint8_t)encoding;
+  h->sender = (uint16_t)raw[ML_FIELD_SENDER];
+  h->session = raw[ML_FIELD_SESSION];
+  h->seq = raw[ML_FIELD_SEQ];
+  h->pos = (uint16_t)raw[ML_FIELD_POS];
+  h->layer = (uint16_t)raw[ML_FIELD_LAYER];
+  h->count = (uint16_t)count;
+  h->groupSize = (uint16_t)groupSize;
+  *payload = buf + ML_BODY_HEADER_BYTES;
+  return true;
+}
+
+size_t ml_body_write(const MlBodyHeader& h, const uint8_t* payload, uint8_t* out) {
+  write_header(h, out);
+  const size_t n = payload_bytes(h.encoding, h.count, carried_group_size(h));
+  memcpy(out + ML_BODY_HEADER_BYTES, payload, n);
+  return ML_BODY_HEADER_BYTES + n;
+}
+
+bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* values, std::string* err) {
+  const uint8_t* p = nullptr;
+  if (!ml_body_check(buf, len, h, &p, err)) return false;
+  if (h->encoding == ML_ENCODING_F32) {
+    for (int i = 0; i < h->count; i++) values[i] = read_float(p + 4 * i);
+  } else {
+    const int groups = group_count(h->count, h->groupSize);
+    std::vector<float> scales(groups);
+    for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
+    ml_dequantize((const int8_t*)(p + 4 * groups), scales.data(), h->count, h->groupSize, values);
+  }
+  for (int i = 0; i < h->count; i++) {
+    if (!isfinite(values[i])) {
+      *err = fmt("value %d is not finite (%s)", i, js_non_finite(values[i]).c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+size_t ml_body_encode(const MlBodyHeader& h, const float* values, uint8_t* out) {
+  write_header(h, out);
+  uint8_t* p = out + ML_BODY_HEADER_BYTES;
+  const uint16_t gs = carried_group_size(h);
+  if (h.encoding == ML_ENCODING_F32) {
+    for (int i = 0; i < h.count; i++) write_float(p + 4 * i, values[i]);
+  } else {
+    const int groups = group_count(h.count, gs);
+    std::vector<float> scales(groups);
+    ml_quantize(values, h.count, gs, (int8_t*)(p + 4 * groups), scales.data());
+    for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
+  }
+  return ML_BODY_HEADER_BYTES + payload_bytes(h.encoding, h.count, gs);
+}
