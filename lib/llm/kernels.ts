@@ -9,9 +9,9 @@
  *   bit-identical to `js`: each dot product is summed in the same order in double precision
  *   and rounded to float32 once; the SIMD lanes run across independent sums (docs/PERFORMANCE.md).
  *
- * A Kernels object is an arena: the Gateway and each HeadGroup create their own. Weights are
- * copied into it once, when loaded (`matrix`), and key/value caches live in it (`kvCache`), so
- * no weights are copied per call. Vectors the kernels read and write (`vector`) live there too,
+ * A Kernels object is an arena: the Gateway, each head group's weights (HeadWeights) and each
+ * of its sessions (HeadSession) create their own. Weights are copied into it once, when loaded
+ * (`matrix`), and key/value caches live in it (`kvCache`), so no weights are copied per call. Vectors the kernels read and write (`vector`) live there too,
  * so passing them costs nothing; any other Float32Array works as well and is copied in or out.
  * The wasm arena is a WebAssembly.Memory with a bump allocator. Growing it would detach the
  * views `vector` hands out, so an owner allocates its matrices and caches first, then its
@@ -64,6 +64,12 @@ export interface Kernels {
   swiglu(h1: Float32Array, h3: Float32Array): void;
   /** A zeroed vector [n] the kernels read and write in place. */
   vector(n: number): Float32Array;
+  /**
+   * Bytes the arena holds: its matrices, caches, vectors and scratch. The wasm arena counts
+   * what its allocator has handed out; the js arena the arrays it keeps (its matrices are the
+   * caller's arrays, not copies).
+   */
+  readonly allocatedBytes: number;
 }
 
 // ---- js: the reference kernels ------------------------------------------------------------
@@ -123,8 +129,10 @@ class JsKvCache implements KvCache {
 
 class JsKernels implements Kernels {
   readonly kind = 'js';
+  allocatedBytes = 0;
 
   matrix(w: Float32Array, rows: number, cols: number, offset = 0): Matrix {
+    this.allocatedBytes += 4 * rows * cols;
     return new JsMatrix(w, rows, cols, offset);
   }
 
@@ -134,6 +142,7 @@ class JsKernels implements Kernels {
   }
 
   int8Matrix(m: Int8Matrix): Matrix {
+    this.allocatedBytes += m.q.byteLength + m.scales.byteLength;
     return new JsInt8Matrix(m);
   }
 
@@ -142,6 +151,7 @@ class JsKernels implements Kernels {
   }
 
   kvCache(kvHeads: number, context: number, headSize: number): KvCache {
+    this.allocatedBytes += 4 * (2 * kvHeads * context * headSize + context); // keys, values, scores
     return new JsKvCache(kvHeads, context, headSize);
   }
 
@@ -150,6 +160,7 @@ class JsKernels implements Kernels {
   }
 
   vector(n: number): Float32Array {
+    this.allocatedBytes += 4 * n;
     return new Float32Array(n);
   }
 }
@@ -239,6 +250,11 @@ class WasmArena {
       this.heap64View = new Float64Array(this.buffer);
     }
     return ptr;
+  }
+
+  /** Bytes handed out so far. */
+  get allocated(): number {
+    return this.top - HEAP_START;
   }
 
   /** All of the memory as float32. */
@@ -415,6 +431,10 @@ class WasmKernels implements Kernels {
 
   vector(n: number): Float32Array {
     return this.arena.view(this.arena.alloc(4 * n), n);
+  }
+
+  get allocatedBytes(): number {
+    return this.arena.allocated;
   }
 
   /** The kernels' own exports, for tests (expf, weighted_rows, ...) over this arena's memory. */
