@@ -1,8 +1,9 @@
 /**
  * The head step: what one head node computes. A head group is a set of query heads plus the
  * key/value heads they need under grouped-query attention; it holds only its own rows of
- * W_Q, W_K and W_V, keeps its own KV cache, and turns the broadcast attention input of a
- * layer into its heads' attention outputs.
+ * W_Q, W_K and W_V (HeadWeights, loaded once), keeps a KV cache per session (HeadSession), and
+ * turns the broadcast attention input of a layer into its heads' attention outputs. HeadGroup
+ * is the two together, for one session.
  */
 import { Geometry } from './config';
 import { Checkpoint } from './checkpoint';
@@ -75,67 +76,137 @@ export interface HeadSteering {
   vector: Float32Array;
 }
 
-export class HeadGroup {
+/** One layer's projections at one position, RoPE applied, as HeadWeights.project leaves them. */
+export interface Projected {
+  /** q of each local query head [headSize]. */
+  readonly qOfHead: readonly Float32Array[];
+  /** k and v of every local kv head [kvHeads.length * headSize]. */
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+}
+
+/**
+ * A head group's resident weights, loaded once (on a head node, once per assignment): its rows
+ * of W_Q, W_K and W_V copied into its own kernel arena, with the working vectors a step
+ * projects into. It holds no per-generation state: each session (`session()`) keeps its own
+ * KV cache, so any number of sessions share one copy of the weights. Steps are synchronous,
+ * so sessions can share the working vectors too.
+ */
+export class HeadWeights {
+  readonly g: Geometry;
   readonly heads: number[];
-  /** Steering added to the head outputs (lib/steering computes it); null: none. */
-  steering: HeadSteering | null = null;
   readonly kvHeads: number[];
-  /** Context length of the KV cache (positions). */
-  readonly contextLength: number;
-  private readonly g: Geometry;
+  /** For each local query head, the local index of its key/value head. */
+  readonly kvOfHead: number[];
+  /** The attention scale sqrt(headSize), in float32. */
+  readonly sqrtHeadSize: number;
   private readonly slices: HeadSlices;
-  /** The group's kernel arena: its float32 weights, KV cache and working vectors live there. */
+  /** The weights' kernel arena: W_Q/W_K/W_V rows first, then the working vectors (kernels.ts). */
   private readonly kernels: Kernels;
   /** Per layer: W_Q, W_K, W_V as the kernels read them. */
   private readonly wq: ResidentProjection[];
   private readonly wk: ResidentProjection[];
   private readonly wv: ResidentProjection[];
-  /** For each local query head, the local index of its key/value head. */
-  private readonly kvOfHead: number[];
-  /**
-   * KV cache per layer: keys and values [kvHeads.length, contextLength, headSize], so the keys
-   * (or values) one query head attends over are rows of one matrix: attention scores are one
-   * matrix-vector product (kernels.ts KvCache).
-   */
-  private readonly cache: KvCache[];
   /** Projections at the current position: q [heads.length * headSize], k and v [kvHeads.length * headSize]. */
   private readonly q: Float32Array;
-  private readonly k: Float32Array;
-  private readonly v: Float32Array;
-  /** Views of q, one per local query head [headSize]. */
-  private readonly qOfHead: Float32Array[];
-  private readonly out: Float32Array;
+  private readonly projected: Projected;
   private rope: { pos: number; cos: Float32Array; sin: Float32Array } = { pos: -1, cos: new Float32Array(0), sin: new Float32Array(0) };
-  private readonly sqrtHeadSize: number;
 
-  constructor(g: Geometry, slices: HeadSlices, contextLength = g.seqLen) {
+  constructor(g: Geometry, slices: HeadSlices) {
     this.g = g;
     this.slices = slices;
     this.heads = slices.heads;
     this.kvHeads = slices.kvHeads;
-    this.contextLength = contextLength;
     this.kvOfHead = this.heads.map((h) => this.kvHeads.indexOf(Math.floor(h / g.kvMul)));
-    const kvWidth = this.kvHeads.length * g.headSize;
-    // the arena takes weights and caches first, then the vectors (kernels.ts)
+    this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
     const kernels = (this.kernels = createKernels());
     const resident = (p: Projection): ResidentProjection =>
       p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : { kind: 'int8', m: kernels.int8Matrix(p.m) };
     this.wq = slices.wq.map(resident);
     this.wk = slices.wk.map(resident);
     this.wv = slices.wv.map(resident);
-    this.cache = Array.from({ length: g.nLayers }, () => kernels.kvCache(this.kvHeads.length, contextLength, g.headSize));
-    this.q = kernels.vector(this.heads.length * g.headSize);
-    this.k = kernels.vector(kvWidth);
-    this.v = kernels.vector(kvWidth);
-    this.qOfHead = this.heads.map((_, i) => this.q.subarray(i * g.headSize, (i + 1) * g.headSize));
-    this.out = kernels.vector(this.heads.length * g.headSize);
-    this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
+    const kvWidth = this.kvHeads.length * g.headSize;
+    const q = (this.q = kernels.vector(this.heads.length * g.headSize));
+    const qOfHead = this.heads.map((_, i) => q.subarray(i * g.headSize, (i + 1) * g.headSize));
+    this.projected = { qOfHead, k: kernels.vector(kvWidth), v: kernels.vector(kvWidth) };
   }
 
-  /** Bytes of resident weights (the group's W_Q/W_K/W_V rows). */
+  /** Bytes of the group's W_Q/W_K/W_V rows as loaded (int8: values plus scales); the wire's weightBytes. */
   get weightBytes(): number {
     const s = this.slices;
     return [...s.wq, ...s.wk, ...s.wv].reduce((n, p) => n + projectionBytes(p), 0);
+  }
+
+  /** Bytes the weights' kernel arena holds: the resident rows in the kernels' layout, and the working vectors. */
+  get arenaBytes(): number {
+    return this.kernels.allocatedBytes;
+  }
+
+  /** A new session over these weights: an empty KV cache of `contextLength` positions. */
+  session(contextLength = this.g.seqLen): HeadSession {
+    return new HeadSession(this, contextLength);
+  }
+
+  /**
+   * q, k and v of one layer at one position from the broadcast attention input xb [dim], with
+   * RoPE applied to q and k. The vectors are reused by the next call.
+   */
+  project(xb: Float32Array, pos: number, layer: number): Projected {
+    const { k, v } = this.projected;
+    this.matvec(this.wq[layer], xb, this.q);
+    this.matvec(this.wk[layer], xb, k);
+    this.matvec(this.wv[layer], xb, v);
+    this.applyRope(pos, k);
+    return this.projected;
+  }
+
+  /** out = W x: x [cols] -> out [rows]. */
+  private matvec(p: ResidentProjection, x: Float32Array, out: Float32Array): void {
+    if (p.kind === 'f32') this.kernels.matvec(out, x, p.m);
+    else this.kernels.matvecInt8(out, x, p.m);
+  }
+
+  /** RoPE on every query head and on the new key of every kv head. */
+  private applyRope(pos: number, k: Float32Array): void {
+    if (this.rope.pos !== pos) this.rope = { pos, ...ropeTable(pos, this.g.headSize) };
+    const { cos, sin } = this.rope;
+    for (let i = 0; i < this.heads.length; i++) rope(this.q, i * this.g.headSize, cos, sin);
+    for (let i = 0; i < this.kvHeads.length; i++) rope(k, i * this.g.headSize, cos, sin);
+  }
+}
+
+/**
+ * One session of a head group (one generation): the KV cache and the head outputs, in a small
+ * kernel arena of its own, over weights it shares with every other session of the group.
+ */
+export class HeadSession {
+  readonly weights: HeadWeights;
+  readonly heads: number[];
+  readonly kvHeads: number[];
+  /** Context length of the KV cache (positions). */
+  readonly contextLength: number;
+  /** Steering added to the head outputs (lib/steering computes it); null: none. */
+  steering: HeadSteering | null = null;
+  /** The session's kernel arena: the KV cache first, then the output vector. */
+  private readonly kernels: Kernels;
+  /**
+   * KV cache per layer: keys and values [kvHeads.length, contextLength, headSize], so the keys
+   * (or values) one query head attends over are rows of one matrix: attention scores are one
+   * matrix-vector product (kernels.ts KvCache).
+   */
+  private readonly cache: KvCache[];
+  /** The head outputs [heads.length * headSize]. */
+  private readonly out: Float32Array;
+
+  constructor(weights: HeadWeights, contextLength = weights.g.seqLen) {
+    const { g } = weights;
+    this.weights = weights;
+    this.heads = weights.heads;
+    this.kvHeads = weights.kvHeads;
+    this.contextLength = contextLength;
+    const kernels = (this.kernels = createKernels());
+    this.cache = Array.from({ length: g.nLayers }, () => kernels.kvCache(this.kvHeads.length, contextLength, g.headSize));
+    this.out = kernels.vector(this.heads.length * g.headSize);
   }
 
   /** Bytes of the KV cache. */
@@ -151,44 +222,43 @@ export class HeadGroup {
   /**
    * One layer at one position: xb [dim] is the broadcast attention input. Returns the
    * attention outputs of the group's heads, concatenated in `heads` order
-   * [heads.length * headSize]; the array is reused by the next call.
+   * [heads.length * headSize]; the array is reused by the session's next call.
    */
   forward(xb: Float32Array, pos: number, layer: number): Float32Array {
-    const { headSize } = this.g;
+    const { headSize } = this.weights.g;
     if (pos < 0 || pos >= this.contextLength) throw new RangeError(`position ${pos} is outside the context of ${this.contextLength}`);
-    const { q, k, v } = this;
+    const p = this.weights.project(xb, pos, layer);
     const cache = this.cache[layer];
-    this.project(this.wq[layer], xb, q);
-    this.project(this.wk[layer], xb, k);
-    this.project(this.wv[layer], xb, v);
-    this.applyRope(pos, k);
     // append k and v of each kv head j at row (j, pos) of the cache
-    for (let j = 0; j < this.kvHeads.length; j++) cache.append(j, pos, k, j * headSize, v, j * headSize);
-    this.attend(pos, cache);
+    for (let j = 0; j < this.kvHeads.length; j++) cache.append(j, pos, p.k, j * headSize, p.v, j * headSize);
+    this.attend(p, pos, cache);
     if (this.steering?.layer === layer) addInPlace(this.out, this.steering.vector);
     return this.out;
   }
 
-  /** out = W x: x [cols] -> out [rows]. */
-  private project(p: ResidentProjection, x: Float32Array, out: Float32Array): void {
-    if (p.kind === 'f32') this.kernels.matvec(out, x, p.m);
-    else this.kernels.matvecInt8(out, x, p.m);
-  }
-
-  /** RoPE on every query head and on the new key of every kv head. */
-  private applyRope(pos: number, k: Float32Array): void {
-    if (this.rope.pos !== pos) this.rope = { pos, ...ropeTable(pos, this.g.headSize) };
-    const { cos, sin } = this.rope;
-    for (let i = 0; i < this.heads.length; i++) rope(this.q, i * this.g.headSize, cos, sin);
-    for (let i = 0; i < this.kvHeads.length; i++) rope(k, i * this.g.headSize, cos, sin);
-  }
-
   /** Causal scaled dot-product attention of each query head over positions 0..pos. */
-  private attend(pos: number, cache: KvCache): void {
-    const hs = this.g.headSize;
+  private attend(p: Projected, pos: number, cache: KvCache): void {
+    const { g, kvOfHead, sqrtHeadSize } = this.weights;
+    const hs = g.headSize;
     // query head i over rows 0..pos of its kv head j's keys and values K_j, V_j [pos + 1, headSize]:
     // out_i = softmax(K_j q_i / sqrt(headSize))^T V_j [headSize]
-    for (let i = 0; i < this.heads.length; i++) cache.attend(this.out, i * hs, this.qOfHead[i], this.kvOfHead[i], pos + 1, this.sqrtHeadSize);
+    for (let i = 0; i < this.heads.length; i++) cache.attend(this.out, i * hs, p.qOfHead[i], kvOfHead[i], pos + 1, sqrtHeadSize);
+  }
+}
+
+/**
+ * A head group as one session over weights of its own: the convenience where one group is one
+ * generation (the engine, steering, tests). A head node serving several sessions keeps one
+ * HeadWeights and makes a HeadSession per session instead.
+ */
+export class HeadGroup extends HeadSession {
+  constructor(g: Geometry, slices: HeadSlices, contextLength = g.seqLen) {
+    super(new HeadWeights(g, slices), contextLength);
+  }
+
+  /** Bytes of resident weights (the group's W_Q/W_K/W_V rows). */
+  get weightBytes(): number {
+    return this.weights.weightBytes;
   }
 }
 
