@@ -1,7 +1,7 @@
 /**
  * The head-node runtime: one process computing one head group for the gateway. It announces
  * itself (retained status, with a last will saying offline), waits for its assignment, loads
- * only its own W_Q/W_K/W_V rows, keeps one KV cache per session, answers each broadcast frame
+ * only its own W_Q/W_K/W_V rows once per assignment, keeps one KV cache per session over them, answers each broadcast frame
  * with a result frame, and sends heartbeats. Bad input is dropped, logged and reported on the
  * errors topic; nothing a peer sends can crash it.
  */
@@ -9,7 +9,7 @@ import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
 import { headOutputGroupSize } from '../llm/engine';
-import { HeadGroup, HeadSlices, HeadSteering, loadHeadSlices } from '../llm/head';
+import { HeadSession, HeadSteering, HeadWeights, loadHeadSlices } from '../llm/head';
 import { steeringFromMessage } from '../steering/node';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
@@ -41,8 +41,8 @@ interface ActiveAssignment {
   slot: number;
   heads: number[];
   transport: Encoding;
-  slices: HeadSlices;
-  weightBytes: number;
+  /** The assignment's one copy of its weights; every session's KV cache is made over it. */
+  weights: HeadWeights;
 }
 
 function sameShape(a: ModelShape, g: Geometry): string | null {
@@ -60,7 +60,7 @@ export class HeadNode {
   private readonly g: Geometry;
   private client?: MqttClient;
   private assignment?: ActiveAssignment;
-  private readonly sessions = new Map<number, HeadGroup>();
+  private readonly sessions = new Map<number, HeadSession>();
   /** Added to the head outputs of every session (lib/steering); null: none. */
   private steering: HeadSteering | null = null;
   private heartbeat?: NodeJS.Timeout;
@@ -84,9 +84,21 @@ export class HeadNode {
     }
   }
 
-  /** Bytes of this node's resident weights (0 until assigned). */
+  /** Bytes of this node's weights as loaded, as its status and telemetry report them (0 until assigned). */
   get weightBytes(): number {
-    return this.assignment?.weightBytes ?? 0;
+    return this.assignment?.weights.weightBytes ?? 0;
+  }
+
+  /**
+   * Bytes this node's weights really take: the kernel arenas of the distinct weights objects
+   * that its assignment and its sessions hold (one per assignment, however many sessions).
+   */
+  get residentWeightBytes(): number {
+    const distinct = new Set<HeadWeights>([...this.sessions.values()].map((s) => s.weights));
+    if (this.assignment) distinct.add(this.assignment.weights);
+    let n = 0;
+    for (const w of distinct) n += w.arenaBytes;
+    return n;
   }
 
   get cacheBytes(): number {
@@ -174,9 +186,9 @@ export class HeadNode {
       return;
     }
     this.publishStatus('loading', { assignment: m.assignment, heads: m.heads });
-    let slices: HeadSlices;
+    let weights: HeadWeights;
     try {
-      slices = this.loadSlices(m);
+      weights = this.loadWeights(m);
     } catch (e) {
       const error = `cannot load heads [${m.heads.join(',')}]: ${(e as Error).message}`;
       this.log('error', error);
@@ -185,19 +197,19 @@ export class HeadNode {
       this.ack('assignment', m.assignment, false, error.slice(0, 1000));
       return;
     }
-    const weightBytes = new HeadGroup(this.g, slices, 1).weightBytes; // a one-position group: only its weights count
-    // Heads are computed in the order the gateway listed them; the slices are sorted ascending.
-    this.assignment = { id: m.assignment, slot: m.slot, heads: slices.heads, transport: m.transport, slices, weightBytes };
-    this.publishStatus('ready', { assignment: m.assignment, heads: slices.heads, kvHeads: slices.kvHeads, weights: m.weights, weightBytes });
+    const { heads, kvHeads, weightBytes } = weights;
+    // Heads are computed in the order the gateway listed them; the weights' heads are sorted ascending.
+    this.assignment = { id: m.assignment, slot: m.slot, heads, transport: m.transport, weights };
+    this.publishStatus('ready', { assignment: m.assignment, heads, kvHeads, weights: m.weights, weightBytes });
     this.ack('assignment', m.assignment, true);
-    this.log('info', `assignment ${m.assignment}: heads [${slices.heads.join(',')}] kv [${slices.kvHeads.join(',')}], ${m.weights} weights ${weightBytes} bytes, slot ${m.slot}`);
+    this.log('info', `assignment ${m.assignment}: heads [${heads.join(',')}] kv [${kvHeads.join(',')}], ${m.weights} weights ${weightBytes} bytes, slot ${m.slot}`);
   }
 
-  /** Reads this node's rows of W_Q, W_K and W_V, and nothing else, from the checkpoint. */
-  private loadSlices(m: AssignmentMessage): HeadSlices {
+  /** Reads this node's rows of W_Q, W_K and W_V, and nothing else, from the checkpoint, into their kernel arena. */
+  private loadWeights(m: AssignmentMessage): HeadWeights {
     const ckpt = Checkpoint.open(this.o.modelPath);
     try {
-      return loadHeadSlices(ckpt, this.g, m.heads, m.weights);
+      return new HeadWeights(this.g, loadHeadSlices(ckpt, this.g, m.heads, m.weights));
     } finally {
       ckpt.close();
     }
@@ -213,7 +225,6 @@ export class HeadNode {
       return;
     }
     if (m.op === 'start') this.startSession(m.session, a);
-    else if (m.op === 'reset') this.sessions.get(m.session)?.reset();
     else this.sessions.delete(m.session);
     this.ack('session', id, true);
   }
@@ -221,12 +232,12 @@ export class HeadNode {
   private startSession(session: number, a: ActiveAssignment): void {
     const max = this.o.maxSessions ?? 4;
     while (this.sessions.size >= max) this.sessions.delete(this.sessions.keys().next().value as number);
-    const group = new HeadGroup(this.g, a.slices);
-    group.steering = this.steering;
-    this.sessions.set(session, group);
+    const s = a.weights.session();
+    s.steering = this.steering;
+    this.sessions.set(session, s);
   }
 
-  /** Steering from the gateway, applied by the head groups of every session after attention. */
+  /** Steering from the gateway, applied by every session after attention. */
   private onSteering(m: SteeringMessage): void {
     const a = this.assignment;
     const s = a ? steeringFromMessage(m, a.heads, this.g.headSize, this.g.nLayers) : `steering ${m.id} arrived before any assignment`;
@@ -235,7 +246,7 @@ export class HeadNode {
       return this.ack('steering', m.id, false, s);
     }
     this.steering = m.channels.length > 0 ? s : null;
-    for (const group of this.sessions.values()) group.steering = this.steering;
+    for (const s of this.sessions.values()) s.steering = this.steering;
     this.ack('steering', m.id, true);
   }
 
@@ -255,12 +266,12 @@ export class HeadNode {
       return this.reject(topic, problem);
     }
     const a = this.assignment;
-    const group = this.sessions.get(frame.session);
-    if (!a || !group) {
+    const session = this.sessions.get(frame.session);
+    if (!a || !session) {
       this.counters.stale++;
       return;
     }
-    const out = group.forward(frame.values, frame.pos, frame.layer);
+    const out = session.forward(frame.values, frame.pos, frame.layer);
     const gs = a.transport === 'int8' ? headOutputGroupSize(this.g) : 0;
     const result = encodeBody({ ...frame, type: BodyType.Result, encoding: a.transport, sender: a.slot }, out, gs);
     this.client?.publish(this.t.result(this.id), result, { qos: 0 });
