@@ -19,9 +19,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
+import { goldenFile, goldenIds } from '../lib/llm/golden';
 import { kernelsKind } from '../lib/llm/kernels';
 import { packageRoot, resolveModelPaths } from '../lib/llm/resolve';
-import { goldenDir } from '../test/support/fixtures';
 import { Encoding } from '../lib/llm/quant';
 
 const POSITIONS = 512;
@@ -113,9 +113,9 @@ function runReference(binary: string, model: string, positions: number): Sample 
 
 /** The C reference must reproduce the golden greedy run before its speed means anything. */
 function checkReference(binary: string, model: string): string {
-  const file = path.join(goldenDir, `${SANITY_GOLDEN}.ids`);
+  const file = goldenFile(SANITY_GOLDEN, 'ids');
   if (!fs.existsSync(file)) return `not checked (${file} not found)`;
-  const golden = fs.readFileSync(file, 'utf8').trim().split(/\s+/).map(Number);
+  const golden = goldenIds(SANITY_GOLDEN);
   const got = runReference(binary, model, golden.length - 1).ids;
   if (got.length !== golden.length || got.some((id, i) => id !== golden[i])) {
     throw new Error(`the C reference does not reproduce ${SANITY_GOLDEN}.ids: its timings would not be comparable`);

@@ -5,8 +5,8 @@
  */
 import { Engine } from '../lib/llm/engine';
 import { compareLogits } from '../lib/llm/fidelity';
+import { goldenIds } from '../lib/llm/golden';
 import { resolveModelPaths } from '../lib/llm/resolve';
-import { goldenIds } from '../test/support/fixtures';
 import { Encoding } from '../lib/llm/quant';
 
 async function main(): Promise<void> {
