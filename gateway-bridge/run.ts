@@ -5,7 +5,8 @@
  */
 import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/engine';
 import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
-import { MeshError, MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
+import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
+import { MeshError } from '../lib/mesh/runner';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
 import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
@@ -39,7 +40,7 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
   let bridge: RadioBridge | undefined;
   let gw: MeshGateway | undefined;
   // In one process, a failure on the radio fails the generation at once rather than at the gather timeout.
-  const fail = (e: unknown) => gw?.runner?.fail(new MeshError(`the radio failed: ${(e as Error).message}`));
+  const fail = (e: unknown) => gw?.runner.fail(new MeshError(`the radio failed: ${(e as Error).message}`));
   o.mesh.clock.onError = (e) => {
     o.mesh.errors.push(e as Error);
     fail(e);

@@ -17,7 +17,7 @@ import { nodeSteeringVector, reconstructionError, residualOf } from '../lib/stee
 import { Steering, clearSteering, localNodes, uniformReadings } from '../lib/steering/steer';
 import { residualsAfterAttention } from '../lib/steering/directions';
 import { SteeringStep } from '../lib/steering';
-import { steeringFromMessage } from '../lib/steering/node';
+import { steeringFromMessage } from '../lib/mesh/node-steering';
 import { simulate } from '../lib/steering/sensors';
 import { encodeControl, parseControl } from '../lib/mesh/wire';
 import { modelPaths } from './support/fixtures';

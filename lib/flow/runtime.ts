@@ -15,7 +15,7 @@ import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { Gateway } from '../llm/gateway';
 import { Tokenizer } from '../llm/tokenizer';
-import { MeshGateway, MeshHeads, NodeAssignment } from '../mesh/gateway';
+import { MeshGateway, NodeAssignment } from '../mesh/gateway';
 import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
@@ -49,7 +49,6 @@ export interface StepState {
 interface Run {
   id: string;
   generation: Generation;
-  heads: MeshHeads;
   headOut: Float32Array;
   gather: Promise<void> | null;
   finished: (r: GenerationResult | null) => void;
@@ -64,8 +63,6 @@ export class FlowRuntime {
   private readonly options: FlowRuntimeOptions;
   private readonly ffnGraphs: OnnxFfn;
   private readonly runs = new Map<string, Run>();
-  private queue: Promise<unknown> = Promise.resolve();
-  private watchdog: NodeJS.Timeout | null = null;
   private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
@@ -124,43 +121,45 @@ export class FlowRuntime {
   }
 
   /**
-   * Waits for the mesh to be free, starts a session and the run's Generation. Resolves with
-   * the first step; `whenFinished` settles when the run ends (so the next one may start).
+   * Waits for the mesh to be free (the runner's queue, shared with every other kind of run),
+   * starts a session and the run's Generation, and resolves with the first step. The turn
+   * lasts until the run ends (finish or abort), so the next run waits for it.
    */
-  async begin(options: GenerateOptions): Promise<StepState> {
+  begin(options: GenerateOptions): Promise<StepState> {
     const id = randomUUID();
-    let finished!: (r: GenerationResult | null) => void;
-    const done = new Promise<GenerationResult | null>((resolve) => (finished = resolve));
-    const turn = this.queue.then(async () => {
-      const generation = new Generation(this.tokenizer, options, this.g.seqLen);
-      const heads = await this.freshSession();
-      this.startWatchdog(heads);
-      this.runs.set(id, { id, generation, heads, headOut: new Float32Array(this.g.dim), gather: null, finished });
+    return new Promise<StepState>((started, failed) => {
+      const turn = this.mesh.runner.exclusive(async () => {
+        try {
+          const generation = new Generation(this.tokenizer, options, this.g.seqLen);
+          await this.freshSession();
+          const ended = new Promise<GenerationResult | null>((finished) => this.runs.set(id, { id, generation, headOut: new Float32Array(this.g.dim), gather: null, finished }));
+          started({ run: id, pos: 0, layer: 0 });
+          await ended;
+        } catch (e) {
+          failed(e);
+        }
+      });
+      turn.catch(() => undefined);
     });
-    this.queue = turn.then(() => done, () => undefined);
-    await turn;
-    return { run: id, pos: 0, layer: 0 };
   }
 
   /**
-   * Starts a session on the assigned nodes. After a failed run (a node died or timed out) the
-   * mesh is discovered and assigned again first, so the flow recovers once nodes are back.
+   * Starts a session on the assigned nodes. A session start clears an earlier failure when
+   * every assigned node acknowledges it (the nodes keep their weights); if one does not (it
+   * died), the mesh is discovered and assigned again first, so the flow recovers once nodes
+   * are back.
    */
-  private async freshSession(): Promise<MeshHeads> {
-    const current = this.mesh.runner;
-    if (current) {
-      try {
-        await current.reset();
-        return current;
-      } catch {
-        // the assignment failed earlier: assign again below
-      }
+  private async freshSession(): Promise<void> {
+    const runner = this.mesh.runner;
+    try {
+      await runner.reset();
+      return;
+    } catch {
+      // a node is gone or does not answer: assign again below
     }
     const nodes = await this.mesh.discover({ count: this.options.nodes, timeoutMs: this.options.discoverTimeoutMs ?? 30000 });
     this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
-    const heads = this.mesh.runner as MeshHeads;
-    await heads.reset();
-    return heads;
+    await runner.reset();
   }
 
   private get(step: StepState): Run {
@@ -181,7 +180,7 @@ export class FlowRuntime {
   broadcast(step: StepState, x: Float32Array): void {
     const run = this.get(step);
     const xb = this.gateway.attentionInput(x, step.layer);
-    const gather = run.heads.run(xb, step.pos, step.layer, run.headOut);
+    const gather = this.mesh.runner.run(xb, step.pos, step.layer, run.headOut);
     gather.catch(() => undefined); // a failure is reported when aggregate awaits it
     run.gather = gather;
   }
@@ -216,37 +215,23 @@ export class FlowRuntime {
     const run = this.get(step);
     const g = run.generation;
     const out = g.advance(g.needsLogits ? this.gateway.logits(x) : null);
-    const token: TokenMessage | null = out ? { protocol: PROTOCOL_VERSION, session: run.heads.session, pos: g.pos, token: out.token, piece: out.piece.toString('utf8') } : null;
+    const token: TokenMessage | null = out ? { protocol: PROTOCOL_VERSION, session: this.mesh.runner.session, pos: g.pos, token: out.token, piece: out.piece.toString('utf8') } : null;
     if (!g.done) return { token, result: null };
     const result = g.result();
     this.finish(run, result);
     return { token, result };
   }
 
-  /** Ends a run after an error: its session closes and the next queued run may start. */
+  /** Ends a run after an error: its gather fails, its session closes and the next queued run may start. */
   abort(runId: string, error: Error): void {
     const run = this.runs.get(runId);
     if (!run) return;
-    run.heads.fail(error);
+    this.mesh.runner.fail(error);
     this.finish(run, null);
-  }
-
-  /** Fails a gather that outlives the mesh's timeout, so a dead node ends the run instead of hanging it. */
-  private startWatchdog(heads: MeshHeads): void {
-    this.stopWatchdog();
-    this.watchdog = setInterval(() => heads.checkTimeout(process.hrtime.bigint()), 100);
-    this.watchdog.unref();
-  }
-
-  private stopWatchdog(): void {
-    if (this.watchdog) clearInterval(this.watchdog);
-    this.watchdog = null;
   }
 
   private finish(run: Run, result: GenerationResult | null): void {
     this.runs.delete(run.id);
-    this.stopWatchdog();
-    void this.mesh.endSession(run.heads).catch(() => undefined);
     run.finished(result);
   }
 }

@@ -1,23 +1,21 @@
 /**
  * The gateway orchestrator: holds the gateway weights (embeddings, W_O, FFN, classifier),
- * discovers head nodes on the bus, assigns them head groups, and runs the engine's own
- * generation loop with a HeadRunner whose run() broadcasts the attention input of a layer and
- * gathers every node's result frame. Requests are queued (one generation at a time per mesh);
- * each generation is its own session with fresh KV caches on the nodes.
+ * discovers head nodes on the bus and assigns them head groups. Running on the assigned nodes
+ * is the mesh runner's (runner.ts: sessions, the gather and its timeout, the request queue),
+ * over the MQTT head link (link.ts); generate() is the engine's loop on that runner.
  */
-import { randomInt } from 'node:crypto';
 import { Aedes } from 'aedes';
 import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
-import { MeshLlmError } from '../llm/errors';
 import { Gateway } from '../llm/gateway';
-import { GenerateOptions, GenerationResult, HeadRunner, TokenListener, generate } from '../llm/engine';
-import { INT8_GROUP_SIZE, partitionHeads } from '../llm/head';
-import { Tokenizer } from '../llm/tokenizer';
-import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
-import { Body, BodyType, GATEWAY_SENDER, decodeBody, encodeBody } from '../link/body';
+import { GenerateOptions, GenerationResult, TokenListener, generate } from '../llm/engine';
+import { partitionHeads } from '../llm/head';
 import { Encoding } from '../llm/quant';
+import { Tokenizer } from '../llm/tokenizer';
+import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
+import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
+import { MeshError, MeshRunner, ResultCounters, RunnerSlot } from './runner';
 import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from './wire';
 
 export interface MeshGatewayOptions extends BrokerAddress {
@@ -29,37 +27,11 @@ export interface MeshGatewayOptions extends BrokerAddress {
   /** How long assignment (weight loading) and session acknowledgements may take. */
   controlTimeoutMs?: number;
   /**
-   * The embedded broker, when it runs in this process: tensor frames then go through it
+   * The embedded broker, when it runs in this process: bodies then go through it
    * directly instead of over the gateway's own TCP connection (control messages still use MQTT).
    */
   embeddedBroker?: Aedes;
   log?: Logger;
-}
-
-/** Where the gateway sends broadcast frames and per-token messages, and hears result frames. */
-interface FrameBus {
-  publish(topic: string, frame: Buffer): void;
-  subscribe(pattern: string, onFrame: (topic: string, frame: Buffer) => void): Promise<void>;
-}
-
-function clientFrameBus(client: MqttClient): FrameBus {
-  return {
-    publish: (topic, frame) => client.publish(topic, frame, { qos: 0 }),
-    subscribe: (pattern) => subscribe(client, [pattern], 0), // frames arrive through the client's message handler
-  };
-}
-
-function aedesFrameBus(aedes: Aedes): FrameBus {
-  return {
-    publish: (topic, frame) => aedes.publish({ cmd: 'publish', topic, payload: frame, qos: 0, retain: false, dup: false }, () => undefined),
-    subscribe: (pattern, onFrame) =>
-      new Promise((resolve) =>
-        aedes.subscribe(pattern, (packet, cb) => {
-          onFrame(packet.topic, packet.payload as Buffer);
-          cb();
-        }, () => resolve()),
-      ),
-  };
 }
 
 export interface NodeView {
@@ -85,21 +57,9 @@ export interface NodeAssignment {
   weightBytes: number;
 }
 
-/** Dropped frames and messages, by reason. */
-export interface GatewayCounters {
-  malformed: number;
+/** Dropped messages, by reason: result bodies (counted by the runner) and JSON. */
+export interface GatewayCounters extends ResultCounters {
   invalidJson: number;
-  stale: number;
-  duplicate: number;
-  unassigned: number;
-}
-
-/** The mesh failed to do what was asked; the message names the node(s) at fault. */
-export class MeshError extends MeshLlmError {
-  constructor(message: string) {
-    super(message);
-    this.name = 'MeshError';
-  }
 }
 
 const naturalOrder = new Intl.Collator('en', { numeric: true });
@@ -113,136 +73,6 @@ function modelShape(g: Geometry): ModelShape {
   return { dim: g.dim, nLayers: g.nLayers, nHeads: g.nHeads, nKvHeads: g.nKvHeads, vocabSize: g.vocabSize, seqLen: g.seqLen };
 }
 
-const ALIVE: ReadonlySet<StatusMessage['state']> = new Set(['online', 'loading', 'ready']);
-
-interface Slot {
-  node: string;
-  slot: number;
-  heads: number[];
-}
-
-interface Gather {
-  session: number;
-  seq: number;
-  pos: number;
-  layer: number;
-  out: Float32Array;
-  /** Per slot index: 1 once its result arrived. */
-  received: Uint8Array;
-  remaining: number;
-  startNs: bigint;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
-
-/**
- * The HeadRunner of the mesh. run() sends one broadcast frame and resolves when every assigned
- * node's result has been placed into `out`; a watchdog fails the gather after the timeout.
- */
-export class MeshHeads implements HeadRunner {
-  /** Broadcast-to-last-result time of every layer since the last reset (ms). */
-  readonly roundTripsMs: number[] = [];
-  session = 0;
-  private readonly owner: MeshGateway;
-  private readonly g: Geometry;
-  private readonly transport: Encoding;
-  private readonly slots: Slot[];
-  private readonly slotOfNode = new Map<string, number>();
-  private readonly gatherTimeoutMs: number;
-  /** The gateway's counters: results that do not belong are counted there. */
-  private readonly counters: GatewayCounters;
-  /** Sequence numbers run on across sessions (on the radio they name the message), from a random start. */
-  private seq = randomInt(0, 0x40000000);
-  private pending: Gather | null = null;
-  private failure: Error | null = null;
-
-  constructor(owner: MeshGateway, g: Geometry, transport: Encoding, slots: Slot[], gatherTimeoutMs: number) {
-    this.owner = owner;
-    this.g = g;
-    this.transport = transport;
-    this.slots = slots;
-    this.gatherTimeoutMs = gatherTimeoutMs;
-    this.counters = owner.counters;
-    slots.forEach((s, i) => this.slotOfNode.set(s.node, i));
-  }
-
-  get nodes(): string[] {
-    return this.slots.map((s) => s.node);
-  }
-
-  hasNode(node: string): boolean {
-    return this.slotOfNode.has(node);
-  }
-
-  run(xb: Float32Array, pos: number, layer: number, out: Float32Array): Promise<void> {
-    if (this.failure) return Promise.reject(this.failure);
-    const seq = (this.seq = (this.seq + 1) >>> 0);
-    const header = { type: BodyType.Broadcast, encoding: this.transport, sender: GATEWAY_SENDER, session: this.session, seq, pos, layer };
-    const frame = encodeBody(header, xb, this.transport === 'int8' ? INT8_GROUP_SIZE : 0);
-    return new Promise<void>((resolve, reject) => {
-      this.pending = { session: this.session, seq, pos, layer, out, received: new Uint8Array(this.slots.length), remaining: this.slots.length, startNs: process.hrtime.bigint(), resolve, reject };
-      this.owner.publishBroadcast(frame);
-    });
-  }
-
-  /** A new session: the previous one ends, every assigned node starts an empty KV cache. */
-  async reset(): Promise<void> {
-    if (this.failure) throw this.failure;
-    await this.owner.endSession(this);
-    this.session = this.owner.nextSessionId();
-    this.roundTripsMs.length = 0;
-    await this.owner.startSession(this);
-  }
-
-  /** Places one result frame; anything that does not belong to the current gather is counted and ignored. */
-  accept(node: string, frame: Body): string | null {
-    const index = this.slotOfNode.get(node);
-    if (index === undefined || this.slots[index].slot !== frame.sender) {
-      this.counters.unassigned++;
-      return null;
-    }
-    const p = this.pending;
-    if (!p || frame.session !== p.session || frame.seq !== p.seq || frame.pos !== p.pos || frame.layer !== p.layer) {
-      this.counters.stale++;
-      return null;
-    }
-    if (p.received[index]) {
-      this.counters.duplicate++;
-      return null;
-    }
-    const heads = this.slots[index].heads;
-    const hs = this.g.headSize;
-    if (frame.type !== BodyType.Result) return `frame type ${frame.type} on a result topic (expected ${BodyType.Result})`;
-    if (frame.encoding !== this.transport) return `result encoded ${frame.encoding}, the mesh runs ${this.transport}`;
-    if (frame.values.length !== heads.length * hs) return `result carries ${frame.values.length} values; ${heads.length} heads of ${hs} expected`;
-    heads.forEach((h, i) => p.out.set(frame.values.subarray(i * hs, (i + 1) * hs), h * hs));
-    p.received[index] = 1;
-    if (--p.remaining === 0) {
-      this.roundTripsMs.push(Number(process.hrtime.bigint() - p.startNs) / 1e6);
-      this.pending = null;
-      p.resolve();
-    }
-    return null;
-  }
-
-  /** Fails the current gather if it has waited longer than the timeout (called by the watchdog). */
-  checkTimeout(nowNs: bigint): void {
-    const p = this.pending;
-    if (!p || Number(nowNs - p.startNs) / 1e6 <= this.gatherTimeoutMs) return;
-    const missing = this.slots.filter((_, i) => !p.received[i]).map((s) => s.node);
-    this.fail(new MeshError(`head node${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not answer layer ${p.layer} at position ${p.pos} within ${this.gatherTimeoutMs} ms`));
-  }
-
-  /** Fails the current gather and every later one. */
-  fail(error: Error): void {
-    if (this.failure) return;
-    this.failure = error;
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(error);
-  }
-}
-
 export class MeshGateway {
   readonly g: Geometry;
   readonly gateway: Gateway;
@@ -252,16 +82,12 @@ export class MeshGateway {
   private readonly o: MeshGatewayOptions;
   private readonly t: Topics;
   private readonly log: Logger;
+  private readonly acks: AckWaiter;
   private client!: MqttClient;
-  private frames!: FrameBus;
-  private heads: MeshHeads | null = null;
-  private assignmentId = '';
+  private link!: MqttHeadLink;
+  private mesh!: MeshRunner;
   private assignmentCount = 0;
-  private sessionCounter = randomInt(1, 0x40000000);
-  private queue: Promise<unknown> = Promise.resolve();
-  private readonly ackWaiters = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly nodeWaiters = new Set<() => void>();
-  private watchdog?: NodeJS.Timeout;
 
   private constructor(o: MeshGatewayOptions) {
     this.o = o;
@@ -275,6 +101,12 @@ export class MeshGateway {
       ckpt.close();
     }
     this.tokenizer = Tokenizer.load(o.tokenizerPath, this.g.vocabSize);
+    this.acks = new AckWaiter(o.controlTimeoutMs ?? 15000, (node) => this.nodes.get(node)?.status.state);
+  }
+
+  /** Runs on the assigned nodes: every generation, of whatever kind, goes through it. */
+  get runner(): MeshRunner {
+    return this.mesh;
   }
 
   /** Loads the gateway weights and joins the mesh's topics on the broker. */
@@ -282,22 +114,19 @@ export class MeshGateway {
     const gw = new MeshGateway(o);
     gw.client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-gateway-${process.pid}`.slice(0, 64) });
     gw.client.on('message', (topic, payload) => gw.onMessage(topic, payload));
-    gw.client.on('close', () => gw.heads?.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
-    gw.frames = o.embeddedBroker ? aedesFrameBus(o.embeddedBroker) : clientFrameBus(gw.client);
-    await gw.frames.subscribe(gw.t.results, (topic, frame) => gw.onResult(topic, frame));
+    const bodies = o.embeddedBroker ? aedesBodyBus(o.embeddedBroker) : clientBodyBus(gw.client);
+    gw.link = new MqttHeadLink({ client: gw.client, bodies, topics: gw.t, acks: gw.acks, reject: (topic, reason) => gw.reject(topic, reason) });
+    gw.mesh = new MeshRunner(gw.link, gw.g, { gatherTimeoutMs: o.gatherTimeoutMs, counters: gw.counters });
+    gw.client.on('close', () => gw.mesh.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
+    await bodies.subscribe(gw.t.results, (topic, payload) => gw.runner.accept(nodeOfTopic(topic), payload));
     await subscribe(gw.client, [gw.t.telemetries], 0);
     await subscribe(gw.client, [gw.t.statuses, gw.t.acks], 1);
     return gw;
   }
 
-  /** The current assignment's runner (null before assign()). */
-  get runner(): MeshHeads | null {
-    return this.heads;
-  }
-
   /** Node ids that are up, in natural order. */
   aliveNodes(): string[] {
-    return [...this.nodes.values()].filter((n) => ALIVE.has(n.status.state)).map((n) => n.id).sort(byNodeId);
+    return [...this.nodes.values()].filter((n) => isAlive(n.status.state)).map((n) => n.id).sort(byNodeId);
   }
 
   /**
@@ -313,7 +142,10 @@ export class MeshGateway {
     return o.count === undefined ? alive : alive.slice(0, o.count);
   }
 
-  /** Cuts the heads into groups and assigns one group per node; resolves when every node has loaded its slices. */
+  /**
+   * Cuts the heads into groups and assigns one group per node; resolves when every node has
+   * loaded its slices (a node given the heads and weights it already holds keeps them).
+   */
   async assign(nodeIds: string[], o: AssignOptions = {}): Promise<NodeAssignment[]> {
     const nodes = [...nodeIds].sort(byNodeId);
     if (nodes.length === 0) throw new MeshError('no head nodes to assign');
@@ -322,115 +154,54 @@ export class MeshGateway {
     const quant = o.quant ?? 'f32';
     const transport = o.transport ?? quant;
     const id = `a${++this.assignmentCount}-${Date.now().toString(36)}`;
-    this.heads?.fail(new MeshError('the mesh was reassigned'));
-    this.heads = null;
-    this.assignmentId = id;
+    this.runner.use(null);
     const slotOf = this.slotsFor(nodes);
-    const slots: Slot[] = groups.map((heads, i) => ({ node: nodes[i], slot: slotOf.get(nodes[i]) as number, heads }));
+    const slots: RunnerSlot[] = groups.map((heads, i) => ({ node: nodes[i], slot: slotOf.get(nodes[i]) as number, heads }));
     const idle = nodes.slice(groups.length);
     const publish = (node: string, slot: number, heads: number[]) => {
       const m = { protocol: PROTOCOL_VERSION, assignment: id, slot, heads, weights: quant, transport, model: modelShape(this.g) } as const;
       this.client.publish(this.t.assign(node), encodeControl('assignment', m), { qos: 1 });
     };
-    const acks = this.waitForAcks(nodes, 'assignment', id);
+    const acks = this.acks.wait(nodes, 'assignment', id);
     for (const s of slots) publish(s.node, s.slot, s.heads);
     for (const node of idle) publish(node, slotOf.get(node) as number, []);
     await acks;
-    this.heads = new MeshHeads(this, this.g, transport, slots, this.o.gatherTimeoutMs ?? 2000);
+    this.runner.use({ id, slots, transport });
     return slots.map((s) => {
       const st = this.nodes.get(s.node)?.status;
       return { node: s.node, slot: s.slot, heads: s.heads, kvHeads: st?.kvHeads ?? [], weightBytes: st?.weightBytes ?? 0 };
     });
   }
 
-  /** Generates through the mesh with the engine's loop; requests wait their turn. */
+  /** Generates through the mesh with the engine's loop, each token also on the tokens topic; requests wait their turn. */
   generate(options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
-    const run = this.queue.then(() => this.generateNow(options, onToken));
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async generateNow(options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
-    const heads = this.heads;
-    if (!heads) throw new MeshError('no head nodes assigned: call assign() first');
-    this.startWatchdog(heads);
-    try {
-      const publishToken: TokenListener = (token, piece, pos) => {
-        const m = { protocol: PROTOCOL_VERSION, session: heads.session, pos, token, piece: piece.toString('utf8') } as const;
-        this.frames.publish(this.t.tokens, Buffer.from(encodeControl('token', m)));
-        onToken?.(token, piece, pos);
-      };
-      return await generate(this.gateway, heads, this.tokenizer, options, publishToken);
-    } finally {
-      this.stopWatchdog();
-      await this.endSession(heads).catch(() => undefined);
-    }
+    const runner = this.runner;
+    const publishToken: TokenListener = (token, piece, pos) => {
+      this.link.publishToken({ protocol: PROTOCOL_VERSION, session: runner.session, pos, token, piece: piece.toString('utf8') });
+      onToken?.(token, piece, pos);
+    };
+    return runner.exclusive(() => generate(this.gateway, runner, this.tokenizer, options, publishToken));
   }
 
   /** Leaves the bus (nodes keep running). */
   async close(): Promise<void> {
-    this.stopWatchdog();
-    this.heads?.fail(new MeshError('the gateway closed'));
-    for (const w of this.ackWaiters.values()) w.reject(new MeshError('the gateway closed'));
+    this.runner.fail(new MeshError('the gateway closed'));
+    this.runner.end();
+    this.acks.abort(new MeshError('the gateway closed'));
     if (this.client) await endClient(this.client);
-  }
-
-  // --- used by MeshHeads --------------------------------------------------------------------
-
-  nextSessionId(): number {
-    this.sessionCounter = this.sessionCounter >= 0xfffffffe ? 1 : this.sessionCounter + 1;
-    return this.sessionCounter;
-  }
-
-  publishBroadcast(frame: Buffer): void {
-    this.frames.publish(this.t.broadcast, frame);
-  }
-
-  async startSession(heads: MeshHeads): Promise<void> {
-    const acks = this.waitForAcks(heads.nodes, 'session', `start:${heads.session}`);
-    this.publishSession('start', heads.session);
-    await acks;
-  }
-
-  async endSession(heads: MeshHeads): Promise<void> {
-    if (heads.session !== 0) this.publishSession('end', heads.session);
   }
 
   // --- receiving ----------------------------------------------------------------------------
 
-  private publishSession(op: 'start' | 'reset' | 'end', session: number): void {
-    this.client.publish(this.t.session, encodeControl('session', { protocol: PROTOCOL_VERSION, op, session, assignment: this.assignmentId }), { qos: 1 });
-  }
-
   private onMessage(topic: string, payload: Buffer): void {
     try {
       const kind = topic.slice(this.t.root.length + 1, topic.lastIndexOf('/'));
-      if (kind === 'result') this.onResult(topic, payload);
+      if (kind === 'result') this.runner.accept(nodeOfTopic(topic), payload);
       else if (kind === 'status') this.onControl('status', topic, payload, (m) => this.onStatus(topic, m));
       else if (kind === 'ack') this.onControl('ack', topic, payload, (m) => this.onAck(topic, m));
       else if (kind === 'telemetry') this.onControl('telemetry', topic, payload, (m) => this.onTelemetry(topic, m));
     } catch (e) {
       this.reject(topic, `internal error handling message: ${(e as Error).message}`);
-    }
-  }
-
-  private onResult(topic: string, payload: Buffer): void {
-    let frame: Body;
-    try {
-      frame = decodeBody(payload);
-    } catch (e) {
-      this.counters.malformed++;
-      return this.reject(topic, (e as Error).message);
-    }
-    const heads = this.heads;
-    if (!heads) {
-      this.counters.unassigned++;
-      return;
-    }
-    const problem = heads.accept(nodeOfTopic(topic), frame);
-    if (problem) {
-      this.counters.malformed++;
-      this.reject(topic, problem);
     }
   }
 
@@ -451,23 +222,16 @@ export class MeshGateway {
     if (m.node !== id) return this.reject(topic, `status names node "${m.node}" on the topic of "${id}"`);
     const view = this.nodes.get(id);
     this.nodes.set(id, { id, status: m, telemetry: view?.telemetry });
-    if (!ALIVE.has(m.state) && this.heads?.hasNode(id)) {
-      this.heads.fail(new MeshError(`head node ${id} went ${m.state}${m.reason ? ` (${m.reason})` : ''}`));
-      for (const [key, w] of this.ackWaiters) if (key.startsWith(`${id}|`)) w.reject(new MeshError(`head node ${id} went ${m.state}`));
+    if (!isAlive(m.state)) {
+      this.runner.nodeLost(id, `${m.state}${m.reason ? ` (${m.reason})` : ''}`);
+      this.acks.nodeLost(id, m.state);
     }
     for (const wake of this.nodeWaiters) wake();
   }
 
   private onAck(topic: string, m: AckMessage): void {
     if (m.node !== nodeOfTopic(topic)) return this.reject(topic, `ack names node "${m.node}" on the topic of "${nodeOfTopic(topic)}"`);
-    const key = `${m.node}|${m.kind}|${m.id}`;
-    const waiter = this.ackWaiters.get(key);
-    if (!waiter) {
-      this.counters.stale++;
-      return;
-    }
-    if (m.ok) waiter.resolve();
-    else waiter.reject(new MeshError(`head node ${m.node} refused ${m.kind} ${m.id}: ${m.error ?? 'no reason given'}`));
+    if (!this.acks.received(m)) this.counters.stale++;
   }
 
   private onTelemetry(topic: string, m: TelemetryMessage): void {
@@ -483,32 +247,6 @@ export class MeshGateway {
   }
 
   // --- waiting ------------------------------------------------------------------------------
-
-  private waitForAcks(nodes: string[], kind: AckMessage['kind'], id: string): Promise<void> {
-    const timeoutMs = this.o.controlTimeoutMs ?? 15000;
-    const pending = new Set(nodes);
-    const keys = nodes.map((n) => `${n}|${kind}|${id}`);
-    return new Promise<void>((resolve, reject) => {
-      const finish = (err?: Error) => {
-        clearTimeout(timer);
-        keys.forEach((k) => this.ackWaiters.delete(k));
-        if (err) reject(err);
-        else resolve();
-      };
-      const timer = setTimeout(() => finish(new MeshError(`head node${pending.size > 1 ? 's' : ''} ${[...pending].join(', ')} did not acknowledge ${kind} ${id} within ${timeoutMs} ms`)), timeoutMs);
-      nodes.forEach((node, i) => {
-        this.ackWaiters.set(keys[i], {
-          resolve: () => {
-            pending.delete(node);
-            if (pending.size === 0) finish();
-          },
-          reject: (e) => finish(e),
-        });
-      });
-      const gone = nodes.find((n) => this.nodes.has(n) && !ALIVE.has((this.nodes.get(n) as NodeView).status.state));
-      if (gone) finish(new MeshError(`head node ${gone} is ${this.nodes.get(gone)?.status.state}`));
-    });
-  }
 
   private waitFor(condition: () => boolean, timeoutMs: number, describe: () => string): Promise<void> {
     if (condition()) return Promise.resolve();
@@ -528,16 +266,6 @@ export class MeshGateway {
       }, timeoutMs);
       this.nodeWaiters.add(check);
     });
-  }
-
-  private startWatchdog(heads: MeshHeads): void {
-    const every = Math.max(5, Math.min(100, Math.floor((this.o.gatherTimeoutMs ?? 2000) / 10)));
-    this.watchdog = setInterval(() => heads.checkTimeout(process.hrtime.bigint()), every);
-  }
-
-  private stopWatchdog(): void {
-    if (this.watchdog) clearInterval(this.watchdog);
-    this.watchdog = undefined;
   }
 
   /**

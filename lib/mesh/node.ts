@@ -10,7 +10,7 @@ import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
 import { headOutputGroupSize } from '../llm/engine';
 import { HeadSession, HeadSteering, HeadWeights, loadHeadSlices } from '../llm/head';
-import { steeringFromMessage } from '../steering/node';
+import { steeringFromMessage } from './node-steering';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
 import { Encoding } from '../llm/quant';

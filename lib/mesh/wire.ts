@@ -111,7 +111,7 @@ export interface AssignmentMessage {
 
 export interface SessionMessage {
   protocol: 1;
-  op: 'start' | 'reset' | 'end';
+  op: 'start' | 'end';
   session: number;
   assignment: string;
 }

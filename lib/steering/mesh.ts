@@ -8,6 +8,7 @@
 import { MqttClient } from 'mqtt';
 import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { HeadSteering } from '../llm/head';
+import { safeReading } from '../llm/steering-vector';
 import { MeshGateway } from '../mesh/gateway';
 import { BrokerAddress, connectMqtt, endClient, subscribe } from '../mesh/mqtt';
 import { AckMessage, PROTOCOL_VERSION, SteeringMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from '../mesh/wire';
@@ -18,14 +19,13 @@ import { NodeReadings, Steering } from './steer';
 
 /** The steering message for one node: its shares and readings (readings clipped to [-1, 1], bad ones neutral). */
 export function steeringMessage(id: string, share: NodeShare, readings: Record<string, number>, alpha: number): SteeringMessage {
-  const clean = (r: unknown) => (typeof r === 'number' && Number.isFinite(r) ? Math.max(-1, Math.min(1, r)) : 0);
   return {
     protocol: PROTOCOL_VERSION,
     id,
     heads: share.heads,
     layer: share.layer,
     alpha,
-    channels: Object.entries(share.channels).map(([name, v]) => ({ name, reading: clean(readings[name]), share: Array.from(v) })),
+    channels: Object.entries(share.channels).map(([name, v]) => ({ name, reading: safeReading(readings[name]), share: Array.from(v) })),
   };
 }
 
@@ -115,10 +115,11 @@ export class MeshSteering {
 }
 
 /**
- * A steered generation through an assigned mesh: steering sent to the nodes, the engine's
- * loop with attribution on the gateway's runner, each token's attribution published.
+ * A steered generation through an assigned mesh, on the mesh runner like every other run (its
+ * turn in the queue, its session, its gather timeout): steering sent to the nodes, the
+ * engine's loop with attribution wrapped around the runner, each token's attribution published.
  */
-export async function generateSteeredOnMesh(
+export function generateSteeredOnMesh(
   gw: MeshGateway,
   link: MeshSteering,
   steering: Steering,
@@ -128,16 +129,13 @@ export async function generateSteeredOnMesh(
   onToken?: (a: TokenAttribution) => void,
   onPiece?: TokenListener,
 ): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
-  const heads = gw.runner;
-  if (!heads) throw new Error('no head nodes assigned: call assign() first');
-  const vectors = await link.configure(steering, readings, alpha);
-  const nodes: NodeSteering[] = steering.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! }));
-  try {
-    return await generateWithAttribution(gw.gateway, heads, gw.tokenizer, nodes, options, (a) => {
-      link.publishAttribution(heads.session, a);
+  const runner = gw.runner;
+  return runner.exclusive(async () => {
+    const vectors = await link.configure(steering, readings, alpha);
+    const nodes: NodeSteering[] = steering.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! }));
+    return generateWithAttribution(gw.gateway, runner, gw.tokenizer, nodes, options, (a) => {
+      link.publishAttribution(runner.session, a);
       onToken?.(a);
     }, onPiece);
-  } finally {
-    await gw.endSession(heads).catch(() => undefined);
-  }
+  });
 }

@@ -17,6 +17,7 @@
  */
 import { Geometry } from '../llm/config';
 import { Matrix, columns, matrix, multiply, norm, pseudoInverse, svd } from './linalg';
+import { steeringVector } from '../llm/steering-vector';
 
 /** A node and the query heads it computes (ascending). */
 export interface NodeHeads {
@@ -61,24 +62,12 @@ export function splitDirections(g: Geometry, wo: Float32Array, layer: number, no
   });
 }
 
-/** A normalised reading as steering uses it: finite and in [-1, 1], anything else neutral (0). */
-export function safeReading(r: unknown): number {
-  return typeof r === 'number' && Number.isFinite(r) ? Math.max(-1, Math.min(1, r)) : 0;
-}
-
 /**
  * What a node adds to its head outputs: alpha * sum over channels of reading_c * share_c
  * [heads.length * headSize]. Channels without a reading (or with a bad one) contribute nothing.
  */
 export function nodeSteeringVector(share: NodeShare, readings: Record<string, number>, alpha: number): Float32Array {
-  const out = new Float64Array(share.width);
-  const a = Number.isFinite(alpha) ? alpha : 0;
-  for (const [channel, v] of Object.entries(share.channels)) {
-    const r = safeReading(readings[channel]);
-    if (r === 0) continue;
-    for (let i = 0; i < v.length; i++) out[i] += a * r * v[i];
-  }
-  return Float32Array.from(out);
+  return steeringVector(share.width, share.channels, readings, alpha);
 }
 
 /** The residual-stream vector W_O[:, heads] v [dim] that head-output values v of some heads produce. */

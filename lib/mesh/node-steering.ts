@@ -1,10 +1,10 @@
 /**
- * The head node's side of steering: a steering message (schemas/steering.json) turned into
- * the vector the node's HeadGroup adds to its head outputs.
+ * The head node's side of steering: a steering message (schemas/steering.json, made by
+ * lib/steering) turned into the vector the node's HeadGroup adds to its head outputs.
  */
 import { HeadSteering } from '../llm/head';
-import { SteeringMessage } from '../mesh/wire';
-import { NodeShare, nodeSteeringVector } from './shares';
+import { steeringVector } from '../llm/steering-vector';
+import { SteeringMessage } from './wire';
 
 /**
  * Node side: the vector a node with heads `heads` adds, from a steering message; or the
@@ -17,8 +17,8 @@ export function steeringFromMessage(m: SteeringMessage, heads: readonly number[]
   const width = heads.length * headSize;
   const bad = m.channels.find((c) => c.share.length !== width);
   if (bad) return `steering ${m.id}: channel ${bad.name} carries ${bad.share.length} values, this node's heads need ${width}`;
-  const share: NodeShare = { node: '', heads: [...heads], layer: m.layer, width, channels: Object.fromEntries(m.channels.map((c) => [c.name, Float32Array.from(c.share)])) };
+  const shares = Object.fromEntries(m.channels.map((c) => [c.name, Float32Array.from(c.share)]));
   const readings = Object.fromEntries(m.channels.map((c) => [c.name, c.reading]));
-  return { layer: m.layer, vector: nodeSteeringVector(share, readings, m.alpha) };
+  return { layer: m.layer, vector: steeringVector(width, shares, readings, m.alpha) };
 }
 
