@@ -2,7 +2,9 @@
  * Builds the firmware's host targets with the system's C++ compiler: the firmware core
  * (firmware/core, no hardware calls) linked with the POSIX layer (firmware/host) gives the
  * native head node `dist/firmware/mesh-llm-node`; linked with firmware/test/head_check.cpp it
- * gives `dist/firmware/head-check`, which the tests compare with the TypeScript head step.
+ * gives `dist/firmware/head-check`, which the tests compare with the TypeScript head step; with
+ * firmware/test/link_check.cpp and mbedTLS it gives `dist/firmware/link-check`, which the tests
+ * feed the head-link bodies and radio frames TypeScript writes.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -13,7 +15,14 @@ import { MeshLlmError } from '../llm/errors';
 export interface FirmwareTarget {
   name: string;
   sources: string[];
+  /** Linker arguments after the sources (libraries). */
+  libs: string[];
 }
+
+/** Core sources that need mbedTLS (AES-CMAC): only the targets that use the radio frame link them. */
+const MBEDTLS_SOURCES = ['radio_frame.cpp'];
+/** The Debian package with the mbedTLS headers and libraries. */
+export const MBEDTLS_PACKAGE = 'libmbedtls-dev';
 
 /** Compiler flags: strict IEEE float (no contraction into FMA, no fast-math), so the host build computes what the TypeScript step computes. */
 export const CXXFLAGS = ['-std=c++17', '-O2', '-Wall', '-Wextra', '-ffp-contract=off', '-fno-fast-math'];
@@ -31,13 +40,28 @@ export function firmwareOutDir(): string {
   return path.join(packageRoot(), 'dist', 'firmware');
 }
 
+/** The targets this machine can build (link-check only where the mbedTLS headers are installed). */
 export function firmwareTargets(): FirmwareTarget[] {
   const fw = firmwareDir();
   const core = cppFiles(path.join(fw, 'core'));
-  return [
-    { name: 'mesh-llm-node', sources: [...core, ...cppFiles(path.join(fw, 'host'))] },
-    { name: 'head-check', sources: [...core, path.join(fw, 'test', 'head_check.cpp')] },
+  const withoutRadio = core.filter((f) => !MBEDTLS_SOURCES.includes(path.basename(f)));
+  const targets: FirmwareTarget[] = [
+    { name: 'mesh-llm-node', sources: [...withoutRadio, ...cppFiles(path.join(fw, 'host'))], libs: [] },
+    { name: 'head-check', sources: [...withoutRadio, path.join(fw, 'test', 'head_check.cpp')], libs: [] },
   ];
+  if (mbedtlsAvailable()) targets.push({ name: 'link-check', sources: [...core, path.join(fw, 'test', 'link_check.cpp')], libs: ['-lmbedcrypto'] });
+  return targets;
+}
+
+let mbedtlsFound: boolean | undefined;
+
+/** Whether the compiler finds mbedTLS's CMAC header (checked once per process). */
+export function mbedtlsAvailable(): boolean {
+  if (mbedtlsFound === undefined) {
+    const r = spawnSync(compiler(), ['-x', 'c++', '-fsyntax-only', '-'], { input: '#include <mbedtls/cmac.h>\n', encoding: 'utf8' });
+    mbedtlsFound = r.status === 0;
+  }
+  return mbedtlsFound;
 }
 
 /** The C++ compiler: $CXX, else g++. */
@@ -58,7 +82,9 @@ function newestMtime(files: string[]): number {
 export function firmwareBinary(name = 'mesh-llm-node'): string {
   const bin = path.join(firmwareOutDir(), name);
   if (!fs.existsSync(bin)) {
-    throw new MeshLlmError(`the native head node is not built (${bin} is missing): install a C++ compiler (g++) and run npm run build`);
+    const what = name === 'mesh-llm-node' ? 'the native head node' : name;
+    const needs = name === 'link-check' ? `a C++ compiler (g++) and ${MBEDTLS_PACKAGE}` : 'a C++ compiler (g++)';
+    throw new MeshLlmError(`${what} is not built (${bin} is missing): install ${needs} and run npm run build`);
   }
   return bin;
 }
@@ -95,10 +121,11 @@ export function buildFirmware(log: (line: string) => void = () => undefined): st
     return fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.h')).map((f) => path.join(dir, f)) : [];
   });
   const built: string[] = [];
+  if (!mbedtlsAvailable()) log(`firmware: mbedtls/cmac.h not found, so link-check (the radio frame's cross-check) is not built: install the Debian package ${MBEDTLS_PACKAGE}`);
   for (const t of firmwareTargets()) {
     if (t.sources.some((s) => !fs.existsSync(s))) continue; // a target whose sources are not there yet
     const bin = path.join(out, t.name);
-    const args = [...CXXFLAGS, '-I', path.join(firmwareDir(), 'core'), '-I', path.dirname(generated), '-o', bin, ...t.sources];
+    const args = [...CXXFLAGS, '-I', path.join(firmwareDir(), 'core'), '-I', path.dirname(generated), '-o', bin, ...t.sources, ...t.libs];
     // the command line is kept beside the binary: a new compiler, flag or source list rebuilds it
     const stamp = `${bin}.cmd`;
     const command = [compiler(), ...args].join(' ');
