@@ -3,6 +3,7 @@
  * mesh's topics, so `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
  */
 import { choiceOption, floatOption, intOption, parseOptions } from '../args';
+import { printJson } from '../output';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { MeshLlmError } from '../../lib/llm/errors';
 import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
@@ -58,7 +59,7 @@ export async function run(argv: string[]): Promise<number> {
     timeScale: v['time-scale'] === undefined ? undefined : floatOption('time-scale', v['time-scale'], 1, 1e-3, 1e9),
     key: v.key ? Buffer.from(v.key, 'hex') : undefined,
     onToken: (t) => {
-      if (json) process.stdout.write(`${JSON.stringify(t)}\n`);
+      if (json) printJson(t);
       else process.stderr.write(`[bridge] position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s on air, bound ${t.boundSeconds.toFixed(1)} s (${t.ratio.toFixed(2)}x), ${t.rounds} rounds\n`);
     },
     log: (level, text) => {

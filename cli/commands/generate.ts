@@ -5,7 +5,7 @@
 import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
 import { Engine, GenerateOptions, GenerationResult } from '../../lib/llm/engine';
 import { resolveModelPaths } from '../../lib/llm/resolve';
-import { TextStream } from '../output';
+import { TextStream, printJson } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
@@ -69,7 +69,7 @@ export function parseGenerate(values: ReturnType<typeof parseOptions<typeof gene
 /** Prints a finished generation: the JSON object, or the closing newline and a rate on stderr. */
 export function reportGeneration(result: GenerationResult, json: boolean, stream: TextStream): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify({ tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond })}\n`);
+    printJson({ tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond });
   } else {
     stream.end();
     process.stderr.write(`achieved tok/s: ${result.tokensPerSecond.toFixed(1)}\n`);

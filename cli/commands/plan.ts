@@ -3,6 +3,7 @@
  * token take? Prints the budget and a verdict per module variant; with --json, one object.
  */
 import { UsageError, choiceOption, intOption, parseOptions } from '../args';
+import { printJson } from '../output';
 import { Checkpoint } from '../../lib/llm/checkpoint';
 import { ModelConfig } from '../../lib/llm/config';
 import { MeshLlmError } from '../../lib/llm/errors';
@@ -87,6 +88,7 @@ export function planFromOptions(o: PlanOptions): Plan {
 export async function run(argv: string[]): Promise<number> {
   const { options, json } = parsePlan(argv);
   const p = planFromOptions(options);
-  process.stdout.write(json ? `${JSON.stringify(p)}\n` : formatPlan(p));
+  if (json) printJson(p);
+  else process.stdout.write(formatPlan(p));
   return 0;
 }

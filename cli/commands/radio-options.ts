@@ -4,7 +4,7 @@ import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from
 import { REGION_NAMES } from '../../lib/radio/regions';
 import { RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
 import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
-import { TextStream } from '../output';
+import { TextStream, printJson } from '../output';
 import { UsageError, choiceOption, floatOption, intOption } from '../args';
 import type { GenerateCommand } from './generate';
 
@@ -75,17 +75,15 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
   if (cmd.json) {
     const round = (x: number) => Number(x.toFixed(4));
     const air = Object.fromEntries(Object.entries(r.airtimeSeconds).map(([k, v]) => [k, round(v / Math.max(1, r.positions))]));
-    process.stdout.write(
-      `${JSON.stringify({
-        tokens: result.tokens,
-        text: result.text,
-        tokensPerSecond: result.tokensPerSecond,
-        simulatedSecondsPerToken: round(r.simulatedSecondsPerToken),
-        boundSecondsPerToken: round(r.boundSecondsPerToken),
-        airtimeSeconds: air,
-        radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
-      })}\n`,
-    );
+    printJson({
+      tokens: result.tokens,
+      text: result.text,
+      tokensPerSecond: result.tokensPerSecond,
+      simulatedSecondsPerToken: round(r.simulatedSecondsPerToken),
+      boundSecondsPerToken: round(r.boundSecondsPerToken),
+      airtimeSeconds: air,
+      radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
+    });
   } else {
     stream.end();
     const a = r.airtimeSeconds;

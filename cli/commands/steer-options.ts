@@ -2,7 +2,7 @@
 import { ModelPaths } from '../../lib/llm/resolve';
 import { SteeredGenerationResult, attributionSummary, runSteeredGenerate, steeredOnMesh } from '../../lib/steering/run';
 import { UsageError, floatOption } from '../args';
-import { TextStream } from '../output';
+import { TextStream, printJson } from '../output';
 import type { GenerateCommand } from './generate';
 import { runMeshCommand, wantsMesh } from './mesh-options';
 
@@ -35,7 +35,7 @@ export async function runSteeredCommand(values: SteeringValues, cmd: GenerateCom
     : await runSteeredGenerate({ generate: cmd.generate, modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant, ...source, onPiece });
   if (cmd.json) {
     const { tokens, text, tokensPerSecond, alpha, readings, attributions } = result;
-    process.stdout.write(`${JSON.stringify({ tokens, text, tokensPerSecond, alpha, readings, attributions })}\n`);
+    printJson({ tokens, text, tokensPerSecond, alpha, readings, attributions });
   } else {
     stream.end();
     process.stderr.write(`steering alpha ${result.alpha}; tokens attributed to: ${attributionSummary(result.attributions) || 'none'}\n`);

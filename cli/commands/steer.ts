@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { UsageError, floatOption, intOption, parseOptions } from '../args';
+import { printJson } from '../output';
 import { Engine } from '../../lib/llm/engine';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import * as path from 'node:path';
@@ -122,7 +123,7 @@ async function measure(values: Values): Promise<number> {
   }
   if (values.json) {
     const out = { channels: m.channels.map((c) => ({ name: c.name, massRatioAtFull: c.massRatioAtFull, monotonic: c.monotonic, perplexityIncrease: c.perplexityIncrease })), attributionTop1: m.attributionTop1, details: m };
-    process.stdout.write(`${JSON.stringify(out)}\n`);
+    printJson(out);
   } else {
     process.stdout.write(formatMeasure(m));
   }
@@ -131,7 +132,7 @@ async function measure(values: Values): Promise<number> {
 
 function readings(values: Values): number {
   if ((values.scenario === undefined) === (values.sensors === undefined)) throw new UsageError('steer readings: give exactly one of --scenario NAME and --sensors FILE');
-  process.stdout.write(`${JSON.stringify(readingsFor({ scenario: values.scenario, sensors: values.sensors }, nodeIds(values)), null, 2)}\n`);
+  printJson(readingsFor({ scenario: values.scenario, sensors: values.sensors }, nodeIds(values)), 2);
   return 0;
 }
 
