@@ -1,9 +1,9 @@
 /**
  * The head-node runtime: one process computing one head group for the gateway. It announces
  * itself (retained status, with a last will saying offline), waits for its assignment, loads
- * only its own W_Q/W_K/W_V rows once per assignment, keeps one KV cache per session over them, answers each broadcast frame
- * with a result frame, and sends heartbeats. Bad input is dropped, logged and reported on the
- * errors topic; nothing a peer sends can crash it.
+ * only its own W_Q/W_K/W_V rows, once per assignment, keeps one KV cache per session over
+ * them, answers each broadcast frame with a result frame, and sends heartbeats. Bad input is
+ * dropped, logged and reported on the errors topic; nothing a peer sends can crash it.
  */
 import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
