@@ -1,0 +1,193 @@
+/**
+ * The mesh runner owns its gather: a head node that hangs (SIGSTOP: no disconnect, no last
+ * will) fails a plain run, a steered run and a Node-RED flow run alike within the gather
+ * timeout, naming the node; and after a failed or aborted run the next run uses the nodes
+ * that are still there without making them load their weights again. Real head-node
+ * processes on a real broker process, the real model.
+ */
+import { GenerateOptions, GenerationResult } from '../lib/llm/engine';
+import { FlowRuntime, StepState } from '../lib/flow/runtime';
+import { freePort } from '../lib/mesh/broker';
+import { MeshGateway } from '../lib/mesh/gateway';
+import { NodeProcesses, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
+import { loadSteering } from '../lib/steering/directions';
+import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
+import { Steering } from '../lib/steering/steer';
+import { goldenIds, modelPaths } from './support/fixtures';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  const bounded = (c: () => Promise<unknown>) => Promise.race([c().catch(() => undefined), new Promise((r) => setTimeout(r, 5000).unref())]);
+  for (const c of cleanups.reverse()) await bounded(c);
+});
+
+const GATHER_TIMEOUT_MS = 1000;
+const ONCE: GenerateOptions = { prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n };
+const LONG: GenerateOptions = { prompt: '', steps: 256, temperature: 0, topP: 0.9, seed: 1n };
+const paths = { modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer };
+
+let broker: { url: string; close(): Promise<void> };
+beforeAll(async () => {
+  broker = await spawnBroker(await freePort());
+  cleanups.push(() => broker.close());
+});
+
+interface Mesh {
+  nodes: NodeProcesses;
+  /** Per node: how many times it loaded weights (its "assignment ...: heads" log line). */
+  loads: Map<string, number>;
+}
+
+/** Head-node processes whose weight loads are counted from their logs. */
+function startNodes(meshId: string, count: number, native = false): Mesh {
+  const loads = new Map<string, number>();
+  const nodes = spawnHeadNodes({
+    count,
+    brokerUrl: broker.url,
+    meshId,
+    modelPath: modelPaths.model,
+    native,
+    onLog: (node, line) => {
+      if (/assignment \S+: heads/.test(line)) loads.set(node, (loads.get(node) ?? 0) + 1);
+    },
+  });
+  cleanups.push(() => nodes.stop(500));
+  return { nodes, loads };
+}
+
+async function gatewayOn(meshId: string): Promise<MeshGateway> {
+  const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined });
+  cleanups.push(() => gw.close());
+  return gw;
+}
+
+/** Each node has logged its one weight load (a node logs it just after it acknowledges the assignment). */
+async function loadedOnce(mesh: Mesh): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (mesh.loads.size < mesh.nodes.nodes.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  expect([...mesh.loads.values()]).toEqual(mesh.nodes.nodes.map(() => 1));
+}
+
+/** Holds a node's process (SIGSTOP) and returns when it was held; the returned release lets it run again. */
+function hold(mesh: Mesh, index: number): { heldAt: () => number; stop: () => void; release: () => void } {
+  let at = 0;
+  const child = mesh.nodes.nodes[index].child;
+  return {
+    heldAt: () => at,
+    stop: () => {
+      at = Date.now();
+      child.kill('SIGSTOP');
+    },
+    release: () => void child.kill('SIGCONT'),
+  };
+}
+
+/** The failure is the gather timeout naming the held node, after the timeout and not long after. */
+async function expectTimeoutNaming(run: Promise<unknown>, node: string, heldAt: () => number): Promise<void> {
+  await expect(run).rejects.toThrow(new RegExp(`head node ${node} did not answer layer \\d+ at position \\d+ within ${GATHER_TIMEOUT_MS} ms`));
+  const waited = Date.now() - heldAt();
+  expect(waited).toBeGreaterThanOrEqual(GATHER_TIMEOUT_MS);
+  expect(waited).toBeLessThan(GATHER_TIMEOUT_MS + 1500);
+}
+
+describe.each([false, true])('a plain run, head nodes native: %s', (native) => {
+  test('a hung node fails the run within the gather timeout, naming it; the next run reuses every node without a weight reload', async () => {
+    const meshId = `plain-${native ? 'native' : 'nodejs'}`;
+    const mesh = startNodes(meshId, 3, native);
+    const gw = await gatewayOn(meshId);
+    await gw.assign(await gw.discover({ count: 3, timeoutMs: 30000 }));
+    await loadedOnce(mesh);
+
+    const node3 = hold(mesh, 2);
+    const run = gw.generate(LONG, (_t, _p, pos) => {
+      if (pos === 5) node3.stop();
+    });
+    await expectTimeoutNaming(run, 'node-3', node3.heldAt);
+    node3.release();
+
+    expect((await gw.generate(ONCE)).tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(Object.fromEntries(mesh.loads)).toEqual({ 'node-1': 1, 'node-2': 1, 'node-3': 1 });
+  }, 90000);
+});
+
+describe('a steered run', () => {
+  test('a hung node fails the steered run within the gather timeout, naming it; the next steered run reuses every node', async () => {
+    const meshId = 'steered';
+    const mesh = startNodes(meshId, 3);
+    const gw = await gatewayOn(meshId);
+    const link = await MeshSteering.connect({ url: broker.url, meshId });
+    cleanups.push(() => link.close());
+    const assignment = await gw.assign(await gw.discover({ count: 3, timeoutMs: 30000 }));
+    const data = loadSteering(gw.g.dim, gw.g.nLayers);
+    const steering = new Steering(gw.g, gw.gateway, data, assignment.map((a) => ({ node: a.node, heads: a.heads })));
+    const readings = { 'node-1': { soundDb: 0.8 }, 'node-2': { lightLux: -0.5 }, 'node-3': { vibrationG: 0.3 } };
+    await loadedOnce(mesh);
+
+    const node2 = hold(mesh, 1);
+    const run = generateSteeredOnMesh(gw, link, steering, readings, data.settings.alpha, LONG, (a) => {
+      if (a.pos === 3) node2.stop();
+    });
+    await expectTimeoutNaming(run, 'node-2', node2.heldAt);
+    node2.release();
+
+    const again = await generateSteeredOnMesh(gw, link, steering, readings, data.settings.alpha, { ...ONCE, steps: 16 });
+    expect(again.attributions.length).toBeGreaterThan(0);
+    expect(Object.fromEntries(mesh.loads)).toEqual({ 'node-1': 1, 'node-2': 1, 'node-3': 1 });
+  }, 90000);
+});
+
+/** Drives a run through the flow runtime as the Node-RED layer loop does; an error aborts the run, as the nodes' done(err) path does. */
+async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (step: StepState) => void): Promise<GenerationResult> {
+  const step = await rt.begin(options);
+  try {
+    for (;;) {
+      const x = rt.embed(step);
+      do {
+        rt.broadcast(step, x);
+        await rt.aggregate(step, x);
+        await rt.ffn(step, x);
+      } while (rt.nextLayer(step));
+      const { result } = rt.sample(step, x);
+      if (result) return result;
+      onPosition?.(step);
+    }
+  } catch (e) {
+    rt.abort(step.run, e as Error);
+    throw e;
+  }
+}
+
+describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () => {
+  let rt: FlowRuntime;
+  let mesh: Mesh;
+  beforeAll(async () => {
+    mesh = startNodes('flow', 3);
+    rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow', quant: 'f32', nodes: 3, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined });
+    cleanups.push(() => rt.close());
+  }, 60000);
+
+  test('a hung node fails the flow run within the gather timeout, naming it; the next flow run reuses every node without a weight reload', async () => {
+    await loadedOnce(mesh);
+    const node1 = hold(mesh, 0);
+    const run = flowRun(rt, LONG, (step) => {
+      if (step.pos === 4) node1.stop();
+    });
+    await expectTimeoutNaming(run, 'node-1', node1.heldAt);
+    node1.release();
+
+    expect((await flowRun(rt, ONCE)).tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(Object.fromEntries(mesh.loads)).toEqual({ 'node-1': 1, 'node-2': 1, 'node-3': 1 });
+  }, 90000);
+
+  test('after an aborted flow run the next one runs on the same nodes, without a weight reload', async () => {
+    const step = await rt.begin(LONG);
+    const x = rt.embed(step);
+    rt.broadcast(step, x);
+    await rt.aggregate(step, x);
+    rt.abort(step.run, new Error('stopped from the editor'));
+    expect(() => rt.embed(step)).toThrow(/is not active/);
+
+    expect((await flowRun(rt, ONCE)).tokens).toEqual(goldenIds('once-greedy-64'));
+    expect(Object.fromEntries(mesh.loads)).toEqual({ 'node-1': 1, 'node-2': 1, 'node-3': 1 });
+  }, 60000);
+});
