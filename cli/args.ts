@@ -1,9 +1,9 @@
 /** Option parsing shared by the CLI commands: strict flags, checked numbers, one-line errors. */
 import { parseArgs, ParseArgsConfig } from 'node:util';
-import { MeshLlmError } from '../lib/llm/errors';
+import { InputError } from '../lib/llm/errors';
 
 /** A bad command line: the CLI prints the message and exits with code 2. */
-export class UsageError extends MeshLlmError {
+export class UsageError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';
@@ -12,10 +12,30 @@ export class UsageError extends MeshLlmError {
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
+/** A value that reads as a negative number ("-5", "-0.25", "-1e3"), not as a flag. */
+const NEGATIVE_NUMBER = /^-(\d|\.\d)/;
+
+/**
+ * `--flag -5` as `--flag=-5`: node's parser takes a value that starts with "-" for a flag, so
+ * a negative number would otherwise be refused as ambiguous (with "=" it always parses).
+ */
+function joinNegativeValues(argv: readonly string[], options: OptionSpec): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith('--') ? argv[i].slice(2) : '';
+    const next = argv[i + 1];
+    if (options[name]?.type === 'string' && next !== undefined && NEGATIVE_NUMBER.test(next)) {
+      out.push(`${argv[i]}=${next}`);
+      i++;
+    } else out.push(argv[i]);
+  }
+  return out;
+}
+
 /** Parses argv against the options; unknown flags and stray arguments are usage errors. */
 export function parseOptions<O extends OptionSpec>(argv: string[], options: O, command: string) {
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values;
+    return parseArgs({ args: joinNegativeValues(argv, options), options, strict: true, allowPositionals: false }).values;
   } catch (e) {
     throw new UsageError(`${command}: ${(e as Error).message.split('\n')[0]}`);
   }

@@ -1,9 +1,9 @@
 /**
  * The `mesh-llm` command line. Errors meant for the user (MeshLlmError) print as one line
- * and exit non-zero (2 for a bad command line); anything else is a bug and shows its stack.
+ * and exit non-zero (2 for a bad command line or an input the model cannot take, InputError;
+ * 1 for the rest); anything else is a bug and shows its stack.
  */
-import { MeshLlmError } from '../lib/llm/errors';
-import { UsageError } from './args';
+import { InputError, MeshLlmError } from '../lib/llm/errors';
 import { commands } from './commands/index';
 
 function help(): string {
@@ -33,8 +33,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof MeshLlmError) {
       process.stderr.write(`mesh-llm: error: ${e.message}\n`);
-      if (e instanceof UsageError) process.stderr.write(`(see \`mesh-llm ${name} --help\`)\n`);
-      return e instanceof UsageError ? 2 : 1;
+      if (e instanceof InputError) process.stderr.write(`(see \`mesh-llm ${name} --help\`)\n`);
+      return e instanceof InputError ? 2 : 1;
     }
     throw e;
   }

@@ -54,11 +54,36 @@ describe('mesh-llm generate', () => {
     expectCleanError(await runCli(['generate', '--steps', 'many']), 2, /--steps "many": expected a whole number/);
     expectCleanError(await runCli(['generate', '--temperature=-1']), 2, /--temperature "-1": expected a number from 0/);
     expectCleanError(await runCli(['generate', '--quant', 'int4']), 2, /--quant "int4": expected one of f32, int8/);
-    expectCleanError(await runCli(['generate', '--groups', '9']), 1, /between 1 and the model's 8 heads/);
+    expectCleanError(await runCli(['generate', '--groups', '9']), 2, /between 1 and the model's 8 heads/);
     expectCleanError(await runCli(['generate', '--frobnicate']), 2, /Unknown option '--frobnicate'/);
     const unknown = await runCli(['dance']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/unknown command "dance"/);
+  });
+
+  test('values parse the same with or without "=", negative numbers included, and out-of-range values name their range', async () => {
+    for (const argv of [['--steps', '-5'], ['--steps=-5']]) expectCleanError(await runCli(['generate', ...argv]), 2, /--steps "-5": expected a whole number from 0 to/);
+    expectCleanError(await runCli(['generate', '--temperature', '9']), 2, /--temperature "9": expected a number from 0 to 2/);
+    expectCleanError(await runCli(['generate', '--top-p', '-0.5']), 2, /--top-p "-0.5": expected a number from 0 to 1/);
+    const ok = await runCli(['generate', '--prompt=Once upon a time', '--steps=64', '--temperature=0', '--json']);
+    expect(JSON.parse(ok.stdout).tokens).toEqual(goldenIds('once-greedy-64'));
+  });
+
+  test('steps beyond the context and a prompt that does not fit are refused with exit code 2, not cut', async () => {
+    expectCleanError(await runCli(['generate', '--steps', '99999']), 2, /steps 99999 is beyond the model's context of 512 positions/);
+    expectCleanError(await runCli(['generate', '--prompt', 'Once upon a time '.repeat(300)]), 2, /the prompt is \d+ tokens \(BOS included\); the model's context is 512 positions/);
+    expectCleanError(await runCli(['generate', '--prompt', 'Once upon a time there was a girl', '--steps', '4']), 2, /more than the 4 steps to run, so nothing would be generated/);
+  });
+
+  test("the README's generate usage is the synopsis --help prints, and both name every option", async () => {
+    const help = (await runCli(['generate', '--help'])).stdout;
+    const synopsis = help.slice('usage: '.length, help.indexOf('\n\n'));
+    const readme = fs.readFileSync(path.join(packageRoot(), 'README.md'), 'utf8');
+    expect(readme).toContain(`\`\`\`\n${synopsis}\n\`\`\`\n`);
+    const flags = (text: string) => [...new Set(text.match(/--[a-z][a-z-]*/g))].sort();
+    const { generateOptionSpec } = await import('../cli/commands/generate');
+    expect(flags(synopsis)).toEqual(Object.keys(generateOptionSpec).map((k) => `--${k}`).sort());
+    expect(flags(help)).toEqual(flags(synopsis));
   });
 
   test('a truncated model, a wrong magic and a missing tokenizer are clear errors', async () => {

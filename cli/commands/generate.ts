@@ -3,7 +3,7 @@
  * prints one object {"tokens", "text", "tokensPerSecond"} on stdout instead.
  */
 import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
-import { Engine, GenerateOptions, GenerationResult } from '../../lib/llm/engine';
+import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '../../lib/llm/engine';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { TextStream, printJson } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
@@ -12,10 +12,15 @@ import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } f
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
+                  [--scenario NAME | --sensors FILE] [--alpha A]
+                  [--mesh N [--native] | --broker URL [--username U --password P] [--nodes K]]
+                  [--mesh-id ID] [--gather-timeout MS]
+                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X]]
 
   --prompt TEXT      text to continue (default: none, start from BOS)
-  --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's context)
-  --temperature T    0 = greedy (default 1.0)
+  --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's
+                     whole context; more than the context, or fewer than the prompt's tokens, is refused)
+  --temperature T    0 = greedy, up to ${TEMPERATURE_RANGE.max} (default 1.0)
   --top-p P          nucleus sampling threshold in [0, 1] (default 0.9; 0 or 1 = off)
   --seed S           sampling seed (default: from the clock)
   --model PATH       llama2.c checkpoint (default: found by the model resolution order, see README)
@@ -54,7 +59,7 @@ export function parseGenerate(values: ReturnType<typeof parseOptions<typeof gene
     generate: {
       prompt: values.prompt ?? '',
       steps: intOption('steps', values.steps, 256, 0, 1 << 20),
-      temperature: floatOption('temperature', values.temperature, 1.0, 0, 100),
+      temperature: floatOption('temperature', values.temperature, 1.0, TEMPERATURE_RANGE.min, TEMPERATURE_RANGE.max),
       topP: floatOption('top-p', values['top-p'], 0.9, 0, 1),
       seed: seedOption(values.seed),
     },

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Ajv from 'ajv';
 import { GenerateOptions } from '../llm/engine';
-import { MeshLlmError } from '../llm/errors';
+import { InputError } from '../llm/errors';
 import { packageRoot } from '../llm/resolve';
 
 export interface GenerateRequest {
@@ -22,7 +22,7 @@ const schema = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'schemas', 'g
 const validate = new Ajv({ allErrors: true }).compile<GenerateRequest>(schema);
 
 /** A request that fails validation: the HTTP endpoint answers 400 with its message. */
-export class BadRequestError extends MeshLlmError {
+export class BadRequestError extends InputError {
   readonly statusCode = 400;
   constructor(message: string) {
     super(message);

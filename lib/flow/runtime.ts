@@ -12,7 +12,8 @@
 import { randomUUID } from 'node:crypto';
 import { Geometry } from '../llm/config';
 import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
-import { MeshLlmError } from '../llm/errors';
+import { InputError, MeshLlmError } from '../llm/errors';
+import { BadRequestError } from './request';
 import { Gateway } from '../llm/gateway';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshGateway, NodeAssignment } from '../mesh/gateway';
@@ -136,7 +137,8 @@ export class FlowRuntime {
           started({ run: id, pos: 0, layer: 0 });
           await ended;
         } catch (e) {
-          failed(e);
+          // a request the model cannot take answers 400 over HTTP, like one that fails the schema
+          failed(e instanceof InputError && !(e instanceof BadRequestError) ? new BadRequestError(`invalid generate request: ${e.message}`) : e);
         }
       });
       turn.catch(() => undefined);

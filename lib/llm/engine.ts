@@ -5,7 +5,7 @@
  */
 import { Checkpoint } from './checkpoint';
 import { BOS, Geometry, geometry } from './config';
-import { MeshLlmError } from './errors';
+import { InputError } from './errors';
 import { Gateway } from './gateway';
 import { HeadGroup, INT8_GROUP_SIZE, loadHeadSlices, partitionHeads } from './head';
 import { Encoding, alignedGroupSize, int8RoundTrip } from './quant';
@@ -86,7 +86,7 @@ export async function forward(gateway: Gateway, heads: HeadRunner, token: number
 
 export interface GenerateOptions {
   prompt: string;
-  /** Positions to run, prompt included, as llama2.c's -n; 0 or more than seq_len means seq_len. */
+  /** Positions to run, prompt included, as llama2.c's -n; 0 means seq_len, more is refused. */
   steps: number;
   temperature: number;
   topP: number;
@@ -104,13 +104,28 @@ export interface GenerationResult {
 /** Called with each new token and the bytes run.c would print for it. */
 export type TokenListener = (token: number, piece: Buffer, pos: number) => void;
 
+/** Sampling temperatures a generation takes: 0 is greedy; above 2 the text is noise. */
+export const TEMPERATURE_RANGE = { min: 0, max: 2 } as const;
+
+/**
+ * The options as a generation runs them, or an InputError naming the value and its range:
+ * steps 0 means the whole context; steps beyond the context are refused, not cut.
+ */
 export function validateGenerateOptions(o: GenerateOptions, seqLen: number): GenerateOptions {
-  if (!Number.isInteger(o.steps) || o.steps < 0) throw new MeshLlmError(`steps must be a whole number >= 0 (got ${o.steps})`);
-  if (!Number.isFinite(o.temperature) || o.temperature < 0) throw new MeshLlmError(`temperature must be a number >= 0 (got ${o.temperature})`);
-  if (!Number.isFinite(o.topP) || o.topP < 0 || o.topP > 1) throw new MeshLlmError(`top-p must be a number in [0, 1] (got ${o.topP})`);
-  const steps = o.steps === 0 || o.steps > seqLen ? seqLen : o.steps;
+  if (!Number.isInteger(o.steps) || o.steps < 0) throw new InputError(`steps ${o.steps}: expected a whole number from 0 to ${seqLen} (0 = the model's whole context)`);
+  if (o.steps > seqLen) throw new InputError(`steps ${o.steps} is beyond the model's context of ${seqLen} positions (0 = all of them)`);
+  const { min, max } = TEMPERATURE_RANGE;
+  if (!Number.isFinite(o.temperature) || o.temperature < min || o.temperature > max) throw new InputError(`temperature ${o.temperature}: expected a number from ${min} to ${max} (0 = greedy)`);
+  if (!Number.isFinite(o.topP) || o.topP < 0 || o.topP > 1) throw new InputError(`top-p ${o.topP}: expected a number from 0 to 1`);
+  const steps = o.steps === 0 ? seqLen : o.steps;
   const seed = o.seed > 0n ? o.seed : BigInt(Date.now());
   return { ...o, steps, seed };
+}
+
+/** The prompt must fit the positions the generation runs, with room for one sampled token. */
+function checkPromptFits(promptTokens: number, steps: number, seqLen: number): void {
+  if (promptTokens > seqLen) throw new InputError(`the prompt is ${promptTokens} tokens (BOS included); the model's context is ${seqLen} positions`);
+  if (promptTokens > steps) throw new InputError(`the prompt is ${promptTokens} tokens (BOS included), more than the ${steps} steps to run, so nothing would be generated: raise steps (at most ${seqLen})`);
 }
 
 /**
@@ -137,6 +152,7 @@ export class Generation {
     this.options = validateGenerateOptions(options, seqLen);
     this.tokenizer = tokenizer;
     this.prompt = tokenizer.encode(this.options.prompt, true, false);
+    checkPromptFits(this.prompt.length, this.options.steps, seqLen);
     this.sampler = new Sampler({ temperature: this.options.temperature, topP: this.options.topP, seed: this.options.seed });
     this.token = this.prompt[0];
     this.tokens = [this.token];

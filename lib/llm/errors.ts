@@ -8,3 +8,15 @@ export class MeshLlmError extends Error {
     this.name = 'MeshLlmError';
   }
 }
+
+/**
+ * A request the model cannot take as given: a prompt longer than its context, steps beyond it,
+ * a value outside its range. The CLI exits with code 2 for it, as for a bad command line, and
+ * the HTTP endpoint answers 400.
+ */
+export class InputError extends MeshLlmError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InputError';
+  }
+}

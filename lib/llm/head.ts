@@ -7,7 +7,7 @@
  */
 import { Geometry } from './config';
 import { Checkpoint } from './checkpoint';
-import { MeshLlmError } from './errors';
+import { InputError, MeshLlmError } from './errors';
 import { Kernels, KvCache, Matrix, createKernels } from './kernels';
 import { addInPlace, rope, ropeTable } from './math';
 import { Encoding, Int8Matrix, quantizeMatrix } from './quant';
@@ -271,16 +271,16 @@ export function partitionHeads(nHeads: number, spec: string | number): number[][
   let sizes: number[];
   if (/^\d+$/.test(text)) {
     const n = Number(text);
-    if (n < 1 || n > nHeads) throw new MeshLlmError(`--groups ${text}: a group count must be between 1 and the model's ${nHeads} heads`);
+    if (n < 1 || n > nHeads) throw new InputError(`--groups ${text}: a group count must be between 1 and the model's ${nHeads} heads`);
     sizes = Array.from({ length: n }, (_, i) => Math.floor(nHeads / n) + (i < nHeads % n ? 1 : 0));
   } else if (/^\d+(\+\d+)+$/.test(text)) {
     sizes = text.split('+').map(Number);
     const total = sizes.reduce((a, b) => a + b, 0);
     if (sizes.some((s) => s < 1) || total !== nHeads) {
-      throw new MeshLlmError(`--groups ${text}: group sizes must be positive and add up to the model's ${nHeads} heads (they add up to ${total})`);
+      throw new InputError(`--groups ${text}: group sizes must be positive and add up to the model's ${nHeads} heads (they add up to ${total})`);
     }
   } else {
-    throw new MeshLlmError(`--groups ${text}: expected a group count such as 3, or sizes such as 2+3+3`);
+    throw new InputError(`--groups ${text}: expected a group count such as 3, or sizes such as 2+3+3`);
   }
   const groups: number[][] = [];
   let next = 0;
