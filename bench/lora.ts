@@ -1,6 +1,6 @@
 /**
  * `npm run bench:lora`: the seed's TinyLlama mesh on the simulated radio. TinyLlama geometry
- * (dim 2048, 22 layers, 32 heads, 4 kv heads), 16 nodes x 2 heads, int8 tensors, SF7/BW125,
+ * (dim 2048, 22 layers, 32 heads, 4 kv heads), 16 nodes x 2 heads, int8 bodies, SF7/BW125,
  * 1 and 8 gateway receive channels, in US915 and EU868. The heads' math is skipped (each node
  * answers with zeros of its result's length): what is measured is the radio traffic of
  * real-size frames under the MAC, its slots, guard times and the regions' duty cycles.
@@ -10,6 +10,7 @@
  * minutes a token, 5-7 with optimisations). Table, then one JSON line.
  */
 import { geometry } from '../lib/llm/config';
+import { broadcastBody } from '../lib/radio/mac';
 import { plan } from '../lib/radio/planner';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 import { RadioRunReport, SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
@@ -32,8 +33,9 @@ async function run(c: Case): Promise<{ report: RadioRunReport; plannerWallS: num
   const addresses = mesh.infos.map((i) => i.address);
   const xb = new Float32Array(g.dim).map((_, i) => Math.sin(i));
   const t0 = performance.now();
+  let seq = 0;
   for (let pos = 0; pos < TOKENS; pos++) {
-    for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(1, pos, layer, xb, addresses);
+    for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(broadcastBody(mesh.layout.encodings.broadcast, { session: 1, seq: ++seq, pos, layer }, xb), addresses);
     process.stderr.write(`  ${c.region} ${c.channels} ch: token ${pos + 1}/${TOKENS} at ${(mesh.clock.now() / 1000).toFixed(0)} s simulated\n`);
   }
   if (mesh.errors.length) throw mesh.errors[0];

@@ -4,22 +4,24 @@
  *
  * For each radio node the bridge keeps an MQTT connection of its own, with the node's last
  * will: it publishes the node's retained status (its flashed heads, kv heads and weight
- * bytes), answers assignment messages on its behalf (accepting exactly the heads the node
- * holds: weights cannot be reloaded over LoRa), acknowledges session operations, and
- * publishes its result frames. One more connection hears the broadcast and session topics.
- * Every broadcast frame becomes one layer exchange on the radio (GatewayMac); the results
- * come back as result frames with the node's slot, echoing the broadcast's session and seq.
+ * bytes, and `slot`: its radio address, which the mesh gateway then assigns it), answers
+ * assignment messages on its behalf (accepting exactly the heads the node holds: weights
+ * cannot be reloaded over LoRa; and only its own slot), acknowledges session operations, and
+ * publishes its result bodies. One more connection hears the broadcast and session topics.
  *
- * MQTT sessions (u32) map to radio sessions (one byte): every MQTT session start or reset
- * takes the next radio session number, 1..255, so the radio nodes start a fresh KV cache.
- * Everything on the MQTT side is lib/mesh/wire.ts; everything on the radio side is
- * lib/radio/frame.ts: the bridge re-encodes values between the two and defines no format.
+ * Between the two sides travels one message, the head-link body (lib/link/body.ts): every
+ * broadcast body on MQTT goes into the radio unchanged as one layer exchange (GatewayMac; the
+ * bridge only checks it with checkBody), and each node's result body, as the node sent it
+ * (signed with its radio address, echoing the broadcast's session and sequence number), is
+ * published unchanged on the node's result topic. The body carries the mesh gateway's u32
+ * session, so the bridge keeps no session state of its own and decodes no values. MQTT topics
+ * and control messages are lib/mesh/wire.ts, the radio frames lib/radio/frame.ts: the bridge
+ * defines no format.
  */
 import { MqttClient } from 'mqtt';
 import { Geometry } from '../lib/llm/config';
-import { headOutputGroupSize } from '../lib/llm/engine';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from '../lib/mesh/mqtt';
-import { Body, BodyType, decodeBody, encodeBody } from '../lib/link/body';
+import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding } from '../lib/llm/quant';
 import { AssignmentMessage, PROTOCOL_VERSION, SessionMessage, StatusMessage, Topics, checkId, encodeControl, parseControl, topicsFor } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
@@ -59,8 +61,8 @@ export interface BridgeCounters {
 interface Proxy {
   info: RadioNodeInfo;
   client: MqttClient;
-  /** The accepted assignment: its id and the slot the gateway gave the node. */
-  assignment?: { id: string; slot: number };
+  /** The id of the accepted assignment (its slot is the node's radio address). */
+  assignment?: string;
 }
 
 function sameList(a: readonly number[], b: readonly number[]): boolean {
@@ -74,9 +76,6 @@ export class RadioBridge {
   private readonly log: Logger;
   private readonly proxies = new Map<string, Proxy>();
   private client!: MqttClient;
-  /** MQTT session -> radio session. */
-  private readonly sessions = new Map<number, number>();
-  private nextRadioSession = 1;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -154,7 +153,7 @@ export class RadioBridge {
 
   private publishStatus(p: Proxy, state: StatusMessage['state'], assignment?: string): void {
     const i = p.info;
-    const m: StatusMessage = { protocol: PROTOCOL_VERSION, node: i.id, state, heads: i.heads, kvHeads: i.kvHeads, weights: i.weights, weightBytes: i.weightBytes, ...(assignment ? { assignment } : {}) };
+    const m: StatusMessage = { protocol: PROTOCOL_VERSION, node: i.id, state, slot: i.address, heads: i.heads, kvHeads: i.kvHeads, weights: i.weights, weightBytes: i.weightBytes, ...(assignment ? { assignment } : {}) };
     p.client.publish(this.t.status(i.id), encodeControl('status', m), { qos: 1, retain: true });
   }
 
@@ -177,7 +176,7 @@ export class RadioBridge {
       p.assignment = undefined;
       return this.ack(p, 'assignment', m.assignment, false, problem);
     }
-    p.assignment = m.heads.length === 0 ? undefined : { id: m.assignment, slot: m.slot };
+    p.assignment = m.heads.length === 0 ? undefined : m.assignment;
     this.publishStatus(p, m.heads.length === 0 ? 'online' : 'ready', m.heads.length === 0 ? undefined : m.assignment);
     this.ack(p, 'assignment', m.assignment, true);
   }
@@ -187,11 +186,12 @@ export class RadioBridge {
     const shape = ['dim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'seqLen'] as const;
     const diff = shape.filter((k) => m.model[k] !== g[k]);
     if (diff.length) return `model mismatch: ${diff.map((k) => `${k} ${g[k]} on the radio nodes, ${m.model[k]} at the gateway`).join(', ')}`;
+    if (m.slot !== i.address) return `radio node ${i.id} signs its results with its radio address ${i.address}; it cannot take slot ${m.slot}`;
     if (m.heads.length === 0) return null;
     const heads = [...m.heads].sort((a, b) => a - b);
     if (!sameList(heads, i.heads)) return `radio node ${i.id} holds heads [${i.heads.join(',')}] in flash; it cannot load [${heads.join(',')}] over LoRa`;
     if (m.weights !== i.weights) return `radio node ${i.id} holds ${i.weights} weights, not ${m.weights}`;
-    if (m.transport !== this.o.transport) return `the radio carries ${this.o.transport} tensors, not ${m.transport}`;
+    if (m.transport !== this.o.transport) return `the radio carries ${this.o.transport} bodies, not ${m.transport}`;
     return null;
   }
 
@@ -203,57 +203,56 @@ export class RadioBridge {
       this.counters.invalidJson++;
       return this.reject(topic, (e as Error).message);
     }
-    const members = [...this.proxies.values()].filter((p) => p.assignment?.id === m.assignment);
-    if (members.length === 0) return;
-    if (m.op === 'end') this.sessions.delete(m.session);
-    else {
-      this.sessions.set(m.session, this.nextRadioSession);
-      this.nextRadioSession = (this.nextRadioSession % 255) + 1;
-    }
+    const members = [...this.proxies.values()].filter((p) => p.assignment === m.assignment);
     for (const p of members) this.ack(p, 'session', `${m.op}:${m.session}`, true);
   }
 
   private onBroadcast(topic: string, payload: Buffer): void {
-    let f: Body;
+    let h: CheckedHeader;
     try {
-      f = decodeBody(payload);
+      h = checkBody(payload);
     } catch (e) {
       this.counters.malformed++;
       return this.reject(topic, (e as Error).message);
     }
-    if (f.type !== BodyType.Broadcast || f.values.length !== this.o.g.dim) {
+    const problem = this.broadcastProblem(h);
+    if (problem) {
       this.counters.malformed++;
-      return this.reject(topic, `not a broadcast of ${this.o.g.dim} values`);
+      return this.reject(topic, problem);
     }
-    const radioSession = this.sessions.get(f.session);
     const members = [...this.proxies.values()].filter((p) => p.assignment);
-    if (radioSession === undefined || members.length === 0) {
+    if (members.length === 0) {
       this.counters.stale++;
       return;
     }
     this.counters.broadcasts++;
-    this.queue = this.queue.then(() => this.exchange(f, radioSession, members));
+    this.queue = this.queue.then(() => this.exchange(payload, h, members));
   }
 
-  /** One layer over the radio, then each node's result frame on its MQTT topic. */
-  private async exchange(f: Body, radioSession: number, members: Proxy[]): Promise<void> {
+  /** Why a well-formed body is not a broadcast the radio carries, or null. */
+  private broadcastProblem(h: CheckedHeader): string | null {
+    if (h.type !== BodyType.Broadcast) return `a body of type ${h.type} on the broadcast topic (expected ${BodyType.Broadcast})`;
+    if (h.count !== this.o.g.dim) return `a broadcast of ${h.count} values; the radio nodes' model has dim ${this.o.g.dim}`;
+    if (h.encoding !== this.o.transport) return `a broadcast encoded ${h.encoding}; the radio carries ${this.o.transport}`;
+    return null;
+  }
+
+  /** One layer over the radio: the broadcast body in, then each node's result body on its MQTT topic, both unchanged. */
+  private async exchange(broadcast: Buffer, h: CheckedHeader, members: Proxy[]): Promise<void> {
     if (this.closed) return;
-    let results: Map<number, Float32Array>;
+    let results: Map<number, Buffer>;
     try {
-      results = await this.o.mac.exchange(radioSession, f.pos, f.layer, f.values, members.map((p) => p.info.address));
+      results = await this.o.mac.exchange(broadcast, members.map((p) => p.info.address));
     } catch (e) {
       // The mesh gateway's gather timeout names the nodes; say why here.
-      this.log('error', `layer ${f.layer} at position ${f.pos}: ${(e as Error).message}`);
+      this.log('error', `layer ${h.layer} at position ${h.pos}: ${(e as Error).message}`);
       this.o.onFailure?.(e as Error);
       return;
     }
-    const transport = this.o.transport;
-    const groupSize = transport === 'int8' ? headOutputGroupSize(this.o.g) : 0;
     for (const p of members) {
-      const values = results.get(p.info.address);
-      if (!values || !p.assignment) continue;
-      const frame = encodeBody({ type: BodyType.Result, encoding: transport, sender: p.assignment.slot, session: f.session, seq: f.seq, pos: f.pos, layer: f.layer }, values, groupSize);
-      p.client.publish(this.t.result(p.info.id), frame, { qos: 0 });
+      const body = results.get(p.info.address);
+      if (!body || !p.assignment) continue;
+      p.client.publish(this.t.result(p.info.id), body, { qos: 0 });
       this.counters.results++;
     }
   }

@@ -1,17 +1,18 @@
 import { geometry } from '../lib/llm/config';
-import { headOutputGroupSize } from '../lib/llm/engine';
-import { INT8_GROUP_SIZE } from '../lib/llm/head';
 import { int8RoundTrip } from '../lib/llm/quant';
+import { BodyType, GATEWAY_SENDER, decodeBody, encodeBody } from '../lib/link/body';
 import { aesCmac, cmacSubkeys } from '../lib/radio/cmac';
 import {
-  BROADCAST_ADDRESS, DEFAULT_MAX_FRAME_BYTES, Frame, FrameReceiver, FrameSender, GATEWAY_ADDRESS, HEADER_BYTES, MIC_BYTES, ReceiveEvent, TensorEncoding,
-  decodeTensor, encodeTensor, fragmentCapacity, meshEncodings, nackFor, openFrame, sealFrame, tensorBodyBytes,
+  BROADCAST_ADDRESS, DEFAULT_MAX_FRAME_BYTES, Frame, FrameReceiver, FrameSender, GATEWAY_ADDRESS, MIC_BYTES, RADIO_HEADER_BYTES, RADIO_HEADER_FIELDS, ReceiveEvent,
+  decodeNack, encodeNack, fragmentCapacity, messageFrameBytes, nackFrameBytes, openFrame, sealFrame,
 } from '../lib/radio/frame';
+import { BodyEncoding, meshEncodings } from '../lib/radio/mac';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const KEY = hex('000102030405060708090a0b0c0d0e0f');
 const MESH = 7;
+const F32: BodyEncoding = { encoding: 'f32', groupSize: 0 };
 
 /** A deterministic vector with a spread of magnitudes and signs. */
 function vector(n: number, seed: number): Float32Array {
@@ -24,14 +25,21 @@ function vector(n: number, seed: number): Float32Array {
   return v;
 }
 
+/** A head-link body of the given kind: a broadcast from the gateway, or a result signed by `sender`. */
+function body(values: Float32Array, o: { seq: number; sender?: number; e?: BodyEncoding; session?: number; pos?: number; layer?: number }): Buffer {
+  const e = o.e ?? F32;
+  const type = o.sender ? BodyType.Result : BodyType.Broadcast;
+  return encodeBody({ type, encoding: e.encoding, sender: o.sender ?? GATEWAY_SENDER, session: o.session ?? 1, seq: o.seq, pos: o.pos ?? 0, layer: o.layer ?? 0 }, values, e.groupSize);
+}
+
 /** Equal values, bit for bit except the sign of zero (an int8 0 decodes to +0 whatever the input's sign). */
 function expectSameValues(got: Float32Array, expected: Float32Array): void {
   const plain = (v: Float32Array) => Array.from(v, (x) => x + 0);
   expect(plain(got)).toEqual(plain(expected));
 }
 
-function expectMessage(e: ReceiveEvent): Extract<ReceiveEvent, { kind: 'message' }> {
-  if (e.kind !== 'message') throw new Error(`expected a message, got ${JSON.stringify(e)}`);
+function expectBody(e: ReceiveEvent): Extract<ReceiveEvent, { kind: 'body' }> {
+  if (e.kind !== 'body') throw new Error(`expected a whole body, got ${JSON.stringify(e)}`);
   return e;
 }
 
@@ -66,93 +74,131 @@ describe('AES-128-CMAC (RFC 4493 test vectors)', () => {
   });
 });
 
-describe('frame header', () => {
-  test('fields sit where docs/PROTOCOL.md says, and the MIC is the first 4 bytes of the CMAC', () => {
+describe('radio header', () => {
+  test('the field table is the 12 bytes docs/PROTOCOL.md lists, in order, every byte covered once', () => {
+    expect(RADIO_HEADER_FIELDS.map((f) => [f.name, f.offset, f.bytes])).toEqual([
+      ['version', 0, 1], ['kind', 0, 1], ['meshId', 1, 1], ['source', 2, 1], ['destination', 3, 1],
+      ['counter', 4, 4], ['messageNumber', 8, 2], ['fragmentIndex', 10, 1], ['fragmentCount', 11, 1],
+    ]);
+    const nibbles = RADIO_HEADER_FIELDS.filter((f) => 'nibble' in f).map((f) => [f.name, 'nibble' in f && f.nibble]);
+    expect(nibbles).toEqual([['version', 'high'], ['kind', 'low']]);
+    const covered = new Set(RADIO_HEADER_FIELDS.flatMap((f) => Array.from({ length: f.bytes }, (_, i) => f.offset + i)));
+    expect([...covered].sort((a, b) => a - b)).toEqual([...Array(RADIO_HEADER_BYTES).keys()]);
+  });
+
+  test('fields sit where docs/PROTOCOL.md says, and the MIC is the first 4 bytes of the CMAC over header and fragment', () => {
     const frame = sealFrame(
-      { type: 'result', meshId: 0x2a, source: 3, destination: GATEWAY_ADDRESS, session: 9, position: 0x0102, layer: 21, fragmentIndex: 1, fragmentCount: 2, counter: 0x0a0b0c0d, byteOffset: 0x00d2 },
+      { kind: 'fragment', meshId: 0x2a, source: 3, destination: GATEWAY_ADDRESS, counter: 0x0a0b0c0d, messageNumber: 0x0102, fragmentIndex: 1, fragmentCount: 2 },
       Buffer.from([0xee, 0xff]),
       KEY,
     );
-    expect(frame.subarray(0, HEADER_BYTES + 2).toString('hex')).toBe('122a0300' + '09' + '0201' + '15' + '01' + '02' + '0d0c0b0a' + 'd200' + 'eeff');
-    expect(frame.length).toBe(HEADER_BYTES + 2 + MIC_BYTES);
+    expect(frame.subarray(0, RADIO_HEADER_BYTES + 2).toString('hex')).toBe('21' + '2a' + '03' + '00' + '0d0c0b0a' + '0201' + '01' + '02' + 'eeff');
+    expect(frame.length).toBe(RADIO_HEADER_BYTES + 2 + MIC_BYTES);
     expect(frame.subarray(-4)).toEqual(aesCmac(KEY, frame.subarray(0, -4)).subarray(0, 4));
     const opened = openFrame(frame, KEY, 0x2a);
-    expect(opened.ok && opened.frame).toMatchObject({ type: 'result', source: 3, session: 9, position: 258, layer: 21, fragmentIndex: 1, fragmentCount: 2, counter: 0x0a0b0c0d, byteOffset: 210 });
+    expect(opened.ok && opened.frame).toEqual({ kind: 'fragment', meshId: 0x2a, source: 3, destination: 0, counter: 0x0a0b0c0d, messageNumber: 258, fragmentIndex: 1, fragmentCount: 2, fragment: Buffer.from([0xee, 0xff]) });
+    const nack = sealFrame({ kind: 'nack', meshId: 1, source: 0, destination: 9, counter: 0, messageNumber: 0xffff, fragmentIndex: 0, fragmentCount: 1 }, Buffer.from([3, 5]), KEY);
+    expect(nack.subarray(0, 1).toString('hex')).toBe('22');
+  });
+
+  test('a header field out of its range is refused when sealing, naming the field', () => {
+    const h = { kind: 'fragment' as const, meshId: 1, source: 0, destination: 255, counter: 0, messageNumber: 0, fragmentIndex: 0, fragmentCount: 1 };
+    expect(() => sealFrame({ ...h, messageNumber: 0x10000 }, Buffer.from([1]), KEY)).toThrow(/messageNumber 65536: expected a whole number from 0 to 65535/);
+    expect(() => sealFrame({ ...h, source: 256 }, Buffer.from([1]), KEY)).toThrow(/source 256/);
+    expect(() => sealFrame({ ...h, fragmentIndex: 1 }, Buffer.from([1]), KEY)).toThrow(/fragmentIndex 1/);
+    expect(() => sealFrame({ ...h, fragmentCount: 256 }, Buffer.from([1]), KEY)).toThrow(/fragmentCount/);
   });
 });
 
-/** Every tensor the two models put on the radio: broadcasts [dim] and the head results of each group size. */
-function modelTensors(): { name: string; n: number; encodings: TensorEncoding[] }[] {
-  const out: { name: string; n: number; encodings: TensorEncoding[] }[] = [];
+describe('NACK body', () => {
+  test('the fragment count, then a bitmap with bit i set when fragment i is missing', () => {
+    const b = encodeNack({ fragmentCount: 11, missing: [0, 4, 5, 10] });
+    expect([...b]).toEqual([11, 0b00110001, 0b00000100]);
+    expect(decodeNack(b)).toEqual({ fragmentCount: 11, missing: [0, 4, 5, 10] });
+    expect(nackFrameBytes(11)).toBe(RADIO_HEADER_BYTES + 3 + MIC_BYTES);
+    expect(nackFrameBytes(255)).toBe(RADIO_HEADER_BYTES + 33 + MIC_BYTES);
+    expect(() => decodeNack(Buffer.from([11, 0]))).toThrow(/malformed NACK body of 2 bytes/);
+    expect(() => decodeNack(Buffer.from([0]))).toThrow(/malformed NACK/);
+  });
+});
+
+/** Every body the two models put on the radio: broadcasts [dim] and the results of each group size, in both transports. */
+function modelBodies(): { name: string; n: number; encodings: BodyEncoding[] }[] {
+  const out: { name: string; n: number; encodings: BodyEncoding[] }[] = [];
   const cases = [
     { model: 'stories260k', groups: [1, 2, 3, 4, 5, 6, 7, 8] },
     { model: 'tinyllama', groups: [1, 2, 4] },
   ] as const;
   for (const { model, groups } of cases) {
     const g = geometry(MODEL_PRESETS[model]);
-    out.push({ name: `${model} broadcast`, n: g.dim, encodings: [{ kind: 'f32' }, { kind: 'int8', groupSize: INT8_GROUP_SIZE }] });
-    for (const heads of groups) {
-      out.push({ name: `${model} result of ${heads} head(s)`, n: heads * g.headSize, encodings: [{ kind: 'f32' }, { kind: 'int8', groupSize: headOutputGroupSize(g) }] });
-    }
+    const [f32, int8] = [meshEncodings(g, 'f32'), meshEncodings(g, 'int8')];
+    out.push({ name: `${model} broadcast`, n: g.dim, encodings: [f32.broadcast, int8.broadcast] });
+    for (const heads of groups) out.push({ name: `${model} result of ${heads} head(s)`, n: heads * g.headSize, encodings: [f32.result, int8.result] });
   }
   return out;
 }
 
 test('the mesh encodes broadcasts in int8 groups of 32 and results in groups aligned to heads', () => {
-  expect(meshEncodings(geometry(MODEL_PRESETS.tinyllama), 'int8')).toEqual({ broadcast: { kind: 'int8', groupSize: 32 }, result: { kind: 'int8', groupSize: 32 } });
-  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'int8')).toEqual({ broadcast: { kind: 'int8', groupSize: 32 }, result: { kind: 'int8', groupSize: 8 } });
-  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'f32')).toEqual({ broadcast: { kind: 'f32' }, result: { kind: 'f32' } });
+  expect(meshEncodings(geometry(MODEL_PRESETS.tinyllama), 'int8')).toEqual({ broadcast: { encoding: 'int8', groupSize: 32 }, result: { encoding: 'int8', groupSize: 32 } });
+  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'int8')).toEqual({ broadcast: { encoding: 'int8', groupSize: 32 }, result: { encoding: 'int8', groupSize: 8 } });
+  expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'f32')).toEqual({ broadcast: F32, result: F32 });
 });
 
-describe('tensor messages round-trip through fragmentation and reassembly', () => {
+test('frames of a TinyLlama int8 broadcast (2328 bytes): ten of 230 bytes (214 body bytes each) and one of 204', () => {
+  expect(fragmentCapacity(DEFAULT_MAX_FRAME_BYTES)).toBe(214);
+  expect(messageFrameBytes(2328, DEFAULT_MAX_FRAME_BYTES)).toEqual([...Array(10).fill(230), 204]);
+  expect(messageFrameBytes(168, DEFAULT_MAX_FRAME_BYTES)).toEqual([184]);
+});
+
+describe('head-link bodies come out of fragmentation and reassembly byte for byte', () => {
   // The seed's 230 bytes, and the smallest frames a region allows (EU868 SF10-12: 64 bytes).
   const sizes = [DEFAULT_MAX_FRAME_BYTES, 64];
-  const cases = modelTensors().flatMap((t) => t.encodings.flatMap((e) => sizes.map((max) => ({ ...t, e, max }))));
+  const cases = modelBodies().flatMap((t) => t.encodings.flatMap((e) => sizes.map((max) => ({ ...t, e, max }))));
 
-  test.each(cases.map((c) => [`${c.name}, ${c.e.kind === 'f32' ? 'f32' : `int8/${c.e.groupSize}`}, ${c.max}-byte frames`, c] as const))('%s', (_label, c) => {
+  test.each(cases.map((c) => [`${c.name}, ${c.e.encoding === 'f32' ? 'f32' : `int8/${c.e.groupSize}`}, ${c.max}-byte frames`, c] as const))('%s', (_label, c) => {
     const values = vector(c.n, c.n * 31 + c.max);
-    const body = encodeTensor(values, c.e);
-    expect(body.length).toBe(tensorBodyBytes(c.n, c.e));
+    const sent = body(values, { seq: 0x12345 + c.n, sender: 5, e: c.e, session: 0xdeadbeef, pos: 300, layer: 3 });
     const node = new FrameSender({ key: KEY, meshId: MESH, source: 5, maxFrameBytes: c.max });
     const gateway = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
-    const msg = node.message({ type: 'result', destination: GATEWAY_ADDRESS, session: 1, position: 300, layer: 3 }, body);
-    expect(msg.fragmentCount).toBe(Math.ceil(body.length / fragmentCapacity(c.max)));
+    const msg = node.body(GATEWAY_ADDRESS, sent);
+    expect(msg.messageNumber).toBe((0x12345 + c.n) & 0xffff);
+    expect(msg.fragmentCount).toBe(Math.ceil(sent.length / fragmentCapacity(c.max)));
     // Fragments in a shuffled order (each frame still under the sender's next counter).
     const order = shuffled(msg.fragmentCount, c.n);
     const frames = node.frames(msg, order);
+    expect(frames.map((f) => f.length).sort((a, b) => a - b)).toEqual(messageFrameBytes(sent.length, c.max).sort((a, b) => a - b));
     for (const f of frames) expect(f.length).toBeLessThanOrEqual(c.max);
     const events = frames.map((f) => gateway.receive(f));
     for (const e of events.slice(0, -1)) expect(e.kind).toBe('fragment');
-    const last = events.at(-1)!;
-    const got = expectMessage(last);
-    expect(got.address).toMatchObject({ type: 'result', source: 5, destination: GATEWAY_ADDRESS, session: 1, position: 300, layer: 3 });
-    if (got.payload.kind !== 'tensor') throw new Error('expected a tensor');
+    const got = expectBody(events.at(-1)!);
+    expect(got.body.equals(sent)).toBe(true);
+    expect(got.frame).toMatchObject({ source: 5, destination: GATEWAY_ADDRESS, messageNumber: msg.messageNumber });
+    expect(got.header).toMatchObject({ type: BodyType.Result, encoding: c.e.encoding, sender: 5, session: 0xdeadbeef, seq: 0x12345 + c.n, pos: 300, layer: 3, count: c.n });
     const expected = Float32Array.from(values);
-    if (c.e.kind === 'int8') int8RoundTrip(expected, c.e.groupSize);
-    expect(got.payload.tensor.encoding).toEqual(c.e);
-    expectSameValues(got.payload.tensor.values, expected);
+    if (c.e.encoding === 'int8') int8RoundTrip(expected, c.e.groupSize);
+    expectSameValues(decodeBody(got.body).values, expected);
   });
 });
 
 describe('authentication and replay', () => {
   const xb = vector(64, 3);
-  function broadcastFrames(sender: FrameSender): Buffer[] {
-    return sender.frames(sender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session: 2, position: 0, layer: 0 }, encodeTensor(xb, { kind: 'f32' })));
+  function broadcastFrames(sender: FrameSender, seq = 2): Buffer[] {
+    return sender.frames(sender.body(BROADCAST_ADDRESS, body(xb, { seq })));
   }
 
   test('every node takes a broadcast', () => {
     const frames = broadcastFrames(new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS }));
     for (const address of [1, 2, 254]) {
       const node = new FrameReceiver({ key: KEY, meshId: MESH, address });
-      const got = expectMessage(frames.map((f) => node.receive(f)).at(-1)!);
-      expect(got.payload.kind === 'tensor' && got.payload.tensor.values).toEqual(xb);
+      const got = expectBody(frames.map((f) => node.receive(f)).at(-1)!);
+      expect(decodeBody(got.body).values).toEqual(xb);
     }
   });
 
-  test('a forged or altered frame fails its MIC', () => {
+  test('a forged or altered frame fails its MIC: a flipped bit in the header, the fragment or the MIC', () => {
     const [frame] = broadcastFrames(new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS }));
     const node = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
-    for (const at of [0 + 4, HEADER_BYTES + 10, frame.length - 1]) {
+    for (const at of [4, 8, 11, RADIO_HEADER_BYTES + 10, frame.length - 1]) {
       const altered = Buffer.from(frame);
       altered[at] ^= 0x01;
       expect(node.receive(altered)).toMatchObject({ kind: 'rejected', reason: 'mic' });
@@ -171,51 +217,69 @@ describe('authentication and replay', () => {
     const node = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
     expect(node.receive(frames[0]).kind).toBe('fragment');
     expect(node.receive(frames[0])).toMatchObject({ kind: 'rejected', reason: 'replay' });
-    expect(node.receive(frames[1]).kind).toBe('message');
+    expect(node.receive(frames[1]).kind).toBe('body');
     // Replaying an earlier frame after later ones, or the whole message, is rejected.
     expect(node.receive(frames[0])).toMatchObject({ kind: 'rejected', reason: 'replay' });
     expect(node.receive(frames[1])).toMatchObject({ kind: 'rejected', reason: 'replay' });
     // Counters are per sender: node 2's counter 0 is fresh.
     const peer = new FrameSender({ key: KEY, meshId: MESH, source: 2 });
-    const result = peer.frames(peer.message({ type: 'result', destination: 1, session: 2, position: 0, layer: 0 }, encodeTensor(xb.subarray(0, 8), { kind: 'f32' })));
-    expect(node.receive(result[0]).kind).toBe('message');
+    const result = peer.frames(peer.body(1, body(xb.subarray(0, 8), { seq: 2, sender: 2 })));
+    expect(node.receive(result[0]).kind).toBe('body');
   });
 
-  test('frames of another mesh, another destination or a malformed shape are rejected', () => {
+  test('frames of another mesh, another destination, a bad length, version or kind are rejected', () => {
     const node = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
     const other = new FrameSender({ key: KEY, meshId: MESH + 1, source: GATEWAY_ADDRESS });
     expect(node.receive(broadcastFrames(other)[0])).toMatchObject({ kind: 'rejected', reason: 'mesh' });
     const peer = new FrameSender({ key: KEY, meshId: MESH, source: 3 });
-    const toGateway = peer.frames(peer.message({ type: 'result', destination: GATEWAY_ADDRESS, session: 0, position: 0, layer: 0 }, encodeTensor(xb.subarray(0, 8), { kind: 'f32' })));
+    const toGateway = peer.frames(peer.body(GATEWAY_ADDRESS, body(xb.subarray(0, 8), { seq: 0, sender: 3 })));
     expect(node.receive(toGateway[0])).toMatchObject({ kind: 'rejected', reason: 'address' });
-    expect(node.receive(Buffer.alloc(10))).toMatchObject({ kind: 'rejected', reason: 'length' });
+    expect(node.receive(Buffer.alloc(16))).toMatchObject({ kind: 'rejected', reason: 'length' });
+    expect(node.receive(Buffer.alloc(256))).toMatchObject({ kind: 'rejected', reason: 'length' });
     const wrongVersion = Buffer.from(toGateway[0]);
-    wrongVersion[0] = 0x21;
+    wrongVersion[0] = 0x11;
     expect(node.receive(wrongVersion)).toMatchObject({ kind: 'rejected', reason: 'version' });
+    const wrongKind = Buffer.from(toGateway[0]);
+    wrongKind[0] = 0x23;
+    expect(node.receive(wrongKind)).toMatchObject({ kind: 'rejected', reason: 'type' });
+    // An authentic frame whose index is not below its count, or a NACK in several fragments.
+    const header = { meshId: MESH, source: 4, destination: 1, messageNumber: 0 };
+    const badIndex = sealFrame({ ...header, kind: 'fragment', counter: 1, fragmentIndex: 0, fragmentCount: 1 }, Buffer.from([1]), KEY);
+    badIndex[10] = 1; // index 1 of 1, MIC made again over it
+    aesCmac(KEY, badIndex.subarray(0, -4)).copy(badIndex, badIndex.length - 4, 0, 4);
+    expect(node.receive(badIndex)).toMatchObject({ kind: 'rejected', reason: 'fragment' });
+    const longNack = sealFrame({ ...header, kind: 'nack', counter: 2, fragmentIndex: 0, fragmentCount: 2 }, encodeNack({ fragmentCount: 3, missing: [1] }), KEY);
+    expect(node.receive(longNack)).toMatchObject({ kind: 'rejected', reason: 'fragment' });
   });
 
-  test('an authentic message whose fragments do not tile its body is rejected, not decoded', () => {
+  test('an authentic message whose fragments do not tile a well-formed body is rejected, not passed on', () => {
     const gw = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
-    const header = { type: 'result' as const, meshId: MESH, source: 4, destination: GATEWAY_ADDRESS, session: 0, position: 0, layer: 0, fragmentCount: 2 };
-    const body = encodeTensor(vector(8, 1), { kind: 'f32' });
-    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 0, counter: 0, byteOffset: 0 }, body.subarray(0, 20), KEY)).kind).toBe('fragment');
-    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 1, counter: 1, byteOffset: 16 }, body.subarray(20), KEY))).toMatchObject({ kind: 'rejected', reason: 'body' });
-    const truncated = sealFrame({ ...header, fragmentCount: 1, fragmentIndex: 0, counter: 2, byteOffset: 0, position: 1 }, body.subarray(0, 30), KEY);
-    expect(gw.receive(truncated)).toMatchObject({ kind: 'rejected', reason: 'body' });
-    expect(() => decodeTensor(body.subarray(0, 30))).toThrow(/expected 36/);
+    const result = body(vector(8, 1), { seq: 7, sender: 4 }); // 56 bytes
+    const header = { kind: 'fragment' as const, meshId: MESH, source: 4, destination: GATEWAY_ADDRESS, messageNumber: 7, fragmentCount: 2 };
+    // Fragment 0 shorter than fragment 1: they do not tile.
+    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 0, counter: 0 }, result.subarray(0, 20), KEY)).kind).toBe('fragment');
+    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 1, counter: 1 }, result.subarray(20), KEY))).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/do not tile/) });
+    // A whole message whose bytes are not a head-link body: checkBody's reason.
+    const truncated = sealFrame({ ...header, messageNumber: 8, fragmentCount: 1, fragmentIndex: 0, counter: 2 }, result.subarray(0, 30), KEY);
+    expect(gw.receive(truncated)).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/body is 30 bytes; its header \(8 f32 values\) implies 56/) });
+    // A body filed under a message number other than its sequence number's low 16 bits.
+    const misnamed = sealFrame({ ...header, messageNumber: 9, fragmentCount: 1, fragmentIndex: 0, counter: 3 }, result, KEY);
+    expect(gw.receive(misnamed)).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/sequence number 7/) });
   });
 });
 
 describe('missing fragments and selective retransmission', () => {
-  test('the receiver reports what is missing; a NACK brings exactly those fragments again', () => {
+  test('the receiver reports what is missing; a NACK names the message by its header and brings exactly those fragments again', () => {
     const g = geometry(MODEL_PRESETS.tinyllama);
-    const xb = vector(g.dim, 11);
+    const seq = 0x7fff0003; // message number 3
+    const broadcast = body(vector(g.dim, 11), { seq, e: meshEncodings(g, 'int8').broadcast, session: 4, pos: 17, layer: 12 });
+    expect(broadcast.length).toBe(2328);
     const gwSender = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS });
     const gwReceiver = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
     const nodeSender = new FrameSender({ key: KEY, meshId: MESH, source: 9 });
     const node = new FrameReceiver({ key: KEY, meshId: MESH, address: 9 });
 
-    const msg = gwSender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session: 4, position: 17, layer: 12 }, encodeTensor(xb, { kind: 'int8', groupSize: INT8_GROUP_SIZE }));
+    const msg = gwSender.body(BROADCAST_ADDRESS, broadcast);
     expect(msg.fragmentCount).toBe(11);
     const lost = new Set([0, 4, 5, 10]);
     const firstPass = gwSender.frames(msg);
@@ -223,31 +287,26 @@ describe('missing fragments and selective retransmission', () => {
       if (!lost.has(i)) expect(node.receive(f).kind).toBe('fragment');
     });
     const [pending] = node.reassembler.pending();
-    expect(pending.missing).toEqual([0, 4, 5, 10]);
-    expect(pending.address).toMatchObject({ type: 'broadcast', source: GATEWAY_ADDRESS, session: 4, position: 17, layer: 12 });
+    expect(pending).toEqual({ name: { source: GATEWAY_ADDRESS, messageNumber: 3 }, fragmentCount: 11, missing: [0, 4, 5, 10] });
 
-    // The node asks; the gateway decodes the NACK and resends only what is missing, under new counters.
-    const nack = nackFor(pending);
-    const nackFrames = nodeSender.frames(nodeSender.message(nack.address, nack.body));
+    // The node asks; its NACK goes to the message's source under the message's number.
+    const nackFrames = nodeSender.frames(nodeSender.nack(pending.name, { fragmentCount: 11, missing: pending.missing }));
     expect(nackFrames).toHaveLength(1);
-    const asked = expectMessage(gwReceiver.receive(nackFrames[0]));
-    expect(asked.address).toMatchObject({ type: 'nack', source: 9, destination: GATEWAY_ADDRESS, session: 4, position: 17, layer: 12 });
-    if (asked.payload.kind !== 'nack') throw new Error('expected a NACK');
-    expect(asked.payload.nack).toEqual({ type: 'broadcast', fragmentCount: 11, missing: [0, 4, 5, 10] });
+    expect(nackFrames[0].length).toBe(nackFrameBytes(11));
+    const asked = gwReceiver.receive(nackFrames[0]);
+    if (asked.kind !== 'nack') throw new Error(`expected a NACK, got ${asked.kind}`);
+    expect(asked.frame).toMatchObject({ kind: 'nack', source: 9, destination: GATEWAY_ADDRESS, messageNumber: 3, fragmentIndex: 0, fragmentCount: 1 });
+    expect(asked.nack).toEqual({ fragmentCount: 11, missing: [0, 4, 5, 10] });
 
-    // A second loss: fragment 5 is lost again, the rest arrive out of index order.
+    // A second loss: fragment 5 is lost again, the rest arrive out of index order, under new counters.
     const again = gwSender.frames(msg, [10, 5, 4, 0]);
     const opened = again.map((f) => openFrame(f, KEY, MESH)).map((o) => (o.ok ? o.frame : null)) as Frame[];
     expect(opened.map((f) => f.counter)).toEqual([11, 12, 13, 14]);
     expect(node.receive(again[0]).kind).toBe('fragment');
     expect(node.receive(again[2]).kind).toBe('fragment');
     expect(node.receive(again[3])).toMatchObject({ kind: 'fragment', missing: [5] });
-    const last = gwSender.frames(msg, [5]);
-    const done = expectMessage(node.receive(last[0]));
-    const expected = Float32Array.from(xb);
-    int8RoundTrip(expected, INT8_GROUP_SIZE);
-    if (done.payload.kind !== 'tensor') throw new Error('expected a tensor');
-    expectSameValues(done.payload.tensor.values, expected);
+    const done = expectBody(node.receive(gwSender.frames(msg, [5])[0]));
+    expect(done.body.equals(broadcast)).toBe(true);
     expect(node.reassembler.pending()).toEqual([]);
 
     // A retransmission that arrives after the message is complete is a duplicate, not a new message.
@@ -257,7 +316,7 @@ describe('missing fragments and selective retransmission', () => {
   test('a fragment received twice (two copies under different counters) counts once', () => {
     const sender = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS });
     const rx = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
-    const msg = sender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session: 0, position: 0, layer: 0 }, encodeTensor(vector(256, 2), { kind: 'f32' }));
+    const msg = sender.body(BROADCAST_ADDRESS, body(vector(256, 2), { seq: 0 })); // 1048 bytes: 5 fragments
     const [a] = sender.frames(msg, [0]);
     const [b] = sender.frames(msg, [0]);
     expect(rx.receive(a)).toMatchObject({ kind: 'fragment', missing: [1, 2, 3, 4] });
@@ -265,25 +324,40 @@ describe('missing fragments and selective retransmission', () => {
     expect(rx.reassembler.pending()[0].missing).toEqual([1, 2, 3, 4]);
   });
 
-  test('a session that ended is forgotten, so its number can be used again', () => {
+  test('a receiver remembers its last 256 finished messages: a late copy is a duplicate until 256 more have finished', () => {
     const sender = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS });
     const rx = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
-    const send = () => sender.frames(sender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session: 6, position: 0, layer: 0 }, encodeTensor(vector(8, 5), { kind: 'f32' })))[0];
-    expect(rx.receive(send()).kind).toBe('message');
-    expect(rx.receive(send()).kind).toBe('duplicate');
-    rx.reassembler.endSession(6);
-    expect(rx.receive(send()).kind).toBe('message');
+    const messages = Array.from({ length: 257 }, (_, seq) => sender.body(BROADCAST_ADDRESS, body(vector(8, seq), { seq: 1000 + seq })));
+    for (const m of messages.slice(0, 256)) expect(rx.receive(sender.frames(m)[0]).kind).toBe('body');
+    expect(rx.receive(sender.frames(messages[0])[0]).kind).toBe('duplicate');
+    expect(rx.receive(sender.frames(messages[256])[0]).kind).toBe('body');
+    // The 257th finished message pushed the first out of memory: a copy of it is a message again.
+    expect(rx.receive(sender.frames(messages[0])[0]).kind).toBe('body');
+    expect(rx.receive(sender.frames(messages[1])[0]).kind).toBe('body');
+  });
+
+  test('sequence numbers 65536 apart share a message number; forgetting the old message lets the new one through', () => {
+    const sender = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS });
+    const rx = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
+    const old = sender.body(BROADCAST_ADDRESS, body(vector(8, 1), { seq: 5 }));
+    const later = sender.body(BROADCAST_ADDRESS, body(vector(8, 2), { seq: 5 + 0x10000 }));
+    expect(later.messageNumber).toBe(old.messageNumber);
+    expect(rx.receive(sender.frames(old)[0]).kind).toBe('body');
+    expect(rx.receive(sender.frames(later)[0]).kind).toBe('duplicate');
+    rx.reassembler.forget({ source: GATEWAY_ADDRESS, messageNumber: 5 });
+    const got = expectBody(rx.receive(sender.frames(later)[0]));
+    expect(got.header.seq).toBe(5 + 0x10000);
   });
 });
 
 describe('sender limits', () => {
-  test('frame size bounds, the fragment limit, and single-frame NACKs', () => {
-    expect(() => new FrameSender({ key: KEY, meshId: 0, source: 0, maxFrameBytes: HEADER_BYTES + MIC_BYTES })).toThrow(RangeError);
+  test('frame size bounds, the fragment limit, single-frame NACKs, and bodies only', () => {
+    expect(() => new FrameSender({ key: KEY, meshId: 0, source: 0, maxFrameBytes: RADIO_HEADER_BYTES + MIC_BYTES })).toThrow(RangeError);
     expect(() => new FrameSender({ key: KEY, meshId: 0, source: 0, maxFrameBytes: 256 })).toThrow(RangeError);
     expect(() => new FrameSender({ key: KEY.subarray(0, 8), meshId: 0, source: 0 })).toThrow(/16 bytes/);
     const tiny = new FrameSender({ key: KEY, meshId: 0, source: 0, maxFrameBytes: 30 });
-    expect(() => tiny.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session: 0, position: 0, layer: 0 }, encodeTensor(new Float32Array(2048), { kind: 'f32' }))).toThrow(/at most 255/);
-    const nack = nackFor({ address: { type: 'broadcast', source: 0, destination: BROADCAST_ADDRESS, session: 0, position: 0, layer: 0 }, fragmentCount: 255, missing: [0, 254] });
-    expect(() => tiny.message(nack.address, nack.body)).toThrow(/a NACK has one/);
+    expect(() => tiny.body(BROADCAST_ADDRESS, body(new Float32Array(2048), { seq: 0 }))).toThrow(/a 8216-byte body needs 587 fragments of 14 bytes; a message has at most 255/);
+    expect(() => tiny.nack({ source: 1, messageNumber: 0 }, { fragmentCount: 255, missing: [0, 254] })).toThrow(/a NACK has one/);
+    expect(() => tiny.body(BROADCAST_ADDRESS, Buffer.from('not a body'))).toThrow(/shorter than the 24-byte header/);
   });
 });

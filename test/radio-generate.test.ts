@@ -70,7 +70,7 @@ test('the bridge refuses an assignment of heads a radio node does not hold in fl
   const gw = await MeshGateway.connect({ url: brokerUrl, meshId: 'radio-refuse', ...bridgePaths, log: quiet });
   cleanups.push(() => gw.close());
   const nodes = await gw.discover({ count: 4 });
-  expect(gw.nodes.get('radio-2')?.status).toMatchObject({ state: 'online', heads: [2, 3], kvHeads: [1], weights: 'f32' });
+  expect(gw.nodes.get('radio-2')?.status).toMatchObject({ state: 'online', slot: 2, heads: [2, 3], kvHeads: [1], weights: 'f32' });
   await expect(gw.assign(nodes, { groups: 2 })).rejects.toThrow(/radio node radio-1 holds heads \[0,1\] in flash; it cannot load \[0,1,2,3\] over LoRa/);
   await expect(gw.assign(nodes, { quant: 'int8' })).rejects.toThrow(/holds f32 weights, not int8/);
   expect(bridge.counters.refusedAssignments).toBeGreaterThanOrEqual(2);

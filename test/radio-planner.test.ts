@@ -12,15 +12,15 @@ const tinyllama = (o: Partial<PlanOptions> = {}): PlanOptions => ({
 const sf7 = (bytes: number) => timeOnAirMs(bytes, { sf: 7, bandwidthKHz: 125 });
 
 describe('planner: TinyLlama on 16 nodes x 2 heads, int8, SF7/BW125', () => {
-  // A broadcast body is 4 + 64 x 4 scales + 2048 int8 = 2308 bytes: 10 full 230-byte frames (210 body
-  // bytes each) and one of 208 + 20. A result of 2 heads is 4 + 4 x 4 + 128 = 148 bytes: one 168-byte frame.
-  const broadcastMs = 10 * sf7(230) + sf7(228);
-  const resultMs = sf7(168);
+  // A broadcast body is 24 + 64 x 4 scales + 2048 int8 = 2328 bytes: 10 full 230-byte frames (214 body
+  // bytes each) and one of 188 + 16. A result of 2 heads is 24 + 4 x 4 + 128 = 168 bytes: one 184-byte frame.
+  const broadcastMs = 10 * sf7(230) + sf7(204);
+  const resultMs = sf7(184);
 
   test('frames per layer and airtime per token come from the frame encoder and the time-on-air formula', () => {
     const p = plan(tinyllama());
     expect(p.framesPerLayer).toEqual({ broadcast: 11, results: 16, resultsPerNode: Array(16).fill(1) });
-    expect(p.bytesPerLayer).toEqual({ broadcast: 10 * 230 + 228, results: 16 * 168 });
+    expect(p.bytesPerLayer).toEqual({ broadcast: 10 * 230 + 204, results: 16 * 184 });
     expect(p.airtimePerTokenSeconds).toBeCloseTo((22 * (broadcastMs + 16 * resultMs)) / 1000, 9);
     // US915 has no duty cycle: with one channel the token takes exactly its airtime.
     expect(p.wallPerTokenSeconds).toBeCloseTo(p.airtimePerTokenSeconds, 6);
@@ -96,7 +96,7 @@ describe('planner: stories260K', () => {
 
   test('f32 transport and small frames need more fragments', () => {
     const stories = { model: MODEL_PRESETS.stories260k, modelName: 'stories260k', nodes: 2, quant: 'int8' as const, region: 'EU868' as const, bandwidthKHz: 125 as const, channels: 1 as const };
-    // f32 broadcast: 4 + 256 bytes = 210 + 50 at SF7; 64-byte frames (44 body bytes) at SF12: 6 frames.
+    // f32 broadcast: 24 + 256 bytes = 214 + 66 at SF7; 64-byte frames (48 body bytes) at SF12: 6 frames.
     expect(plan({ ...stories, sf: 7, transport: 'f32' }).framesPerLayer.broadcast).toBe(2);
     expect(plan({ ...stories, sf: 12, transport: 'f32' })).toMatchObject({ radio: { maxFrameBytes: 64 }, framesPerLayer: { broadcast: 6 } });
   });
@@ -142,7 +142,7 @@ describe('mesh-llm plan', () => {
     [['--preset', 'gpt5', '--nodes', '4'], /--preset "gpt5": expected one of tinyllama, stories260k/],
     [['--preset', 'tinyllama', '--nodes', '16', '--quant', 'int2'], /--quant "int2"/],
     [['--preset', 'tinyllama', '--nodes', '16', '--channels', '4'], /--channels "4"/],
-    [['--preset', 'tinyllama', '--nodes', '16', '--region', 'US915', '--sf', '10'], /577 frames of 24 bytes/],
+    [['--preset', 'tinyllama', '--nodes', '16', '--region', 'US915', '--sf', '10'], /291 frames of 24 bytes/],
   ])('bad options %j: one line, exit code 2', async (args, message) => {
     const io = capture();
     const code = await main(['plan', ...args]);

@@ -18,6 +18,12 @@
  * and is served in the next round. When the window closes the gateway either has every
  * result, or starts the next round with the union of the fragments the nodes asked for.
  *
+ * What travels is head-link bodies (lib/link/body.ts): the gateway broadcasts the body the mesh
+ * gateway encoded and hands back each node's result body exactly as the node sent it. Every
+ * message of a layer is named by the broadcast's message number (the low 16 bits of its
+ * sequence number): the broadcast by the gateway's address, each result and each NACK of it by
+ * the node's.
+ *
  * Duty cycles: the gateway keeps its own DutyCycleTracker, and a conservative model of each
  * node's (as if the node had used its whole slot every round it was owed something), and
  * delays a round's marker until every owed node may transmit in its slot. Nodes check their
@@ -25,6 +31,10 @@
  */
 import { Geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
+import { headOutputGroupSize } from '../llm/engine';
+import { INT8_GROUP_SIZE } from '../llm/head';
+import { Encoding } from '../llm/quant';
+import { BodyError, BodyHeader, BodyType, CheckedHeader, GATEWAY_SENDER, bodyBytes, checkBody, encodeBody } from '../link/body';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { Clock, ClockTimer } from './clock';
 import {
@@ -32,18 +42,12 @@ import {
   FrameReceiver,
   FrameSender,
   GATEWAY_ADDRESS,
+  MessageName,
   OutgoingMessage,
-  TensorEncoding,
-  encodeNack,
-  encodeTensor,
-  meshEncodings,
   messageFrameBytes,
-  messageKey,
   nackFrameBytes,
-  tensorBodyBytes,
 } from './frame';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
-import { Encoding } from '../llm/quant';
 
 export interface MacConfig {
   region: Region;
@@ -94,10 +98,36 @@ export interface LayoutNode {
   heads: number;
 }
 
-/** Everything gateway and nodes agree on: frame sizes, encodings and the reply slots. */
+/** How the mesh encodes one of its two bodies: the encoding and the int8 group size (0 for float32). */
+export interface BodyEncoding {
+  encoding: Encoding;
+  groupSize: number;
+}
+
+/**
+ * How the mesh encodes its two bodies under a transport, as the engine's int8 transport does:
+ * broadcasts in groups of 32, results in groups aligned to heads.
+ */
+export function meshEncodings(g: Geometry, transport: Encoding): { broadcast: BodyEncoding; result: BodyEncoding } {
+  if (transport === 'f32') return { broadcast: { encoding: 'f32', groupSize: 0 }, result: { encoding: 'f32', groupSize: 0 } };
+  return { broadcast: { encoding: 'int8', groupSize: INT8_GROUP_SIZE }, result: { encoding: 'int8', groupSize: headOutputGroupSize(g) } };
+}
+
+/** Bytes of the mesh's two bodies under a transport: the broadcast [dim], and the result of a node of `heads` heads. */
+export function meshBodyBytes(g: Geometry, transport: Encoding): { broadcast: number; result: (heads: number) => number } {
+  const e = meshEncodings(g, transport);
+  return {
+    broadcast: bodyBytes(e.broadcast.encoding, g.dim, e.broadcast.groupSize),
+    result: (heads) => bodyBytes(e.result.encoding, heads * g.headSize, e.result.groupSize),
+  };
+}
+
+/** Everything gateway and nodes agree on: body and frame sizes, encodings and the reply slots. */
 export interface MeshLayout {
   config: MacConfig;
-  encodings: { broadcast: TensorEncoding; result: TensorEncoding };
+  encodings: { broadcast: BodyEncoding; result: BodyEncoding };
+  /** Bytes of a broadcast body. */
+  broadcastBytes: number;
   broadcastFrames: number[];
   /** Per node address: the frames of its result. */
   resultFrames: Map<number, number[]>;
@@ -116,6 +146,13 @@ function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): n
   return t;
 }
 
+/** The one frame of a NACK about a message of these frames; refuses frames too small to carry it. */
+function nackFrameFor(what: string, frames: number[], maxFrameBytes: number): number {
+  const bytes = nackFrameBytes(frames.length);
+  if (bytes > maxFrameBytes) throw new MeshLlmError(`a NACK of ${what} (${frames.length} fragments) needs a ${bytes}-byte frame; frames here carry at most ${maxFrameBytes}: choose a faster data rate`);
+  return bytes;
+}
+
 /**
  * The slot plan: nodes in address order, node k on receive channel k mod C, slots on a
  * channel one after another, each as long as the node's longest reply (its whole result, or
@@ -123,15 +160,17 @@ function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): n
  */
 export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, nodes: LayoutNode[]): MeshLayout {
   const encodings = meshEncodings(g, transport);
-  const broadcastFrames = messageFrameBytes(tensorBodyBytes(g.dim, encodings.broadcast), config.maxFrameBytes);
-  const nack = nackFrameBytes(broadcastFrames.length);
+  const sizes = meshBodyBytes(g, transport);
+  const broadcastFrames = messageFrameBytes(sizes.broadcast, config.maxFrameBytes);
+  const nack = nackFrameFor('the broadcast', broadcastFrames, config.maxFrameBytes);
   const resultFrames = new Map<number, number[]>();
   const longestReply = new Map<number, number[]>();
   const slots = new Map<number, Slot>();
   const channelEnd = config.plan.uplink.map(() => config.computeMs);
   const sorted = [...nodes].sort((a, b) => a.address - b.address);
   sorted.forEach((n, k) => {
-    const frames = messageFrameBytes(tensorBodyBytes(n.heads * g.headSize, encodings.result), config.maxFrameBytes);
+    const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
+    nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
     resultFrames.set(n.address, frames);
     const c = k % config.plan.uplink.length;
     const channel = config.plan.uplink[c];
@@ -142,7 +181,20 @@ export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, 
     slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
     channelEnd[c] += lengthMs;
   });
-  return { config, encodings, broadcastFrames, resultFrames, longestReply, slots, windowMs: Math.max(...channelEnd) };
+  return { config, encodings, broadcastBytes: sizes.broadcast, broadcastFrames, resultFrames, longestReply, slots, windowMs: Math.max(...channelEnd) };
+}
+
+/** What a body repeats from its layer: session, sequence number, position, layer. */
+export type LayerHeader = Pick<BodyHeader, 'session' | 'seq' | 'pos' | 'layer'>;
+
+/** A broadcast body of the mesh's encoding, as the mesh gateway makes it (for what drives the MAC without one: the planner, the LoRa benchmark, tests). */
+export function broadcastBody(e: BodyEncoding, h: LayerHeader, xb: Float32Array): Buffer {
+  return encodeBody({ ...h, type: BodyType.Broadcast, encoding: e.encoding, sender: GATEWAY_SENDER }, xb, e.groupSize);
+}
+
+/** A node's result body of the mesh's encoding: its head outputs, signed with its address, echoing the broadcast's layer header. */
+export function resultBody(e: BodyEncoding, sender: number, h: LayerHeader, out: Float32Array): Buffer {
+  return encodeBody({ session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, type: BodyType.Result, encoding: e.encoding, sender }, out, e.groupSize);
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
@@ -176,6 +228,8 @@ export function emptyBreakdown(): AirtimeBreakdown {
 export class AirtimeLedger {
   readonly byPosition = new Map<number, AirtimeBreakdown>();
   frames = 0;
+  /** The position of the layer under way: the gateway's MAC sets it; nodes sharing the ledger count their replies under it. */
+  position = 0;
 
   add(pos: number, kind: AirtimeKind, ms: number): void {
     let b = this.byPosition.get(pos);
@@ -232,20 +286,32 @@ export interface MacCounters {
 }
 
 interface Exchange {
-  session: number;
-  pos: number;
-  layer: number;
+  /** The broadcast's header: its session, sequence number, position and layer. */
+  header: CheckedHeader;
   message: OutgoingMessage;
   owed: Set<number>;
-  results: Map<number, Float32Array>;
+  /** Per node address: its result body, as it sent it. */
+  results: Map<number, Buffer>;
   /** Broadcast NACKs heard this round: node -> missing fragments. */
   nacked: Map<number, number[]>;
+  /** Per node address: why the last result it sent was not taken. */
+  refused: Map<number, string>;
   rounds: number;
   startMs: number;
   boundMs: number;
   timer?: ClockTimer;
-  resolve: (r: Map<number, Float32Array>) => void;
+  resolve: (r: Map<number, Buffer>) => void;
   reject: (e: Error) => void;
+}
+
+/** Why a result body does not answer a broadcast, or null when it does. */
+function resultProblem(broadcast: CheckedHeader, result: CheckedHeader, address: number): string | null {
+  if (result.type !== BodyType.Result) return `a body of type ${result.type}, not a result (${BodyType.Result})`;
+  if (result.sender !== address) return `a result signed by sender ${result.sender}, not its radio address ${address}`;
+  const names = ['session', 'seq', 'pos', 'layer'] as const;
+  const differ = names.filter((k) => result[k] !== broadcast[k]);
+  if (differ.length) return `a result for ${differ.map((k) => `${k} ${result[k]}`).join(', ')}; the broadcast has ${differ.map((k) => `${k} ${broadcast[k]}`).join(', ')}`;
+  return null;
 }
 
 /** The gateway's side of the medium access: one layer's broadcast and gather at a time. */
@@ -276,24 +342,32 @@ export class GatewayMac {
   }
 
   /**
-   * Broadcasts a layer's attention input to the nodes at `addresses` and resolves with each
-   * one's head outputs, retransmitting until every result is in (or maxRounds have failed).
+   * Broadcasts a layer's broadcast body (as the mesh gateway encoded it) to the nodes at
+   * `addresses` and resolves with each one's result body exactly as the node sent it,
+   * retransmitting until every result is in (or maxRounds have failed).
    */
-  exchange(session: number, pos: number, layer: number, xb: Float32Array, addresses: readonly number[]): Promise<Map<number, Float32Array>> {
+  exchange(broadcast: Buffer, addresses: readonly number[]): Promise<Map<number, Buffer>> {
     if (this.current) return Promise.reject(new Error('a layer exchange is already in progress'));
     for (const a of addresses) if (!this.layout.slots.has(a)) return Promise.reject(new MeshLlmError(`radio node ${a} has no reply slot in the layout`));
-    const body = encodeTensor(xb, this.layout.encodings.broadcast);
-    const message = this.sender.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, session, position: pos, layer }, body);
+    let header: CheckedHeader;
+    try {
+      header = this.checkBroadcast(broadcast);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const message = this.sender.body(BROADCAST_ADDRESS, broadcast);
+    this.ledger.position = header.pos;
+    // A message number that comes round again names a new message: forget the old results under it.
+    for (const a of addresses) this.receiver.reassembler.forget(this.resultName(a, message.messageNumber));
     const resultFrames = addresses.map((a) => this.layout.resultFrames.get(a) as number[]);
     return new Promise((resolve, reject) => {
       const x: Exchange = {
-        session,
-        pos,
-        layer,
+        header,
         message,
         owed: new Set(addresses),
         results: new Map(),
         nacked: new Map(),
+        refused: new Map(),
         rounds: 0,
         startMs: NaN,
         boundMs: layerBoundMs(this.layout.config, this.layout.broadcastFrames, resultFrames),
@@ -315,6 +389,27 @@ export class GatewayMac {
     x.reject(error);
   }
 
+  /** The broadcast's header, once it is a well-formed broadcast of the layout's size. */
+  private checkBroadcast(body: Buffer): CheckedHeader {
+    let h: CheckedHeader;
+    try {
+      h = checkBody(body);
+    } catch (e) {
+      if (e instanceof BodyError) throw new MeshLlmError(`the body to broadcast is malformed: ${e.message}`);
+      throw e;
+    }
+    if (h.type !== BodyType.Broadcast) throw new MeshLlmError(`the body to broadcast has type ${h.type}, not broadcast (${BodyType.Broadcast})`);
+    const e = this.layout.encodings.broadcast;
+    if (body.length !== this.layout.broadcastBytes) {
+      throw new MeshLlmError(`the broadcast is ${body.length} bytes (${h.count} ${h.encoding} values); the radio's layout plans ${this.layout.broadcastBytes} (${e.encoding}, groups of ${e.groupSize})`);
+    }
+    return h;
+  }
+
+  private resultName(address: number, messageNumber: number): MessageName {
+    return { source: address, messageNumber };
+  }
+
   private round(x: Exchange, fragments: number[], resultNacks: { address: number; missing: number[] }[]): void {
     const { config } = this.layout;
     const ch = config.plan.broadcast;
@@ -327,8 +422,7 @@ export class GatewayMac {
     const frames: { frame: Buffer; kind: AirtimeKind }[] = [];
     for (const n of resultNacks) {
       const fragmentCount = (this.layout.resultFrames.get(n.address) as number[]).length;
-      const body = encodeNack({ type: 'result', fragmentCount, missing: n.missing });
-      const nack = this.sender.message({ type: 'nack', destination: n.address, session: x.session, position: x.pos, layer: x.layer }, body);
+      const nack = this.sender.nack(this.resultName(n.address, x.message.messageNumber), { fragmentCount, missing: n.missing });
       frames.push({ frame: this.sender.frames(nack)[0], kind: 'nack' });
       this.counters.nacksSent++;
     }
@@ -352,7 +446,7 @@ export class GatewayMac {
       if (Number.isNaN(x.startMs)) x.startMs = start;
       t = this.tracker.transmit(ch, start, ms);
       markerEnd = t;
-      this.ledger.add(x.pos, kind, ms);
+      this.ledger.add(x.header.pos, kind, ms);
       this.o.link.transmit(frame, ch, start).catch((e: Error) => this.fail(x, new MeshLlmError(`the gateway radio refused a frame: ${e.message}`)));
     });
     // Model every owed node as having used its whole slot.
@@ -372,16 +466,15 @@ export class GatewayMac {
     const maxRounds = this.o.maxRounds ?? 32;
     if (x.rounds >= maxRounds) {
       const nodes = [...x.owed].join(', ');
-      return this.fail(x, new MeshLlmError(`radio node(s) ${nodes} did not deliver layer ${x.layer} at position ${x.pos} in ${maxRounds} rounds`));
+      const why = [...x.refused].map(([a, problem]) => `; node ${a} sent ${problem}`).join('');
+      return this.fail(x, new MeshLlmError(`radio node(s) ${nodes} did not deliver layer ${x.header.layer} at position ${x.header.pos} in ${maxRounds} rounds${why}`));
     }
     const fragments = [...x.nacked.values()].flat();
     const resultNacks: { address: number; missing: number[] }[] = [];
     for (const a of x.owed) {
       if (x.nacked.has(a)) continue;
-      const key = messageKey({ type: 'result', source: a, session: x.session, position: x.pos, layer: x.layer });
       const count = (this.layout.resultFrames.get(a) as number[]).length;
-      const missing = this.receiver.reassembler.missing(key) ?? Array.from({ length: count }, (_, i) => i);
-      resultNacks.push({ address: a, missing });
+      resultNacks.push({ address: a, missing: this.receiver.reassembler.stillMissing(this.resultName(a, x.message.messageNumber), count) });
     }
     this.round(x, fragments, resultNacks);
   }
@@ -390,7 +483,8 @@ export class GatewayMac {
     x.timer?.cancel();
     this.current = null;
     const endMs = this.o.clock.now();
-    this.onLayer({ session: x.session, pos: x.pos, layer: x.layer, startMs: Number.isNaN(x.startMs) ? endMs : x.startMs, endMs, rounds: x.rounds, boundMs: x.boundMs });
+    const { session, pos, layer } = x.header;
+    this.onLayer({ session, pos, layer, startMs: Number.isNaN(x.startMs) ? endMs : x.startMs, endMs, rounds: x.rounds, boundMs: x.boundMs });
     x.resolve(x.results);
   }
 
@@ -407,18 +501,26 @@ export class GatewayMac {
       this.counters.rejected++;
       return;
     }
-    if (ev.kind !== 'message') return;
     const x = this.current;
-    const a = ev.address;
-    if (!x || a.session !== x.session || a.position !== x.pos || a.layer !== x.layer || !x.owed.has(a.source)) return;
-    if (ev.payload.kind === 'nack') {
+    const source = ev.frame.source;
+    if (!x || ev.frame.messageNumber !== x.message.messageNumber || !x.owed.has(source)) return;
+    if (ev.kind === 'nack') {
+      // A NACK to the gateway asks about the gateway's message: the broadcast.
       this.counters.nacksReceived++;
-      if (ev.payload.nack.type === 'broadcast') x.nacked.set(a.source, ev.payload.nack.missing);
+      x.nacked.set(source, ev.nack.missing);
       return;
     }
-    if (a.type !== 'result') return;
-    x.results.set(a.source, ev.payload.tensor.values);
-    x.owed.delete(a.source);
+    if (ev.kind !== 'body') return;
+    const problem = resultProblem(x.header, ev.header, source);
+    if (problem) {
+      // Not this broadcast's answer (a node's stale result under a number that came round again): ask again.
+      this.counters.rejected++;
+      x.refused.set(source, problem);
+      this.receiver.reassembler.forget(this.resultName(source, x.message.messageNumber));
+      return;
+    }
+    x.results.set(source, ev.body);
+    x.owed.delete(source);
     if (x.owed.size === 0) this.finish(x);
   }
 }

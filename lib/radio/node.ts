@@ -1,28 +1,27 @@
 /**
  * A head node behind the radio: what an ESP32 with an SX126x runs. It holds the weight slices
  * of its head group (flashed, so its heads are fixed), listens on the broadcast channel,
- * reassembles each layer's broadcast, computes its heads with the same HeadGroup the MQTT
- * head node uses, and replies in its slot of the round (see mac.ts): its result, the result
- * fragments the gateway asked for again, or a NACK of the broadcast fragments it lacks.
+ * reassembles each layer's broadcast body, computes its heads with the same HeadGroup the MQTT
+ * head node uses, and replies in its slot of the round (see mac.ts): its result body, the
+ * result fragments the gateway asked for again, or a NACK of the broadcast fragments it lacks.
  *
- * Sessions: a broadcast under a session number the node has not seen starts a fresh KV
- * cache; the gateway side gives every generation (and every reset) a new number. The node
- * keeps the caches of its last `maxSessions` sessions.
+ * Sessions: the broadcast body carries the mesh gateway's session id (u32); a session the
+ * node has not seen starts a fresh KV cache, and the node keeps the caches of its last
+ * `maxSessions` sessions. Its result body is signed with its radio address (the slot the mesh
+ * gateway gives it) and echoes the broadcast's session, sequence number, position and layer.
+ *
+ * Message numbers: the gateway works on one broadcast at a time, so a frame from the gateway
+ * under another message number than the last one heard starts a new message, even if that
+ * number was used before (numbers come round again, and a new gateway runner starts its
+ * sequence numbers anywhere): the node forgets what it held under that number.
  */
 import { Geometry } from '../llm/config';
+import { Body, BodyType, decodeBody } from '../link/body';
 import { Channel } from './regions';
 import { Clock } from './clock';
 import { Radio, Reception } from './channel';
-import {
-  FrameReceiver,
-  FrameSender,
-  GATEWAY_ADDRESS,
-  OutgoingMessage,
-  encodeNack,
-  encodeTensor,
-  messageKey,
-} from './frame';
-import { AirtimeLedger, MeshLayout, Slot } from './mac';
+import { FrameReceiver, FrameSender, GATEWAY_ADDRESS, MessageName, OutgoingMessage } from './frame';
+import { AirtimeLedger, MeshLayout, Slot, resultBody } from './mac';
 
 /** The head computation of one session: HeadGroup fits, and so does a stand-in that only makes traffic. */
 export interface HeadComputer {
@@ -43,6 +42,7 @@ export interface RadioHeadNodeOptions {
   radio: Radio;
   key: Buffer;
   meshId: number;
+  /** The gateway MAC's ledger, in a simulation: the node's airtime is counted with the gateway's. */
   ledger?: AirtimeLedger;
   maxSessions?: number;
 }
@@ -58,11 +58,12 @@ export interface RadioNodeCounters {
 }
 
 interface LayerState {
-  session: number;
-  pos: number;
-  layer: number;
+  messageNumber: number;
   fragmentCount: number;
-  xb?: Float32Array;
+  /** The broadcast, decoded. */
+  broadcast?: Body;
+  /** Why the broadcast was refused (the node stays silent about it). */
+  refused?: string;
   result?: OutgoingMessage;
   /** Result fragments the gateway asked for again (from its NACK this round). */
   resend?: number[];
@@ -77,12 +78,21 @@ export class RadioHeadNode {
   readonly address: number;
   readonly heads: number[];
   readonly counters: RadioNodeCounters = { framesIn: 0, rejected: 0, results: 0, resent: 0, nacks: 0, dutyCycleSkips: 0 };
+  /** Called with every broadcast body the node reassembled and took, as it arrived. */
+  onBroadcast: (body: Buffer) => void = () => undefined;
+  /** Called with every result body the node made, before its first fragment goes out. */
+  onResult: (body: Buffer) => void = () => undefined;
+  /** Why the last broadcast the node refused was refused. */
+  lastRefusal: string | undefined;
   private readonly o: RadioHeadNodeOptions;
   private readonly slot: Slot;
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private readonly sessions = new Map<number, HeadComputer>();
-  private readonly layers = new Map<string, LayerState>();
+  /** Per message number. */
+  private readonly layers = new Map<number, LayerState>();
+  /** The message number of the last frame heard from the gateway. */
+  private latestMessage: number | undefined;
 
   constructor(o: RadioHeadNodeOptions) {
     const slot = o.layout.slots.get(o.address);
@@ -99,36 +109,77 @@ export class RadioHeadNode {
 
   private onReception(r: Reception): void {
     this.counters.framesIn++;
-    const ev = this.receiver.receive(r.bytes);
-    if (ev.kind === 'rejected') {
+    const opened = this.receiver.accept(r.bytes);
+    if (!opened.ok) {
       // Other nodes' results on a shared channel land here too (reason 'address').
       this.counters.rejected++;
       return;
     }
-    const f = ev.frame;
+    const f = opened.frame;
     if (f.source !== GATEWAY_ADDRESS) return;
-    if (f.type === 'nack') {
-      if (ev.kind !== 'message' || ev.payload.kind !== 'nack' || ev.payload.nack.type !== 'result') return;
-      const st = this.state(f.session, f.position, f.layer, 0);
-      st.resend = ev.payload.nack.missing;
+    this.follow(f.messageNumber);
+    const ev = this.receiver.file(f);
+    if (ev.kind === 'rejected') {
+      this.counters.rejected++;
       return;
     }
-    if (f.type !== 'broadcast') return;
-    const st = this.state(f.session, f.position, f.layer, f.fragmentCount);
-    if (ev.kind === 'message' && ev.payload.kind === 'tensor') st.xb = ev.payload.tensor.values;
+    if (ev.kind === 'nack') {
+      // The gateway asks again for fragments of this node's result.
+      const st = this.layers.get(f.messageNumber);
+      if (st) st.resend = ev.nack.missing;
+      return;
+    }
+    const st = this.state(f.messageNumber, f.fragmentCount);
+    if (ev.kind === 'body') this.take(st, ev.body);
     if (f.fragmentIndex === f.fragmentCount - 1) this.bookSlot(st, r.endMs);
   }
 
-  private state(session: number, pos: number, layer: number, fragmentCount: number): LayerState {
-    const key = `${session}/${pos}/${layer}`;
-    let st = this.layers.get(key);
+  /** A frame from the gateway under message number m: a number other than the last one heard starts a new message. */
+  private follow(m: number): void {
+    if (m === this.latestMessage) return;
+    this.latestMessage = m;
+    this.receiver.reassembler.forget(this.broadcastName(m));
+    this.layers.delete(m);
+  }
+
+  private broadcastName(messageNumber: number): MessageName {
+    return { source: GATEWAY_ADDRESS, messageNumber };
+  }
+
+  private state(messageNumber: number, fragmentCount: number): LayerState {
+    let st = this.layers.get(messageNumber);
     if (!st) {
-      st = { session, pos, layer, fragmentCount };
-      this.layers.set(key, st);
-      if (this.layers.size > LAYERS_KEPT) this.layers.delete(this.layers.keys().next().value as string);
+      st = { messageNumber, fragmentCount };
+      this.layers.set(messageNumber, st);
+      if (this.layers.size > LAYERS_KEPT) this.layers.delete(this.layers.keys().next().value as number);
     }
-    if (fragmentCount > 0) st.fragmentCount = fragmentCount;
+    st.fragmentCount = fragmentCount;
     return st;
+  }
+
+  /** A reassembled broadcast body: decoded and kept, or refused (then the node stays silent about it). */
+  private take(st: LayerState, body: Buffer): void {
+    const decoded = this.decodeBroadcast(body);
+    if (typeof decoded === 'string') {
+      this.counters.rejected++;
+      st.refused = this.lastRefusal = `message ${st.messageNumber}: ${decoded}`;
+      return;
+    }
+    st.broadcast = decoded;
+    this.onBroadcast(body);
+  }
+
+  /** The decoded broadcast, or why the body is not a broadcast this node can compute. */
+  private decodeBroadcast(body: Buffer): Body | string {
+    let b: Body;
+    try {
+      b = decodeBody(body);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    if (b.type !== BodyType.Broadcast) return `a body of type ${b.type}, not a broadcast (${BodyType.Broadcast})`;
+    if (b.values.length !== this.o.g.dim) return `a broadcast of ${b.values.length} values; the model's dim is ${this.o.g.dim}`;
+    return b;
   }
 
   /** The marker ended at `markerEndMs`: reply in this node's slot of the round. */
@@ -140,30 +191,38 @@ export class RadioHeadNode {
   }
 
   private reply(st: LayerState, slotStart: number): void {
-    if (st.xb && !st.result) {
-      const out = this.session(st.session).forward(st.xb, st.pos, st.layer);
-      const body = encodeTensor(out, this.o.layout.encodings.result);
-      st.result = this.sender.message({ type: 'result', destination: GATEWAY_ADDRESS, session: st.session, position: st.pos, layer: st.layer }, body);
+    if (st.refused) return;
+    if (st.broadcast && !st.result) {
+      st.result = this.sender.body(GATEWAY_ADDRESS, this.compute(st.broadcast));
       st.resend = undefined;
       this.counters.results++;
-      this.send(this.sender.frames(st.result), slotStart, st.pos, 'result');
+      this.send(this.sender.frames(st.result), slotStart, 'result');
     } else if (st.result && st.resend) {
       const frames = this.sender.frames(st.result, st.resend);
       st.resend = undefined;
       this.counters.resent += frames.length;
-      this.send(frames, slotStart, st.pos, 'resent');
-    } else if (!st.xb && st.fragmentCount > 0) {
-      const key = messageKey({ type: 'broadcast', source: GATEWAY_ADDRESS, session: st.session, position: st.pos, layer: st.layer });
-      const missing = this.receiver.reassembler.missing(key) ?? Array.from({ length: st.fragmentCount }, (_, i) => i);
-      const body = encodeNack({ type: 'broadcast', fragmentCount: st.fragmentCount, missing });
-      const nack = this.sender.message({ type: 'nack', destination: GATEWAY_ADDRESS, session: st.session, position: st.pos, layer: st.layer }, body);
+      this.send(frames, slotStart, 'resent');
+    } else if (!st.broadcast) {
+      const name = this.broadcastName(st.messageNumber);
+      const nack = this.sender.nack(name, { fragmentCount: st.fragmentCount, missing: this.receiver.reassembler.stillMissing(name, st.fragmentCount) });
       this.counters.nacks++;
-      this.send(this.sender.frames(nack), slotStart, st.pos, 'nack');
+      this.send(this.sender.frames(nack), slotStart, 'nack');
     }
   }
 
-  /** Sends frames one after another within the slot, as the duty cycle allows; what does not fit waits for a NACK. */
-  private send(frames: Buffer[], slotStart: number, pos: number, kind: 'result' | 'resent' | 'nack'): void {
+  /** This node's heads on a broadcast, as the result body it sends: signed with its address, echoing the broadcast. */
+  private compute(b: Body): Buffer {
+    const out = this.session(b.session).forward(b.values, b.pos, b.layer);
+    const body = resultBody(this.o.layout.encodings.result, this.address, b, out);
+    this.onResult(body);
+    return body;
+  }
+
+  /**
+   * Sends frames one after another within the slot, as the duty cycle allows; what does not
+   * fit waits for a NACK. Airtime goes to the ledger under the position the gateway is on.
+   */
+  private send(frames: Buffer[], slotStart: number, kind: 'result' | 'resent' | 'nack'): void {
     const ch: Channel = this.slot.channel;
     const slotEnd = slotStart + this.slot.lengthMs - this.o.layout.config.guardMs;
     let t = slotStart;
@@ -175,7 +234,7 @@ export class RadioHeadNode {
         return;
       }
       t = this.o.radio.transmit(frame, ch, start).endMs;
-      this.o.ledger?.add(pos, kind, ms);
+      this.o.ledger?.add(this.o.ledger.position, kind, ms);
     }
   }
 
@@ -185,11 +244,7 @@ export class RadioHeadNode {
       s = this.o.newSession();
       this.sessions.set(session, s);
       const max = this.o.maxSessions ?? 2;
-      while (this.sessions.size > max) {
-        const oldest = this.sessions.keys().next().value as number;
-        this.sessions.delete(oldest);
-        this.receiver.reassembler.endSession(oldest);
-      }
+      while (this.sessions.size > max) this.sessions.delete(this.sessions.keys().next().value as number);
     }
     return s;
   }

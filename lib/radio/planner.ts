@@ -1,9 +1,9 @@
 /**
  * The feasibility planner: before anything is bought, does a model fit a mesh of ESP32-S3 head
  * nodes, and how long does a token take over LoRa? Memory comes from the model's geometry and
- * the head partition; radio time from the real frame encoder (lib/radio/frame.ts), the Semtech
- * time-on-air formula and the region's duty-cycle clock, run over a few tokens of the
- * gateway's schedule. Compute time on the nodes and the gateway is not counted: only the radio.
+ * the head partition; radio time from the real body and frame encoders (lib/link/body.ts,
+ * lib/radio/frame.ts), the Semtech time-on-air formula and the region's duty-cycle clock, run
+ * over a few tokens of the gateway's schedule. Compute time on the nodes and the gateway is not counted: only the radio.
  *
  * Per layer the gateway broadcasts the attention input [dim] to every node, then every node
  * sends its head outputs [heads x headSize] back; the gateway schedules each reply on the
@@ -14,7 +14,8 @@ import { Geometry, ModelConfig, geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
 import { INT8_GROUP_SIZE, kvHeadsFor, partitionHeads } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
-import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, encodeTensor, fragmentCapacity, meshEncodings, tensorBodyBytes } from './frame';
+import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, fragmentCapacity } from './frame';
+import { broadcastBody, meshBodyBytes, meshEncodings, resultBody } from './mac';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 import { Encoding } from '../llm/quant';
 
@@ -135,8 +136,8 @@ export function nodeBudget(g: Geometry, node: number, heads: number[], quant: We
   const kvCacheBytes = g.nLayers * kvHeads.length * context * g.headSize * 2 * 4;
   const f32 = 4;
   const working = f32 * (g.dim /* xb */ + heads.length * g.headSize /* q */ + 2 * kvHeads.length * g.headSize /* k, v */ + context /* scores */ + heads.length * g.headSize /* out */);
-  const enc = meshEncodings(g, transport);
-  const bodies = tensorBodyBytes(g.dim, enc.broadcast) + tensorBodyBytes(heads.length * g.headSize, enc.result);
+  const sizes = meshBodyBytes(g, transport);
+  const bodies = sizes.broadcast + sizes.result(heads.length);
   const frameBuffers = 2 * 255;
   return { node, heads, kvHeads, weightBytes: g.nLayers * rowsPerLayer * rowBytes, kvCacheBytes, bufferBytes: working + bodies + frameBuffers };
 }
@@ -152,19 +153,19 @@ function verdict(m: ModuleVariant, need: { weightBytes: number; kvCacheBytes: nu
   return { module: m.name, flashHeadroomBytes: flash, psramHeadroomBytes: psram, sramHeadroomBytes: sram, fits: shortOf.length === 0, shortOf };
 }
 
-/** Frame sizes of one layer, made by the frame encoder: the broadcast, and each node's result. */
+/** Frame sizes of one layer, made by the body and frame encoders: the broadcast, and each node's result. */
 function layerFrames(g: Geometry, groups: number[][], transport: Encoding, maxFrameBytes: number): { broadcast: number[]; results: number[][] } {
   const key = Buffer.alloc(16);
   const meshId = 0;
   const gateway = new FrameSender({ key, meshId, source: GATEWAY_ADDRESS, maxFrameBytes });
-  const address = { session: 0, position: 0, layer: 0 };
+  const header = { session: 1, seq: 0, pos: 0, layer: 0 };
   const enc = meshEncodings(g, transport);
-  const xb = encodeTensor(new Float32Array(g.dim), enc.broadcast);
-  const broadcast = gateway.frames(gateway.message({ type: 'broadcast', destination: BROADCAST_ADDRESS, ...address }, xb)).map((f) => f.length);
+  const xb = broadcastBody(enc.broadcast, header, new Float32Array(g.dim));
+  const broadcast = gateway.frames(gateway.body(BROADCAST_ADDRESS, xb)).map((f) => f.length);
   const results = groups.map((heads, i) => {
     const node = new FrameSender({ key, meshId, source: i + 1, maxFrameBytes });
-    const out = encodeTensor(new Float32Array(heads.length * g.headSize), enc.result);
-    return node.frames(node.message({ type: 'result', destination: GATEWAY_ADDRESS, ...address }, out)).map((f) => f.length);
+    const out = resultBody(enc.result, i + 1, header, new Float32Array(heads.length * g.headSize));
+    return node.frames(node.body(GATEWAY_ADDRESS, out)).map((f) => f.length);
   });
   return { broadcast, results };
 }
@@ -172,11 +173,11 @@ function layerFrames(g: Geometry, groups: number[][], transport: Encoding, maxFr
 /** A message carries at most 255 fragments: slow data rates with small frames cannot carry a large vector. */
 function checkFragmentLimit(g: Geometry, groups: number[][], transport: Encoding, maxFrameBytes: number, rate: string): void {
   const capacity = fragmentCapacity(maxFrameBytes);
-  const enc = meshEncodings(g, transport);
+  const sizes = meshBodyBytes(g, transport);
   const mostHeads = Math.max(...groups.map((h) => h.length));
   const largest = [
-    { what: `a broadcast of ${g.dim} values`, bytes: tensorBodyBytes(g.dim, enc.broadcast) },
-    { what: `a result of ${mostHeads} heads`, bytes: tensorBodyBytes(mostHeads * g.headSize, enc.result) },
+    { what: `a broadcast of ${g.dim} values`, bytes: sizes.broadcast },
+    { what: `a result of ${mostHeads} heads`, bytes: sizes.result(mostHeads) },
   ];
   for (const { what, bytes } of largest) {
     const fragments = Math.ceil(bytes / capacity);
