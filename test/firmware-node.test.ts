@@ -9,6 +9,7 @@ import { firmwareBinary } from '../lib/firmware/build';
 import { INT8_GROUP_SIZE } from '../lib/llm/head';
 import { BODY_FIELDS, BODY_HEADER_BYTES, BODY_MAGIC, BODY_VERSION, BodyType, ENCODING_CODES } from '../lib/link/body';
 import { ControlKind, PROTOCOL_VERSION, parseControl, topicsFor } from '../lib/mesh/wire';
+import * as radio from '../lib/radio/frame';
 import { modelPaths } from './support/fixtures';
 
 const binary = (): string => firmwareBinary('mesh-llm-node');
@@ -24,7 +25,7 @@ test('the native node is built (npm run build compiles it with g++)', () => {
   expect(() => binary()).not.toThrow();
 });
 
-test('its wire constants, topic tree and head-link body table are those of lib/mesh/wire.ts and lib/link/body.ts', async () => {
+test('its wire constants, topic tree, head-link body table and radio header table are those of lib/mesh/wire.ts, lib/link/body.ts and lib/radio/frame.ts', async () => {
   const r = await run(['--wire']);
   expect(r.code).toBe(0);
   const t = topicsFor('M');
@@ -38,6 +39,18 @@ test('its wire constants, topic tree and head-link body table are those of lib/m
       types: { broadcast: BodyType.Broadcast, result: BodyType.Result },
       encodings: ENCODING_CODES,
       fields: BODY_FIELDS,
+    },
+    radio: {
+      version: radio.FRAME_VERSION,
+      headerBytes: radio.RADIO_HEADER_BYTES,
+      micBytes: radio.MIC_BYTES,
+      defaultMaxFrameBytes: radio.DEFAULT_MAX_FRAME_BYTES,
+      maxFragments: radio.MAX_FRAGMENTS,
+      gatewayAddress: radio.GATEWAY_ADDRESS,
+      broadcastAddress: radio.BROADCAST_ADDRESS,
+      networkKeyBytes: radio.NETWORK_KEY_BYTES,
+      kinds: radio.FRAME_KINDS,
+      fields: radio.RADIO_HEADER_FIELDS,
     },
     int8GroupSize: INT8_GROUP_SIZE,
     topics: {

@@ -24,10 +24,7 @@ void ml_write_le(uint8_t* p, int bytes, uint32_t v) {
   for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-namespace {
-
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
+std::string ml_format(const char* f, ...) {
   char buf[256];
   va_list ap;
   va_start(ap, f);
@@ -35,6 +32,27 @@ std::string fmt(const char* f, ...) {
   va_end(ap);
   return buf;
 }
+
+uint32_t ml_field_read(const uint8_t* header, const MlField& f) {
+  const uint8_t* p = header + f.offset;
+  if (f.nibble == ML_HIGH_NIBBLE) return *p >> 4;
+  if (f.nibble == ML_LOW_NIBBLE) return *p & 0x0f;
+  return ml_read_le(p, f.bytes);
+}
+
+void ml_field_write(uint8_t* header, const MlField& f, uint32_t v) {
+  uint8_t* p = header + f.offset;
+  if (f.nibble == ML_HIGH_NIBBLE) *p |= (uint8_t)(v << 4);
+  else if (f.nibble == ML_LOW_NIBBLE) *p |= (uint8_t)(v & 0x0f);
+  else ml_write_le(p, f.bytes, v);
+}
+
+uint32_t ml_field_max(const MlField& f) {
+  if (f.nibble != ML_WHOLE_BYTES) return 0x0f;
+  return f.bytes == 4 ? 0xffffffffu : (1u << (8 * f.bytes)) - 1;
+}
+
+namespace {
 
 // JavaScript's Number#toString of a value that is not finite (what decodeBody reports).
 std::string js_non_finite(float v) {
@@ -79,7 +97,8 @@ void write_header(const MlBodyHeader& h, uint8_t* out) {
   raw[ML_FIELD_LAYER] = h.layer;
   raw[ML_FIELD_COUNT] = h.count;
   raw[ML_FIELD_GROUP_SIZE] = carried_group_size(h);
-  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) ml_write_le(out + ML_BODY_FIELDS[i].offset, ML_BODY_FIELDS[i].bytes, raw[i]);
+  memset(out, 0, ML_BODY_HEADER_BYTES);
+  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) ml_field_write(out, ML_BODY_FIELDS[i], raw[i]);
 }
 
 }  // namespace
@@ -90,31 +109,31 @@ size_t ml_body_bytes(uint8_t encoding, int count, int groupSize) {
 
 bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_t** payload, std::string* err) {
   if (len < ML_BODY_HEADER_BYTES) {
-    *err = fmt("body is %zu bytes, shorter than the %zu-byte header", len, ML_BODY_HEADER_BYTES);
+    *err = ml_format("body is %zu bytes, shorter than the %zu-byte header", len, ML_BODY_HEADER_BYTES);
     return false;
   }
   uint32_t raw[ML_BODY_FIELD_COUNT];
-  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) raw[i] = ml_read_le(buf + ML_BODY_FIELDS[i].offset, ML_BODY_FIELDS[i].bytes);
+  for (int i = 0; i < ML_BODY_FIELD_COUNT; i++) raw[i] = ml_field_read(buf, ML_BODY_FIELDS[i]);
   const uint32_t encoding = raw[ML_FIELD_ENCODING], count = raw[ML_FIELD_COUNT], groupSize = raw[ML_FIELD_GROUP_SIZE];
   if (raw[ML_FIELD_MAGIC] != ML_BODY_MAGIC) {
-    *err = fmt("bad magic 0x%x (expected 0x%x, \"ML\")", raw[ML_FIELD_MAGIC], ML_BODY_MAGIC);
+    *err = ml_format("bad magic 0x%x (expected 0x%x, \"ML\")", raw[ML_FIELD_MAGIC], ML_BODY_MAGIC);
     return false;
   }
   if (raw[ML_FIELD_VERSION] != ML_BODY_VERSION) {
-    *err = fmt("unsupported body version %u (this build speaks %u)", raw[ML_FIELD_VERSION], ML_BODY_VERSION);
+    *err = ml_format("unsupported body version %u (this build speaks %u)", raw[ML_FIELD_VERSION], ML_BODY_VERSION);
     return false;
   }
   if (raw[ML_FIELD_TYPE] != ML_BODY_BROADCAST && raw[ML_FIELD_TYPE] != ML_BODY_RESULT) {
-    *err = fmt("unknown body type %u", raw[ML_FIELD_TYPE]);
+    *err = ml_format("unknown body type %u", raw[ML_FIELD_TYPE]);
     return false;
   }
   const char* encodingName = ml_encoding_name((uint8_t)encoding);
   if (!encodingName) {
-    *err = fmt("unknown encoding %u", encoding);
+    *err = ml_format("unknown encoding %u", encoding);
     return false;
   }
   if (raw[ML_FIELD_RESERVED] != 0) {
-    *err = fmt("reserved byte is %u, not 0", raw[ML_FIELD_RESERVED]);
+    *err = ml_format("reserved byte is %u, not 0", raw[ML_FIELD_RESERVED]);
     return false;
   }
   if (count == 0) {
@@ -122,7 +141,7 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
     return false;
   }
   if (encoding == ML_ENCODING_F32 && groupSize != 0) {
-    *err = fmt("float32 body with group size %u (must be 0)", groupSize);
+    *err = ml_format("float32 body with group size %u (must be 0)", groupSize);
     return false;
   }
   if (encoding == ML_ENCODING_INT8 && groupSize == 0) {
@@ -131,7 +150,7 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
   }
   const size_t expected = ml_body_bytes((uint8_t)encoding, (int)count, (int)groupSize);
   if (len != expected) {
-    *err = fmt("body is %zu bytes; its header (%u %s values) implies %zu", len, count, encodingName, expected);
+    *err = ml_format("body is %zu bytes; its header (%u %s values) implies %zu", len, count, encodingName, expected);
     return false;
   }
   h->type = (uint8_t)raw[ML_FIELD_TYPE];
@@ -167,7 +186,7 @@ bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* valu
   }
   for (int i = 0; i < h->count; i++) {
     if (!isfinite(values[i])) {
-      *err = fmt("value %d is not finite (%s)", i, js_non_finite(values[i]).c_str());
+      *err = ml_format("value %d is not finite (%s)", i, js_non_finite(values[i]).c_str());
       return false;
     }
   }

@@ -45,20 +45,32 @@ enum MlBodyFieldId {
   ML_FIELD_GROUP_SIZE,
   ML_BODY_FIELD_COUNT
 };
-// A header field (this table's and radio_frame.h's).
+// A header field (this table's and radio_frame.h's): `bytes` little-endian bytes at `offset`,
+// or one nibble of the byte there.
+enum MlNibble : uint8_t { ML_WHOLE_BYTES, ML_HIGH_NIBBLE, ML_LOW_NIBBLE };
 struct MlField {
   const char* name;  // as the TypeScript table names it
   uint8_t offset;
   uint8_t bytes;     // 1, 2 or 4
+  MlNibble nibble = ML_WHOLE_BYTES;  // unless the field is half of a byte
 };
 static const MlField ML_BODY_FIELDS[ML_BODY_FIELD_COUNT] = {
     {"magic", 0, 2},    {"version", 2, 1}, {"type", 3, 1}, {"encoding", 4, 1}, {"reserved", 5, 1},  {"sender", 6, 2},
     {"session", 8, 4},  {"seq", 12, 4},    {"pos", 16, 2}, {"layer", 18, 2},   {"count", 20, 2},    {"groupSize", 22, 2},
 };
 
-// Little-endian unsigned integers of 1, 2 or 4 bytes (the fields above, the radio header's).
+// Little-endian unsigned integers of 1, 2 or 4 bytes.
 uint32_t ml_read_le(const uint8_t* p, int bytes);
 void ml_write_le(uint8_t* p, int bytes, uint32_t v);
+// printf into a std::string: the sentences of link.cpp and radio_frame.cpp.
+std::string ml_format(const char* f, ...) __attribute__((format(printf, 1, 2)));
+
+// A field of a header (the table above, or the radio header's). Writing expects a header that
+// starts zeroed (nibbles are or-ed in) and a value that fits the field.
+uint32_t ml_field_read(const uint8_t* header, const MlField& f);
+void ml_field_write(uint8_t* header, const MlField& f, uint32_t v);
+// The largest value a field holds.
+uint32_t ml_field_max(const MlField& f);
 
 // A header's variable fields (magic, version and reserved are constants).
 struct MlBodyHeader {

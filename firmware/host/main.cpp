@@ -4,8 +4,8 @@
 //
 //   mesh-llm-node --id ID --model PATH [--broker mqtt://[user:pass@]host:port] [--username U]
 //                 [--password P] [--mesh ID] [--heartbeat MS] [--max-sessions N]
-//   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts and
-//                             lib/link/body.ts)
+//   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts,
+//                             lib/link/body.ts and lib/radio/frame.ts)
 //   mesh-llm-node --validate assignment|session|steering
 //                             checks each line of standard input against the built-in schema
 //                             and prints {"ok":true} or {"ok":false,"error":...} per line
@@ -30,6 +30,7 @@
 #include "ml_schemas.h"
 #include "mqtt.h"
 #include "node.h"
+#include "radio_frame.h"  // its constants and table only: the native node speaks MQTT
 
 namespace {
 
@@ -107,11 +108,14 @@ bool parseBroker(const std::string& url, MqttOptions* o, std::string* err) {
   return true;
 }
 
-// A header's field table as a JSON array of {name, offset, bytes}.
+// A header's field table as a JSON array of {name, offset, bytes[, nibble]}.
 std::string fieldsJson(const MlField* fields, int count) {
   std::string s = "[";
-  for (int i = 0; i < count; i++)
-    s += std::string(i ? "," : "") + "{\"name\":" + json_quote(fields[i].name) + ",\"offset\":" + std::to_string(fields[i].offset) + ",\"bytes\":" + std::to_string(fields[i].bytes) + "}";
+  for (int i = 0; i < count; i++) {
+    const MlField& f = fields[i];
+    const std::string nibble = f.nibble == ML_WHOLE_BYTES ? "" : std::string(",\"nibble\":") + (f.nibble == ML_HIGH_NIBBLE ? "\"high\"" : "\"low\"");
+    s += std::string(i ? "," : "") + "{\"name\":" + json_quote(f.name) + ",\"offset\":" + std::to_string(f.offset) + ",\"bytes\":" + std::to_string(f.bytes) + nibble + "}";
+  }
   return s + "]";
 }
 
@@ -124,8 +128,17 @@ std::string bodyJson() {
          "},\"fields\":" + fieldsJson(ML_BODY_FIELDS, ML_BODY_FIELD_COUNT) + "}";
 }
 
+// The radio frame's constants, frame kinds and header table (radio_frame.h).
+std::string radioJson() {
+  const auto n = [](size_t v) { return std::to_string(v); };
+  return "{\"version\":" + n(ML_RADIO_VERSION) + ",\"headerBytes\":" + n(ML_RADIO_HEADER_BYTES) + ",\"micBytes\":" + n(ML_RADIO_MIC_BYTES) +
+         ",\"defaultMaxFrameBytes\":" + n(ML_RADIO_DEFAULT_FRAME_BYTES) + ",\"maxFragments\":" + n(ML_RADIO_MAX_FRAGMENTS) + ",\"gatewayAddress\":" + n(ML_RADIO_GATEWAY) +
+         ",\"broadcastAddress\":" + n(ML_RADIO_EVERY_NODE) + ",\"networkKeyBytes\":" + n(ML_NETWORK_KEY_BYTES) + ",\"kinds\":{\"fragment\":" + n(ML_FRAME_FRAGMENT) +
+         ",\"nack\":" + n(ML_FRAME_NACK) + "},\"fields\":" + fieldsJson(ML_RADIO_FIELDS, ML_RADIO_FIELD_COUNT) + "}";
+}
+
 void printWire() {
-  printf("{\"protocol\":%d,\"body\":%s,\"int8GroupSize\":%d,\"topics\":{", ML_PROTOCOL_VERSION, bodyJson().c_str(), ML_INT8_GROUP_SIZE);
+  printf("{\"protocol\":%d,\"body\":%s,\"radio\":%s,\"int8GroupSize\":%d,\"topics\":{", ML_PROTOCOL_VERSION, bodyJson().c_str(), radioJson().c_str(), ML_INT8_GROUP_SIZE);
   const std::string m = "{mesh}", n = "{node}";
   printf("\"broadcast\":%s,\"result\":%s,\"status\":%s,\"assign\":%s,\"session\":%s,\"ack\":%s,\"telemetry\":%s,\"errors\":%s,\"steer\":%s}}\n",
          json_quote(ml_topic_broadcast(m)).c_str(), json_quote(ml_topic_result(m, n)).c_str(), json_quote(ml_topic_status(m, n)).c_str(),
