@@ -8,7 +8,8 @@
 import { spawnSync } from 'node:child_process';
 import { firmwareBinary } from '../lib/firmware/build';
 import { BodyType, checkBody, decodeBody } from '../lib/link/body';
-import { BodyVector, bodyVectors, toHex, vectorLines } from '../lib/link/vectors';
+import { BodyVector, FRAGMENT_COUNTS, FramesVector, LinkVector, bodyVectors, frameVectors, toHex, vectorLines } from '../lib/link/vectors';
+import { Frame, FrameReceiver, FrameSender, MAX_FRAGMENTS, RejectReason, openFrame, sealFrame } from '../lib/radio/frame';
 
 interface BodyVerdict {
   ok: boolean;
@@ -21,8 +22,8 @@ interface BodyVerdict {
 }
 
 /** Runs link-check on the vectors; one verdict per vector. */
-function linkCheck<T>(vectors: object[]): T[] {
-  const r = spawnSync(firmwareBinary('link-check'), [], { input: vectorLines(vectors as BodyVector[]), encoding: 'utf8', maxBuffer: 1 << 28 });
+function linkCheck<T>(vectors: LinkVector[]): T[] {
+  const r = spawnSync(firmwareBinary('link-check'), [], { input: vectorLines(vectors), encoding: 'utf8', maxBuffer: 1 << 28 });
   expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
   const lines = r.stdout.trim().split('\n');
   expect(lines).toHaveLength(vectors.length);
@@ -89,5 +90,123 @@ describe('head-link bodies', () => {
     }
     // most header bits are checked (magic, version, type, encoding, reserved, count, group size)
     expect(refused).toBeGreaterThan(altered.length / 3);
+  });
+});
+
+interface FrameEvent {
+  event: 'rejected' | 'duplicate' | 'fragment' | 'body' | 'nack';
+  reason?: RejectReason;
+  detail?: string;
+  header?: Record<string, unknown>;
+  resealed?: string;
+  missing?: number[];
+  body?: string;
+  bodyHeader?: Record<string, unknown>;
+  nack?: { fragmentCount: number; missing: number[] };
+  sent?: string[];
+}
+
+/** The frame sealed again from its parsed header and fragment ('' when that header cannot be sealed). */
+function resealed(f: Frame, key: Buffer): string {
+  try {
+    return toHex(sealFrame(f, f.fragment, key));
+  } catch {
+    return '';
+  }
+}
+
+/** What lib/radio/frame.ts does with the vector's frames, in link-check's terms. */
+function expectedEvents(v: FramesVector): FrameEvent[] {
+  const key = Buffer.from(v.key, 'hex');
+  const receiver = new FrameReceiver({ key, meshId: v.meshId, address: v.address });
+  const sender = () => v.sender && new FrameSender({ key, meshId: v.meshId, source: v.sender.source, maxFrameBytes: v.sender.maxFrameBytes, counter: v.sender.counter });
+  return v.frames.map((hex) => {
+    const bytes = Buffer.from(hex, 'hex');
+    const opened = openFrame(bytes, key, v.meshId);
+    let seen = {};
+    if (opened.ok) {
+      const { fragment: _fragment, ...header } = opened.frame;
+      seen = { header, resealed: resealed(opened.frame, key) };
+    }
+    const e = receiver.receive(bytes);
+    switch (e.kind) {
+      case 'rejected':
+        return { event: 'rejected', reason: e.reason, detail: e.detail, ...seen };
+      case 'duplicate':
+        return { event: 'duplicate', ...seen };
+      case 'fragment':
+        return { event: 'fragment', missing: e.missing, ...seen };
+      case 'body': {
+        const s = sender();
+        const sent = s && v.sender ? { sent: s.frames(s.body(v.sender.destination, e.body)).map(toHex) } : {};
+        return { event: 'body', body: toHex(e.body), bodyHeader: { ...e.header }, ...seen, ...sent };
+      }
+      case 'nack': {
+        const s = sender();
+        const sent = s ? { sent: s.frames(s.nack({ source: e.frame.destination, messageNumber: e.frame.messageNumber }, e.nack)).map(toHex) } : {};
+        return { event: 'nack', nack: e.nack, ...seen, ...sent };
+      }
+    }
+  });
+}
+
+describe('radio frames', () => {
+  const vectors = frameVectors();
+  let verdicts: { events: FrameEvent[] }[] = [];
+  beforeAll(() => {
+    verdicts = linkCheck<{ events: FrameEvent[] }>(vectors);
+  });
+
+  /** Every vector whose name matches, compared event by event with the TypeScript receiver. */
+  function compare(match: (v: FramesVector) => boolean): FrameEvent[][] {
+    const seen: FrameEvent[][] = [];
+    for (const [i, v] of vectors.entries()) {
+      if (!match(v)) continue;
+      const expected = expectedEvents(v);
+      expect({ name: v.name, events: verdicts[i].events }).toEqual({ name: v.name, events: expected });
+      seen.push(expected);
+    }
+    expect(seen.length).toBeGreaterThan(0);
+    return seen;
+  }
+
+  test('bodies cut into 1..255 fragments (frames of 230, 64, 24 bytes and others) are opened, sealed again, reassembled and cut again byte for byte', () => {
+    const runs = compare((v) => v.sender !== undefined && !v.name.startsWith('NACK'));
+    const counts = new Set<number>();
+    for (const [i, v] of vectors.entries()) {
+      if (v.sender === undefined || v.name.startsWith('NACK')) continue;
+      counts.add(v.frames.length);
+      const events = verdicts[i].events;
+      // every frame opens and re-seals to itself; the last completes the body, which is sent again as the same frames
+      expect(events.map((e) => e.resealed)).toEqual(v.frames);
+      const last = events[events.length - 1];
+      expect({ name: v.name, event: last.event, sent: last.sent }).toEqual({ name: v.name, event: 'body', sent: v.frames });
+    }
+    for (const n of FRAGMENT_COUNTS) expect(counts).toContain(n);
+    expect(counts).toContain(MAX_FRAGMENTS);
+    const sizes = new Set(vectors.map((v) => v.sender?.maxFrameBytes));
+    for (const size of [230, 64, 24]) expect(sizes).toContain(size);
+    expect(runs.length).toBeGreaterThan(FRAGMENT_COUNTS.length);
+  });
+
+  test('fragments out of order, retransmitted, or late after the message completed, and a receiver that forgets its 257th-newest message', () => {
+    const runs = compare((v) => /order|messages and a late copy/.test(v.name));
+    const kinds = runs.flat().map((e) => e.event);
+    expect(kinds).toContain('duplicate');
+    expect(kinds.filter((k) => k === 'body').length).toBeGreaterThan(258);
+  });
+
+  test('NACKs of 1..255 fragments are decoded and sent again byte for byte', () => {
+    compare((v) => v.name.startsWith('NACK'));
+    for (const [i, v] of vectors.entries()) {
+      if (!v.name.startsWith('NACK')) continue;
+      expect({ name: v.name, sent: verdicts[i].events[0].sent }).toEqual({ name: v.name, sent: v.frames });
+    }
+  });
+
+  test('frames with a flipped bit, or dropped for any other reason, are rejected for the reason and in the words lib/radio/frame.ts gives', () => {
+    const runs = compare((v) => v.sender === undefined && !/order|messages and a late copy/.test(v.name));
+    const reasons = new Set(runs.flat().map((e) => e.reason));
+    for (const reason of ['length', 'version', 'type', 'mesh', 'mic', 'replay', 'address', 'fragment', 'body'] as const) expect(reasons).toContain(reason);
   });
 });

@@ -13,6 +13,16 @@
 //        "values", or for float32 from the decoded values (ml_body_encode).
 //     -> {"ok": false, "error": SENTENCE[, "header", "written" when only decoding failed]}
 //
+//   frames vector  {"key": HEX, "meshId": N, "address": N, "frames": [HEX, ...],
+//                   "sender"?: {"source": N, "destination": N, "counter": N, "maxFrameBytes": N}}
+//     A receiver of that address (MlFrameReceiver) takes the frames in order:
+//     -> {"events": [EVENT per frame]}, EVENT = {"event": "rejected" | "duplicate" | "fragment" |
+//        "body" | "nack", "reason"?, "detail"? (rejected), "missing"? (fragment), "body"? and
+//        "bodyHeader"? (body), "nack"? (nack), "header"? and "resealed"? (every frame that
+//        opens under the key: its header, and the frame sealed again from header and
+//        fragment), "sent"? (body and nack, with "sender": the message cut into frames again
+//        by an MlFrameSender)}
+//
 // Errors in the input itself (not JSON, bad hex): {"ok": false, "input": SENTENCE}.
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +33,7 @@
 
 #include "json.h"
 #include "link.h"
+#include "radio_frame.h"
 
 namespace {
 
@@ -119,12 +130,115 @@ std::string checkBodyVector(const JsonValue& v) {
   return out + "}";
 }
 
+std::string intListJson(const std::vector<int>& xs) {
+  std::string s = "[";
+  for (size_t i = 0; i < xs.size(); i++) s += (i ? "," : "") + std::to_string(xs[i]);
+  return s + "]";
+}
+
+std::string hexListJson(const std::vector<Bytes>& frames) {
+  std::string s = "[";
+  for (size_t i = 0; i < frames.size(); i++) s += (i ? "," : "") + json_quote(hex(frames[i]));
+  return s + "]";
+}
+
+std::string radioHeaderJson(const MlRadioHeader& h) {
+  return "{" + field("kind", json_quote(h.kind == ML_FRAME_NACK ? "nack" : "fragment"), true) + field("meshId", std::to_string(h.meshId)) +
+         field("source", std::to_string(h.source)) + field("destination", std::to_string(h.destination)) + field("counter", std::to_string(h.counter)) +
+         field("messageNumber", std::to_string(h.messageNumber)) + field("fragmentIndex", std::to_string(h.fragmentIndex)) +
+         field("fragmentCount", std::to_string(h.fragmentCount)) + "}";
+}
+
+// A whole-number member in lo..hi, or false.
+bool intMember(const JsonValue& v, const char* key, double lo, double hi, uint32_t* out) {
+  const JsonValue* m = v.get(key);
+  if (!m || !m->isInteger() || m->number < lo || m->number > hi) return false;
+  *out = (uint32_t)m->number;
+  return true;
+}
+
+// Every frame of an outgoing message, sealed by the sender.
+std::vector<Bytes> framesOf(MlFrameSender* sender, const MlOutgoing& m) {
+  std::vector<Bytes> frames;
+  for (int i = 0; i < m.fragmentCount; i++) {
+    Bytes f(ML_RADIO_MAX_FRAME_BYTES);
+    f.resize(sender->frame(m, i, f.data()));
+    frames.push_back(f);
+  }
+  return frames;
+}
+
+struct SenderSpec {
+  bool given = false;
+  uint32_t source = 0, destination = 0, counter = 0, maxFrameBytes = 0;
+};
+
+// What one frame did to the receiver, as JSON.
+std::string frameEvent(MlFrameReceiver* receiver, const uint8_t* key, uint8_t meshId, const SenderSpec& spec, const Bytes& frame) {
+  std::string out;
+  MlRadioFrame opened;
+  std::string ignored;
+  if (ml_radio_open(key, meshId, frame.data(), frame.size(), &opened, &ignored) == ML_RADIO_ACCEPTED) {
+    Bytes resealed(ML_RADIO_MAX_FRAME_BYTES);
+    resealed.resize(ml_radio_seal(key, opened.h, opened.fragment, opened.fragmentBytes, resealed.data()));
+    out += field("header", radioHeaderJson(opened.h)) + field("resealed", json_quote(hex(resealed)));
+  }
+  const MlReceiveEvent e = receiver->receive(frame.data(), frame.size());
+  MlFrameSender sender;
+  std::string err;
+  const bool resend = spec.given && sender.init(key, meshId, (uint8_t)spec.source, spec.maxFrameBytes, spec.counter, &err);
+  MlOutgoing m;
+  switch (e.kind) {
+    case MlReceiveEvent::REJECTED:
+      return "{\"event\":\"rejected\"" + field("reason", json_quote(ml_radio_reject_name(e.reason))) + field("detail", json_quote(e.detail)) + out + "}";
+    case MlReceiveEvent::DUPLICATE:
+      return "{\"event\":\"duplicate\"" + out + "}";
+    case MlReceiveEvent::FRAGMENT:
+      return "{\"event\":\"fragment\"" + field("missing", intListJson(e.missing)) + out + "}";
+    case MlReceiveEvent::BODY:
+      out += field("body", json_quote(hex(e.body))) + field("bodyHeader", bodyHeaderJson(e.header));
+      if (resend) out += field("sent", sender.body((uint8_t)spec.destination, e.body.data(), e.body.size(), &m, &err) ? hexListJson(framesOf(&sender, m)) : json_quote(err));
+      return "{\"event\":\"body\"" + out + "}";
+    case MlReceiveEvent::NACK:
+      out += field("nack", "{" + field("fragmentCount", std::to_string(e.nack.fragmentCount), true) + field("missing", intListJson(e.nack.missing)) + "}");
+      if (resend) out += field("sent", sender.nack(e.frame.h.destination, e.frame.h.messageNumber, e.nack, &m, &err) ? hexListJson(framesOf(&sender, m)) : json_quote(err));
+      return "{\"event\":\"nack\"" + out + "}";
+  }
+  return "{}";
+}
+
+// A set of frames: open, re-seal and receive each, reassemble the body, cut it into frames again.
+std::string checkFramesVector(const JsonValue& v) {
+  Bytes key;
+  uint32_t meshId = 0, address = 0;
+  if (!hexMember(v, "key", &key) || key.size() != ML_NETWORK_KEY_BYTES) return "{\"ok\":false,\"input\":\"key must be 16 bytes of hex\"}";
+  if (!intMember(v, "meshId", 0, 255, &meshId) || !intMember(v, "address", 0, 255, &address)) return "{\"ok\":false,\"input\":\"meshId and address are 0..255\"}";
+  const JsonValue* frames = v.get("frames");
+  if (frames->type != JsonValue::Array) return "{\"ok\":false,\"input\":\"frames must be an array\"}";
+  SenderSpec spec;
+  if (const JsonValue* s = v.get("sender")) {
+    spec.given = intMember(*s, "source", 0, 255, &spec.source) && intMember(*s, "destination", 0, 255, &spec.destination) &&
+                 intMember(*s, "counter", 0, 4294967295.0, &spec.counter) && intMember(*s, "maxFrameBytes", 0, 255, &spec.maxFrameBytes);
+    if (!spec.given) return "{\"ok\":false,\"input\":\"sender has source, destination, counter and maxFrameBytes\"}";
+  }
+  MlFrameReceiver receiver;
+  receiver.init(key.data(), (uint8_t)meshId, (uint8_t)address);
+  std::string events;
+  for (const JsonValue& f : frames->items) {
+    Bytes frame;
+    if (f.type != JsonValue::String || !unhex(f.string, &frame)) return "{\"ok\":false,\"input\":\"a frame must be a hex string\"}";
+    events += (events.empty() ? "" : ",") + frameEvent(&receiver, key.data(), (uint8_t)meshId, spec, frame);
+  }
+  return "{\"events\":[" + events + "]}";
+}
+
 std::string checkVector(const std::string& line) {
   JsonValue v;
   std::string err;
   if (!json_parse(line.data(), line.size(), &v, &err)) return "{\"ok\":false,\"input\":" + json_quote("not JSON: " + err) + "}";
   if (v.type == JsonValue::Object && v.get("body")) return checkBodyVector(v);
-  return "{\"ok\":false,\"input\":\"a vector has body\"}";
+  if (v.type == JsonValue::Object && v.get("frames")) return checkFramesVector(v);
+  return "{\"ok\":false,\"input\":\"a vector has body or frames\"}";
 }
 
 }  // namespace

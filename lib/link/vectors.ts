@@ -8,6 +8,12 @@
  * 1..8 heads) and TinyLlama (dim 2048, head size 64; results of 1, 2 and 4 heads), a few edge
  * cases, and copies with one bit flipped or a byte missing or added, which the firmware must
  * refuse in the same sentence as decodeBody (or accept, with the same values).
+ *
+ * Radio frames, under a fixed test key (RFC 4493's): those bodies cut into 1..255 fragments
+ * (maxFrameBytes 230, 64, 24, and what each of FRAGMENT_COUNTS needs), sent in other orders,
+ * with retransmissions and late copies; NACKs of every shape; frames the receiver must drop for
+ * each reason lib/radio/frame.ts gives (length, version, type, mesh, mic, replay, address,
+ * fragment, body); and every bit of a frame flipped.
  */
 import { Geometry, geometry } from '../llm/config';
 import { headOutputGroupSize } from '../llm/engine';
@@ -15,7 +21,9 @@ import { INT8_GROUP_SIZE } from '../llm/head';
 import { Encoding } from '../llm/quant';
 import { MODEL_PRESETS } from '../radio/presets';
 import { seededRandom } from '../radio/channel';
-import { BodyHeader, BodyType, GATEWAY_SENDER, encodeBody } from './body';
+import { aesCmac } from '../radio/cmac';
+import { BROADCAST_ADDRESS, FrameHeader, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, MIC_BYTES, Nack, RADIO_HEADER_BYTES, messageFrameBytes, messageNumberOf, sealFrame } from '../radio/frame';
+import { BodyHeader, BodyType, GATEWAY_SENDER, checkBody, encodeBody } from './body';
 
 /** A body for link-check: it parses `body`, rewrites it from header and payload, decodes it, and encodes `values` (else the decoded values) again. */
 export interface BodyVector {
@@ -26,7 +34,37 @@ export interface BodyVector {
   values?: string;
 }
 
-export type LinkVector = BodyVector;
+/** How link-check cuts a message it received into frames again: a FrameSender of these settings. */
+export interface SenderSpec {
+  source: number;
+  destination: number;
+  /** The counter of the message's first frame. */
+  counter: number;
+  maxFrameBytes: number;
+}
+
+/** Frames for link-check: a receiver of `address` takes them in order; each is also opened alone and sealed again. */
+export interface FramesVector {
+  name: string;
+  /** The network key, hex. */
+  key: string;
+  meshId: number;
+  address: number;
+  /** The frames' bytes, hex, in the order they arrive. */
+  frames: string[];
+  /** Present when the frames are one sender's message sent once, in order: link-check sends it again. */
+  sender?: SenderSpec;
+}
+
+export type LinkVector = BodyVector | FramesVector;
+
+/** The network key of the vectors: RFC 4493's example key. */
+export const TEST_KEY = Buffer.from('2b7e151628aed2a6abf7158809cf4f3c', 'hex');
+export const TEST_MESH_ID = 0x2a;
+/** The receiving head node's address for broadcasts. */
+const NODE_ADDRESS = 5;
+/** Counters start just below a carry into the third byte. */
+const FIRST_COUNTER = 0x00fffff0;
 
 export function toHex(bytes: ArrayBufferView): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
@@ -133,9 +171,219 @@ export function bodyVectors(): BodyVector[] {
   return [...vectors, ...altered];
 }
 
+// ---------------------------------------------------------------------------------------------
+// Radio frames
+
+interface Message {
+  name: string;
+  body: Buffer;
+  /** The radio address of its sender: the gateway for broadcasts, the node's slot for results. */
+  source: number;
+}
+
+/** The clean bodies a radio carries (results from the nodes of slots 1..8, broadcasts from the gateway). */
+function radioMessages(): Message[] {
+  return bodyCases()
+    .filter((c) => c.header.sender <= 254)
+    .map((c) => ({ name: c.name, body: encodeBody(c.header, c.values, c.groupSize), source: c.header.type === BodyType.Broadcast ? GATEWAY_ADDRESS : c.header.sender }));
+}
+
+function destinationOf(m: Message): number {
+  return m.source === GATEWAY_ADDRESS ? BROADCAST_ADDRESS : GATEWAY_ADDRESS;
+}
+
+function receiverOf(m: Message): number {
+  return m.source === GATEWAY_ADDRESS ? NODE_ADDRESS : GATEWAY_ADDRESS;
+}
+
+function senderFor(source: number, maxFrameBytes: number, counter = FIRST_COUNTER): FrameSender {
+  return new FrameSender({ key: TEST_KEY, meshId: TEST_MESH_ID, source, maxFrameBytes, counter });
+}
+
+function fragmentCountOf(bodyBytes: number, maxFrameBytes: number): number {
+  return messageFrameBytes(bodyBytes, maxFrameBytes).length;
+}
+
+function framesVector(name: string, address: number, frames: Buffer[], sender?: SenderSpec): FramesVector {
+  return { name, key: toHex(TEST_KEY), meshId: TEST_MESH_ID, address, frames: frames.map(toHex), ...(sender ? { sender } : {}) };
+}
+
+function firstFrame(v: FramesVector): Buffer {
+  return Buffer.from(v.frames[0], 'hex');
+}
+
+/** A message sent once, in order, by a sender of that frame size. */
+function sentOnce(m: Message, maxFrameBytes: number): FramesVector {
+  const sender = senderFor(m.source, maxFrameBytes);
+  const frames = sender.frames(sender.body(destinationOf(m), m.body));
+  const spec = { source: m.source, destination: destinationOf(m), counter: FIRST_COUNTER, maxFrameBytes };
+  return framesVector(`${m.name} in ${frames.length} frames of at most ${maxFrameBytes} bytes`, receiverOf(m), frames, spec);
+}
+
+/** The smallest frame size that cuts a body into exactly `count` fragments, if one does. */
+function frameBytesFor(bodyBytes: number, count: number): number | undefined {
+  const chunk = Math.ceil(bodyBytes / count);
+  const maxFrameBytes = chunk + RADIO_HEADER_BYTES + MIC_BYTES;
+  return maxFrameBytes <= 255 && fragmentCountOf(bodyBytes, maxFrameBytes) === count ? maxFrameBytes : undefined;
+}
+
+/**
+ * A broadcast of `count` fragments of 20 bytes, the last 13: an int8 body in one group, whose
+ * size can be any number of bytes, for fragment counts no model body reaches.
+ */
+function fillerMessage(count: number): { message: Message; maxFrameBytes: number } {
+  const values = sampleValues(20 * count - 7 - 28, 5000 + count);
+  const header: BodyHeader = { type: BodyType.Broadcast, encoding: 'int8', sender: GATEWAY_SENDER, session: 3, seq: 70000 + count, pos: 0, layer: 0 };
+  return { message: { name: `a ${values.length}-value int8 body in one group`, body: encodeBody(header, values, 65535), source: GATEWAY_ADDRESS }, maxFrameBytes: 20 + RADIO_HEADER_BYTES + MIC_BYTES };
+}
+
+/** The fragment counts the vectors reach at least once: all the small ones, then samples up to the most a message has. */
+export const FRAGMENT_COUNTS = [...Array.from({ length: 48 }, (_, i) => i + 1), 64, 96, 128, 160, 192, 224, 254, MAX_FRAGMENTS];
+
+/** Every message at 230, 64 and 24 bytes a frame (where it fits 255 fragments), and each of FRAGMENT_COUNTS once. */
+function messageVectors(messages: Message[]): FramesVector[] {
+  const out: FramesVector[] = [];
+  for (const m of messages) {
+    for (const maxFrameBytes of [230, 64, 24]) if (fragmentCountOf(m.body.length, maxFrameBytes) <= MAX_FRAGMENTS) out.push(sentOnce(m, maxFrameBytes));
+  }
+  const bySize = [...messages].sort((a, b) => a.body.length - b.body.length);
+  for (const count of FRAGMENT_COUNTS) {
+    const m = bySize.find((x) => frameBytesFor(x.body.length, count) !== undefined);
+    if (m) out.push(sentOnce(m, frameBytesFor(m.body.length, count) as number));
+    else {
+      const filler = fillerMessage(count);
+      out.push(sentOnce(filler.message, filler.maxFrameBytes));
+    }
+  }
+  return out;
+}
+
+/** Fragments out of order, a retransmission of one already held, a late copy after the message completed. */
+function orderVectors(m: Message): FramesVector[] {
+  const maxFrameBytes = 24;
+  const sender = senderFor(m.source, maxFrameBytes);
+  const msg = sender.body(destinationOf(m), m.body);
+  const n = msg.fragmentCount;
+  const reversed = sender.frames(msg, Array.from({ length: n }, (_, i) => n - 1 - i));
+  const shuffled = [...sender.frames(msg, [1, 0]), ...sender.frames(msg, [0]), ...sender.frames(msg, Array.from({ length: n - 2 }, (_, i) => i + 2)), ...sender.frames(msg, [1])];
+  return [framesVector(`${m.name}, fragments in reverse order`, receiverOf(m), reversed), framesVector(`${m.name}, out of order with a retransmission and a late copy`, receiverOf(m), shuffled)];
+}
+
+/** NACKs of 1..255 fragments with nothing, everything, or some fragments missing, both ways. */
+function nackVectors(): FramesVector[] {
+  const out: FramesVector[] = [];
+  const shapes: [string, (count: number) => number[]][] = [
+    ['none', () => []],
+    ['all', (count) => Array.from({ length: count }, (_, i) => i)],
+    ['every third', (count) => Array.from({ length: count }, (_, i) => i).filter((i) => i % 3 === 0)],
+    ['the last', (count) => [count - 1]],
+  ];
+  for (const count of [1, 7, 8, 9, 11, 16, 17, 200, 255]) {
+    for (const [shape, missing] of shapes) {
+      const nack: Nack = { fragmentCount: count, missing: missing(count) };
+      // a node asks the gateway for broadcast fragments; the gateway asks node 3 for result fragments
+      for (const [asker, about] of [[3, GATEWAY_ADDRESS], [GATEWAY_ADDRESS, 3]]) {
+        const sender = senderFor(asker, 64);
+        const frames = sender.frames(sender.nack({ source: about, messageNumber: 0xfffe }, nack));
+        const spec = { source: asker, destination: about, counter: FIRST_COUNTER, maxFrameBytes: 64 };
+        out.push(framesVector(`NACK from ${asker} about ${count} fragments, ${shape} missing`, about, frames, spec));
+      }
+    }
+  }
+  return out;
+}
+
+/** A frame's MIC computed again after its bytes were edited: what a sender that means it would seal. */
+function resigned(frame: Buffer, edit: (b: Buffer) => void): Buffer {
+  const b = Buffer.from(frame);
+  edit(b);
+  aesCmac(TEST_KEY, b.subarray(0, b.length - MIC_BYTES)).copy(b, b.length - MIC_BYTES, 0, MIC_BYTES);
+  return b;
+}
+
+/** Frames a receiver must drop, one reason after another. */
+function rejectionVectors(small: Message, large: Message): FramesVector[] {
+  const one = firstFrame(sentOnce(small, 230));
+  const header = (over: Partial<FrameHeader>): FrameHeader => ({
+    kind: 'fragment',
+    meshId: TEST_MESH_ID,
+    source: large.source,
+    destination: destinationOf(large),
+    counter: FIRST_COUNTER,
+    messageNumber: messageNumberOf(checkBody(large.body).seq),
+    fragmentIndex: 0,
+    fragmentCount: 3,
+    ...over,
+  });
+  const at = receiverOf(small);
+  const third = Math.ceil(large.body.length / 3);
+  const part = (i: number, body = large.body) => body.subarray(i * third, Math.min((i + 1) * third, body.length));
+  const badBody = Buffer.from(large.body);
+  badBody[0] ^= 1;
+  const wrongKey = Buffer.alloc(16, 7);
+  const v = (name: string, address: number, frames: Buffer[]) => framesVector(name, address, frames);
+  return [
+    v('a frame of 16 bytes', at, [one.subarray(0, 16)]),
+    v('a frame of 256 bytes', at, [sealFrame(header({ fragmentCount: 1 }), Buffer.alloc(256 - 16, 1), TEST_KEY)]),
+    v('a frame sealed under another key', at, [sealFrame({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small) }, small.body, wrongKey)]),
+    v('the same frame twice', at, [one, one]),
+    v('a frame for another node', NODE_ADDRESS + 1, [sealFrame(header({ fragmentCount: 1, source: GATEWAY_ADDRESS, destination: NODE_ADDRESS }), small.body, TEST_KEY)]),
+    v('fragment 3 of 3', receiverOf(large), [resigned(sealFrame(header({}), part(0), TEST_KEY), (b) => (b[10] = 3))]),
+    v('fragment 0 of 0', receiverOf(large), [resigned(sealFrame(header({}), part(0), TEST_KEY), (b) => (b[11] = 0))]),
+    v('a NACK in 2 fragments', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 2 }), Buffer.of(1, 0), TEST_KEY)]),
+    v('a NACK body of the wrong length', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(9, 0), TEST_KEY)]),
+    v('a NACK about 0 fragments', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(0), TEST_KEY)]),
+    v('a fragment count that changes', receiverOf(large), [sealFrame(header({}), part(0), TEST_KEY), sealFrame(header({ counter: FIRST_COUNTER + 1, fragmentIndex: 1, fragmentCount: 4 }), part(1), TEST_KEY)]),
+    v('fragments that do not tile the body', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), i === 1 ? part(1).subarray(1) : part(i), TEST_KEY))),
+    v('a last fragment longer than the others', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), large.body.subarray(i * (third - 1), i === 2 ? undefined : (i + 1) * (third - 1)), TEST_KEY))),
+    v('a reassembled body with a bad magic', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), part(i, badBody), TEST_KEY))),
+    v('a body under another message number', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i, messageNumber: 7 }), part(i), TEST_KEY))),
+  ];
+}
+
+/** 257 one-fragment messages, then a late copy of the first: the receiver has forgotten it (it keeps 256), so it completes again. */
+function memoryVector(m: Message): FramesVector {
+  const sender = senderFor(m.source, 230);
+  const base = checkBody(m.body);
+  const messages = Array.from({ length: 257 }, (_, i) => sender.body(destinationOf(m), encodeBody({ ...base, seq: (base.seq + i) >>> 0 }, new Float32Array(base.count).fill(i), base.groupSize)));
+  const frames = [...messages, messages[0]].flatMap((msg) => sender.frames(msg));
+  return framesVector('257 messages and a late copy of the first', receiverOf(m), frames);
+}
+
+/** Every bit of a frame flipped, each in a frame alone. */
+function flipVectors(name: string, address: number, frame: Buffer): FramesVector[] {
+  const out: FramesVector[] = [];
+  for (let bit = 0; bit < frame.length * 8; bit++) {
+    const b = Buffer.from(frame);
+    b[bit >> 3] ^= 1 << (bit & 7);
+    out.push(framesVector(`${name}, bit ${bit} flipped`, address, [b]));
+  }
+  return out;
+}
+
+/** The frame vectors. */
+export function frameVectors(): FramesVector[] {
+  const messages = radioMessages();
+  const byName = (name: string) => messages.find((m) => m.name === name) as Message;
+  const small = byName('stories260K result of 1 head int8');
+  const large = byName('stories260K broadcast f32');
+  const nack = senderFor(3, 230);
+  const nackFrame = nack.frames(nack.nack({ source: GATEWAY_ADDRESS, messageNumber: 0xfffe }, { fragmentCount: 11, missing: [0, 5, 10] }))[0];
+  return [
+    ...messageVectors(messages),
+    ...orderVectors(large),
+    ...nackVectors(),
+    ...rejectionVectors(small, large),
+    memoryVector(small),
+    ...flipVectors(small.name, receiverOf(small), firstFrame(sentOnce(small, 230))),
+    ...flipVectors(`${large.name}, fragment 0 of 2`, receiverOf(large), firstFrame(sentOnce(large, 230))),
+    ...flipVectors('a NACK', GATEWAY_ADDRESS, nackFrame),
+  ];
+}
+
 /** Every vector, in link-check's input order. */
 export function linkVectors(): LinkVector[] {
-  return bodyVectors();
+  return [...bodyVectors(), ...frameVectors()];
 }
 
 /** The vectors as link-check reads them: one JSON object per line. */
