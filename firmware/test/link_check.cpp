@@ -20,7 +20,7 @@
 //        "body" | "nack", "reason"?, "detail"? (rejected), "missing"? (fragment), "body"? and
 //        "bodyHeader"? (body), "nack"? (nack), "header"? and "resealed"? (every frame that
 //        opens under the key: its header, and the frame sealed again from header and
-//        fragment), "sent"? (body and nack, with "sender": the message cut into frames again
+//        fragment, "" when that header cannot be sealed), "sent"? (body and nack, with "sender": the message cut into frames again
 //        by an MlFrameSender)}
 //
 // Errors in the input itself (not JSON, bad hex): {"ok": false, "input": SENTENCE}.
