@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { Geometry, geometry } from '../lib/llm/config';
-import { HeadGroup, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
+import { HeadWeights, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { Radio, RadioChannel } from '../lib/radio/channel';
 import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
@@ -113,16 +113,17 @@ export class SimulatedRadioMesh {
       this.layout = meshLayout(this.config, g, o.quant, groups.map((heads, i) => ({ address: i + 1, heads: heads.length })));
       groups.forEach((heads, i) => {
         const address = i + 1;
-        const slices = ckpt ? loadHeadSlices(ckpt, g, heads, o.quant) : null;
+        // a node's weights are loaded once (its flash); every session adds only a KV cache
+        const weights = ckpt ? new HeadWeights(g, loadHeadSlices(ckpt, g, heads, o.quant)) : null;
         const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
-        const newSession = slices ? () => new HeadGroup(g, slices) : () => standIn(address, heads);
+        const newSession = weights ? () => weights.session() : () => standIn(address, heads);
         const id = `${o.idPrefix ?? 'radio-'}${address}`;
         if (o.nodesOnChannel ?? true) {
           const radio = this.channel.attach({ name: id, listen: [this.config.plan.broadcast] });
           this.nodeRadios.push(radio);
           this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
         }
-        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: slices ? new HeadGroup(g, slices, 1).weightBytes : 0 });
+        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: weights?.weightBytes ?? 0 });
       });
     } finally {
       ckpt?.close();

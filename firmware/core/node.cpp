@@ -248,9 +248,7 @@ void MlNode::onSession(const JsonValue& m) {
       sessions_.erase(sessions_.begin());
     }
     sessions_.emplace_back(session, ml_session_new(assignment_->slices, g_.seqLen));
-  } else if (op == "reset") {
-    if (found != sessions_.end()) ml_session_reset(found->second);
-  } else if (found != sessions_.end()) {
+  } else if (found != sessions_.end()) {  // "end": the schema admits only start and end
     ml_session_free(found->second);
     sessions_.erase(found);
   }
