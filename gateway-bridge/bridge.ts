@@ -23,7 +23,7 @@ import { Geometry } from '../lib/llm/config';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from '../lib/mesh/mqtt';
 import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding } from '../lib/llm/quant';
-import { AssignmentMessage, PROTOCOL_VERSION, SessionMessage, StatusMessage, Topics, checkId, encodeControl, parseControl, topicsFor } from '../lib/mesh/wire';
+import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
 
 /** A head node behind the radio, as the bridge announces it. */
@@ -162,13 +162,8 @@ export class RadioBridge {
   }
 
   private onAssignment(p: Proxy, topic: string, payload: Buffer): void {
-    let m: AssignmentMessage;
-    try {
-      m = parseControl('assignment', payload);
-    } catch (e) {
-      this.counters.invalidJson++;
-      return this.reject(topic, (e as Error).message);
-    }
+    const m = receiveControl('assignment', payload, (reason) => this.invalid(topic, reason));
+    if (!m) return;
     const problem = this.checkAssignment(p.info, m);
     if (problem) {
       this.counters.refusedAssignments++;
@@ -179,6 +174,12 @@ export class RadioBridge {
     p.assignment = m.heads.length === 0 ? undefined : m.assignment;
     this.publishStatus(p, m.heads.length === 0 ? 'online' : 'ready', m.heads.length === 0 ? undefined : m.assignment);
     this.ack(p, 'assignment', m.assignment, true);
+  }
+
+  /** A control message that is not JSON or fails its schema: counted and reported. */
+  private invalid(topic: string, reason: string): void {
+    this.counters.invalidJson++;
+    this.reject(topic, reason);
   }
 
   private checkAssignment(i: RadioNodeInfo, m: AssignmentMessage): string | null {
@@ -196,13 +197,8 @@ export class RadioBridge {
   }
 
   private onSession(topic: string, payload: Buffer): void {
-    let m: SessionMessage;
-    try {
-      m = parseControl('session', payload);
-    } catch (e) {
-      this.counters.invalidJson++;
-      return this.reject(topic, (e as Error).message);
-    }
+    const m = receiveControl('session', payload, (reason) => this.invalid(topic, reason));
+    if (!m) return;
     const members = [...this.proxies.values()].filter((p) => p.assignment === m.assignment);
     for (const p of members) this.ack(p, 'session', `${m.op}:${m.session}`, true);
   }

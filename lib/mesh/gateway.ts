@@ -16,7 +16,7 @@ import { Tokenizer } from '../llm/tokenizer';
 import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import { MeshError, MeshRunner, ResultCounters, RunnerSlot } from './runner';
-import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from './wire';
+import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, receiveControl, topicsFor } from './wire';
 
 export interface MeshGatewayOptions extends BrokerAddress {
   meshId: string;
@@ -207,14 +207,11 @@ export class MeshGateway {
 
   private onControl<K extends ControlKind>(kind: K, topic: string, payload: Buffer, handle: (m: ControlMessages[K]) => void): void {
     if (payload.length === 0) return; // a cleared retained message
-    let m: ControlMessages[K];
-    try {
-      m = parseControl(kind, payload);
-    } catch (e) {
+    const m = receiveControl(kind, payload, (reason) => {
       this.counters.invalidJson++;
-      return this.reject(topic, (e as Error).message);
-    }
-    handle(m);
+      this.reject(topic, reason);
+    });
+    if (m) handle(m);
   }
 
   private onStatus(topic: string, m: StatusMessage): void {

@@ -14,7 +14,7 @@ import { steeringFromMessage } from './node-steering';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
 import { Encoding } from '../llm/quant';
-import { AckMessage, AssignmentMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, SessionMessage, StatusMessage, SteeringMessage, Topics, checkId, encodeControl, parseControl, topicsFor } from './wire';
+import { AckMessage, AssignmentMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, SessionMessage, StatusMessage, SteeringMessage, Topics, checkId, encodeControl, receiveControl, topicsFor } from './wire';
 
 export interface HeadNodeOptions extends BrokerAddress {
   id: string;
@@ -152,14 +152,11 @@ export class HeadNode {
   }
 
   private onControl<K extends ControlKind>(kind: K, topic: string, payload: Buffer, handle: (m: ControlMessages[K]) => void): void {
-    let message: ControlMessages[K];
-    try {
-      message = parseControl(kind, payload);
-    } catch (e) {
+    const message = receiveControl(kind, payload, (reason) => {
       this.counters.invalidJson++;
-      return this.reject(topic, (e as Error).message);
-    }
-    handle(message);
+      this.reject(topic, reason);
+    });
+    if (message) handle(message);
   }
 
   /** Drops a message: one log line and one report on the errors topic. */

@@ -232,6 +232,19 @@ export function parseControl<K extends ControlKind>(kind: K, payload: Buffer | s
   return value as ControlMessages[K];
 }
 
+/**
+ * A received control message, parsed and validated; one that fails goes to `dropped` with the
+ * reason (the receiver counts it and reports it) and gives null.
+ */
+export function receiveControl<K extends ControlKind>(kind: K, payload: Buffer | string, dropped: (reason: string) => void): ControlMessages[K] | null {
+  try {
+    return parseControl(kind, payload);
+  } catch (e) {
+    dropped((e as Error).message);
+    return null;
+  }
+}
+
 /** Serialises a control message; the sender validates too, so a bug shows up where it is made. */
 export function encodeControl<K extends ControlKind>(kind: K, message: ControlMessages[K]): string {
   const text = JSON.stringify(message);
