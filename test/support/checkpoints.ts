@@ -1,12 +1,10 @@
 /** Writes llama2.c checkpoint variants of a model, for testing the reader on every header. */
 import * as fs from 'node:fs';
 import { Checkpoint, TensorName } from '../../lib/llm/checkpoint';
+import { tensorLayers } from '../../lib/llm/export';
 
 function tensor(ckpt: Checkpoint, name: TensorName): Buffer[] {
-  const { nLayers } = ckpt.info.config;
-  const layered = !['tokenEmbedding', 'rmsFinal', 'wcls'].includes(name);
-  const layers = layered ? nLayers : 1;
-  return Array.from({ length: layers }, (_, l) => Buffer.from(ckpt.read(name, l).buffer));
+  return tensorLayers(ckpt, name).map((layer) => Buffer.from(layer.buffer));
 }
 
 function configInts(ckpt: Checkpoint, vocab: number): Buffer {
