@@ -21,7 +21,8 @@ import * as path from 'node:path';
 import { Engine } from '../lib/llm/engine';
 import { goldenFile, goldenIds } from '../lib/llm/golden';
 import { kernelsKind } from '../lib/llm/kernels';
-import { packageRoot, resolveModelPaths } from '../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../lib/llm/provide';
+import { packageRoot } from '../lib/llm/resolve';
 import { Encoding } from '../lib/llm/quant';
 
 const POSITIONS = 512;
@@ -53,7 +54,7 @@ const median = (xs: number[]): number => {
 // ---- child process: one engine case ------------------------------------------------------
 
 async function runCase(quant: Encoding): Promise<void> {
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, quant });
   const options = { prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n };
   await engine.generate(options); // warm-up: lets V8 compile the kernels, as C needs no warm-up
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
 
   const json = process.argv.includes('--json');
   const rounds = numberArg('--rounds', DEFAULT_ROUNDS);
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   const host = machine();
   log(`bench:engine: ${path.basename(paths.model)}, greedy from BOS, up to ${POSITIONS} positions, ${rounds} rounds; ${host.nproc} CPUs (${host.cpu}), node ${process.version}`);
 

@@ -6,12 +6,12 @@
 import { Engine } from '../lib/llm/engine';
 import { compareLogits } from '../lib/llm/fidelity';
 import { goldenIds } from '../lib/llm/golden';
-import { resolveModelPaths } from '../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../lib/llm/provide';
 import { Encoding } from '../lib/llm/quant';
 
 async function main(): Promise<void> {
   const json = process.argv.includes('--json');
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   const ids = goldenIds('bos-greedy-256');
   const load = (quant: Encoding, transport: Encoding) => Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: 8, quant, transport });
   process.stderr.write(`teacher forcing ${ids.length} tokens of bos-greedy-256 (float32 reference)...\n`);

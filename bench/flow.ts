@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseOptions, intOption } from '../cli/args';
 import { startNodeRed } from '../lib/app/nodered';
-import { resolveModelPaths } from '../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../lib/llm/provide';
 import { startAedesBroker } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { spawnHeadNodes } from '../lib/mesh/processes';
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const steps = intOption('steps', v.steps, 128, 2, 512);
   const runs = intOption('runs', v.runs, 3, 1, 20);
   const progress = (s: string) => process.stderr.write(`${s}\n`);
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   const request = { prompt: 'Once upon a time', steps, temperature: 0, topP: 0.9, seed: 1n };
 
   const broker = await startAedesBroker({ port: 0 });

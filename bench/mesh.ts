@@ -16,7 +16,7 @@
 import * as os from 'node:os';
 import { firmwareBinary } from '../lib/firmware/build';
 import { Engine, GenerateOptions } from '../lib/llm/engine';
-import { resolveModelPaths } from '../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../lib/llm/provide';
 import { RunningBroker, startAedesBroker, startMosquitto } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { spawnHeadNodes } from '../lib/mesh/processes';
@@ -77,7 +77,7 @@ async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
 
 /** Runs every transport on one broker with `nodes` head-node processes. */
 async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>): Promise<Case[]> {
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   const broker = await startBroker(kind);
   const meshId = `bench-${runtime}-${kind}-${nodes}`;
   const children = spawnHeadNodes({ count: nodes, brokerUrl: broker.url, meshId, modelPath: paths.model, native: runtime === 'native', onLog: () => undefined });
@@ -148,7 +148,7 @@ async function main(): Promise<void> {
       if (runtimes.length === 0) throw e;
     }
   }
-  const paths = resolveModelPaths({});
+  const paths = await resolveOrFetchModelPaths({});
   log(`bench:mesh: stories260K, ${POSITIONS} positions from BOS, greedy; ${rounds} timed run(s) per case; ${os.cpus().length} CPUs`);
   const expected = {} as Record<Encoding, number[]>;
   for (const transport of TRANSPORTS) {

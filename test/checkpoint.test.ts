@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { Engine } from '../lib/llm/engine';
 import { MeshLlmError } from '../lib/llm/errors';
-import { goldenDir, goldenIds, goldenText, modelPaths } from './support/fixtures';
+import { exportInt8 } from '../lib/llm/export';
+import { goldenIds, goldenText, int8ModelPath, modelPaths } from './support/fixtures';
 import { writeLegacyUnshared, writeVersion1 } from './support/checkpoints';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-ckpt-'));
@@ -53,7 +54,7 @@ describe('llama2.c checkpoint headers', () => {
   });
 
   test('version 2 (int8 Q8_0) is dequantised within half a quantisation step', () => {
-    const q8 = Checkpoint.open(path.join(path.dirname(modelPaths.model), 'stories260K_q8.bin'));
+    const q8 = Checkpoint.open(int8ModelPath());
     const f32 = Checkpoint.open(modelPaths.model);
     expect(q8.info.version).toBe(2);
     expect(q8.info.groupSize).toBe(4);
@@ -72,10 +73,13 @@ describe('llama2.c checkpoint headers', () => {
     expect(q8.readRows('wk', 2, 8, 8)).toEqual(q8.read('wk', 2).slice(8 * 64, 16 * 64));
   });
 
+  test('the int8 export of stories260K.bin in groups of 4 is stories260K_q8.bin byte for byte', () => {
+    expect(exportInt8(modelPaths.model, 4).equals(fs.readFileSync(int8ModelPath()))).toBe(true);
+  });
+
   test('version 2 generates the same story as llama2.c\'s int8 runner printed', async () => {
-    const result = await generate(path.join(path.dirname(modelPaths.model), 'stories260K_q8.bin'));
-    const runq = fs.readFileSync(path.join(goldenDir, 'once-greedy-64.q8.txt'), 'utf8').replace(/\n$/, '');
-    expect(result.text).toBe(runq);
+    const result = await generate(int8ModelPath());
+    expect(result.text).toBe(goldenText('once-greedy-64.q8'));
   });
 });
 

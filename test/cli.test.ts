@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { Engine } from '../lib/llm/engine';
 import { packageRoot } from '../lib/llm/resolve';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
@@ -112,30 +111,5 @@ describe('model resolution order', () => {
     expect(JSON.parse(ok.stdout).tokens).toEqual(goldenIds('bos-greedy-256').slice(0, 9));
     fs.writeFileSync(path.join(dir, 'stories260K.bin'), data.subarray(0, 1000));
     expectCleanError(await runCli(['generate', '--steps', '8'], { env: { MESH_LLM_MODEL_DIR: dir }, cwd }), 1, new RegExp(`${dir}/stories260K.bin: is truncated`));
-  });
-});
-
-describe('npm run fetch-model', () => {
-  const fetchScript = path.join(packageRoot(), 'dist', 'scripts', 'fetch-model.js');
-
-  test('copies the model from a mirror folder, verified', () => {
-    const dest = path.join(tmp, 'fetched');
-    const r = spawnSync(process.execPath, [fetchScript, '--from', path.dirname(modelPaths.model), '--to', dest, '--json'], { encoding: 'utf8' });
-    expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout).files.map((f: string) => path.basename(f))).toEqual(['stories260K.bin', 'tok512.bin']);
-    expect(fs.readFileSync(path.join(dest, 'stories260K.bin')).equals(fs.readFileSync(modelPaths.model))).toBe(true);
-  });
-
-  test('a mirror holding a different file is refused by its checksum', () => {
-    const mirror = path.join(tmp, 'bad-mirror');
-    fs.mkdirSync(mirror);
-    fs.copyFileSync(modelPaths.tokenizer, path.join(mirror, 'tok512.bin'));
-    const data = Buffer.from(fs.readFileSync(modelPaths.model));
-    data[5000] ^= 1;
-    fs.writeFileSync(path.join(mirror, 'stories260K.bin'), data);
-    const r = spawnSync(process.execPath, [fetchScript, '--from', mirror, '--to', path.join(tmp, 'never')], { encoding: 'utf8' });
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/stories260K.bin from .* sha256 [0-9a-f]{64}; expected 1056540 bytes with sha256 b0a507e7/);
-    expect(fs.existsSync(path.join(tmp, 'never', 'stories260K.bin'))).toBe(false);
   });
 });

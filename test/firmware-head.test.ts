@@ -17,7 +17,7 @@ import { HeadGroup, loadHeadSlices } from '../lib/llm/head';
 import { expf, ropeTable } from '../lib/llm/math';
 import { Encoding, alignedGroupSize, dequantizeInto, int8RoundTrip, quantizeVector } from '../lib/llm/quant';
 import { packageRoot } from '../lib/llm/resolve';
-import { goldenIds, modelPaths } from './support/fixtures';
+import { goldenIds, int8ModelPath, modelPaths } from './support/fixtures';
 import { writeLegacyUnshared, writeVersion1 } from './support/checkpoints';
 
 // The reference kernels for every HeadGroup of this file (kernels.ts reads this lazily, at the
@@ -305,7 +305,7 @@ describe('clear errors', () => {
   });
 
   test('an int8 (version-2) checkpoint is refused: the native node reads float32 checkpoints', () => {
-    const q8 = path.join(path.dirname(modelPaths.model), 'stories260K_q8.bin');
+    const q8 = int8ModelPath();
     expect(cError(q8)).toBe(`model file ${q8}: is an int8 (version-2) checkpoint; the native head node reads float32 checkpoints (version 0 or 1): give it the float32 export of the model (its int8 mode quantises the float32 weights itself)`);
   });
 

@@ -1,10 +1,10 @@
 import * as path from 'node:path';
 import { Tokenizer } from '../lib/llm/tokenizer';
 import { MeshLlmError } from '../lib/llm/errors';
-import { GOLDEN_RUNS, goldenIds, goldenText, modelPaths } from './support/fixtures';
+import { GOLDEN_RUNS, goldenIds, goldenText, modelPaths, tokenizer32kPath } from './support/fixtures';
 
 const tok512 = Tokenizer.load(modelPaths.tokenizer, 512);
-const tok32k = Tokenizer.load(path.join(path.dirname(modelPaths.tokenizer), 'tokenizer.bin'));
+const tok32k = Tokenizer.load(tokenizer32kPath());
 
 describe('llama2.c tokenizer, 512-token vocabulary', () => {
   test('encode("Once upon a time") with BOS equals the golden prompt tokens', () => {
@@ -66,6 +66,6 @@ describe('tokenizer file errors', () => {
   });
 
   test('a tokenizer of another vocabulary size is rejected', () => {
-    expect(() => Tokenizer.load(path.join(path.dirname(modelPaths.tokenizer), 'tokenizer.bin'), 512)).toThrow(/belongs to another model/);
+    expect(() => Tokenizer.load(tokenizer32kPath(), 512)).toThrow(/belongs to another model/);
   });
 });

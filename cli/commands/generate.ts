@@ -4,7 +4,7 @@
  */
 import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
 import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '../../lib/llm/engine';
-import { resolveModelPaths } from '../../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import { TextStream, printJson } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
@@ -84,7 +84,7 @@ export function reportGeneration(result: GenerationResult, json: boolean, stream
 export async function run(argv: string[]): Promise<number> {
   const values = parseOptions(argv, generateOptionSpec, 'generate');
   const cmd = parseGenerate(values);
-  const paths = resolveModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
+  const paths = await resolveOrFetchModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
   const stream = new TextStream(process.stdout);
   if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
   if (wantsSteering(values)) return runSteeredCommand(values, cmd, paths, stream);

@@ -1,7 +1,8 @@
 /** `mesh-llm node`: a head-node process that computes the head group the gateway assigns it. */
 import * as path from 'node:path';
 import { UsageError, intOption, parseOptions } from '../args';
-import { resolveModelPaths } from '../../lib/llm/resolve';
+import { provideModelFiles } from '../../lib/llm/provide';
+import { DEFAULT_MODEL } from '../../lib/llm/resolve';
 import { DEFAULT_BROKER_URL, DEFAULT_MESH_ID, runHeadNode } from '../../lib/mesh/run';
 import { firmwareBinary } from '../../lib/firmware/build';
 import { nativeNodeArgs } from '../../lib/mesh/processes';
@@ -58,7 +59,7 @@ const spec = {
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(argv, spec, 'node');
   if (!v.id) throw new UsageError('node: --id ID is required');
-  const model = v.model ? path.resolve(v.model) : resolveModelPaths({}).model;
+  const model = v.model ? path.resolve(v.model) : (await provideModelFiles([DEFAULT_MODEL]))[0];
   const heartbeatMs = intOption('heartbeat', v.heartbeat, 1000, 10, 3_600_000);
   if (v.native) {
     checkId('node', v.id);

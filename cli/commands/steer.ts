@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { UsageError, floatOption, intOption, parseOptions } from '../args';
 import { printJson } from '../output';
 import { Engine } from '../../lib/llm/engine';
-import { resolveModelPaths } from '../../lib/llm/resolve';
+import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import * as path from 'node:path';
 import { recomputeDirections, steeringDir } from '../../lib/steering/directions';
 import { SteeringMeasure, measureSteering } from '../../lib/steering/measure';
@@ -64,7 +64,7 @@ type Values = ReturnType<typeof parseOptions<typeof optionSpec>>;
 const nodeIds = (values: Values) => Array.from({ length: intOption('nodes', values.nodes, 8, 1, 1024) }, (_, i) => `node-${i + 1}`);
 
 async function calibrate(values: Values): Promise<number> {
-  const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
+  const paths = await resolveOrFetchModelPaths({ model: values.model, tokenizer: values.tokenizer });
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer });
   const layer = values.layer === undefined ? undefined : intOption('layer', values.layer, 0, 0, engine.g.nLayers - 1);
   const started = Date.now();
@@ -108,7 +108,7 @@ function formatMeasure(m: SteeringMeasure): string {
 
 async function measure(values: Values): Promise<number> {
   const started = Date.now();
-  const paths = resolveModelPaths({ model: values.model, tokenizer: values.tokenizer });
+  const paths = await resolveOrFetchModelPaths({ model: values.model, tokenizer: values.tokenizer });
   const m = await measureSteering({
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,

@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { Checkpoint } from '../llm/checkpoint';
-import { resolveModelPaths } from '../llm/resolve';
+import { resolveOrFetchModelPaths } from '../llm/provide';
 import { RunningBroker, startAedesBroker } from '../mesh/broker';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
 import { MeshLlmSettingsOptions } from '../../settings';
@@ -36,7 +36,7 @@ export interface RunningSystem {
 }
 
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
-  const paths = resolveModelPaths({ model: o.model, tokenizer: o.tokenizer });
+  const paths = await resolveOrFetchModelPaths({ model: o.model, tokenizer: o.tokenizer });
   const ckpt = Checkpoint.open(paths.model);
   const nHeads = ckpt.info.config.nHeads;
   ckpt.close();

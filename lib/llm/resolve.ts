@@ -1,11 +1,12 @@
 /**
- * Where the model and tokenizer come from. One resolution order, used by the CLI, the
- * benchmarks and the tests:
+ * Where the model files are found. One resolution order, used by the CLI, the benchmarks
+ * and the tests:
  *   1. the --model / --tokenizer flags;
  *   2. the folder named by MESH_LLM_MODEL_DIR;
- *   3. ./models (where `npm run fetch-model` puts them), then the package's own models/;
+ *   3. ./models (where fetched files go), then the package's own models/;
  *   4. ../shared/models beside the working directory, then beside the package.
- * Without --tokenizer, a tokenizer beside the chosen model is preferred.
+ * Without --tokenizer, a tokenizer beside the chosen model is preferred. A file found in
+ * none of them is fetched once into ./models (lib/llm/provide.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -14,6 +15,13 @@ import { MeshLlmError } from './errors';
 export const DEFAULT_MODEL = 'stories260K.bin';
 export const DEFAULT_TOKENIZER = 'tok512.bin';
 export const MODEL_DIR_ENV = 'MESH_LLM_MODEL_DIR';
+export const MIRROR_ENV = 'MESH_LLM_MIRROR';
+
+/** How to provide model files that are neither found nor fetched: one sentence for error lines. */
+export const PROVIDE_HINT =
+  `pass --model PATH (and --tokenizer PATH), set ${MODEL_DIR_ENV} to a folder holding them, ` +
+  `set ${MIRROR_ENV} to a folder or URL to fetch them from (or run \`npm run fetch-model -- --from DIR|URL\`), ` +
+  'or copy them into ./models or ../shared/models';
 
 /** The package root (the folder holding package.json), found from this compiled file. */
 export function packageRoot(): string {
@@ -26,13 +34,44 @@ export function packageRoot(): string {
   return dir;
 }
 
+/** What the search depends on: the environment, the working directory and the package root. */
+export interface SearchContext {
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  root: string;
+}
+
+/** The context of this process, with any part replaced. */
+export function searchContext(given: Partial<SearchContext> = {}): SearchContext {
+  return { env: given.env ?? process.env, cwd: given.cwd ?? process.cwd(), root: given.root ?? packageRoot() };
+}
+
+/** ./models of the working directory: where fetched files go. */
+export function fetchedModelsDir(given: Partial<SearchContext> = {}): string {
+  return path.resolve(searchContext(given).cwd, 'models');
+}
+
 /** The folders searched, in order, after the flags. */
-export function modelSearchDirs(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
-  const root = packageRoot();
+export function modelSearchDirs(given: Partial<SearchContext> = {}): string[] {
+  const { env, cwd, root } = searchContext(given);
   const dirs: string[] = [];
   if (env[MODEL_DIR_ENV]) dirs.push(path.resolve(cwd, env[MODEL_DIR_ENV] as string));
-  dirs.push(path.resolve(cwd, 'models'), path.join(root, 'models'), path.resolve(cwd, '..', 'shared', 'models'), path.resolve(root, '..', 'shared', 'models'));
+  dirs.push(fetchedModelsDir({ cwd }), path.join(root, 'models'), path.resolve(cwd, '..', 'shared', 'models'), path.resolve(root, '..', 'shared', 'models'));
   return [...new Set(dirs)];
+}
+
+/** The first file of that name in the search folders, or undefined. */
+export function findModelFile(file: string, given: Partial<SearchContext> = {}): string | undefined {
+  return modelSearchDirs(given)
+    .map((d) => path.join(d, file))
+    .find((p) => fs.existsSync(p));
+}
+
+/** The first file of that name in the search folders; not found, an error naming the folders and how to provide it. */
+export function locateModelFile(file: string, given: Partial<SearchContext> = {}): string {
+  const found = findModelFile(file, given);
+  if (found) return found;
+  throw new MeshLlmError(`${file} was not found in: ${modelSearchDirs(given).join(', ')}. To provide it, ${PROVIDE_HINT}`);
 }
 
 export interface ModelPaths {
@@ -40,24 +79,16 @@ export interface ModelPaths {
   tokenizer: string;
 }
 
-export function resolveModelPaths(flags: { model?: string; tokenizer?: string }, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ModelPaths {
-  const dirs = modelSearchDirs(env, cwd);
-  const find = (file: string, what: string, flag: string): string => {
-    for (const d of dirs) {
-      const p = path.join(d, file);
-      if (fs.existsSync(p)) return p;
-    }
-    throw new MeshLlmError(
-      `no ${what} given and ${file} was not found in: ${dirs.join(', ')}. ` +
-        `Pass ${flag} PATH, set ${MODEL_DIR_ENV}, or run \`npm run fetch-model -- --from DIR\``,
-    );
-  };
-  const model = flags.model ? path.resolve(cwd, flags.model) : find(DEFAULT_MODEL, 'model', '--model');
-  let tokenizer: string;
-  if (flags.tokenizer) tokenizer = path.resolve(cwd, flags.tokenizer);
-  else {
-    const beside = path.join(path.dirname(model), DEFAULT_TOKENIZER);
-    tokenizer = fs.existsSync(beside) ? beside : find(DEFAULT_TOKENIZER, 'tokenizer', '--tokenizer');
-  }
+/** The tokenizer beside a model, when there is one. */
+export function tokenizerBeside(model: string): string | undefined {
+  const beside = path.join(path.dirname(model), DEFAULT_TOKENIZER);
+  return fs.existsSync(beside) ? beside : undefined;
+}
+
+/** The model and tokenizer paths, by the flags, then the search folders (without fetching). */
+export function resolveModelPaths(flags: { model?: string; tokenizer?: string }, given: Partial<SearchContext> = {}): ModelPaths {
+  const { cwd } = searchContext(given);
+  const model = flags.model ? path.resolve(cwd, flags.model) : locateModelFile(DEFAULT_MODEL, given);
+  const tokenizer = flags.tokenizer ? path.resolve(cwd, flags.tokenizer) : (tokenizerBeside(model) ?? locateModelFile(DEFAULT_TOKENIZER, given));
   return { model, tokenizer };
 }

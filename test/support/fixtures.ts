@@ -1,14 +1,21 @@
-/** Shared test fixtures: the model through the project's one resolution order, and the golden files. */
+/**
+ * Shared test fixtures: the model files through the project's one resolution order (the
+ * jest global setup, test/support/global-setup.ts, fetched any that were missing), and the
+ * golden files.
+ */
 import * as fs from 'node:fs';
-import { goldenFile, goldenFolder } from '../../lib/llm/golden';
-import { resolveModelPaths } from '../../lib/llm/resolve';
+import { goldenFile } from '../../lib/llm/golden';
+import { locateModelFile, resolveModelPaths } from '../../lib/llm/resolve';
 
 export { goldenIds } from '../../lib/llm/golden';
 
 export const modelPaths = resolveModelPaths({});
 
-/** ../shared/golden beside the project (or MESH_LLM_GOLDEN_DIR). */
-export const goldenDir = goldenFolder();
+/** stories260K_q8.bin: the model in llama2.c's int8 (version-2) format. */
+export const int8ModelPath = (): string => locateModelFile('stories260K_q8.bin');
+
+/** tokenizer.bin: the 32k-token Llama 2 vocabulary. */
+export const tokenizer32kPath = (): string => locateModelFile('tokenizer.bin');
 
 /** What run.c printed, without the newline it prints after the loop. */
 export function goldenText(name: string): string {
