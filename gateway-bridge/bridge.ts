@@ -65,6 +65,21 @@ interface Proxy {
   assignment?: string;
 }
 
+/** How long a goodbye (an offline status, a disconnect) may wait for the broker. */
+const GOODBYE_MS = 2000;
+
+/** The promise, or nothing after ms. */
+function withinMs(ms: number, p: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    p.then(
+      () => (clearTimeout(timer), resolve()),
+      () => (clearTimeout(timer), resolve()),
+    );
+  });
+}
+
 function sameList(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -78,6 +93,9 @@ export class RadioBridge {
   private client!: MqttClient;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
+  private markLost: (why: string) => void = () => undefined;
+  /** Resolves with a reason if a broker connection drops while the bridge is not closing. */
+  readonly lost = new Promise<string>((resolve) => (this.markLost = resolve));
 
   private constructor(o: RadioBridgeOptions) {
     this.o = o;
@@ -103,6 +121,7 @@ export class RadioBridge {
     // hear broadcasts and sessions before any radio node is announced: a gateway that discovers
     // the nodes may assign them and start a session at once
     this.client = await connectMqtt({ ...o, clientId: `mesh-llm-${o.meshId}-lora-bridge-${process.pid}`.slice(0, 64) });
+    this.watchConnection(this.client);
     this.client.on('message', (topic, payload) =>
       this.guard(topic, () => (topic === this.t.broadcast ? this.onBroadcast(topic, payload) : this.onSession(topic, payload))),
     );
@@ -115,6 +134,7 @@ export class RadioBridge {
         clientId: `mesh-llm-${o.meshId}-${info.id}`.slice(0, 64),
         will: { topic: this.t.status(info.id), payload: encodeControl('status', offline), retain: true, qos: 1 },
       });
+      this.watchConnection(client);
       const proxy: Proxy = { info, client };
       this.proxies.set(info.id, proxy);
       client.on('message', (topic, payload) => this.guard(topic, () => this.onAssignment(proxy, topic, payload)));
@@ -124,18 +144,34 @@ export class RadioBridge {
     this.log('info', `bridging ${o.nodes.length} radio node(s) (${o.nodes.map((n) => `${n.id}@${n.address}`).join(', ')}) into mesh ${o.meshId} on ${o.url}`);
   }
 
-  /** Says every radio node is offline and leaves the broker. */
+  /**
+   * Says every radio node is offline and leaves the broker. Each goodbye waits at most
+   * GOODBYE_MS for the broker; with the connection gone there is nobody to tell.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.o.mac.abort(new Error('the LoRa bridge closed'));
-    for (const p of this.proxies.values()) {
-      if (p.client.disconnected) continue;
-      const m = encodeControl('status', { protocol: PROTOCOL_VERSION, node: p.info.id, state: 'offline', reason: 'the LoRa bridge stopped' });
-      await new Promise<void>((resolve) => p.client.publish(this.t.status(p.info.id), m, { qos: 1, retain: true }, () => resolve()));
-      await endClient(p.client);
-    }
-    if (this.client && !this.client.disconnected) await endClient(this.client);
+    await Promise.all(
+      [...this.proxies.values()].map(async (p) => {
+        if (p.client.connected) {
+          const m = encodeControl('status', { protocol: PROTOCOL_VERSION, node: p.info.id, state: 'offline', reason: 'the LoRa bridge stopped' });
+          await withinMs(GOODBYE_MS, new Promise<void>((resolve) => p.client.publish(this.t.status(p.info.id), m, { qos: 1, retain: true }, () => resolve())));
+        }
+        await withinMs(GOODBYE_MS, endClient(p.client));
+      }),
+    );
+    if (this.client) await withinMs(GOODBYE_MS, endClient(this.client));
+  }
+
+  /** A connection that drops while the bridge runs ends it: the radio nodes are offline on the mesh (their last wills say so). */
+  private watchConnection(client: MqttClient): void {
+    client.on('close', () => {
+      if (this.closed) return;
+      const why = `lost the connection to the MQTT broker ${this.o.url}`;
+      this.log('error', why);
+      this.markLost(why);
+    });
   }
 
   private guard(topic: string, handle: () => void): void {

@@ -51,6 +51,8 @@ export interface BridgeServiceOptions {
 export interface RunningBridge {
   /** Radio head nodes announced on the mesh. */
   nodes: number;
+  /** Resolves with a reason if the broker connection drops. */
+  lost: Promise<string>;
   report(): RadioRunReport;
   close(): Promise<void>;
 }
@@ -59,7 +61,10 @@ async function openLink(o: BridgeServiceOptions, mesh: SimulatedRadioMesh): Prom
   const m = modulation(mesh.config.modulation);
   if (o.link === 'serial') {
     if (!o.serialPath) throw new MeshLlmError('the serial link needs the modem\'s serial port (--serial PATH)');
-    return SerialModemLink.open({ path: o.serialPath, baudRate: o.baudRate ?? 115200, clock: mesh.clock, modulation: m });
+    const path = o.serialPath;
+    return SerialModemLink.open({ path, baudRate: o.baudRate ?? 115200, clock: mesh.clock, modulation: m }).catch((e: Error) => {
+      throw new MeshLlmError(`cannot open the LoRa modem's serial port ${path}: ${e.message.replace(/^Error: /, '')}`);
+    });
   }
   if (o.link === 'udp') return SemtechUdpLink.listen({ clock: mesh.clock, modulation: m, host: o.udpHost ?? '0.0.0.0', port: o.udpPort ?? 1700 });
   return new SimulatedChannelLink(mesh.attachGatewayRadio());
@@ -99,6 +104,7 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
   }
   return {
     nodes: mesh.infos.length,
+    lost: bridge.lost,
     report: () => mesh.report(),
     close: async () => {
       await bridge.close();

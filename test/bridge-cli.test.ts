@@ -46,10 +46,10 @@ describe('mesh-llm bridge', () => {
 
   test('bad options are clear errors', async () => {
     const noBroker = await runCli(['bridge']);
-    expect(noBroker.code).toBe(1);
+    expect(noBroker.code).toBe(2);
     expect(noBroker.stderr).toMatch(/--broker URL is required/);
     const noKey = await runCli(['bridge', '--broker', broker.url, '--link', 'udp']);
-    expect(noKey.code).toBe(1);
+    expect(noKey.code).toBe(2);
     expect(noKey.stderr).toMatch(/need the mesh's network key/);
     const badLink = await runCli(['bridge', '--broker', broker.url, '--link', 'wifi']);
     expect(badLink.code).toBe(2);

@@ -1,11 +1,12 @@
 /**
- * `mesh-llm bridge`: the LoRa-to-MQTT bridge until Ctrl+C. Its radio head nodes appear on the
- * mesh's topics, so `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
+ * `mesh-llm bridge`: the LoRa-to-MQTT bridge until SIGINT/SIGTERM (exit 0) or until its broker
+ * goes away (exit 1). Its radio head nodes appear on the mesh's topics, so
+ * `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
  */
-import { choiceOption, floatOption, intOption, parseOptions } from '../args';
+import { UsageError, choiceOption, floatOption, intOption, parseOptions } from '../args';
 import { printJson } from '../output';
 import { resolveModelPaths } from '../../lib/llm/resolve';
-import { MeshLlmError } from '../../lib/llm/errors';
+import { untilStopped } from '../../lib/mesh/run';
 import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
 import { REGION_NAMES } from '../../lib/radio/regions';
 import { startBridge } from '../../gateway-bridge/service';
@@ -36,10 +37,10 @@ export async function run(argv: string[]): Promise<number> {
     },
     'bridge',
   );
-  if (!v.broker) throw new MeshLlmError('bridge: --broker URL is required (the mesh\'s MQTT broker)');
+  if (!v.broker) throw new UsageError('bridge: --broker URL is required (the mesh\'s MQTT broker)');
   const link = choiceOption('link', v.link, 'sim', ['sim', 'serial', 'udp'] as const);
-  if (v.key !== undefined && !/^[0-9a-fA-F]{32}$/.test(v.key)) throw new MeshLlmError('bridge: --key must be 32 hex digits (16 bytes)');
-  if (link !== 'sim' && v.key === undefined) throw new MeshLlmError(`bridge: --link ${link} talks to real radios, which need the mesh's network key (--key HEX)`);
+  if (v.key !== undefined && !/^[0-9a-fA-F]{32}$/.test(v.key)) throw new UsageError(`bridge: --key must be 32 hex digits (16 bytes), got ${v.key.length} characters`);
+  if (link !== 'sim' && v.key === undefined) throw new UsageError(`bridge: --link ${link} talks to real radios, which need the mesh's network key (--key HEX)`);
   const json = v.json ?? false;
   const bridge = await startBridge({
     brokerUrl: v.broker,
@@ -67,10 +68,8 @@ export async function run(argv: string[]): Promise<number> {
     },
   });
   process.stderr.write(`mesh-llm bridge: ${bridge.nodes} radio head node(s) on the ${link} link, announced on ${v.broker} (mesh ${v.mesh ?? 'default'})\n`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), bridge.lost.then((why) => ({ why, lost: true }))]);
+  process.stderr.write(end.lost ? `mesh-llm bridge: ${end.why}; stopping\n` : `mesh-llm bridge: stopping (${end.why})\n`);
   await bridge.close();
-  return 0;
+  return end.lost ? 1 : 0;
 }

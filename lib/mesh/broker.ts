@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Aedes, AedesOptions } from 'aedes';
+import { MeshLlmError } from '../llm/errors';
 
 export interface RunningBroker {
   url: string;
@@ -42,6 +43,23 @@ function loadAedes(): typeof Aedes {
   return (require('aedes') as typeof import('aedes')).Aedes;
 }
 
+/**
+ * Listens on host:port, or rejects with one line naming the port and what to do (a port in
+ * use, a port the user may not bind, an address this machine does not have).
+ */
+export function listen(server: net.Server, port: number, host: string, what: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      const where = `${host}:${port}`;
+      if (e.code === 'EADDRINUSE') reject(new MeshLlmError(`${what} cannot listen on ${where}: the port is already in use (stop what holds it, or choose another port)`));
+      else if (e.code === 'EACCES') reject(new MeshLlmError(`${what} cannot listen on ${where}: not allowed to bind that port (use one above 1023)`));
+      else if (e.code === 'EADDRNOTAVAIL') reject(new MeshLlmError(`${what} cannot listen on ${where}: this machine has no such address`));
+      else reject(new MeshLlmError(`${what} cannot listen on ${where}: ${e.message}`));
+    });
+    server.listen(port, host, () => resolve());
+  });
+}
+
 /** Starts aedes on a TCP port. */
 export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
   const host = o.host ?? '127.0.0.1';
@@ -60,10 +78,12 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
     socket.on('close', () => sockets.delete(socket));
     aedes.handle(socket);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port ?? 0, host, () => resolve());
-  });
+  try {
+    await listen(server, o.port ?? 0, host, 'the MQTT broker');
+  } catch (e) {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    throw e;
+  }
   const port = (server.address() as net.AddressInfo).port;
   return {
     url: urlFor(host, port),

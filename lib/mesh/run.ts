@@ -15,7 +15,7 @@ export const DEFAULT_MESH_ID = 'default';
 export const DEFAULT_BROKER_URL = 'mqtt://127.0.0.1:1883';
 
 /** Resolves once one of the signals arrives (or the parent's IPC channel closes). */
-function untilStopped(): Promise<string> {
+export function untilStopped(): Promise<string> {
   return new Promise((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
