@@ -27,7 +27,9 @@ export const radioUsage = `
   --channels C       gateway receive channels, 1 or 8 (default 1)
   --loss P           probability that any one reception is lost, 0..0.9 (default 0)
   --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
-  With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds".`;
+  With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds"
+  (per token, by kind of frame) and "radio" (the run's totals); without --json the closing
+  stderr line gives the per-token times and the run's total airtime.`;
 
 type RadioValues = { [K in keyof typeof radioOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string };
 
