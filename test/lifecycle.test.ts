@@ -64,6 +64,15 @@ async function start(args: string[], ready: RegExp): Promise<Running> {
   };
 }
 
+/** `cause` (a signal to the process, its broker killed) ends the process with `code` within 5 s. */
+async function expectExit(p: Running, cause: () => void, code: number): Promise<void> {
+  const ended = p.exit();
+  cause();
+  const { code: got, afterMs } = await ended;
+  expect(got).toBe(code);
+  expect(afterMs).toBeLessThan(5000);
+}
+
 /** Something listening on a port, as a busy port is for whoever comes next. */
 async function occupy(): Promise<{ port: number; close: () => Promise<void> }> {
   const server = net.createServer();
@@ -83,11 +92,7 @@ describe('mesh-llm broker', () => {
 
   test('SIGTERM stops it with exit code 0 within 5 s', async () => {
     const broker = await start(['broker', '--port', String(await freePort())], /listening on/);
-    const ended = broker.exit();
-    broker.child.kill('SIGTERM');
-    const { code, afterMs } = await ended;
-    expect(code).toBe(0);
-    expect(afterMs).toBeLessThan(5000);
+    await expectExit(broker, () => broker.child.kill('SIGTERM'), 0);
   });
 });
 
@@ -100,11 +105,7 @@ describe('mesh-llm node', () => {
     const broker = await spawnBroker(0);
     try {
       const node = await start(['node', '--id', 'n1', '--broker', broker.url, '--model', modelPaths.model], /online on/);
-      const ended = node.exit();
-      node.child.kill('SIGTERM');
-      const { code, afterMs } = await ended;
-      expect(code).toBe(0);
-      expect(afterMs).toBeLessThan(5000);
+      await expectExit(node, () => node.child.kill('SIGTERM'), 0);
     } finally {
       await broker.close();
     }
@@ -135,11 +136,7 @@ describe('mesh-llm bridge', () => {
   test('when its broker goes away it says so and exits with code 1 within 5 s', async () => {
     const broker = await spawnBroker(0);
     const bridge = await start(['bridge', '--broker', broker.url, '--nodes', '2'], /2 radio head node\(s\) on the sim link/);
-    const ended = bridge.exit();
-    broker.child.kill('SIGKILL');
-    const { code, afterMs } = await ended;
-    expect(code).toBe(1);
-    expect(afterMs).toBeLessThan(5000);
+    await expectExit(bridge, () => broker.child.kill('SIGKILL'), 1);
     expect(bridge.output()).toMatch(/lost the connection to the MQTT broker/);
   });
 
@@ -147,11 +144,7 @@ describe('mesh-llm bridge', () => {
     const broker = await spawnBroker(0);
     try {
       const bridge = await start(['bridge', '--broker', broker.url, '--nodes', '2'], /2 radio head node\(s\) on the sim link/);
-      const ended = bridge.exit();
-      bridge.child.kill('SIGTERM');
-      const { code, afterMs } = await ended;
-      expect(code).toBe(0);
-      expect(afterMs).toBeLessThan(5000);
+      await expectExit(bridge, () => bridge.child.kill('SIGTERM'), 0);
     } finally {
       await broker.close();
     }
