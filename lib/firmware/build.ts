@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isFresh } from '../build/fresh';
 import { packageRoot } from '../llm/resolve';
 import { MeshLlmError } from '../llm/errors';
 
@@ -74,10 +75,6 @@ export function compilerAvailable(): boolean {
   return r.status === 0;
 }
 
-function newestMtime(files: string[]): number {
-  return Math.max(...files.map((f) => fs.statSync(f).mtimeMs));
-}
-
 /** Path of a built target; throws a clear error when it has not been built. */
 export function firmwareBinary(name = 'mesh-llm-node'): string {
   const bin = path.join(firmwareOutDir(), name);
@@ -130,7 +127,7 @@ export function buildFirmware(log: (line: string) => void = () => undefined): st
     const stamp = `${bin}.cmd`;
     const command = [compiler(), ...args].join(' ');
     const inputs = [...t.sources, ...headers, generated];
-    const upToDate = fs.existsSync(bin) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === command && fs.statSync(bin).mtimeMs >= newestMtime(inputs);
+    const upToDate = fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === command && isFresh([bin], inputs);
     if (upToDate) continue;
     log(`firmware: compiling ${t.name} (${t.sources.length} sources)`);
     const r = spawnSync(compiler(), args, { encoding: 'utf8' });
