@@ -57,22 +57,55 @@ test('generate --mesh 4 --scenario earthquake steers the head-node processes ove
   expect(m.attributions.some((a: { top: string | null }) => a.top !== null)).toBe(true);
 });
 
-test('steer measure --json: on stories260K every channel reaches 2x at full reading, rises monotonically, costs at most 20% perplexity; attribution names the stimulated node', async () => {
-  const r = await runCli(['steer', 'measure', '--json', '--trials', '16']);
-  expect(r.code).toBe(0);
-  const out = JSON.parse(r.stdout);
-  expect(out.channels.map((c: { name: string }) => c.name)).toEqual(['soundDb', 'vibrationG', 'lightLux', 'temperatureC', 'humidityPct']);
-  for (const c of out.channels) {
-    expect(c.massRatioAtFull).toBeGreaterThanOrEqual(2);
-    expect(c.monotonic).toBe(true);
-    expect(c.perplexityIncrease).toBeLessThanOrEqual(0.2);
-    expect(c.perplexityIncrease).toBeGreaterThan(0); // steered text is less likely under the unsteered model
-  }
-  expect(out.attributionTop1).toBeGreaterThanOrEqual(0.9);
-  expect(out.details.perplexitySamples).toBe(4);
-  // progress on stderr, one line per channel and one for the attribution trials
-  expect(r.stderr).toMatch(/steer measure: soundDb \(1\/6\)\n[^]*steer measure: 16 attribution trials \(6\/6\)\nsteer measure: done in \d+ s\n$/);
-  const bad = await runCli(['steer', 'measure', '--samples', '0']);
-  expect(bad.code).toBe(2);
-  expect(bad.stderr).toMatch(/--samples "0": expected a whole number from 1 to 1000/);
-}, 300_000);
+describe('steer measure --json on stories260K', () => {
+  type Repetition = { name: string; repetitionOk: boolean; sampledRepeated4: number; greedyRepeated4: number };
+  let r: Awaited<ReturnType<typeof runCli>>;
+  let out: {
+    channels: (Repetition & { massRatioAtFull: number; monotonic: boolean; perplexityIncrease: number })[];
+    scenarios: Repetition[];
+    repetitionLimits: { sampledRepeated4: number; greedyRepeated4: number };
+    attributionTop1: number;
+    attributionPairTop2: number;
+    noveltyAuc: number;
+    details: { perplexitySamples: number };
+  };
+  beforeAll(async () => {
+    r = await runCli(['steer', 'measure', '--json', '--trials', '16']);
+    out = JSON.parse(r.stdout);
+  }, 300_000);
+
+  test('every channel reaches 2x at full reading, rises monotonically, costs at most 20% perplexity; attribution names the stimulated node, and both of two', () => {
+    expect(r.code).toBe(0);
+    expect(out.channels.map((c) => c.name)).toEqual(['soundDb', 'vibrationG', 'lightLux', 'temperatureC', 'humidityPct']);
+    for (const c of out.channels) {
+      expect(c.massRatioAtFull).toBeGreaterThanOrEqual(2);
+      expect(c.monotonic).toBe(true);
+      expect(c.perplexityIncrease).toBeLessThanOrEqual(0.2);
+      expect(c.perplexityIncrease).toBeGreaterThan(0); // steered text is less likely under the unsteered model
+    }
+    expect(out.attributionTop1).toBeGreaterThanOrEqual(0.9);
+    expect(out.attributionPairTop2).toBeGreaterThanOrEqual(0.9);
+    expect(out.noveltyAuc).toBeGreaterThanOrEqual(0.9); // recorded; the issue asks only that it is reported
+    expect(out.details.perplexitySamples).toBe(4);
+    expect(out.scenarios.map((s) => s.name)).toEqual(['explosion', 'earthquake', 'bright-flash']);
+    // progress on stderr, one line per channel, one for the variety of the scenarios, the attribution and the novelty trials
+    expect(r.stderr).toMatch(/steer measure: soundDb \(1\/8\)\n[^]*steer measure: 16 attribution trials, 24 with two stimuli \(7\/8\)\nsteer measure: 24 novelty trials \(8\/8\)\nsteer measure: done in \d+ s\n$/);
+  });
+
+  test('the norm budget keeps the earthquake (and vibration, humidity) within the repetition targets', () => {
+    for (const name of ['earthquake']) expect(out.scenarios.find((s) => s.name === name)!.repetitionOk).toBe(true);
+    for (const name of ['vibrationG', 'humidityPct']) expect(out.channels.find((c) => c.name === name)!.repetitionOk).toBe(true);
+  });
+
+  // Not met yet (docs/STEERING.md, section 8, has the figures): sound, light and temperature at
+  // full reading, the explosion and the bright flash repeat more than the targets allow.
+  test.failing('every channel at full reading and every scenario within the repetition targets', () => {
+    for (const v of [...out.channels, ...out.scenarios]) expect({ name: v.name, ok: v.repetitionOk }).toEqual({ name: v.name, ok: true });
+  });
+
+  test('--samples 0 is refused in one line', async () => {
+    const bad = await runCli(['steer', 'measure', '--samples', '0']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--samples "0": expected a whole number from 1 to 1000/);
+  });
+});

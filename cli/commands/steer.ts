@@ -12,7 +12,7 @@ import { Engine } from '../../lib/llm/engine';
 import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import * as path from 'node:path';
 import { recomputeDirections, steeringDir } from '../../lib/steering/directions';
-import { SteeringMeasure, measureSteering } from '../../lib/steering/measure';
+import { REPETITION_LIMITS, SteeringMeasure, VarietyMeasure, measureSteering, repetitionOk } from '../../lib/steering/measure';
 import { lineChart } from '../../lib/steering/plot';
 import { readingsFor, scenarioName } from '../../lib/steering/run';
 import { simulate, toSensorCsv } from '../../lib/steering/sensors';
@@ -28,8 +28,10 @@ mesh-llm steer simulate --scenario NAME [--nodes N] [--seed S] [--affected NODE]
                      steering/steering.json (or --layer L, which is then written there); a few
                      minutes on stories260K
   measure            per channel: lexicon mass at readings 0..1, its ratio at full reading, whether
-                     it rises monotonically, the perplexity increase of steered text; and the share
-                     of attribution trials naming the one stimulated node of eight
+                     it rises monotonically, the perplexity increase of steered text; per channel at
+                     full reading and per scenario: repeated-4-gram rate and distinct-2 of steered
+                     text, greedy and sampled; the share of attribution trials naming the one
+                     stimulated node of eight, and both of two; the novelty detector's ROC AUC
   readings           print every node's normalised readings (JSON)
   simulate           write a scenario's sensor trace as CSV (stdout or --out)
   --alpha A          steering strength (default: steering/steering.json)
@@ -102,8 +104,31 @@ function formatMeasure(m: SteeringMeasure): string {
     const curve = c.curve.map((p) => p.mass.toFixed(5)).join(' ');
     lines.push(`${c.name.padEnd(14)} ${curve.padEnd(48)} ${c.massRatioAtFull.toFixed(2).padStart(5)}  ${String(c.monotonic).padEnd(9)}  ${c.perplexityUnsteered.toFixed(3)} -> ${c.perplexitySteered.toFixed(3)} (${(100 * c.perplexityIncrease).toFixed(1)}%)`);
   }
-  lines.push(`attribution: the stimulated node is top-1 in ${(100 * m.attributionTop1).toFixed(1)}% of ${m.attributionTrials} trials`);
+  lines.push(`variety (repeated 4-grams / distinct-2; greedy, sampled at ${m.varietyOptions.temperature} x ${m.varietyOptions.seeds.length} seeds; ${m.varietyOptions.starts.length * m.varietyOptions.promptsPerStart} model-written prompts, ${m.varietyOptions.steps} positions)`);
+  const row = (name: string, v: VarietyMeasure, extra = '') =>
+    lines.push(`${name.padEnd(14)} greedy ${v.greedy.repeated4.toFixed(3)} / ${v.greedy.distinct2.toFixed(3)}   sampled ${v.sampled.repeated4.toFixed(3)} / ${v.sampled.distinct2.toFixed(3)}   ${v === m.unsteeredVariety ? '' : repetitionOk(v, m.unsteeredVariety) ? 'ok' : 'LOOPS'}${extra}`);
+  row('unsteered', m.unsteeredVariety);
+  for (const c of m.channels) row(c.name, c.variety);
+  for (const s of m.scenarios) row(s.name, s.variety, `   (|push| ${s.pushNorm.toFixed(2)}, alpha ${s.alpha.toFixed(3)})`);
+  lines.push(`attribution: the stimulated node is top-1 in ${(100 * m.attributionTop1).toFixed(1)}% of ${m.attributionTrials} trials; both stimulated nodes are the top 2 in ${(100 * m.attributionPairTop2).toFixed(1)}% of ${m.pairTrials} two-stimulus trials`);
+  lines.push(`novelty from the divergences alone: ROC AUC ${m.noveltyAuc.toFixed(3)} (${m.noveltyWindows.stimulus} stimulus, ${m.noveltyWindows.none} drift windows)`);
   return `${lines.join('\n')}\n`;
+}
+
+/** The `--json` summary: per channel and scenario the figures the targets name, then everything under `details`. */
+function measureJson(m: SteeringMeasure) {
+  const u = m.unsteeredVariety;
+  const repetition = (v: VarietyMeasure) => ({ greedyRepeated4: v.greedy.repeated4, sampledRepeated4: v.sampled.repeated4, greedyDistinct2: v.greedy.distinct2, sampledDistinct2: v.sampled.distinct2, repetitionOk: repetitionOk(v, u) });
+  return {
+    channels: m.channels.map((c) => ({ name: c.name, massRatioAtFull: c.massRatioAtFull, monotonic: c.monotonic, perplexityIncrease: c.perplexityIncrease, ...repetition(c.variety) })),
+    scenarios: m.scenarios.map((s) => ({ name: s.name, pushNorm: s.pushNorm, alpha: s.alpha, ...repetition(s.variety) })),
+    unsteered: repetition(u),
+    repetitionLimits: { sampledRepeated4: REPETITION_LIMITS.sampledRatio * u.sampled.repeated4, greedyRepeated4: u.greedy.repeated4 + REPETITION_LIMITS.greedyExcess },
+    attributionTop1: m.attributionTop1,
+    attributionPairTop2: m.attributionPairTop2,
+    noveltyAuc: m.noveltyAuc,
+    details: m,
+  };
 }
 
 async function measure(values: Values): Promise<number> {
@@ -122,8 +147,7 @@ async function measure(values: Values): Promise<number> {
     fs.writeFileSync(values.plot, lineChart(series, { title: `Lexicon mass vs reading (layer ${m.layer}, alpha ${m.alpha})`, xLabel: 'normalised reading', yLabel: 'mass / mass at 0', reference: 2 }));
   }
   if (values.json) {
-    const out = { channels: m.channels.map((c) => ({ name: c.name, massRatioAtFull: c.massRatioAtFull, monotonic: c.monotonic, perplexityIncrease: c.perplexityIncrease })), attributionTop1: m.attributionTop1, details: m };
-    printJson(out);
+    printJson(measureJson(m));
   } else {
     process.stdout.write(formatMeasure(m));
   }

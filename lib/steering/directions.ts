@@ -36,6 +36,12 @@ export interface SteeringSettings {
    * least rcond times the largest (shares.ts writablePart); 0 keeps all of it.
    */
   rcond: number;
+  /**
+   * Norm budget of the combined push, per unit of alpha: when the nodes' pushes add up to a
+   * residual-stream vector longer than alpha * budget, every node's vector is scaled down by
+   * the same factor (steer.ts). Absent: no budget.
+   */
+  budget?: number;
   /** The model-written stories the contrast sets are taken from. */
   corpus: CorpusSettings;
   /** How channels with `method: "gradient"` measure their lexicon gradient (gradient.ts). */
@@ -108,6 +114,7 @@ function checkSettings(file: string, s: SteeringSettings, nLayers?: number): Ste
   if (!Number.isInteger(s.layer) || s.layer < 0 || (nLayers !== undefined && s.layer >= nLayers)) throw new MeshLlmError(`steering file ${file}: layer ${s.layer} is not a layer of the model`);
   if (!Number.isFinite(s.alpha)) throw new MeshLlmError(`steering file ${file}: alpha must be a number`);
   if (!(s.rcond >= 0 && s.rcond < 1)) throw new MeshLlmError(`steering file ${file}: rcond must be a number in [0, 1)`);
+  if (s.budget !== undefined && !(s.budget > 0)) throw new MeshLlmError(`steering file ${file}: budget must be a positive number (or absent: no budget)`);
   if (!Array.isArray(s.channels) || s.channels.length === 0) throw new MeshLlmError(`steering file ${file}: channels must list at least one channel`);
   if (!Array.isArray(s.evaluation) || s.evaluation.length === 0) throw new MeshLlmError(`steering file ${file}: evaluation must list at least one context`);
   const c = s.corpus;

@@ -86,6 +86,7 @@ export class SteeringStep {
   steeringMessages(now: number): Map<string, SteeringMessage> {
     const readings = this.readings(now);
     const id = `s${++this.messages}-${now.toString(36)}`;
-    return new Map(this.steering.shares.map((s) => [s.node, steeringMessage(id, s, readings[s.node] ?? {}, this.alpha)]));
+    const alpha = this.steering.alphaFor(readings, this.alpha); // inside the norm budget, the same for every node
+    return new Map(this.steering.shares.map((s) => [s.node, steeringMessage(id, s, readings[s.node] ?? {}, alpha)]));
   }
 }

@@ -95,8 +95,9 @@ export class MeshSteering {
           });
         }),
     );
+    const budgeted = steering.alphaFor(readings, alpha); // every node applies the same alpha, inside the budget
     for (const share of steering.shares) {
-      this.client.publish(this.t.steer(share.node), encodeControl('steering', steeringMessage(id, share, readings[share.node] ?? {}, alpha)), { qos: 1 });
+      this.client.publish(this.t.steer(share.node), encodeControl('steering', steeringMessage(id, share, readings[share.node] ?? {}, budgeted)), { qos: 1 });
     }
     await Promise.all(acks);
     return steering.vectors(readings, alpha);

@@ -8,7 +8,8 @@ import { LocalHeads } from '../llm/engine';
 import { Gateway } from '../llm/gateway';
 import { HeadSteering } from '../llm/head';
 import { SteeringData } from './directions';
-import { NodeHeads, NodeShare, nodeSteeringVector, splitDirections } from './shares';
+import { NodeHeads, NodeShare, nodeSteeringVector, residualOf, splitDirections } from './shares';
+import { safeReading } from '../llm/steering-vector';
 
 /** Normalised readings in [-1, 1] per node and channel: node -> channel -> reading. */
 export type NodeReadings = Record<string, Record<string, number>>;
@@ -22,17 +23,49 @@ export class Steering {
   readonly layer: number;
   readonly shares: NodeShare[];
   readonly channels: string[];
+  /** Norm budget of the combined push per unit of alpha (steering.json `budget`); Infinity: none. */
+  readonly budget: number;
+  /** node -> channel -> the residual-stream vector [dim] the node's share of that channel writes. */
+  private readonly residualShares: Map<string, Record<string, Float64Array>>;
+  private readonly dim: number;
 
   constructor(g: Geometry, gateway: Gateway, data: SteeringData, nodes: readonly NodeHeads[]) {
     this.layer = data.settings.layer;
     this.channels = data.channels.map((c) => c.channel);
+    this.budget = data.settings.budget ?? Infinity;
+    this.dim = g.dim;
     const directions = Object.fromEntries(data.channels.map((c) => [c.channel, c.vector]));
-    this.shares = splitDirections(g, gateway.weights.wo[this.layer], this.layer, nodes, directions);
+    const wo = gateway.weights.wo[this.layer];
+    this.shares = splitDirections(g, wo, this.layer, nodes, directions);
+    this.residualShares = new Map(this.shares.map((s) => [s.node, Object.fromEntries(Object.entries(s.channels).map(([c, v]) => [c, residualOf(g, wo, s.heads, v)]))]));
   }
 
-  /** What each node adds to its head outputs at `layer`, from its readings (a node without readings adds zeros). */
+  /** |sum over nodes and channels of reading * residual share|: how far the readings move the residual stream per unit of alpha. */
+  pushNorm(readings: NodeReadings): number {
+    const sum = new Float64Array(this.dim);
+    for (const [node, channels] of this.residualShares) {
+      for (const [c, v] of Object.entries(channels)) {
+        const r = safeReading(readings[node]?.[c]);
+        if (r !== 0) for (let i = 0; i < this.dim; i++) sum[i] += r * v[i];
+      }
+    }
+    return Math.hypot(...sum);
+  }
+
+  /**
+   * The alpha the nodes apply for these readings: `alpha`, scaled down so the combined push
+   * is no longer than |alpha| * budget (several channels on many nodes add up; one channel
+   * at full reading on every node stays inside the budget when its norm does).
+   */
+  alphaFor(readings: NodeReadings, alpha: number): number {
+    const n = this.pushNorm(readings);
+    return n > this.budget ? (alpha * this.budget) / n : alpha;
+  }
+
+  /** What each node adds to its head outputs at `layer`, from its readings (a node without readings adds zeros), inside the budget. */
   vectors(readings: NodeReadings, alpha: number): Map<string, HeadSteering> {
-    return new Map(this.shares.map((s) => [s.node, { layer: this.layer, vector: nodeSteeringVector(s, readings[s.node] ?? {}, alpha) }]));
+    const a = this.alphaFor(readings, alpha);
+    return new Map(this.shares.map((s) => [s.node, { layer: this.layer, vector: nodeSteeringVector(s, readings[s.node] ?? {}, a) }]));
   }
 
   /** Sets every local group's steering (group i is node-{i+1}). */
