@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from 'node-red';
+import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from 'node-red';
 import { AlertHooks, HookMessages } from '../lib/alerts/hooks';
 import { CHANNEL_NAMES } from '../lib/steering/sensors';
 import { Done, Send, registerNode } from './common';
@@ -48,8 +48,9 @@ export = function register(RED: NodeAPI): void {
       const active = h.engine.active();
       node.status(active.length ? { fill: 'red', shape: 'dot', text: `${active.length} active: ${active.map((a) => `${a.node} ${a.channel}`).join(', ')}`.slice(0, 80) } : { fill: 'green', shape: 'ring', text: 'no active alert' });
     };
+    /** Sends each output's messages (Node-RED takes an array of messages per output). */
     const sendAll = (h: AlertHooks, out: HookMessages, send: Send) => {
-      if (out.alerts.length || out.states.length || out.discovery.length) send([out.alerts, out.states, out.discovery] as never);
+      if (out.alerts.length || out.states.length || out.discovery.length) send([out.alerts, out.states, out.discovery] as unknown as NodeMessage[]);
       if (out.alerts.length || out.states.length) showStatus(h);
     };
 

@@ -153,16 +153,12 @@ export class AlertEngine {
     });
   }
 
-  private forNodeDetectors(kind: 'stale' | 'offline', each: (s: DetectorSettings, i: number) => void): void {
-    this.settings.forEach((s, i) => {
-      if (s.kind === kind) each(s, i);
-    });
-  }
-
   /** One sensor message (schemas/sensors.json). `arrivedAt` is the watcher's clock, for staleness (default: the message's own time). */
   sensors(m: SensorMessage, arrivedAt = m.at): AlertMessage[] {
     const out: AlertMessage[] = [];
-    this.forNodeDetectors('stale', (s, i) => this.record(m.node, i, this.detectorOf(this.stale, m.node, i, () => new StaleDetector((s as { after: number }).after)).observe(arrivedAt), out));
+    this.settings.forEach((s, i) => {
+      if (s.kind === 'stale') this.record(m.node, i, this.detectorOf(this.stale, m.node, i, () => new StaleDetector(s.after)).observe(arrivedAt), out);
+    });
     for (const [channel, raw] of Object.entries(m.readings)) {
       if (raw === null || raw === undefined || !checkReading(channel, raw).ok) continue;
       this.runValueDetectors(m.node, channel, { at: m.at, value: raw }, out);
@@ -183,7 +179,9 @@ export class AlertEngine {
   status(node: string, state: string, at: number): AlertMessage[] {
     checkId('node', node);
     const out: AlertMessage[] = [];
-    this.forNodeDetectors('offline', (_s, i) => this.record(node, i, this.detectorOf(this.offline, node, i, () => new OfflineDetector()).status(state, at), out));
+    this.settings.forEach((s, i) => {
+      if (s.kind === 'offline') this.record(node, i, this.detectorOf(this.offline, node, i, () => new OfflineDetector()).status(state, at), out);
+    });
     return out;
   }
 
