@@ -58,35 +58,42 @@ class TriggeredValue {
   }
 }
 
-/** Classic or recursive STA/LTA on a sensor channel: c = the STA/LTA ratio, on/off as trigger_onset's thresholds. */
-export class StaLtaDetector implements ValueDetector {
+/** A value detector whose c is computed from each sample alone (and its own history), behind one TriggeredValue. */
+abstract class CharacteristicDetector implements ValueDetector {
   current = NaN;
-  private readonly cft: ClassicStaLta | RecursiveStaLta;
-  private readonly trigger: TriggeredValue;
-  constructor(s: StaLtaSettings) {
-    const nsta = windowSamples(s.sta, s.sampleRate);
-    const nlta = windowSamples(s.lta, s.sampleRate);
-    this.cft = s.kind === 'classic-sta-lta' ? new ClassicStaLta(nsta, nlta) : new RecursiveStaLta(nsta, nlta);
-    this.trigger = new TriggeredValue(s.on, s.off);
-  }
+  constructor(private readonly trigger: TriggeredValue) {}
+
+  protected abstract characteristic(s: Sample): number;
 
   update(s: Sample): Transition | null {
-    this.current = this.cft.push(s.value);
+    this.current = this.characteristic(s);
     return this.trigger.step(this.current, s.at);
   }
 }
 
-/** A level with hysteresis: c = the reading; "above" alerts over `on` until at or under `off`, "below" the mirror image. */
-export class ThresholdDetector implements ValueDetector {
-  current = NaN;
-  private readonly trigger: TriggeredValue;
-  constructor(s: ThresholdSettings) {
-    this.trigger = new TriggeredValue(s.on, s.off, s.direction === 'above' ? 1 : -1);
+/** Classic or recursive STA/LTA on a sensor channel: c = the STA/LTA ratio, on/off as trigger_onset's thresholds. */
+export class StaLtaDetector extends CharacteristicDetector {
+  private readonly cft: ClassicStaLta | RecursiveStaLta;
+  constructor(s: StaLtaSettings) {
+    super(new TriggeredValue(s.on, s.off));
+    const nsta = windowSamples(s.sta, s.sampleRate);
+    const nlta = windowSamples(s.lta, s.sampleRate);
+    this.cft = s.kind === 'classic-sta-lta' ? new ClassicStaLta(nsta, nlta) : new RecursiveStaLta(nsta, nlta);
   }
 
-  update(s: Sample): Transition | null {
-    this.current = s.value;
-    return this.trigger.step(s.value, s.at);
+  protected characteristic(s: Sample): number {
+    return this.cft.push(s.value);
+  }
+}
+
+/** A level with hysteresis: c = the reading; "above" alerts over `on` until at or under `off`, "below" the mirror image. */
+export class ThresholdDetector extends CharacteristicDetector {
+  constructor(s: ThresholdSettings) {
+    super(new TriggeredValue(s.on, s.off, s.direction === 'above' ? 1 : -1));
+  }
+
+  protected characteristic(s: Sample): number {
+    return s.value;
   }
 }
 
@@ -96,27 +103,20 @@ export class ThresholdDetector implements ValueDetector {
  * old, so a window of 1 s at 1 Hz is the change from the previous sample). "rise" alerts on
  * c, "fall" on -c, "either" on |c|. c is 0 until two samples are in.
  */
-export class RateDetector implements ValueDetector {
-  current = NaN;
+export class RateDetector extends CharacteristicDetector {
   private readonly samples: Sample[] = [];
-  private readonly trigger: TriggeredValue;
   constructor(private readonly s: RateSettings) {
-    this.trigger = new TriggeredValue(s.on, s.off, s.direction === 'fall' ? -1 : 1);
+    super(new TriggeredValue(s.on, s.off, s.direction === 'fall' ? -1 : 1));
   }
 
-  private rate(s: Sample): number {
+  protected characteristic(s: Sample): number {
     const w = this.samples;
     w.push(s);
     const windowMs = this.s.window * 1000;
     while (w.length > 2 && s.at - w[1].at >= windowMs) w.shift();
     const first = w[0];
-    return w.length < 2 || s.at === first.at ? 0 : ((s.value - first.value) * 1000) / (s.at - first.at);
-  }
-
-  update(s: Sample): Transition | null {
-    const r = this.rate(s);
-    this.current = this.s.direction === 'either' ? Math.abs(r) : r;
-    return this.trigger.step(this.current, s.at);
+    const rate = w.length < 2 || s.at === first.at ? 0 : ((s.value - first.value) * 1000) / (s.at - first.at);
+    return this.s.direction === 'either' ? Math.abs(rate) : rate;
   }
 }
 

@@ -9,8 +9,17 @@
 /** The smallest positive double, which ObsPy puts in place of a zero LTA (numpy's finfo(0.0).tiny). */
 export const DOUBLE_TINY = 2.2250738585072014e-308;
 
-function checkWindows(nsta: number, nlta: number): void {
-  if (!Number.isInteger(nsta) || !Number.isInteger(nlta) || nsta < 1 || nlta <= nsta) throw new RangeError(`STA/LTA windows must be whole sample counts with 1 <= nsta < nlta (got nsta ${nsta}, nlta ${nlta})`);
+/** A streaming characteristic function over windows of nsta and nlta samples (1 <= nsta < nlta). */
+abstract class StaLta {
+  constructor(
+    readonly nsta: number,
+    readonly nlta: number,
+  ) {
+    if (!Number.isInteger(nsta) || !Number.isInteger(nlta) || nsta < 1 || nlta <= nsta) throw new RangeError(`STA/LTA windows must be whole sample counts with 1 <= nsta < nlta (got nsta ${nsta}, nlta ${nlta})`);
+  }
+
+  /** Takes the next sample and returns the characteristic function at it. */
+  abstract push(x: number): number;
 }
 
 /**
@@ -18,19 +27,12 @@ function checkWindows(nsta: number, nlta: number): void {
  * of the last nlta; the ratio is 0 until nlta samples have been seen (ObsPy pads the first
  * nlta - 1 values with zeros), and a zero LTA is replaced by DOUBLE_TINY.
  */
-export class ClassicStaLta {
+export class ClassicStaLta extends StaLta {
   private readonly squares: number[] = [];
   private staSum = 0;
   private ltaSum = 0;
   private seen = 0;
-  constructor(
-    readonly nsta: number,
-    readonly nlta: number,
-  ) {
-    checkWindows(nsta, nlta);
-  }
 
-  /** Takes the next sample and returns the characteristic function at it. */
   push(x: number): number {
     const sq = x * x;
     this.squares.push(sq);
@@ -52,16 +54,10 @@ export class ClassicStaLta {
  * (the first sample is left out of both averages), starting from sta = 0 and lta = DOUBLE_TINY;
  * the ratio is 0 for the first nlta samples.
  */
-export class RecursiveStaLta {
+export class RecursiveStaLta extends StaLta {
   private sta = 0;
   private lta = DOUBLE_TINY;
   private index = -1;
-  constructor(
-    readonly nsta: number,
-    readonly nlta: number,
-  ) {
-    checkWindows(nsta, nlta);
-  }
 
   push(x: number): number {
     this.index++;
@@ -76,7 +72,7 @@ export class RecursiveStaLta {
 }
 
 /** A characteristic function over a whole trace, sample by sample with a streaming one. */
-function overTrace(trace: readonly number[], f: { push(x: number): number }): number[] {
+function overTrace(trace: readonly number[], f: StaLta): number[] {
   return trace.map((x) => f.push(x));
 }
 
