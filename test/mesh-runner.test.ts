@@ -5,8 +5,9 @@
  * that are still there without making them load their weights again. Real head-node
  * processes on a real broker process, the real model.
  */
+import { EventEmitter } from 'node:events';
 import { GenerateOptions, GenerationResult } from '../lib/llm/engine';
-import { FlowRuntime, StepState } from '../lib/flow/runtime';
+import { FlowRuntime, GatherEvent, MeshEventMap, StepState } from '../lib/flow/runtime';
 import { freePort } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { NodeProcesses, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
@@ -160,9 +161,12 @@ async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (
 describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () => {
   let rt: FlowRuntime;
   let mesh: Mesh;
+  const events = new EventEmitter<MeshEventMap>();
+  const assigned: string[][] = [];
+  events.on('assigned', (nodes) => assigned.push(nodes));
   beforeAll(async () => {
     mesh = startNodes('flow', 3);
-    rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow', quant: 'f32', nodes: 3, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined });
+    rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow', quant: 'f32', nodes: 3, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined, events });
     cleanups.push(() => rt.close());
   }, 60000);
 
@@ -189,5 +193,31 @@ describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () 
 
     expect((await flowRun(rt, ONCE)).tokens).toEqual(goldenIds('once-greedy-64'));
     expect(Object.fromEntries(mesh.loads)).toEqual({ 'node-1': 1, 'node-2': 1, 'node-3': 1 });
+  }, 60000);
+  test('the runtime tells what happens on the mesh: the assigned nodes, each gather started and done, the nodes late at half the gather timeout, the end of each run with the error that ended it', async () => {
+    const seen = { started: 0, done: 0, late: [] as GatherEvent[], ends: [] as { error?: string }[] };
+    events.on('gather-start', () => seen.started++);
+    events.on('gather-done', () => seen.done++);
+    events.on('gather-late', (g) => seen.late.push(g));
+    events.on('run-end', (e) => seen.ends.push(e));
+    expect(assigned.at(-1)).toEqual(['node-1', 'node-2', 'node-3']);
+
+    const result = await flowRun(rt, { ...ONCE, steps: 8 });
+    const gathers = (result.tokens.length - 1) * rt.g.nLayers;
+    expect(seen).toEqual({ started: gathers, done: gathers, late: [], ends: [{}] });
+
+    const node2 = hold(mesh, 1);
+    const run = flowRun(rt, LONG, (step) => {
+      if (step.pos === 2) node2.stop();
+    });
+    await expectTimeoutNaming(run, 'node-2', node2.heldAt);
+    node2.release();
+    expect(seen.late).toHaveLength(1);
+    expect(seen.late[0].late).toEqual(['node-2']);
+    expect(seen.late[0].ms).toBeGreaterThan(GATHER_TIMEOUT_MS / 2);
+    expect(seen.late[0].ms).toBeLessThan(GATHER_TIMEOUT_MS);
+    expect(seen.ends).toHaveLength(2);
+    expect(seen.ends[1].error).toMatch(/head node node-2 did not answer/);
+    expect(seen.started - seen.done).toBe(1);
   }, 60000);
 });

@@ -7,9 +7,12 @@
  *
  * A message carries the run id, the position, the layer and the hidden state x [dim]; the
  * rest of a run (its Generation, its pending gather) stays here. Runs are queued: one
- * generation at a time per mesh, each a session of its own on the head nodes.
+ * generation at a time per mesh, each a session of its own on the head nodes. What happens on
+ * the mesh (assignment, each gather, late nodes, the end of a run) is told on `events`, which
+ * the nodes' statuses show.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { Geometry } from '../llm/config';
 import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
 import { InputError, MeshLlmError } from '../llm/errors';
@@ -38,7 +41,29 @@ export interface FlowRuntimeOptions {
   discoverTimeoutMs?: number;
   gatherTimeoutMs?: number;
   log?: Logger;
+  /** Where the runtime tells what happens on the mesh (default: an emitter of its own). */
+  events?: MeshEvents;
 }
+
+/** A layer's gather on the head nodes: started, done (with its round trip), or waiting on late nodes. */
+export interface GatherEvent {
+  pos: number;
+  layer: number;
+  ms?: number;
+  /** Nodes that have not answered within half the gather timeout. */
+  late?: string[];
+}
+
+/** What the runtime tells its watchers; a run's end carries the error that ended it, if one did. */
+export interface MeshEventMap {
+  assigned: [nodes: string[]];
+  'gather-start': [GatherEvent];
+  'gather-done': [GatherEvent];
+  'gather-late': [GatherEvent];
+  'run-end': [{ error?: string }];
+}
+
+export type MeshEvents = EventEmitter<MeshEventMap>;
 
 /** What travels in msg.llm between the nodes of the layer loop. */
 export interface StepState {
@@ -60,6 +85,7 @@ export class FlowRuntime {
   readonly gateway: Gateway;
   readonly tokenizer: Tokenizer;
   readonly mesh: MeshGateway;
+  readonly events: MeshEvents;
   assignment: NodeAssignment[];
   private readonly options: FlowRuntimeOptions;
   private readonly ffnGraphs: OnnxFfn;
@@ -74,6 +100,18 @@ export class FlowRuntime {
     this.tokenizer = mesh.tokenizer;
     this.ffnGraphs = ffn;
     this.assignment = assignment;
+    this.events = options.events ?? new EventEmitter<MeshEventMap>();
+    mesh.runner.listener = {
+      started: (pos, layer) => this.events.emit('gather-start', { pos, layer }),
+      done: (pos, layer, ms) => this.events.emit('gather-done', { pos, layer, ms }),
+      late: (pos, layer, late, ms) => this.events.emit('gather-late', { pos, layer, late, ms }),
+    };
+    this.events.emit('assigned', this.nodes);
+  }
+
+  /** The assigned head nodes, in slot order. */
+  get nodes(): string[] {
+    return this.assignment.map((a) => a.node);
   }
 
   /** Loads the gateway weights, builds the FFN graphs, finds and assigns the head nodes. */
@@ -161,6 +199,7 @@ export class FlowRuntime {
     }
     const nodes = await this.mesh.discover({ count: this.options.nodes, timeoutMs: this.options.discoverTimeoutMs ?? 30000 });
     this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
+    this.events.emit('assigned', this.nodes);
     await runner.reset();
   }
 
@@ -229,11 +268,12 @@ export class FlowRuntime {
     const run = this.runs.get(runId);
     if (!run) return;
     this.mesh.runner.fail(error);
-    this.finish(run, null);
+    this.finish(run, null, error);
   }
 
-  private finish(run: Run, result: GenerationResult | null): void {
+  private finish(run: Run, result: GenerationResult | null, error?: Error): void {
     this.runs.delete(run.id);
     run.finished(result);
+    this.events.emit('run-end', error ? { error: error.message } : {});
   }
 }

@@ -67,6 +67,19 @@ interface Gather {
   startNs: bigint;
   resolve: () => void;
   reject: (e: Error) => void;
+  /** Set once the gather has been reported late to the listener. */
+  late?: boolean;
+}
+
+/**
+ * Who watches the gathers (the Node-RED heads node's status, through the flow runtime). It
+ * only hears; the runner behaves the same with or without one.
+ */
+export interface GatherListener {
+  started(pos: number, layer: number): void;
+  done(pos: number, layer: number, ms: number): void;
+  /** Nodes that have not answered within half the gather timeout (the run fails at the whole timeout). */
+  late(pos: number, layer: number, missing: string[], waitedMs: number): void;
 }
 
 export interface MeshRunnerOptions {
@@ -88,6 +101,8 @@ export class MeshRunner implements HeadRunner {
   readonly roundTripsMs: number[] = [];
   readonly gatherTimeoutMs: number;
   readonly counters: ResultCounters;
+  /** Told of each gather's start and end, and of late nodes (optional). */
+  listener: GatherListener | null = null;
   private readonly link: HeadLink;
   private readonly g: Geometry;
   private assignment: RunnerAssignment | null = null;
@@ -183,6 +198,7 @@ export class MeshRunner implements HeadRunner {
     return new Promise<void>((resolve, reject) => {
       this.pending = { session: this.sessionId, seq, pos, layer, out, received: new Uint8Array(a.slots.length), remaining: a.slots.length, startNs: process.hrtime.bigint(), resolve, reject };
       this.link.broadcast(body);
+      this.listener?.started(pos, layer);
     });
   }
 
@@ -240,8 +256,10 @@ export class MeshRunner implements HeadRunner {
     heads.forEach((h, i) => p.out.set(body.values.subarray(i * hs, (i + 1) * hs), h * hs));
     p.received[index] = 1;
     if (--p.remaining === 0) {
-      this.roundTripsMs.push(Number(process.hrtime.bigint() - p.startNs) / 1e6);
+      const ms = Number(process.hrtime.bigint() - p.startNs) / 1e6;
+      this.roundTripsMs.push(ms);
       this.pending = null;
+      this.listener?.done(p.pos, p.layer, ms);
       p.resolve();
     }
     return null;
@@ -252,13 +270,23 @@ export class MeshRunner implements HeadRunner {
     return this.sessionCounter;
   }
 
-  /** Fails the gather in progress if it has waited longer than the timeout. */
+  /** Fails the gather in progress if it has waited longer than the timeout (and tells the listener at half of it). */
   private checkTimeout(): void {
     const p = this.pending;
-    const a = this.assignment;
-    if (!p || !a || Number(process.hrtime.bigint() - p.startNs) / 1e6 <= this.gatherTimeoutMs) return;
-    const missing = a.slots.filter((_, i) => !p.received[i]).map((s) => s.node);
+    if (!p || !this.assignment) return;
+    const waitedMs = Number(process.hrtime.bigint() - p.startNs) / 1e6;
+    if (this.listener && !p.late && waitedMs > this.gatherTimeoutMs / 2) {
+      p.late = true;
+      this.listener.late(p.pos, p.layer, this.missing(p), waitedMs);
+    }
+    if (waitedMs <= this.gatherTimeoutMs) return;
+    const missing = this.missing(p);
     this.fail(new MeshError(`head node${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not answer layer ${p.layer} at position ${p.pos} within ${this.gatherTimeoutMs} ms`));
+  }
+
+  /** The assigned nodes whose result for the gather has not arrived. */
+  private missing(p: Gather): string[] {
+    return (this.assignment?.slots ?? []).filter((_, i) => !p.received[i]).map((s) => s.node);
   }
 
   private startWatchdog(): void {
