@@ -1,6 +1,8 @@
 /**
  * Node-RED settings for mesh-llm, as a typed object passed to RED.init by `npm start`
- * (lib/app/nodered.ts). The editor and the HTTP endpoints share one port.
+ * (lib/app/nodered.ts). The editor and the HTTP endpoints share one port. Node-RED runs the
+ * flow in its user directory, a copy of the shipped flow made on the instance's first run
+ * (lib/app/nodered.ts), so a deploy from the editor never rewrites the package's files.
  */
 import * as path from 'node:path';
 import type { LocalSettings } from '@node-red/runtime';
@@ -11,10 +13,10 @@ export interface MeshLlmSettingsOptions {
   host: string;
   /** Editor and HTTP port (default 1880). */
   port: number;
-  /** Where Node-RED keeps its state: <dataDir>/node-red (default ./data). */
+  /** Where Node-RED keeps its state, the running flow included: <dataDir>/node-red (default ./data). */
   dataDir: string;
-  /** The flow to run (default flows/mesh-llm.json of the package). */
-  flowFile: string;
+  /** The flow an instance starts from, copied into its user directory on its first run (default flows/mesh-llm.json of the package). */
+  flowTemplate: string;
 }
 
 export function defaultSettingsOptions(env: NodeJS.ProcessEnv = process.env): MeshLlmSettingsOptions {
@@ -22,7 +24,7 @@ export function defaultSettingsOptions(env: NodeJS.ProcessEnv = process.env): Me
     host: env.HOST ?? '127.0.0.1',
     port: env.PORT ? Number(env.PORT) : 1880,
     dataDir: path.resolve(env.MESH_LLM_DATA_DIR ?? 'data'),
-    flowFile: path.join(packageRoot(), 'flows', 'mesh-llm.json'),
+    flowTemplate: path.join(packageRoot(), 'flows', 'mesh-llm.json'),
   };
 }
 
@@ -33,12 +35,28 @@ function logLevel(text: string | undefined): (typeof LOG_LEVELS)[number] {
   return LOG_LEVELS.find((l) => l === text) ?? 'info';
 }
 
-export function nodeRedSettings(o: MeshLlmSettingsOptions): LocalSettings {
+/** The editor as mesh-llm shows it (Node-RED 4.1 knows `tours`; its typings do not yet). */
+const editorTheme: NonNullable<LocalSettings['editorTheme']> & { tours: boolean } = {
+  page: { title: 'mesh-llm' },
+  header: { title: 'mesh-llm' },
+  projects: { enabled: false },
+  // No "Welcome to Node-RED 4.1" tour over the flow on a first visit.
+  tours: false,
+};
+
+/** Node-RED 4.1's telemetry settings (its typings do not have them yet). */
+interface TelemetrySettings {
+  telemetry: { enabled: boolean; updateNotification: boolean };
+}
+
+export function nodeRedSettings(o: MeshLlmSettingsOptions): LocalSettings & TelemetrySettings {
+  const userDir = path.join(o.dataDir, 'node-red');
   return {
     uiHost: o.host,
     uiPort: o.port,
-    userDir: path.join(o.dataDir, 'node-red'),
-    flowFile: o.flowFile,
+    userDir,
+    // The instance's own copy of the template (lib/app/nodered.ts makes it).
+    flowFile: path.join(userDir, path.basename(o.flowTemplate)),
     flowFilePretty: true,
     // Credentials in the flow (e.g. broker passwords) are encrypted with this key.
     credentialSecret: process.env.MESH_LLM_CREDENTIAL_SECRET ?? 'mesh-llm-local-credentials',
@@ -52,10 +70,8 @@ export function nodeRedSettings(o: MeshLlmSettingsOptions): LocalSettings {
     httpNodeRoot: '/',
     functionGlobalContext: {},
     logging: { console: { level: logLevel(process.env.MESH_LLM_LOG_LEVEL), metrics: false, audit: false } },
-    editorTheme: {
-      page: { title: 'mesh-llm' },
-      header: { title: 'mesh-llm' },
-      projects: { enabled: false },
-    },
+    // No telemetry, so the editor does not open on the "Enable Update Notifications" prompt.
+    telemetry: { enabled: false, updateNotification: false },
+    editorTheme,
   };
 }

@@ -1,6 +1,11 @@
-/** Node-RED embedded in this process: one HTTP server for the editor and the flow's endpoints. */
+/**
+ * Node-RED embedded in this process: one HTTP server for the editor and the flow's endpoints,
+ * running the instance's own copy of the shipped flow.
+ */
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as path from 'node:path';
 import express from 'express';
 import * as RED from 'node-red';
 import { MeshLlmSettingsOptions, nodeRedSettings } from '../../settings';
@@ -19,9 +24,33 @@ function jsonErrors(err: Error & { type?: string; status?: number }, _req: expre
   next(err);
 }
 
+/**
+ * Node-RED's credentials file for no credentials, encrypted as Node-RED encrypts them
+ * (aes-256-ctr, key sha256(secret), {"$": iv hex + base64}); without one it warns
+ * "Encrypted credentials not found" on every start.
+ */
+function emptyCredentials(secret: string): string {
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-256-ctr', createHash('sha256').update(secret).digest(), iv);
+  return JSON.stringify({ $: iv.toString('hex') + cipher.update('{}', 'utf8', 'base64') + cipher.final('base64') });
+}
+
+/**
+ * The shipped flow is a template: on an instance's first run it is copied to the flow file in
+ * the user directory (with an empty credentials file beside it); later runs, and deploys from
+ * the editor, use that copy only.
+ */
+export function installFlow(template: string, flowFile: string, credentialSecret: string): void {
+  fs.mkdirSync(path.dirname(flowFile), { recursive: true });
+  if (!fs.existsSync(flowFile)) fs.copyFileSync(template, flowFile);
+  const { dir, name, ext } = path.parse(flowFile);
+  const credentials = path.join(dir, `${name}_cred${ext}`); // where Node-RED looks for it
+  if (!fs.existsSync(credentials)) fs.writeFileSync(credentials, emptyCredentials(credentialSecret));
+}
+
 export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNodeRed> {
   const settings = nodeRedSettings(o);
-  fs.mkdirSync(settings.userDir as string, { recursive: true });
+  installFlow(o.flowTemplate, settings.flowFile as string, settings.credentialSecret as string);
   const app = express();
   const server = http.createServer(app);
   RED.init(server, settings);
