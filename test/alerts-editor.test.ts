@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Browser, Page, chromium } from 'playwright-core';
 import express from 'express';
+import { DEFAULT_DETECTORS } from '../lib/alerts/settings';
 import { packageRoot } from '../lib/llm/resolve';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -70,9 +71,11 @@ describe('the alert node in the editor', () => {
   const problems = () => page.$$eval('.mesh-llm-alert-problems', (els) => els.map((e) => e.textContent));
   const done = () => page.evaluate(() => (globalThis as unknown as { $: (s: string) => { trigger(e: string): void } }).$('#node-dialog-ok').trigger('click'));
 
-  test('a flow with an STA window longer than the LTA shows the node invalid, with the reason; a sound one is valid', async () => {
+  test('a flow with an STA window longer than the LTA shows the node invalid, with the reason; a sound one is valid; a new node starts with the default detectors', async () => {
     expect(await probe('bad')).toMatchObject({ valid: false, validationErrors: ['detector 1 (classic-sta-lta on vibrationG): the STA window (40 s) must be shorter than the LTA window (30 s)'] });
     expect(await probe('good')).toMatchObject({ valid: true, validationErrors: [] });
+    const defaults = await page.evaluate(() => (globalThis as unknown as { RED: { nodes: { getType(t: string): { defaults: { detectors: { value: unknown } } } } } }).RED.nodes.getType('mesh-llm-alert').defaults.detectors.value);
+    expect(defaults).toEqual(DEFAULT_DETECTORS);
   });
 
   test('the dialog shows a row\'s problems as they are typed, and the node is valid once they are fixed', async () => {

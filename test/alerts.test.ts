@@ -5,7 +5,7 @@
 import { AlertEngine, AlertMessage, alertProblem, parseDetectors } from '../lib/alerts/alerts';
 import { KlSpikeDetector, RateDetector, Sample, StaLtaDetector, ThresholdDetector, Transition, ValueDetector } from '../lib/alerts/detectors';
 import { alertDiscovery, nodeDiscovery, sensorDiscovery } from '../lib/alerts/homeassistant';
-import { DetectorSettings, checkDetector } from '../lib/alerts/settings';
+import { DEFAULT_DETECTORS, DetectorSettings, checkDetector } from '../lib/alerts/settings';
 import { DOUBLE_TINY, classicStaLta, recursiveStaLta, triggerOnset } from '../lib/alerts/stalta';
 import { CALM_ROOM, CHANNEL_NAMES, SensorMessage, SimRng, simulate } from '../lib/steering/sensors';
 
@@ -132,6 +132,22 @@ describe('detectors on synthetic traces', () => {
 });
 
 describe('the alert engine', () => {
+  test("the new node's default detectors on the simulated scenarios: an hour of calm on 8 nodes gives nothing; explosion and earthquake are picked within 2 s", () => {
+    const nodes = ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8'];
+    const onsets = (scenario: 'calm' | 'explosion' | 'earthquake', calmSeconds: number) => {
+      const engine = new AlertEngine(DEFAULT_DETECTORS);
+      return simulate({ scenario, nodes, calmSeconds, eventSeconds: 60, seed: 3 }).flatMap((m) => engine.sensors(m)).filter((a) => a.end === null);
+    };
+    expect(onsets('calm', 3600)).toEqual([]);
+    for (const scenario of ['explosion', 'earthquake'] as const) {
+      const alerts = onsets(scenario, 120);
+      expect(alerts.find((a) => a.node === 'n1' && a.channel === 'vibrationG')).toBeDefined();
+      for (const a of alerts) expect(a.onset - 120000).toBeLessThanOrEqual(2000);
+      expect(alerts.every((a) => a.onset >= 120000)).toBe(true);
+    }
+  });
+
+
   const msg = (node: string, at: number, vibrationG: number | null): SensorMessage => ({ protocol: 1, node, at, readings: { vibrationG, soundDb: 38 } });
 
   test('a stale node is reported once it has sent nothing for `after` seconds, and the alert ends when it is heard again', () => {

@@ -80,6 +80,14 @@ export const DETECTOR_KINDS: Record<DetectorKind, KindSpec> = {
   },
 };
 
+/** The detectors a new alert node starts with: STA/LTA on vibration and sound, and every node's staleness and status. */
+export const DEFAULT_DETECTORS: readonly Record<string, unknown>[] = [
+  { kind: 'classic-sta-lta', channel: 'vibrationG' },
+  { kind: 'recursive-sta-lta', channel: 'soundDb' },
+  { kind: 'stale' },
+  { kind: 'offline' },
+];
+
 export const KL_CHANNEL = 'kl';
 export const NODE_CHANNEL = 'node';
 
