@@ -112,6 +112,17 @@ describe('detectors on synthetic traces', () => {
     ]);
   });
 
+  test('rate of change: "fall" alerts on a drop faster than trigger-on per second, "rise" does not', () => {
+    const drop = [300, 300, 300, 100, 100, 100, 100].map((value, i) => ({ at: i * 1000, value }));
+    const fall = new RateDetector(settings({ kind: 'rate', channel: 'lightLux', direction: 'fall', on: 50, off: 10, window: 1 }) as never);
+    expect(run(fall, drop)).toEqual([
+      { type: 'onset', onset: 3000, end: null, value: 200 },
+      { type: 'end', onset: 3000, end: 3000, value: 200 },
+    ]);
+    expect(run(new RateDetector(settings({ kind: 'rate', channel: 'lightLux', direction: 'rise', on: 50, off: 10, window: 1 }) as never), drop)).toEqual([]);
+    expect(run(new RateDetector(settings({ kind: 'rate', channel: 'lightLux', on: 50, off: 10, window: 1 }) as never), drop)).toHaveLength(2);
+  });
+
   test('kl-spike: a calm KL series gives nothing; a three-token spike is caught at its first token and ends after it', () => {
     const rng = new SimRng(5);
     const kl = Array.from({ length: 300 }, (_, i) => ({ at: i * 250, value: Math.abs(0.01 + 0.004 * rng.normal()) + (i >= 200 && i < 203 ? 0.8 : 0) }));

@@ -38,7 +38,7 @@ export interface ValueDetector {
 
 /**
  * A Trigger on a characteristic value, with the sign of what is reported: `sign` -1 runs the
- * trigger on -c (a "below" threshold, a falling rate) and reports the peak back in c's sign.
+ * trigger on -c with -on and -off (a "below" threshold) and reports the peak back in c's sign.
  */
 class TriggeredValue {
   private readonly trigger: Trigger;
@@ -100,13 +100,13 @@ export class ThresholdDetector extends CharacteristicDetector {
 /**
  * Rate of change: c = (newest - oldest) / their time apart, in units per second, over the
  * samples of the last `window` seconds (the oldest kept is the last one at least `window`
- * old, so a window of 1 s at 1 Hz is the change from the previous sample). "rise" alerts on
- * c, "fall" on -c, "either" on |c|. c is 0 until two samples are in.
+ * old, so a window of 1 s at 1 Hz is the change from the previous sample); for "fall" c is
+ * the rate of fall (minus the rate), for "either" its size. c is 0 until two samples are in.
  */
 export class RateDetector extends CharacteristicDetector {
   private readonly samples: Sample[] = [];
   constructor(private readonly s: RateSettings) {
-    super(new TriggeredValue(s.on, s.off, s.direction === 'fall' ? -1 : 1));
+    super(new TriggeredValue(s.on, s.off));
   }
 
   protected characteristic(s: Sample): number {
@@ -116,7 +116,7 @@ export class RateDetector extends CharacteristicDetector {
     while (w.length > 2 && s.at - w[1].at >= windowMs) w.shift();
     const first = w[0];
     const rate = w.length < 2 || s.at === first.at ? 0 : ((s.value - first.value) * 1000) / (s.at - first.at);
-    return this.s.direction === 'either' ? Math.abs(rate) : rate;
+    return this.s.direction === 'either' ? Math.abs(rate) : this.s.direction === 'fall' ? -rate : rate;
   }
 }
 
