@@ -27,20 +27,6 @@ export interface AlertMessage {
   text?: string;
 }
 
-/**
- * The alert topics of a mesh. lib/mesh/wire.ts's topicsFor is the place for them; it was being
- * edited when this was written, so they are defined here (to move there).
- */
-export function alertTopicsFor(meshId: string) {
-  const root = `mesh-llm/${checkId('mesh', meshId)}`;
-  return {
-    /** JSON alert messages (schemas/alert.json), the alert node -> anyone; QoS 1, not retained. */
-    alerts: `${root}/alerts`,
-    /** "ON" while any alert of the node is active, else "OFF"; retained (Home Assistant's binary_sensor). */
-    alertState: (node: string) => `${root}/alert-state/${checkId('node', node)}`,
-  };
-}
-
 let validator: ValidateFunction | null = null;
 
 /** Checks an alert message against schemas/alert.json: null when it passes, else the first failure. */

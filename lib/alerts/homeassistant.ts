@@ -9,7 +9,6 @@
 import { topicsFor } from '../mesh/wire';
 import { CHANNELS } from '../steering/calibration';
 import { ChannelName } from '../steering/sensors';
-import { alertTopicsFor } from './alerts';
 
 export const DEFAULT_DISCOVERY_PREFIX = 'homeassistant';
 
@@ -73,7 +72,7 @@ export function alertDiscovery(meshId: string, node: string, prefix = DEFAULT_DI
     payload: {
       name: 'Alert',
       unique_id: id,
-      state_topic: alertTopicsFor(meshId).alertState(node),
+      state_topic: topicsFor(meshId).alertState(node),
       payload_on: 'ON',
       payload_off: 'OFF',
       device_class: 'problem',

@@ -6,10 +6,10 @@
  * first time it is heard from and whenever it shows a new channel.
  */
 import { MeshLlmError } from '../llm/errors';
-import { parseControl } from '../mesh/wire';
+import { parseControl, topicsFor, Topics } from '../mesh/wire';
 import { ChannelName, SensorMessage, parseSensorMessage } from '../steering/sensors';
 import { parseWithSchema } from '../steering/schemas';
-import { AlertEngine, AlertMessage, alertTopicsFor } from './alerts';
+import { AlertEngine, AlertMessage } from './alerts';
 import { DEFAULT_DISCOVERY_PREFIX, DiscoveryMessage, nodeDiscovery } from './homeassistant';
 
 /** The series a bare KL value belongs to when its message names no node. */
@@ -66,7 +66,7 @@ export function classifyInput(payload: unknown, topic: unknown): Input {
 /** The AlertEngine behind a node: inputs in, hook messages out. */
 export class AlertHooks {
   readonly engine: AlertEngine;
-  private readonly topics: ReturnType<typeof alertTopicsFor>;
+  private readonly topics: Topics;
   private readonly state = new Map<string, boolean>();
   private readonly discovered = new Map<string, Set<ChannelName>>();
 
@@ -75,7 +75,7 @@ export class AlertHooks {
     detectors: unknown,
     readonly options: HookOptions = { meshId: 'default', discoveryPrefix: DEFAULT_DISCOVERY_PREFIX },
   ) {
-    this.topics = alertTopicsFor(options.meshId);
+    this.topics = topicsFor(options.meshId);
     this.engine = new AlertEngine(detectors);
   }
 

@@ -60,6 +60,10 @@ export function topicsFor(meshId: string) {
     /** JSON sensor baselines of one node (schemas/baseline.json), retained, calibration -> anyone. */
     baseline: (node: string) => `${root}/baseline/${node}`,
     baselines: `${root}/baseline/+`,
+    /** JSON alert messages (schemas/alert.json), the alert node -> anyone; QoS 1, not retained. */
+    alerts: `${root}/alerts`,
+    /** "ON" while any alert of the node is active, else "OFF"; retained (Home Assistant's binary_sensor). */
+    alertState: (node: string) => `${root}/alert-state/${checkId('node', node)}`,
   };
 }
 
