@@ -87,20 +87,15 @@ describe('steer measure --json on stories260K', () => {
     expect(out.attributionPairTop2).toBeGreaterThanOrEqual(0.9);
     expect(out.noveltyAuc).toBeGreaterThanOrEqual(0.9); // recorded; the issue asks only that it is reported
     expect(out.details.perplexitySamples).toBe(4);
-    expect(out.scenarios.map((s) => s.name)).toEqual(['explosion', 'earthquake', 'bright-flash']);
     // progress on stderr, one line per channel, one for the variety of the scenarios, the attribution and the novelty trials
     expect(r.stderr).toMatch(/steer measure: soundDb \(1\/8\)\n[^]*steer measure: 16 attribution trials, 24 with two stimuli \(7\/8\)\nsteer measure: 24 novelty trials \(8\/8\)\nsteer measure: done in \d+ s\n$/);
   });
 
-  test('the norm budget keeps the earthquake (and vibration, humidity) within the repetition targets', () => {
-    for (const name of ['earthquake']) expect(out.scenarios.find((s) => s.name === name)!.repetitionOk).toBe(true);
-    for (const name of ['vibrationG', 'humidityPct']) expect(out.channels.find((c) => c.name === name)!.repetitionOk).toBe(true);
-  });
-
-  // Not met yet (docs/STEERING.md, section 8, has the figures): sound, light and temperature at
-  // full reading, the explosion and the bright flash repeat more than the targets allow.
-  test.failing('every channel at full reading and every scenario within the repetition targets', () => {
-    for (const v of [...out.channels, ...out.scenarios]) expect({ name: v.name, ok: v.repetitionOk }).toEqual({ name: v.name, ok: true });
+  test('every channel at full reading and every scenario within the repetition targets: sampled at most 1.25x the unsteered rate, greedy at most unsteered + 0.08', () => {
+    expect(out.scenarios.map((s) => s.name)).toEqual(['explosion', 'earthquake', 'bright-flash']);
+    for (const v of [...out.channels, ...out.scenarios]) {
+      expect({ name: v.name, sampled: v.sampledRepeated4 <= out.repetitionLimits.sampledRepeated4, greedy: v.greedyRepeated4 <= out.repetitionLimits.greedyRepeated4, ok: v.repetitionOk }).toEqual({ name: v.name, sampled: true, greedy: true, ok: true });
+    }
   });
 
   test('--samples 0 is refused in one line', async () => {

@@ -11,6 +11,7 @@ import { Gateway } from '../llm/gateway';
 import { HeadSteering } from '../llm/head';
 import { Tokenizer } from '../llm/tokenizer';
 import { probabilities } from '../llm/fidelity';
+import { PushEnvelope, envelopeFactor } from './envelope';
 
 export interface NodeAttribution {
   node: string;
@@ -35,16 +36,19 @@ export function kl(p: Float64Array, q: Float64Array): number {
   return Math.max(0, sum);
 }
 
-/** A node's steering as the gateway knows it: its heads and the vector it adds. */
+/** A node's steering as the gateway knows it: its heads, the vector it adds, and how the push varies with position. */
 export interface NodeSteering {
   node: string;
   heads: readonly number[];
   steering: HeadSteering;
+  /** Absent: the whole vector at every position. */
+  envelope?: PushEnvelope;
 }
 
 /**
- * Wraps the runner of the steered heads; while `without` names a node, that node's steering
- * is taken back out of the head outputs it returned.
+ * Wraps the runner of the steered heads and corrects what they return at the steered layer:
+ * the part of each node's vector its envelope leaves out at this position is taken back out,
+ * and while `without` names a node, all of that node's steering is.
  */
 export class CounterfactualHeads implements HeadRunner {
   without: string | null = null;
@@ -57,12 +61,15 @@ export class CounterfactualHeads implements HeadRunner {
 
   async run(xb: Float32Array, pos: number, layer: number, out: Float32Array): Promise<void> {
     await this.inner.run(xb, pos, layer, out);
-    const n = this.without === null ? undefined : this.nodes.find((x) => x.node === this.without);
-    if (!n || n.steering.layer !== layer) return;
     const hs = this.g.headSize;
-    n.heads.forEach((h, i) => {
-      for (let d = 0; d < hs; d++) out[h * hs + d] -= n.steering.vector[i * hs + d];
-    });
+    for (const n of this.nodes) {
+      if (n.steering.layer !== layer) continue;
+      const removed = n.node === this.without ? 1 : 1 - envelopeFactor(n.envelope, pos);
+      if (removed === 0) continue;
+      n.heads.forEach((h, i) => {
+        for (let d = 0; d < hs; d++) out[h * hs + d] -= removed * n.steering.vector[i * hs + d];
+      });
+    }
   }
 
   reset(): void | Promise<void> {

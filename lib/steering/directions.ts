@@ -11,6 +11,7 @@
  * is one editable data file in steering/ (lexicon, method, contrast settings, norm and the
  * computed vector); `mesh-llm steer calibrate` recomputes the vectors after an edit.
  */
+import { PushEnvelope, checkEnvelope } from './envelope';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Engine } from '../llm/engine';
@@ -42,6 +43,8 @@ export interface SteeringSettings {
    * the same factor (steer.ts). Absent: no budget.
    */
   budget?: number;
+  /** How the push varies with position (envelope.ts). Absent: the same at every position. */
+  envelope?: PushEnvelope;
   /** The model-written stories the contrast sets are taken from. */
   corpus: CorpusSettings;
   /** How channels with `method: "gradient"` measure their lexicon gradient (gradient.ts). */
@@ -115,6 +118,7 @@ function checkSettings(file: string, s: SteeringSettings, nLayers?: number): Ste
   if (!Number.isFinite(s.alpha)) throw new MeshLlmError(`steering file ${file}: alpha must be a number`);
   if (!(s.rcond >= 0 && s.rcond < 1)) throw new MeshLlmError(`steering file ${file}: rcond must be a number in [0, 1)`);
   if (s.budget !== undefined && !(s.budget > 0)) throw new MeshLlmError(`steering file ${file}: budget must be a positive number (or absent: no budget)`);
+  if (s.envelope !== undefined) checkEnvelope(file, s.envelope);
   if (!Array.isArray(s.channels) || s.channels.length === 0) throw new MeshLlmError(`steering file ${file}: channels must list at least one channel`);
   if (!Array.isArray(s.evaluation) || s.evaluation.length === 0) throw new MeshLlmError(`steering file ${file}: evaluation must list at least one context`);
   const c = s.corpus;

@@ -2,7 +2,7 @@
  * What steering does to the text, measured on the model: the probability that the next word
  * is one of a channel's lexicon words, and the perplexity of a text under a model.
  */
-import { Engine, forward } from '../llm/engine';
+import { Engine, HeadRunner, forward } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { Tokenizer } from '../llm/tokenizer';
 import { probabilities } from '../llm/fidelity';
@@ -22,18 +22,20 @@ export function lexiconTokens(tokenizer: Tokenizer, words: readonly string[]): n
 /**
  * Probability that the text after `context` (tokens, BOS first) begins with one of the words:
  * the sum over words of the product of their tokens' conditional probabilities. Runs the
- * engine with whatever steering its heads carry.
+ * engine's gateway on `heads` (default: the engine's own, with whatever steering they carry).
  */
-export async function lexiconMass(engine: Engine, context: readonly number[], words: readonly number[][]): Promise<number> {
-  const logits = await engine.teacherForce(context);
-  const first = probabilities(logits[logits.length - 1]);
+export async function lexiconMass(engine: Engine, context: readonly number[], words: readonly number[][], heads: HeadRunner = engine.heads): Promise<number> {
   const headOut = new Float32Array(engine.g.dim);
+  await heads.reset();
+  let logits: Float32Array | null = null;
+  for (let pos = 0; pos < context.length; pos++) logits = await forward(engine.gateway, heads, context[pos], pos, headOut);
+  const first = probabilities(logits!);
   let mass = 0;
   for (const word of words) {
     let p = first[word[0]];
     for (let i = 1; i < word.length && p > 0; i++) {
       // positions after the context are rewritten by every word, so the cache stays the context's
-      const next = (await forward(engine.gateway, engine.heads, word[i - 1], context.length + i - 1, headOut)) as Float32Array;
+      const next = (await forward(engine.gateway, heads, word[i - 1], context.length + i - 1, headOut)) as Float32Array;
       p *= probabilities(next)[word[i]];
     }
     mass += p;
@@ -42,9 +44,9 @@ export async function lexiconMass(engine: Engine, context: readonly number[], wo
 }
 
 /** Mean lexicon mass over several contexts. */
-export async function meanLexiconMass(engine: Engine, contexts: readonly number[][], words: readonly number[][]): Promise<number> {
+export async function meanLexiconMass(engine: Engine, contexts: readonly number[][], words: readonly number[][], heads: HeadRunner = engine.heads): Promise<number> {
   let sum = 0;
-  for (const c of contexts) sum += await lexiconMass(engine, c, words);
+  for (const c of contexts) sum += await lexiconMass(engine, c, words, heads);
   return sum / contexts.length;
 }
 

@@ -6,8 +6,8 @@
  * one node of eight that felt a stimulus, and both of two stimulated nodes; and how well the
  * per-node divergences alone tell a node whose sensors changed (ROC AUC).
  */
-import { Engine } from '../llm/engine';
-import { generateWithAttribution } from './attribution';
+import { Engine, GenerateOptions, HeadRunner, generate } from '../llm/engine';
+import { CounterfactualHeads, generateWithAttribution } from './attribution';
 import { SteeringData, loadSteering, steeringDir } from './directions';
 import { lexiconTokens, meanLexiconMass, meanNll } from './lexicon';
 import { scenarioReadings } from './readings';
@@ -59,7 +59,7 @@ export interface VarietyOptions {
 
 export const VARIETY: VarietyOptions = {
   starts: ['Once upon a time', 'Lily wanted to', 'Ben had a red ball', 'The cat sat on'],
-  promptsPerStart: 2,
+  promptsPerStart: 4,
   promptPositions: 16,
   promptSeed: 100001,
   steps: 200,
@@ -123,8 +123,17 @@ export interface SteeringMeasure {
 
 const SAMPLE_PROMPT = 'Tom was playing in the park with his friend. Suddenly,';
 
-function setReadings(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number): void {
+/** Sets the readings' steering on the engine's groups; returns the runner that applies it as a steered generation does (with the envelope). */
+function setReadings(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number): HeadRunner {
   steering.apply(engine.heads, readings, alpha);
+  return new CounterfactualHeads(engine.heads, engine.g, steering.steeredNodes(readings, alpha));
+}
+
+/** A generation with these readings, as `generate --scenario/--sensors` writes it (without the attribution passes). */
+async function steeredGenerate(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, options: GenerateOptions) {
+  const result = await generate(engine.gateway, setReadings(engine, steering, readings, alpha), engine.tokenizer, options);
+  clearSteering(engine.heads);
+  return result;
 }
 
 /** Perplexity under the unsteered model of text sampled with the given readings (pooled over contexts and samples). */
@@ -133,10 +142,8 @@ async function perplexityOf(engine: Engine, steering: Steering, readings: NodeRe
   let count = 0;
   for (const [i, prompt] of contexts.entries()) {
     for (let k = 0; k < samples; k++) {
-      setReadings(engine, steering, readings, alpha);
       const promptLength = engine.tokenizer.encode(prompt, true, false).length;
-      const gen = await engine.generate({ prompt, steps: promptLength + tokens, temperature: 1, topP: 0.9, seed: BigInt(seed + 1000 * k + i) });
-      clearSteering(engine.heads);
+      const gen = await steeredGenerate(engine, steering, readings, alpha, { prompt, steps: promptLength + tokens, temperature: 1, topP: 0.9, seed: BigInt(seed + 1000 * k + i) });
       const r = await meanNll(engine, gen.tokens, promptLength);
       nll += r.nll * r.count;
       count += r.count;
@@ -164,21 +171,16 @@ export async function varietyOf(engine: Engine, steering: Steering, readings: No
     const out: number[][] = [];
     for (const prompt of prompts) {
       for (const seed of seeds) {
-        setReadings(engine, steering, readings, alpha);
-        out.push((await engine.generate({ prompt, steps: o.steps, temperature, topP: 0.9, seed: BigInt(seed) })).tokens);
+        out.push((await steeredGenerate(engine, steering, readings, alpha, { prompt, steps: o.steps, temperature, topP: 0.9, seed: BigInt(seed) })).tokens);
       }
     }
-    clearSteering(engine.heads);
     return out;
   };
   return { greedy: meanVariety(await texts(0, [1])), sampled: meanVariety(await texts(o.temperature, o.seeds)) };
 }
 
 async function sample(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, seed: number): Promise<string> {
-  setReadings(engine, steering, readings, alpha);
-  const r = await engine.generate({ prompt: SAMPLE_PROMPT, steps: 80, temperature: 0.8, topP: 0.9, seed: BigInt(seed) });
-  clearSteering(engine.heads);
-  return r.text;
+  return (await steeredGenerate(engine, steering, readings, alpha, { prompt: SAMPLE_PROMPT, steps: 80, temperature: 0.8, topP: 0.9, seed: BigInt(seed) })).text;
 }
 
 type ChannelOptions = Required<Pick<MeasureOptions, 'readings' | 'perplexityTokens' | 'perplexitySamples' | 'seed'>> & { variety: VarietyOptions; prompts: string[] };
@@ -191,8 +193,7 @@ async function measureChannel(engine: Engine, steering: Steering, data: Steering
   const at = (r: number) => uniformReadings(nodes, { [channel.channel]: r });
   const curve: ChannelMeasure['curve'] = [];
   for (const reading of o.readings) {
-    setReadings(engine, steering, at(reading), alpha);
-    curve.push({ reading, mass: await meanLexiconMass(engine, contexts, words) });
+    curve.push({ reading, mass: await meanLexiconMass(engine, contexts, words, setReadings(engine, steering, at(reading), alpha)) });
   }
   clearSteering(engine.heads);
   const base = curve[0].mass;
@@ -233,10 +234,9 @@ async function measureScenario(engine: Engine, steering: Steering, name: Scenari
  */
 export async function divergenceByNode(engine: Engine, steering: Steering, readings: NodeReadings, alpha: number, prompt: string, tokens: number, seed: number): Promise<Map<string, number>> {
   const nodes = localNodes(engine.heads);
-  const vectors = steering.apply(engine.heads, readings, alpha);
-  const steered = nodes.map((n) => ({ node: n.node, heads: n.heads, steering: vectors.get(n.node)! }));
+  steering.apply(engine.heads, readings, alpha);
   const steps = engine.tokenizer.encode(prompt, true, false).length + tokens;
-  const r = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, steered, { prompt, steps, temperature: 1, topP: 0.9, seed: BigInt(seed) });
+  const r = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, steering.steeredNodes(readings, alpha), { prompt, steps, temperature: 1, topP: 0.9, seed: BigInt(seed) });
   clearSteering(engine.heads);
   const total = new Map<string, number>(nodes.map((n) => [n.node, 0]));
   for (const a of r.attributions) for (const n of a.nodes) total.set(n.node, total.get(n.node)! + n.kl / r.attributions.length);

@@ -12,7 +12,7 @@ import { safeReading } from '../llm/steering-vector';
 import { MeshGateway } from '../mesh/gateway';
 import { BrokerAddress, connectMqtt, endClient, subscribe } from '../mesh/mqtt';
 import { AckMessage, PROTOCOL_VERSION, SteeringMessage, Topics, encodeControl, nodeOfTopic, parseControl, topicsFor } from '../mesh/wire';
-import { NodeSteering, TokenAttribution, generateWithAttribution } from './attribution';
+import { TokenAttribution, generateWithAttribution } from './attribution';
 import { parseWithSchema } from './schemas';
 import { NodeShare } from './shares';
 import { NodeReadings, Steering } from './steer';
@@ -132,9 +132,8 @@ export function generateSteeredOnMesh(
 ): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const runner = gw.runner;
   return runner.exclusive(async () => {
-    const vectors = await link.configure(steering, readings, alpha);
-    const nodes: NodeSteering[] = steering.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! }));
-    return generateWithAttribution(gw.gateway, runner, gw.tokenizer, nodes, options, (a) => {
+    await link.configure(steering, readings, alpha);
+    return generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
       link.publishAttribution(runner.session, a);
       onToken?.(a);
     }, onPiece);

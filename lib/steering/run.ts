@@ -58,9 +58,8 @@ export async function runSteeredGenerate(o: SteeredGenerateOptions): Promise<Ste
   const steering = new Steering(engine.g, engine.gateway, data, nodes);
   const alpha = o.alpha ?? data.settings.alpha;
   const readings = readingsFor(o, nodes.map((n) => n.node));
-  const vectors = steering.apply(engine.heads, readings, alpha);
-  const steered = nodes.map((n) => ({ node: n.node, heads: n.heads, steering: vectors.get(n.node)! }));
-  const result = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, steered, o.generate, o.onToken, o.onPiece);
+  steering.apply(engine.heads, readings, alpha);
+  const result = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, steering.steeredNodes(readings, alpha), o.generate, o.onToken, o.onPiece);
   return { ...result, alpha, readings };
 }
 

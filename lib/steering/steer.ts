@@ -8,6 +8,8 @@ import { LocalHeads } from '../llm/engine';
 import { Gateway } from '../llm/gateway';
 import { HeadSteering } from '../llm/head';
 import { SteeringData } from './directions';
+import { NodeSteering } from './attribution';
+import { PushEnvelope } from './envelope';
 import { NodeHeads, NodeShare, nodeSteeringVector, residualOf, splitDirections } from './shares';
 import { safeReading } from '../llm/steering-vector';
 
@@ -19,12 +21,17 @@ export function localNodes(heads: LocalHeads): NodeHeads[] {
   return heads.groups.map((group, i) => ({ node: `node-${i + 1}`, heads: [...group.heads] }));
 }
 
+/** A push over its budget by less than this (relative) is left alone: a channel whose norm is the budget keeps exactly its vectors despite float rounding of the norm. */
+const BUDGET_TOLERANCE = 1e-6;
+
 export class Steering {
   readonly layer: number;
   readonly shares: NodeShare[];
   readonly channels: string[];
   /** Norm budget of the combined push per unit of alpha (steering.json `budget`); Infinity: none. */
   readonly budget: number;
+  /** How the push varies with position (steering.json `envelope`); undefined: constant. */
+  readonly envelope: PushEnvelope | undefined;
   /** node -> channel -> the residual-stream vector [dim] the node's share of that channel writes. */
   private readonly residualShares: Map<string, Record<string, Float64Array>>;
   private readonly dim: number;
@@ -33,6 +40,7 @@ export class Steering {
     this.layer = data.settings.layer;
     this.channels = data.channels.map((c) => c.channel);
     this.budget = data.settings.budget ?? Infinity;
+    this.envelope = data.settings.envelope;
     this.dim = g.dim;
     const directions = Object.fromEntries(data.channels.map((c) => [c.channel, c.vector]));
     const wo = gateway.weights.wo[this.layer];
@@ -59,13 +67,19 @@ export class Steering {
    */
   alphaFor(readings: NodeReadings, alpha: number): number {
     const n = this.pushNorm(readings);
-    return n > this.budget ? (alpha * this.budget) / n : alpha;
+    return n > this.budget * (1 + BUDGET_TOLERANCE) ? (alpha * this.budget) / n : alpha;
   }
 
   /** What each node adds to its head outputs at `layer`, from its readings (a node without readings adds zeros), inside the budget. */
   vectors(readings: NodeReadings, alpha: number): Map<string, HeadSteering> {
     const a = this.alphaFor(readings, alpha);
     return new Map(this.shares.map((s) => [s.node, { layer: this.layer, vector: nodeSteeringVector(s, readings[s.node] ?? {}, a) }]));
+  }
+
+  /** Every node's steering as the gateway's attribution and envelope need it (the vectors of `vectors`). */
+  steeredNodes(readings: NodeReadings, alpha: number): NodeSteering[] {
+    const vectors = this.vectors(readings, alpha);
+    return this.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)!, envelope: this.envelope }));
   }
 
   /** Sets every local group's steering (group i is node-{i+1}). */
