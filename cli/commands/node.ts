@@ -4,7 +4,7 @@ import { UsageError, intOption, parseOptions } from '../args';
 import { provideModelFiles } from '../../lib/llm/provide';
 import { DEFAULT_MODEL } from '../../lib/llm/resolve';
 import { DEFAULT_BROKER_URL, DEFAULT_MESH_ID, runHeadNode } from '../../lib/mesh/run';
-import { firmwareBinary } from '../../lib/firmware/build';
+import { nativeNodeBinary } from '../../lib/firmware/build';
 import { nativeNodeArgs } from '../../lib/mesh/processes';
 import { checkId } from '../../lib/mesh/wire';
 import { spawn } from 'node:child_process';
@@ -43,7 +43,7 @@ export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--pas
   --model PATH       llama2.c checkpoint to read this node's weight slices from (default: the model resolution order)
   --heartbeat MS     telemetry interval (default 1000)
   --native           run the native head node (the firmware core built for the host, C++;
-                     dist/firmware/mesh-llm-node) instead of the node.js one`;
+                     dist/firmware/mesh-llm-node, compiled on first use) instead of the node.js one`;
 
 const spec = {
   id: { type: 'string' },
@@ -65,7 +65,7 @@ export async function run(argv: string[]): Promise<number> {
     checkId('node', v.id);
     checkId('mesh', v.mesh ?? DEFAULT_MESH_ID);
     const url = v.broker ?? DEFAULT_BROKER_URL;
-    return runNative(firmwareBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, heartbeatMs, username: v.username, password: v.password }));
+    return runNative(nativeNodeBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, heartbeatMs, username: v.username, password: v.password }));
   }
   return runHeadNode({
     id: v.id,

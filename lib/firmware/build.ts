@@ -108,8 +108,8 @@ export function writeSchemaHeader(): string {
   return header;
 }
 
-/** Compiles every target that is missing or older than its sources (or headers). */
-export function buildFirmware(log: (line: string) => void = () => undefined): string[] {
+/** Compiles every target (or the named ones) that is missing or older than its sources (or headers). */
+export function buildFirmware(log: (line: string) => void = () => undefined, only?: readonly string[]): string[] {
   const out = firmwareOutDir();
   fs.mkdirSync(out, { recursive: true });
   const generated = writeSchemaHeader();
@@ -118,8 +118,9 @@ export function buildFirmware(log: (line: string) => void = () => undefined): st
     return fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.h')).map((f) => path.join(dir, f)) : [];
   });
   const built: string[] = [];
-  if (!mbedtlsAvailable()) log(`firmware: mbedtls/cmac.h not found, so link-check (the radio frame's cross-check) is not built: install the Debian package ${MBEDTLS_PACKAGE}`);
+  if (!only && !mbedtlsAvailable()) log(`firmware: mbedtls/cmac.h not found, so link-check (the radio frame's cross-check) is not built: install the Debian package ${MBEDTLS_PACKAGE}`);
   for (const t of firmwareTargets()) {
+    if (only && !only.includes(t.name)) continue;
     if (t.sources.some((s) => !fs.existsSync(s))) continue; // a target whose sources are not there yet
     const bin = path.join(out, t.name);
     const args = [...CXXFLAGS, '-I', path.join(firmwareDir(), 'core'), '-I', path.dirname(generated), '-o', bin, ...t.sources, ...t.libs];
@@ -137,4 +138,25 @@ export function buildFirmware(log: (line: string) => void = () => undefined): st
     built.push(bin);
   }
   return built;
+}
+
+/**
+ * Path of the native head node, compiled on first use: the installed package holds the
+ * firmware sources, not a binary built for another machine. Without a C++ compiler, or where
+ * the package's folder is not writable, one line says so and how to go on.
+ */
+export function nativeNodeBinary(log: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): string {
+  const bin = path.join(firmwareOutDir(), 'mesh-llm-node');
+  if (fs.existsSync(bin)) return bin;
+  if (!compilerAvailable()) {
+    throw new MeshLlmError(`the native head node is not built (${bin} is missing) and no C++ compiler was found (${compiler()}): install g++ or set CXX to one, or run the node.js head node (leave out --native)`);
+  }
+  log(`mesh-llm: building the native head node on first use (${compiler()}, into ${firmwareOutDir()})`);
+  try {
+    buildFirmware(log, ['mesh-llm-node']);
+  } catch (e) {
+    if (e instanceof MeshLlmError) throw e;
+    throw new MeshLlmError(`the native head node could not be built into ${firmwareOutDir()}: ${(e as Error).message}`);
+  }
+  return bin;
 }

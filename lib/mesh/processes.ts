@@ -6,7 +6,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { MeshLlmError } from '../llm/errors';
-import { firmwareBinary } from '../firmware/build';
+import { nativeNodeBinary } from '../firmware/build';
 
 export interface SpawnNodesOptions {
   count: number;
@@ -67,7 +67,7 @@ function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
   let child: ChildProcess;
   if (o.native) {
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(firmwareBinary(), nativeNodeArgs(id, o), { stdio: ['pipe', 'ignore', 'pipe'] });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, o), { stdio: ['pipe', 'ignore', 'pipe'] });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
