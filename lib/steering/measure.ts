@@ -6,12 +6,13 @@
  * one node of eight that felt a stimulus, and both of two stimulated nodes; and how well the
  * per-node divergences alone tell a node whose sensors changed (ROC AUC).
  */
+import { MeshLlmError } from '../llm/errors';
 import { Engine, GenerateOptions, HeadRunner, generate } from '../llm/engine';
 import { CounterfactualHeads, generateWithAttribution } from './attribution';
 import { SteeringData, loadSteering, steeringDir } from './directions';
 import { lexiconTokens, meanLexiconMass, meanNll } from './lexicon';
 import { scenarioReadings } from './readings';
-import { ScenarioName } from './sensors';
+import { ScenarioName, SimRng } from './sensors';
 import { Variety, meanVariety } from './variety';
 import { reconstructionError } from './shares';
 import { NodeReadings, Steering, clearSteering, localNodes, uniformReadings } from './steer';
@@ -280,13 +281,16 @@ export async function attributionTrials(engine: Engine, steering: Steering, data
 export async function pairAttributionTrials(engine: Engine, steering: Steering, prompts: readonly string[], alpha: number, trials: number, tokens: number, seed: number): Promise<number> {
   const nodes = localNodes(engine.heads).map((n) => n.node);
   const channels = steering.channels;
+  if (nodes.length < 2 || channels.length < 2) throw new MeshLlmError(`two-stimulus trials need two nodes and two channels (have ${nodes.length} nodes, ${channels.length} channels)`);
   let hits = 0;
   for (let t = 0; t < trials; t++) {
+    // every pair of nodes and of channels in turn: the second of each pair 1, 2, ... places after the first
+    const other = <T>(xs: readonly T[]) => xs[(t + 1 + (Math.floor(t / xs.length) % (xs.length - 1))) % xs.length];
     const a = nodes[t % nodes.length];
-    const b = nodes[(t + 1 + Math.floor(t / nodes.length)) % nodes.length];
+    const b = other(nodes);
     const readings = calmReadings(engine, seed + t);
     readings[a] = { ...readings[a], [channels[t % channels.length]]: 1 };
-    readings[b] = { ...readings[b], [channels[(t + 1 + Math.floor(t / channels.length)) % channels.length]]: 1 };
+    readings[b] = { ...readings[b], [other(channels)]: 1 };
     const top = topNodes(await divergenceByNode(engine, steering, readings, alpha, prompts[t % prompts.length], tokens, seed + t), 2);
     if (top.includes(a) && top.includes(b)) hits++;
   }
@@ -310,29 +314,17 @@ export function rocAuc(positive: readonly number[], negative: readonly number[])
  */
 export async function noveltyTrials(engine: Engine, steering: Steering, prompts: readonly string[], alpha: number, trials: number, tokens: number, seed: number): Promise<{ auc: number; stimulus: number; none: number }> {
   const nodes = localNodes(engine.heads).map((n) => n.node);
-  const rng = mulberry32(seed);
-  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng() * xs.length)];
+  const rng = new SimRng(seed);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng.uniform() * xs.length)];
   const positive: number[] = [];
   const negative: number[] = [];
   for (let t = 0; t < trials; t++) {
     const target = pick(nodes);
-    const readings: NodeReadings = Object.fromEntries(nodes.map((n) => [n, n === target ? { [pick(steering.channels)]: 0.25 + 0.75 * rng() } : { [pick(steering.channels)]: 0.1 * rng() }]));
+    const readings: NodeReadings = Object.fromEntries(nodes.map((n) => [n, n === target ? { [pick(steering.channels)]: 0.25 + 0.75 * rng.uniform() } : { [pick(steering.channels)]: 0.1 * rng.uniform() }]));
     const kl = await divergenceByNode(engine, steering, readings, alpha, prompts[t % prompts.length], tokens, seed + 7919 * (t + 1));
     for (const n of nodes) (n === target ? positive : negative).push(kl.get(n)!);
   }
   return { auc: rocAuc(positive, negative), stimulus: positive.length, none: negative.length };
-}
-
-/** A small seeded generator in [0, 1) for the novelty trials' choices. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export async function measureSteering(o: MeasureOptions): Promise<SteeringMeasure> {
