@@ -4,7 +4,7 @@
  * it, and the installed `mesh-llm` command. Nothing of the checkout is used after the pack
  * but the model files (the one resolution order, handed over as MESH_LLM_MODEL_DIR).
  */
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, SpawnSyncReturns, execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -69,6 +69,18 @@ function install(tarball: string): void {
 
 let files: string[] = [];
 let nodeRed: string;
+/** `mesh-llm node --native` of the fresh install where the compiler named by CXX does not exist. */
+let withoutCompiler: SpawnSyncReturns<string>;
+/** The native head node of the mesh, where this machine has a C++ compiler. */
+let nativeNode: Running | undefined;
+let red: Running;
+
+/** The body of a response, parsed as JSON; another status fails naming the request, the body and Node-RED's log. */
+async function okJson(res: Response, what: string, status = 200): Promise<unknown> {
+  const text = await res.text();
+  if (res.status !== status) throw new Error(`${what}: status ${res.status}: ${text.slice(0, 500)}\nNode-RED's output:\n${red.output()}`);
+  return text ? JSON.parse(text) : undefined;
+}
 
 beforeAll(async () => {
   const packed = pack();
@@ -81,8 +93,9 @@ beforeAll(async () => {
   const broker = start(process.execPath, [meshLlm, 'broker', '--port', String(brokerPort)]);
   await waitUntil('mesh-llm broker listening', () => /listening on/.test(broker.output()), broker, 20000);
   start(process.execPath, [meshLlm, 'node', '--id', 'head-js', '--broker', brokerUrl]);
+  withoutCompiler = spawnSync(process.execPath, [meshLlm, 'node', '--id', 'head-x', '--native', '--broker', brokerUrl], { cwd: work, env: { ...env, CXX: 'no-such-c++' }, encoding: 'utf8', timeout: 30000 });
   if (compilerAvailable()) {
-    const native = start(process.execPath, [meshLlm, 'node', '--id', 'head-native', '--native', '--broker', brokerUrl]);
+    const native = (nativeNode = start(process.execPath, [meshLlm, 'node', '--id', 'head-native', '--native', '--broker', brokerUrl]));
     await waitUntil('the native head node built on first use', () => fs.existsSync(path.join(installed, 'dist', 'firmware', 'mesh-llm-node.cmd')), native, 120000);
   } else {
     start(process.execPath, [meshLlm, 'node', '--id', 'head-js-2', '--broker', brokerUrl]);
@@ -90,7 +103,7 @@ beforeAll(async () => {
 
   const port = await freePort();
   nodeRed = `http://127.0.0.1:${port}`;
-  const red = start(process.execPath, [path.join(userDir, 'node_modules', 'node-red', 'red.js'), '--userDir', userDir, '--port', String(port), '-D', 'uiHost=127.0.0.1'], {
+  red = start(process.execPath, [path.join(userDir, 'node_modules', 'node-red', 'red.js'), '--userDir', userDir, '--port', String(port), '-D', 'uiHost=127.0.0.1'], {
     MESH_LLM_BROKER: brokerUrl,
     MESH_LLM_BROKER_HOST: '127.0.0.1',
     MESH_LLM_BROKER_PORT: String(brokerPort),
@@ -138,16 +151,26 @@ describe('installed into a Node-RED 4.1 user directory', () => {
 
   test('the example flow imports (POST /flows) and a greedy POST /generate through it gives the golden tokens', async () => {
     const flow = fs.readFileSync(path.join(installed, 'examples', 'mesh-llm.json'), 'utf8');
-    const deployed = await fetch(`${nodeRed}/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full' }, body: flow });
-    expect(deployed.status).toBe(204);
+    await okJson(await fetch(`${nodeRed}/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full' }, body: flow }), 'POST /flows', 204);
+    // the deploy answers before the flow's HTTP endpoints are up: POST /generate is 404 until they are
+    await waitUntil('POST /generate routed', () => fetch(`${nodeRed}/generate`, { method: 'OPTIONS' }).then((r) => r.status !== 404, () => false), red, 30000);
     const res = await fetch(`${nodeRed}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once upon a time', steps: 64, temperature: 0 }) });
-    const body = (await res.json()) as { tokens: number[] };
-    expect(res.status).toBe(200);
+    const body = (await okJson(res, 'POST /generate')) as { tokens: number[] };
     expect(body.tokens).toEqual(goldenIds('once-greedy-64'));
   }, 120000);
 });
 
 describe('the installed mesh-llm command', () => {
+  test('node --native without a C++ compiler says so in one line and exits 1', () => {
+    expect(withoutCompiler.status).toBe(1);
+    expect(withoutCompiler.stderr.trim().split('\n')).toEqual([expect.stringMatching(/native head node is not built .* no C\+\+ compiler was found \(no-such-c\+\+\): install g\+\+/)]);
+  });
+
+  (nativeNode || compilerAvailable() ? test : test.skip)('node --native builds the native head node on first use, and it took its heads in the generation', () => {
+    expect(nativeNode?.output()).toMatch(/building the native head node on first use/);
+    expect(nativeNode?.output()).toMatch(/assignment \S+: heads /);
+  });
+
   test('generate --json gives the golden tokens', () => {
     const out = execFileSync(process.execPath, [meshLlm, 'generate', '--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--json'], { cwd: work, env, encoding: 'utf8' });
     expect(JSON.parse(out).tokens).toEqual(goldenIds('once-greedy-64'));
