@@ -149,9 +149,12 @@ describe('installed into a Node-RED 4.1 user directory', () => {
     expect(ours.flatMap((s) => s.types).sort()).toEqual([...nodeTypes].sort());
   });
 
-  test('the example flow imports (POST /flows) and a greedy POST /generate through it gives the golden tokens', async () => {
-    const flow = fs.readFileSync(path.join(installed, 'examples', 'mesh-llm.json'), 'utf8');
-    await okJson(await fetch(`${nodeRed}/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full' }, body: flow }), 'POST /flows', 204);
+  test("the example flow is listed under Import > Examples, imports (POST /flows), and a greedy POST /generate through it gives the golden tokens", async () => {
+    // what the editor's Import > Examples menu reads: the module's examples/ folder through the library API
+    expect(await okJson(await fetch(`${nodeRed}/library/examples/flows/`), 'GET /library/examples/flows/')).toContain(manifest.name);
+    const flow = await okJson(await fetch(`${nodeRed}/library/examples/flows/${manifest.name}/mesh-llm`), 'GET the mesh-llm example');
+    expect(flow).toEqual(JSON.parse(fs.readFileSync(path.join(installed, 'flows', 'mesh-llm.json'), 'utf8')));
+    await okJson(await fetch(`${nodeRed}/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full' }, body: JSON.stringify(flow) }), 'POST /flows', 204);
     // the deploy answers before the flow's HTTP endpoints are up: POST /generate is 404 until they are
     await waitUntil('POST /generate routed', () => fetch(`${nodeRed}/generate`, { method: 'OPTIONS' }).then((r) => r.status !== 404, () => false), red, 30000);
     const res = await fetch(`${nodeRed}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once upon a time', steps: 64, temperature: 0 }) });
