@@ -8,7 +8,7 @@ export = function register(RED: NodeAPI): void {
     const t0 = process.hrtime.bigint();
     await rt.aggregate(step, x);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    status({ fill: 'green', shape: 'dot', text: `layer ${step.layer}: gathered in ${ms.toFixed(2)} ms` });
+    status({ fill: 'green', shape: 'dot', text: `layer ${step.layer}: gather ${ms.toFixed(2)} ms` });
     send(msg);
   });
 };

@@ -1,10 +1,11 @@
 /**
  * What every mesh-llm Node-RED node shares: the message shape of the layer loop, access to
- * the mesh config node, throttled status, and one way to run a step so that an error ends
- * the run and reaches Catch nodes through done(err).
+ * the mesh config node and its events, throttled status ("idle" once a run ends), and one way
+ * to run a step so that an error ends the run and reaches Catch nodes through done(err).
  */
+import type { EventEmitter } from 'node:events';
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow, NodeStatus } from 'node-red';
-import type { FlowRuntime, StepState } from '../lib/flow/runtime';
+import type { FlowRuntime, MeshEventMap, MeshEvents, StepState } from '../lib/flow/runtime';
 
 /** A message in the layer loop: the run's step and its hidden state x [dim]. */
 export interface LlmMessage extends NodeMessageInFlow {
@@ -17,6 +18,18 @@ export interface MeshConfigNode extends Node {
   runtime(): Promise<FlowRuntime>;
   /** Where the mesh's bus is, for nodes that only listen to or publish on it. */
   bus: { url: string; username?: string; password?: string; meshId: string };
+  /** What happens on the mesh, told by its runtime (the same emitter across restarts of the runtime). */
+  events: MeshEvents;
+}
+
+/** The status of a layer-loop node between runs. */
+export const IDLE: NodeStatus = { fill: 'grey', shape: 'ring', text: 'idle' };
+
+/** Listens to one of the mesh's events for as long as the node lives. */
+export function onMeshEvent<K extends keyof MeshEventMap>(node: Node, mesh: MeshConfigNode, event: K, listener: (...args: MeshEventMap[K]) => void): void {
+  const events: EventEmitter = mesh.events; // the event map is checked at the call site
+  events.on(event, listener);
+  node.on('close', () => events.off(event, listener));
 }
 
 export type Send = (msg: NodeMessage | (NodeMessage | null)[]) => void;
@@ -54,8 +67,9 @@ export function stepOf(node: Node, msg: LlmMessage, needHidden = true): { step: 
 /**
  * Registers the input handler of a layer-loop node: runs `step` with the mesh runtime; an
  * error aborts the run (its session ends, the next queued run may start) and goes to done(err).
+ * Returns the node's mesh config node (null when it has none).
  */
-export function onStep(RED: NodeAPI, node: Node, configId: string | undefined, step: (rt: FlowRuntime, msg: LlmMessage, send: Send) => Promise<void> | void): void {
+export function onStep(RED: NodeAPI, node: Node, configId: string | undefined, step: (rt: FlowRuntime, msg: LlmMessage, send: Send) => Promise<void> | void): MeshConfigNode | null {
   let mesh: MeshConfigNode | null = null;
   try {
     mesh = meshOf(RED, node, configId);
@@ -81,6 +95,7 @@ export function onStep(RED: NodeAPI, node: Node, configId: string | undefined, s
         },
       );
   });
+  return mesh;
 }
 
 /** A node constructor as Node-RED calls it: `this` is the new node, `def` its properties from the flow. */
@@ -100,13 +115,17 @@ export type StatusFn = (s: NodeStatus, force?: boolean) => void;
 
 /**
  * Registers a layer-loop node type whose whole behaviour is one step on the mesh runtime:
- * `step(rt, msg, send, status)` runs for each message, inside onStep's error handling.
+ * `step(rt, msg, send, status)` runs for each message, inside onStep's error handling. The
+ * status says "idle" until a run and when it ends (a node that ends it may then say more).
  */
 export function registerStepNode(RED: NodeAPI, type: string, step: (this: Node, rt: FlowRuntime, msg: LlmMessage, send: Send, status: StatusFn) => Promise<void> | void): void {
   registerNode<StepNodeDef>(RED, type, function (this: Node, def: StepNodeDef) {
     RED.nodes.createNode(this, def);
     const status = throttledStatus(this);
-    onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status));
+    const mesh = onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status));
+    if (!mesh) return;
+    status(IDLE, true);
+    onMeshEvent(this, mesh, 'run-end', () => status(IDLE, true));
   });
 }
 

@@ -1,6 +1,11 @@
-/** mesh-llm-config: the mesh a flow runs on (model, broker, mesh id, quantisation), shared by the other nodes. */
+/**
+ * mesh-llm-config: the mesh a flow runs on (model, broker, mesh id, quantisation), shared by
+ * the other nodes. It starts the runtime on the first use and tells what happens on the mesh
+ * on one emitter for its whole life, so watchers need not care when the runtime (re)starts.
+ */
+import { EventEmitter } from 'node:events';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
-import { FlowRuntime } from '../lib/flow/runtime';
+import { FlowRuntime, MeshEventMap } from '../lib/flow/runtime';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { MeshConfigNode, registerNode } from './common';
 
@@ -20,6 +25,8 @@ export = function register(RED: NodeAPI): void {
     const node = this as MeshConfigNode;
     let started: Promise<FlowRuntime> | null = null;
     node.bus = { url: def.broker || 'mqtt://127.0.0.1:1883', meshId: def.meshId || 'default' };
+    node.events = new EventEmitter<MeshEventMap>();
+    node.events.setMaxListeners(0); // every node of every flow on this mesh may listen
     const start = (): Promise<FlowRuntime> => {
       const paths = resolveModelPaths({ model: def.model || undefined, tokenizer: def.tokenizer || undefined });
       const count = def.nodes ? Number(def.nodes) : undefined;
@@ -31,6 +38,7 @@ export = function register(RED: NodeAPI): void {
         quant: def.quant === 'int8' ? 'int8' : 'f32',
         nodes: count && Number.isInteger(count) && count > 0 ? count : undefined,
         gatherTimeoutMs: def.gatherTimeout ? Number(def.gatherTimeout) : undefined,
+        events: node.events,
         log: (level, text) => (level === 'error' ? node.error(text) : level === 'warn' ? node.warn(text) : node.debug(text)),
       });
     };

@@ -3,8 +3,10 @@ import type { NodeAPI } from 'node-red';
 import { registerStepNode, stepOf } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerStepNode(RED, 'mesh-llm-layer-loop', function (this, rt, msg, send) {
+  registerStepNode(RED, 'mesh-llm-layer-loop', function (this, rt, msg, send, status) {
     const { step } = stepOf(this, msg);
-    send(rt.nextLayer(step) ? [msg, null] : [null, msg]);
+    const more = rt.nextLayer(step);
+    status({ fill: 'blue', shape: 'dot', text: more ? `next: layer ${step.layer}` : 'last layer: sample' });
+    send(more ? [msg, null] : [null, msg]);
   });
 };

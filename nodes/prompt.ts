@@ -1,11 +1,12 @@
 /**
  * mesh-llm-prompt: starts a generation. msg.payload is a prompt string, or a request object
  * {"prompt", "steps", "temperature", "topP", "seed"} validated against schemas/generate-request.json.
- * Requests wait their turn: one generation at a time per mesh.
+ * Requests wait their turn: one generation at a time per mesh; the status says "idle" (or how
+ * many are queued) when a run ends.
  */
 import type { Node, NodeAPI } from 'node-red';
 import { parseGenerateRequest } from '../lib/flow/request';
-import { LlmMessage, StepNodeDef, onStep, registerNode, throttledStatus } from './common';
+import { IDLE, LlmMessage, StepNodeDef, onMeshEvent, onStep, registerNode, throttledStatus } from './common';
 
 export = function register(RED: NodeAPI): void {
   registerNode<StepNodeDef>(RED, 'mesh-llm-prompt', function (this: Node, def: StepNodeDef) {
@@ -13,10 +14,11 @@ export = function register(RED: NodeAPI): void {
     const node = this;
     const status = throttledStatus(node);
     let waiting = 0;
-    onStep(RED, node, def.mesh, async (rt, msg, send) => {
+    const queued = () => status(waiting ? { fill: 'yellow', shape: 'ring', text: `queued (${waiting})` } : IDLE, true);
+    const mesh = onStep(RED, node, def.mesh, async (rt, msg, send) => {
       const options = parseGenerateRequest(msg.payload);
       waiting++;
-      status({ fill: 'yellow', shape: 'ring', text: `queued (${waiting})` }, true);
+      queued();
       try {
         const step = await rt.begin(options);
         const m = msg as LlmMessage;
@@ -28,5 +30,8 @@ export = function register(RED: NodeAPI): void {
         waiting--;
       }
     });
+    if (!mesh) return;
+    queued();
+    onMeshEvent(node, mesh, 'run-end', queued);
   });
 };

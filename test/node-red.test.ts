@@ -1,7 +1,8 @@
 /**
  * The Node-RED face: the shipped flow loaded unchanged by node-red-node-test-helper, on an
- * embedded aedes broker with real head-node processes; each node's behaviour; errors reaching
- * Catch nodes; and POST /generate end to end on the server `npm start` runs.
+ * embedded aedes broker with real head-node processes; each node's behaviour and status;
+ * errors reaching Catch nodes; POST /generate end to end on the server `npm start` runs; the
+ * editor as a person sees it, in chromium; and the shipped flow as a template.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,6 +17,9 @@ import { Engine } from '../lib/llm/engine';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
 import { binPath } from './support/cli';
 import { spawn, ChildProcess } from 'node:child_process';
+import type { Browser, Page } from 'playwright-core';
+import { VIEWPORT, drawnFlow, inside, launchChromium, openEditor, overlap, paletteTypes, waitForStatus } from './support/editor';
+import { installFlow } from '../lib/app/nodered';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const helper = require('node-red-node-test-helper');
@@ -23,13 +27,19 @@ helper.init(require.resolve('node-red'));
 
 const root = packageRoot();
 const core = (p: string) => require(path.join(root, 'node_modules', '@node-red', 'nodes', 'core', p));
-const ours = ['config', 'prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop', 'sample', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
-const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
+const ours = ['config', 'prompt', 'embed', 'broadcast', 'heads', 'aggregate', 'ffn', 'layer-loop', 'sample', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
+const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/25-status.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
 const allNodes = [...ours, ...coreNodes];
 const shippedFlow = () => JSON.parse(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8'));
 
 type Listener = Node & { receive(msg: object): void; on(event: 'input', cb: (msg: NodeMessage & Record<string, unknown>) => void): void };
 const nodeOf = (id: string): Listener => helper.getNode(id);
+
+/** Waits until `ok()` holds (statuses and bus messages are events that arrive a moment later). */
+async function until(ok: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+}
 
 function next(id: string, timeoutMs = 30000): Promise<NodeMessage & Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -88,6 +98,30 @@ describe('Node-RED nodes on a real mesh', () => {
     } finally {
       await listener.endAsync();
     }
+  });
+
+  test('the head nodes node shows the live mesh (nodes assigned, the layer in flight); when a run ends every status says idle or done', async () => {
+    const watch = [
+      { id: 'watch', type: 'status', z: 'mesh-llm-tab', scope: null, wires: [['statuses']] },
+      { id: 'statuses', type: 'helper', z: 'mesh-llm-tab' },
+    ];
+    await helper.load(allNodes, [...shippedFlow(), ...watch]);
+    const last = new Map<string, string>();
+    const heads: string[] = [];
+    nodeOf('statuses').on('input', (msg) => {
+      const { text, source } = msg.status as { text: string; source: { id: string } };
+      last.set(source.id, text);
+      if (source.id === 'heads') heads.push(text);
+    });
+    const done = next('debug-done', 60000);
+    nodeOf('inject-example').receive({ payload: { prompt: 'Once upon a time', steps: 64, temperature: 0 } });
+    await done;
+    await until(() => /^done/.test(last.get('sample') ?? '') && last.get('heads') === '8 nodes · idle');
+    expect(heads.filter((t) => /^8 nodes · pos \d+ layer \d+$/.test(t)).length).toBeGreaterThan(0);
+    expect(heads.at(-1)).toBe('8 nodes · idle');
+    const loop = ['prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop'];
+    expect(Object.fromEntries(loop.map((id) => [id, last.get(id)]))).toEqual(Object.fromEntries(loop.map((id) => [id, 'idle'])));
+    expect(last.get('sample')).toMatch(/^done: 64 tokens, \d+ tok\/s$/);
   });
 
   test('requests queue: two at once both finish, each with its own session', async () => {
@@ -261,6 +295,40 @@ describe('Node-RED nodes on a real mesh', () => {
   });
 });
 
+describe('the shipped flow', () => {
+  const template = path.join(root, 'flows', 'mesh-llm.json');
+
+  test('draws the architecture: broadcast → head nodes → aggregate, and each output that carries the hidden state goes to one node', () => {
+    const flow = shippedFlow() as { id: string; type: string; wires?: string[][] }[];
+    const byId = new Map(flow.map((n) => [n.id, n]));
+    expect(byId.get('heads')?.type).toBe('mesh-llm-heads');
+    expect(byId.get('broadcast')?.wires).toEqual([['heads']]);
+    expect(byId.get('heads')?.wires).toEqual([['aggregate']]);
+    const loop = ['prompt', 'embed', 'broadcast', 'heads', 'aggregate', 'ffn', 'layer-loop', 'sample'].map((t) => `mesh-llm-${t}`);
+    const tensorOutputs = flow
+      .filter((n) => loop.includes(n.type))
+      .flatMap((n) => (n.wires ?? []).map((to, i) => ({ output: `${n.id}:${i + 1}`, to })).filter((o) => n.type !== 'mesh-llm-sample' || o.output.endsWith(':1')));
+    expect(tensorOutputs.filter((o) => o.to.length !== 1)).toEqual([]);
+  });
+
+  test('is a template: each instance copies it into its own user directory on its first run, and keeps its copy after', () => {
+    const dirs = [0, 1].map(() => fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-instance-')));
+    try {
+      const [first, second] = dirs.map((d) => path.join(d, 'node-red', 'mesh-llm.json'));
+      installFlow(template, first, 'a secret');
+      fs.writeFileSync(first, '[]'); // a deploy
+      installFlow(template, first, 'a secret'); // the instance starts again
+      installFlow(template, second, 'a secret');
+      expect(fs.readFileSync(first, 'utf8')).toBe('[]');
+      expect(fs.readFileSync(second)).toEqual(fs.readFileSync(template));
+      // Beside each copy, an encrypted credentials file holding none, as Node-RED writes one.
+      expect(Object.keys(JSON.parse(fs.readFileSync(path.join(dirs[1], 'node-red', 'mesh-llm_cred.json'), 'utf8')))).toEqual(['$']);
+    } finally {
+      for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('POST /generate on the server npm start runs', () => {
   let server: ChildProcess;
   let url: string;
@@ -287,13 +355,15 @@ describe('POST /generate on the server npm start runs', () => {
   });
 
   afterAll(async () => {
-    if (server && server.exitCode === null) {
-      const exited = new Promise((resolve) => server.once('exit', resolve));
-      server.kill('SIGTERM');
-      await exited;
-    }
     fs.rmSync(dataDir, { recursive: true, force: true });
-  });
+    if (!server || server.exitCode !== null) return;
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    server.kill('SIGTERM');
+    const stuck = setTimeout(() => server.kill('SIGKILL'), 20000);
+    await exited;
+    clearTimeout(stuck);
+    if (server.signalCode === 'SIGKILL') throw new Error(`mesh-llm start did not stop within 20 s of SIGTERM:\n${output.slice(-4000)}`);
+  }, 30000);
 
   const post = (body: string) => fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
 
@@ -303,6 +373,15 @@ describe('POST /generate on the server npm start runs', () => {
     expect({ status: res.status, error: body.error }).toEqual({ status: 200, error: undefined });
     expect(body.tokens).toEqual(goldenIds('once-greedy-64'));
     expect(body.text).toBe(goldenText('once-greedy-64'));
+    expect(body.tokensPerSecond).toBeGreaterThan(0);
+  });
+
+  test('a text/plain body is the prompt itself, with the default options (256 steps)', async () => {
+    const res = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'Once upon a time' });
+    const body = await res.json();
+    expect({ status: res.status, error: body.error }).toEqual({ status: 200, error: undefined });
+    expect(body.text.startsWith('Once upon a time')).toBe(true);
+    expect(body.tokens).toHaveLength(257);
   });
 
   test('invalid fields and invalid JSON answer 400 with a message', async () => {
@@ -336,5 +415,80 @@ describe('POST /generate on the server npm start runs', () => {
     const examples = await (await fetch(`${url}/library/examples/flows/`, { headers: { accept: 'application/json' } })).json();
     expect(examples).toContain(pkg.name);
     expect(JSON.parse(fs.readFileSync(path.join(root, 'examples', 'mesh-llm.json'), 'utf8'))).toEqual(shippedFlow());
+  });
+
+  test('starts without the "Encrypted credentials not found" warning', () => {
+    expect(output).toMatch(/Started flows/);
+    expect(output).not.toMatch(/Encrypted credentials not found/);
+  });
+
+  describe('the editor, in chromium at 1600x1000', () => {
+    let browser: Browser;
+    let page: Page;
+
+    beforeAll(async () => {
+      browser = await launchChromium();
+      page = await openEditor(browser, `${url}/`);
+      await waitForStatus(page, 'heads', /^4 nodes · idle/);
+      await page.waitForTimeout(1000); // the editor's first-visit prompts would open by now
+    }, 60000);
+
+    afterAll(async () => {
+      await browser?.close();
+    });
+
+    test('opens clean: no dialog or tour over the flow, every node and comment in view, no comment over a node', async () => {
+      const flows = (await (await fetch(`${url}/flows`, { headers: { 'Node-RED-API-Version': 'v2' } })).json()).flows as { id: string; type: string; z?: string }[];
+      const onTab = flows.filter((n) => n.z === 'mesh-llm-tab');
+      const comments = new Set(onTab.filter((n) => n.type === 'comment').map((n) => n.id));
+      const drawn = await drawnFlow(page);
+      expect(drawn.overlays).toBe(0);
+      expect(drawn.nodes.map((n) => n.id).sort()).toEqual(onTab.map((n) => n.id).sort());
+      expect(drawn.nodes.filter((n) => !inside(n.drawn, drawn.chart)).map((n) => n.id)).toEqual([]);
+      expect(drawn.nodes.filter((n) => !n.uncovered).map((n) => n.id)).toEqual([]);
+      const clashes = drawn.nodes
+        .filter((c) => comments.has(c.id))
+        .flatMap((c) => drawn.nodes.filter((n) => n.id !== c.id && overlap(c.body, n.drawn)).map((n) => `${c.id} over ${n.id}`));
+      expect(clashes).toEqual([]);
+    });
+
+    test('the palette offers every mesh-llm node, and a node of the loop edits its mesh and name in its dialog', async () => {
+      const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+      const offered = (await paletteTypes(page)).filter((t) => t.startsWith('mesh-llm-'));
+      expect(offered.sort()).toEqual(Object.keys(pkg['node-red'].nodes).filter((t) => t !== 'mesh-llm-config').sort());
+      await page.dblclick('#heads .red-ui-flow-node');
+      expect(await page.inputValue('#node-input-mesh')).toBe('mesh-config');
+      expect(await page.locator('#node-input-name').count()).toBe(1);
+      await page.click('#node-dialog-cancel');
+      await page.locator('#node-dialog-cancel').waitFor({ state: 'detached' });
+    });
+
+    test('a POST /generate run shows in the debug sidebar, and then every status says idle or done', async () => {
+      await page.click('#red-ui-tab-debug-link-button');
+      await page.mouse.click(VIEWPORT.width - 700, VIEWPORT.height - 40); // on empty canvas: nothing selected, no tooltip left
+      const res = await post(JSON.stringify({ prompt: 'Once upon a time', steps: 64, temperature: 0 }));
+      expect(res.status).toBe(200);
+      await page.locator('.red-ui-debug-msg', { hasText: goldenText('once-greedy-64').slice(0, 40) }).first().waitFor();
+      for (const id of ['prompt', 'embed', 'broadcast', 'aggregate', 'ffn', 'layer-loop']) await waitForStatus(page, id, /^idle$/, 5000);
+      await waitForStatus(page, 'heads', /^4 nodes · idle$/, 5000);
+      await waitForStatus(page, 'sample', /^done: 64 tokens/, 5000);
+      // MESH_LLM_EDITOR_SCREENSHOT=docs/editor.png: the picture in docs/NODE-RED.md.
+      const shot = process.env.MESH_LLM_EDITOR_SCREENSHOT;
+      if (shot) await page.screenshot({ path: path.resolve(root, shot) });
+    });
+  });
+
+  test("a deploy from the editor rewrites the instance's copy in --data, never the shipped flows/mesh-llm.json", async () => {
+    const template = path.join(root, 'flows', 'mesh-llm.json');
+    const copy = path.join(dataDir, 'node-red', 'mesh-llm.json');
+    const shipped = fs.readFileSync(template);
+    expect(fs.readFileSync(copy)).toEqual(shipped);
+    const v2 = { 'Node-RED-API-Version': 'v2' };
+    const { rev, flows } = await (await fetch(`${url}/flows`, { headers: v2 })).json();
+    const edited = flows.map((n: { id: string }) => (n.id === 'c-inputs' ? { ...n, name: 'Requests (edited in the editor)' } : n));
+    const res = await fetch(`${url}/flows`, { method: 'POST', headers: { ...v2, 'content-type': 'application/json', 'Node-RED-Deployment-Type': 'nodes' }, body: JSON.stringify({ rev, flows: edited }) });
+    expect(res.status).toBe(200);
+    expect(fs.readFileSync(template)).toEqual(shipped);
+    expect(JSON.parse(fs.readFileSync(copy, 'utf8')).find((n: { id: string }) => n.id === 'c-inputs').name).toBe('Requests (edited in the editor)');
   });
 });
