@@ -3,7 +3,11 @@
  * the documented exit code, and each process ends promptly (under 5 s) on SIGTERM (exit 0) or
  * when its broker goes away (exit 1, saying so). Real processes, real sockets.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { packageRoot } from '../lib/llm/resolve';
 import * as net from 'node:net';
 import { freePort } from '../lib/mesh/broker';
 import { spawnBroker } from '../lib/mesh/processes';
@@ -149,4 +153,35 @@ describe('mesh-llm bridge', () => {
       await broker.close();
     }
   });
+});
+
+/** Pids of the processes in a process group (ps), besides ps itself. */
+function processGroup(pgid: number): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8' });
+  return r.stdout.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
+}
+
+describe('npm start', () => {
+  test('SIGTERM to npm stops every process it started (Node-RED, broker, head nodes) within 5 s', async () => {
+    const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-start-'));
+    const npm = spawn('npm', ['start', '--silent', '--', '--port', String(await freePort()), '--nodes', '2', '--data', data], { cwd: packageRoot(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(npm);
+    let out = '';
+    npm.stdout?.on('data', (d) => (out += d));
+    npm.stderr?.on('data', (d) => (out += d));
+    try {
+      const deadline = Date.now() + 90000;
+      while (!/mesh-llm is running/.test(out) && Date.now() < deadline && npm.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      expect(out).toMatch(/mesh-llm is running/);
+      const pgid = npm.pid as number;
+      expect(processGroup(pgid).length).toBeGreaterThanOrEqual(4); // npm, mesh-llm start, two head nodes
+      npm.kill('SIGTERM');
+      const stoppedBy = Date.now() + 5000;
+      while (processGroup(pgid).length > 0 && Date.now() < stoppedBy) await new Promise((r) => setTimeout(r, 100));
+      expect(processGroup(pgid)).toEqual([]);
+    } finally {
+      if (npm.pid) spawnSync('kill', ['-KILL', `-${npm.pid}`]);
+      fs.rmSync(data, { recursive: true, force: true });
+    }
+  }, 120000);
 });
