@@ -20,7 +20,7 @@
  */
 import { MqttClient } from 'mqtt';
 import { Geometry } from '../lib/llm/config';
-import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from '../lib/mesh/mqtt';
+import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from '../lib/mesh/mqtt';
 import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding } from '../lib/llm/quant';
 import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor } from '../lib/mesh/wire';
@@ -63,21 +63,6 @@ interface Proxy {
   client: MqttClient;
   /** The id of the accepted assignment (its slot is the node's radio address). */
   assignment?: string;
-}
-
-/** How long a goodbye (an offline status, a disconnect) may wait for the broker. */
-const GOODBYE_MS = 2000;
-
-/** The promise, or nothing after ms. */
-function withinMs(ms: number, p: Promise<unknown>): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    timer.unref();
-    p.then(
-      () => (clearTimeout(timer), resolve()),
-      () => (clearTimeout(timer), resolve()),
-    );
-  });
 }
 
 function sameList(a: readonly number[], b: readonly number[]): boolean {

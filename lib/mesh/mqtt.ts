@@ -83,6 +83,22 @@ export function subscribe(client: MqttClient, topics: string[], qos: 0 | 1 = 0):
   });
 }
 
+/** How long a goodbye (an offline status, a disconnect) may wait for the broker before a process stops anyway. */
+export const GOODBYE_MS = 2000;
+
+/** Waits for the promise, or for ms, whichever comes first; never rejects. */
+export function withinMs(ms: number, p: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    timer.unref();
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    p.then(done, done);
+  });
+}
+
 /** Disconnects cleanly, or just closes the socket if the connection is already gone. */
 export function endClient(client: MqttClient): Promise<void> {
   if (!client.connected || client.stream?.destroyed) {

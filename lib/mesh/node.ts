@@ -11,7 +11,7 @@ import { Geometry, geometry } from '../llm/config';
 import { headOutputGroupSize } from '../llm/engine';
 import { HeadSession, HeadSteering, HeadWeights, loadHeadSlices } from '../llm/head';
 import { steeringFromMessage } from './node-steering';
-import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
+import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from './mqtt';
 import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
 import { Encoding } from '../llm/quant';
 import { AckMessage, AssignmentMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, SessionMessage, StatusMessage, SteeringMessage, Topics, checkId, encodeControl, receiveControl, topicsFor } from './wire';
@@ -134,10 +134,11 @@ export class HeadNode {
     const client = this.client;
     if (!client) return;
     if (this.connectionLost || !client.connected) return endClient(client); // nobody left to tell
-    await new Promise<void>((resolve) =>
-      client.publish(this.t.status(this.id), encodeControl('status', { protocol: PROTOCOL_VERSION, node: this.id, state: 'offline', reason: 'stopped' }), { qos: 1, retain: true }, () => resolve()),
-    );
-    await endClient(client);
+    // a broker that stopped answering must not keep the node from stopping
+    const goodbye = encodeControl('status', { protocol: PROTOCOL_VERSION, node: this.id, state: 'offline', reason: 'stopped' });
+    await withinMs(GOODBYE_MS, new Promise<void>((resolve) => client.publish(this.t.status(this.id), goodbye, { qos: 1, retain: true }, () => resolve())));
+    await withinMs(GOODBYE_MS, endClient(client));
+    if (client.connected) client.end(true);
   }
 
   private onMessage(topic: string, payload: Buffer): void {
