@@ -6,14 +6,15 @@
  * processes on a real broker process, the real model.
  */
 import { EventEmitter } from 'node:events';
-import { GenerateOptions, GenerationResult } from '../lib/llm/engine';
+import { Engine, GenerateOptions, GenerationResult } from '../lib/llm/engine';
 import { FlowRuntime, GatherEvent, MeshEventMap, StepState } from '../lib/flow/runtime';
 import { freePort } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { NodeProcesses, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
 import { loadSteering } from '../lib/steering/directions';
 import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
-import { Steering } from '../lib/steering/steer';
+import { generateWithAttribution } from '../lib/steering/attribution';
+import { Steering, localNodes } from '../lib/steering/steer';
 import { goldenIds, modelPaths } from './support/fixtures';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -219,5 +220,23 @@ describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () 
     expect(seen.ends).toHaveLength(2);
     expect(seen.ends[1].error).toMatch(/head node node-2 did not answer/);
     expect(seen.started - seen.done).toBe(1);
+  }, 60000);
+
+  test('a steered flow run gives the tokens of the engine steered the same way, the push envelope included', async () => {
+    const readings = { 'node-1': { soundDb: 1 }, 'node-3': { vibrationG: 0.7 } };
+    const options: GenerateOptions = { prompt: 'Once upon a time', steps: 64, temperature: 0.8, topP: 0.9, seed: 7n };
+    const engine = Engine.load({ ...paths, groups: 3 });
+    const data = loadSteering(engine.g.dim, engine.g.nLayers);
+    expect(data.settings.envelope).toBeDefined(); // 64 positions run past its hold
+    const local = new Steering(engine.g, engine.gateway, data, localNodes(engine.heads));
+    local.apply(engine.heads, readings, data.settings.alpha);
+    const expected = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, local.steeredNodes(readings, data.settings.alpha), options);
+
+    await rt.steer(readings);
+    try {
+      expect((await flowRun(rt, options)).tokens).toEqual(expected.tokens);
+    } finally {
+      await rt.steer({});
+    }
   }, 60000);
 });

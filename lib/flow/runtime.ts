@@ -14,7 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Geometry } from '../llm/config';
-import { GenerateOptions, Generation, GenerationResult } from '../llm/engine';
+import { GenerateOptions, Generation, GenerationResult, HeadRunner } from '../llm/engine';
 import { InputError, MeshLlmError } from '../llm/errors';
 import { BadRequestError } from './request';
 import { Gateway } from '../llm/gateway';
@@ -24,6 +24,7 @@ import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
 import { loadSteering } from '../steering/directions';
+import { CounterfactualHeads } from '../steering/attribution';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
 import { Encoding } from '../llm/quant';
@@ -91,6 +92,8 @@ export class FlowRuntime {
   private readonly ffnGraphs: OnnxFfn;
   private readonly runs = new Map<string, Run>();
   private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
+  /** What a layer's broadcast runs on: the mesh runner, wrapped by steering's envelope while steering is on. */
+  private heads: HeadRunner;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
     this.options = options;
@@ -100,6 +103,7 @@ export class FlowRuntime {
     this.tokenizer = mesh.tokenizer;
     this.ffnGraphs = ffn;
     this.assignment = assignment;
+    this.heads = mesh.runner;
     this.events = options.events ?? new EventEmitter<MeshEventMap>();
     mesh.runner.listener = {
       started: (pos, layer) => this.events.emit('gather-start', { pos, layer }),
@@ -143,7 +147,10 @@ export class FlowRuntime {
       this.steeringLink = { link, steering: new Steering(this.g, this.gateway, data, nodes), alpha: data.settings.alpha, assignment: this.assignment };
     }
     const { link, steering } = this.steeringLink;
-    await link.configure(steering, readings, alpha ?? this.steeringLink.alpha);
+    const a = alpha ?? this.steeringLink.alpha;
+    await link.configure(steering, readings, a);
+    // the gateway's part of steering, as in every steered run: the push envelope over positions
+    this.heads = steering.envelope ? new CounterfactualHeads(this.mesh.runner, this.g, steering.steeredNodes(readings, a)) : this.mesh.runner;
   }
 
   async close(): Promise<void> {
@@ -199,6 +206,7 @@ export class FlowRuntime {
     }
     const nodes = await this.mesh.discover({ count: this.options.nodes, timeoutMs: this.options.discoverTimeoutMs ?? 30000 });
     this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
+    this.heads = this.mesh.runner; // steering was cut for the old assignment: steer() again
     this.events.emit('assigned', this.nodes);
     await runner.reset();
   }
@@ -221,7 +229,7 @@ export class FlowRuntime {
   broadcast(step: StepState, x: Float32Array): void {
     const run = this.get(step);
     const xb = this.gateway.attentionInput(x, step.layer);
-    const gather = this.mesh.runner.run(xb, step.pos, step.layer, run.headOut);
+    const gather = Promise.resolve(this.heads.run(xb, step.pos, step.layer, run.headOut));
     gather.catch(() => undefined); // a failure is reported when aggregate awaits it
     run.gather = gather;
   }
