@@ -161,6 +161,19 @@ function processGroup(pgid: number): number[] {
   return r.stdout.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
 }
 
+describe('mesh-llm start', () => {
+  test('a busy editor port is one line and exit code 1, before anything is started', async () => {
+    const busy = await occupy();
+    try {
+      const r = await runCli(['start', '--port', String(busy.port), '--nodes', '1']);
+      expectOneLineError(r, 1, new RegExp(`the Node-RED editor cannot listen on 127\\.0\\.0\\.1:${busy.port}: the port is already in use`));
+      expect(r.stderr).not.toMatch(/head-node processes|MQTT broker on/);
+    } finally {
+      await busy.close();
+    }
+  });
+});
+
 describe('npm start', () => {
   test('SIGTERM to npm stops every process it started (Node-RED, broker, head nodes) within 5 s', async () => {
     const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-start-'));

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import express from 'express';
 import * as RED from 'node-red';
 import { MeshLlmSettingsOptions, nodeRedSettings } from '../../settings';
+import { listen } from '../mesh/broker';
 
 export interface RunningNodeRed {
   url: string;
@@ -57,10 +58,7 @@ export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNo
   app.use(settings.httpAdminRoot as string, RED.httpAdmin);
   app.use(settings.httpNodeRoot as string, RED.httpNode);
   app.use(jsonErrors);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => resolve());
-  });
+  await listen(server, o.port, o.host, 'the Node-RED editor');
   await RED.start();
   const port = (server.address() as { port: number }).port;
   return {

@@ -6,7 +6,7 @@
 import * as path from 'node:path';
 import { Checkpoint } from '../llm/checkpoint';
 import { resolveOrFetchModelPaths } from '../llm/provide';
-import { RunningBroker, startAedesBroker } from '../mesh/broker';
+import { RunningBroker, checkPortFree, startAedesBroker } from '../mesh/broker';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
 import { MeshLlmSettingsOptions } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
@@ -36,6 +36,8 @@ export interface RunningSystem {
 }
 
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
+  // a busy editor port is said before anything is started (and anything started is stopped on any later failure)
+  await checkPortFree(o.host, o.port, 'the Node-RED editor');
   const paths = await resolveOrFetchModelPaths({ model: o.model, tokenizer: o.tokenizer });
   const ckpt = Checkpoint.open(paths.model);
   const nHeads = ckpt.info.config.nHeads;

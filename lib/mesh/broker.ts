@@ -60,6 +60,14 @@ export function listen(server: net.Server, port: number, host: string, what: str
   });
 }
 
+/** Throws listen()'s one line if host:port cannot be listened on now (port 0: any port will do). */
+export async function checkPortFree(host: string, port: number, what: string): Promise<void> {
+  if (port === 0) return;
+  const probe = net.createServer();
+  await listen(probe, port, host, what);
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+}
+
 /** Starts aedes on a TCP port. */
 export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
   const host = o.host ?? '127.0.0.1';
