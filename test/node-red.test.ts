@@ -396,6 +396,19 @@ describe('POST /generate on the server npm start runs', () => {
     expect((await broken.json()).error).toMatch(/invalid JSON/);
   });
 
+  test('a prompt longer than the context, steps beyond it and a temperature out of range answer 400, as the command line refuses them', async () => {
+    const cases: [object, RegExp][] = [
+      [{ prompt: 'Once upon a time '.repeat(300) }, /the prompt is \d+ tokens \(BOS included\); the model's context is 512 positions/],
+      [{ prompt: 'hi', steps: 99999 }, /steps 99999 is beyond the model's context of 512 positions/],
+      [{ prompt: 'Once upon a time there was a girl', steps: 4 }, /nothing would be generated/],
+      [{ prompt: 'hi', temperature: 9 }, /temperature must be <= 2/],
+    ];
+    for (const [body, reason] of cases) {
+      const r = await post(JSON.stringify(body));
+      expect({ body, status: r.status, error: (await r.json()).error }).toEqual({ body, status: 400, error: expect.stringMatching(reason) });
+    }
+  });
+
   test('the editor is served with the flow deployed', async () => {
     const page = await fetch(`${url}/`);
     expect(page.status).toBe(200);
