@@ -396,6 +396,23 @@ describe('POST /generate on the server npm start runs', () => {
     expect((await broken.json()).error).toMatch(/invalid JSON/);
   });
 
+  test('an MQTT generate request that is not JSON is answered on the errors topic, with the reason', async () => {
+    const bus = /MQTT bus:\s+(mqtt:\/\/\S+)/.exec(output)?.[1] as string;
+    const t = topicsFor('default');
+    const client = await mqtt.connectAsync(bus, { clientId: 'nodered-test-mqtt-request', protocolVersion: 4 });
+    try {
+      const reports: ReturnType<typeof parseControl<'error'>>[] = [];
+      client.on('message', (_topic, payload) => reports.push(parseControl('error', payload)));
+      await client.subscribeAsync(t.errors, { qos: 0 });
+      await client.publishAsync('mesh-llm/default/generate', '{"prompt": "Once upon', { qos: 1 });
+      const deadline = Date.now() + 10000;
+      while (reports.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(reports[0]).toEqual({ protocol: 1, source: 'gateway', topic: 'mesh-llm/default/generate', reason: expect.stringMatching(/JSON/) });
+    } finally {
+      await client.endAsync();
+    }
+  });
+
   test('a prompt longer than the context, steps beyond it and a temperature out of range answer 400, as the command line refuses them', async () => {
     const cases: [object, RegExp][] = [
       [{ prompt: 'Once upon a time '.repeat(300) }, /the prompt is \d+ tokens \(BOS included\); the model's context is 512 positions/],
