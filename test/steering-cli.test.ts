@@ -70,7 +70,9 @@ describe('steer measure --json on stories260K', () => {
     details: { perplexitySamples: number };
   };
   beforeAll(async () => {
-    r = await runCli(['steer', 'measure', '--json', '--trials', '16']);
+    // about 30 s on an idle machine, several times that on a loaded one
+    r = await runCli(['steer', 'measure', '--json', '--trials', '16'], { timeoutMs: 290_000 });
+    if (r.code !== 0) throw new Error(`steer measure exited with ${r.code}:\n${r.stderr.slice(-2000)}`);
     out = JSON.parse(r.stdout);
   }, 300_000);
 
