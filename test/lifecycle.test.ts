@@ -174,6 +174,20 @@ describe('mesh-llm start', () => {
   });
 });
 
+describe('mesh-llm start --broker URL', () => {
+  test('when the broker it was given goes away it says so and exits with code 1 within 5 s', async () => {
+    const broker = await spawnBroker(0);
+    const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-start-'));
+    try {
+      const start_ = await start(['start', '--broker', broker.url, '--port', '0', '--data', data], /mesh-llm is running/);
+      await expectExit(start_, () => broker.child.kill('SIGKILL'), 1);
+      expect(start_.output()).toMatch(/lost the connection to the MQTT broker/);
+    } finally {
+      fs.rmSync(data, { recursive: true, force: true });
+    }
+  }, 60000);
+});
+
 describe('npm start', () => {
   test('SIGTERM to npm stops every process it started (Node-RED, broker, head nodes) within 5 s', async () => {
     const data = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-start-'));

@@ -1,6 +1,7 @@
 /** `mesh-llm start` (what `npm start` runs): broker, simulated head nodes and the Node-RED editor with the flow. */
 import { choiceOption, intOption, parseOptions } from '../args';
 import { startSystem } from '../../lib/app/start';
+import { untilStopped } from '../../lib/mesh/run';
 import { defaultSettingsOptions } from '../../settings';
 import { SCENARIOS, ScenarioName } from '../../lib/steering/sensors';
 
@@ -10,6 +11,7 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
   --nodes N        head-node processes to start (default: one per attention head)
   --broker URL     use this MQTT broker and the head nodes already on it instead of starting them
+                   (if it goes away, start stops with exit code 1)
   --mesh ID        mesh id (default "default")
   --quant          int8: int8 head weights and transport (default f32)
   --data DIR       Node-RED's state folder (default ./data)
@@ -45,11 +47,8 @@ export async function run(argv: string[]): Promise<number> {
   process.stdout.write(
     `\nmesh-llm is running.\n  Node-RED editor:  ${system.editorUrl}/\n  generate:         curl -X POST ${system.editorUrl}/generate -H 'content-type: application/json' -d '{"prompt":"Once upon a time","steps":64,"temperature":0}'\n  MQTT bus:         ${system.brokerUrl} (tokens on mesh-llm/default/tokens)\nPress Ctrl+C to stop.\n`,
   );
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  process.stderr.write('mesh-llm: stopping\n');
+  const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), system.lost.then((why) => ({ why, lost: true }))]);
+  process.stderr.write(`mesh-llm: ${end.lost ? `${end.why}; ` : ''}stopping${end.lost ? '' : ` (${end.why})`}\n`);
   await system.stop();
-  return 0;
+  return end.lost ? 1 : 0;
 }

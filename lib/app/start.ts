@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { Checkpoint } from '../llm/checkpoint';
 import { resolveOrFetchModelPaths } from '../llm/provide';
 import { RunningBroker, checkPortFree, startAedesBroker } from '../mesh/broker';
+import { connectMqtt, endClient } from '../mesh/mqtt';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
 import { MeshLlmSettingsOptions } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
@@ -32,7 +33,23 @@ export interface RunningSystem {
   editorUrl: string;
   brokerUrl: string;
   nodeCount: number;
+  /** Resolves with a reason if the broker the system was given (--broker) goes away; the embedded one cannot. */
+  lost: Promise<string>;
   stop(): Promise<void>;
+}
+
+/** A connection that only watches an external broker: it says when the broker goes away. */
+async function watchBroker(url: string): Promise<{ lost: Promise<string>; close: () => Promise<void> }> {
+  const client = await connectMqtt({ url, clientId: `mesh-llm-start-${process.pid}`.slice(0, 64) });
+  let closing = false;
+  const lost = new Promise<string>((resolve) => client.on('close', () => !closing && resolve(`lost the connection to the MQTT broker ${url}`)));
+  return {
+    lost,
+    close: () => {
+      closing = true;
+      return endClient(client);
+    },
+  };
 }
 
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
@@ -46,7 +63,9 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   let children: NodeProcesses | undefined;
   let nodeRed: RunningNodeRed | undefined;
   let sensors: RunningSensors | undefined;
+  let watcher: Awaited<ReturnType<typeof watchBroker>> | undefined;
   const stop = async () => {
+    await watcher?.close().catch(() => undefined);
     await sensors?.stop().catch(() => undefined);
     await nodeRed?.close().catch(() => undefined);
     await children?.stop();
@@ -55,6 +74,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   try {
     let brokerUrl = o.broker;
     let nodeCount = o.nodes ?? 0;
+    if (brokerUrl) watcher = await watchBroker(brokerUrl);
     if (!brokerUrl) {
       broker = await startAedesBroker({ host: '127.0.0.1', port: 0 });
       brokerUrl = broker.url;
@@ -76,7 +96,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     process.env.MESH_LLM_NODES = nodeCount ? String(nodeCount) : '';
     process.env.MESH_LLM_MODEL_DIR ??= path.dirname(paths.model);
     nodeRed = await startNodeRed(o);
-    return { editorUrl: nodeRed.url, brokerUrl, nodeCount, stop };
+    return { editorUrl: nodeRed.url, brokerUrl, nodeCount, lost: watcher?.lost ?? new Promise<string>(() => undefined), stop };
   } catch (e) {
     await stop();
     throw e;
