@@ -156,7 +156,9 @@ describe('installed into a Node-RED 4.1 user directory', () => {
     expect(flow).toEqual(JSON.parse(fs.readFileSync(path.join(installed, 'flows', 'mesh-llm.json'), 'utf8')));
     await okJson(await fetch(`${nodeRed}/flows`, { method: 'POST', headers: { 'content-type': 'application/json', 'node-red-deployment-type': 'full' }, body: JSON.stringify(flow) }), 'POST /flows', 204);
     // the deploy answers before the flow's HTTP endpoints are up: POST /generate is 404 until they are
-    await waitUntil('POST /generate routed', () => fetch(`${nodeRed}/generate`, { method: 'OPTIONS' }).then((r) => r.status !== 404, () => false), red, 30000);
+    // (an OPTIONS probe is not enough: CORS may answer it for any path); a request the flow refuses (400) shows the route is there
+    const probe = () => fetch(`${nodeRed}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"colour": "red"}' });
+    await waitUntil('POST /generate routed', () => probe().then((r) => r.status !== 404, () => false), red, 60000);
     const res = await fetch(`${nodeRed}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Once upon a time', steps: 64, temperature: 0 }) });
     const body = (await okJson(res, 'POST /generate')) as { tokens: number[] };
     expect(body.tokens).toEqual(goldenIds('once-greedy-64'));
