@@ -1,4 +1,5 @@
 /** What the CLI writes to stdout: JSON results, and text streamed as it is generated. */
+import * as fs from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 
 /** Prints one JSON value on a line of its own on stdout (`indent`: pretty-printed with that many spaces). */
@@ -17,5 +18,19 @@ export class TextStream {
   /** Flushes any incomplete character and ends the line, as run.c does. */
   end(): void {
     this.out.write(`${this.decoder.end()}\n`);
+  }
+}
+
+/**
+ * Runs `work` with a sink that appends each mesh event to `file` as one JSON line (- : stderr),
+ * written as it happens so nothing is lost if the run fails; without a file, no sink.
+ */
+export async function withEventLog<T>(file: string | undefined, work: (sink?: (e: object) => void) => Promise<T>): Promise<T> {
+  if (file === undefined) return work(undefined);
+  const fd = file === '-' ? 2 : fs.openSync(file, 'a');
+  try {
+    return await work((e) => fs.writeSync(fd, `${JSON.stringify(e)}\n`));
+  } finally {
+    if (fd !== 2) fs.closeSync(fd);
   }
 }

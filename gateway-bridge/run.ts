@@ -7,8 +7,10 @@ import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/eng
 import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
 import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
 import { MeshError } from '../lib/mesh/runner';
+import { MeshEventInput, MeshEventSink } from '../lib/mesh/events';
+import { subBandOf } from '../lib/radio/regions';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
-import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
+import { GatewayMac, GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
@@ -24,6 +26,8 @@ export interface BridgeGenerateOptions {
   onToken?: TokenListener;
   /** Called as each position completes on the radio. */
   onProgress?: (t: TokenRadioReport) => void;
+  /** Gets every mesh event the gateway publishes, radio events included. */
+  onEvent?: MeshEventSink;
   gatherTimeoutMs?: number;
   log?: Logger;
 }
@@ -48,6 +52,7 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
   try {
     bridge = await RadioBridge.connect({ url: o.brokerUrl, meshId: o.meshId, mac, g: o.mesh.g, transport: o.mesh.transport, nodes: o.mesh.infos, log, onFailure: fail });
     gw = await MeshGateway.connect({ url: o.brokerUrl, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs ?? 60000, log });
+    if (o.onEvent) gw.events.on(o.onEvent);
     const ids = await gw.discover({ count: o.mesh.infos.length, timeoutMs: 20000 });
     const radioIds = new Set(o.mesh.infos.map((i) => i.id));
     const nodes = ids.filter((id) => radioIds.has(id));
@@ -55,14 +60,16 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     const groups = o.mesh.infos.map((i) => i.heads);
     const assignment = await gw.assign(nodes, { groups, quant: o.mesh.transport });
     let reported = 0;
-    const onToken: TokenListener = (token, piece, pos) => {
-      o.onToken?.(token, piece, pos);
-      if (o.onProgress) {
-        const tokens = o.mesh.report().perToken;
-        for (; reported < tokens.length; reported++) o.onProgress(tokens[reported]);
+    const events = gw.events;
+    const onToken: TokenListener = (token, piece, pos, logits) => {
+      o.onToken?.(token, piece, pos, logits);
+      const tokens = o.mesh.report().perToken;
+      for (; reported < tokens.length; reported++) {
+        o.onProgress?.(tokens[reported]);
+        events.emit(radioEvent(o.mesh, mac, tokens[reported], gw?.runner.session ?? 0));
       }
     };
-    const result = await gw.generate(o.generate, onToken);
+    const result = await gw.generate(o.generate, onToken, 'radio');
     if (o.mesh.errors.length) throw o.mesh.errors[0];
     return { ...result, assignment, radio: o.mesh.report() };
   } finally {
@@ -70,6 +77,35 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     await bridge?.close().catch(() => undefined);
     await o.link.close().catch(() => undefined);
   }
+}
+
+/**
+ * The radio side of one position as a mesh event: airtime by kind, and the duty-cycle budget
+ * used on the broadcast sub-band by the gateway (broadcasts, NACKs, resent fragments) and on
+ * the reply sub-band by the average node (its results), each as airtime / (duty cycle x the
+ * position's simulated time).
+ */
+function radioEvent(mesh: SimulatedRadioMesh, mac: GatewayMac, t: TokenRadioReport, session: number): MeshEventInput {
+  const region = mesh.config.region;
+  const bcast = subBandOf(region, mesh.config.plan.broadcast);
+  const reply = subBandOf(region, mesh.config.plan.uplink[0]);
+  const a = t.airtimeSeconds;
+  const budget = (airtimeS: number, duty: number) => (t.simulatedSeconds > 0 ? Number((airtimeS / (duty * t.simulatedSeconds)).toFixed(4)) : 0);
+  const lost = Object.values(mesh.channel.stats.lost).reduce((n, x) => n + x, 0);
+  return {
+    kind: 'radio',
+    session: session || undefined,
+    pos: t.pos,
+    simulatedSeconds: t.simulatedSeconds,
+    boundSeconds: t.boundSeconds,
+    airtimeSeconds: { ...a },
+    framesLost: lost,
+    framesResent: mac.counters.retransmittedFragments,
+    dutyCycle: [
+      { band: `${bcast.name} gateway`, used: budget(a.broadcast + a.nack + a.resent, bcast.dutyCycle) },
+      { band: `${reply.name} per node`, used: budget(a.result / Math.max(1, mesh.infos.length), reply.dutyCycle) },
+    ],
+  };
 }
 
 export interface RadioGenerateOptions extends RadioSettings {
@@ -83,6 +119,7 @@ export interface RadioGenerateOptions extends RadioSettings {
   meshId?: string;
   onToken?: TokenListener;
   onProgress?: (t: TokenRadioReport) => void;
+  onEvent?: MeshEventSink;
   log?: Logger;
 }
 
@@ -105,6 +142,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       generate: o.generate,
       onToken: o.onToken,
       onProgress: o.onProgress,
+      onEvent: o.onEvent,
       gatherTimeoutMs: Math.max(60000, Math.ceil(layerWallMs)),
       log: o.log,
     });

@@ -7,9 +7,9 @@ import type { NodeAPI, NodeMessage } from 'node-red';
 import { registerStepNode, stepOf } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerStepNode(RED, 'mesh-llm-sample', function (this, rt, msg, send, status) {
+  registerStepNode(RED, 'mesh-llm-sample', async function (this, rt, msg, send, status) {
     const { step, x } = stepOf(this, msg);
-    const { token, result } = rt.sample(step, x);
+    const { token, result } = await rt.sample(step, x);
     const tokenMsg: NodeMessage | null = token ? { topic: 'token', payload: token } : null;
     if (!result) {
       status({ fill: 'blue', shape: 'dot', text: `position ${step.pos + 1}` });

@@ -149,7 +149,7 @@ async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (
         await rt.aggregate(step, x);
         await rt.ffn(step, x);
       } while (rt.nextLayer(step));
-      const { result } = rt.sample(step, x);
+      const { result } = await rt.sample(step, x);
       if (result) return result;
       onPosition?.(step);
     }

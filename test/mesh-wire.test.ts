@@ -93,6 +93,7 @@ describe('control messages', () => {
     error: { protocol: 1, source: 'gateway', topic: 'mesh-llm/x/result/n', reason: 'bad magic' },
     steering: { protocol: 1, id: 's1', heads: [2], layer: 3, alpha: 0.3, channels: [{ name: 'soundDb', reading: 1, share: [0.5, -0.25, 0, 0, 0, 0, 0, 1] }] },
     baseline: { protocol: 1, node: 'node-1', at: 1764140000000, channels: { soundDb: { median: 38.5, mad: 1.2, samples: 60 } } },
+    event: { protocol: 1, kind: 'token', at: 1764140000000, run: 'r1', session: 7, pos: 6, token: 403, piece: ' Once', sampled: true, probability: 0.5, kl: 0.01, node: 'node-1' },
   } as const;
 
   test('every control kind has a schema in schemas/ and accepts a well-formed message', () => {
@@ -116,6 +117,9 @@ describe('control messages', () => {
       ['error', 'not json at all', /error message is not JSON/],
       ['status', JSON.stringify({ ...valid.status, protocol: 2 }), /\/protocol must be equal to constant/],
       ['baseline', JSON.stringify({ ...valid.baseline, channels: { soundDb: { median: 1, mad: 0, samples: 3 } } }), /baseline.json: \/channels\/soundDb\/mad must be > 0/],
+      ['event', JSON.stringify({ ...valid.event, kind: 'dance' }), /event.json: \/kind/],
+      ['event', JSON.stringify({ ...valid.event, probability: 1.5 }), /event.json: \/probability must be <= 1/],
+      ['event', JSON.stringify({ protocol: 1, kind: 'gather', at: 1, session: 1, pos: 0, layer: 0, ms: 1 }), /event.json: \(root\) must have required property 'nodes'/],
       ['baseline', JSON.stringify({ ...valid.baseline, channels: { smell: { median: 1, mad: 1, samples: 3 } } }), /baseline.json: \/channels must be equal to one of the allowed values|property name must be valid/],
     ];
     for (const [kind, text, reason] of bad) {

@@ -2,7 +2,7 @@
  * `mesh-llm generate`: text from the model. Streams text as it is produced; with --json
  * prints one object {"tokens", "text", "tokensPerSecond"} on stdout instead.
  */
-import { choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
+import { UsageError, choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
 import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '../../lib/llm/engine';
 import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import { TextStream, printJson } from '../output';
@@ -27,7 +27,9 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
-  --json             print one JSON object instead of streaming text${steeringUsage}${meshUsage}${radioUsage}`;
+  --json             print one JSON object instead of streaming text
+  --events FILE      with --mesh, --broker or --radio: append every mesh event (schemas/event.json,
+                     also published on mesh-llm/{mesh}/events) to FILE as a JSON line; - for stderr${steeringUsage}${meshUsage}${radioUsage}`;
 
 export const generateOptionSpec = {
   prompt: { type: 'string' },
@@ -40,6 +42,7 @@ export const generateOptionSpec = {
   groups: { type: 'string' },
   quant: { type: 'string' },
   json: { type: 'boolean' },
+  events: { type: 'string' },
   ...meshOptionSpec,
   ...radioOptionSpec,
   ...steeringOptionSpec,
@@ -52,6 +55,8 @@ export interface GenerateCommand {
   groups: string;
   quant: 'f32' | 'int8';
   json: boolean;
+  /** --events FILE: every mesh event as a JSON line (- for stderr). */
+  events?: string;
 }
 
 export function parseGenerate(values: ReturnType<typeof parseOptions<typeof generateOptionSpec>>): GenerateCommand {
@@ -68,6 +73,7 @@ export function parseGenerate(values: ReturnType<typeof parseOptions<typeof gene
     groups: values.groups ?? '1',
     quant: choiceOption('quant', values.quant, 'f32', ['f32', 'int8'] as const),
     json: values.json ?? false,
+    events: values.events,
   };
 }
 
@@ -86,6 +92,7 @@ export async function run(argv: string[]): Promise<number> {
   const cmd = parseGenerate(values);
   const paths = await resolveOrFetchModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
   const stream = new TextStream(process.stdout);
+  if (cmd.events !== undefined && !wantsRadio(values) && !wantsMesh(values)) throw new UsageError('generate: --events tells what happens on a mesh: give it with --mesh, --broker or --radio');
   if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
   if (wantsSteering(values)) return runSteeredCommand(values, cmd, paths, stream);
   const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);

@@ -3,6 +3,7 @@ import { GenerationResult, TokenListener } from '../../lib/llm/engine';
 import { ModelPaths } from '../../lib/llm/resolve';
 import { DEFAULT_MESH_ID, MeshGenerateOptions, runMeshGenerate } from '../../lib/mesh/run';
 import { UsageError, intOption } from '../args';
+import { withEventLog } from '../output';
 import type { GenerateCommand } from './generate';
 
 export const meshOptionSpec = {
@@ -36,7 +37,8 @@ export function wantsMesh(values: MeshValues): boolean {
 export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener, generateOn?: MeshGenerateOptions['generateOn']): Promise<GenerationResult> {
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
   if (values.native && values.mesh === undefined) throw new UsageError('generate: --native chooses the head nodes --mesh N starts (with --broker, start them yourself: mesh-llm node --native)');
-  return runMeshGenerate({
+  return withEventLog(cmd.events, (onEvent) => runMeshGenerate({
+    onEvent,
     generate: cmd.generate,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
@@ -52,5 +54,5 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
     gatherTimeoutMs: intOption('gather-timeout', values['gather-timeout'], 2000, 1, 600_000),
     onToken,
     generateOn,
-  });
+  }));
 }

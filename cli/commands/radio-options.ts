@@ -4,7 +4,7 @@ import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from
 import { REGION_NAMES } from '../../lib/radio/regions';
 import { RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
 import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
-import { TextStream, printJson } from '../output';
+import { TextStream, printJson, withEventLog } from '../output';
 import { UsageError, choiceOption, floatOption, intOption } from '../args';
 import type { GenerateCommand } from './generate';
 
@@ -61,8 +61,9 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     lastProgress = performance.now();
     process.stderr.write(`[radio] position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s simulated, bound ${t.boundSeconds.toFixed(1)} s (${t.ratio.toFixed(2)}x), ${t.rounds} rounds\n`);
   };
-  const result: RadioGenerationResult = await runRadioGenerate({
+  const result: RadioGenerationResult = await withEventLog(cmd.events, (onEvent) => runRadioGenerate({
     ...options,
+    onEvent,
     generate: cmd.generate,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
@@ -72,7 +73,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     log: (level, message) => {
       if (level === 'error' || level === 'warn') process.stderr.write(`[radio] ${level}: ${message}\n`);
     },
-  });
+  }));
   const r = result.radio;
   if (cmd.json) {
     const round = (x: number) => Number(x.toFixed(4));

@@ -24,7 +24,8 @@ import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
 import { loadSteering } from '../steering/directions';
-import { CounterfactualHeads } from '../steering/attribution';
+import { ATTRIBUTION_FLOOR, CounterfactualHeads, NodeSteering, attributeStep } from '../steering/attribution';
+import { RunEvents, TokenSteering } from '../mesh/events';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
 import { Encoding } from '../llm/quant';
@@ -76,6 +77,8 @@ export interface StepState {
 interface Run {
   id: string;
   generation: Generation;
+  /** The run's events on the bus (lib/mesh/events.ts). */
+  told: RunEvents;
   headOut: Float32Array;
   gather: Promise<void> | null;
   finished: (r: GenerationResult | null) => void;
@@ -92,6 +95,8 @@ export class FlowRuntime {
   private readonly ffnGraphs: OnnxFfn;
   private readonly runs = new Map<string, Run>();
   private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
+  /** The nodes' steering while it is on (what attribution takes out, one node at a time). */
+  private steered: NodeSteering[] = [];
   /** What a layer's broadcast runs on: the mesh runner, wrapped by steering's envelope while steering is on. */
   private heads: HeadRunner;
 
@@ -105,11 +110,12 @@ export class FlowRuntime {
     this.assignment = assignment;
     this.heads = mesh.runner;
     this.events = options.events ?? new EventEmitter<MeshEventMap>();
-    mesh.runner.listener = {
-      started: (pos, layer) => this.events.emit('gather-start', { pos, layer }),
-      done: (pos, layer, ms) => this.events.emit('gather-done', { pos, layer, ms }),
-      late: (pos, layer, late, ms) => this.events.emit('gather-late', { pos, layer, late, ms }),
-    };
+    // the node statuses follow the mesh's own event stream (which the gateway also publishes on the bus)
+    mesh.events.on((e) => {
+      if (e.kind === 'broadcast') this.events.emit('gather-start', { pos: e.pos, layer: e.layer });
+      else if (e.kind === 'gather') this.events.emit('gather-done', { pos: e.pos, layer: e.layer, ms: e.ms });
+      else if (e.kind === 'late') this.events.emit('gather-late', { pos: e.pos, layer: e.layer, late: e.nodes, ms: e.ms });
+    });
     this.events.emit('assigned', this.nodes);
   }
 
@@ -150,7 +156,8 @@ export class FlowRuntime {
     const a = alpha ?? this.steeringLink.alpha;
     await link.configure(steering, readings, a);
     // the gateway's part of steering, as in every steered run: the push envelope over positions
-    this.heads = steering.envelope ? new CounterfactualHeads(this.mesh.runner, this.g, steering.steeredNodes(readings, a)) : this.mesh.runner;
+    this.steered = steering.steeredNodes(readings, a);
+    this.heads = new CounterfactualHeads(this.mesh.runner, this.g, this.steered);
   }
 
   async close(): Promise<void> {
@@ -178,7 +185,10 @@ export class FlowRuntime {
         try {
           const generation = new Generation(this.tokenizer, options, this.g.seqLen);
           await this.freshSession();
-          const ended = new Promise<GenerationResult | null>((finished) => this.runs.set(id, { id, generation, headOut: new Float32Array(this.g.dim), gather: null, finished }));
+          const told = new RunEvents(this.mesh.events, id, () => this.mesh.runner.session);
+          const ended = new Promise<GenerationResult | null>((finished) => this.runs.set(id, { id, generation, told, headOut: new Float32Array(this.g.dim), gather: null, finished }));
+          const o = generation.options;
+          told.start({ source: 'flow', prompt: o.prompt, steps: o.steps, temperature: o.temperature, promptTokens: generation.prompt.length, steered: this.heads !== this.mesh.runner });
           started({ run: id, pos: 0, layer: 0 });
           await ended;
         } catch (e) {
@@ -207,6 +217,7 @@ export class FlowRuntime {
     const nodes = await this.mesh.discover({ count: this.options.nodes, timeoutMs: this.options.discoverTimeoutMs ?? 30000 });
     this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
     this.heads = this.mesh.runner; // steering was cut for the old assignment: steer() again
+    this.steered = [];
     this.events.emit('assigned', this.nodes);
     await runner.reset();
   }
@@ -258,17 +269,31 @@ export class FlowRuntime {
 
   /**
    * After the last layer: logits, then the next token. Returns the token as the tokens topic
-   * carries it (null at the end of the run) and, at the end, the run's result.
+   * carries it (null at the end of the run) and, at the end, the run's result. In a steered
+   * run each sampled token is also attributed (lib/steering/attribution.ts: one pass per node
+   * without its steering, one without any, then the steered pass again, so the caches end as
+   * the steered run leaves them), for the token event's KL and node.
    */
-  sample(step: StepState, x: Float32Array): { token: TokenMessage | null; result: GenerationResult | null } {
+  async sample(step: StepState, x: Float32Array): Promise<{ token: TokenMessage | null; result: GenerationResult | null }> {
     const run = this.get(step);
     const g = run.generation;
-    const out = g.advance(g.needsLogits ? this.gateway.logits(x) : null);
+    const logits = g.needsLogits ? this.gateway.logits(x) : null;
+    const moved = logits && this.heads instanceof CounterfactualHeads && this.steered.length ? await this.attribute(run) : undefined;
+    const pos = g.pos;
+    const out = g.advance(logits);
     const token: TokenMessage | null = out ? { protocol: PROTOCOL_VERSION, session: this.mesh.runner.session, pos: g.pos, token: out.token, piece: out.piece.toString('utf8') } : null;
+    if (out) run.told.token(pos + 1, out.token, out.piece, logits, moved);
     if (!g.done) return { token, result: null };
     const result = g.result();
     this.finish(run, result);
     return { token, result };
+  }
+
+  /** How far the sensors moved the distribution at the run's position, and which node most. */
+  private async attribute(run: Run): Promise<TokenSteering> {
+    const g = run.generation;
+    const a = await attributeStep(this.gateway, this.heads as CounterfactualHeads, this.steered, g.token, g.pos, new Float32Array(this.g.dim));
+    return { kl: a.kl, node: a.nodes.length && a.nodes[0].kl > ATTRIBUTION_FLOOR ? a.nodes[0].node : null };
   }
 
   /** Ends a run after an error: its gather fails, its session closes and the next queued run may start. */
@@ -281,6 +306,8 @@ export class FlowRuntime {
 
   private finish(run: Run, result: GenerationResult | null, error?: Error): void {
     this.runs.delete(run.id);
+    const r = result ?? run.generation.result();
+    run.told.end({ tokens: r.tokens.length - 1, seconds: r.seconds, text: r.text, error: error?.message });
     run.finished(result);
     this.events.emit('run-end', error ? { error: error.message } : {});
   }

@@ -102,7 +102,7 @@ export interface GenerationResult {
 }
 
 /** Called with each new token and the bytes run.c would print for it. */
-export type TokenListener = (token: number, piece: Buffer, pos: number) => void;
+export type TokenListener = (token: number, piece: Buffer, pos: number, logits?: Float32Array | null) => void;
 
 /** Sampling temperatures a generation takes: 0 is greedy; above 2 the text is noise. */
 export const TEMPERATURE_RANGE = { min: 0, max: 2 } as const;
@@ -191,15 +191,20 @@ export class Generation {
   }
 }
 
-/** run.c's generation loop over any HeadRunner. */
-export async function generate(gateway: Gateway, heads: HeadRunner, tokenizer: Tokenizer, options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
+/**
+ * run.c's generation loop over any HeadRunner. onToken gets every token fed or sampled (with
+ * the logits it was sampled from; null while the prompt is fed); onStart the generation, once
+ * its session is open and before the first forward pass.
+ */
+export async function generate(gateway: Gateway, heads: HeadRunner, tokenizer: Tokenizer, options: GenerateOptions, onToken?: TokenListener, onStart?: (gen: Generation) => void): Promise<GenerationResult> {
   const headOut = new Float32Array(gateway.g.dim);
   await heads.reset();
   const gen = new Generation(tokenizer, options, gateway.g.seqLen);
+  onStart?.(gen);
   while (!gen.done) {
     const logits = await forward(gateway, heads, gen.token, gen.pos, headOut, gen.needsLogits);
     const out = gen.advance(logits);
-    if (out) onToken?.(out.token, out.piece, gen.pos);
+    if (out) onToken?.(out.token, out.piece, gen.pos, logits);
   }
   return gen.result();
 }

@@ -9,10 +9,12 @@ import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
 import { Gateway } from '../llm/gateway';
-import { GenerateOptions, GenerationResult, TokenListener, generate } from '../llm/engine';
+import { randomUUID } from 'node:crypto';
+import { GenerateOptions, Generation, GenerationResult, TokenListener, generate } from '../llm/engine';
 import { partitionHeads } from '../llm/head';
 import { Encoding } from '../llm/quant';
 import { Tokenizer } from '../llm/tokenizer';
+import { MeshEventStream, RunEvents } from './events';
 import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
 import { MeshError, MeshRunner, ResultCounters, RunnerSlot } from './runner';
@@ -83,6 +85,8 @@ export class MeshGateway {
   private readonly t: Topics;
   private readonly log: Logger;
   private readonly acks: AckWaiter;
+  /** What happens on this gateway's mesh, published on the events topic (lib/mesh/events.ts). */
+  readonly events = new MeshEventStream();
   private client!: MqttClient;
   private link!: MqttHeadLink;
   private mesh!: MeshRunner;
@@ -117,6 +121,10 @@ export class MeshGateway {
     const bodies = o.embeddedBroker ? aedesBodyBus(o.embeddedBroker) : clientBodyBus(gw.client);
     gw.link = new MqttHeadLink({ client: gw.client, bodies, topics: gw.t, acks: gw.acks, reject: (topic, reason) => gw.reject(topic, reason) });
     gw.mesh = new MeshRunner(gw.link, gw.g, { gatherTimeoutMs: o.gatherTimeoutMs, counters: gw.counters });
+    gw.mesh.listener = gw.events.gatherListener(() => gw.mesh.session);
+    gw.events.on((e) => {
+      if (gw.client.connected) gw.client.publish(gw.t.events, encodeControl('event', e), { qos: 0 });
+    });
     gw.client.on('close', () => gw.mesh.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
     await bodies.subscribe(gw.t.results, (topic, payload) => gw.runner.accept(nodeOfTopic(topic), payload));
     await subscribe(gw.client, [gw.t.telemetries], 0);
@@ -167,6 +175,7 @@ export class MeshGateway {
     for (const node of idle) publish(node, slotOf.get(node) as number, []);
     await acks;
     this.runner.use({ id, slots, transport });
+    this.events.emit({ kind: 'assigned', nodes: slots.map((s) => ({ node: s.node, slot: s.slot, heads: s.heads })) });
     return slots.map((s) => {
       const st = this.nodes.get(s.node)?.status;
       return { node: s.node, slot: s.slot, heads: s.heads, kvHeads: st?.kvHeads ?? [], weightBytes: st?.weightBytes ?? 0 };
@@ -174,13 +183,33 @@ export class MeshGateway {
   }
 
   /** Generates through the mesh with the engine's loop, each token also on the tokens topic; requests wait their turn. */
-  generate(options: GenerateOptions, onToken?: TokenListener): Promise<GenerationResult> {
+  generate(options: GenerateOptions, onToken?: TokenListener, source: 'cli' | 'radio' = 'cli'): Promise<GenerationResult> {
     const runner = this.runner;
-    const publishToken: TokenListener = (token, piece, pos) => {
+    const events = this.runEvents();
+    const publishToken: TokenListener = (token, piece, pos, logits) => {
       this.link.publishToken({ protocol: PROTOCOL_VERSION, session: runner.session, pos, token, piece: piece.toString('utf8') });
-      onToken?.(token, piece, pos);
+      events.token(pos, token, piece, logits ?? null);
+      onToken?.(token, piece, pos, logits);
     };
-    return runner.exclusive(() => generate(this.gateway, runner, this.tokenizer, options, publishToken));
+    return runner.exclusive(() => this.told(events, source, false, (onStart) => generate(this.gateway, runner, this.tokenizer, options, publishToken, onStart)));
+  }
+
+  /** The events of one new run on this mesh. */
+  runEvents(): RunEvents {
+    return new RunEvents(this.events, randomUUID(), () => this.mesh.session);
+  }
+
+  /** Runs `work` as one run of the event stream: run-start once its session is open, run-end however it ends. */
+  async told<T extends GenerationResult>(events: RunEvents, source: 'cli' | 'radio' | 'flow', steered: boolean, work: (onStart: (gen: Generation) => void) => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const result = await work((gen) => events.start({ source, prompt: gen.options.prompt, steps: gen.options.steps, temperature: gen.options.temperature, promptTokens: gen.prompt.length, steered }));
+      events.end({ tokens: result.tokens.length - 1, seconds: result.seconds, text: result.text });
+      return result;
+    } catch (e) {
+      events.end({ tokens: events.tokens, seconds: (performance.now() - t0) / 1000, error: (e as Error).message });
+      throw e;
+    }
   }
 
   /** Leaves the bus (nodes keep running). */

@@ -2,6 +2,7 @@
  * What the CLI runs: a head node until it is told to stop, the embedded broker until it is
  * told to stop, and a whole mesh generation (`generate --mesh N` or `--broker URL`).
  */
+import { MeshEventSink } from './events';
 import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { RunningBroker, startAedesBroker } from './broker';
@@ -76,6 +77,8 @@ export interface MeshGenerateOptions {
   nodeLog?: (node: string, line: string) => void;
   /** Runs the generation on the assigned mesh instead of gw.generate (a steered generation: lib/steering/run.ts). */
   generateOn?: (gw: MeshGateway, assignment: NodeAssignment[], broker: BrokerAddress & { meshId: string }) => Promise<GenerationResult>;
+  /** Gets every mesh event the gateway publishes (lib/mesh/events.ts), as it publishes it. */
+  onEvent?: MeshEventSink;
 }
 
 export interface MeshGenerationResult extends GenerationResult {
@@ -105,6 +108,7 @@ export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGener
     }
     const url = broker?.url ?? (o.broker as string);
     gw = await MeshGateway.connect({ url, username: o.username, password: o.password, meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, embeddedBroker: broker?.aedes, log: o.log });
+    if (o.onEvent) gw.events.on(o.onEvent);
     const discovering = gw.discover({ count: o.mesh ?? o.nodes, timeoutMs: 20000 });
     const nodeIds = await (children ? Promise.race([discovering, children.firstExit]) : discovering);
     const running = generateOn(gw, o, nodeIds, { url, username: o.username, password: o.password, meshId });

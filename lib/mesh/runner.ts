@@ -80,6 +80,10 @@ export interface GatherListener {
   done(pos: number, layer: number, ms: number): void;
   /** Nodes that have not answered within half the gather timeout (the run fails at the whole timeout). */
   late(pos: number, layer: number, missing: string[], waitedMs: number): void;
+  /** One node's result arrived, ms after the broadcast. */
+  received?(pos: number, layer: number, node: string, ms: number): void;
+  /** The run failed (the first failure of a session only), naming the nodes at fault where known. */
+  failed?(reason: string, nodes: string[]): void;
 }
 
 export interface MeshRunnerOptions {
@@ -220,13 +224,16 @@ export class MeshRunner implements HeadRunner {
 
   /** A node that went away: the run fails at once if the node is assigned. */
   nodeLost(node: string, why: string): void {
-    if (this.hasNode(node)) this.fail(new MeshError(`head node ${node} went ${why}`));
+    if (this.hasNode(node)) this.fail(new MeshError(`head node ${node} went ${why}`), [node]);
   }
 
   /** Fails the gather in progress and every later one until the next session starts. */
-  fail(error: Error): void {
+  fail(error: Error, nodes: string[] = []): void {
     this.stopWatchdog();
-    if (!this.failure && this.assignment) this.failure = error;
+    if (!this.failure && this.assignment) {
+      this.failure = error;
+      if (this.sessionId !== 0) this.listener?.failed?.(error.message, nodes);
+    }
     const p = this.pending;
     this.pending = null;
     p?.reject(error);
@@ -255,8 +262,9 @@ export class MeshRunner implements HeadRunner {
     if (body.values.length !== heads.length * hs) return `result carries ${body.values.length} values; ${heads.length} heads of ${hs} expected`;
     heads.forEach((h, i) => p.out.set(body.values.subarray(i * hs, (i + 1) * hs), h * hs));
     p.received[index] = 1;
+    const ms = Number(process.hrtime.bigint() - p.startNs) / 1e6;
+    this.listener?.received?.(p.pos, p.layer, node, ms);
     if (--p.remaining === 0) {
-      const ms = Number(process.hrtime.bigint() - p.startNs) / 1e6;
       this.roundTripsMs.push(ms);
       this.pending = null;
       this.listener?.done(p.pos, p.layer, ms);
@@ -281,7 +289,7 @@ export class MeshRunner implements HeadRunner {
     }
     if (waitedMs <= this.gatherTimeoutMs) return;
     const missing = this.missing(p);
-    this.fail(new MeshError(`head node${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not answer layer ${p.layer} at position ${p.pos} within ${this.gatherTimeoutMs} ms`));
+    this.fail(new MeshError(`head node${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not answer layer ${p.layer} at position ${p.pos} within ${this.gatherTimeoutMs} ms`), missing);
   }
 
   /** The assigned nodes whose result for the gather has not arrived. */

@@ -64,6 +64,8 @@ export function topicsFor(meshId: string) {
     alerts: `${root}/alerts`,
     /** "ON" while any alert of the node is active, else "OFF"; retained (Home Assistant's binary_sensor). */
     alertState: (node: string) => `${root}/alert-state/${checkId('node', node)}`,
+    /** JSON mesh events (schemas/event.json: broadcasts, results, tokens, radio), every gateway path -> anyone; QoS 0. */
+    events: `${root}/events`,
   };
 }
 
@@ -178,6 +180,33 @@ export interface BaselineMessage {
   channels: Record<string, { median: number; mad: number; samples: number }>;
 }
 
+/** One mesh event (schemas/event.json), by kind; `at` is ms since the Unix epoch. */
+export type MeshEventMessage = { protocol: 1; at: number } & (
+  | { kind: 'run-start'; run: string; session: number; source: 'cli' | 'flow' | 'radio'; prompt: string; steps: number; temperature: number; promptTokens: number; steered?: boolean }
+  | { kind: 'assigned'; nodes: { node: string; slot?: number; heads: number[] }[] }
+  | { kind: 'broadcast'; session: number; pos: number; layer: number }
+  | { kind: 'result'; session: number; pos: number; layer: number; node: string; ms: number }
+  | { kind: 'gather'; session: number; pos: number; layer: number; ms: number; nodes: { node: string; ms: number }[] }
+  | { kind: 'late'; session: number; pos: number; layer: number; ms: number; nodes: string[] }
+  | { kind: 'failed'; session?: number; pos?: number; layer?: number; reason: string; nodes: string[] }
+  | { kind: 'token'; run: string; session: number; pos: number; token: number; piece: string; sampled: boolean; probability?: number; kl?: number | null; node?: string | null; secondsPerToken?: number }
+  | { kind: 'run-end'; run: string; session?: number; tokens: number; text?: string; seconds: number; error?: string }
+  | {
+      kind: 'radio';
+      session?: number;
+      pos: number;
+      simulatedSeconds: number;
+      boundSeconds: number;
+      airtimeSeconds: Record<string, number>;
+      framesLost: number;
+      framesResent: number;
+      dutyCycle: { band: string; used: number }[];
+      nodes?: { node: string; rssi?: number; snr?: number }[];
+    }
+);
+
+export type MeshEventKind = MeshEventMessage['kind'];
+
 export interface ControlMessages {
   status: StatusMessage;
   assignment: AssignmentMessage;
@@ -188,17 +217,19 @@ export interface ControlMessages {
   error: ErrorMessage;
   steering: SteeringMessage;
   baseline: BaselineMessage;
+  event: MeshEventMessage;
 }
 
 export type ControlKind = keyof ControlMessages;
-export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline'];
+export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline', 'event'];
 
 /** schemas/ of the package. */
 export function schemaDir(): string {
   return path.join(packageRoot(), 'schemas');
 }
 
-const ajv = new Ajv({ allErrors: false, strict: true });
+// discriminator: schemas/event.json picks its branch by `kind`, so a bad event's reason names the field of its own kind
+const ajv = new Ajv({ allErrors: false, strict: true, discriminator: true });
 const validators = new Map<ControlKind, ValidateFunction>();
 
 /** The compiled schema of a kind, compiled on first use (a node needs only a few). */

@@ -21,6 +21,8 @@ export interface NodeAttribution {
 
 export interface TokenAttribution {
   pos: number;
+  /** KL(steered || unsteered): how far all the nodes' steering together moved the distribution, nats. */
+  kl: number;
   token: number;
   piece: string;
   /** One entry per steered node, largest divergence first. */
@@ -50,7 +52,11 @@ export interface NodeSteering {
  * the part of each node's vector its envelope leaves out at this position is taken back out,
  * and while `without` names a node, all of that node's steering is.
  */
+/** `without` naming every node: the distribution with no steering at all. */
+export const ALL_NODES = '*';
+
 export class CounterfactualHeads implements HeadRunner {
+  /** A node whose steering is taken out (ALL_NODES: every node's), or null. */
   without: string | null = null;
 
   constructor(
@@ -64,7 +70,7 @@ export class CounterfactualHeads implements HeadRunner {
     const hs = this.g.headSize;
     for (const n of this.nodes) {
       if (n.steering.layer !== layer) continue;
-      const removed = n.node === this.without ? 1 : 1 - envelopeFactor(n.envelope, pos);
+      const removed = n.node === this.without || this.without === ALL_NODES ? 1 : 1 - envelopeFactor(n.envelope, pos);
       if (removed === 0) continue;
       n.heads.forEach((h, i) => {
         for (let d = 0; d < hs; d++) out[h * hs + d] -= removed * n.steering.vector[i * hs + d];
@@ -82,17 +88,18 @@ export class CounterfactualHeads implements HeadRunner {
  * the cache rows of this position), then the real pass last, so the caches end as the
  * steered run leaves them. Returns the steered logits and the per-node divergences.
  */
-export async function attributeStep(gateway: Gateway, heads: CounterfactualHeads, nodes: readonly NodeSteering[], token: number, pos: number, headOut: Float32Array): Promise<{ logits: Float32Array; nodes: NodeAttribution[] }> {
+export async function attributeStep(gateway: Gateway, heads: CounterfactualHeads, nodes: readonly NodeSteering[], token: number, pos: number, headOut: Float32Array): Promise<{ logits: Float32Array; nodes: NodeAttribution[]; kl: number }> {
   const without: { node: string; p: Float64Array }[] = [];
-  for (const n of nodes) {
-    heads.without = n.node;
-    without.push({ node: n.node, p: probabilities((await forward(gateway, heads, token, pos, headOut)) as Float32Array) });
+  for (const n of [...nodes.map((n) => n.node), ALL_NODES]) {
+    heads.without = n;
+    without.push({ node: n, p: probabilities((await forward(gateway, heads, token, pos, headOut)) as Float32Array) });
   }
   heads.without = null;
   const logits = (await forward(gateway, heads, token, pos, headOut)) as Float32Array;
   const p = probabilities(logits);
+  const unsteered = without.pop() as { p: Float64Array };
   const ranked = without.map((w) => ({ node: w.node, kl: kl(p, w.p) })).sort((a, b) => b.kl - a.kl);
-  return { logits, nodes: ranked };
+  return { logits, nodes: ranked, kl: kl(p, unsteered.p) };
 }
 
 /** Smallest divergence (nats) that counts as a deviation worth naming a node for. */
@@ -113,24 +120,30 @@ export async function generateWithAttribution(
   options: GenerateOptions,
   onToken?: AttributionListener,
   onPiece?: TokenListener,
+  onStart?: (gen: Generation) => void,
 ): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const heads = new CounterfactualHeads(inner, gateway.g, nodes);
   const headOut = new Float32Array(gateway.g.dim);
   await heads.reset();
   const gen = new Generation(tokenizer, options, gateway.g.seqLen);
+  onStart?.(gen);
   const attributions: TokenAttribution[] = [];
   while (!gen.done) {
     const sampled = gen.needsLogits;
     let logits: Float32Array | null;
     let ranked: NodeAttribution[] = [];
-    if (sampled) ({ logits, nodes: ranked } = await attributeStep(gateway, heads, nodes, gen.token, gen.pos, headOut));
+    let moved = 0;
+    if (sampled) ({ logits, nodes: ranked, kl: moved } = await attributeStep(gateway, heads, nodes, gen.token, gen.pos, headOut));
     else logits = await forward(gateway, heads, gen.token, gen.pos, headOut, false);
     const out = gen.advance(logits);
-    if (out) onPiece?.(out.token, out.piece, gen.pos);
-    if (!out || !sampled) continue;
-    const a: TokenAttribution = { pos: gen.pos, token: out.token, piece: out.piece.toString('utf8'), nodes: ranked, top: ranked.length && ranked[0].kl > ATTRIBUTION_FLOOR ? ranked[0].node : null };
+    if (!out || !sampled) {
+      if (out) onPiece?.(out.token, out.piece, gen.pos, logits);
+      continue;
+    }
+    const a: TokenAttribution = { pos: gen.pos, kl: moved, token: out.token, piece: out.piece.toString('utf8'), nodes: ranked, top: ranked.length && ranked[0].kl > ATTRIBUTION_FLOOR ? ranked[0].node : null };
     attributions.push(a);
     onToken?.(a);
+    onPiece?.(out.token, out.piece, gen.pos, logits);
   }
   return { ...gen.result(), attributions };
 }

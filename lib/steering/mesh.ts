@@ -131,11 +131,20 @@ export function generateSteeredOnMesh(
   onPiece?: TokenListener,
 ): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const runner = gw.runner;
+  const events = gw.runEvents();
+  let last: TokenAttribution | null = null;
+  const told: TokenListener = (token, piece, pos, logits) => {
+    events.token(pos, token, piece, logits ?? null, last && last.pos === pos ? { kl: last.kl, node: last.top } : undefined);
+    onPiece?.(token, piece, pos, logits);
+  };
   return runner.exclusive(async () => {
     await link.configure(steering, readings, alpha);
-    return generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
-      link.publishAttribution(runner.session, a);
-      onToken?.(a);
-    }, onPiece);
+    return gw.told(events, 'cli', true, (onStart) =>
+      generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
+        last = a;
+        link.publishAttribution(runner.session, a);
+        onToken?.(a);
+      }, told, onStart),
+    );
   });
 }
