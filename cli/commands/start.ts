@@ -45,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),
   );
   process.stdout.write(
-    `\nmesh-llm is running.\n  Node-RED editor:  ${system.editorUrl}/\n  generate:         curl -X POST ${system.editorUrl}/generate -H 'content-type: application/json' -d '{"prompt":"Once upon a time","steps":64,"temperature":0}'\n  MQTT bus:         ${system.brokerUrl} (tokens on mesh-llm/default/tokens)\nPress Ctrl+C to stop.\n`,
+    `\nmesh-llm is running.\n  dashboard:        ${system.editorUrl}/dashboard\n  Node-RED editor:  ${system.editorUrl}/\n  generate:         curl -X POST ${system.editorUrl}/generate -H 'content-type: application/json' -d '{"prompt":"Once upon a time","steps":64,"temperature":0}'\n  MQTT bus:         ${system.brokerUrl} (tokens on mesh-llm/default/tokens, what the mesh does on mesh-llm/default/events)\nPress Ctrl+C to stop.\n`,
   );
   const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), system.lost.then((why) => ({ why, lost: true }))]);
   process.stderr.write(`mesh-llm: ${end.lost ? `${end.why}; ` : ''}stopping${end.lost ? '' : ` (${end.why})`}\n`);

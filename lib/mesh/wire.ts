@@ -66,6 +66,8 @@ export function topicsFor(meshId: string) {
     alertState: (node: string) => `${root}/alert-state/${checkId('node', node)}`,
     /** JSON mesh events (schemas/event.json: broadcasts, results, tokens, radio), every gateway path -> anyone; QoS 0. */
     events: `${root}/events`,
+    /** JSON control of the simulated sensors (schemas/sim-control.json), the dashboard -> the simulation. */
+    simControl: `${root}/sim/control`,
   };
 }
 
@@ -207,6 +209,17 @@ export type MeshEventMessage = { protocol: 1; at: number } & (
 
 export type MeshEventKind = MeshEventMessage['kind'];
 
+/** Steers the simulated sensors: a scenario's event now, a node's channel held at a value (null: let go), the pace. */
+export interface SimControlMessage {
+  protocol: 1;
+  scenario?: 'calm' | 'explosion' | 'bright-flash' | 'earthquake';
+  node?: string;
+  channel?: 'soundDb' | 'vibrationG' | 'lightLux' | 'temperatureC' | 'humidityPct';
+  value?: number | null;
+  /** Simulated seconds per wall second. */
+  timeScale?: number;
+}
+
 export interface ControlMessages {
   status: StatusMessage;
   assignment: AssignmentMessage;
@@ -218,10 +231,11 @@ export interface ControlMessages {
   steering: SteeringMessage;
   baseline: BaselineMessage;
   event: MeshEventMessage;
+  'sim-control': SimControlMessage;
 }
 
 export type ControlKind = keyof ControlMessages;
-export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline', 'event'];
+export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline', 'event', 'sim-control'];
 
 /** schemas/ of the package. */
 export function schemaDir(): string {

@@ -1,0 +1,181 @@
+/**
+ * The dashboard (FlowFuse Dashboard 2.0 in the shipped flow, at /dashboard): its model folds
+ * the mesh events into tiles, progress and the answer; and, end to end in a real browser
+ * (Debian's chromium driven by playwright-core) against `mesh-llm start` (what `npm start`
+ * runs): a generation from the page streams its tokens while the node tiles change state, a
+ * request with a bad field shows its error on the page, a malformed event on the bus changes
+ * nothing, and a simulated vibration slider raises an alert in the list and a notification.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import mqtt from 'mqtt';
+import type { Browser, Page } from 'playwright-core';
+import { DashboardModel } from '../lib/dashboard/state';
+import { packageRoot } from '../lib/llm/resolve';
+import { MeshEventMessage, topicsFor } from '../lib/mesh/wire';
+import { binPath } from './support/cli';
+import { launchChromium } from './support/editor';
+import { goldenText } from './support/fixtures';
+
+const at = 1764140000000;
+const ev = (e: Record<string, unknown>) => ({ protocol: 1, at, ...e }) as MeshEventMessage;
+
+describe('the dashboard model', () => {
+  test('a run: tiles follow broadcast, result and gather; progress counts positions with seconds per token and an ETA; the answer keeps KL and node', () => {
+    const m = new DashboardModel();
+    m.event(ev({ kind: 'assigned', nodes: [{ node: 'node-2', heads: [2, 3] }, { node: 'node-1', heads: [0, 1] }] }));
+    m.event(ev({ kind: 'run-start', run: 'r', session: 5, source: 'cli', prompt: 'Once', steps: 10, temperature: 0, promptTokens: 2 }));
+    m.event(ev({ kind: 'broadcast', session: 5, pos: 0, layer: 0 }));
+    expect(m.snapshot().nodes.map((n) => [n.node, n.state, n.layer])).toEqual([['node-1', 'computing', 0], ['node-2', 'computing', 0]]);
+    m.event(ev({ kind: 'result', session: 5, pos: 0, layer: 0, node: 'node-2', ms: 60 }));
+    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['computing', 'sent']);
+    m.event(ev({ kind: 'gather', session: 5, pos: 0, layer: 0, ms: 61, nodes: [{ node: 'node-2', ms: 60 }, { node: 'node-1', ms: 61 }] }));
+    expect(m.snapshot().nodes.map((n) => [n.state, n.ms])).toEqual([['sent', 61], ['sent', 60]]);
+    m.event(ev({ kind: 'token', run: 'r', session: 5, pos: 1, token: 403, piece: 'Once', sampled: false, secondsPerToken: 2 }));
+    m.event(ev({ kind: 'token', run: 'r', session: 5, pos: 2, token: 407, piece: ' upon', sampled: true, probability: 0.5, kl: 0.1, node: 'node-2', secondsPerToken: 4 }));
+    const s = m.snapshot();
+    expect(s.progress).toMatchObject({ state: 'running', pos: 2, steps: 10, layers: 1, secondsPerToken: 3, etaSeconds: 24 });
+    expect(s.tokens).toEqual([
+      { pos: 1, piece: 'Once', sampled: false, probability: null, kl: null, node: null },
+      { pos: 2, piece: ' upon', sampled: true, probability: 0.5, kl: 0.1, node: 'node-2' },
+    ]);
+    m.event(ev({ kind: 'run-end', run: 'r', tokens: 2, seconds: 6 }));
+    expect(m.snapshot().progress).toMatchObject({ state: 'done', etaSeconds: 0, elapsedSeconds: 6 });
+    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['idle', 'idle']);
+  });
+
+  test('late, failed and offline nodes show as such; a radio run starts at receiving and keeps the radio figures', () => {
+    const m = new DashboardModel();
+    m.event(ev({ kind: 'assigned', nodes: [{ node: 'a', heads: [0] }, { node: 'b', heads: [1] }, { node: 'c', heads: [2] }] }));
+    m.event(ev({ kind: 'run-start', run: 'r', session: 1, source: 'radio', prompt: '', steps: 4, temperature: 0, promptTokens: 1 }));
+    m.event(ev({ kind: 'broadcast', session: 1, pos: 0, layer: 3 }));
+    m.status({ protocol: 1, node: 'c', state: 'offline' });
+    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['receiving', 'receiving', 'offline']);
+    m.event(ev({ kind: 'late', session: 1, pos: 0, layer: 3, ms: 900, nodes: ['b'] }));
+    m.event(ev({ kind: 'failed', session: 1, reason: 'head node b did not answer', nodes: ['b'] }));
+    m.event(ev({ kind: 'radio', pos: 1, simulatedSeconds: 3, boundSeconds: 2.9, airtimeSeconds: { broadcast: 1 }, framesLost: 2, framesResent: 1, dutyCycle: [{ band: 'g1 gateway', used: 0.5 }], nodes: [{ node: 'a', rssi: -90, snr: 7.5 }] }));
+    const s = m.snapshot();
+    expect(s.nodes.map((n) => n.state)).toEqual(['receiving', 'failed', 'offline']);
+    expect(s.nodes[0]).toMatchObject({ rssi: -90, snr: 7.5 });
+    expect(s.progress.error).toBe('head node b did not answer');
+    expect(s.radio).toMatchObject({ framesLost: 2, dutyCycle: [{ band: 'g1 gateway', used: 0.5 }] });
+    m.event(ev({ kind: 'run-end', run: 'r', tokens: 0, seconds: 1, error: 'head node b did not answer' }));
+    expect(m.snapshot().progress.state).toBe('failed');
+    m.status({ protocol: 1, node: 'c', state: 'ready' });
+    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['idle', 'failed', 'idle']);
+  });
+
+  test("another run's tokens do not enter the answer", () => {
+    const m = new DashboardModel();
+    m.event(ev({ kind: 'run-start', run: 'r1', session: 1, source: 'flow', prompt: '', steps: 4, temperature: 0, promptTokens: 1 }));
+    m.event(ev({ kind: 'token', run: 'r0', session: 1, pos: 1, token: 3, piece: 'x', sampled: true }));
+    expect(m.snapshot().tokens).toEqual([]);
+  });
+});
+
+describe('the dashboard of `mesh-llm start`, in chromium', () => {
+  let server: ChildProcess;
+  let url: string;
+  let brokerUrl: string;
+  let output = '';
+  let browser: Browser;
+  let page: Page;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-dashboard-'));
+
+  beforeAll(async () => {
+    server = spawn(process.execPath, [binPath, 'start', '--port', '0', '--nodes', '4', '--data', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    [url, brokerUrl] = await new Promise<[string, string]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 60000);
+      const onData = (d: Buffer) => {
+        output += d.toString();
+        const dash = /dashboard:\s+(http:\/\/\S+?)\s/.exec(output);
+        const bus = /MQTT bus:\s+(mqtt:\/\/\S+)\s/.exec(output);
+        if (dash && bus) {
+          clearTimeout(timer);
+          resolve([dash[1], bus[1]]);
+        }
+      };
+      server.stdout?.on('data', onData);
+      server.stderr?.on('data', onData);
+      server.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
+    });
+    browser = await launchChromium();
+    page = await browser.newPage({ viewport: { width: 1600, height: 1100 } });
+    await page.goto(url);
+    await page.locator('.ml-generate').waitFor({ timeout: 30000 });
+  }, 90000);
+
+  afterAll(async () => {
+    await browser?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    if (!server || server.exitCode !== null) return;
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    server.kill('SIGTERM');
+    const stuck = setTimeout(() => server.kill('SIGKILL'), 20000);
+    await exited;
+    clearTimeout(stuck);
+  }, 30000);
+
+  test('`mesh-llm start` prints the dashboard beside the editor, and the page shows one tile per head node', async () => {
+    expect(url).toMatch(/\/dashboard$/);
+    expect(output).toMatch(/Node-RED editor:\s+http:\/\/\S+\//);
+    await expectEventually(async () => expect(await page.locator('.ml-tile').count()).toBe(4));
+    expect(await page.locator('.ml-tile .ml-name').allTextContents()).toEqual(['node-1', 'node-2', 'node-3', 'node-4']);
+  });
+
+  test('a generation from the page streams its tokens while the tiles go computing and sent; a malformed event on the bus changes nothing', async () => {
+    const bus = await mqtt.connectAsync(brokerUrl);
+    await bus.publishAsync(topicsFor('default').events, '{"protocol":1,"kind":"token","at":1}');
+    await bus.publishAsync(topicsFor('default').events, 'not json');
+    await bus.endAsync();
+    await page.fill('.ml-prompt', 'Once upon a time');
+    await page.fill('.ml-steps', '100');
+    await page.fill('.ml-temperature', '0');
+    await page.click('.ml-generate-button');
+    const seen = new Set<string>();
+    const deadline = Date.now() + 80000;
+    let answer = '';
+    while (Date.now() < deadline) {
+      for (const c of await page.locator('.ml-tile').evaluateAll((es) => es.map((e) => e.className))) seen.add(c.replace('ml-tile ', ''));
+      answer = (await page.locator('.ml-answer').textContent()) ?? '';
+      if ((await page.locator('.ml-state').textContent()) === 'done') break;
+      await page.waitForTimeout(50);
+    }
+    expect(answer.startsWith(goldenText('once-greedy-64'))).toBe(true);
+    expect(await page.locator('.ml-token').count()).toBeGreaterThanOrEqual(64);
+    expect(seen.has('computing') || seen.has('sent')).toBe(true);
+    expect(await page.locator('.ml-pos').textContent()).toBe('100');
+    expect(await page.locator('.ml-error').count()).toBe(0);
+  }, 90000);
+
+  test('a request with a bad field shows its error on the page', async () => {
+    await page.fill('.ml-temperature', '5');
+    await page.click('.ml-generate-button');
+    await page.locator('.ml-error', { hasText: /temperature must be <= 2/ }).waitFor({ timeout: 20000 });
+    await page.fill('.ml-temperature', '0');
+  });
+
+  test('holding node-2 at 1.5 g of vibration raises its alert in the list and a notification; the screenshot of docs/DASHBOARD.md', async () => {
+    await page.locator('tr[data-node="node-2"] input[data-channel="vibrationG"]').fill('1.5');
+    await page.locator('.ml-alert.active', { hasText: /node-2 · vibrationG · threshold \(shaking\)/ }).waitFor({ timeout: 20000 });
+    await page.locator('.v-snackbar', { hasText: /node-2 vibrationG/ }).first().waitFor({ timeout: 10000 });
+    // MESH_LLM_DASHBOARD_SCREENSHOT=docs/dashboard.png: the picture in docs/DASHBOARD.md.
+    const shot = process.env.MESH_LLM_DASHBOARD_SCREENSHOT;
+    if (shot) await page.screenshot({ path: path.resolve(packageRoot(), shot), fullPage: true });
+    await page.locator('tr[data-node="node-2"] .ml-release').click();
+  }, 40000);
+});
+
+async function expectEventually(check: () => Promise<void>, timeoutMs = 20000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
