@@ -23,7 +23,7 @@ import { Geometry } from '../lib/llm/config';
 import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from '../lib/mesh/mqtt';
 import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding } from '../lib/llm/quant';
-import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor } from '../lib/mesh/wire';
+import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor, MeshEventMessage } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
 
 /** A head node behind the radio, as the bridge announces it. */
@@ -165,6 +165,11 @@ export class RadioBridge {
     } catch (e) {
       this.reject(topic, `internal error handling message: ${(e as Error).message}`);
     }
+  }
+
+  /** Publishes a mesh event of the radio side (schemas/event.json) on the mesh's events topic. */
+  publishEvent(e: MeshEventMessage): void {
+    if (this.client?.connected) this.client.publish(this.t.events, encodeControl('event', e), { qos: 0 });
   }
 
   private reject(topic: string, reason: string): void {

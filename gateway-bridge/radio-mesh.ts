@@ -16,6 +16,9 @@ import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerRep
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
 import { RadioNodeInfo } from './bridge';
 import { Encoding } from '../lib/llm/quant';
+import { MeshLlmError } from '../lib/llm/errors';
+import { MeshEventInput } from '../lib/mesh/events';
+import { subBandOf } from '../lib/radio/regions';
 
 export interface RadioSettings {
   region: string;
@@ -140,6 +143,45 @@ export class SimulatedRadioMesh {
     const mac = new GatewayMac({ clock: this.clock, link, layout: this.layout, key: this.key, meshId: this.radioMeshId, ledger: this.ledger });
     mac.onLayer = (r) => this.layers.push(r);
     return mac;
+  }
+
+  /**
+   * The radio side of one position as a mesh event: airtime by kind, and the duty-cycle budget
+   * used on the broadcast sub-band by the gateway (broadcasts, NACKs, resent fragments) and on
+   * the reply sub-band by the average node (its results), each as airtime / (duty cycle x the
+   * position's simulated time).
+   */
+  radioEvent(mac: GatewayMac, t: TokenRadioReport, session: number): MeshEventInput {
+    const region = this.config.region;
+    const bcast = subBandOf(region, this.config.plan.broadcast);
+    const reply = subBandOf(region, this.config.plan.uplink[0]);
+    const a = t.airtimeSeconds;
+    const budget = (airtimeS: number, duty: number) => (t.simulatedSeconds > 0 ? Number((airtimeS / (duty * t.simulatedSeconds)).toFixed(4)) : 0);
+    const lost = Object.values(this.channel.stats.lost).reduce((n, x) => n + x, 0);
+    return {
+      kind: 'radio',
+      session: session || undefined,
+      pos: t.pos,
+      simulatedSeconds: t.simulatedSeconds,
+      boundSeconds: t.boundSeconds,
+      airtimeSeconds: { ...a },
+      framesLost: lost,
+      framesResent: mac.counters.retransmittedFragments,
+      dutyCycle: [
+        { band: `${bcast.name} gateway`, used: budget(a.broadcast + a.nack + a.resent, bcast.dutyCycle) },
+        { band: `${reply.name} per node`, used: budget(a.result / Math.max(1, this.infos.length), reply.dutyCycle) },
+      ],
+      nodes: this.infos.flatMap((i) => {
+        const q = mac.signal.get(i.address);
+        return q ? [{ node: i.id, rssi: q.rssi, snr: q.snr }] : [];
+      }),
+    };
+  }
+
+  /** Sets the pace of the real-time clock (simulated s per wall s); the virtual clock has none to set. */
+  setTimeScale(scale: number): void {
+    if (!(this.clock instanceof RealTimeClock)) throw new MeshLlmError('this radio runs on the virtual clock (as fast as it can): start it with a time scale to pace it');
+    this.clock.setScale(scale);
   }
 
   /**

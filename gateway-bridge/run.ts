@@ -7,10 +7,9 @@ import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/eng
 import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
 import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
 import { MeshError } from '../lib/mesh/runner';
-import { MeshEventInput, MeshEventSink } from '../lib/mesh/events';
-import { subBandOf } from '../lib/radio/regions';
+import { MeshEventSink } from '../lib/mesh/events';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
-import { GatewayMac, GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
+import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
@@ -66,7 +65,7 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
       const tokens = o.mesh.report().perToken;
       for (; reported < tokens.length; reported++) {
         o.onProgress?.(tokens[reported]);
-        events.emit(radioEvent(o.mesh, mac, tokens[reported], gw?.runner.session ?? 0));
+        events.emit(o.mesh.radioEvent(mac, tokens[reported], gw?.runner.session ?? 0));
       }
     };
     const result = await gw.generate(o.generate, onToken, 'radio');
@@ -77,35 +76,6 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     await bridge?.close().catch(() => undefined);
     await o.link.close().catch(() => undefined);
   }
-}
-
-/**
- * The radio side of one position as a mesh event: airtime by kind, and the duty-cycle budget
- * used on the broadcast sub-band by the gateway (broadcasts, NACKs, resent fragments) and on
- * the reply sub-band by the average node (its results), each as airtime / (duty cycle x the
- * position's simulated time).
- */
-function radioEvent(mesh: SimulatedRadioMesh, mac: GatewayMac, t: TokenRadioReport, session: number): MeshEventInput {
-  const region = mesh.config.region;
-  const bcast = subBandOf(region, mesh.config.plan.broadcast);
-  const reply = subBandOf(region, mesh.config.plan.uplink[0]);
-  const a = t.airtimeSeconds;
-  const budget = (airtimeS: number, duty: number) => (t.simulatedSeconds > 0 ? Number((airtimeS / (duty * t.simulatedSeconds)).toFixed(4)) : 0);
-  const lost = Object.values(mesh.channel.stats.lost).reduce((n, x) => n + x, 0);
-  return {
-    kind: 'radio',
-    session: session || undefined,
-    pos: t.pos,
-    simulatedSeconds: t.simulatedSeconds,
-    boundSeconds: t.boundSeconds,
-    airtimeSeconds: { ...a },
-    framesLost: lost,
-    framesResent: mac.counters.retransmittedFragments,
-    dutyCycle: [
-      { band: `${bcast.name} gateway`, used: budget(a.broadcast + a.nack + a.resent, bcast.dutyCycle) },
-      { band: `${reply.name} per node`, used: budget(a.result / Math.max(1, mesh.infos.length), reply.dutyCycle) },
-    ],
-  };
 }
 
 export interface RadioGenerateOptions extends RadioSettings {

@@ -19,7 +19,7 @@ import { AddressInfo } from 'node:net';
 import { BandwidthKHz, Modulation } from '../lib/radio/airtime';
 import { Radio } from '../lib/radio/channel';
 import { Clock } from '../lib/radio/clock';
-import { GatewayRadioLink } from '../lib/radio/mac';
+import { GatewayRadioLink, SignalQuality } from '../lib/radio/mac';
 import { Channel } from '../lib/radio/regions';
 import { fromTimestampUs, startFor, toTimestampUs } from './modem-time';
 import { PendingAcks } from './acks';
@@ -154,7 +154,7 @@ export class SemtechUdpLink implements GatewayRadioLink {
   /** The forwarder's address, learnt from its PULL_DATA. */
   private downlink: { address: string; port: number } | null = null;
   private readonly downlinkWaiters: (() => void)[] = [];
-  private handler: (frame: Buffer, channel: Channel, endMs: number) => void = () => undefined;
+  private handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void = () => undefined;
   private readonly acks = new PendingAcks();
 
   private constructor(
@@ -219,7 +219,7 @@ export class SemtechUdpLink implements GatewayRadioLink {
     );
   }
 
-  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void {
+  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void): void {
     this.handler = handler;
   }
 
@@ -265,7 +265,8 @@ export class SemtechUdpLink implements GatewayRadioLink {
     if (typeof x.size === 'number' && x.size !== frame.length) return this.malformed(`rxpk size ${x.size} but ${frame.length} bytes of data`);
     this.counters.rxpk++;
     const channel: Channel = { frequencyHz: fromMHz(x.freq), bandwidthKHz: rate.bandwidthKHz as BandwidthKHz };
-    this.handler(frame, channel, fromTimestampUs(x.tmst, this.o.clock.now()));
+    const quality = typeof x.rssi === 'number' && typeof x.lsnr === 'number' ? { rssi: x.rssi, snr: x.lsnr } : undefined;
+    this.handler(frame, channel, fromTimestampUs(x.tmst, this.o.clock.now()), quality);
   }
 }
 

@@ -20,7 +20,7 @@ import { SerialPort } from 'serialport';
 import { BandwidthKHz, Modulation } from '../lib/radio/airtime';
 import { Radio } from '../lib/radio/channel';
 import { Clock } from '../lib/radio/clock';
-import { GatewayRadioLink } from '../lib/radio/mac';
+import { GatewayRadioLink, SignalQuality } from '../lib/radio/mac';
 import { Channel } from '../lib/radio/regions';
 import { fromTimestampUs, startFor, toTimestampUs } from './modem-time';
 import { PendingAcks } from './acks';
@@ -228,7 +228,7 @@ export interface SerialLinkOptions {
 }
 
 export class SerialModemLink implements GatewayRadioLink {
-  private handler: (frame: Buffer, channel: Channel, endMs: number) => void = () => undefined;
+  private handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void = () => undefined;
   private readonly acks = new PendingAcks();
   private nextToken = 1;
   private readonly reader = new ModemFrameReader((m) => this.onMessage(m));
@@ -258,7 +258,7 @@ export class SerialModemLink implements GatewayRadioLink {
     return this.acks.wait(token, release, timeoutMs, `no TX_ACK from the modem on ${this.o.path} within ${timeoutMs} ms`, () => this.port.write(encodeModemMessage(msg)));
   }
 
-  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void {
+  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void): void {
     this.handler = handler;
   }
 
@@ -272,7 +272,7 @@ export class SerialModemLink implements GatewayRadioLink {
       this.acks.settle(m.token, m.status === 'ok' ? undefined : new Error(`the modem refused the frame: ${m.status}`));
     } else if (m.kind === 'rx') {
       const channel: Channel = { frequencyHz: m.frequencyHz, bandwidthKHz: m.bandwidthKHz as BandwidthKHz };
-      this.handler(m.payload, channel, fromTimestampUs(m.tmst, this.o.clock.now()));
+      this.handler(m.payload, channel, fromTimestampUs(m.tmst, this.o.clock.now()), { rssi: m.rssi, snr: m.snr });
       this.port.write(encodeModemMessage({ kind: 'rxAck', token: m.token }));
     }
   }

@@ -14,6 +14,7 @@ import { SemtechUdpLink } from './semtech';
 import { SerialModemLink } from './serial';
 import { SimulatedChannelLink } from './sim-link';
 import { Encoding } from '../lib/llm/quant';
+import { MeshEventStream } from '../lib/mesh/events';
 
 export type BridgeLinkKind = 'sim' | 'serial' | 'udp';
 
@@ -51,9 +52,13 @@ export interface BridgeServiceOptions {
 export interface RunningBridge {
   /** Radio head nodes announced on the mesh. */
   nodes: number;
+  /** Their ids on the mesh. */
+  ids: string[];
   /** Resolves with a reason if the broker connection drops. */
   lost: Promise<string>;
   report(): RadioRunReport;
+  /** Paces the simulated radio (simulated s per wall s); refused on the virtual clock and on real radios. */
+  setTimeScale(scale: number): void;
   close(): Promise<void>;
 }
 
@@ -89,13 +94,18 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
   const link = await openLink(o, mesh);
   const mac = mesh.createMac(link);
   const collect = mac.onLayer;
+  // the radio's side of each position, on the mesh's events topic (the gateway tells the rest)
+  const events = new MeshEventStream();
+  events.on((e) => bridge?.publishEvent(e));
   mac.onLayer = (r) => {
     collect(r);
-    if (r.layer !== mesh.g.nLayers - 1 || !o.onToken) return;
+    if (r.layer !== mesh.g.nLayers - 1) return;
     const t = mesh.report().perToken.find((p) => p.pos === r.pos);
-    if (t) o.onToken(t);
+    if (!t) return;
+    o.onToken?.(t);
+    events.emit(mesh.radioEvent(mac, t, r.session));
   };
-  let bridge: RadioBridge;
+  let bridge: RadioBridge | undefined;
   try {
     bridge = await RadioBridge.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, mac, g: mesh.g, transport: mesh.transport, nodes: mesh.infos, log: o.log });
   } catch (e) {
@@ -104,10 +114,15 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
   }
   return {
     nodes: mesh.infos.length,
+    ids: mesh.infos.map((i) => i.id),
     lost: bridge.lost,
     report: () => mesh.report(),
+    setTimeScale: (scale) => {
+      if (!simulated) throw new MeshLlmError('a real radio runs in real time: only the simulated channel has a time scale');
+      mesh.setTimeScale(scale);
+    },
     close: async () => {
-      await bridge.close();
+      await bridge?.close();
       await link.close();
     },
   };

@@ -1,6 +1,6 @@
 /** Link (c): the gateway's MAC on a radio of the simulated channel, in the same process. */
 import { Radio } from '../lib/radio/channel';
-import { GatewayRadioLink } from '../lib/radio/mac';
+import { GatewayRadioLink, SignalQuality } from '../lib/radio/mac';
 import { Channel } from '../lib/radio/regions';
 
 export class SimulatedChannelLink implements GatewayRadioLink {
@@ -15,8 +15,8 @@ export class SimulatedChannelLink implements GatewayRadioLink {
     }
   }
 
-  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void {
-    this.radio.onReceive = (r) => handler(r.bytes, r.channel, r.endMs);
+  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void): void {
+    this.radio.onReceive = (r) => handler(r.bytes, r.channel, r.endMs, { rssi: r.rssi, snr: r.snr });
   }
 
   close(): Promise<void> {

@@ -132,7 +132,7 @@ export function dashboardNodes(): FlowNode[] {
     { id: 'dash-to-prompt', type: 'link out', z: TAB, name: 'to the prompt node', mode: 'link', links: ['dash-from-dashboard'], x: 640, y: 80, wires: [] },
     { id: 'dash-errors-in', type: 'link in', z: TAB, name: 'errors of dashboard requests', links: ['dash-errors-out'], x: 210, y: 60, wires: [['dash-generate']] },
     template('dash-mesh', 'mesh map, progress', 'dash-g-mesh', 'mesh', 420, 130),
-    template('dash-radio', 'radio', 'dash-g-radio', 'radio', 420, 180),
+    template('dash-radio', 'radio', 'dash-g-radio', 'radio', 420, 180, [['dash-sim-out']]),
     template('dash-sim', 'sensor controls', 'dash-g-sim', 'sensors', 420, 230, [['dash-sim-out']]),
     mqttOut('dash-sim-out', 'sim control', `mesh-llm/${MESH_ID}/sim/control`, 660, 230),
 

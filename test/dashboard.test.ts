@@ -6,7 +6,7 @@
  * request with a bad field shows its error on the page, a malformed event on the bus changes
  * nothing, and a simulated vibration slider raises an alert in the list and a notification.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -67,6 +67,10 @@ describe('the dashboard model', () => {
     expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['idle', 'failed', 'idle']);
   });
 
+  test('flows/mesh-llm.json holds the dashboard as flows/dashboard/*.vue and scripts/dashboard-flow.ts write it', () => {
+    expect(() => execFileSync(process.execPath, [path.join(packageRoot(), 'dist', 'scripts', 'dashboard-flow.js'), '--check'], { stdio: 'pipe' })).not.toThrow();
+  });
+
   test("another run's tokens do not enter the answer", () => {
     const m = new DashboardModel();
     m.event(ev({ kind: 'run-start', run: 'r1', session: 1, source: 'flow', prompt: '', steps: 4, temperature: 0, promptTokens: 1 }));
@@ -75,23 +79,19 @@ describe('the dashboard model', () => {
   });
 });
 
-describe('the dashboard of `mesh-llm start`, in chromium', () => {
-  let server: ChildProcess;
-  let url: string;
-  let brokerUrl: string;
-  let output = '';
-  let browser: Browser;
-  let page: Page;
+/** `mesh-llm start` (what `npm start` runs) on a free port, and chromium on its dashboard. */
+function startWithDashboard(args: string[]) {
+  const s = { server: null as ChildProcess | null, url: '', brokerUrl: '', output: '', browser: null as Browser | null, page: null as unknown as Page };
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-dashboard-'));
-
   beforeAll(async () => {
-    server = spawn(process.execPath, [binPath, 'start', '--port', '0', '--nodes', '4', '--data', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    [url, brokerUrl] = await new Promise<[string, string]>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 60000);
+    const server = spawn(process.execPath, [binPath, 'start', '--port', '0', '--data', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    s.server = server;
+    [s.url, s.brokerUrl] = await new Promise<[string, string]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${s.output}`)), 60000);
       const onData = (d: Buffer) => {
-        output += d.toString();
-        const dash = /dashboard:\s+(http:\/\/\S+?)\s/.exec(output);
-        const bus = /MQTT bus:\s+(mqtt:\/\/\S+)\s/.exec(output);
+        s.output += d.toString();
+        const dash = /dashboard:\s+(http:\/\/\S+?)\s/.exec(s.output);
+        const bus = /MQTT bus:\s+(mqtt:\/\/\S+)\s/.exec(s.output);
         if (dash && bus) {
           clearTimeout(timer);
           resolve([dash[1], bus[1]]);
@@ -99,17 +99,17 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
       };
       server.stdout?.on('data', onData);
       server.stderr?.on('data', onData);
-      server.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
+      server.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${s.output}`)));
     });
-    browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1600, height: 1100 } });
-    await page.goto(url);
-    await page.locator('.ml-generate').waitFor({ timeout: 30000 });
+    s.browser = await launchChromium();
+    s.page = await s.browser.newPage({ viewport: { width: 1600, height: 1100 } });
+    await s.page.goto(s.url);
+    await s.page.locator('.ml-generate').waitFor({ timeout: 30000 });
   }, 90000);
-
   afterAll(async () => {
-    await browser?.close();
+    await s.browser?.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
+    const server = s.server;
     if (!server || server.exitCode !== null) return;
     const exited = new Promise((resolve) => server.once('exit', resolve));
     server.kill('SIGTERM');
@@ -117,6 +117,35 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
     await exited;
     clearTimeout(stuck);
   }, 30000);
+  return s;
+}
+
+/** Clicks Generate and waits for the run to end, noting every state a tile showed meanwhile. */
+async function generateFromPage(page: Page, prompt: string, steps: number, timeoutMs: number): Promise<{ answer: string; seen: Set<string> }> {
+  await page.fill('.ml-prompt', prompt);
+  await page.fill('.ml-steps', String(steps));
+  await page.fill('.ml-temperature', '0');
+  await page.click('.ml-generate-button');
+  const seen = new Set<string>();
+  const deadline = Date.now() + timeoutMs;
+  await page.locator('.ml-state', { hasText: 'running' }).waitFor({ timeout: 20000 });
+  while (Date.now() < deadline) {
+    for (const c of await page.locator('.ml-tile').evaluateAll((es) => es.map((e) => e.className))) seen.add(c.replace('ml-tile ', ''));
+    if ((await page.locator('.ml-state').textContent()) === 'done') break;
+    await page.waitForTimeout(50);
+  }
+  return { answer: (await page.locator('.ml-answer').textContent()) ?? '', seen };
+}
+
+describe('the dashboard of `mesh-llm start`, in chromium', () => {
+  const s = startWithDashboard(['--nodes', '4']);
+  let page: Page;
+  let url: string;
+  let brokerUrl: string;
+  let output: string;
+  beforeAll(() => {
+    ({ page, url, brokerUrl, output } = s);
+  });
 
   test('`mesh-llm start` prints the dashboard beside the editor, and the page shows one tile per head node', async () => {
     expect(url).toMatch(/\/dashboard$/);
@@ -130,19 +159,7 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
     await bus.publishAsync(topicsFor('default').events, '{"protocol":1,"kind":"token","at":1}');
     await bus.publishAsync(topicsFor('default').events, 'not json');
     await bus.endAsync();
-    await page.fill('.ml-prompt', 'Once upon a time');
-    await page.fill('.ml-steps', '100');
-    await page.fill('.ml-temperature', '0');
-    await page.click('.ml-generate-button');
-    const seen = new Set<string>();
-    const deadline = Date.now() + 80000;
-    let answer = '';
-    while (Date.now() < deadline) {
-      for (const c of await page.locator('.ml-tile').evaluateAll((es) => es.map((e) => e.className))) seen.add(c.replace('ml-tile ', ''));
-      answer = (await page.locator('.ml-answer').textContent()) ?? '';
-      if ((await page.locator('.ml-state').textContent()) === 'done') break;
-      await page.waitForTimeout(50);
-    }
+    const { answer, seen } = await generateFromPage(page, 'Once upon a time', 100, 80000);
     expect(answer.startsWith(goldenText('once-greedy-64'))).toBe(true);
     expect(await page.locator('.ml-token').count()).toBeGreaterThanOrEqual(64);
     expect(seen.has('computing') || seen.has('sent')).toBe(true);
@@ -166,6 +183,22 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
     if (shot) await page.screenshot({ path: path.resolve(packageRoot(), shot), fullPage: true });
     await page.locator('tr[data-node="node-2"] .ml-release').click();
   }, 40000);
+});
+
+describe('the dashboard of `mesh-llm start --radio sim`, in chromium', () => {
+  const s = startWithDashboard(['--radio', 'sim', '--nodes', '2', '--time-scale', '100', '--scenario', 'none']);
+
+  test('a generation over the simulated radio: the tiles go receiving and sent, the radio panel shows airtime, duty cycle and frames, and its time-scale control paces the radio', async () => {
+    const running = generateFromPage(s.page, 'Once upon a time', 8, 120000);
+    await s.page.locator('.ml-radio-row', { hasText: /frames lost \d+, resent \d+/ }).waitFor({ timeout: 60000 });
+    await s.page.click('.ml-scale-button[data-scale="1000"]');
+    const { answer, seen } = await running;
+    expect(answer.startsWith('Once upon a time')).toBe(true);
+    expect(seen.has('receiving')).toBe(true);
+    expect(seen.has('sent')).toBe(true);
+    expect(await s.page.locator('.ml-radio-row', { hasText: /duty cycle .* gateway/ }).count()).toBe(1);
+    await expectEventually(async () => expect(s.output).toMatch(/radio time scale now 1000x/));
+  }, 150000);
 });
 
 async function expectEventually(check: () => Promise<void>, timeoutMs = 20000): Promise<void> {

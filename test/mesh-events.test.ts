@@ -196,6 +196,11 @@ describe('the radio path', () => {
       // the MAC keeps to the law: no sub-band over its budget
       for (const d of r.dutyCycle) expect(d.used).toBeLessThanOrEqual(1.0001);
     }
+    // the signal of each node's last authenticated frame, as the radio reports it (the simulator's fixed -90 dBm, 7.5 dB)
+    expect(radio[radio.length - 1].nodes).toEqual([
+      { node: 'radio-1', rssi: -90, snr: 7.5 },
+      { node: 'radio-2', rssi: -90, snr: 7.5 },
+    ]);
     expect(radio[radio.length - 1].framesLost).toBeGreaterThan(0);
     expect(radio[radio.length - 1].framesResent).toBeGreaterThan(0);
     expect(ofKind(told, 'token').map((t) => t.token)).toEqual(result.tokens.slice(1));

@@ -37,24 +37,27 @@ export function wantsRadio(values: RadioValues): boolean {
   return values.radio !== undefined;
 }
 
+/** The simulated radio's settings from --radio sim, --region, --sf, --bw, --channels, --nodes, --loss, --time-scale. */
+export function parseRadioSettings(values: RadioValues, defaultTimeScale?: number) {
+  choiceOption('radio', values.radio, 'sim', ['sim'] as const);
+  return {
+    region: choiceOption('region', values.region, 'EU868', REGION_NAMES),
+    sf: Number(choiceOption('sf', values.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor,
+    bandwidthKHz: Number(choiceOption('bw', values.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz,
+    channels: Number(choiceOption('channels', values.channels, '1', ['1', '8'] as const)),
+    nodes: intOption('nodes', values.nodes, 4, 1, 254),
+    loss: floatOption('loss', values.loss, 0, 0, 0.9),
+    timeScale: values['time-scale'] === undefined ? defaultTimeScale : floatOption('time-scale', values['time-scale'], 1, 1e-3, 1e9),
+  };
+}
+
 /** How often progress goes to stderr (wall ms). */
 const PROGRESS_EVERY_MS = 2000;
 
 /** `generate --radio sim`: generates, streams or prints the result, and reports the radio on stderr. */
 export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
-  choiceOption('radio', values.radio, 'sim', ['sim'] as const);
-  const sf = Number(choiceOption('sf', values.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor;
-  const bandwidthKHz = Number(choiceOption('bw', values.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz;
-  const options = {
-    region: choiceOption('region', values.region, 'EU868', REGION_NAMES),
-    sf,
-    bandwidthKHz,
-    channels: Number(choiceOption('channels', values.channels, '1', ['1', '8'] as const)),
-    nodes: intOption('nodes', values.nodes, 4, 1, 254),
-    loss: floatOption('loss', values.loss, 0, 0, 0.9),
-    timeScale: values['time-scale'] === undefined ? undefined : floatOption('time-scale', values['time-scale'], 1, 1e-3, 1e9),
-  };
+  const options = parseRadioSettings(values);
   let lastProgress = performance.now();
   const onProgress = (t: TokenRadioReport) => {
     if (performance.now() - lastProgress < PROGRESS_EVERY_MS && options.timeScale === undefined) return;

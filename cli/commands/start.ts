@@ -4,9 +4,11 @@ import { startSystem } from '../../lib/app/start';
 import { untilStopped } from '../../lib/mesh/run';
 import { defaultSettingsOptions } from '../../settings';
 import { SCENARIOS, ScenarioName } from '../../lib/steering/sensors';
+import { parseRadioSettings, radioOptionSpec } from './radio-options';
 
 export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
                 [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none] [--native]
+                [--radio sim [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X]]
 
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
   --nodes N        head-node processes to start (default: one per attention head)
@@ -18,12 +20,15 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
   --scenario NAME  what the simulated head nodes' sensors feel: calm (default), explosion, bright-flash,
                    earthquake (a calm minute, then the event, repeating), or none
   --native         start native head nodes (the firmware core built for this machine, C++)
-                   instead of node.js ones: same protocol and outputs, far less CPU`;
+                   instead of node.js ones: same protocol and outputs, far less CPU
+  --radio sim      the head nodes behind the LoRa bridge on the simulated channel, in real time (the
+                   dashboard's time-scale control paces it; --time-scale X starts at X, default 1);
+                   --nodes defaults to 4 there, and the gather waits up to 10 minutes per layer`;
 
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(
     argv,
-    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' } },
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' }, ...radioOptionSpec },
     'start',
   );
   const defaults = defaultSettingsOptions();
@@ -40,6 +45,7 @@ export async function run(argv: string[]): Promise<number> {
       model: v.model,
       tokenizer: v.tokenizer,
       native: v.native,
+      radio: v.radio === undefined ? undefined : parseRadioSettings(v, 1),
       scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),

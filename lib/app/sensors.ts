@@ -3,7 +3,8 @@
  * a calm minute for calibration, then the event) published in real time on each node's
  * sensors topic, then calm again, over and over. The dashboard steers it over the bus
  * (schemas/sim-control.json on mesh-llm/{mesh}/sim/control): a scenario's event at once, a
- * channel of a node held at a value (the sliders), the pace.
+ * channel of a node held at a value (the sliders). (The same topic's timeScale paces the
+ * simulated radio of `start --radio sim`.)
  */
 import type { MqttClient } from 'mqtt';
 import { connectMqtt, endClient, subscribe } from '../mesh/mqtt';
@@ -31,7 +32,7 @@ export interface RunningSensors {
 export async function startSensorSimulation(o: SensorSimulationOptions): Promise<RunningSensors> {
   const client: MqttClient = await connectMqtt({ url: o.brokerUrl, clientId: `mesh-llm-${o.meshId}-sensors-${process.pid}`.slice(0, 64) });
   const t = topicsFor(o.meshId);
-  let scale = o.timeScale ?? 1;
+  const scale = o.timeScale ?? 1;
   let round = 0;
   let count = 0;
   let timer: NodeJS.Timeout | null = null;
@@ -63,12 +64,6 @@ export async function startSensorSimulation(o: SensorSimulationOptions): Promise
     timer = setTimeout(tick, Math.max(10, 250 / scale));
   };
   const control = (m: SimControlMessage) => {
-    if (m.timeScale !== undefined) {
-      // the trace goes on from where it is, at the new pace
-      const simulatedNow = (Date.now() - start) * scale;
-      scale = m.timeScale;
-      start = Date.now() - simulatedNow / scale;
-    }
     if (m.scenario !== undefined) restart(traceOf(m.scenario, 0)); // the event now; the usual loop after it
     if (m.node !== undefined && m.channel !== undefined) {
       const hold = held.get(m.node) ?? {};

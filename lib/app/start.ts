@@ -7,12 +7,15 @@ import * as path from 'node:path';
 import { Checkpoint } from '../llm/checkpoint';
 import { resolveOrFetchModelPaths } from '../llm/provide';
 import { RunningBroker, checkPortFree, startAedesBroker } from '../mesh/broker';
-import { connectMqtt, endClient } from '../mesh/mqtt';
+import { connectMqtt, endClient, subscribe } from '../mesh/mqtt';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
 import { MeshLlmSettingsOptions } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
 import { RunningSensors, startSensorSimulation } from './sensors';
 import { ScenarioName } from '../steering/sensors';
+import { RunningBridge, startBridge } from '../../gateway-bridge/service';
+import { BandwidthKHz, SpreadingFactor } from '../radio/airtime';
+import { receiveControl, topicsFor } from '../mesh/wire';
 
 export interface StartOptions extends MeshLlmSettingsOptions {
   model?: string;
@@ -27,6 +30,50 @@ export interface StartOptions extends MeshLlmSettingsOptions {
   native?: boolean;
   /** Sensor scenario the simulated head nodes feel (default calm); null: no simulated sensors. */
   scenario?: ScenarioName | null;
+  /** Run the head nodes behind the LoRa bridge on the simulated channel instead of as processes on MQTT. */
+  radio?: RadioStartSettings;
+}
+
+export interface RadioStartSettings {
+  region: string;
+  sf: SpreadingFactor;
+  bandwidthKHz: BandwidthKHz;
+  channels: number;
+  nodes: number;
+  loss: number;
+  /** Simulated s per wall s (1: true airtime); the dashboard's control changes it while running. */
+  timeScale?: number;
+}
+
+/** How long the flow's gather waits for a layer on the simulated radio (a layer there takes seconds of airtime, more when slowed down). */
+const RADIO_GATHER_TIMEOUT_MS = 600_000;
+
+/**
+ * The simulated LoRa mesh of `start --radio sim`: the bridge with its radio head nodes on the
+ * embedded broker, and the dashboard's time-scale control (timeScale on mesh-llm/{mesh}/sim/control).
+ */
+async function startRadio(o: StartOptions & { radio: RadioStartSettings }, brokerUrl: string, modelPath: string, log: (line: string) => void): Promise<{ bridge: RunningBridge; close: () => Promise<void> }> {
+  const bridge = await startBridge({ brokerUrl, meshId: o.meshId, modelPath, quant: o.quant, link: 'sim', ...o.radio, timeScale: o.radio.timeScale ?? 1, log: (level, text) => level !== 'debug' && log(`radio ${level}: ${text}`) });
+  const t = topicsFor(o.meshId);
+  const control = await connectMqtt({ url: brokerUrl, clientId: `mesh-llm-${o.meshId}-radio-control-${process.pid}`.slice(0, 64) });
+  control.on('message', (_topic, payload) => {
+    const m = receiveControl('sim-control', payload, () => undefined); // the sensor simulation reports bad ones
+    if (m?.timeScale === undefined) return;
+    try {
+      bridge.setTimeScale(m.timeScale);
+      log(`radio time scale now ${m.timeScale}x`);
+    } catch (e) {
+      log(`radio time scale refused: ${(e as Error).message}`);
+    }
+  });
+  await subscribe(control, [t.simControl], 0);
+  return {
+    bridge,
+    close: async () => {
+      await endClient(control).catch(() => undefined);
+      await bridge.close();
+    },
+  };
 }
 
 export interface RunningSystem {
@@ -64,7 +111,9 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   let nodeRed: RunningNodeRed | undefined;
   let sensors: RunningSensors | undefined;
   let watcher: Awaited<ReturnType<typeof watchBroker>> | undefined;
+  let radio: Awaited<ReturnType<typeof startRadio>> | undefined;
   const stop = async () => {
+    await radio?.close().catch(() => undefined);
     await watcher?.close().catch(() => undefined);
     await sensors?.stop().catch(() => undefined);
     await nodeRed?.close().catch(() => undefined);
@@ -78,13 +127,22 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     if (!brokerUrl) {
       broker = await startAedesBroker({ host: '127.0.0.1', port: 0 });
       brokerUrl = broker.url;
-      nodeCount = o.nodes ?? nHeads;
       log(`embedded MQTT broker on ${brokerUrl}`);
-      children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native });
-      log(`started ${nodeCount} ${o.native ? 'native ' : ''}head-node processes (${children.nodes.map((n) => n.id).join(', ')})`);
+      let ids: string[];
+      if (o.radio) {
+        radio = await startRadio({ ...o, radio: o.radio }, brokerUrl, paths.model, log);
+        nodeCount = radio.bridge.nodes;
+        ids = radio.bridge.ids;
+        log(`the LoRa bridge with ${nodeCount} radio head nodes (${ids.join(', ')}) on the simulated channel: ${o.radio.region}, SF${o.radio.sf}, ${o.radio.bandwidthKHz} kHz, ${o.radio.timeScale ?? 1}x real time`);
+      } else {
+        nodeCount = o.nodes ?? nHeads;
+        children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native });
+        ids = children.nodes.map((n) => n.id);
+        log(`started ${nodeCount} ${o.native ? 'native ' : ''}head-node processes (${ids.join(', ')})`);
+      }
       if (o.scenario !== null) {
         const scenario = o.scenario ?? 'calm';
-        sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: children.nodes.map((n) => n.id), scenario });
+        sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: ids, scenario });
         log(`simulated sensors on every head node: ${scenario === 'calm' ? 'a calm room' : `scenario "${scenario}" (a calm minute, then the event, repeating)`}`);
       }
     }
@@ -94,6 +152,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     process.env.MESH_LLM_BROKER_HOST = url.hostname;
     process.env.MESH_LLM_BROKER_PORT = url.port || '1883';
     process.env.MESH_LLM_NODES = nodeCount ? String(nodeCount) : '';
+    process.env.MESH_LLM_GATHER_TIMEOUT = o.radio ? String(RADIO_GATHER_TIMEOUT_MS) : (process.env.MESH_LLM_GATHER_TIMEOUT ?? '2000');
     process.env.MESH_LLM_MODEL_DIR ??= path.dirname(paths.model);
     nodeRed = await startNodeRed(o);
     return { editorUrl: nodeRed.url, brokerUrl, nodeCount, lost: watcher?.lost ?? new Promise<string>(() => undefined), stop };

@@ -19,6 +19,8 @@ export interface NodeTile {
   ms: number | null;
   rssi: number | null;
   snr: number | null;
+  /** Behind the LoRa bridge (its status announces a fixed radio slot). */
+  radio: boolean;
 }
 
 export interface TokenView {
@@ -105,7 +107,7 @@ export class DashboardModel {
         this.progress.pos = Math.max(this.progress.pos, e.pos);
         this.progress.layers = this.maxLayer + 1;
         // over MQTT a broadcast is delivered at once; on the radio it takes its airtime first
-        this.setAll((t) => (t.heads.length === 0 || t.state === 'offline' || t.state === 'failed' ? t : { ...t, state: this.viaRadio ? 'receiving' : 'computing', layer: e.layer }));
+        this.setAll((t) => (t.heads.length === 0 || t.state === 'offline' || t.state === 'failed' ? t : { ...t, state: this.viaRadio || t.radio ? 'receiving' : 'computing', layer: e.layer }));
         break;
       case 'result': {
         const t = this.tile(e.node);
@@ -155,6 +157,7 @@ export class DashboardModel {
   /** Folds a node's status in: offline and failed show on its tile; a node back up is idle again. */
   status(s: StatusMessage): void {
     const t = this.tile(s.node);
+    if (s.slot !== undefined) t.radio = true;
     if (s.state === 'offline') t.state = 'offline';
     else if (s.state === 'failed') t.state = 'failed';
     else if (t.state === 'offline' || t.state === 'failed') t.state = 'idle';
@@ -167,7 +170,7 @@ export class DashboardModel {
 
   private tile(node: string): NodeTile {
     let t = this.tiles.get(node);
-    if (!t) this.tiles.set(node, (t = { node, heads: [], state: 'idle', layer: null, ms: null, rssi: null, snr: null }));
+    if (!t) this.tiles.set(node, (t = { node, heads: [], state: 'idle', layer: null, ms: null, rssi: null, snr: null, radio: false }));
     return t;
   }
 

@@ -209,14 +209,14 @@ export type MeshEventMessage = { protocol: 1; at: number } & (
 
 export type MeshEventKind = MeshEventMessage['kind'];
 
-/** Steers the simulated sensors: a scenario's event now, a node's channel held at a value (null: let go), the pace. */
+/** Steers the simulation: a scenario's event now, a node's channel held at a value (null: let go), the simulated radio's pace. */
 export interface SimControlMessage {
   protocol: 1;
   scenario?: 'calm' | 'explosion' | 'bright-flash' | 'earthquake';
   node?: string;
   channel?: 'soundDb' | 'vibrationG' | 'lightLux' | 'temperatureC' | 'humidityPct';
   value?: number | null;
-  /** Simulated seconds per wall second. */
+  /** The simulated radio's pace: simulated seconds per wall second. */
   timeScale?: number;
 }
 

@@ -150,6 +150,13 @@ abstract class EventClock implements Clock {
     return this.timers.size;
   }
 
+  /** Drops the wakeup scheduled and schedules again (the pace of simulated time changed). */
+  protected rearm(): void {
+    this.wakeup?.cancel();
+    this.wakeup = null;
+    this.kick();
+  }
+
   private kick(): void {
     if (this.wakeup || this.holds > 0) return;
     let e = this.timers.peek();
@@ -215,23 +222,40 @@ const WALL_LATENESS_MS = 250;
  * Events still run in simulated-time order, each seeing its own instant as now.
  */
 export class RealTimeClock extends EventClock {
-  readonly lateToleranceMs: number;
-  private readonly startWall = performance.now();
+  lateToleranceMs: number;
+  private startWall = performance.now();
+  private pace: number;
 
   constructor(
-    readonly scale = 1,
-    private readonly startMs = 0,
+    scale = 1,
+    private startMs = 0,
   ) {
     super(startMs);
     if (!(scale > 0)) throw new RangeError(`time scale ${scale}: expected a number above 0`);
+    this.pace = scale;
     this.lateToleranceMs = WALL_LATENESS_MS * scale;
   }
 
+  /** Simulated ms per wall ms. */
+  get scale(): number {
+    return this.pace;
+  }
+
+  /** Goes on from now at another pace (the dashboard's time-scale control); timers keep their simulated instants. */
+  setScale(scale: number): void {
+    if (!(scale > 0)) throw new RangeError(`time scale ${scale}: expected a number above 0`);
+    this.startMs = this.freeNow();
+    this.startWall = performance.now();
+    this.pace = scale;
+    this.lateToleranceMs = WALL_LATENESS_MS * scale;
+    this.rearm();
+  }
+
   protected freeNow(): number {
-    return this.startMs + (performance.now() - this.startWall) * this.scale;
+    return this.startMs + (performance.now() - this.startWall) * this.pace;
   }
 
   protected waitMs(atMs: number): number {
-    return (atMs - this.freeNow()) / this.scale;
+    return (atMs - this.freeNow()) / this.pace;
   }
 }

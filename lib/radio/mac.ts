@@ -250,8 +250,15 @@ export interface GatewayRadioLink {
   /** Transmits a frame at `atMs` (the shared clock) on a channel; resolves once the radio has accepted it. */
   transmit(frame: Buffer, channel: Channel, atMs: number): Promise<void>;
   /** Where received frames go, with the time their reception ended. */
-  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number) => void): void;
+  /** Where received frames go, with the time their reception ended and, where the radio reports it, the signal's quality. */
+  onReceive(handler: (frame: Buffer, channel: Channel, endMs: number, quality?: SignalQuality) => void): void;
   close(): Promise<void>;
+}
+
+/** RSSI (dBm) and SNR (dB) of a received frame, as the radio reports them. */
+export interface SignalQuality {
+  rssi: number;
+  snr: number;
 }
 
 export interface LayerReport {
@@ -320,6 +327,8 @@ export class GatewayMac {
   readonly ledger: AirtimeLedger;
   /** Called when a layer's exchange completes. */
   onLayer: (r: LayerReport) => void = () => undefined;
+  /** The last signal quality heard from each radio address (authenticated frames only). */
+  readonly signal = new Map<number, SignalQuality>();
   private readonly o: GatewayMacOptions;
   private readonly layout: MeshLayout;
   private readonly sender: FrameSender;
@@ -338,7 +347,7 @@ export class GatewayMac {
     this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: GATEWAY_ADDRESS });
     this.tracker = new DutyCycleTracker(o.layout.config.region);
     for (const a of o.layout.slots.keys()) this.nodeModel.set(a, new DutyCycleTracker(o.layout.config.region));
-    o.link.onReceive((frame) => this.onFrame(frame));
+    o.link.onReceive((frame, _channel, _endMs, quality) => this.onFrame(frame, quality));
   }
 
   /**
@@ -495,12 +504,13 @@ export class GatewayMac {
     x.reject(e);
   }
 
-  private onFrame(bytes: Buffer): void {
+  private onFrame(bytes: Buffer, quality?: SignalQuality): void {
     const ev = this.receiver.receive(bytes);
     if (ev.kind === 'rejected') {
       this.counters.rejected++;
       return;
     }
+    if (quality) this.signal.set(ev.frame.source, quality);
     const x = this.current;
     const source = ev.frame.source;
     if (!x || ev.frame.messageNumber !== x.message.messageNumber || !x.owed.has(source)) return;
