@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { FlowRuntime, MeshEventMap } from '../lib/flow/runtime';
 import { resolveModelPaths } from '../lib/llm/resolve';
-import { MeshConfigNode, registerNode } from './common';
+import { MeshConfigNode, numberOr, registerNode } from './common';
 
 interface ConfigDef extends NodeDef {
   model: string;
@@ -37,7 +37,8 @@ export = function register(RED: NodeAPI): void {
         meshId: node.bus.meshId,
         quant: def.quant === 'int8' ? 'int8' : 'f32',
         nodes: count && Number.isInteger(count) && count > 0 ? count : undefined,
-        gatherTimeoutMs: def.gatherTimeout ? Number(def.gatherTimeout) : undefined,
+        // an unset ${MESH_LLM_GATHER_TIMEOUT} stays as written: the runner's default then
+        gatherTimeoutMs: numberOr(def.gatherTimeout, 0) > 0 ? numberOr(def.gatherTimeout, 0) : undefined,
         events: node.events,
         log: (level, text) => (level === 'error' ? node.error(text) : level === 'warn' ? node.warn(text) : node.debug(text)),
       });

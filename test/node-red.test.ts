@@ -28,9 +28,14 @@ helper.init(require.resolve('node-red'));
 const root = packageRoot();
 const core = (p: string) => require(path.join(root, 'node_modules', '@node-red', 'nodes', 'core', p));
 const ours = ['config', 'prompt', 'embed', 'broadcast', 'heads', 'aggregate', 'ffn', 'layer-loop', 'sample', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
-const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/25-status.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
+const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/25-status.js', 'common/60-link.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
 const allNodes = [...ours, ...coreNodes];
-const shippedFlow = () => JSON.parse(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8'));
+/**
+ * The shipped flow's model tab (and its config nodes): the dashboard tab's widgets need the
+ * dashboard's server, which test/dashboard.test.ts runs under `mesh-llm start`. The links into
+ * the dashboard tab stay, pointing nowhere here.
+ */
+const shippedFlow = () => (JSON.parse(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8')) as { id: string; type: string; z?: string }[]).filter((n) => n.z !== 'dash-tab' && n.id !== 'dash-tab' && !n.type.startsWith('ui-'));
 
 type Listener = Node & { receive(msg: object): void; on(event: 'input', cb: (msg: NodeMessage & Record<string, unknown>) => void): void };
 const nodeOf = (id: string): Listener => helper.getNode(id);
@@ -446,7 +451,7 @@ describe('POST /generate on the server npm start runs', () => {
     expect(ourSets.flatMap((s) => s.types).sort()).toEqual(Object.keys(pkg['node-red'].nodes).sort());
     const examples = await (await fetch(`${url}/library/examples/flows/`, { headers: { accept: 'application/json' } })).json();
     expect(examples).toContain(pkg.name);
-    expect(JSON.parse(fs.readFileSync(path.join(root, 'examples', 'mesh-llm.json'), 'utf8'))).toEqual(shippedFlow());
+    expect(fs.readFileSync(path.join(root, 'examples', 'mesh-llm.json'), 'utf8')).toBe(fs.readFileSync(path.join(root, 'flows', 'mesh-llm.json'), 'utf8'));
   });
 
   test('starts without the "Encrypted credentials not found" warning', () => {
