@@ -41,7 +41,7 @@ export interface ReasonMessage {
   attempt: number;
   prompt: string;
   passages: Passage[];
-  feedback: { check: CheckName; reason: string }[];
+  feedback: { check: CheckName; reason: string; words?: string[] }[];
   tokens: number;
   temperature: number;
   topP: number;
@@ -75,6 +75,8 @@ export interface Check {
   value: number;
   threshold: number;
   reason: string;
+  /** safety: the lexicon words found. */
+  words?: string[];
 }
 
 export interface VerdictMessage {
