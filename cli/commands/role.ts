@@ -9,7 +9,7 @@ import { printJson } from '../output';
 import { MqttAgentBus } from '../../lib/agent/bus';
 import { CALIBRATION_SET, EVALUATION_SET, calibrateThresholds, degenerateDrafts, filterRates, normalDrafts } from '../../lib/agent/calibrate';
 import { DraftFilter } from '../../lib/agent/filter';
-import { Reasoner } from '../../lib/agent/reasoning';
+import { MeshModel, Reasoner } from '../../lib/agent/reasoning';
 import { startFilter, startReasoning, startRetrieval, startSensing } from '../../lib/agent/roles';
 import { ROLES, Role } from '../../lib/agent/topics';
 import { Engine } from '../../lib/llm/engine';
@@ -26,6 +26,10 @@ export const usage = `mesh-llm role retrieval|reasoning|filter|sensing [--broker
   --tokenizer PATH   reasoning, filter: llama2.c tokenizer (default: beside the model)
 retrieval:${indexUsage}
   --no-history       do not add the mesh's sensor readings and alerts to the index as they arrive
+reasoning:
+  --head-nodes K|all run the model head-sharded over K head nodes of the mesh (mesh-llm node, on the same
+                     broker and mesh id; all: whoever is up), one head group per node, each a steering node;
+                     default: the model in this process
 filter:${filterUsage}
   --calibrate        measure the thresholds on the model's own samples and the filter's rates on
                      labelled drafts (no broker); print them (--json: one object)
@@ -45,6 +49,7 @@ const spec = {
   json: { type: 'boolean' },
   live: { type: 'boolean' },
   'calibration-ms': { type: 'string' },
+  'head-nodes': { type: 'string' },
   ...indexOptionSpec,
   ...filterOptionSpec,
   ...sensingOptionSpec,
@@ -82,6 +87,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const log = stderrLogger(`role ${role}`);
   const meshId = v['mesh-id'] ?? DEFAULT_MESH_ID;
+  const closing: (() => Promise<void>)[] = [];
   // the role's work is set up before it connects: a bad option or file fails before it announces itself
   const setup = (() => {
     switch (role) {
@@ -90,8 +96,17 @@ export async function run(argv: string[]): Promise<number> {
         return (bus: MqttAgentBus) => startRetrieval(bus, index, log, { history: !v['no-history'] });
       }
       case 'reasoning': {
-        const reasoner = new Reasoner({ modelPath: paths!.model, tokenizerPath: paths!.tokenizer });
-        return (bus: MqttAgentBus) => startReasoning(bus, reasoner, log);
+        if (v['head-nodes'] === undefined) {
+          const reasoner = Reasoner.local({ modelPath: paths!.model, tokenizerPath: paths!.tokenizer });
+          return (bus: MqttAgentBus) => startReasoning(bus, reasoner, log);
+        }
+        const count = v['head-nodes'] === 'all' ? undefined : intOption('head-nodes', v['head-nodes'], 1, 1, 64);
+        return async (bus: MqttAgentBus) => {
+          const model = await MeshModel.connect({ url: v.broker ?? DEFAULT_BROKER_URL, username: v.username, password: v.password, meshId, modelPath: paths!.model, tokenizerPath: paths!.tokenizer, nodes: count, log });
+          closing.push(() => model.close());
+          log('info', `reasoning ${model.describe}`);
+          return startReasoning(bus, new Reasoner(model), log);
+        };
       }
       case 'filter': {
         const f = filterOf(v);
@@ -115,6 +130,7 @@ export async function run(argv: string[]): Promise<number> {
     return 1;
   }
   await bus.publish('status', { protocol: 1, role, state: 'offline', pid: process.pid }, true).catch(() => undefined);
+  for (const close of closing) await close();
   await bus.close();
   return 0;
 }

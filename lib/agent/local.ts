@@ -37,7 +37,7 @@ export async function startLocalAgent(o: LocalAgentOptions): Promise<LocalAgent>
   const log = o.log ?? (() => undefined);
   const bus = new LocalAgentBus(o.meshId ?? 'default', log);
   const index = o.index ?? PassageIndex.empty();
-  const reasoner = new Reasoner({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath });
+  const reasoner = Reasoner.local({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath });
   const filter = new DraftFilter(Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath }), o.thresholds ?? DEFAULT_THRESHOLDS, o.lexicon ?? DEFAULT_SAFETY_LEXICON);
   const orchestrator = await Orchestrator.connect(bus);
   await startRetrieval(bus, index, log);

@@ -1,14 +1,23 @@
 /**
- * The reasoning role's work: the project's model (in this process, its heads cut into one group
- * per head so the sensing role's per-node readings steer it as `generate --scenario --groups 8`
- * does) writes a draft after a prompt made of the retrieved passages and the request's prompt.
- * The filter's feedback on earlier drafts changes the sampling of the next (see samplingFor).
+ * The reasoning role's work: the project's model writes a draft after a prompt made of the
+ * retrieved passages and the request's prompt, steered per node by the sensing role's readings.
+ * The model runs in this process (LocalModel: its heads cut into one group per head, so the
+ * readings steer it as `generate --scenario --groups 8` does) or head-sharded over the mesh's
+ * head nodes (MeshModel: variant C on top of A/B). The filter's feedback on earlier drafts
+ * changes the sampling of the next (samplingFor, generateAvoiding).
  */
+import { Geometry } from '../llm/config';
 import { Engine, GenerateOptions, Generation, GenerationResult, HeadRunner, forward } from '../llm/engine';
+import { MeshLlmError } from '../llm/errors';
+import { Gateway } from '../llm/gateway';
 import { Tokenizer } from '../llm/tokenizer';
+import { MeshGateway, NodeAssignment } from '../mesh/gateway';
+import { BrokerAddress, Logger } from '../mesh/mqtt';
+import { MeshSteering } from '../steering/mesh';
+import { NodeHeads } from '../steering/shares';
 import { CounterfactualHeads } from '../steering/attribution';
 import { SteeringData, loadSteering } from '../steering/directions';
-import { Steering, clearSteering, localNodes } from '../steering/steer';
+import { NodeReadings, Steering, clearSteering, localNodes } from '../steering/steer';
 import { AgentSteeringMessage, DraftMessage, DraftSteering, Passage, ReasonMessage } from './messages';
 
 export interface ReasonerOptions {
@@ -62,12 +71,12 @@ export function maskBanned(logits: Float32Array, tokens: readonly number[], bans
 }
 
 /** run.c's loop (engine.ts generate) on `heads`, never completing a banned token sequence. */
-export async function generateAvoiding(engine: Engine, heads: HeadRunner, options: GenerateOptions, bans: readonly number[][]): Promise<GenerationResult> {
-  const headOut = new Float32Array(engine.g.dim);
+export async function generateAvoiding(m: Pick<ReasoningModel, 'g' | 'gateway' | 'tokenizer'>, heads: HeadRunner, options: GenerateOptions, bans: readonly number[][]): Promise<GenerationResult> {
+  const headOut = new Float32Array(m.g.dim);
   await heads.reset();
-  const gen = new Generation(engine.tokenizer, options, engine.g.seqLen);
+  const gen = new Generation(m.tokenizer, options, m.g.seqLen);
   while (!gen.done) {
-    const logits = await forward(engine.gateway, heads, gen.token, gen.pos, headOut, gen.needsLogits);
+    const logits = await forward(m.gateway, heads, gen.token, gen.pos, headOut, gen.needsLogits);
     if (logits && bans.length > 0) maskBanned(logits, gen.tokens, bans);
     gen.advance(logits);
   }
@@ -79,10 +88,29 @@ export function modelPromptOf(passages: readonly Passage[], prompt: string): str
   return [...passages.map((p) => p.text), prompt].filter((s) => s !== '').join('\n');
 }
 
-export class Reasoner {
+/**
+ * The model the reasoning role drives: its gateway and tokenizer, the nodes its heads are cut
+ * into (each a steering node), and a way to run heads steered by readings, one run at a time.
+ */
+export interface ReasoningModel {
+  readonly g: Geometry;
+  readonly gateway: Gateway;
+  readonly tokenizer: Tokenizer;
+  readonly nodes: readonly NodeHeads[];
+  readonly steeringData: SteeringData;
+  /** One line: what computes the heads. */
+  readonly describe: string;
+  /** Runs f on heads steered by the readings (none: unsteered), with the steered generation's envelope. */
+  withHeads<T>(readings: NodeReadings, alpha: number, f: (heads: HeadRunner) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** The model in this process, its heads cut into one group per steering node. */
+export class LocalModel implements ReasoningModel {
   readonly engine: Engine;
   readonly steering: Steering;
   readonly steeringData: SteeringData;
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(o: ReasonerOptions) {
     this.engine = Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, groups: o.groups ?? 8 });
@@ -90,9 +118,142 @@ export class Reasoner {
     this.steering = new Steering(this.engine.g, this.engine.gateway, this.steeringData, localNodes(this.engine.heads));
   }
 
+  get g(): Geometry {
+    return this.engine.g;
+  }
+  get gateway(): Gateway {
+    return this.engine.gateway;
+  }
+  get tokenizer(): Tokenizer {
+    return this.engine.tokenizer;
+  }
+  get nodes(): NodeHeads[] {
+    return localNodes(this.engine.heads);
+  }
+  get describe(): string {
+    return `${this.engine.checkpoint.path} in this process, ${this.engine.heads.groups.length} head groups`;
+  }
+
+  /**
+   * Sets the readings' steering on the head groups (as a steered generation does, with the
+   * envelope); the returned runner computes the heads steered. clearSteering takes it off.
+   */
+  steer(readings: NodeReadings, alpha: number): HeadRunner {
+    clearSteering(this.engine.heads);
+    if (Object.keys(readings).length === 0) return this.engine.heads;
+    this.steering.apply(this.engine.heads, readings, alpha);
+    return new CounterfactualHeads(this.engine.heads, this.engine.g, this.steering.steeredNodes(readings, alpha));
+  }
+
+  withHeads<T>(readings: NodeReadings, alpha: number, f: (heads: HeadRunner) => Promise<T>): Promise<T> {
+    const run = this.queue.then(async () => {
+      try {
+        return await f(this.steer(readings, alpha));
+      } finally {
+        clearSteering(this.engine.heads);
+      }
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async close(): Promise<void> {}
+}
+
+export interface MeshModelOptions extends BrokerAddress {
+  meshId: string;
+  modelPath: string;
+  tokenizerPath: string;
+  /** Head nodes to wait for (default: whoever is up after a short settle). */
+  nodes?: number;
+  steeringDir?: string;
+  gatherTimeoutMs?: number;
+  log?: Logger;
+}
+
+/**
+ * The model head-sharded over the mesh (variant C on variant A/B): the reasoning role is the
+ * gateway of head nodes on the bus, one head group per node, each node a steering node whose
+ * steering goes to it over MQTT (lib/steering/mesh.ts) before every draft.
+ */
+export class MeshModel implements ReasoningModel {
+  readonly steering: Steering;
+  readonly steeringData: SteeringData;
+
+  private constructor(
+    readonly gw: MeshGateway,
+    private readonly link: MeshSteering,
+    readonly assignment: NodeAssignment[],
+  ) {
+    this.steeringData = loadSteering(gw.g.dim, gw.g.nLayers);
+    this.steering = new Steering(gw.g, gw.gateway, this.steeringData, this.nodes);
+  }
+
+  static async connect(o: MeshModelOptions): Promise<MeshModel> {
+    const gw = await MeshGateway.connect({ url: o.url, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, log: o.log });
+    try {
+      const ids = await gw.discover({ count: o.nodes });
+      const assignment = await gw.assign(ids);
+      const link = await MeshSteering.connect({ url: o.url, username: o.username, password: o.password, meshId: o.meshId });
+      return new MeshModel(gw, link, assignment);
+    } catch (e) {
+      await gw.close();
+      throw e;
+    }
+  }
+
+  get g(): Geometry {
+    return this.gw.g;
+  }
+  get gateway(): Gateway {
+    return this.gw.gateway;
+  }
+  get tokenizer(): Tokenizer {
+    return this.gw.tokenizer;
+  }
+  get nodes(): NodeHeads[] {
+    return this.assignment.map((a) => ({ node: a.node, heads: a.heads }));
+  }
+  get describe(): string {
+    return `head-sharded over ${this.assignment.length} head nodes (${this.assignment.map((a) => `${a.node}: ${a.heads.join('+')}`).join(', ')})`;
+  }
+
+  withHeads<T>(readings: NodeReadings, alpha: number, f: (heads: HeadRunner) => Promise<T>): Promise<T> {
+    const runner = this.gw.runner;
+    return runner.exclusive(async () => {
+      // every node gets its steering (none: zeros) before the draft, so none keeps an earlier one
+      await this.link.configure(this.steering, readings, alpha);
+      return f(Object.keys(readings).length === 0 ? runner : new CounterfactualHeads(runner, this.g, this.steering.steeredNodes(readings, alpha)));
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.link.close();
+    await this.gw.close();
+  }
+}
+
+export class Reasoner {
+  constructor(readonly model: ReasoningModel) {}
+
+  /** The model in this process. */
+  static local(o: ReasonerOptions): Reasoner {
+    return new Reasoner(new LocalModel(o));
+  }
+
+  /** The local model's engine (measurements run on it). */
+  get engine(): Engine {
+    if (!(this.model instanceof LocalModel)) throw new MeshLlmError('the reasoning model is on the mesh: it has no local engine');
+    return this.model.engine;
+  }
+
+  get steeringData(): SteeringData {
+    return this.model.steeringData;
+  }
+
   /** Node ids of the model's head groups (what steering readings are keyed by). */
   get nodes(): string[] {
-    return localNodes(this.engine.heads).map((n) => n.node);
+    return this.model.nodes.map((n) => n.node);
   }
 
   /**
@@ -100,48 +261,45 @@ export class Reasoner {
    * first: a passage that does not fit is left out (and the draft does not cite it).
    */
   fitPassages(passages: readonly Passage[], prompt: string, tokens: number): Passage[] {
-    const room = this.engine.g.seqLen - Math.min(tokens, this.engine.g.seqLen - 1);
+    const { g, tokenizer } = this.model;
+    const room = g.seqLen - Math.min(tokens, g.seqLen - 1);
     const out: Passage[] = [];
     for (const p of passages) {
-      if (this.engine.tokenizer.encode(modelPromptOf([...out, p], prompt), true, false).length <= room) out.push(p);
+      if (tokenizer.encode(modelPromptOf([...out, p], prompt), true, false).length <= room) out.push(p);
     }
     return out;
   }
 
-  /**
-   * Sets the steering message's readings on the model's head groups (as a steered generation
-   * does, with the envelope); the returned runner computes the heads steered. clearSteering
-   * (or the end of draft) takes it off again.
-   */
-  steer(steering: AgentSteeringMessage | null): { runner: HeadRunner; alpha: number; steered: string[] } {
-    const readings = steering?.readings ?? {};
-    const alpha = steering?.alpha ?? this.steeringData.settings.alpha;
-    const steered = Object.keys(readings).filter((n) => this.nodes.includes(n));
-    clearSteering(this.engine.heads);
-    if (steered.length === 0) return { runner: this.engine.heads, alpha, steered };
-    this.steering.apply(this.engine.heads, readings, alpha);
-    return { runner: new CounterfactualHeads(this.engine.heads, this.engine.g, this.steering.steeredNodes(readings, alpha)), alpha, steered };
+  /** The readings of a steering message for this model's nodes, and its alpha. */
+  private readingsOf(steering: AgentSteeringMessage | null): { readings: NodeReadings; alpha: number } {
+    const nodes = this.nodes;
+    const readings = Object.fromEntries(Object.entries(steering?.readings ?? {}).filter(([n]) => nodes.includes(n)));
+    return { readings, alpha: steering?.alpha ?? this.steeringData.settings.alpha };
+  }
+
+  /** The local model's heads steered by a steering message (for measurements; clearSteering ends it). */
+  steer(steering: AgentSteeringMessage | null): { runner: HeadRunner; alpha: number } {
+    const { readings, alpha } = this.readingsOf(steering);
+    if (!(this.model instanceof LocalModel)) throw new MeshLlmError('the reasoning model is on the mesh: measure on a local one');
+    return { runner: this.model.steer(readings, alpha), alpha };
   }
 
   /** A draft for the request, steered by the sensing role's last readings (null: unsteered). */
   async draft(req: ReasonMessage, steering: AgentSteeringMessage | null): Promise<DraftMessage> {
-    const { tokenizer, g } = this.engine;
+    const { tokenizer, g } = this.model;
     const used = this.fitPassages(req.passages, req.prompt, req.tokens);
     const modelPrompt = modelPromptOf(used, req.prompt);
     const promptTokens = tokenizer.encode(modelPrompt, true, false);
     const steps = Math.min(g.seqLen, promptTokens.length + req.tokens);
     const { temperature, seed } = samplingFor(req);
-    const { runner, alpha, steered } = this.steer(steering);
-    try {
-      const bans = bannedSequences(tokenizer, req.feedback.flatMap((f) => f.words ?? []));
-      const r = await generateAvoiding(this.engine, runner, { prompt: modelPrompt, steps, temperature, topP: req.topP, seed: BigInt(seed) }, bans);
-      const tokens = r.tokens.slice(promptTokens.length);
-      const draftSteering: DraftSteering | null = steered.length > 0 ? { source: steering!.source, alpha, nodes: steered.length } : null;
-      // the text after the model's prompt (decode's first id is context only)
-      const text = tokenizer.decode([promptTokens[promptTokens.length - 1], ...tokens]);
-      return { protocol: 1, id: req.id, attempt: req.attempt, prompt: req.prompt, text, tokens, modelPrompt, sources: used.map((p) => p.source), temperature, seed, steering: draftSteering };
-    } finally {
-      clearSteering(this.engine.heads);
-    }
+    const { readings, alpha } = this.readingsOf(steering);
+    const steered = Object.keys(readings).length;
+    const bans = bannedSequences(tokenizer, req.feedback.flatMap((f) => f.words ?? []));
+    const r = await this.model.withHeads(readings, alpha, (heads) => generateAvoiding(this.model, heads, { prompt: modelPrompt, steps, temperature, topP: req.topP, seed: BigInt(seed) }, bans));
+    const tokens = r.tokens.slice(promptTokens.length);
+    const draftSteering: DraftSteering | null = steered > 0 ? { source: steering!.source, alpha, nodes: steered } : null;
+    // the text after the model's prompt (decode's first id is context only)
+    const text = tokenizer.decode([promptTokens[promptTokens.length - 1], ...tokens]);
+    return { protocol: 1, id: req.id, attempt: req.attempt, prompt: req.prompt, text, tokens, modelPrompt, sources: used.map((p) => p.source), temperature, seed, steering: draftSteering };
   }
 }

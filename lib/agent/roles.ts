@@ -89,7 +89,7 @@ export async function startReasoning(bus: AgentBus, reasoner: Reasoner, log: Log
       await bus.publish('draft', draft);
     }),
   );
-  await announce(bus, 'reasoning', `${reasoner.engine.checkpoint.path}, ${reasoner.nodes.length} steering nodes`);
+  await announce(bus, 'reasoning', `${reasoner.model.describe}, ${reasoner.nodes.length} steering nodes`);
   return { role: 'reasoning', handled: () => handled, steering: () => steering };
 }
 
