@@ -161,3 +161,16 @@ describe('agent messages', () => {
     await expect(bus.publish('query', { ...valid.query, k: 1000 })).rejects.toThrow(/must be <= 50/);
   });
 });
+
+describe('the agent commands', () => {
+  test('agent, role and index --help name every option they take', async () => {
+    const { agentOptionSpec } = await import('../cli/commands/agent');
+    const { roleOptionSpec } = await import('../cli/commands/role');
+    const { indexCommandSpec } = await import('../cli/commands/index-cmd');
+    for (const [command, spec] of [['agent', agentOptionSpec], ['role', roleOptionSpec], ['index', indexCommandSpec]] as const) {
+      const r = await runCli([command, '--help']);
+      expect(r.code).toBe(0);
+      for (const flag of Object.keys(spec)) expect({ command, flag, named: r.stdout.includes(`--${flag}`) }).toEqual({ command, flag, named: true });
+    }
+  });
+});

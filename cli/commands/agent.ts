@@ -30,11 +30,13 @@ export const usage = `mesh-llm agent --prompt TEXT [--corpus DIR | --index FILE]
   --tokenizer PATH   llama2.c tokenizer (default: beside the model)
   --broker URL       use the roles running on this broker (mesh-llm role ...) instead of running them here;
                      --corpus/--index, the sensing and filter options then belong to the roles
+  --username U       with --broker: broker username (or in the URL)
+  --password P       with --broker: broker password
   --mesh-id ID       the mesh's topic tree mesh-llm/ID/agent/... (default ${DEFAULT_MESH_ID})
   --wait MS          with --broker: how long to wait for the roles to be ready (default 10000)
   --json             print the whole result (passages, every draft and verdict, the answer) as one JSON object`;
 
-const spec = {
+export const agentOptionSpec = {
   prompt: { type: 'string' },
   k: { type: 'string' },
   attempts: { type: 'string' },
@@ -78,7 +80,7 @@ export function formatResult(r: AgentResult): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const v = parseOptions(argv, spec, 'agent');
+  const v = parseOptions(argv, agentOptionSpec, 'agent');
   if (v.prompt === undefined) throw new UsageError('agent: --prompt TEXT is required');
   const ask: AskOptions = {
     k: intOption('k', v.k, ASK_DEFAULTS.k, 0, 50),

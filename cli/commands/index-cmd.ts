@@ -15,7 +15,7 @@ export const usage = `mesh-llm index --out FILE [--corpus DIR] [--sensors CSV] [
   --out FILE         where to write the index (load it with mesh-llm role retrieval --index FILE)
   --json             print the counts as one JSON object`;
 
-const spec = {
+export const indexCommandSpec = {
   corpus: { type: 'string' },
   sensors: { type: 'string' },
   alerts: { type: 'string' },
@@ -40,7 +40,7 @@ export function readAlerts(file: string): AlertMessage[] {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const v = parseOptions(argv, spec, 'index');
+  const v = parseOptions(argv, indexCommandSpec, 'index');
   if (!v.out) throw new UsageError('index: --out FILE is required');
   if (!v.corpus && !v.sensors && !v.alerts) throw new UsageError('index: give --corpus DIR, --sensors CSV or --alerts FILE (or several)');
   const index = PassageIndex.empty();

@@ -21,6 +21,8 @@ import { filterOf, filterOptionSpec, filterUsage, indexOf, indexOptionSpec, inde
 export const usage = `mesh-llm role retrieval|reasoning|filter|sensing [--broker URL] [--username U --password P] [--mesh-id ID] ...
 
   --broker URL       MQTT broker (default ${DEFAULT_BROKER_URL})
+  --username U       broker username (or in the URL: mqtt://user:pass@host:port)
+  --password P       broker password
   --mesh-id ID       the mesh's topic tree mesh-llm/ID/agent/... (default ${DEFAULT_MESH_ID})
   --model PATH       reasoning, filter: llama2.c checkpoint (default: the model resolution order)
   --tokenizer PATH   reasoning, filter: llama2.c tokenizer (default: beside the model)
@@ -32,12 +34,13 @@ reasoning:
                      default: the model in this process
 filter:${filterUsage}
   --calibrate        measure the thresholds on the model's own samples and the filter's rates on
-                     labelled drafts (no broker); print them (--json: one object)
+                     labelled drafts (no broker); print them
+  --json             with --calibrate: print them as one JSON object
 sensing:${sensingUsage}
   --live             steer by the head mesh's live sensors (mesh-llm/ID/sensors/+), calibrated on their first
                      --calibration-ms (default 60000, sensor time)`;
 
-const spec = {
+export const roleOptionSpec = {
   broker: { type: 'string' },
   username: { type: 'string' },
   password: { type: 'string' },
@@ -78,7 +81,7 @@ export async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!(ROLES as readonly string[]).includes(name)) throw new UsageError(`role: expected one of ${ROLES.join(', ')} first (got ${JSON.stringify(name ?? '')})`);
   const role = name as Role;
-  const v = parseOptions(rest, spec, `role ${role}`);
+  const v = parseOptions(rest, roleOptionSpec, `role ${role}`);
   const needsModel = role === 'reasoning' || role === 'filter';
   const paths = needsModel ? await resolveOrFetchModelPaths({ model: v.model, tokenizer: v.tokenizer }) : null;
   if (v.calibrate) {
