@@ -66,7 +66,7 @@ export async function startRetrieval(bus: AgentBus, index: PassageIndex, log: Lo
   }
   await bus.on('query', (q) => {
     handled++;
-    void bus.publish('passages', { protocol: 1, id: q.id, passages: index.query(q.prompt, q.k) });
+    bus.publish('passages', { protocol: 1, id: q.id, passages: index.query(q.prompt, q.k) }).catch((e) => log('error', `passages for ${q.id}: ${(e as Error).message}`));
   });
   const c = index.counts();
   await announce(bus, 'retrieval', `${c.document} document passages, ${c.reading} readings, ${c.alert} alerts`);
@@ -156,7 +156,7 @@ export async function startSensing(bus: AgentBus, source: SensingSource, log: Lo
         calibrated = true;
         log('info', `calibrated ${calibrator.nodes().length} nodes`);
       }
-      if (calibrated) void send('live sensors', calibrator.allNormalised(m.at), m.at);
+      if (calibrated) send('live sensors', calibrator.allNormalised(m.at), m.at).catch((e) => log('error', `steering: ${(e as Error).message}`));
     });
   } else {
     const what = source.scenario !== undefined ? `scenario ${source.scenario}` : source.sensors !== undefined ? `trace ${source.sensors}` : 'readings';
