@@ -13,6 +13,9 @@ import { spawnBroker } from '../lib/mesh/processes';
 import { RoleProcess, spawnRole } from '../lib/agent/processes';
 import { AgentResult } from '../lib/agent/orchestrator';
 import { runCli } from './support/cli';
+import { spawn, ChildProcess } from 'node:child_process';
+import type { Browser, Page } from 'playwright-core';
+import { drawnFlow, inside, launchChromium, openEditor, overlap, waitForStatus } from './support/editor';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const helper = require('node-red-node-test-helper');
@@ -104,6 +107,69 @@ describe('the agentic flow on the roles', () => {
     expect(r.text).not.toBe(r.attempts[0].draft.text);
     const cli = await runCli(['agent', '--broker', broker.url, '--prompt', 'Lily wanted to', '--k', '0', '--temperature', '0', '--tokens', '200', '--json']);
     expect(strip(r)).toEqual(strip(JSON.parse(cli.stdout)));
+  });
+
+  describe('in the editor, in chromium at 1600x1000', () => {
+    let server: ChildProcess;
+    let url: string;
+    let browser: Browser;
+    let page: Page;
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-agent-editor-'));
+
+    beforeAll(async () => {
+      // Node-RED as `mesh-llm start` embeds it (lib/app/nodered.ts), with flows/agentic.json as the template
+      const script = `require(${JSON.stringify(path.join(root, 'dist', 'lib', 'app', 'nodered.js'))}).startNodeRed({ host: '127.0.0.1', port: 0, dataDir: ${JSON.stringify(dataDir)}, flowTemplate: ${JSON.stringify(path.join(root, 'flows', 'agentic.json'))} }).then((r) => console.log('editor at ' + r.url))`;
+      server = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MESH_LLM_LOG_LEVEL: 'warn' } });
+      let output = '';
+      url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`Node-RED did not come up:\n${output}`)), 60000);
+        const onData = (d: Buffer) => {
+          output += d.toString();
+          const m = /editor at (http:\/\/\S+)/.exec(output);
+          if (m) {
+            clearTimeout(timer);
+            resolve(m[1]);
+          }
+        };
+        server.stdout!.on('data', onData);
+        server.stderr!.on('data', onData);
+        server.once('exit', (code) => reject(new Error(`Node-RED exited with ${code}:\n${output}`)));
+      });
+      browser = await launchChromium();
+      page = await openEditor(browser, `${url}/`);
+      await waitForStatus(page, 'agentic-roles', /^retrieval, reasoning, filter, sensing ready$/);
+      await page.waitForTimeout(1000); // the editor's first-visit prompts would open by now
+    }, 120000);
+
+    afterAll(async () => {
+      await browser?.close();
+      if (server && server.exitCode === null) {
+        const exited = new Promise((resolve) => server.once('exit', resolve));
+        server.kill('SIGTERM');
+        await exited;
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    });
+
+    test('the flow opens clean: every node and comment in view, no comment over a node, the roles\' statuses on the bus shown', async () => {
+      const flow = shippedFlow() as { id: string; type: string; z?: string }[];
+      const onTab = flow.filter((n) => n.z === 'agentic-tab');
+      const comments = new Set(onTab.filter((n) => n.type === 'comment').map((n) => n.id));
+      const drawn = await drawnFlow(page);
+      expect(drawn.overlays).toBe(0);
+      expect(drawn.nodes.map((n) => n.id).sort()).toEqual(onTab.map((n) => n.id).sort());
+      expect(drawn.nodes.filter((n) => !inside(n.drawn, drawn.chart)).map((n) => n.id)).toEqual([]);
+      expect(drawn.nodes.filter((n) => !n.uncovered).map((n) => n.id)).toEqual([]);
+      const clashes = drawn.nodes.filter((c) => comments.has(c.id)).flatMap((c) => drawn.nodes.filter((n) => n.id !== c.id && overlap(c.body, n.drawn)).map((n) => `${c.id} over ${n.id}`));
+      expect(clashes).toEqual([]);
+      // a request from the editor's own server: POST /agent, then the verdict node's status
+      const res = await fetch(`${url}/agent`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Tom and his mom went to the', k: 2 }) });
+      expect(res.status).toBe(200);
+      await waitForStatus(page, 'agentic-verdict', /^accepted after 1 drafts$/);
+      // MESH_LLM_EDITOR_SCREENSHOT=docs/agentic-editor.png: the picture in docs/AGENTIC.md.
+      const shot = process.env.MESH_LLM_EDITOR_SCREENSHOT;
+      if (shot) await page.screenshot({ path: path.resolve(root, shot) });
+    });
   });
 
   test('the flow ships as the palette\'s example: the build copies it to examples/, and package.json "files" holds both', () => {
