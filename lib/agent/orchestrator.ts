@@ -86,6 +86,8 @@ export class Orchestrator {
         this.waiting.delete(key);
         reject(new MeshLlmError(`the ${role} role did not answer within ${timeoutMs} ms (${this.describe(role)})`));
       }, timeoutMs);
+      timer.unref(); // the bus keeps the process alive while it waits; a request that failed must not
+
       this.waiting.set(key, {
         resolve: (m) => {
           clearTimeout(timer);
