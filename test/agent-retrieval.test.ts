@@ -10,6 +10,7 @@ import { PassageIndex, paragraphs } from '../lib/agent/retrieval';
 import { AGENT_KINDS, AgentMessageError, checkAgentMessage, encodeAgentMessage, parseAgentMessage } from '../lib/agent/messages';
 import { LocalAgentBus, topicMatches } from '../lib/agent/bus';
 import { agentTopics } from '../lib/agent/topics';
+import { Orchestrator } from '../lib/agent/orchestrator';
 import { runCli } from './support/cli';
 
 /** Four topics, three documents each; every query is labelled with the topic it asks about. */
@@ -159,6 +160,18 @@ describe('agent messages', () => {
     expect(got).toEqual([valid.query]);
     expect(logged).toEqual([expect.stringMatching(/^dropped a message on mesh-llm\/lab\/agent\/query: query message fails schemas\/agent-query.json: \/k must be >= 0$/)]);
     await expect(bus.publish('query', { ...valid.query, k: 1000 })).rejects.toThrow(/must be <= 50/);
+  });
+
+  test('a role that does not answer is named with what the orchestrator knows of it, and the request leaves no timer behind', async () => {
+    const bus = new LocalAgentBus('lab');
+    const orchestrator = await Orchestrator.connect(bus);
+    await expect(orchestrator.ask('Once upon a time', { k: 2, timeoutMs: 100 })).rejects.toThrow(
+      'the retrieval role did not answer within 100 ms (no retrieval role has announced itself on mesh lab: start `mesh-llm role retrieval --broker URL`)',
+    );
+    await bus.publish('status', { protocol: 1, role: 'reasoning', state: 'ready', pid: 4242 }, true);
+    await new Promise((r) => setImmediate(r));
+    await expect(orchestrator.ask('Once upon a time', { k: 0, timeoutMs: 100 })).rejects.toThrow('the reasoning role did not answer within 100 ms (its status: ready, pid 4242)');
+    expect((orchestrator as unknown as { waiting: Map<string, unknown> }).waiting.size).toBe(0);
   });
 });
 

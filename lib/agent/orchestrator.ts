@@ -55,7 +55,7 @@ export function answerText(prompt: string, text: string, citations: readonly str
   return `${prompt}${text}${cited}`;
 }
 
-type Waiter<T> = { resolve: (m: T) => void };
+type Waiter<T> = { resolve: (m: T) => void; timer: NodeJS.Timeout };
 
 export class Orchestrator {
   private readonly statuses = new Map<Role, RoleStatusMessage>();
@@ -86,13 +86,13 @@ export class Orchestrator {
         this.waiting.delete(key);
         reject(new MeshLlmError(`the ${role} role did not answer within ${timeoutMs} ms (${this.describe(role)})`));
       }, timeoutMs);
-      timer.unref(); // the bus keeps the process alive while it waits; a request that failed must not
 
       this.waiting.set(key, {
         resolve: (m) => {
           clearTimeout(timer);
           resolve(m as T);
         },
+        timer,
       });
     });
   }
@@ -118,8 +118,21 @@ export class Orchestrator {
   }
 
   async ask(prompt: string, options: AskOptions = {}): Promise<AgentResult> {
-    const o = { ...ASK_DEFAULTS, ...options };
     const id = `q${++this.requests}-${Date.now().toString(36)}-${process.pid}`;
+    try {
+      return await this.run(id, prompt, { ...ASK_DEFAULTS, ...options });
+    } finally {
+      // a request that failed leaves no timer behind (it would hold the process for its timeout)
+      for (const [key, w] of this.waiting) {
+        if (key.split(':')[1] === id) {
+          clearTimeout(w.timer);
+          this.waiting.delete(key);
+        }
+      }
+    }
+  }
+
+  private async run(id: string, prompt: string, o: Required<Omit<AskOptions, 'onEvent'>> & Pick<AskOptions, 'onEvent'>): Promise<AgentResult> {
     let passages: Passage[] = [];
     if (o.k > 0) {
       const reply = this.expect<PassagesMessage>(`passages:${id}`, 'retrieval', o.timeoutMs);
