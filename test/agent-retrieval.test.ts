@@ -99,14 +99,23 @@ describe('retrieval', () => {
     expect(readings[0].text).toMatch(/^node-2 readings at 2026-12-01T22:00:\d\d\.000Z: sound 4\d\.00 dB SPL, vibration 0\.02000 g$/);
   });
 
-  test('mesh-llm index writes an index that loads back with the same answers; bad input is one line, exit 2', async () => {
+  test('mesh-llm index writes an index of a corpus, a sensor trace and alerts that loads back with the same answers; a bad file is one line and exit 1, a bad command line exit 2', async () => {
     const out = path.join(dir, 'index.json');
     const csv = path.join(dir, 'trace.csv');
     fs.writeFileSync(csv, 'at,node,soundDb,vibrationG\n0,node-1,41,0.02\n1000,node-1,42,0.02\n2000,node-2,95,0.03\n');
-    const r = await runCli(['index', '--corpus', dir, '--sensors', csv, '--out', out, '--json']);
+    const alerts = path.join(dir, 'alerts.jsonl');
+    const alert = { protocol: 1, id: 'node-2:soundDb:threshold:2000', node: 'node-2', channel: 'soundDb', detector: 'threshold', value: 95, onset: 2000, end: 9000 };
+    fs.writeFileSync(alerts, `${JSON.stringify(alert)}\n`);
+    const r = await runCli(['index', '--corpus', dir, '--sensors', csv, '--alerts', alerts, '--out', out, '--json']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ passages: 17, document: 14, reading: 3, alert: 0 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ passages: 18, document: 14, reading: 3, alert: 1 });
+    expect(PassageIndex.load(out).query('threshold alert', 1)[0]).toMatchObject({ kind: 'alert', node: 'node-2', at: 2000, text: 'alert on node-2 (soundDb, threshold): threshold on soundDb, value 95.00; started 1970-01-01T00:00:02.000Z, ended 1970-01-01T00:00:09.000Z' });
+    fs.writeFileSync(alerts, '{"protocol": 1}\n');
+    const badAlert = await runCli(['index', '--alerts', alerts, '--out', out]);
+    expect(badAlert.code).toBe(1);
+    expect(badAlert.stderr).toMatch(/^mesh-llm: error: alerts .*alerts\.jsonl, entry 1: alert fails schemas\/alert\.json: \(root\) must have required property 'id'\n$/);
+    await runCli(['index', '--corpus', dir, '--sensors', csv, '--out', out]);
     const loaded = PassageIndex.load(out);
     const fresh = PassageIndex.fromCorpus(dir);
     for (const q of QUERIES) expect(loaded.query(q.query, 3).map((p) => p.source)).toEqual(fresh.query(q.query, 3).map((p) => p.source));
