@@ -150,6 +150,8 @@ describe('the roles on the model', () => {
     const last = got.at(-1)!;
     expect(last.source).toBe('live sensors');
     expect(last.readings['node-2'].soundDb).toBeGreaterThan(0.5);
+    // one message per second of sensor time from the end of the calibration window (60 s .. 69 s), not one per reading
+    expect(got.filter((m) => m.source === 'live sensors').map((m) => m.at)).toEqual(Array.from({ length: 10 }, (_, i) => 60000 + 1000 * i));
     await startSensing(agent.bus, { readings: {} }, () => undefined);
   });
 });

@@ -117,7 +117,7 @@ export interface SensingSource {
   /** Readings given as they are (already normalised). */
   readings?: NodeReadings;
   /** The live sensors of the head mesh (mesh-llm/{mesh}/sensors/+), calibrated on their first calibrationMs. */
-  live?: { calibrationMs: number; calibrator?: Partial<CalibratorOptions> };
+  live?: { calibrationMs: number; calibrator?: Partial<CalibratorOptions>; /** At most one steering message per this much sensor time (default 1000 ms). */ publishMs?: number };
   alpha?: number;
   /** Nodes of a scenario (default node-1..node-8, the reasoning model's groups). */
   nodes?: string[];
@@ -127,8 +127,9 @@ export const DEFAULT_SENSING_NODES = Array.from({ length: 8 }, (_, i) => `node-$
 
 /**
  * Sensing: the calibrated, normalised readings (lib/steering) as the reasoning role's steering,
- * retained, so a reasoning role that starts later gets them too. Live: every sensor message
- * once the calibration window has passed (sensor time) publishes the readings at its time.
+ * retained, so a reasoning role that starts later gets them too. Live: once the calibration
+ * window has passed (sensor time), a sensor message publishes every node's readings at its
+ * time, at most once per publishMs of sensor time.
  */
 export async function startSensing(bus: AgentBus, source: SensingSource, log: Logger): Promise<RunningRole> {
   let sent = 0;
@@ -142,6 +143,8 @@ export async function startSensing(bus: AgentBus, source: SensingSource, log: Lo
     const calibrator = new Calibrator(source.live.calibrator);
     let first: number | null = null;
     let calibrated = false;
+    let lastSent = -Infinity;
+    const publishMs = source.live.publishMs ?? 1000;
     await bus.onTopic(topicsFor(bus.meshId).sensorsAll, (topic, payload) => {
       let m;
       try {
@@ -156,7 +159,10 @@ export async function startSensing(bus: AgentBus, source: SensingSource, log: Lo
         calibrated = true;
         log('info', `calibrated ${calibrator.nodes().length} nodes`);
       }
-      if (calibrated) send('live sensors', calibrator.allNormalised(m.at), m.at).catch((e) => log('error', `steering: ${(e as Error).message}`));
+      if (calibrated && m.at - lastSent >= publishMs) {
+        lastSent = m.at;
+        send('live sensors', calibrator.allNormalised(m.at), m.at).catch((e) => log('error', `steering: ${(e as Error).message}`));
+      }
     });
   } else {
     const what = source.scenario !== undefined ? `scenario ${source.scenario}` : source.sensors !== undefined ? `trace ${source.sensors}` : 'readings';
