@@ -170,6 +170,14 @@ describe('the agentic flow on the roles', () => {
       const shot = process.env.MESH_LLM_EDITOR_SCREENSHOT;
       if (shot) await page.screenshot({ path: path.resolve(root, shot) });
     });
+
+    test('the editor\'s Import > Examples lists it under the package, as the flow itself', async () => {
+      const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+      const listing = await (await fetch(`${url}/library/examples/flows/${pkg.name}`, { headers: { accept: 'application/json' } })).json();
+      expect(listing).toEqual(expect.arrayContaining([{ fn: 'agentic' }, { fn: 'mesh-llm' }]));
+      const example = await (await fetch(`${url}/library/examples/flows/${pkg.name}/agentic`)).json();
+      expect(example).toEqual(shippedFlow());
+    });
   });
 
   test('the flow ships as the palette\'s example: the build copies it to examples/, and package.json "files" holds both', () => {
