@@ -13,3 +13,4 @@ for (const f of fs.readdirSync(path.join(root, 'nodes'))) {
   if (f.endsWith('.html')) copyIfStale(path.join(root, 'nodes', f), path.join(root, 'dist', 'nodes', f));
 }
 copyIfStale(path.join(root, 'flows', 'mesh-llm.json'), path.join(root, 'examples', 'mesh-llm.json'));
+copyIfStale(path.join(root, 'flows', 'agentic.json'), path.join(root, 'examples', 'agentic.json'));

@@ -11,5 +11,8 @@ export const commands: Record<string, Command> = {
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
   bridge: { summary: 'the LoRa-to-MQTT bridge: radio head nodes (simulated, serial modem or Semtech UDP) on the mesh\'s topics', load: () => import('./bridge') },
   plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
+  agent: { summary: 'one request through the agentic mesh: retrieval, reasoning, filter and sensing roles (docs/AGENTIC.md)', load: () => import('./agent') },
+  role: { summary: 'run one role of the agentic mesh (retrieval, reasoning, filter, sensing) on a broker', load: () => import('./role') },
+  index: { summary: 'build the retrieval role\'s index of a corpus folder and a sensor history', load: () => import('./index-cmd') },
   steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };
