@@ -5,7 +5,8 @@
  * process, as `generate --mesh N` runs it, and the system's Mosquitto reached over TCP) it
  * starts N head-node processes, then for each
  * transport (f32, int8) generates 128 positions greedily from BOS: three untimed warm-up runs,
- * then R timed runs. Reported per case: tokens/s (median over runs) and the per-layer gather
+ * then R timed runs with the mesh events published on the bus and R without, interleaved (the
+ * cost of the event stream, measured side by side). Reported per case: tokens/s (median over runs) and the per-layer gather
  * round trip (broadcast sent -> last head result placed) p50 and p99 over every layer of every
  * timed run. Each run's tokens are checked against the monolithic engine first.
  *
@@ -35,6 +36,8 @@ interface Case {
   nodes: number;
   broker: BrokerKind;
   transport: Encoding;
+  /** Whether the mesh events went out on the bus. */
+  events: boolean;
   tokensPerSecond: number;
   layerRoundTripP50Ms: number;
   layerRoundTripP99Ms: number;
@@ -99,26 +102,33 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
       // Warm-up: the head-node processes JIT-compile their hot path over the first few hundred
       // frames; with a single warm-up run the first case measured ~40 % slower than the second.
       for (let w = 0; w < WARMUP_RUNS; w++) await gw.generate(options);
-      const rates: number[] = [];
-      const trips: number[] = [];
+      const rates = { on: [] as number[], off: [] as number[] };
+      const trips = { on: [] as number[], off: [] as number[] };
       for (let r = 0; r < rounds; r++) {
-        const result = await gw.generate(options);
-        if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
-        rates.push(result.tokensPerSecond);
-        trips.push(...(gw.runner?.roundTripsMs ?? []));
-        log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+        for (const events of ['on', 'off'] as const) {
+          gw.publishEvents(events === 'on');
+          const result = await gw.generate(options);
+          if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
+          rates[events].push(result.tokensPerSecond);
+          trips[events].push(...(gw.runner?.roundTripsMs ?? []));
+          log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, events ${events}, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+        }
       }
-      trips.sort((a, b) => a - b);
-      cases.push({
-        runtime,
-        nodes,
-        broker: kind,
-        transport,
-        tokensPerSecond: Number(median(rates).toFixed(1)),
-        layerRoundTripP50Ms: Number(percentile(trips, 0.5).toFixed(3)),
-        layerRoundTripP99Ms: Number(percentile(trips, 0.99).toFixed(3)),
-        layers: trips.length,
-      });
+      for (const events of ['on', 'off'] as const) {
+        const t = trips[events].sort((a, b) => a - b);
+        cases.push({
+          runtime,
+          nodes,
+          broker: kind,
+          transport,
+          events: events === 'on',
+          tokensPerSecond: Number(median(rates[events]).toFixed(1)),
+          layerRoundTripP50Ms: Number(percentile(t, 0.5).toFixed(3)),
+          layerRoundTripP99Ms: Number(percentile(t, 0.99).toFixed(3)),
+          layers: t.length,
+        });
+      }
+      gw.publishEvents(true);
     }
     return cases;
   } finally {
@@ -129,10 +139,10 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
 }
 
 function table(cases: Case[]): string {
-  const head = ['runtime', 'nodes', 'broker', 'transport', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
-  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
+  const head = ['runtime', 'nodes', 'broker', 'transport', 'events', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
+  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.events ? 'on' : 'off', c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) => cells.map((c, i) => (i < 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
@@ -164,7 +174,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  const top = cases.find((c) => c.runtime === runtimes[0] && c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32') ?? cases[0];
+  const top = cases.find((c) => c.runtime === runtimes[0] && c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32' && c.events) ?? cases[0];
   process.stdout.write(`${table(cases)}\n`);
   process.stdout.write(`${JSON.stringify({ tokensPerSecond: top.tokensPerSecond, layerRoundTripP50Ms: top.layerRoundTripP50Ms, layerRoundTripP99Ms: top.layerRoundTripP99Ms, runtime: top.runtime, cases })}\n`);
 }

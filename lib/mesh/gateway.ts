@@ -91,6 +91,7 @@ export class MeshGateway {
   private link!: MqttHeadLink;
   private mesh!: MeshRunner;
   private assignmentCount = 0;
+  private unpublish: (() => void) | null = null;
   private readonly nodeWaiters = new Set<() => void>();
 
   private constructor(o: MeshGatewayOptions) {
@@ -122,9 +123,7 @@ export class MeshGateway {
     gw.link = new MqttHeadLink({ client: gw.client, bodies, topics: gw.t, acks: gw.acks, reject: (topic, reason) => gw.reject(topic, reason) });
     gw.mesh = new MeshRunner(gw.link, gw.g, { gatherTimeoutMs: o.gatherTimeoutMs, counters: gw.counters });
     gw.mesh.listener = gw.events.gatherListener(() => gw.mesh.session);
-    gw.events.on((e) => {
-      if (gw.client.connected) gw.client.publish(gw.t.events, encodeControl('event', e), { qos: 0 });
-    });
+    gw.publishEvents(true);
     gw.client.on('close', () => gw.mesh.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
     await bodies.subscribe(gw.t.results, (topic, payload) => gw.runner.accept(nodeOfTopic(topic), payload));
     await subscribe(gw.client, [gw.t.telemetries], 0);
@@ -192,6 +191,16 @@ export class MeshGateway {
       onToken?.(token, piece, pos, logits);
     };
     return runner.exclusive(() => this.told(events, source, false, (onStart) => generate(this.gateway, runner, this.tokenizer, options, publishToken, onStart)));
+  }
+
+  /** Whether the mesh events go out on the bus (mesh-llm/{mesh}/events; on from the start). Local watchers hear them either way. */
+  publishEvents(on: boolean): void {
+    this.unpublish?.();
+    this.unpublish = on
+      ? this.events.on((e) => {
+          if (this.client.connected) this.client.publish(this.t.events, encodeControl('event', e), { qos: 0 });
+        })
+      : null;
   }
 
   /** The events of one new run on this mesh. */
