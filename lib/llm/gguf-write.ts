@@ -146,7 +146,7 @@ function roundHalfAway(v: number): number {
 /** Encodes float32 values as a ggml type. */
 export function encodeGgml(type: GgmlTypeName, x: Float32Array): Buffer {
   const n = x.length;
-  const out = Buffer.alloc(ggmlBytes(type, n));
+  const out = Buffer.alloc(ggmlBytes(type, n)); // never pooled: its own ArrayBuffer
   switch (type) {
     case 'F32':
       Buffer.from(x.buffer, x.byteOffset, x.byteLength).copy(out);
@@ -157,16 +157,18 @@ export function encodeGgml(type: GgmlTypeName, x: Float32Array): Buffer {
     case 'BF16':
       for (let i = 0; i < n; i++) out.writeUInt16LE(floatToBf16(x[i]), 2 * i);
       break;
-    case 'Q8_0':
+    case 'Q8_0': {
+      const q = new Int8Array(out.buffer, out.byteOffset, out.length);
       for (let b = 0; b < n / 32; b++) {
         let amax = 0;
         for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[32 * b + i]));
         const d = Math.fround(amax / 127);
         const id = d ? Math.fround(1 / d) : 0;
         out.writeUInt16LE(floatToHalf(d), 34 * b);
-        for (let i = 0; i < 32; i++) out.writeInt8(roundHalfAway(Math.fround(x[32 * b + i] * id)), 34 * b + 2 + i);
+        for (let i = 0; i < 32; i++) q[34 * b + 2 + i] = roundHalfAway(Math.fround(x[32 * b + i] * id));
       }
       break;
+    }
     case 'Q4_0':
       for (let b = 0; b < n / 32; b++) {
         let amax = 0;
