@@ -1,0 +1,144 @@
+/**
+ * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L]`: the gateway's
+ * per-token work (W_O + FFN of every layer, then the classifier) at TinyLlama-1.1B's geometry
+ * on onnxruntime-node, in a worker thread (lib/onnx/gateway-worker.ts), with seeded synthetic
+ * weights (lib/llm/synth.ts), in float32 and in int8. Beside it, in the same run: the
+ * machine's memory-bandwidth bound for the same bytes, a sequential read (memchr through
+ * Buffer.indexOf) of a buffer as large as the matrices a token reads, best of several passes.
+ *
+ * Each encoding runs in a child process of its own, so its peak RSS is its own; peak RSS is
+ * compared with the resident gateway weights (matrices as onnxruntime holds them, plus the
+ * float32 embedding table and norms). Per-token time is the median over `tokens` tokens
+ * after two warm-up tokens; head outputs are random (the heads run elsewhere).
+ *
+ * stdout: a table, then as its last line one JSON object.
+ */
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import { ModelConfig, geometry } from '../lib/llm/config';
+import { Encoding } from '../lib/llm/quant';
+import { OnnxGateway } from '../lib/onnx/gateway-worker';
+import { MODEL_PRESETS } from '../lib/radio/presets';
+
+interface CaseResult {
+  encoding: Encoding;
+  loadSeconds: number;
+  msPerToken: number;
+  /** Bytes of the matrices one token reads (W_O, W_1, W_2, W_3 of every layer, the classifier). */
+  tokenBytes: number;
+  residentWeightBytes: number;
+  /** RSS once loading is done (steady state), and the peak over the whole run. */
+  rssAfterLoadBytes: number;
+  peakRssBytes: number;
+}
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+/** Bytes per token of the gateway's matrices in an encoding (int8: values + one float32 scale per row). */
+function tokenBytes(c: ModelConfig, encoding: Encoding): number {
+  const g = geometry(c);
+  const matrices: [number, number][] = [[g.dim, g.dim], [g.hiddenDim, g.dim], [g.dim, g.hiddenDim], [g.hiddenDim, g.dim]];
+  const bytes = (rows: number, cols: number): number => (encoding === 'f32' ? rows * cols * 4 : rows * cols + rows * 4);
+  return c.nLayers * matrices.reduce((n, [r, k]) => n + bytes(r, k), 0) + bytes(c.vocabSize, c.dim);
+}
+
+/** One encoding in this (child) process. */
+async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, threads: number): Promise<CaseResult> {
+  const t0 = process.hrtime.bigint();
+  const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads }, (done, total) => process.stderr.write(`bench:gateway: ${encoding} layer ${done}/${total} loaded\n`));
+  const loadSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  (globalThis as { gc?: () => void }).gc?.();
+  const rssAfterLoadBytes = process.memoryUsage().rss;
+  const heads = Float32Array.from({ length: config.dim }, (_, i) => Math.sin(i * 0.37) * 0.5);
+  const times: number[] = [];
+  for (let t = 0; t < tokens + 2; t++) {
+    const start = process.hrtime.bigint();
+    let { x } = await gw.embed((t * 7919) % config.vocabSize);
+    for (let l = 0; l < config.nLayers; l++) x = (await gw.layer(x, heads, l)).x;
+    await gw.logits(x);
+    if (t >= 2) times.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  const residentWeightBytes = gw.weightBytes;
+  await gw.close();
+  times.sort((a, b) => a - b);
+  return { encoding, loadSeconds, msPerToken: times[Math.floor(times.length / 2)], tokenBytes: tokenBytes(config, encoding), residentWeightBytes, rssAfterLoadBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 };
+}
+
+/** Sequential read rate of this machine: memchr over a buffer that no cache holds, best of `passes`. */
+function readBandwidth(bytes: number, passes = 5): number {
+  const buf = Buffer.alloc(bytes, 1);
+  let best = Infinity;
+  for (let p = 0; p < passes; p++) {
+    const t0 = process.hrtime.bigint();
+    if (buf.indexOf(0) !== -1) throw new Error('memchr found a zero');
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  return bytes / best;
+}
+
+async function main(): Promise<void> {
+  const layers = arg('layers', MODEL_PRESETS.tinyllama.nLayers);
+  const config: ModelConfig = { ...MODEL_PRESETS.tinyllama, nLayers: layers };
+  const tokens = arg('tokens', 10);
+  const threads = arg('threads', 1);
+  const caseIndex = process.argv.indexOf('--case');
+  if (caseIndex >= 0) {
+    const result = await runCase(process.argv[caseIndex + 1] as Encoding, config, tokens, threads);
+    process.stdout.write(JSON.stringify(result) + '\n');
+    return;
+  }
+  const results: Record<string, CaseResult> = {};
+  for (const encoding of ['int8', 'f32'] as Encoding[]) {
+    const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', encoding, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers)], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 20 });
+    if (child.status !== 0) throw new Error(`the ${encoding} case failed (exit ${child.status})`);
+    results[encoding] = JSON.parse(child.stdout.trim().split('\n').pop() as string);
+  }
+  process.stderr.write('bench:gateway: measuring the sequential read rate\n');
+  const bandwidth = readBandwidth(Math.min(results.int8.tokenBytes, 1 << 30));
+  const mb = (b: number): number => Math.round(b / 1e6);
+  const rows = (['int8', 'f32'] as const).map((e) => {
+    const r = results[e];
+    const boundMs = (r.tokenBytes / bandwidth) * 1000;
+    return { ...r, boundMs, toBound: r.msPerToken / boundMs, rssToWeights: r.peakRssBytes / r.residentWeightBytes };
+  });
+  const g = geometry(config);
+  console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), onnxruntime-node, ${threads} thread(s), worker thread`);
+  console.log('encoding | ms/token | bytes read/token (MB) | bandwidth bound (ms) | time / bound | resident weights (MB) | RSS after load (MB) | peak RSS (MB) | peak RSS / weights | load (s)');
+  for (const r of rows) {
+    console.log(`${r.encoding} | ${r.msPerToken.toFixed(1)} | ${mb(r.tokenBytes)} | ${r.boundMs.toFixed(1)} | ${r.toBound.toFixed(2)} | ${mb(r.residentWeightBytes)} | ${mb(r.rssAfterLoadBytes)} | ${mb(r.peakRssBytes)} | ${r.rssToWeights.toFixed(2)} | ${r.loadSeconds.toFixed(0)}`);
+  }
+  console.log(`sequential read rate: ${(bandwidth / 1e9).toFixed(2)} GB/s (memchr, 1 thread, ${mb(Math.min(results.int8.tokenBytes, 1 << 30))} MB buffer); targets: int8 time / bound <= 1.5, peak RSS / weights <= 1.3`);
+  const [int8, f32] = rows;
+  const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d;
+  console.log(
+    JSON.stringify({
+      layers: config.nLayers,
+      threads,
+      tokens,
+      readGBps: round(bandwidth / 1e9),
+      int8MsPerToken: round(int8.msPerToken, 1),
+      int8BoundMs: round(int8.boundMs, 1),
+      int8ToBound: round(int8.toBound),
+      int8RssAfterLoadMB: mb(int8.rssAfterLoadBytes),
+      int8PeakRssMB: mb(int8.peakRssBytes),
+      int8WeightsMB: mb(int8.residentWeightBytes),
+      int8RssToWeights: round(int8.rssToWeights),
+      f32MsPerToken: round(f32.msPerToken, 1),
+      f32BoundMs: round(f32.boundMs, 1),
+      f32ToBound: round(f32.toBound),
+      f32RssAfterLoadMB: mb(f32.rssAfterLoadBytes),
+      f32PeakRssMB: mb(f32.peakRssBytes),
+      f32WeightsMB: mb(f32.residentWeightBytes),
+      f32RssToWeights: round(f32.rssToWeights),
+      nproc: os.cpus().length,
+    }),
+  );
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:gateway: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
