@@ -9,7 +9,9 @@
  * Each encoding runs in a child process of its own, so its peak RSS is its own; peak RSS is
  * compared with the resident gateway weights (matrices as onnxruntime holds them, plus the
  * float32 embedding table and norms). Per-token time is the median over `tokens` tokens
- * after two warm-up tokens; head outputs are random (the heads run elsewhere).
+ * after two warm-up tokens; head outputs are random (the heads run elsewhere). The children
+ * run with MALLOC_MMAP_THRESHOLD_=131072 (unless set): without it glibc keeps the freed
+ * build buffers of every layer in its heap, and RSS counts them.
  *
  * stdout: a table, then as its last line one JSON object.
  */
@@ -92,7 +94,13 @@ async function main(): Promise<void> {
   }
   const results: Record<string, CaseResult> = {};
   for (const encoding of ['int8', 'f32'] as Encoding[]) {
-    const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', encoding, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers)], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 20 });
+    const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', encoding, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      encoding: 'utf8',
+      maxBuffer: 1 << 20,
+      // glibc's dynamic mmap threshold would keep the freed build buffers of each layer in the heap (RSS); a fixed one returns them
+      env: { MALLOC_MMAP_THRESHOLD_: '131072', ...process.env },
+    });
     if (child.status !== 0) throw new Error(`the ${encoding} case failed (exit ${child.status})`);
     results[encoding] = JSON.parse(child.stdout.trim().split('\n').pop() as string);
   }

@@ -157,12 +157,13 @@ export class OnnxGatewaySessions {
       model = null;
       return session;
     };
+    // the classifier first: its build buffers, the largest, come and go before the layers are resident
+    const classifier = await build(classifierGraph(g, read, o.encoding));
+    progress?.(1, g.nLayers + 1);
     for (let l = 0; l < g.nLayers; l++) {
       layers.push(await build(layerGraph(g, read, l, o.encoding)));
-      progress?.(l + 1, g.nLayers + 1);
+      progress?.(l + 2, g.nLayers + 1);
     }
-    const classifier = await build(classifierGraph(g, read, o.encoding));
-    progress?.(g.nLayers + 1, g.nLayers + 1);
     return new OnnxGatewaySessions(g, layers, classifier, weightBytes);
   }
 
