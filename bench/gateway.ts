@@ -1,5 +1,5 @@
 /**
- * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L]`: the gateway's
+ * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L] [-- --only int8|f32]`: the gateway's
  * per-token work (W_O + FFN of every layer, then the classifier) at TinyLlama-1.1B's geometry
  * on onnxruntime-node, in a worker thread (lib/onnx/gateway-worker.ts), with seeded synthetic
  * weights (lib/llm/synth.ts), in float32 and in int8. Beside it, in the same run: the
@@ -19,7 +19,10 @@ import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
 import { ModelConfig, geometry } from '../lib/llm/config';
 import { Encoding } from '../lib/llm/quant';
+import * as ort from 'onnxruntime-node';
+import { quantizeTransposed } from '../lib/onnx/gateway';
 import { OnnxGateway } from '../lib/onnx/gateway-worker';
+import { encodeModel } from '../lib/onnx/onnx';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
 interface CaseResult {
@@ -32,6 +35,40 @@ interface CaseResult {
   /** RSS once loading is done (steady state), and the peak over the whole run. */
   rssAfterLoadBytes: number;
   peakRssBytes: number;
+  /** One W_1-sized matrix [hiddenDim, dim] alone in a session, in this thread: ms per product. */
+  singleMatmulMs: number;
+  singleMatmulBytes: number;
+}
+
+/** x [1, cols] times one int8 or f32 matrix [rows, cols] alone, as the gateway graphs multiply: median ms over 30 runs. */
+async function singleMatmul(encoding: Encoding, rows: number, cols: number, threads: number): Promise<{ ms: number; bytes: number }> {
+  const w = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.37) * 0.02);
+  const { q, scales } = quantizeTransposed(w, rows, cols);
+  const f32 = new Float32Array(rows * cols);
+  if (encoding === 'f32') for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) f32[c * rows + r] = w[r * cols + c];
+  const graph = encoding === 'f32'
+    ? { nodes: [{ op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }], initializers: [{ name: 'w', dims: [cols, rows], data: f32 }] }
+    : {
+        nodes: [
+          { op: 'DynamicQuantizeLinear', inputs: ['x'], outputs: ['xq', 'xs', 'xz'] },
+          { op: 'MatMulInteger', inputs: ['xq', 'wq', 'xz'], outputs: ['p'] },
+          { op: 'Mul', inputs: ['xs', 'ws'], outputs: ['s'] },
+          { op: 'Cast', inputs: ['p'], outputs: ['pf'], attributes: { to: 1 } },
+          { op: 'Mul', inputs: ['pf', 's'], outputs: ['y'] },
+        ],
+        initializers: [{ name: 'wq', dims: [cols, rows], data: q }, { name: 'ws', dims: [rows], data: scales }],
+      };
+  const session = await ort.InferenceSession.create(encodeModel({ name: 'single', inputs: [{ name: 'x', dims: [1, cols] }], outputs: [{ name: 'y', dims: [1, rows] }], ...graph }), { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+  const x = new ort.Tensor('float32', Float32Array.from({ length: cols }, (_, i) => Math.cos(i)), [1, cols]);
+  const times: number[] = [];
+  for (let r = 0; r < 35; r++) {
+    const t0 = process.hrtime.bigint();
+    await session.run({ x });
+    if (r >= 5) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  await session.release();
+  times.sort((a, b) => a - b);
+  return { ms: times[times.length >> 1], bytes: encoding === 'f32' ? rows * cols * 4 : rows * cols + rows * 4 };
 }
 
 function arg(name: string, fallback: number): number {
@@ -65,8 +102,9 @@ async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, 
   }
   const residentWeightBytes = gw.weightBytes;
   await gw.close();
+  const single = await singleMatmul(encoding, config.hiddenDim, config.dim, threads);
   times.sort((a, b) => a - b);
-  return { encoding, loadSeconds, msPerToken: times[Math.floor(times.length / 2)], tokenBytes: tokenBytes(config, encoding), residentWeightBytes, rssAfterLoadBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return { encoding, loadSeconds, msPerToken: times[Math.floor(times.length / 2)], tokenBytes: tokenBytes(config, encoding), residentWeightBytes, rssAfterLoadBytes, peakRssBytes: process.resourceUsage().maxRSS * 1024, singleMatmulMs: single.ms, singleMatmulBytes: single.bytes };
 }
 
 /** Sequential read rate of this machine: memchr over a buffer that no cache holds, best of `passes`. */
@@ -83,6 +121,7 @@ function readBandwidth(bytes: number, passes = 5): number {
 
 async function main(): Promise<void> {
   const layers = arg('layers', MODEL_PRESETS.tinyllama.nLayers);
+  const only = process.argv.includes('--only') ? [process.argv[process.argv.indexOf('--only') + 1] as Encoding] : (['int8', 'f32'] as Encoding[]);
   const config: ModelConfig = { ...MODEL_PRESETS.tinyllama, nLayers: layers };
   const tokens = arg('tokens', 10);
   const threads = arg('threads', 1);
@@ -93,7 +132,7 @@ async function main(): Promise<void> {
     return;
   }
   const results: Record<string, CaseResult> = {};
-  for (const encoding of ['int8', 'f32'] as Encoding[]) {
+  for (const encoding of only) {
     const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', encoding, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       encoding: 'utf8',
@@ -107,10 +146,11 @@ async function main(): Promise<void> {
   process.stderr.write('bench:gateway: measuring the sequential read rate\n');
   const bandwidth = readBandwidth(Math.min(results.int8.tokenBytes, 1 << 30));
   const mb = (b: number): number => Math.round(b / 1e6);
-  const rows = (['int8', 'f32'] as const).map((e) => {
+  const rows = only.map((e) => {
     const r = results[e];
     const boundMs = (r.tokenBytes / bandwidth) * 1000;
-    return { ...r, boundMs, toBound: r.msPerToken / boundMs, rssToWeights: r.peakRssBytes / r.residentWeightBytes };
+    const singleBoundMs = (r.singleMatmulBytes / bandwidth) * 1000;
+    return { ...r, boundMs, toBound: r.msPerToken / boundMs, rssToWeights: r.peakRssBytes / r.residentWeightBytes, singleBoundMs, singleToBound: r.singleMatmulMs / singleBoundMs };
   });
   const g = geometry(config);
   console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), onnxruntime-node, ${threads} thread(s), worker thread`);
@@ -118,32 +158,24 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`${r.encoding} | ${r.msPerToken.toFixed(1)} | ${mb(r.tokenBytes)} | ${r.boundMs.toFixed(1)} | ${r.toBound.toFixed(2)} | ${mb(r.residentWeightBytes)} | ${mb(r.rssAfterLoadBytes)} | ${mb(r.peakRssBytes)} | ${r.rssToWeights.toFixed(2)} | ${r.loadSeconds.toFixed(0)}`);
   }
+  for (const r of rows) console.log(`${r.encoding}: one ${config.hiddenDim} x ${config.dim} matrix alone: ${r.singleMatmulMs.toFixed(2)} ms per product, bound ${r.singleBoundMs.toFixed(2)} ms (${r.singleToBound.toFixed(2)} x)`);
   console.log(`sequential read rate: ${(bandwidth / 1e9).toFixed(2)} GB/s (memchr, 1 thread, ${mb(Math.min(results.int8.tokenBytes, 1 << 30))} MB buffer); targets: int8 time / bound <= 1.5, peak RSS / weights <= 1.3`);
-  const [int8, f32] = rows;
   const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d;
-  console.log(
-    JSON.stringify({
-      layers: config.nLayers,
-      threads,
-      tokens,
-      readGBps: round(bandwidth / 1e9),
-      int8MsPerToken: round(int8.msPerToken, 1),
-      int8BoundMs: round(int8.boundMs, 1),
-      int8ToBound: round(int8.toBound),
-      int8RssAfterLoadMB: mb(int8.rssAfterLoadBytes),
-      int8PeakRssMB: mb(int8.peakRssBytes),
-      int8WeightsMB: mb(int8.residentWeightBytes),
-      int8RssToWeights: round(int8.rssToWeights),
-      f32MsPerToken: round(f32.msPerToken, 1),
-      f32BoundMs: round(f32.boundMs, 1),
-      f32ToBound: round(f32.toBound),
-      f32RssAfterLoadMB: mb(f32.rssAfterLoadBytes),
-      f32PeakRssMB: mb(f32.peakRssBytes),
-      f32WeightsMB: mb(f32.residentWeightBytes),
-      f32RssToWeights: round(f32.rssToWeights),
-      nproc: os.cpus().length,
-    }),
-  );
+  const summary: Record<string, number> = { layers: config.nLayers, threads, tokens, readGBps: round(bandwidth / 1e9) };
+  for (const r of rows) {
+    const e = r.encoding;
+    Object.assign(summary, {
+      [`${e}MsPerToken`]: round(r.msPerToken, 1),
+      [`${e}BoundMs`]: round(r.boundMs, 1),
+      [`${e}ToBound`]: round(r.toBound),
+      [`${e}RssAfterLoadMB`]: mb(r.rssAfterLoadBytes),
+      [`${e}PeakRssMB`]: mb(r.peakRssBytes),
+      [`${e}WeightsMB`]: mb(r.residentWeightBytes),
+      [`${e}RssToWeights`]: round(r.rssToWeights),
+      [`${e}SingleMatmulToBound`]: round(r.singleToBound),
+    });
+  }
+  console.log(JSON.stringify({ ...summary, nproc: os.cpus().length }));
 }
 
 main().catch((e: unknown) => {

@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const broker = await spawnBroker(await freePort());
   const nodes = spawnHeadNodes({ count: 16, brokerUrl: broker.url, meshId: 'scale', modelPath, native: true, onLog: () => undefined });
   t0 = Date.now();
-  const gw = await MeshGateway.connect({ url: broker.url, meshId: 'scale', modelPath, tokenizerPath, gatherTimeoutMs: 120000, log: () => undefined });
+  const gw = await MeshGateway.connect({ url: broker.url, meshId: 'scale', modelPath, tokenizerPath, gatherTimeoutMs: 120000, controlTimeoutMs: 600000, log: () => undefined });
   try {
     const ids = await gw.discover({ count: 16, timeoutMs: 120000 });
     const assignment = await gw.assign(ids, { groups: 16, quant: 'int8' });
