@@ -23,8 +23,11 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --temperature T    0 = greedy, up to ${TEMPERATURE_RANGE.max} (default 1.0)
   --top-p P          nucleus sampling threshold in [0, 1] (default 0.9; 0 or 1 = off)
   --seed S           sampling seed (default: from the clock)
-  --model PATH       llama2.c checkpoint (default: found by the model resolution order, see README)
-  --tokenizer PATH   llama2.c tokenizer file (default: beside the model, then the resolution order)
+  --model PATH       llama2.c checkpoint, GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1) or Hugging Face folder
+                     (config.json + model.safetensors + tokenizer.json); default: the model resolution order
+  --tokenizer PATH   llama2.c tokenizer file, GGUF file or tokenizer.json (default: a GGUF file's own
+                     vocabulary, a Hugging Face folder's tokenizer.json, tok512.bin beside the model, then
+                     the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
   --json             print one JSON object instead of streaming text

@@ -1,4 +1,5 @@
 /** The mesh options of `mesh-llm generate`: --mesh N starts a mesh, --broker URL uses one. */
+import { Checkpoint } from '../../lib/llm/checkpoint';
 import { GenerationResult, TokenListener } from '../../lib/llm/engine';
 import { ModelPaths } from '../../lib/llm/resolve';
 import { DEFAULT_MESH_ID, MeshGenerateOptions, runMeshGenerate } from '../../lib/mesh/run';
@@ -37,6 +38,7 @@ export function wantsMesh(values: MeshValues): boolean {
 export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener, generateOn?: MeshGenerateOptions['generateOn']): Promise<GenerationResult> {
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
   if (values.native && values.mesh === undefined) throw new UsageError('generate: --native chooses the head nodes --mesh N starts (with --broker, start them yourself: mesh-llm node --native)');
+  if (values.native) requireLlama2cForNative(paths.model);
   return withEventLog(cmd.events, (onEvent) => runMeshGenerate({
     onEvent,
     generate: cmd.generate,
@@ -55,4 +57,12 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
     onToken,
     generateOn,
   }));
+}
+
+/** Native head nodes (the C++ firmware core) read llama2.c checkpoints only: say so before starting them. */
+function requireLlama2cForNative(model: string): void {
+  const ckpt = Checkpoint.open(model);
+  const format = ckpt.info.format;
+  ckpt.close();
+  if (format !== 'llama2c') throw new UsageError(`generate --native: native head nodes read llama2.c checkpoints; ${model} is ${format === 'gguf' ? 'a GGUF file' : 'a Hugging Face folder'} (run node.js head nodes: leave out --native)`);
 }

@@ -16,7 +16,7 @@ export const usage = `mesh-llm plan (--model PATH | --preset tinyllama|stories26
                 [--region EU868|US915] [--sf S] [--bw B] [--channels 1|8] [--context 512]
                 [--transport int8|f32] [--json]
 
-  --model PATH        llama2.c checkpoint whose header gives the geometry
+  --model PATH        model file whose header gives the geometry (llama2.c, GGUF, or a Hugging Face folder)
   --preset NAME       a known geometry instead: tinyllama or stories260k
   --nodes N           head nodes, 1 to the model's head count; heads are split as evenly as they go
   --quant int8|int4   weight storage on the nodes' flash (default int8)

@@ -1,5 +1,5 @@
 /**
- * Reader for llama2.c checkpoints: the legacy version-0 header and the "ak42" version-1
+ * Opening a model file (Checkpoint.open), and the reader for llama2.c checkpoints: the legacy version-0 header and the "ak42" version-1
  * (float32) and version-2 (int8, Q8_0 groups) headers. The file is validated against the
  * size its header implies, then tensors (or row ranges of them) are read on demand, so a
  * head node reads only its own weight slices.
@@ -7,21 +7,11 @@
 import * as fs from 'node:fs';
 import { MeshLlmError } from './errors';
 import { ModelConfig, geometry } from './config';
+import { GgufSource, isGguf } from './gguf';
+import { HfSource } from './hf';
+import { CheckpointInfo, TensorName, TensorSource, checkRowRange, tensorShape } from './tensors';
 
-/** Every weight tensor of the model, by the name the rest of the engine uses. */
-export type TensorName =
-  | 'tokenEmbedding' // [vocab, dim]
-  | 'rmsAtt'         // per layer [dim]
-  | 'wq'             // per layer [nHeads*headSize, dim]
-  | 'wk'             // per layer [kvDim, dim]
-  | 'wv'             // per layer [kvDim, dim]
-  | 'wo'             // per layer [dim, nHeads*headSize]
-  | 'rmsFfn'         // per layer [dim]
-  | 'w1'             // per layer [hiddenDim, dim]
-  | 'w2'             // per layer [dim, hiddenDim]
-  | 'w3'             // per layer [hiddenDim, dim]
-  | 'rmsFinal'       // [dim]
-  | 'wcls';          // [vocab, dim]
+export type { CheckpointInfo, TensorName } from './tensors';
 
 const MAGIC_AK42 = 0x616b3432;
 const AK42_HEADER_BYTES = 256;
@@ -39,14 +29,6 @@ interface TensorSpan {
   kind: 'f32' | 'q8';
 }
 
-export interface CheckpointInfo {
-  path: string;
-  version: 0 | 1 | 2;
-  config: ModelConfig;
-  /** Q8_0 group size of a version-2 file. */
-  groupSize?: number;
-  fileBytes: number;
-}
 
 function fail(path: string, what: string): never {
   throw new MeshLlmError(`model file ${path}: ${what}`);
@@ -151,10 +133,10 @@ function layout(version: 0 | 1 | 2, c: ModelConfig, groupSize: number | undefine
 }
 
 /**
- * An open, validated checkpoint. Reads are positional, so holding one open costs no memory
- * beyond what is read.
+ * An open, validated llama2.c checkpoint. Reads are positional, so holding one open costs no
+ * memory beyond what is read.
  */
-export class Checkpoint {
+class Llama2cSource implements TensorSource {
   readonly info: CheckpointInfo;
   private readonly fd: number;
   private readonly spans: Map<TensorName, TensorSpan>;
@@ -165,7 +147,7 @@ export class Checkpoint {
     this.spans = spans;
   }
 
-  static open(path: string): Checkpoint {
+  static open(path: string): Llama2cSource {
     let fd: number;
     try {
       fd = fs.openSync(path, 'r');
@@ -186,7 +168,7 @@ export class Checkpoint {
         const verb = fileBytes < end ? 'is truncated' : 'has trailing bytes';
         fail(path, `${verb}: ${fileBytes} bytes, but its version-${version} header (${dims}) implies ${end} bytes`);
       }
-      return new Checkpoint({ path, version, config, groupSize, fileBytes }, fd, spans);
+      return new Llama2cSource({ path, format: 'llama2c', version, config, groupSize, fileBytes }, fd, spans);
     } catch (e) {
       fs.closeSync(fd);
       throw e;
@@ -197,24 +179,9 @@ export class Checkpoint {
     fs.closeSync(this.fd);
   }
 
-  /** Shape [rows, cols] of one layer of a tensor. */
-  shape(name: TensorName): [number, number] {
-    const s = this.span(name);
-    return [s.rows, s.cols];
-  }
-
-  /** The whole of one layer's tensor (layer 0 for whole-model tensors), as float32. */
-  read(name: TensorName, layer = 0): Float32Array {
-    const s = this.span(name);
-    return this.readRows(name, layer, 0, s.rows);
-  }
-
   /** Rows [row0, row0 + nRows) of one layer's matrix, as float32 (int8 files are dequantised). */
   readRows(name: TensorName, layer: number, row0: number, nRows: number): Float32Array {
     const s = this.span(name);
-    if (layer < 0 || layer >= s.layers || row0 < 0 || nRows < 0 || row0 + nRows > s.rows) {
-      throw new RangeError(`${name}: rows ${row0}..${row0 + nRows} of layer ${layer} are outside [${s.rows} x ${s.cols}] x ${s.layers}`);
-    }
     const n = s.rows * s.cols;
     const e0 = row0 * s.cols;
     const count = nRows * s.cols;
@@ -255,5 +222,54 @@ export class Checkpoint {
 
   private readF32(position: number, count: number): Float32Array {
     return new Float32Array(this.readBytes(position, count * 4));
+  }
+}
+
+/**
+ * An open, validated model file of any format mesh-llm reads: a llama2.c checkpoint, a GGUF
+ * file (lib/llm/gguf.ts) or a Hugging Face folder (lib/llm/hf.ts), chosen by what the path
+ * is. Every reader gives float32 rows in llama2.c's layout, on demand.
+ */
+export class Checkpoint {
+  readonly info: CheckpointInfo;
+  private readonly source: TensorSource;
+
+  private constructor(source: TensorSource) {
+    this.source = source;
+    this.info = source.info;
+  }
+
+  static open(path: string): Checkpoint {
+    if (isDirectory(path)) return new Checkpoint(HfSource.open(path));
+    if (isGguf(path)) return new Checkpoint(GgufSource.open(path));
+    return new Checkpoint(Llama2cSource.open(path));
+  }
+
+  close(): void {
+    this.source.close();
+  }
+
+  /** Shape [rows, cols] of one layer of a tensor. */
+  shape(name: TensorName): [number, number] {
+    return tensorShape(this.info.config, name);
+  }
+
+  /** The whole of one layer's tensor (layer 0 for whole-model tensors), as float32. */
+  read(name: TensorName, layer = 0): Float32Array {
+    return this.readRows(name, layer, 0, this.shape(name)[0]);
+  }
+
+  /** Rows [row0, row0 + nRows) of one layer's matrix, as float32 (quantised files are dequantised). */
+  readRows(name: TensorName, layer: number, row0: number, nRows: number): Float32Array {
+    checkRowRange(this.info.config, name, layer, row0, nRows);
+    return this.source.readRows(name, layer, row0, nRows);
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return fs.statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }

@@ -11,6 +11,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MeshLlmError } from './errors';
+import { isGguf } from './gguf';
+import { HF_TOKENIZER } from './hf';
 
 export const DEFAULT_MODEL = 'stories260K.bin';
 export const DEFAULT_TOKENIZER = 'tok512.bin';
@@ -79,8 +81,14 @@ export interface ModelPaths {
   tokenizer: string;
 }
 
-/** The tokenizer beside a model, when there is one. */
+/**
+ * The tokenizer that goes with a model, when there is one: a GGUF file is its own tokenizer
+ * (its metadata holds the vocabulary), a Hugging Face folder holds tokenizer.json, and a
+ * llama2.c checkpoint may have tok512.bin beside it.
+ */
 export function tokenizerBeside(model: string): string | undefined {
+  if (isGguf(model)) return model;
+  if (fs.existsSync(path.join(model, HF_TOKENIZER))) return path.join(model, HF_TOKENIZER);
   const beside = path.join(path.dirname(model), DEFAULT_TOKENIZER);
   return fs.existsSync(beside) ? beside : undefined;
 }

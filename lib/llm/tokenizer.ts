@@ -3,10 +3,16 @@
  * encode() and decode() follow llama2.c's run.c exactly: BOS, the dummy-prefix space,
  * UTF-8 code points looked up whole or as byte-fallback tokens, then greedy merging of the
  * best-scoring adjacent pair. Pieces are handled as byte strings (one latin1 char a byte).
+ * The vocabulary comes from a llama2.c tokenizer file, a GGUF model's metadata
+ * (tokenizer.ggml.tokens and .scores) or a Hugging Face tokenizer.json (or its folder).
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { MeshLlmError } from './errors';
 import { BOS, EOS } from './config';
+import { Vocabulary, ggufVocabulary, isGguf } from './gguf';
+import { HF_TOKENIZER } from './hf';
+import { readTokenizerJson } from './tokenizer-json';
 
 /** Byte-fallback tokens <0x00>..<0xFF> sit at ids 3..258. */
 const BYTE_FALLBACK_OFFSET = 3;
@@ -38,8 +44,34 @@ export class Tokenizer {
     return this.pieces.length;
   }
 
+  /**
+   * Reads a tokenizer: a llama2.c tokenizer file, a GGUF file's vocabulary, a tokenizer.json
+   * or a Hugging Face folder holding one. expectVocab, when given, must equal its token count.
+   */
+  static load(file: string, expectVocab?: number): Tokenizer {
+    if (isDirectory(file)) return Tokenizer.fromVocabulary(path.join(file, HF_TOKENIZER), readTokenizerJson(path.join(file, HF_TOKENIZER)), expectVocab);
+    if (file.endsWith('.json')) return Tokenizer.fromVocabulary(file, readTokenizerJson(file), expectVocab);
+    if (isGguf(file)) return Tokenizer.fromVocabulary(file, ggufVocabulary(file), expectVocab);
+    return Tokenizer.loadLlama2c(file, expectVocab);
+  }
+
+  /** A tokenizer over a vocabulary read from a model file or tokenizer.json. */
+  static fromVocabulary(file: string, v: Vocabulary, expectVocab?: number): Tokenizer {
+    const bad = (what: string): never => {
+      throw new MeshLlmError(`tokenizer file ${file}: ${what}`);
+    };
+    if (expectVocab !== undefined && v.pieces.length !== expectVocab) bad(`holds ${v.pieces.length} tokens, but the model's vocabulary has ${expectVocab}`);
+    if (v.pieces.length < BYTE_FALLBACK_OFFSET + 256) bad(`holds ${v.pieces.length} tokens, fewer than the 259 (BOS, EOS, 256 byte fallbacks) every llama2.c vocabulary has`);
+    for (let b = 0; b < 256; b++) {
+      const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      if (v.pieces[BYTE_FALLBACK_OFFSET + b] !== want) bad(`token ${BYTE_FALLBACK_OFFSET + b} is ${JSON.stringify(v.pieces[BYTE_FALLBACK_OFFSET + b])}, expected the byte fallback ${want}`);
+    }
+    const maxTokenLength = v.pieces.reduce((n, p) => Math.max(n, p.length), 1);
+    return new Tokenizer(file, maxTokenLength, v.pieces, v.scores);
+  }
+
   /** Reads a llama2.c tokenizer file; expectVocab, when given, must equal its token count. */
-  static load(path: string, expectVocab?: number): Tokenizer {
+  private static loadLlama2c(path: string, expectVocab?: number): Tokenizer {
     let buf: Buffer;
     try {
       buf = fs.readFileSync(path);
@@ -158,6 +190,14 @@ export class Tokenizer {
     const parts: Buffer[] = [];
     for (let i = 1; i < ids.length; i++) parts.push(piece(ids[i - 1], ids[i]));
     return Buffer.concat(parts).toString('utf8');
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
   }
 }
 

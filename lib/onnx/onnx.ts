@@ -1,10 +1,11 @@
 /**
  * Building ONNX models in memory (onnx.proto field numbers), for onnxruntime-node to run.
- * Only what mesh-llm's graphs need: float32 tensors, nodes with int/float/ints attributes.
+ * Only what mesh-llm's graphs need: float32 and int8 tensors, nodes with int/float/ints attributes.
  */
 import { ProtoWriter } from './protobuf';
 
 const ONNX_FLOAT = 1;
+const ONNX_INT8 = 3;
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
 const ATTR_INTS = 7;
@@ -24,7 +25,7 @@ export interface OnnxNode {
 export interface OnnxTensor {
   name: string;
   dims: number[];
-  data: Float32Array;
+  data: Float32Array | Int8Array;
 }
 
 export interface OnnxValue {
@@ -69,7 +70,7 @@ function writeValueInfo(w: ProtoWriter, v: OnnxValue): void {
 
 function writeTensor(w: ProtoWriter, t: OnnxTensor): void {
   for (const d of t.dims) w.int(1, d);
-  w.int(2, ONNX_FLOAT);
+  w.int(2, t.data instanceof Int8Array ? ONNX_INT8 : ONNX_FLOAT);
   w.string(8, t.name);
   w.bytes(9, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
 }

@@ -1,0 +1,185 @@
+/**
+ * The gateway's per-token work as ONNX graphs on onnxruntime-node, at any model size: for
+ * each layer one graph that takes the residual x and the heads' outputs and applies W_O and
+ * the feed-forward step, y = x1 + W_2 · (silu(W_1 · n) * (W_3 · n)) with x1 = x + W_O · heads
+ * and n = RMSNorm(x1); and one graph for the classifier, logits = W_cls · RMSNorm(x).
+ * Shapes: x, heads, y [1, dim]; logits [1, vocab].
+ *
+ * Weights are float32, or int8 with one float32 scale per output row (symmetric, max|row| / 127),
+ * multiplied by onnxruntime's dynamic-quantisation pattern: the activation is quantised to
+ * uint8 per call (DynamicQuantizeLinear), MatMulInteger multiplies in integers, and the
+ * product is scaled back (onnxruntime fuses the four nodes into DynamicQuantizeMatMul). The
+ * int8 weights are the only copy onnxruntime keeps: they are never widened to float32.
+ *
+ * Weights come from a TensorReader one layer at a time, and each layer's model bytes are
+ * dropped once its session exists, so loading needs little more than the resident weights.
+ */
+import * as ort from 'onnxruntime-node';
+import { Geometry, RMS_EPS } from '../llm/config';
+import { Encoding } from '../llm/quant';
+import { TensorName } from '../llm/tensors';
+import { OnnxGraph, OnnxNode, OnnxTensor, encodeModel } from './onnx';
+
+/** Where weights come from: one layer of one tensor as float32 [rows, cols]. */
+export type TensorReader = (name: TensorName, layer: number) => Float32Array;
+
+/** W [rows, cols] -> W^T [cols, rows] as int8, with one scale per row of W (a column of W^T). */
+export function quantizeTransposed(w: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
+  const q = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let amax = 0;
+    for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
+    const scale = Math.fround(amax / 127);
+    scales[r] = scale;
+    const inv = scale ? 1 / scale : 0;
+    for (let c = 0; c < cols; c++) {
+      const v = w[r * cols + c] * inv;
+      q[c * rows + r] = v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
+    }
+  }
+  return { q, scales };
+}
+
+/** W [rows, cols] -> W^T [cols, rows], for MatMul(x [1, cols], W^T). */
+function transposeF32(w: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+  return t;
+}
+
+/** Builds nodes and initializers of one graph, naming intermediates uniquely. */
+class GraphBuilder {
+  readonly nodes: OnnxNode[] = [];
+  readonly initializers: OnnxTensor[] = [];
+  private n = 0;
+
+  constructor(private readonly encoding: Encoding) {}
+
+  private fresh(base: string): string {
+    return `${base}_${this.n++}`;
+  }
+
+  node(op: string, inputs: string[], attributes?: OnnxNode['attributes']): string {
+    const out = this.fresh(op.toLowerCase());
+    this.nodes.push({ op, inputs, outputs: [out], attributes });
+    return out;
+  }
+
+  constant(name: string, dims: number[], data: Float32Array | Int8Array): string {
+    this.initializers.push({ name, dims, data });
+    return name;
+  }
+
+  /** n = weight * x / sqrt(mean(x^2) + eps), over the last axis. */
+  rmsnorm(x: string, weight: Float32Array, name: string): string {
+    const eps = this.initializers.some((t) => t.name === 'eps') ? 'eps' : this.constant('eps', [], Float32Array.of(RMS_EPS));
+    const ms = this.node('ReduceMean', [this.node('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+    const rms = this.node('Sqrt', [this.node('Add', [ms, eps])]);
+    return this.node('Mul', [this.node('Div', [x, rms]), this.constant(name, [weight.length], weight)]);
+  }
+
+  /** a [1, cols] · W^T for W [rows, cols]: float32 MatMul, or the dynamic int8 pattern. */
+  matmul(a: string, w: Float32Array, rows: number, cols: number, name: string): string {
+    if (this.encoding === 'f32') return this.node('MatMul', [a, this.constant(name, [cols, rows], transposeF32(w, rows, cols))]);
+    const { q, scales } = quantizeTransposed(w, rows, cols);
+    const dq = `${name}_dq`;
+    this.nodes.push({ op: 'DynamicQuantizeLinear', inputs: [a], outputs: [`${dq}_q`, `${dq}_scale`, `${dq}_zp`] });
+    const product = this.node('MatMulInteger', [`${dq}_q`, this.constant(`${name}_q`, [cols, rows], q), `${dq}_zp`]);
+    const scale = this.node('Mul', [`${dq}_scale`, this.constant(`${name}_scale`, [rows], scales)]);
+    return this.node('Mul', [this.node('Cast', [product], { to: 1 }), scale]);
+  }
+
+  /** The graph, with the node that computes `output` writing the graph output y. */
+  graph(name: string, inputs: OnnxGraph['inputs'], output: string, outputDims: number[]): OnnxGraph {
+    for (const n of this.nodes) n.outputs = n.outputs.map((o) => (o === output ? 'y' : o));
+    for (const n of this.nodes) n.inputs = n.inputs.map((i) => (i === output ? 'y' : i));
+    return { name, nodes: this.nodes, initializers: this.initializers, inputs, outputs: [{ name: 'y', dims: outputDims }] };
+  }
+}
+
+/** One layer: y = x1 + FFN(x1), x1 = x + W_O · heads. */
+export function layerGraph(g: Geometry, read: TensorReader, layer: number, encoding: Encoding): OnnxGraph {
+  const b = new GraphBuilder(encoding);
+  const { dim, hiddenDim } = g;
+  const attn = b.matmul('heads', read('wo', layer), dim, dim, 'wo');
+  const x1 = b.node('Add', ['x', attn]);
+  const n = b.rmsnorm(x1, read('rmsFfn', layer), 'rms_ffn');
+  const h1 = b.matmul(n, read('w1', layer), hiddenDim, dim, 'w1');
+  const h3 = b.matmul(n, read('w3', layer), hiddenDim, dim, 'w3');
+  const gated = b.node('Mul', [b.node('Mul', [h1, b.node('Sigmoid', [h1])]), h3]);
+  const down = b.matmul(gated, read('w2', layer), dim, hiddenDim, 'w2');
+  const y = b.node('Add', [x1, down]);
+  return b.graph(`gateway_layer_${layer}`, [{ name: 'x', dims: [1, dim] }, { name: 'heads', dims: [1, dim] }], y, [1, dim]);
+}
+
+/** The classifier: logits = W_cls · RMSNorm(x). */
+export function classifierGraph(g: Geometry, read: TensorReader, encoding: Encoding): OnnxGraph {
+  const b = new GraphBuilder(encoding);
+  const n = b.rmsnorm('x', read('rmsFinal', 0), 'rms_final');
+  const logits = b.matmul(n, read('wcls', 0), g.vocabSize, g.dim, 'wcls');
+  return b.graph('gateway_classifier', [{ name: 'x', dims: [1, g.dim] }], logits, [1, g.vocabSize]);
+}
+
+export interface OnnxGatewayOptions {
+  encoding: Encoding;
+  /** onnxruntime's intra-op threads (default 1). */
+  threads?: number;
+}
+
+/** Bytes of a graph's initializers: what onnxruntime holds for it. */
+function initializerBytes(graph: OnnxGraph): number {
+  return graph.initializers.reduce((n, t) => n + t.data.byteLength, 0);
+}
+
+/**
+ * The gateway's matrices as onnxruntime sessions, one per layer and one for the classifier.
+ * Runs in whatever thread creates it; lib/onnx/gateway-worker.ts puts it in a worker thread.
+ */
+export class OnnxGatewaySessions {
+  private constructor(
+    readonly g: Geometry,
+    private readonly layers: ort.InferenceSession[],
+    private readonly classifier: ort.InferenceSession,
+    /** Bytes of the weights the sessions were given (int8 values and scales, or float32). */
+    readonly weightBytes: number,
+  ) {}
+
+  static async create(g: Geometry, read: TensorReader, o: OnnxGatewayOptions, progress?: (done: number, total: number) => void): Promise<OnnxGatewaySessions> {
+    const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: o.threads ?? 1, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' };
+    const layers: ort.InferenceSession[] = [];
+    let weightBytes = 0;
+    const build = async (graph: OnnxGraph): Promise<ort.InferenceSession> => {
+      weightBytes += initializerBytes(graph);
+      let model: Uint8Array | null = encodeModel(graph);
+      graph.initializers.length = 0; // the encoded model holds them now
+      const session = await ort.InferenceSession.create(model, options);
+      model = null;
+      return session;
+    };
+    // the classifier first: its build buffers, the largest, come and go before the layers are resident
+    const classifier = await build(classifierGraph(g, read, o.encoding));
+    progress?.(1, g.nLayers + 1);
+    for (let l = 0; l < g.nLayers; l++) {
+      layers.push(await build(layerGraph(g, read, l, o.encoding)));
+      progress?.(l + 2, g.nLayers + 1);
+    }
+    return new OnnxGatewaySessions(g, layers, classifier, weightBytes);
+  }
+
+  /** x1 = x + W_O · heads, then x1 + FFN(x1): one layer's gateway work. x, heads [dim] -> [dim]. */
+  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<Float32Array> {
+    const out = await this.layers[layer].run({ x: new ort.Tensor('float32', x, [1, this.g.dim]), heads: new ort.Tensor('float32', heads, [1, this.g.dim]) });
+    return out.y.data as Float32Array;
+  }
+
+  /** logits [vocab] of the residual x [dim]. */
+  async logits(x: Float32Array): Promise<Float32Array> {
+    const out = await this.classifier.run({ x: new ort.Tensor('float32', x, [1, this.g.dim]) });
+    return out.y.data as Float32Array;
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([...this.layers, this.classifier].map((s) => s.release()));
+  }
+}
