@@ -43,6 +43,7 @@ const PROGRESS_EVERY_MS = 2000;
 /** `generate --radio sim`: generates, streams or prints the result, and reports the radio on stderr. */
 export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
+  if (cmd.quant !== 'f32' && cmd.quant !== 'int8') throw new UsageError(`generate: --radio sim runs f32 or int8 weights with the same transport, not --quant ${cmd.quant} yet`);
   choiceOption('radio', values.radio, 'sim', ['sim'] as const);
   const sf = Number(choiceOption('sf', values.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor;
   const bandwidthKHz = Number(choiceOption('bw', values.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz;
@@ -66,7 +67,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     generate: cmd.generate,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
-    quant: cmd.quant,
+    quant: cmd.quant as 'f32' | 'int8',
     onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
     onProgress,
     log: (level, message) => {

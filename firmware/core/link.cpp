@@ -11,7 +11,7 @@
 #include "head_group.h"  // ml_quantize, ml_dequantize
 
 const char* ml_encoding_name(uint8_t code) {
-  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : nullptr;
+  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : nullptr;
 }
 
 uint32_t ml_read_le(const uint8_t* p, int bytes) {
@@ -75,13 +75,15 @@ void write_float(uint8_t* p, float f) {
 
 int group_count(int count, int groupSize) { return (count + groupSize - 1) / groupSize; }
 
-// Payload bytes of count values: float32 values, or int8 groups' float32 scales then the int8 values.
+// Payload bytes of count values: float32 values, or the groups' float32 scales then the int8
+// values (int4: two a byte).
 size_t payload_bytes(uint8_t encoding, int count, int groupSize) {
-  return encoding == ML_ENCODING_F32 ? (size_t)count * 4 : (size_t)group_count(count, groupSize) * 4 + (size_t)count;
+  if (encoding == ML_ENCODING_F32) return (size_t)count * 4;
+  return (size_t)group_count(count, groupSize) * 4 + (encoding == ML_ENCODING_INT8 ? (size_t)count : (size_t)(count + 1) / 2);
 }
 
 // The group size a body of this encoding carries: float32 bodies carry 0.
-uint16_t carried_group_size(const MlBodyHeader& h) { return h.encoding == ML_ENCODING_INT8 ? h.groupSize : 0; }
+uint16_t carried_group_size(const MlBodyHeader& h) { return h.encoding == ML_ENCODING_F32 ? 0 : h.groupSize; }
 
 void write_header(const MlBodyHeader& h, uint8_t* out) {
   uint32_t raw[ML_BODY_FIELD_COUNT];
@@ -144,8 +146,8 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
     *err = ml_format("float32 body with group size %u (must be 0)", groupSize);
     return false;
   }
-  if (encoding == ML_ENCODING_INT8 && groupSize == 0) {
-    *err = "int8 body with group size 0";
+  if (encoding != ML_ENCODING_F32 && groupSize == 0) {
+    *err = ml_format("%s body with group size 0", encodingName);
     return false;
   }
   const size_t expected = ml_body_bytes((uint8_t)encoding, (int)count, (int)groupSize);
@@ -178,11 +180,30 @@ bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* valu
   if (!ml_body_check(buf, len, h, &p, err)) return false;
   if (h->encoding == ML_ENCODING_F32) {
     for (int i = 0; i < h->count; i++) values[i] = read_float(p + 4 * i);
-  } else {
+  } else if (h->encoding == ML_ENCODING_INT8) {
     const int groups = group_count(h->count, h->groupSize);
     std::vector<float> scales(groups);
     for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
     ml_dequantize((const int8_t*)(p + 4 * groups), scales.data(), h->count, h->groupSize, values);
+  } else {
+    // body.ts checkInt4Codes: codes -7..7, an odd count's last high nibble 0
+    const int groups = group_count(h->count, h->groupSize);
+    const uint8_t* codes = p + 4 * groups;
+    for (int i = 0; i < h->count; i++) {
+      if (((codes[i >> 1] >> ((i & 1) * 4)) & 0xf) == 8) {
+        *err = ml_format("int4 value %d has code -8 (codes are -7..7)", i);
+        return false;
+      }
+    }
+    if (h->count % 2 == 1 && (codes[h->count >> 1] >> 4) != 0) {
+      *err = "int4 body of an odd count with a nonzero last nibble";
+      return false;
+    }
+    std::vector<float> scales(groups);
+    for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
+    std::vector<int8_t> q(h->count);
+    ml_unpack_int4(codes, h->count, q.data());
+    ml_dequantize(q.data(), scales.data(), h->count, h->groupSize, values);
   }
   for (int i = 0; i < h->count; i++) {
     if (!isfinite(values[i])) {
@@ -199,11 +220,18 @@ size_t ml_body_encode(const MlBodyHeader& h, const float* values, uint8_t* out) 
   const uint16_t gs = carried_group_size(h);
   if (h.encoding == ML_ENCODING_F32) {
     for (int i = 0; i < h.count; i++) write_float(p + 4 * i, values[i]);
-  } else {
+  } else if (h.encoding == ML_ENCODING_INT8) {
     const int groups = group_count(h.count, gs);
     std::vector<float> scales(groups);
     ml_quantize(values, h.count, gs, (int8_t*)(p + 4 * groups), scales.data());
     for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
+  } else {
+    const int groups = group_count(h.count, gs);
+    std::vector<float> scales(groups);
+    std::vector<int8_t> q(h.count);
+    ml_quantize_int4(values, h.count, gs, q.data(), scales.data());
+    for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
+    ml_pack_int4(q.data(), h.count, p + 4 * groups);
   }
   return ML_BODY_HEADER_BYTES + payload_bytes(h.encoding, h.count, gs);
 }

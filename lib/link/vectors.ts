@@ -96,8 +96,8 @@ interface BodyCase {
 /** A broadcast and results of `headCounts` heads of one model, in each encoding. */
 function modelCases(model: string, g: Geometry, headCounts: number[], seed: number): BodyCase[] {
   const cases: BodyCase[] = [];
-  for (const encoding of ['f32', 'int8'] as Encoding[]) {
-    const int8 = encoding === 'int8';
+  for (const encoding of ['f32', 'int8', 'int4'] as Encoding[]) {
+    const int8 = encoding !== 'f32'; // int8 and int4 groups alike
     cases.push({
       name: `${model} broadcast ${encoding}`,
       header: { type: BodyType.Broadcast, encoding, sender: GATEWAY_SENDER, session: 0x7a3c1f05, seq: 0xfffffffe, pos: 17, layer: g.nLayers - 1 },
@@ -126,6 +126,8 @@ function edgeCases(): BodyCase[] {
     { name: 'one int8 value', header: top, values: Float32Array.of(3), groupSize: 1 },
     { name: 'int8, a short last group and a group of zeros', header: { ...top, type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros, groupSize: 32 },
     { name: 'int8, group size 65535', header: top, values: sampleValues(300, 7), groupSize: 65535 },
+    { name: 'one int4 value', header: { ...top, encoding: 'int4' }, values: Float32Array.of(-3), groupSize: 1 },
+    { name: 'int4, an odd count, a short last group and a group of zeros', header: { ...top, encoding: 'int4', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros.subarray(0, 69), groupSize: 32 },
     { name: 'f32, extreme finite values', header: { ...top, encoding: 'f32' }, values: Float32Array.of(3.4028234663852886e38, -3.4028234663852886e38, 1.401298464324817e-45, -0), groupSize: 0 },
   ];
 }
@@ -159,6 +161,19 @@ function alterations(name: string, body: Buffer, seed: number): BodyVector[] {
   return out;
 }
 
+/** An int4 body of an odd count with code -8 in its first value, and with its last (padding) nibble set. */
+function int4Alterations(name: string, body: Buffer): BodyVector[] {
+  const codes = body.length - Math.ceil(checkBody(body).count / 2);
+  const minus8 = Buffer.from(body);
+  minus8[codes] = (minus8[codes] & 0xf0) | 0x8;
+  const padded = Buffer.from(body);
+  padded[body.length - 1] |= 0x10;
+  return [
+    { name: `${name}, code -8`, body: toHex(minus8) },
+    { name: `${name}, the padding nibble set`, body: toHex(padded) },
+  ];
+}
+
 /** The body vectors: every case as encoded, then altered copies of the stories260K ones. */
 export function bodyVectors(): BodyVector[] {
   const vectors: BodyVector[] = [];
@@ -167,6 +182,7 @@ export function bodyVectors(): BodyVector[] {
     const body = encodeBody(c.header, c.values, c.groupSize);
     vectors.push({ name: c.name, body: toHex(body), values: toHex(c.values) });
     if (c.name.startsWith('stories260K') && (c.header.type === BodyType.Broadcast || c.values.length === 8)) altered.push(...alterations(c.name, body, 1000 + i));
+    if (c.header.encoding === 'int4' && c.values.length % 2 === 1) altered.push(...int4Alterations(c.name, body));
   });
   return [...vectors, ...altered];
 }

@@ -270,7 +270,7 @@ export class HeadNode {
       return;
     }
     const out = session.forward(frame.values, frame.pos, frame.layer);
-    const gs = a.transport === 'int8' ? headOutputGroupSize(this.g) : 0;
+    const gs = a.transport === 'f32' ? 0 : headOutputGroupSize(this.g);
     const result = encodeBody({ ...frame, type: BodyType.Result, encoding: a.transport, sender: a.slot }, out, gs);
     this.client?.publish(this.t.result(this.id), result, { qos: 0 });
     this.counters.framesOut++;
