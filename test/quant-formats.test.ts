@@ -12,6 +12,7 @@ import { Encoding, WeightFormat, storageBytes } from '../lib/llm/quant';
 import { BodyType, GATEWAY_SENDER, bodyBytes, decodeBody, encodeBody } from '../lib/link/body';
 import { cliEntry } from '../lib/mesh/processes';
 import { modelPaths } from './support/fixtures';
+import { perplexity, pooledFidelity } from '../lib/llm/fidelity';
 
 const load = (groups: string | number, quant: WeightFormat, transport?: Encoding) => Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups, quant, transport });
 const greedy: GenerateOptions = { prompt: 'The cat sat', steps: 80, temperature: 0, topP: 0.9, seed: 1n };
@@ -60,7 +61,7 @@ test('a head group\'s weights take the bytes of their storage format: int8 > int
   const bytes = (['int8', 'int4', 'int2'] as WeightFormat[]).map((q) => engine(q).heads.groups[0].weightBytes);
   // head 0 of stories260K: per layer 8 rows of W_Q and 8 each of W_K, W_V, 64 wide: 1536 weights x 5 layers
   const n = 5 * 24 * 64;
-  expect(bytes).toEqual([storageBytes(n, 'int8'), storageBytes(n, 'int4'), storageBytes(n, 'int2')]);
+  expect(bytes).toEqual([storageBytes(n, 'int8'), storageBytes(n, 'int4'), storageBytes(n, 'int2', 64)]); // int2 groups are the whole 64-value row
   expect(bytes).toEqual([n + 4 * (n / 32), n / 2 + 4 * (n / 32), n / 4 + 8 * (n / 64)]);
 });
 
@@ -81,4 +82,26 @@ test('an int4 body decodes to exactly what the engine\'s int4 transport computes
   const heads = out.slice();
   transportCodec.headOutputs(g, heads, 'int4');
   expect(unsignedZeros(decodeBody(result).values)).toEqual(unsignedZeros(heads));
+});
+
+describe('fidelity measures', () => {
+  test('perplexity of uniform logits is the vocabulary size; of logits sure of each next token, 1', () => {
+    const tokens = [0, 3, 1, 2];
+    const uniform = tokens.map(() => new Float32Array(5));
+    expect(perplexity(uniform, tokens)).toBeCloseTo(5, 10);
+    const sure = tokens.map((_, i) => Float32Array.from({ length: 5 }, (_, v) => (v === tokens[i + 1] ? 100 : 0)));
+    expect(perplexity(sure, tokens)).toBeCloseTo(1, 10);
+  });
+
+  test('pooled fidelity weighs each sequence by its positions', () => {
+    const a = Float32Array.of(1, 0);
+    const b = Float32Array.of(0, 1);
+    const f = pooledFidelity([
+      { tokens: [0, 0, 0], reference: [a, a, a], candidate: [a, b, a] },
+      { tokens: [0], reference: [a], candidate: [a] },
+    ]);
+    expect(f.positions).toBe(4);
+    expect(f.top1Agreement).toBe(0.75);
+    expect(f.referencePerplexity).toBeLessThan(f.perplexity);
+  });
 });

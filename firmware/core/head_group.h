@@ -40,8 +40,8 @@ enum MlWeightFormat { ML_WEIGHTS_F32, ML_WEIGHTS_INT8, ML_WEIGHTS_INT4, ML_WEIGH
 // int4 codes are -7..7 (scale max|v| / 7); int2 codes 0..3 (scale (max - min) / 3, offset min).
 static const int ML_INT4_LEVELS = 7;
 static const int ML_INT2_MAX = 3;
-// Weight row group sizes (quant.ts FORMAT_SPECS): int8 and int4 32, int2 64 (at most the row).
-static const int ML_INT2_GROUP_SIZE = 64;
+// Weight row group sizes (quant.ts FORMAT_SPECS): int8 and int4 32, int2 128 (at most the row).
+static const int ML_INT2_GROUP_SIZE = 128;
 
 // scale = max|v| / 127 (float32), q = round-half-away(float32(v / scale)); x [n] -> q [n],
 // scales [ceil(n / groupSize)].
@@ -76,7 +76,7 @@ struct MlSlices;
 // Reads only the group's rows from the checkpoint. heads: distinct ids in 0..nHeads-1, any
 // order (kept sorted ascending). On failure nullptr and a sentence in err.
 MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8, char* err, size_t errLen);
-// The same in any weight format (int8 and int4 rows in groups of 32, int2 in groups of 64).
+// The same in any weight format (int8 and int4 rows in groups of 32, int2 in groups of 128 (at most the row)).
 MlSlices* ml_slices_load_format(MlCheckpoint* c, const int* heads, int count, MlWeightFormat format, char* err, size_t errLen);
 // The weight format of its name ("f32", "int8", "int4", "int2"); false for any other.
 bool ml_weight_format_of(const char* name, MlWeightFormat* format);

@@ -5,7 +5,8 @@
  * - int8 and int4, symmetric: one float32 scale = max|v| / L per group (L = 127 for int8, 7 for
  *   int4, so int4 codes are -7..7, GGML's Q4_0 idea without its -8), q = round(v / scale)
  *   (half away from zero, float32 division, as C's roundf(v / s)); v ~ q * scale.
- * - int2, affine: a float32 scale = (max - min) / 3 and an offset = min per group, q =
+ * - int2, affine: a float32 scale = (max - min) / 3 and an offset = min per group (of 128, or the
+ *   whole row when shorter), q =
  *   round((v - min) / scale) in 0..3 (GGML's Q4_1 "scale and min" idea at 2 bits); v ~ q *
  *   scale + min. A matrix-vector product is the int8 kernel's sum of scale * (q . x) plus, per
  *   group, min * sum(x) (addGroupOffsets).
@@ -32,7 +33,7 @@ export const FORMAT_SPECS: Readonly<Record<WeightFormat, { bits: number; groupSi
   f32: { bits: 32, groupSize: 0, groupParams: 0 },
   int8: { bits: 8, groupSize: 32, groupParams: 1 },
   int4: { bits: 4, groupSize: 32, groupParams: 1 },
-  int2: { bits: 2, groupSize: 64, groupParams: 2 },
+  int2: { bits: 2, groupSize: 128, groupParams: 2 },
 };
 
 /** The largest code of a symmetric format: codes are -L..L. */

@@ -110,7 +110,7 @@ export interface BodyEncoding {
  */
 export function meshEncodings(g: Geometry, transport: Encoding): { broadcast: BodyEncoding; result: BodyEncoding } {
   if (transport === 'f32') return { broadcast: { encoding: 'f32', groupSize: 0 }, result: { encoding: 'f32', groupSize: 0 } };
-  return { broadcast: { encoding: 'int8', groupSize: INT8_GROUP_SIZE }, result: { encoding: 'int8', groupSize: headOutputGroupSize(g) } };
+  return { broadcast: { encoding: transport, groupSize: INT8_GROUP_SIZE }, result: { encoding: transport, groupSize: headOutputGroupSize(g) } };
 }
 
 /** Bytes of the mesh's two bodies under a transport: the broadcast [dim], and the result of a node of `heads` heads. */
