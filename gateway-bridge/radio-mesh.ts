@@ -11,6 +11,7 @@ import { Geometry, geometry } from '../lib/llm/config';
 import { HeadWeights, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { Radio, RadioChannel } from '../lib/radio/channel';
+import { broadcastChannels } from '../lib/radio/regions';
 import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
 import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
@@ -23,6 +24,8 @@ export interface RadioSettings {
   bandwidthKHz: BandwidthKHz;
   /** Receive channels of the gateway: 1 or 8. */
   channels: number;
+  /** A named channel plan (lib/radio/channel-plans.ts) instead of `channels` at `bandwidthKHz`. */
+  channelPlan?: string;
   /** Probability that any one reception is lost. */
   loss: number;
   /** Seed of the loss generator. */
@@ -99,8 +102,8 @@ export class SimulatedRadioMesh {
   constructor(o: SimulatedRadioMeshOptions) {
     this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
     this.clock.onError = (e) => this.errors.push(e as Error);
-    this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels });
-    this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, loss: o.loss, seed: o.seed });
+    this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels, channelPlan: o.channelPlan });
+    this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, plan: this.config.plan, loss: o.loss, seed: o.seed });
     this.key = o.key ?? randomBytes(16);
     this.radioMeshId = o.radioMeshId ?? 1;
     this.transport = o.quant;
@@ -119,7 +122,7 @@ export class SimulatedRadioMesh {
         const newSession = weights ? () => weights.session() : () => standIn(address, heads);
         const id = `${o.idPrefix ?? 'radio-'}${address}`;
         if (o.nodesOnChannel ?? true) {
-          const radio = this.channel.attach({ name: id, listen: [this.config.plan.broadcast] });
+          const radio = this.channel.attach({ name: id, listen: broadcastChannels(this.config.plan) });
           this.nodeRadios.push(radio);
           this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
         }

@@ -47,7 +47,8 @@ import {
   messageFrameBytes,
   nackFrameBytes,
 } from './frame';
-import { Channel, ChannelPlan, DutyCycleTracker, Region, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { NamedChannelPlan, namedChannelPlan, planFrameBytes } from './channel-plans';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, broadcastChannels, channelModulation, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 
 export interface MacConfig {
   region: Region;
@@ -66,6 +67,8 @@ export interface MacConfigOptions {
   bandwidthKHz: BandwidthKHz;
   /** Receive channels of the gateway: 1 or 8. */
   channels: number;
+  /** A named channel plan (channel-plans.ts) instead of `channels` at one bandwidth: its region must be `region`. */
+  channelPlan?: string | NamedChannelPlan;
   codingRate?: 5 | 6 | 7 | 8;
   guardMs?: number;
   computeMs?: number;
@@ -74,11 +77,14 @@ export interface MacConfigOptions {
 export function macConfig(o: MacConfigOptions): MacConfig {
   const r = typeof o.region === 'string' ? regionByName(o.region) : o.region;
   const modulation: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
+  const named = typeof o.channelPlan === 'string' ? namedChannelPlan(o.channelPlan) : o.channelPlan;
+  if (named && named.region.name !== r.name) throw new MeshLlmError(`channel plan ${named.name} is a ${named.region.name} plan, not ${r.name}`);
+  const plan = named ?? channelPlan(r, o.channels, o.bandwidthKHz);
   return {
     region: r,
     modulation,
-    plan: channelPlan(r, o.channels, o.bandwidthKHz),
-    maxFrameBytes: meshFrameBytes(r, modulation),
+    plan,
+    maxFrameBytes: named ? planFrameBytes(named, r, modulation) : meshFrameBytes(r, modulation),
     guardMs: o.guardMs ?? 5,
     computeMs: o.computeMs ?? 20,
   };
@@ -141,9 +147,15 @@ export interface MeshLayout {
 /** Time a radio with a fresh duty-cycle clock needs to send these frames one after another on a channel, ms. */
 function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): number {
   const tx = new DutyCycleTracker(r);
+  const mc = channelModulation(m, ch);
   let t = 0;
-  for (const bytes of frames) t = tx.transmit(ch, tx.earliestStartMs(ch, t), timeOnAirMs(bytes, m));
+  for (const bytes of frames) t = tx.transmit(ch, tx.earliestStartMs(ch, t), timeOnAirMs(bytes, mc));
   return t;
+}
+
+/** Time on air of a frame on one of the mesh's channels (at that channel's modulation), ms. */
+export function frameAirtimeMs(config: MacConfig, ch: Channel, bytes: number): number {
+  return timeOnAirMs(bytes, channelModulation(config.modulation, ch));
 }
 
 /** The one frame of a NACK about a message of these frames; refuses frames too small to carry it. */
@@ -154,9 +166,10 @@ function nackFrameFor(what: string, frames: number[], maxFrameBytes: number): nu
 }
 
 /**
- * The slot plan: nodes in address order, node k on receive channel k mod C, slots on a
- * channel one after another, each as long as the node's longest reply (its whole result, or
- * a NACK of the broadcast) plus the guard time.
+ * The slot plan: nodes in address order, each on the receive channel where its slot ends
+ * soonest (with channels alike: node k on channel k mod C), slots on a channel one after
+ * another, each as long as the node's longest reply (its whole result, or a NACK of the
+ * broadcast) plus the guard time.
  */
 export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, nodes: LayoutNode[]): MeshLayout {
   const encodings = meshEncodings(g, transport);
@@ -172,7 +185,12 @@ export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, 
     const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
     nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
     resultFrames.set(n.address, frames);
-    const c = k % config.plan.uplink.length;
+    const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, frames), burstMs(config.region, config.modulation, ch, [nack])) + config.guardMs;
+    // the channel where this slot ends soonest; ties to the lowest index from k mod C, as round robin
+    let c = k % config.plan.uplink.length;
+    config.plan.uplink.forEach((ch, i) => {
+      if (channelEnd[i] + lengthOn(ch) < channelEnd[c] + lengthOn(config.plan.uplink[c]) - 1e-9) c = i;
+    });
     const channel = config.plan.uplink[c];
     const resultMs = burstMs(config.region, config.modulation, channel, frames);
     const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
@@ -205,15 +223,40 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
  * in sequence), nor than the busiest transmitter's airtime divided by its duty cycle.
  */
 export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resultFrames: number[][]): number {
-  const toa = (b: number) => timeOnAirMs(b, config.modulation);
-  const broadcast = sum(broadcastFrames.map(toa));
-  const perNode = resultFrames.map((f) => sum(f.map(toa)));
-  const channels = config.plan.uplink.length;
-  const channel = broadcast + Math.max(Math.max(0, ...perNode), sum(perNode) / channels);
-  const broadcastDuty = subBandOf(config.region, config.plan.broadcast).dutyCycle;
-  const uplinkBands = new Map(config.plan.uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
-  const transmitter = Math.max(broadcast / broadcastDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
+  const broadcastChs = broadcastChannels(config.plan);
+  const uplink = config.plan.uplink;
+  // the broadcast: every frame on the fastest broadcast channel (the gateway sends one at a time)
+  const broadcast = sum(broadcastFrames.map((b) => Math.min(...broadcastChs.map((ch) => frameAirtimeMs(config, ch, b)))));
+  // each node's reply on the fastest receive channel; all replies spread over the channels at their speeds
+  const perNode = resultFrames.map((f) => Math.min(...uplink.map((ch) => sum(f.map((b) => frameAirtimeMs(config, ch, b))))));
+  const spread = replyMakespanBoundMs(resultFrames.flat(), uplink.map((ch) => (b: number) => frameAirtimeMs(config, ch, b)));
+  const channel = broadcast + Math.max(Math.max(0, ...perNode), spread);
+  // the gateway's duty-cycle budgets: per sub-band it may fill dutyCycle of the time
+  const bands = new Map<string, { duty: number; ch: Channel }>();
+  for (const ch of broadcastChs) {
+    const b = subBandOf(config.region, ch);
+    const had = bands.get(b.name);
+    if (!had || frameAirtimeMs(config, ch, 200) < frameAirtimeMs(config, had.ch, 200)) bands.set(b.name, { duty: b.dutyCycle, ch });
+  }
+  const gatewayDuty = sum(broadcastFrames.map((b) => 1 / sum([...bands.values()].map(({ duty, ch }) => duty / frameAirtimeMs(config, ch, b)))));
+  const uplinkBands = new Map(uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
+  const transmitter = Math.max(gatewayDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
   return Math.max(channel, transmitter);
+}
+
+/**
+ * No schedule sends these frames over channels of these airtimes sooner: a frame is whole on
+ * one channel. Frames all of one size: the least T with sum over channels of floor(T / airtime)
+ * >= frames (exact for equal frames); otherwise every frame spread over all channels at once.
+ */
+export function replyMakespanBoundMs(frames: number[], airtimes: ((bytes: number) => number)[]): number {
+  if (frames.length === 0) return 0;
+  if (frames.every((b) => b === frames[0])) {
+    const toa = airtimes.map((f) => f(frames[0]));
+    const candidates = toa.flatMap((t) => Array.from({ length: frames.length }, (_, k) => (k + 1) * t)).sort((a, b) => a - b);
+    return candidates.find((T) => sum(toa.map((t) => Math.floor(T / t + 1e-9))) >= frames.length)!;
+  }
+  return sum(frames.map((b) => 1 / sum(airtimes.map((f) => 1 / f(b)))));
 }
 
 /** What went on the air, by kind, per token position. */
@@ -412,8 +455,7 @@ export class GatewayMac {
 
   private round(x: Exchange, fragments: number[], resultNacks: { address: number; missing: number[] }[]): void {
     const { config } = this.layout;
-    const ch = config.plan.broadcast;
-    const airtime = (f: Buffer) => timeOnAirMs(f.length, config.modulation);
+    const channels = broadcastChannels(config.plan);
     x.rounds++;
     this.counters.rounds++;
     x.nacked.clear();
@@ -440,8 +482,15 @@ export class GatewayMac {
     let t = this.o.clock.now();
     let markerEnd = t;
     frames.forEach(({ frame, kind }, i) => {
-      const ms = airtime(frame);
+      // the broadcast channel (of the plan's, each in its own sub-band) where this frame ends soonest
+      let ch = channels[0];
+      let ms = frameAirtimeMs(config, ch, frame.length);
       let start = this.tracker.earliestStartMs(ch, t);
+      for (const other of channels.slice(1)) {
+        const otherMs = frameAirtimeMs(config, other, frame.length);
+        const otherStart = this.tracker.earliestStartMs(other, t);
+        if (otherStart + otherMs < start + ms - 1e-9) [ch, ms, start] = [other, otherMs, otherStart];
+      }
       if (i === frames.length - 1) start = Math.max(start, markerEndAtLeast - ms);
       if (Number.isNaN(x.startMs)) x.startMs = start;
       t = this.tracker.transmit(ch, start, ms);
@@ -455,7 +504,7 @@ export class GatewayMac {
       const model = this.nodeModel.get(a) as DutyCycleTracker;
       const reply = this.layout.longestReply.get(a) as number[];
       let s = markerEnd + slot.offsetMs;
-      for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), timeOnAirMs(bytes, config.modulation));
+      for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), frameAirtimeMs(config, slot.channel, bytes));
     }
     x.timer = this.o.clock.at(markerEnd + this.layout.windowMs, () => this.endRound(x));
   }

@@ -227,7 +227,7 @@ export class RadioHeadNode {
     const slotEnd = slotStart + this.slot.lengthMs - this.o.layout.config.guardMs;
     let t = slotStart;
     for (const frame of frames) {
-      const ms = this.o.radio.airtimeMs(frame.length);
+      const ms = this.o.radio.airtimeMs(frame.length, ch);
       const start = this.o.radio.earliestStartMs(ch, t);
       if (start + ms > slotEnd + 1e-6) {
         this.counters.dutyCycleSkips++;
