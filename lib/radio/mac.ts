@@ -140,8 +140,20 @@ export interface MeshLayout {
   /** Per node address: its longest reply in a slot (its result, or a NACK of the broadcast). */
   longestReply: Map<number, number[]>;
   slots: Map<number, Slot>;
+  /**
+   * The slot plans the rounds take in turn, by message number (slotFor): one (`slots`), or
+   * on a named plan whose receive channels lie in several duty-cycled sub-bands, one per
+   * sub-band, each node in a different sub-band from one layer to the next, so each node
+   * spends the budgets of all of them.
+   */
+  slotSets: Map<number, Slot>[];
   /** From the marker's end to the end of the last slot, ms. */
   windowMs: number;
+}
+
+/** A node's slot in the round of a broadcast of this message number. */
+export function slotFor(layout: MeshLayout, address: number, messageNumber: number): Slot | undefined {
+  return layout.slotSets[messageNumber % layout.slotSets.length].get(address);
 }
 
 /** Time a radio with a fresh duty-cycle clock needs to send these frames one after another on a channel, ms. */
@@ -178,28 +190,38 @@ export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, 
   const nack = nackFrameFor('the broadcast', broadcastFrames, config.maxFrameBytes);
   const resultFrames = new Map<number, number[]>();
   const longestReply = new Map<number, number[]>();
-  const slots = new Map<number, Slot>();
-  const channelEnd = config.plan.uplink.map(() => config.computeMs);
   const sorted = [...nodes].sort((a, b) => a.address - b.address);
-  sorted.forEach((n, k) => {
-    const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
-    nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
-    resultFrames.set(n.address, frames);
-    const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, frames), burstMs(config.region, config.modulation, ch, [nack])) + config.guardMs;
-    // the channel where this slot ends soonest; ties to the lowest index from k mod C, as round robin
-    let c = k % config.plan.uplink.length;
-    config.plan.uplink.forEach((ch, i) => {
-      if (channelEnd[i] + lengthOn(ch) < channelEnd[c] + lengthOn(config.plan.uplink[c]) - 1e-9) c = i;
+  const uplink = config.plan.uplink;
+  // sub-bands of the receive channels that keep a duty cycle: on a named plan, one slot plan each
+  const bands = [...new Set(uplink.map((ch) => subBandOf(config.region, ch)).filter((b) => b.dutyCycle < 1).map((b) => b.name))];
+  const rotations = 'name' in config.plan && bands.length > 1 ? bands.length : 1;
+  const slotSets: Map<number, Slot>[] = [];
+  let windowMs = 0;
+  for (let j = 0; j < rotations; j++) {
+    const slots = new Map<number, Slot>();
+    const channelEnd = uplink.map(() => config.computeMs);
+    sorted.forEach((n, k) => {
+      const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
+      nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
+      resultFrames.set(n.address, frames);
+      const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, frames), burstMs(config.region, config.modulation, ch, [nack])) + config.guardMs;
+      // the channels this node may use in this slot plan: all, or those of its sub-band of the turn
+      const allowed = uplink.map((ch, i) => i).filter((i) => rotations === 1 || subBandOf(config.region, uplink[i]).name === bands[(k + j) % rotations]);
+      // the channel where this slot ends soonest; ties to the lowest index from k mod C, as round robin
+      let c = allowed[k % allowed.length];
+      for (const i of allowed) if (channelEnd[i] + lengthOn(uplink[i]) < channelEnd[c] + lengthOn(uplink[c]) - 1e-9) c = i;
+      const channel = uplink[c];
+      const resultMs = burstMs(config.region, config.modulation, channel, frames);
+      const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
+      longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
+      const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
+      slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
+      channelEnd[c] += lengthMs;
     });
-    const channel = config.plan.uplink[c];
-    const resultMs = burstMs(config.region, config.modulation, channel, frames);
-    const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
-    longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
-    const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
-    slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
-    channelEnd[c] += lengthMs;
-  });
-  return { config, encodings, broadcastBytes: sizes.broadcast, broadcastFrames, resultFrames, longestReply, slots, windowMs: Math.max(...channelEnd) };
+    slotSets.push(slots);
+    windowMs = Math.max(windowMs, ...channelEnd);
+  }
+  return { config, encodings, broadcastBytes: sizes.broadcast, broadcastFrames, resultFrames, longestReply, slots: slotSets[0], slotSets, windowMs };
 }
 
 /** What a body repeats from its layer: session, sequence number, position, layer. */
@@ -475,7 +497,7 @@ export class GatewayMac {
     // The marker must end late enough for every owed node to be allowed to reply in its slot.
     let markerEndAtLeast = -Infinity;
     for (const a of x.owed) {
-      const slot = this.layout.slots.get(a) as Slot;
+      const slot = slotFor(this.layout, a, x.message.messageNumber) as Slot;
       const model = this.nodeModel.get(a) as DutyCycleTracker;
       markerEndAtLeast = Math.max(markerEndAtLeast, model.earliestStartMs(slot.channel, -Infinity) - slot.offsetMs);
     }
@@ -500,7 +522,7 @@ export class GatewayMac {
     });
     // Model every owed node as having used its whole slot.
     for (const a of x.owed) {
-      const slot = this.layout.slots.get(a) as Slot;
+      const slot = slotFor(this.layout, a, x.message.messageNumber) as Slot;
       const model = this.nodeModel.get(a) as DutyCycleTracker;
       const reply = this.layout.longestReply.get(a) as number[];
       let s = markerEnd + slot.offsetMs;
