@@ -16,7 +16,12 @@ import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
 import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
 import { RadioNodeInfo } from './bridge';
-import { Encoding } from '../lib/llm/quant';
+import { Encoding, WeightFormat } from '../lib/llm/quant';
+
+/** The head weights a radio mesh of a transport holds: its own format, int8 under int7 (no int7 weights). */
+export function weightsOf(transport: Encoding): WeightFormat {
+  return transport === 'int7' ? 'int8' : transport;
+}
 
 export interface RadioSettings {
   region: string;
@@ -117,7 +122,7 @@ export class SimulatedRadioMesh {
       groups.forEach((heads, i) => {
         const address = i + 1;
         // a node's weights are loaded once (its flash); every session adds only a KV cache
-        const weights = ckpt ? new HeadWeights(g, loadHeadSlices(ckpt, g, heads, o.quant)) : null;
+        const weights = ckpt ? new HeadWeights(g, loadHeadSlices(ckpt, g, heads, weightsOf(o.quant))) : null;
         const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
         const newSession = weights ? () => weights.session() : () => standIn(address, heads);
         const id = `${o.idPrefix ?? 'radio-'}${address}`;
@@ -126,7 +131,7 @@ export class SimulatedRadioMesh {
           this.nodeRadios.push(radio);
           this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
         }
-        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: weights?.weightBytes ?? 0 });
+        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: weightsOf(o.quant), weightBytes: weights?.weightBytes ?? 0 });
       });
     } finally {
       ckpt?.close();

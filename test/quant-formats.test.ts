@@ -5,10 +5,11 @@
  * round-trips exactly what the engine's int4 transport computes.
  */
 import { execFile } from 'node:child_process';
-import { Engine, GenerateOptions, GenerationResult, headOutputGroupSize, transportCodec } from '../lib/llm/engine';
+import { Engine, GenerateOptions, GenerationResult, broadcastGroupSize, headOutputGroupSize, resultGroupSize, transportCodec } from '../lib/llm/engine';
+import { MODEL_PRESETS } from '../lib/radio/presets';
 import { geometry } from '../lib/llm/config';
 import { INT8_GROUP_SIZE } from '../lib/llm/head';
-import { Encoding, WeightFormat, storageBytes } from '../lib/llm/quant';
+import { Encoding, WeightFormat, packCodes, storageBytes, unpackCodes } from '../lib/llm/quant';
 import { BodyType, GATEWAY_SENDER, bodyBytes, decodeBody, encodeBody } from '../lib/link/body';
 import { cliEntry } from '../lib/mesh/processes';
 import { modelPaths } from './support/fixtures';
@@ -30,6 +31,7 @@ const CASES: { quant: WeightFormat; transport: Encoding }[] = [
   { quant: 'int2', transport: 'int8' },
   { quant: 'int8', transport: 'int4' },
   { quant: 'int4', transport: 'int4' },
+  { quant: 'int8', transport: 'int7' },
 ];
 
 describe.each(CASES)('$quant weights, $transport transport', ({ quant, transport }) => {
@@ -63,6 +65,21 @@ test('a head group\'s weights take the bytes of their storage format: int8 > int
   const n = 5 * 24 * 64;
   expect(bytes).toEqual([storageBytes(n, 'int8'), storageBytes(n, 'int4'), storageBytes(n, 'int2', 64)]); // int2 groups are the whole 64-value row
   expect(bytes).toEqual([n + 4 * (n / 32), n / 2 + 4 * (n / 32), n / 4 + 8 * (n / 64)]);
+});
+
+test('an int7 body: broadcast groups of 128 (the whole 64-value vector here), seven bits a code, decoded as the engine\'s int7 transport', () => {
+  const g = geometry({ dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512, sharedClassifier: true });
+  const xb = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i * 0.37) * (1 + (i % 5)));
+  const body = encodeBody({ type: BodyType.Broadcast, encoding: 'int7', sender: GATEWAY_SENDER, session: 9, seq: 1, pos: 2, layer: 3 }, xb, broadcastGroupSize('int7'));
+  expect(body.length).toBe(24 + 4 + 56);
+  const expected = xb.slice();
+  transportCodec.broadcast(expected, 'int7');
+  expect(Array.from(decodeBody(body).values, (x) => x + 0)).toEqual(Array.from(expected, (x) => x + 0));
+  expect(resultGroupSize(g, 'int7')).toBe(8);
+  expect(resultGroupSize(geometry(MODEL_PRESETS.tinyllama), 'int7')).toBe(64);
+  // 7-bit codes pack as a bit stream, low bit first
+  expect(Array.from(packCodes(Int8Array.of(-63, 63, 1, -1), 7))).toEqual([0xc1, 0x5f, 0xe0, 0x0f]); // 1000001 | 0111111 | 0000001 | 1111111, low bits first
+  expect(Array.from(unpackCodes(packCodes(Int8Array.of(-63, 63, 1, -1, 0, 5, -5, 62, -62), 7), 9, 7))).toEqual([-63, 63, 1, -1, 0, 5, -5, 62, -62]);
 });
 
 test('an int4 body decodes to exactly what the engine\'s int4 transport computes, in half the bytes of int8 values', () => {

@@ -21,8 +21,8 @@ describe('planner on us915-500, TinyLlama 16 nodes x 2 heads', () => {
   const p = plan(tinyllama());
 
   test('every weight format x transport, each transport\'s schedule that of a plan run with it', () => {
-    expect(p.combinations.map((c) => `${c.weights}/${c.transport}`)).toEqual(['f32', 'int8', 'int4', 'int2'].flatMap((w) => ['f32', 'int8', 'int4'].map((t) => `${w}/${t}`)));
-    for (const t of ['f32', 'int8', 'int4'] as const) {
+    expect(p.combinations.map((c) => `${c.weights}/${c.transport}`)).toEqual(['f32', 'int8', 'int4', 'int2'].flatMap((w) => ['f32', 'int8', 'int7', 'int4'].map((t) => `${w}/${t}`)));
+    for (const t of ['f32', 'int8', 'int7', 'int4'] as const) {
       const q = plan(tinyllama({ transport: t }));
       for (const c of p.combinations.filter((x) => x.transport === t)) {
         expect(c.secondsPerToken).toBeCloseTo(q.wallPerTokenSeconds, 9);
@@ -43,13 +43,17 @@ describe('planner on us915-500, TinyLlama 16 nodes x 2 heads', () => {
     expect(p.wallPerTokenSeconds / p.boundPerTokenSeconds).toBeLessThanOrEqual(1.05);
   });
 
-  test('the fastest combination meeting the floor is marked; a lower floor picks a faster transport, a higher one float32', () => {
+  test('the fastest combination meeting the floor on a module that holds it is marked; a lower floor picks a faster transport, none meets 99.99%', () => {
     expect(p.fastest).toEqual({ weights: 'int8', transport: 'int8', minTop1: 0.99 });
     expect(p.combinations.filter((c) => c.fastest)).toHaveLength(1);
     const low = plan(tinyllama({ minTop1: 0.9 }));
     expect(low.fastest).toMatchObject({ weights: 'int8', transport: 'int4' }); // int4 ties f32/int4 on time, with fewer weight bytes
     expect(low.combinations.find((c) => c.fastest)!.secondsPerToken!).toBeLessThan(p.combinations.find((c) => c.fastest)!.secondsPerToken!);
-    expect(plan(tinyllama({ minTop1: 0.9999 })).fastest).toMatchObject({ weights: 'f32', transport: 'f32' });
+    // float32 weights (44 MiB a node) fit no module: f32 x int7 meets the floor (99.38%) but is not offered
+    const f32int7 = p.combinations.find((c) => c.weights === 'f32' && c.transport === 'int7')!;
+    expect([f32int7.meetsFloor, f32int7.fitsModule]).toEqual([true, null]);
+    expect(plan(tinyllama({ minTop1: 0.985 })).fastest).toMatchObject({ weights: 'int8', transport: 'int7' });
+    expect(plan(tinyllama({ minTop1: 0.9999 })).fastest).toBeNull();
   });
 
   test('2-bit heads of TinyLlama take about 1 MB each (a head\'s W_Q and its share of W_K, W_V), with their measured fidelity', () => {

@@ -58,6 +58,15 @@ void ml_quantize_int2(const float* x, int n, int groupSize, int8_t* q, float* sc
 // After the int8 kernel wrote out [rows]: out[r] = float32(out[r] + sum over groups g of
 // offsets[r, g] * sum(x[g])) (quant.ts addGroupOffsets). x [cols].
 void ml_add_group_offsets(float* out, const float* x, const float* offsets, int rows, int cols, int groupSize);
+// Symmetric groups with codes clamped to -levels..levels (int4: 7, int7: 63), and their round trip.
+void ml_quantize_clamped(const float* x, int n, int groupSize, int levels, int8_t* q, float* scales);
+void ml_clamped_round_trip(float* x, int n, int groupSize, int levels);
+static const int ML_INT7_LEVELS = 63;
+// Codes of `bits` bits as a little-endian bit stream, low bit first, unused high bits 0 (quant.ts
+// packCodes / unpackCodes / signedCode); len is the stream's length in bytes.
+void ml_pack_codes(const int8_t* q, int n, int bits, uint8_t* out);
+void ml_unpack_codes(const uint8_t* bytes, size_t len, int n, int bits, int8_t* q);
+int ml_signed_code(const uint8_t* bytes, size_t len, int i, int bits);
 // Two int4 codes a byte, the first in the low nibble (quant.ts packInt4 / unpackInt4).
 void ml_pack_int4(const int8_t* q, int n, uint8_t* out);
 void ml_unpack_int4(const uint8_t* bytes, int n, int8_t* q);

@@ -11,7 +11,17 @@
 #include "head_group.h"  // ml_quantize, ml_dequantize
 
 const char* ml_encoding_name(uint8_t code) {
-  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : nullptr;
+  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : code == ML_ENCODING_INT7 ? "int7" : nullptr;
+}
+
+int ml_encoding_bits(uint8_t code) { return code == ML_ENCODING_INT7 ? 7 : code == ML_ENCODING_INT4 ? 4 : 8; }
+
+int ml_encoding_levels(uint8_t code) { return code == ML_ENCODING_INT7 ? ML_INT7_LEVELS : code == ML_ENCODING_INT4 ? ML_INT4_LEVELS : 127; }
+
+int ml_broadcast_group_size(uint8_t code) { return code == ML_ENCODING_F32 ? 0 : code == ML_ENCODING_INT7 ? 128 : ML_INT8_GROUP_SIZE; }
+
+int ml_result_group_size(uint8_t code, int headSize) {
+  return code == ML_ENCODING_F32 ? 0 : ml_aligned_group_size(headSize, code == ML_ENCODING_INT7 ? 64 : ML_INT8_GROUP_SIZE);
 }
 
 uint32_t ml_read_le(const uint8_t* p, int bytes) {
@@ -79,7 +89,7 @@ int group_count(int count, int groupSize) { return (count + groupSize - 1) / gro
 // values (int4: two a byte).
 size_t payload_bytes(uint8_t encoding, int count, int groupSize) {
   if (encoding == ML_ENCODING_F32) return (size_t)count * 4;
-  return (size_t)group_count(count, groupSize) * 4 + (encoding == ML_ENCODING_INT8 ? (size_t)count : (size_t)(count + 1) / 2);
+  return (size_t)group_count(count, groupSize) * 4 + ((size_t)count * ml_encoding_bits(encoding) + 7) / 8;
 }
 
 // The group size a body of this encoding carries: float32 bodies carry 0.
@@ -186,23 +196,27 @@ bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* valu
     for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
     ml_dequantize((const int8_t*)(p + 4 * groups), scales.data(), h->count, h->groupSize, values);
   } else {
-    // body.ts checkInt4Codes: codes -7..7, an odd count's last high nibble 0
+    // body.ts checkPackedCodes: codes -L..L, the bits after the last code 0
     const int groups = group_count(h->count, h->groupSize);
     const uint8_t* codes = p + 4 * groups;
+    const int bits = ml_encoding_bits(h->encoding), L = ml_encoding_levels(h->encoding);
+    const size_t len = ((size_t)h->count * bits + 7) / 8;
+    const char* name = ml_encoding_name(h->encoding);
     for (int i = 0; i < h->count; i++) {
-      if (((codes[i >> 1] >> ((i & 1) * 4)) & 0xf) == 8) {
-        *err = ml_format("int4 value %d has code -8 (codes are -7..7)", i);
+      if (ml_signed_code(codes, len, i, bits) == -L - 1) {
+        *err = ml_format("%s value %d has code %d (codes are -%d..%d)", name, i, -L - 1, L, L);
         return false;
       }
     }
-    if (h->count % 2 == 1 && (codes[h->count >> 1] >> 4) != 0) {
-      *err = "int4 body of an odd count with a nonzero last nibble";
+    const int used = (int)(((size_t)h->count * bits) % 8);
+    if (used != 0 && (codes[len - 1] >> used) != 0) {
+      *err = ml_format("%s body with nonzero bits after its last value", name);
       return false;
     }
     std::vector<float> scales(groups);
     for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
     std::vector<int8_t> q(h->count);
-    ml_unpack_int4(codes, h->count, q.data());
+    ml_unpack_codes(codes, len, h->count, bits, q.data());
     ml_dequantize(q.data(), scales.data(), h->count, h->groupSize, values);
   }
   for (int i = 0; i < h->count; i++) {
@@ -229,9 +243,9 @@ size_t ml_body_encode(const MlBodyHeader& h, const float* values, uint8_t* out) 
     const int groups = group_count(h.count, gs);
     std::vector<float> scales(groups);
     std::vector<int8_t> q(h.count);
-    ml_quantize_int4(values, h.count, gs, q.data(), scales.data());
+    ml_quantize_clamped(values, h.count, gs, ml_encoding_levels(h.encoding), q.data(), scales.data());
     for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
-    ml_pack_int4(q.data(), h.count, p + 4 * groups);
+    ml_pack_codes(q.data(), h.count, ml_encoding_bits(h.encoding), p + 4 * groups);
   }
   return ML_BODY_HEADER_BYTES + payload_bytes(h.encoding, h.count, gs);
 }

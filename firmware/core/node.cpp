@@ -219,7 +219,7 @@ void MlNode::onAssignment(const JsonValue& m) {
   assignment_->slot = (int)m.get("slot")->number;
   assignment_->heads = heads;
   const std::string& transport = m.get("transport")->string;
-  assignment_->transport = transport == "int8" ? ML_ENCODING_INT8 : transport == "int4" ? ML_ENCODING_INT4 : ML_ENCODING_F32;
+  assignment_->transport = transport == "int8" ? ML_ENCODING_INT8 : transport == "int4" ? ML_ENCODING_INT4 : transport == "int7" ? ML_ENCODING_INT7 : ML_ENCODING_F32;
   assignment_->int8Weights = int8;
   assignment_->slices = slices;
   std::string kv = intList(ml_slices_kv_heads(slices), ml_slices_kv_head_count(slices));
@@ -334,7 +334,7 @@ void MlNode::onBroadcast(const uint8_t* payload, size_t len) {
   r.encoding = assignment_->transport;
   r.sender = (uint16_t)assignment_->slot;
   r.count = (uint16_t)(assignment_->heads.size() * g_.headSize);
-  r.groupSize = r.encoding != ML_ENCODING_F32 ? (uint16_t)ml_aligned_group_size(g_.headSize, ML_INT8_GROUP_SIZE) : 0;
+  r.groupSize = (uint16_t)ml_result_group_size(r.encoding, g_.headSize);
   out_.resize(ml_body_bytes(r.encoding, r.count, r.groupSize));
   size_t n = ml_body_encode(r, out, out_.data());
   io_.publish(io_.ctx, tResult_, out_.data(), n, 0, false);

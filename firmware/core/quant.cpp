@@ -76,22 +76,26 @@ void ml_int8_round_trip(float* x, int n, int groupSize) {
   }
 }
 
-void ml_quantize_int4(const float* x, int n, int groupSize, int8_t* q, float* scales) {
+void ml_quantize_clamped(const float* x, int n, int groupSize, int levels, int8_t* q, float* scales) {
   for (int g0 = 0, g = 0; g0 < n; g0 += groupSize, g++) {
     int len = n - g0 < groupSize ? n - g0 : groupSize;
-    float scale = groupScale(x + g0, len, ML_INT4_LEVELS);
+    float scale = groupScale(x + g0, len, levels);
     scales[g] = scale;
-    for (int i = 0; i < len; i++) q[g0 + i] = toInt8(quantizeClamped(x[g0 + i], scale, ML_INT4_LEVELS));
+    for (int i = 0; i < len; i++) q[g0 + i] = toInt8(quantizeClamped(x[g0 + i], scale, levels));
   }
 }
 
-void ml_int4_round_trip(float* x, int n, int groupSize) {
+void ml_quantize_int4(const float* x, int n, int groupSize, int8_t* q, float* scales) { ml_quantize_clamped(x, n, groupSize, ML_INT4_LEVELS, q, scales); }
+
+void ml_clamped_round_trip(float* x, int n, int groupSize, int levels) {
   for (int g0 = 0; g0 < n; g0 += groupSize) {
     int len = n - g0 < groupSize ? n - g0 : groupSize;
-    float scale = groupScale(x + g0, len, ML_INT4_LEVELS);
-    for (int i = g0; i < g0 + len; i++) x[i] = (float)(quantizeClamped(x[i], scale, ML_INT4_LEVELS) * (double)scale);
+    float scale = groupScale(x + g0, len, levels);
+    for (int i = g0; i < g0 + len; i++) x[i] = (float)(quantizeClamped(x[i], scale, levels) * (double)scale);
   }
 }
+
+void ml_int4_round_trip(float* x, int n, int groupSize) { ml_clamped_round_trip(x, n, groupSize, ML_INT4_LEVELS); }
 
 // quant.ts quantizeAffineInto: min and max of the group's float32 values (< and > comparisons
 // in order), scale = float32((max - min) / 3), q = round(float32((v - min) / scale)) in 0..3.
@@ -130,17 +134,32 @@ void ml_add_group_offsets(float* out, const float* x, const float* offsets, int 
   }
 }
 
-void ml_pack_int4(const int8_t* q, int n, uint8_t* out) {
-  for (int i = 0; i < (n + 1) / 2; i++) out[i] = 0;
-  for (int i = 0; i < n; i++) out[i >> 1] |= (uint8_t)((q[i] & 0xf) << ((i & 1) * 4));
-}
-
-void ml_unpack_int4(const uint8_t* bytes, int n, int8_t* q) {
+void ml_pack_codes(const int8_t* q, int n, int bits, uint8_t* out) {
+  const size_t bytes = ((size_t)n * bits + 7) / 8;
+  for (size_t i = 0; i < bytes; i++) out[i] = 0;
+  const int mask = (1 << bits) - 1;
   for (int i = 0; i < n; i++) {
-    const int nibble = (bytes[i >> 1] >> ((i & 1) * 4)) & 0xf;
-    q[i] = (int8_t)(nibble >= 8 ? nibble - 16 : nibble);
+    const size_t at = (size_t)i * bits;
+    const int v = (q[i] & mask) << (at & 7);  // at most 14 bits
+    out[at >> 3] |= (uint8_t)(v & 0xff);
+    if (v > 0xff) out[(at >> 3) + 1] |= (uint8_t)(v >> 8);
   }
 }
+
+int ml_signed_code(const uint8_t* bytes, size_t len, int i, int bits) {
+  const size_t at = (size_t)i * bits;
+  const int word = bytes[at >> 3] | ((at >> 3) + 1 < len ? bytes[(at >> 3) + 1] << 8 : 0);
+  const int u = (word >> (at & 7)) & ((1 << bits) - 1);
+  return u >= 1 << (bits - 1) ? u - (1 << bits) : u;
+}
+
+void ml_unpack_codes(const uint8_t* bytes, size_t len, int n, int bits, int8_t* q) {
+  for (int i = 0; i < n; i++) q[i] = (int8_t)ml_signed_code(bytes, len, i, bits);
+}
+
+void ml_pack_int4(const int8_t* q, int n, uint8_t* out) { ml_pack_codes(q, n, 4, out); }
+
+void ml_unpack_int4(const uint8_t* bytes, int n, int8_t* q) { ml_unpack_codes(bytes, ((size_t)n + 1) / 2, n, 4, q); }
 
 int ml_aligned_group_size(int n, int limit) {
   for (int g = n < limit ? n : limit; g > 1; g--) {

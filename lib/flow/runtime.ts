@@ -27,7 +27,7 @@ import { loadSteering } from '../steering/directions';
 import { CounterfactualHeads } from '../steering/attribution';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
-import { Encoding } from '../llm/quant';
+import { WeightFormat } from '../llm/quant';
 
 export interface FlowRuntimeOptions {
   modelPath: string;
@@ -36,7 +36,7 @@ export interface FlowRuntimeOptions {
   username?: string;
   password?: string;
   meshId: string;
-  quant: Encoding;
+  quant: WeightFormat;
   /** Head nodes to wait for (default: whoever is up after a short settle). */
   nodes?: number;
   discoverTimeoutMs?: number;

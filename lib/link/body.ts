@@ -11,11 +11,13 @@
  * payload: float32, `count` float32 values; int8, ceil(count / groupSize) float32 scales, then
  * `count` int8 values (scales first keeps them 4-byte aligned); int4, the scales, then
  * ceil(count / 2) bytes of two int4 codes each (the first in the low nibble, two's complement,
- * -7..7; an odd count leaves the last high nibble 0): the group-wise codes of lib/llm/quant.ts,
- * so a receiver decodes exactly the values the engine's transport produces.
+ * -7..7; an odd count leaves the last high nibble 0); int7, the scales, then ceil(7 count / 8)
+ * bytes, a little-endian bit stream of seven-bit codes -63..63 (the last byte's unused high bits
+ * 0): the group-wise codes of lib/llm/quant.ts, so a receiver decodes exactly the values the
+ * engine's transport produces.
  */
 import * as os from 'node:os';
-import { Encoding, Int8Groups, SYMMETRIC_LEVELS, dequantizeInto, groupCount, packInt4, quantizeVector, unpackInt4 } from '../llm/quant';
+import { CODE_BITS, Encoding, Int8Groups, SYMMETRIC_LEVELS, dequantizeInto, groupCount, packCodes, quantizeVector, signedCode, unpackCodes } from '../llm/quant';
 
 export const BODY_MAGIC = 0x4c4d; // "ML" read as a little-endian u16
 export const BODY_VERSION = 1;
@@ -29,7 +31,7 @@ export enum BodyType {
 }
 
 /** The wire code of each encoding, here and in firmware/core/link.h. */
-export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1, int4: 2 };
+export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1, int4: 2, int7: 3 };
 const ENCODING_OF_CODE = new Map<number, Encoding>(Object.entries(ENCODING_CODES).map(([e, c]) => [c, e as Encoding]));
 
 /** The header's fields in order: the one table the codec below, the firmware and the docs follow. */
@@ -104,7 +106,7 @@ function readRaw(buf: Buffer): RawHeader {
 /** Payload bytes of `count` values. */
 function payloadBytes(encoding: Encoding, count: number, groupSize: number): number {
   if (encoding === 'f32') return count * 4;
-  return groupCount(count, groupSize) * 4 + (encoding === 'int8' ? count : Math.ceil(count / 2));
+  return groupCount(count, groupSize) * 4 + Math.ceil((count * CODE_BITS[encoding]) / 8);
 }
 
 /** Bytes of a body of `count` values (header included). */
@@ -141,7 +143,7 @@ export function encodeBody(h: BodyHeader, values: Float32Array, groupSize = 0): 
   } else {
     const enc = quantizeVector(values, gs, SYMMETRIC_LEVELS[h.encoding]);
     writeFloats(buf, BODY_HEADER_BYTES, enc.scales);
-    const codes = h.encoding === 'int8' ? new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength) : packInt4(enc.q);
+    const codes = h.encoding === 'int8' ? new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength) : packCodes(enc.q, CODE_BITS[h.encoding]);
     buf.set(codes, BODY_HEADER_BYTES + enc.scales.byteLength);
   }
   return buf;
@@ -171,23 +173,27 @@ export function checkBody(buf: Buffer): CheckedHeader {
 /** Decodes a body, or throws BodyError naming the first thing that is wrong with it. */
 export function decodeBody(buf: Buffer): Body {
   const h = checkBody(buf);
-  if (h.encoding === 'int4') checkInt4Codes(buf, h.count, h.groupSize);
+  if (h.encoding === 'int4' || h.encoding === 'int7') checkPackedCodes(buf, h.encoding, h.count, h.groupSize);
   const values = h.encoding === 'f32' ? readFloats(buf, BODY_HEADER_BYTES, h.count) : decodeGroups(buf, h.encoding, h.count, h.groupSize);
   for (let i = 0; i < h.count; i++) if (!Number.isFinite(values[i])) throw new BodyError(`value ${i} is not finite (${values[i]})`);
   return { type: h.type, encoding: h.encoding, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, values };
 }
 
-/** int4 codes are -7..7 and an odd count's last high nibble is 0, or BodyError names the first that is not. */
-function checkInt4Codes(buf: Buffer, count: number, groupSize: number): void {
+/** Packed codes are -L..L and the bits after the last code are 0, or BodyError names the first that is not. */
+function checkPackedCodes(buf: Buffer, encoding: 'int4' | 'int7', count: number, groupSize: number): void {
   const from = BODY_HEADER_BYTES + 4 * groupCount(count, groupSize);
-  for (let i = 0; i < count; i++) if (((buf[from + (i >> 1)] >> ((i & 1) * 4)) & 0xf) === 8) throw new BodyError(`int4 value ${i} has code -8 (codes are -7..7)`);
-  if (count % 2 === 1 && buf[from + (count >> 1)] >> 4 !== 0) throw new BodyError('int4 body of an odd count with a nonzero last nibble');
+  const codes = buf.subarray(from);
+  const bits = CODE_BITS[encoding];
+  const L = SYMMETRIC_LEVELS[encoding];
+  for (let i = 0; i < count; i++) if (signedCode(codes, i, bits) === -L - 1) throw new BodyError(`${encoding} value ${i} has code ${-L - 1} (codes are -${L}..${L})`);
+  const used = (count * bits) % 8;
+  if (used !== 0 && codes[codes.length - 1] >> used !== 0) throw new BodyError(`${encoding} body with nonzero bits after its last value`);
 }
 
-function decodeGroups(buf: Buffer, encoding: 'int8' | 'int4', count: number, groupSize: number): Float32Array {
+function decodeGroups(buf: Buffer, encoding: 'int8' | 'int4' | 'int7', count: number, groupSize: number): Float32Array {
   const scales = readFloats(buf, BODY_HEADER_BYTES, groupCount(count, groupSize));
   const qOffset = BODY_HEADER_BYTES + scales.byteLength;
-  const q = encoding === 'int8' ? new Int8Array(buf.buffer, buf.byteOffset + qOffset, count) : unpackInt4(buf.subarray(qOffset), count);
+  const q = encoding === 'int8' ? new Int8Array(buf.buffer, buf.byteOffset + qOffset, count) : unpackCodes(buf.subarray(qOffset), count, CODE_BITS[encoding]);
   const groups: Int8Groups = { q, scales, groupSize };
   const out = new Float32Array(count);
   dequantizeInto(out, groups);

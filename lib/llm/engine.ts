@@ -24,27 +24,32 @@ export function headOutputGroupSize(g: Geometry): number {
   return alignedGroupSize(g.headSize, INT8_GROUP_SIZE);
 }
 
-/** Group size of a transport's broadcast body (0 for float32). */
+/** int7 groups: a broadcast's scale per 128 values, a result's per head up to 64 (fewer scale bytes; docs/QUANTISATION.md). */
+export const INT7_BROADCAST_GROUP_SIZE = 128;
+export const INT7_RESULT_GROUP_LIMIT = 64;
+
+/** Group size of a transport's broadcast body (0 for float32): 32, int7 128. */
 export function broadcastGroupSize(encoding: Encoding): number {
-  return encoding === 'f32' ? 0 : INT8_GROUP_SIZE;
+  return encoding === 'f32' ? 0 : encoding === 'int7' ? INT7_BROADCAST_GROUP_SIZE : INT8_GROUP_SIZE;
 }
 
-/** Group size of a transport's result body (0 for float32): groups aligned to heads. */
+/** Group size of a transport's result body (0 for float32): groups aligned to heads (int7: up to 64 values). */
 export function resultGroupSize(g: Geometry, encoding: Encoding): number {
-  return encoding === 'f32' ? 0 : headOutputGroupSize(g);
+  return encoding === 'f32' ? 0 : encoding === 'int7' ? alignedGroupSize(g.headSize, INT7_RESULT_GROUP_LIMIT) : headOutputGroupSize(g);
 }
 
 /**
  * Applies a transport (int8 unless told otherwise) to a broadcast vector or to a group's head
- * outputs: the values a receiver decodes. Broadcasts use INT8_GROUP_SIZE groups; head outputs
- * use groups aligned to heads, so the encoding does not depend on how heads are partitioned.
+ * outputs: the values a receiver decodes. Broadcasts use broadcastGroupSize groups; head
+ * outputs groups aligned to heads (resultGroupSize), so the encoding does not depend on how
+ * heads are partitioned.
  */
 export const transportCodec = {
   broadcast(xb: Float32Array, encoding: Encoding = 'int8'): void {
-    transportRoundTrip(encoding, xb, INT8_GROUP_SIZE);
+    transportRoundTrip(encoding, xb, broadcastGroupSize(encoding));
   },
   headOutputs(g: Geometry, out: Float32Array, encoding: Encoding = 'int8'): void {
-    transportRoundTrip(encoding, out, headOutputGroupSize(g));
+    transportRoundTrip(encoding, out, resultGroupSize(g, encoding));
   },
 };
 

@@ -16,14 +16,15 @@
  */
 
 /** How vectors cross between gateway and heads (the transport), each with its wire code in
- * lib/link/body.ts: float32, int8 groups, or int4 groups (two codes a byte on the wire). */
-export type Encoding = 'f32' | 'int8' | 'int4';
+ * lib/link/body.ts: float32, int8 groups, int4 groups (two codes a byte on the wire), or int7
+ * groups (codes -63..63, seven bits each on the wire). */
+export type Encoding = 'f32' | 'int8' | 'int4' | 'int7';
 
-/** How a head group's weights are held: a transport encoding, or 2-bit affine groups. */
-export type WeightFormat = Encoding | 'int2';
+/** How a head group's weights are held: float32, int8 or int4 groups, or 2-bit affine groups. */
+export type WeightFormat = 'f32' | 'int8' | 'int4' | 'int2';
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'int8', 'int4', 'int2'];
-export const TRANSPORT_ENCODINGS: readonly Encoding[] = ['f32', 'int8', 'int4'];
+export const TRANSPORT_ENCODINGS: readonly Encoding[] = ['f32', 'int8', 'int7', 'int4'];
 
 /**
  * Storage of each format: bits per value, values per group (weight rows; 0: no groups) and the
@@ -37,7 +38,9 @@ export const FORMAT_SPECS: Readonly<Record<WeightFormat, { bits: number; groupSi
 };
 
 /** The largest code of a symmetric format: codes are -L..L. */
-export const SYMMETRIC_LEVELS: Readonly<Record<'int8' | 'int4', number>> = { int8: 127, int4: 7 };
+export const SYMMETRIC_LEVELS: Readonly<Record<'int8' | 'int7' | 'int4', number>> = { int8: 127, int7: 63, int4: 7 };
+/** Bits of a code on the wire. */
+export const CODE_BITS: Readonly<Record<'int8' | 'int7' | 'int4', number>> = { int8: 8, int7: 7, int4: 4 };
 /** Codes of int2 groups are 0..INT2_MAX. */
 export const INT2_MAX = 3;
 
@@ -155,21 +158,47 @@ export function dequantizeInto(out: Float32Array, v: Int8Groups, outOffset = 0):
   }
 }
 
+/**
+ * Codes of `bits` bits (two's complement) as a little-endian bit stream: code i takes bits
+ * [i * bits, (i + 1) * bits), low bit first; the last byte's unused high bits are 0. codes [n]
+ * -> bytes [ceil(n * bits / 8)]. For 4 bits: two codes a byte, the first in the low nibble.
+ */
+export function packCodes(q: Int8Array, bits: number): Uint8Array {
+  const out = new Uint8Array(Math.ceil((q.length * bits) / 8));
+  const mask = (1 << bits) - 1;
+  for (let i = 0; i < q.length; i++) {
+    const at = i * bits;
+    const v = (q[i] & mask) << (at & 7); // at most 14 bits
+    out[at >> 3] |= v & 0xff;
+    if (v > 0xff) out[(at >> 3) + 1] |= v >> 8;
+  }
+  return out;
+}
+
+/** The codes packCodes packed: bytes -> codes [n], sign-extended. */
+export function unpackCodes(bytes: Uint8Array, n: number, bits: number): Int8Array {
+  const q = new Int8Array(n);
+  const mask = (1 << bits) - 1;
+  for (let i = 0; i < n; i++) q[i] = signedCode(bytes, i, bits, mask);
+  return q;
+}
+
+/** Code i of a packed stream, sign-extended. */
+export function signedCode(bytes: Uint8Array, i: number, bits: number, mask = (1 << bits) - 1): number {
+  const at = i * bits;
+  const word = bytes[at >> 3] | ((at >> 3) + 1 < bytes.length ? bytes[(at >> 3) + 1] << 8 : 0);
+  const u = (word >> (at & 7)) & mask;
+  return u >= 1 << (bits - 1) ? u - (1 << bits) : u;
+}
+
 /** Two int4 codes a byte, the first in the low nibble (two's complement): codes [n] -> bytes [ceil(n / 2)]. */
 export function packInt4(q: Int8Array): Uint8Array {
-  const out = new Uint8Array(Math.ceil(q.length / 2));
-  for (let i = 0; i < q.length; i++) out[i >> 1] |= (q[i] & 0xf) << ((i & 1) * 4);
-  return out;
+  return packCodes(q, 4);
 }
 
 /** The codes packInt4 packed: bytes -> codes [n], sign-extended. */
 export function unpackInt4(bytes: Uint8Array, n: number): Int8Array {
-  const q = new Int8Array(n);
-  for (let i = 0; i < n; i++) {
-    const nibble = (bytes[i >> 1] >> ((i & 1) * 4)) & 0xf;
-    q[i] = nibble >= 8 ? nibble - 16 : nibble;
-  }
-  return q;
+  return unpackCodes(bytes, n, 4);
 }
 
 /**
@@ -187,7 +216,15 @@ export function int8RoundTrip(x: Float32Array, groupSize: number, offset = 0, n 
 
 /** int4RoundTrip: as int8RoundTrip with codes -7..7 (scale max|v| / 7). */
 export function int4RoundTrip(x: Float32Array, groupSize: number, offset = 0, n = x.length - offset): void {
-  const L = SYMMETRIC_LEVELS.int4;
+  clampedRoundTrip(x, groupSize, SYMMETRIC_LEVELS.int4, offset, n);
+}
+
+/** int7RoundTrip: as int8RoundTrip with codes -63..63 (scale max|v| / 63). */
+export function int7RoundTrip(x: Float32Array, groupSize: number, offset = 0, n = x.length - offset): void {
+  clampedRoundTrip(x, groupSize, SYMMETRIC_LEVELS.int7, offset, n);
+}
+
+function clampedRoundTrip(x: Float32Array, groupSize: number, L: number, offset: number, n: number): void {
   for (let g0 = offset; g0 < offset + n; g0 += groupSize) {
     const len = Math.min(groupSize, offset + n - g0);
     const scale = groupScale(x, g0, len, L);
@@ -199,6 +236,7 @@ export function int4RoundTrip(x: Float32Array, groupSize: number, offset = 0, n 
 export function transportRoundTrip(encoding: Encoding, x: Float32Array, groupSize: number, offset = 0, n = x.length - offset): void {
   if (encoding === 'int8') int8RoundTrip(x, groupSize, offset, n);
   else if (encoding === 'int4') int4RoundTrip(x, groupSize, offset, n);
+  else if (encoding === 'int7') int7RoundTrip(x, groupSize, offset, n);
 }
 
 /** An int8 matrix [rows, cols] quantised row by row; cols must be a multiple of groupSize. */

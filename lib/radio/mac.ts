@@ -31,7 +31,7 @@
  */
 import { Geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
-import { headOutputGroupSize } from '../llm/engine';
+import { broadcastGroupSize, resultGroupSize } from '../llm/engine';
 import { INT8_GROUP_SIZE } from '../llm/head';
 import { Encoding } from '../llm/quant';
 import { BodyError, BodyHeader, BodyType, CheckedHeader, GATEWAY_SENDER, bodyBytes, checkBody, encodeBody } from '../link/body';
@@ -116,7 +116,7 @@ export interface BodyEncoding {
  */
 export function meshEncodings(g: Geometry, transport: Encoding): { broadcast: BodyEncoding; result: BodyEncoding } {
   if (transport === 'f32') return { broadcast: { encoding: 'f32', groupSize: 0 }, result: { encoding: 'f32', groupSize: 0 } };
-  return { broadcast: { encoding: transport, groupSize: INT8_GROUP_SIZE }, result: { encoding: transport, groupSize: headOutputGroupSize(g) } };
+  return { broadcast: { encoding: transport, groupSize: broadcastGroupSize(transport) }, result: { encoding: transport, groupSize: resultGroupSize(g, transport) } };
 }
 
 /** Bytes of the mesh's two bodies under a transport: the broadcast [dim], and the result of a node of `heads` heads. */

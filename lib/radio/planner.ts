@@ -154,6 +154,9 @@ export interface Combination {
   secondsPerToken: number | null;
   fidelity: Pick<MeasuredFidelity, 'top1Agreement' | 'meanKl' | 'perplexity'>;
   meetsFloor: boolean;
+  /** The smallest ESP32-S3 module the largest node fits (null: none). */
+  fitsModule: string | null;
+  /** The fastest that meets the floor and fits a module. */
   fastest: boolean;
 }
 
@@ -364,6 +367,7 @@ export function plan(o: PlanOptions): Plan {
       const tt = byTransport.get(tr) ?? null;
       const f = measuredFidelity(w, tr);
       const nodes = groups.map((heads, i) => nodeBudget(g, i + 1, heads, w, context, tr));
+      const need = { weightBytes: Math.max(...nodes.map((n) => n.weightBytes)), kvCacheBytes: Math.max(...nodes.map((n) => n.kvCacheBytes)), bufferBytes: Math.max(...nodes.map((n) => n.bufferBytes)) };
       combinations.push({
         weights: w,
         transport: tr,
@@ -374,11 +378,12 @@ export function plan(o: PlanOptions): Plan {
         secondsPerToken: tt ? tt.wallMs / 1000 : null,
         fidelity: { top1Agreement: f.top1Agreement, meanKl: f.meanKl, perplexity: f.perplexity },
         meetsFloor: f.top1Agreement >= minTop1,
+        fitsModule: ESP32_S3_MODULES.find((mod) => verdict(mod, need).fits)?.name ?? null,
         fastest: false,
       });
     }
   }
-  const candidates = combinations.filter((c) => c.meetsFloor && c.secondsPerToken !== null);
+  const candidates = combinations.filter((c) => c.meetsFloor && c.fitsModule !== null && c.secondsPerToken !== null);
   const best = candidates.sort((a, b) => a.secondsPerToken! - b.secondsPerToken! || a.weightBytesPerNode - b.weightBytesPerNode)[0];
   if (best) best.fastest = true;
 
@@ -467,7 +472,7 @@ export function formatPlan(p: Plan): string {
     ...p.variants.map((v) => `${v.module.padEnd(7)} ${mib(v.flashHeadroomBytes).padStart(11)}  ${mib(v.psramHeadroomBytes).padStart(11)}  ${kib(v.sramHeadroomBytes).padStart(11)}  ${v.fits ? 'fits' : `does not fit (${v.shortOf.join('; ')})`}`),
     '',
     `weights x transport (fidelity measured on ${p.fidelityMeasuredOn}, npm run bench:fidelity)`,
-    'weights transport  per node    per head    bytes/layer frames/layer  s/token     top-1    mean KL   perplexity',
+    'weights transport  per node    per head    bytes/layer frames/layer  s/token     top-1    mean KL   perplexity  module',
     ...p.combinations.map((c) =>
       [
         c.weights.padEnd(7),
@@ -480,7 +485,8 @@ export function formatPlan(p: Plan): string {
         `${(100 * c.fidelity.top1Agreement).toFixed(2)}%`.padStart(9),
         c.fidelity.meanKl.toExponential(2).padStart(9),
         c.fidelity.perplexity.toFixed(3).padStart(11),
-        c.fastest ? `  <- fastest with top-1 >= ${(100 * p.fastest!.minTop1).toFixed(0)}%` : c.meetsFloor ? '' : '  (below the floor)',
+        ` ${(c.fitsModule ?? 'none').padEnd(6)}`,
+        c.fastest ? ` <- fastest with top-1 >= ${(100 * p.fastest!.minTop1).toFixed(0)}% that fits` : c.meetsFloor ? '' : ' (below the floor)',
       ].join(' '),
     ),
     p.fastest ? '' : `no combination meets the floor`,
