@@ -53,7 +53,7 @@ const median = (xs: number[]): number => {
 
 // ---- child process: one engine case ------------------------------------------------------
 
-async function runCase(quant: Encoding): Promise<void> {
+async function runCase(quant: 'f32' | 'int8'): Promise<void> {
   const paths = await resolveOrFetchModelPaths({});
   const engine = Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, quant });
   const options = { prompt: '', steps: POSITIONS, temperature: 0, topP: 0.9, seed: 1n };
@@ -147,7 +147,7 @@ function numberArg(name: string, fallback: number): number {
 
 async function main(): Promise<void> {
   const caseArg = process.argv.indexOf('--case');
-  if (caseArg >= 0) return runCase(process.argv[caseArg + 1] as Encoding);
+  if (caseArg >= 0) return runCase(process.argv[caseArg + 1] as 'f32' | 'int8');
 
   const json = process.argv.includes('--json');
   const rounds = numberArg('--rounds', DEFAULT_ROUNDS);

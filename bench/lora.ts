@@ -8,10 +8,20 @@
  * Per case: simulated seconds per token against the analytic airtime bound for the same
  * frames (target at most 1.05x), the planner's schedule, and the seed's estimate (13-15
  * minutes a token, 5-7 with optimisations). Table, then one JSON line.
+ *
+ * The channel-plan cases (lib/radio/channel-plans.ts) run the regions' full plans: US915 with
+ * the 500 kHz broadcast and nine reply channels (target at most 30 s a token), EU868 with the
+ * broadcast split over its sub-bands (target at most 4 minutes), each with the int8 and int4
+ * transports; every case carries the transport's measured top-1 agreement with float32 (the
+ * transport alone, float32 weights: lib/radio/fidelity-table.json, npm run bench:fidelity),
+ * whose floor is 99%, and the agreement of the case's weights and transport together.
+ * Heads' math is skipped, so the weight format does not change the traffic.
  */
 import { geometry } from '../lib/llm/config';
 import { broadcastBody } from '../lib/radio/mac';
 import { plan } from '../lib/radio/planner';
+import { measuredFidelity } from '../lib/radio/fidelity';
+import { Encoding } from '../lib/llm/quant';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 import { RadioRunReport, SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
@@ -24,11 +34,14 @@ const SEED_ESTIMATE_S = { plain: [13 * 60, 15 * 60], optimised: [5 * 60, 7 * 60]
 interface Case {
   region: 'US915' | 'EU868';
   channels: 1 | 8;
+  /** A named channel plan (then `channels` is ignored). */
+  plan?: 'us915-500' | 'eu868-split';
+  transport: Encoding;
 }
 
-async function run(c: Case): Promise<{ report: RadioRunReport; plannerWallS: number; wallMs: number }> {
+async function run(c: Case): Promise<{ report: RadioRunReport; plannerWallS: number; wallMs: number; channels: number }> {
   const g = geometry(MODEL_PRESETS.tinyllama);
-  const mesh = new SimulatedRadioMesh({ geometry: g, nodes: NODES, quant: 'int8', region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels, loss: 0 });
+  const mesh = new SimulatedRadioMesh({ geometry: g, nodes: NODES, quant: c.transport, region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels, channelPlan: c.plan, loss: 0 });
   const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));
   const addresses = mesh.infos.map((i) => i.address);
   const xb = new Float32Array(g.dim).map((_, i) => Math.sin(i));
@@ -36,11 +49,11 @@ async function run(c: Case): Promise<{ report: RadioRunReport; plannerWallS: num
   let seq = 0;
   for (let pos = 0; pos < TOKENS; pos++) {
     for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(broadcastBody(mesh.layout.encodings.broadcast, { session: 1, seq: ++seq, pos, layer }, xb), addresses);
-    process.stderr.write(`  ${c.region} ${c.channels} ch: token ${pos + 1}/${TOKENS} at ${(mesh.clock.now() / 1000).toFixed(0)} s simulated\n`);
+    process.stderr.write(`  ${c.plan ?? `${c.region} ${c.channels} ch`} ${c.transport}: token ${pos + 1}/${TOKENS} at ${(mesh.clock.now() / 1000).toFixed(0)} s simulated\n`);
   }
   if (mesh.errors.length) throw mesh.errors[0];
-  const p = plan({ model: MODEL_PRESETS.tinyllama, modelName: 'tinyllama', nodes: NODES, quant: 'int8', region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels });
-  return { report: mesh.report(1), plannerWallS: p.wallPerTokenSeconds, wallMs: performance.now() - t0 };
+  const p = plan({ model: MODEL_PRESETS.tinyllama, modelName: 'tinyllama', nodes: NODES, quant: 'int8', transport: c.transport, region: c.region, sf: 7, bandwidthKHz: 125, channels: c.channels, channelPlan: c.plan });
+  return { report: mesh.report(1), plannerWallS: p.wallPerTokenSeconds, wallMs: performance.now() - t0, channels: mesh.config.plan.uplink.length + (mesh.config.plan.broadcasts ?? [mesh.config.plan.broadcast]).length };
 }
 
 function minutes(s: number): string {
@@ -49,33 +62,52 @@ function minutes(s: number): string {
 
 async function main(): Promise<void> {
   const cases: Case[] = [
-    { region: 'US915', channels: 1 },
-    { region: 'US915', channels: 8 },
-    { region: 'EU868', channels: 1 },
-    { region: 'EU868', channels: 8 },
+    { region: 'US915', channels: 1, transport: 'int8' },
+    { region: 'US915', channels: 8, transport: 'int8' },
+    { region: 'EU868', channels: 1, transport: 'int8' },
+    { region: 'EU868', channels: 8, transport: 'int8' },
+    { region: 'US915', channels: 8, plan: 'us915-500', transport: 'int8' },
+    { region: 'US915', channels: 8, plan: 'us915-500', transport: 'int7' },
+    { region: 'US915', channels: 8, plan: 'us915-500', transport: 'int4' },
+    { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int8' },
+    { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int7' },
+    { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int4' },
   ];
   process.stderr.write(`TinyLlama geometry, ${NODES} nodes x 2 heads, int8, SF7/BW125, ${TOKENS} tokens per case (the first a warm-up)\n`);
   const rows = [];
-  for (const c of cases) rows.push({ ...c, ...(await run(c)) });
+  for (const c of cases) {
+    const r = await run(c);
+    rows.push({ ...c, ...r, channels: c.plan ? r.channels : c.channels });
+  }
   const seed = `${SEED_ESTIMATE_S.plain[0] / 60}-${SEED_ESTIMATE_S.plain[1] / 60} min (${SEED_ESTIMATE_S.optimised[0] / 60}-${SEED_ESTIMATE_S.optimised[1] / 60} optimised)`;
-  console.log('| region | channels | simulated per token | bound per token | ratio | planner schedule | frames | vs seed estimate | wall time |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log('| region | plan | transport (top-1; with int8 weights) | simulated per token | bound per token | ratio | planner schedule | frames | vs seed estimate | wall time |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const s = r.report.simulatedSecondsPerToken;
     const vsSeed = `${(s / SEED_ESTIMATE_S.plain[1]).toFixed(2)}-${(s / SEED_ESTIMATE_S.plain[0]).toFixed(2)}x of ${seed.split(' (')[0]}`;
     console.log(
-      `| ${r.region} | ${r.channels} | ${minutes(s)} | ${minutes(r.report.boundSecondsPerToken)} | ${r.report.ratio.toFixed(3)} | ${minutes(r.plannerWallS)} | ${r.report.channel.transmissions / TOKENS} per token | ${vsSeed} | ${(r.wallMs / 1000).toFixed(1)} s |`,
+      `| ${r.region} | ${r.plan ?? `${r.channels} x 125 kHz`} | ${r.transport} (${(100 * top1(r.transport)).toFixed(2)}%; ${(100 * measuredFidelity('int8', r.transport).top1Agreement).toFixed(2)}%) | ${minutes(s)} | ${minutes(r.report.boundSecondsPerToken)} | ${r.report.ratio.toFixed(3)} | ${minutes(r.plannerWallS)} | ${r.report.channel.transmissions / TOKENS} per token | ${vsSeed} | ${(r.wallMs / 1000).toFixed(1)} s |`,
     );
   }
   console.log(`\nseed's estimate: ${seed} per token`);
   const json = rows.map((r) => ({
     region: r.region,
+    plan: r.plan ?? `${r.channels}x125`,
+    weights: 'int8',
+    transport: r.transport,
+    top1Agreement: round(top1(r.transport), 4),
+    weightsAndTransportTop1Agreement: round(measuredFidelity('int8', r.transport).top1Agreement, 4),
     channels: r.channels,
     simulatedSecondsPerToken: round(r.report.simulatedSecondsPerToken),
     boundSecondsPerToken: round(r.report.boundSecondsPerToken),
     ratio: round(r.report.ratio, 4),
   }));
   console.log(JSON.stringify({ cases: json }));
+}
+
+/** The transport's measured top-1 agreement with float32 (the transport alone: float32 weights, stories260K). */
+function top1(transport: Encoding): number {
+  return measuredFidelity('f32', transport).top1Agreement;
 }
 
 function round(x: number, digits = 2): number {

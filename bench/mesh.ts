@@ -28,7 +28,7 @@ const WARMUP_RUNS = 3;
 const BROKERS = ['aedes', 'mosquitto'] as const;
 const RUNTIMES = ['native', 'node'] as const;
 type Runtime = (typeof RUNTIMES)[number];
-const TRANSPORTS: readonly Encoding[] = ['f32', 'int8'];
+const TRANSPORTS: readonly ('f32' | 'int8')[] = ['f32', 'int8'];
 type BrokerKind = (typeof BROKERS)[number];
 
 interface Case {

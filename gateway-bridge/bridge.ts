@@ -22,7 +22,7 @@ import { MqttClient } from 'mqtt';
 import { Geometry } from '../lib/llm/config';
 import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from '../lib/mesh/mqtt';
 import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
-import { Encoding } from '../lib/llm/quant';
+import { Encoding, WeightFormat } from '../lib/llm/quant';
 import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor, MeshEventMessage } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
 
@@ -33,7 +33,7 @@ export interface RadioNodeInfo {
   address: number;
   heads: number[];
   kvHeads: number[];
-  weights: Encoding;
+  weights: WeightFormat;
   weightBytes: number;
 }
 

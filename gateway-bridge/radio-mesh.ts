@@ -11,14 +11,20 @@ import { Geometry, geometry } from '../lib/llm/config';
 import { HeadWeights, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { Radio, RadioChannel } from '../lib/radio/channel';
+import { broadcastChannels } from '../lib/radio/regions';
 import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
 import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
 import { RadioNodeInfo } from './bridge';
-import { Encoding } from '../lib/llm/quant';
+import { Encoding, WeightFormat } from '../lib/llm/quant';
 import { MeshLlmError } from '../lib/llm/errors';
 import { MeshEventInput } from '../lib/mesh/events';
 import { subBandOf } from '../lib/radio/regions';
+
+/** The head weights a radio mesh of a transport holds: its own format, int8 under int7 (no int7 weights). */
+export function weightsOf(transport: Encoding): WeightFormat {
+  return transport === 'int7' ? 'int8' : transport;
+}
 
 export interface RadioSettings {
   region: string;
@@ -26,6 +32,8 @@ export interface RadioSettings {
   bandwidthKHz: BandwidthKHz;
   /** Receive channels of the gateway: 1 or 8. */
   channels: number;
+  /** A named channel plan (lib/radio/channel-plans.ts) instead of `channels` at `bandwidthKHz`. */
+  channelPlan?: string;
   /** Probability that any one reception is lost. */
   loss: number;
   /** Seed of the loss generator. */
@@ -102,8 +110,8 @@ export class SimulatedRadioMesh {
   constructor(o: SimulatedRadioMeshOptions) {
     this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
     this.clock.onError = (e) => this.errors.push(e as Error);
-    this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels });
-    this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, loss: o.loss, seed: o.seed });
+    this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels, channelPlan: o.channelPlan });
+    this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, plan: this.config.plan, loss: o.loss, seed: o.seed });
     this.key = o.key ?? randomBytes(16);
     this.radioMeshId = o.radioMeshId ?? 1;
     this.transport = o.quant;
@@ -117,16 +125,16 @@ export class SimulatedRadioMesh {
       groups.forEach((heads, i) => {
         const address = i + 1;
         // a node's weights are loaded once (its flash); every session adds only a KV cache
-        const weights = ckpt ? new HeadWeights(g, loadHeadSlices(ckpt, g, heads, o.quant)) : null;
+        const weights = ckpt ? new HeadWeights(g, loadHeadSlices(ckpt, g, heads, weightsOf(o.quant))) : null;
         const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
         const newSession = weights ? () => weights.session() : () => standIn(address, heads);
         const id = `${o.idPrefix ?? 'radio-'}${address}`;
         if (o.nodesOnChannel ?? true) {
-          const radio = this.channel.attach({ name: id, listen: [this.config.plan.broadcast] });
+          const radio = this.channel.attach({ name: id, listen: broadcastChannels(this.config.plan) });
           this.nodeRadios.push(radio);
           this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
         }
-        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: o.quant, weightBytes: weights?.weightBytes ?? 0 });
+        this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: weightsOf(o.quant), weightBytes: weights?.weightBytes ?? 0 });
       });
     } finally {
       ckpt?.close();

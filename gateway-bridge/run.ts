@@ -11,7 +11,7 @@ import { MeshEventSink } from '../lib/mesh/events';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
 import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
-import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
+import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport, weightsOf } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
 
 export interface BridgeGenerateOptions {
@@ -57,7 +57,7 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     const nodes = ids.filter((id) => radioIds.has(id));
     // The radio nodes' heads are in their flash: assign exactly those groups, in the gateway's node order.
     const groups = o.mesh.infos.map((i) => i.heads);
-    const assignment = await gw.assign(nodes, { groups, quant: o.mesh.transport });
+    const assignment = await gw.assign(nodes, { groups, quant: weightsOf(o.mesh.transport), transport: o.mesh.transport });
     let reported = 0;
     const events = gw.events;
     const onToken: TokenListener = (token, piece, pos, logits) => {

@@ -36,6 +36,8 @@ export interface BridgeServiceOptions {
   sf: SpreadingFactor;
   bandwidthKHz: BandwidthKHz;
   channels: number;
+  /** A region's full channel plan by name (lib/radio/channel-plans.ts) instead of the single-region one. */
+  channelPlan?: string;
   /** Radio head nodes (each holds one head group in flash). */
   nodes: number;
   /** sim only: probability that any one reception is lost. */
@@ -86,6 +88,7 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
     sf: o.sf,
     bandwidthKHz: o.bandwidthKHz,
     channels: o.channels,
+    channelPlan: o.channelPlan,
     loss: simulated ? (o.loss ?? 0) : 0,
     timeScale: simulated ? o.timeScale : 1,
     key: o.key,

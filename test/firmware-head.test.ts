@@ -15,7 +15,7 @@ import { geometry } from '../lib/llm/config';
 import { Gateway } from '../lib/llm/gateway';
 import { HeadGroup, loadHeadSlices } from '../lib/llm/head';
 import { expf, ropeTable } from '../lib/llm/math';
-import { Encoding, alignedGroupSize, dequantizeInto, int8RoundTrip, quantizeVector } from '../lib/llm/quant';
+import { WeightFormat, alignedGroupSize, dequantizeInto, int4RoundTrip, int8RoundTrip, packInt4, quantizeInt2Vector, quantizeVector } from '../lib/llm/quant';
 import { packageRoot } from '../lib/llm/resolve';
 import { goldenIds, int8ModelPath, modelPaths } from './support/fixtures';
 import { writeLegacyUnshared, writeVersion1 } from './support/checkpoints';
@@ -197,7 +197,7 @@ function sequence(width: number, steered: boolean, seed: number): HeadRecord[] {
 const GROUPS: number[][] = [[0], [3], [1, 2], [0, 1, 2, 3, 4, 5, 6, 7], [2, 3, 4], [6, 0, 5]];
 
 describe('head-check equals HeadGroup bit for bit (js kernels)', () => {
-  for (const quant of ['f32', 'int8'] as Encoding[]) {
+  for (const quant of ['f32', 'int8', 'int4', 'int2'] as WeightFormat[]) {
     for (const steered of [false, true]) {
       for (const heads of GROUPS) {
         test(`heads [${heads.join(',')}], ${quant} weights, ${steered ? 'with' : 'without'} steering`, () => {
@@ -259,7 +259,7 @@ test('with the default (WebAssembly) kernels HeadGroup gives the same outputs to
       const head = require('../lib/llm/head') as typeof import('../lib/llm/head');
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const kernels = require('../lib/llm/kernels') as typeof import('../lib/llm/kernels');
-      for (const quant of ['f32', 'int8'] as Encoding[]) {
+      for (const quant of ['f32', 'int8', 'int4', 'int2'] as WeightFormat[]) {
         const group = new head.HeadGroup(g, head.loadHeadSlices(ckpt, g, [1, 2, 3], quant));
         const records = sequence(3 * g.headSize, true, 5);
         const expected = runTs(group, records);
@@ -321,7 +321,7 @@ describe('clear errors', () => {
     for (const heads of [[8], [1, 1], [3, 9, 3], [-1], []]) {
       expect(cError(modelPaths.model, heads.join(','))).toBe(tsHeadError(heads));
     }
-    expect(cError(modelPaths.model, '1,2', 'int4')).toMatch(/f32 or int8/);
+    expect(cError(modelPaths.model, '1,2', 'int3')).toMatch(/f32, int8, int4 or int2/);
     expect(cError(modelPaths.model, '1,x')).toMatch(/comma-separated head ids/);
   });
 
@@ -375,6 +375,55 @@ describe('int8 vectors: quant.cpp equals quant.ts', () => {
       expect(same(deq, tsDeq)).toBe(true);
       expect(same(trip, tsTrip)).toBe(true);
       expect(aligned).toBe(alignedGroupSize(n, gs));
+    });
+  }
+});
+
+describe('int4 and int2 vectors: quant.cpp equals quant.ts', () => {
+  const same = (a: ArrayLike<number>, b: ArrayLike<number>): boolean =>
+    a.length === b.length && Array.from(a).every((v, i) => Object.is(v, b[i]) || (Number.isNaN(v) && Number.isNaN(b[i])));
+  const cases: [string, Float32Array, number][] = [
+    ['random, a short last group', randomVector(101, 3, 4), 32],
+    ['ties at half a step, zero groups, -0', Float32Array.from([7, 2.5, -2.5, 0.5, -0.5, 1.5, 6.5, -0, 0, 0, 0, 0, -0, 0, 0, 0, 3, 1.5, 0, 3]), 4],
+    ['subnormal and huge magnitudes', Float32Array.from([1e-45, -1e-45, 3e-45, 0, 1e-40, -5e-41, 2e-41, 7e-42, 3e38, -1e38, 1, -2e-39, 1e-30, 5, 6, 7]), 4],
+    ['a prime length, group 7', randomVector(37, 11, 0.01), 7],
+    ['group size 1', randomVector(9, 12, 100), 1],
+    ['weight-like rows, group 64', randomVector(256, 13, 0.2), 64],
+  ];
+  const run = (mode: string, x: Float32Array, gs: number, name: string): ArrayBuffer => {
+    const inPath = path.join(tmp, `${mode}-${name.replace(/\W+/g, '-')}.bin`);
+    fs.writeFileSync(inPath, Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+    const r = spawnSync(BIN, [mode, String(gs), inPath, `${inPath}.out`], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = fs.readFileSync(`${inPath}.out`);
+    return out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+  };
+  for (const [name, x, gs] of cases) {
+    test(`int4: ${name}`, () => {
+      const n = x.length;
+      const groups = Math.ceil(n / gs);
+      const buf = run('quant4', x, gs, name);
+      const v = quantizeVector(x, gs, 7);
+      const packed = packInt4(v.q);
+      expect(Array.from(new Int8Array(buf, 0, n))).toEqual(Array.from(v.q));
+      expect(Array.from(v.q).every((c) => c >= -7 && c <= 7)).toBe(true);
+      expect(same(new Float32Array(buf.slice(n, n + 4 * groups)), v.scales)).toBe(true);
+      expect(Array.from(new Uint8Array(buf, n + 4 * groups, packed.length))).toEqual(Array.from(packed));
+      const tsTrip = x.slice();
+      int4RoundTrip(tsTrip, gs);
+      expect(same(new Float32Array(buf.slice(n + 4 * groups + packed.length)), tsTrip)).toBe(true);
+    });
+    test(`int2: ${name}`, () => {
+      const n = x.length;
+      const groups = Math.ceil(n / gs);
+      const buf = run('quant2', x, gs, name);
+      const v = quantizeInt2Vector(x, gs);
+      const q = new Int8Array(buf, 0, n);
+      expect(Array.from(q)).toEqual(Array.from(v.q));
+      expect(Array.from(q).every((c) => c >= 0 && c <= 3)).toBe(true);
+      expect(same(new Float32Array(buf.slice(n, n + 4 * groups)), v.scales)).toBe(true);
+      expect(same(new Float32Array(buf.slice(n + 4 * groups)), v.offsets!)).toBe(true);
     });
   }
 });

@@ -64,7 +64,7 @@ function interleaved(a: HeadSession, b: HeadSession): { a: Float32Array[]; b: Fl
   return out;
 }
 
-const QUANTS: Encoding[] = ['f32', 'int8'];
+const QUANTS: ('f32' | 'int8')[] = ['f32', 'int8'];
 
 describe.each(QUANTS)('one HeadWeights, many sessions (%s weights)', (quant) => {
   const slices: HeadSlices = loadHeadSlices(ckpt, g, [2, 3, 4], quant);

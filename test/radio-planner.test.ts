@@ -140,7 +140,7 @@ describe('mesh-llm plan', () => {
     [['--nodes', '4'], /exactly one of --model PATH and --preset NAME/],
     [['--preset', 'tinyllama'], /--nodes N is required/],
     [['--preset', 'gpt5', '--nodes', '4'], /--preset "gpt5": expected one of tinyllama, stories260k/],
-    [['--preset', 'tinyllama', '--nodes', '16', '--quant', 'int2'], /--quant "int2"/],
+    [['--preset', 'tinyllama', '--nodes', '16', '--quant', 'int3'], /--quant "int3"/],
     [['--preset', 'tinyllama', '--nodes', '16', '--channels', '4'], /--channels "4"/],
     [['--preset', 'tinyllama', '--nodes', '16', '--region', 'US915', '--sf', '10'], /291 frames of 24 bytes/],
   ])('bad options %j: one line, exit code 2', async (args, message) => {

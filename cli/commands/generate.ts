@@ -5,13 +5,14 @@
 import { UsageError, choiceOption, floatOption, intOption, parseOptions, seedOption } from '../args';
 import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '../../lib/llm/engine';
 import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
+import { Encoding, TRANSPORT_ENCODINGS, WEIGHT_FORMATS, WeightFormat } from '../../lib/llm/quant';
 import { TextStream, printJson } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
-                  [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8] [--json]
+                  [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int4] [--json]
                   [--scenario NAME | --sensors FILE] [--alpha A]
                   [--mesh N [--native] | --broker URL [--username U --password P] [--nodes K]]
                   [--mesh-id ID] [--gather-timeout MS]
@@ -29,7 +30,9 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
                      vocabulary, a Hugging Face folder's tokenizer.json, tok512.bin beside the model, then
                      the resolution order)
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
-  --quant f32|int8   int8: int8 head weights and int8 transport of broadcasts and head outputs (default f32)
+  --quant f32|int8|int4|int2   head weights: int8, int4 or int2 groups (docs/QUANTISATION.md), each with int8
+                     transport of broadcasts and head outputs unless --transport says otherwise (default f32)
+  --transport T      how vectors cross between gateway and heads: f32, int8, int7 or int4 groups (engine and --mesh/--broker)
   --json             print one JSON object instead of streaming text
   --events FILE      with --mesh, --broker or --radio: append every mesh event (schemas/event.json,
                      also published on mesh-llm/{mesh}/events) to FILE as a JSON line; - for stderr${steeringUsage}${meshUsage}${radioUsage}`;
@@ -44,6 +47,7 @@ export const generateOptionSpec = {
   tokenizer: { type: 'string' },
   groups: { type: 'string' },
   quant: { type: 'string' },
+  transport: { type: 'string' },
   json: { type: 'boolean' },
   events: { type: 'string' },
   ...meshOptionSpec,
@@ -56,7 +60,9 @@ export interface GenerateCommand {
   model?: string;
   tokenizer?: string;
   groups: string;
-  quant: 'f32' | 'int8';
+  quant: WeightFormat;
+  /** Overrides the transport the weights imply (engine and MQTT mesh). */
+  transport?: Encoding;
   json: boolean;
   /** --events FILE: every mesh event as a JSON line (- for stderr). */
   events?: string;
@@ -74,7 +80,8 @@ export function parseGenerate(values: ReturnType<typeof parseOptions<typeof gene
     model: values.model,
     tokenizer: values.tokenizer,
     groups: values.groups ?? '1',
-    quant: choiceOption('quant', values.quant, 'f32', ['f32', 'int8'] as const),
+    quant: choiceOption('quant', values.quant, 'f32', WEIGHT_FORMATS),
+    transport: values.transport === undefined ? undefined : choiceOption('transport', values.transport, 'int8', TRANSPORT_ENCODINGS),
     json: values.json ?? false,
     events: values.events,
   };
@@ -101,7 +108,7 @@ export async function run(argv: string[]): Promise<number> {
   const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
   const result = wantsMesh(values)
     ? await runMeshCommand(values, cmd, paths, onToken)
-    : await Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant }).generate(cmd.generate, onToken);
+    : await Engine.load({ modelPath: paths.model, tokenizerPath: paths.tokenizer, groups: cmd.groups, quant: cmd.quant, transport: cmd.transport }).generate(cmd.generate, onToken);
   reportGeneration(result, cmd.json, stream);
   return 0;
 }

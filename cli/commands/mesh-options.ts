@@ -53,6 +53,7 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
     nodes: values.nodes === undefined ? undefined : intOption('nodes', values.nodes, 1, 1, 1024),
     groups: values.groups,
     quant: cmd.quant,
+    transport: cmd.transport,
     gatherTimeoutMs: intOption('gather-timeout', values['gather-timeout'], 2000, 1, 600_000),
     onToken,
     generateOn,

@@ -2,6 +2,7 @@
 import { ModelPaths } from '../../lib/llm/resolve';
 import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
 import { REGION_NAMES } from '../../lib/radio/regions';
+import { CHANNEL_PLAN_NAMES, namedChannelPlan } from '../../lib/radio/channel-plans';
 import { RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
 import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
 import { TextStream, printJson, withEventLog } from '../output';
@@ -14,6 +15,7 @@ export const radioOptionSpec = {
   sf: { type: 'string' },
   bw: { type: 'string' },
   channels: { type: 'string' },
+  'channel-plan': { type: 'string' },
   loss: { type: 'string' },
   'time-scale': { type: 'string' },
 } as const;
@@ -25,6 +27,8 @@ export const radioUsage = `
   --sf S             spreading factor 7..12 (default 7)
   --bw B             bandwidth 125, 250 or 500 kHz (default 125)
   --channels C       gateway receive channels, 1 or 8 (default 1)
+  --channel-plan P   a region's full channel plan instead: us915-500 (500 kHz broadcast, 8 x 125 + 1 x 500 kHz
+                     replies) or eu868-split (broadcast over EU868's sub-bands); sets the region (docs/RADIO.md)
   --loss P           probability that any one reception is lost, 0..0.9 (default 0)
   --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
   With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds"
@@ -40,8 +44,12 @@ export function wantsRadio(values: RadioValues): boolean {
 /** The simulated radio's settings from --radio sim, --region, --sf, --bw, --channels, --nodes, --loss, --time-scale. */
 export function parseRadioSettings(values: RadioValues, defaultTimeScale?: number) {
   choiceOption('radio', values.radio, 'sim', ['sim'] as const);
+  const channelPlan = values['channel-plan'] === undefined ? undefined : choiceOption('channel-plan', values['channel-plan'], CHANNEL_PLAN_NAMES[0], CHANNEL_PLAN_NAMES);
+  const planRegion = channelPlan === undefined ? undefined : namedChannelPlan(channelPlan).region.name;
+  if (planRegion && values.region !== undefined && values.region !== planRegion) throw new UsageError(`--channel-plan ${channelPlan} is a ${planRegion} plan, not --region ${values.region}`);
   return {
-    region: choiceOption('region', values.region, 'EU868', REGION_NAMES),
+    region: planRegion ?? choiceOption('region', values.region, 'EU868', REGION_NAMES),
+    channelPlan,
     sf: Number(choiceOption('sf', values.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor,
     bandwidthKHz: Number(choiceOption('bw', values.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz,
     channels: Number(choiceOption('channels', values.channels, '1', ['1', '8'] as const)),
@@ -57,6 +65,7 @@ const PROGRESS_EVERY_MS = 2000;
 /** `generate --radio sim`: generates, streams or prints the result, and reports the radio on stderr. */
 export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
+  if (cmd.quant !== 'f32' && cmd.quant !== 'int8') throw new UsageError(`generate: --radio sim runs f32 or int8 weights with the same transport, not --quant ${cmd.quant} yet`);
   const options = parseRadioSettings(values);
   let lastProgress = performance.now();
   const onProgress = (t: TokenRadioReport) => {
@@ -70,7 +79,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     generate: cmd.generate,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
-    quant: cmd.quant,
+    quant: cmd.quant as 'f32' | 'int8',
     onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
     onProgress,
     log: (level, message) => {

@@ -173,20 +173,24 @@ void setErr(char* err, size_t errLen, const char* fmt, ...) {
 
 namespace {
 
-// One layer's projection [rows, cols]: float32 w, or int8 q with scales [rows * cols / 32].
+// One layer's projection [rows, cols]: float32 w, or codes q one a byte (int8, int4, int2)
+// with scales [rows * cols / groupSize] (int2 also offsets).
 struct Projection {
   int rows;
   int cols;
+  int groupSize;
+  MlWeightFormat format;
   float* w;
   int8_t* q;
   float* scales;
+  float* offsets;
 };
 
 }  // namespace
 
 struct MlSlices {
   MlConfig config;
-  bool int8;
+  MlWeightFormat format;
   int headCount;
   int* heads;      // ascending
   int kvCount;
@@ -205,22 +209,35 @@ void freeProjections(Projection* p, int n) {
     free(p[i].w);
     free(p[i].q);
     free(p[i].scales);
+    free(p[i].offsets);
   }
   free(p);
 }
 
+// quant.ts storageBytes: packed codes plus the float32 parameters of each group.
 size_t projectionBytes(const Projection& p) {
   const size_t n = (size_t)p.rows * p.cols;
-  return p.w ? n * 4 : n + (n / ML_INT8_GROUP_SIZE) * 4;
+  if (p.w) return n * 4;
+  const size_t groups = n / p.groupSize;
+  if (p.format == ML_WEIGHTS_INT8) return n + groups * 4;
+  if (p.format == ML_WEIGHTS_INT4) return (n * 4 + 7) / 8 + groups * 4;
+  return (n * 2 + 7) / 8 + groups * 8;
+}
+
+// The row group size of a format for rows of dim (head.ts weightGroupSize).
+int weightGroupSize(MlWeightFormat f, int dim) {
+  const int gs = f == ML_WEIGHTS_INT2 ? ML_INT2_GROUP_SIZE : ML_INT8_GROUP_SIZE;
+  return gs < dim ? gs : dim;
 }
 
 // Reads the rows of a per-head tensor for some heads (each headSize consecutive rows) into a
-// new projection, quantised row by row when int8 (quant.ts quantizeMatrix).
-bool loadProjection(MlCheckpoint* c, int tensor, int layer, const int* ids, int count, bool int8, Projection* p, char* err, size_t errLen) {
+// new projection, quantised row by row in its format (quant.ts quantizeMatrix).
+bool loadProjection(MlCheckpoint* c, int tensor, int layer, const int* ids, int count, MlWeightFormat format, Projection* p, char* err, size_t errLen) {
   const MlConfig& g = *ml_checkpoint_config(c);
   const int hs = g.headSize, dim = g.dim;
   p->rows = count * hs;
   p->cols = dim;
+  p->format = format;
   const size_t n = (size_t)p->rows * dim;
   float* w = (float*)malloc(n * sizeof(float));
   if (!w) {
@@ -233,19 +250,27 @@ bool loadProjection(MlCheckpoint* c, int tensor, int layer, const int* ids, int 
       return false;
     }
   }
-  if (!int8) {
+  if (format == ML_WEIGHTS_F32) {
     p->w = w;
     return true;
   }
-  const int gs = ML_INT8_GROUP_SIZE;
+  const int gs = p->groupSize = weightGroupSize(format, dim);
   p->q = (int8_t*)malloc(n);
   p->scales = (float*)malloc((n / gs) * sizeof(float));
-  if (!p->q || !p->scales) {
+  if (format == ML_WEIGHTS_INT2) p->offsets = (float*)malloc((n / gs) * sizeof(float));
+  if (!p->q || !p->scales || (format == ML_WEIGHTS_INT2 && !p->offsets)) {
     free(w);
     setErr(err, errLen, "out of memory quantising the head group's weights");
     return false;
   }
-  for (int r = 0; r < p->rows; r++) ml_quantize(w + (size_t)r * dim, dim, gs, p->q + (size_t)r * dim, p->scales + (size_t)r * (dim / gs));
+  for (int r = 0; r < p->rows; r++) {
+    const float* row = w + (size_t)r * dim;
+    int8_t* q = p->q + (size_t)r * dim;
+    const size_t g = (size_t)r * (dim / gs);
+    if (format == ML_WEIGHTS_INT8) ml_quantize(row, dim, gs, q, p->scales + g);
+    else if (format == ML_WEIGHTS_INT4) ml_quantize_int4(row, dim, gs, q, p->scales + g);
+    else ml_quantize_int2(row, dim, gs, q, p->scales + g, p->offsets + g);
+  }
   free(w);
   return true;
 }
@@ -269,7 +294,26 @@ void ml_slices_free(MlSlices* s) {
   free(s);
 }
 
+bool ml_weight_format_of(const char* name, MlWeightFormat* format) {
+  static const char* const names[] = {"f32", "int8", "int4", "int2"};
+  for (int i = 0; i < 4; i++) {
+    if (strcmp(name, names[i]) == 0) {
+      *format = (MlWeightFormat)i;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* ml_weight_format_name(MlWeightFormat format) {
+  return format == ML_WEIGHTS_INT8 ? "int8" : format == ML_WEIGHTS_INT4 ? "int4" : format == ML_WEIGHTS_INT2 ? "int2" : "f32";
+}
+
 MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8, char* err, size_t errLen) {
+  return ml_slices_load_format(c, heads, count, int8 ? ML_WEIGHTS_INT8 : ML_WEIGHTS_F32, err, errLen);
+}
+
+MlSlices* ml_slices_load_format(MlCheckpoint* c, const int* heads, int count, MlWeightFormat format, char* err, size_t errLen) {
   if (err && errLen) err[0] = '\0';
   if (!c) {
     setErr(err, errLen, "no checkpoint");
@@ -305,8 +349,8 @@ MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8
     free(sorted);
     return nullptr;
   }
-  if (int8 && g.dim % ML_INT8_GROUP_SIZE != 0) {
-    setErr(err, errLen, "int8 group size %d does not divide the row length %d", ML_INT8_GROUP_SIZE, (int)g.dim);
+  if (format != ML_WEIGHTS_F32 && g.dim % weightGroupSize(format, g.dim) != 0) {
+    setErr(err, errLen, "%s group size %d does not divide the row length %d", ml_weight_format_name(format), weightGroupSize(format, g.dim), (int)g.dim);
     free(sorted);
     return nullptr;
   }
@@ -317,7 +361,7 @@ MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8
     return nullptr;
   }
   s->config = g;
-  s->int8 = int8;
+  s->format = format;
   s->headCount = count;
   s->heads = sorted;
   // kvHeadsFor: the distinct floor(h / kvMul), ascending (heads are sorted, so are these)
@@ -338,9 +382,9 @@ MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8
     s->kvOfHead[i] = s->kvCount - 1;
   }
   for (int l = 0; l < L; l++) {
-    if (!loadProjection(c, 0, l, s->heads, s->headCount, int8, &s->wq[l], err, errLen) ||
-        !loadProjection(c, 1, l, s->kvHeads, s->kvCount, int8, &s->wk[l], err, errLen) ||
-        !loadProjection(c, 2, l, s->kvHeads, s->kvCount, int8, &s->wv[l], err, errLen)) {
+    if (!loadProjection(c, 0, l, s->heads, s->headCount, format, &s->wq[l], err, errLen) ||
+        !loadProjection(c, 1, l, s->kvHeads, s->kvCount, format, &s->wk[l], err, errLen) ||
+        !loadProjection(c, 2, l, s->kvHeads, s->kvCount, format, &s->wv[l], err, errLen)) {
       ml_slices_free(s);
       return nullptr;
     }
@@ -429,7 +473,10 @@ namespace {
 
 void project(const Projection& p, const float* x, float* out) {
   if (p.w) matmul(out, x, p.w, p.rows, p.cols);
-  else matmulInt8(out, x, p.q, p.scales, p.rows, p.cols, ML_INT8_GROUP_SIZE);
+  else {
+    matmulInt8(out, x, p.q, p.scales, p.rows, p.cols, p.groupSize);
+    if (p.offsets) ml_add_group_offsets(out, x, p.offsets, p.rows, p.cols, p.groupSize);
+  }
 }
 
 }  // namespace

@@ -33,7 +33,15 @@ MlCheckpoint* ml_checkpoint_open(const char* path, char* err, size_t errLen);
 const MlConfig* ml_checkpoint_config(const MlCheckpoint* c);
 void ml_checkpoint_close(MlCheckpoint* c);
 
-// ---- quant.cpp: group-wise int8, as lib/llm/quant.ts -----------------------------------------
+// ---- quant.cpp: group-wise int8, int4 and int2, as lib/llm/quant.ts ----------------------------
+
+// Weight formats of a head group (lib/llm/quant.ts WeightFormat).
+enum MlWeightFormat { ML_WEIGHTS_F32, ML_WEIGHTS_INT8, ML_WEIGHTS_INT4, ML_WEIGHTS_INT2 };
+// int4 codes are -7..7 (scale max|v| / 7); int2 codes 0..3 (scale (max - min) / 3, offset min).
+static const int ML_INT4_LEVELS = 7;
+static const int ML_INT2_MAX = 3;
+// Weight row group sizes (quant.ts FORMAT_SPECS): int8 and int4 32, int2 128 (at most the row).
+static const int ML_INT2_GROUP_SIZE = 128;
 
 // scale = max|v| / 127 (float32), q = round-half-away(float32(v / scale)); x [n] -> q [n],
 // scales [ceil(n / groupSize)].
@@ -42,6 +50,26 @@ void ml_quantize(const float* x, int n, int groupSize, int8_t* q, float* scales)
 void ml_dequantize(const int8_t* q, const float* scales, int n, int groupSize, float* out);
 // The values a receiver sees after int8 encoding and decoding of x [n], in place.
 void ml_int8_round_trip(float* x, int n, int groupSize);
+// int4 groups (codes -7..7 one a byte, clamped), and their round trip in place.
+void ml_quantize_int4(const float* x, int n, int groupSize, int8_t* q, float* scales);
+void ml_int4_round_trip(float* x, int n, int groupSize);
+// int2 affine groups: q [n] in 0..3, scales and offsets [ceil(n / groupSize)].
+void ml_quantize_int2(const float* x, int n, int groupSize, int8_t* q, float* scales, float* offsets);
+// After the int8 kernel wrote out [rows]: out[r] = float32(out[r] + sum over groups g of
+// offsets[r, g] * sum(x[g])) (quant.ts addGroupOffsets). x [cols].
+void ml_add_group_offsets(float* out, const float* x, const float* offsets, int rows, int cols, int groupSize);
+// Symmetric groups with codes clamped to -levels..levels (int4: 7, int7: 63), and their round trip.
+void ml_quantize_clamped(const float* x, int n, int groupSize, int levels, int8_t* q, float* scales);
+void ml_clamped_round_trip(float* x, int n, int groupSize, int levels);
+static const int ML_INT7_LEVELS = 63;
+// Codes of `bits` bits as a little-endian bit stream, low bit first, unused high bits 0 (quant.ts
+// packCodes / unpackCodes / signedCode); len is the stream's length in bytes.
+void ml_pack_codes(const int8_t* q, int n, int bits, uint8_t* out);
+void ml_unpack_codes(const uint8_t* bytes, size_t len, int n, int bits, int8_t* q);
+int ml_signed_code(const uint8_t* bytes, size_t len, int i, int bits);
+// Two int4 codes a byte, the first in the low nibble (quant.ts packInt4 / unpackInt4).
+void ml_pack_int4(const int8_t* q, int n, uint8_t* out);
+void ml_unpack_int4(const uint8_t* bytes, int n, int8_t* q);
 // The largest divisor of n that is at most limit (lib/llm/quant.ts alignedGroupSize).
 int ml_aligned_group_size(int n, int limit);
 
@@ -57,8 +85,13 @@ struct MlSlices;
 // Reads only the group's rows from the checkpoint. heads: distinct ids in 0..nHeads-1, any
 // order (kept sorted ascending). On failure nullptr and a sentence in err.
 MlSlices* ml_slices_load(MlCheckpoint* c, const int* heads, int count, bool int8, char* err, size_t errLen);
+// The same in any weight format (int8 and int4 rows in groups of 32, int2 in groups of 128 (at most the row)).
+MlSlices* ml_slices_load_format(MlCheckpoint* c, const int* heads, int count, MlWeightFormat format, char* err, size_t errLen);
+// The weight format of its name ("f32", "int8", "int4", "int2"); false for any other.
+bool ml_weight_format_of(const char* name, MlWeightFormat* format);
+const char* ml_weight_format_name(MlWeightFormat format);
 void ml_slices_free(MlSlices* s);
-// Bytes of resident weights (int8: values plus float32 scales), as HeadGroup.weightBytes.
+// Bytes of the weights in their storage format (packed codes plus float32 group parameters), as HeadGroup.weightBytes.
 size_t ml_slices_weight_bytes(const MlSlices* s);
 int ml_slices_head_count(const MlSlices* s);
 const int* ml_slices_heads(const MlSlices* s);      // ascending

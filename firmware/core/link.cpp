@@ -11,7 +11,17 @@
 #include "head_group.h"  // ml_quantize, ml_dequantize
 
 const char* ml_encoding_name(uint8_t code) {
-  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : nullptr;
+  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : code == ML_ENCODING_INT7 ? "int7" : nullptr;
+}
+
+int ml_encoding_bits(uint8_t code) { return code == ML_ENCODING_INT7 ? 7 : code == ML_ENCODING_INT4 ? 4 : 8; }
+
+int ml_encoding_levels(uint8_t code) { return code == ML_ENCODING_INT7 ? ML_INT7_LEVELS : code == ML_ENCODING_INT4 ? ML_INT4_LEVELS : 127; }
+
+int ml_broadcast_group_size(uint8_t code) { return code == ML_ENCODING_F32 ? 0 : code == ML_ENCODING_INT7 ? 128 : ML_INT8_GROUP_SIZE; }
+
+int ml_result_group_size(uint8_t code, int headSize) {
+  return code == ML_ENCODING_F32 ? 0 : ml_aligned_group_size(headSize, code == ML_ENCODING_INT7 ? 64 : ML_INT8_GROUP_SIZE);
 }
 
 uint32_t ml_read_le(const uint8_t* p, int bytes) {
@@ -75,13 +85,15 @@ void write_float(uint8_t* p, float f) {
 
 int group_count(int count, int groupSize) { return (count + groupSize - 1) / groupSize; }
 
-// Payload bytes of count values: float32 values, or int8 groups' float32 scales then the int8 values.
+// Payload bytes of count values: float32 values, or the groups' float32 scales then the int8
+// values (int4: two a byte).
 size_t payload_bytes(uint8_t encoding, int count, int groupSize) {
-  return encoding == ML_ENCODING_F32 ? (size_t)count * 4 : (size_t)group_count(count, groupSize) * 4 + (size_t)count;
+  if (encoding == ML_ENCODING_F32) return (size_t)count * 4;
+  return (size_t)group_count(count, groupSize) * 4 + ((size_t)count * ml_encoding_bits(encoding) + 7) / 8;
 }
 
 // The group size a body of this encoding carries: float32 bodies carry 0.
-uint16_t carried_group_size(const MlBodyHeader& h) { return h.encoding == ML_ENCODING_INT8 ? h.groupSize : 0; }
+uint16_t carried_group_size(const MlBodyHeader& h) { return h.encoding == ML_ENCODING_F32 ? 0 : h.groupSize; }
 
 void write_header(const MlBodyHeader& h, uint8_t* out) {
   uint32_t raw[ML_BODY_FIELD_COUNT];
@@ -144,8 +156,8 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
     *err = ml_format("float32 body with group size %u (must be 0)", groupSize);
     return false;
   }
-  if (encoding == ML_ENCODING_INT8 && groupSize == 0) {
-    *err = "int8 body with group size 0";
+  if (encoding != ML_ENCODING_F32 && groupSize == 0) {
+    *err = ml_format("%s body with group size 0", encodingName);
     return false;
   }
   const size_t expected = ml_body_bytes((uint8_t)encoding, (int)count, (int)groupSize);
@@ -178,11 +190,34 @@ bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* valu
   if (!ml_body_check(buf, len, h, &p, err)) return false;
   if (h->encoding == ML_ENCODING_F32) {
     for (int i = 0; i < h->count; i++) values[i] = read_float(p + 4 * i);
-  } else {
+  } else if (h->encoding == ML_ENCODING_INT8) {
     const int groups = group_count(h->count, h->groupSize);
     std::vector<float> scales(groups);
     for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
     ml_dequantize((const int8_t*)(p + 4 * groups), scales.data(), h->count, h->groupSize, values);
+  } else {
+    // body.ts checkPackedCodes: codes -L..L, the bits after the last code 0
+    const int groups = group_count(h->count, h->groupSize);
+    const uint8_t* codes = p + 4 * groups;
+    const int bits = ml_encoding_bits(h->encoding), L = ml_encoding_levels(h->encoding);
+    const size_t len = ((size_t)h->count * bits + 7) / 8;
+    const char* name = ml_encoding_name(h->encoding);
+    for (int i = 0; i < h->count; i++) {
+      if (ml_signed_code(codes, len, i, bits) == -L - 1) {
+        *err = ml_format("%s value %d has code %d (codes are -%d..%d)", name, i, -L - 1, L, L);
+        return false;
+      }
+    }
+    const int used = (int)(((size_t)h->count * bits) % 8);
+    if (used != 0 && (codes[len - 1] >> used) != 0) {
+      *err = ml_format("%s body with nonzero bits after its last value", name);
+      return false;
+    }
+    std::vector<float> scales(groups);
+    for (int g = 0; g < groups; g++) scales[g] = read_float(p + 4 * g);
+    std::vector<int8_t> q(h->count);
+    ml_unpack_codes(codes, len, h->count, bits, q.data());
+    ml_dequantize(q.data(), scales.data(), h->count, h->groupSize, values);
   }
   for (int i = 0; i < h->count; i++) {
     if (!isfinite(values[i])) {
@@ -199,11 +234,18 @@ size_t ml_body_encode(const MlBodyHeader& h, const float* values, uint8_t* out) 
   const uint16_t gs = carried_group_size(h);
   if (h.encoding == ML_ENCODING_F32) {
     for (int i = 0; i < h.count; i++) write_float(p + 4 * i, values[i]);
-  } else {
+  } else if (h.encoding == ML_ENCODING_INT8) {
     const int groups = group_count(h.count, gs);
     std::vector<float> scales(groups);
     ml_quantize(values, h.count, gs, (int8_t*)(p + 4 * groups), scales.data());
     for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
+  } else {
+    const int groups = group_count(h.count, gs);
+    std::vector<float> scales(groups);
+    std::vector<int8_t> q(h.count);
+    ml_quantize_clamped(values, h.count, gs, ml_encoding_levels(h.encoding), q.data(), scales.data());
+    for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
+    ml_pack_codes(q.data(), h.count, ml_encoding_bits(h.encoding), p + 4 * groups);
   }
   return ML_BODY_HEADER_BYTES + payload_bytes(h.encoding, h.count, gs);
 }

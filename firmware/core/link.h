@@ -7,7 +7,10 @@
 //
 // Header, ML_BODY_HEADER_BYTES (24) bytes, little-endian, as ML_BODY_FIELDS lists it; then the
 // payload: float32, count float32 values; int8, ceil(count / groupSize) float32 scales, then
-// count int8 values (the group-wise code of lib/llm/quant.ts, quant.cpp here).
+// count int8 values; int4, the scales then ceil(count / 2) bytes of two codes -7..7 each (low
+// nibble first; an odd count's last high nibble 0); int7, the scales then ceil(7 count / 8)
+// bytes of seven-bit codes -63..63 as a little-endian bit stream (unused high bits 0): the
+// group-wise codes of lib/llm/quant.ts, quant.cpp here.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -26,8 +29,16 @@ static const uint8_t ML_BODY_RESULT = 2;     // node -> gateway: its heads' atte
 // Encoding codes (lib/link/body.ts ENCODING_CODES).
 static const uint8_t ML_ENCODING_F32 = 0;
 static const uint8_t ML_ENCODING_INT8 = 1;
-// The name of an encoding code as lib/llm/quant.ts spells it ("f32", "int8"), or nullptr.
+static const uint8_t ML_ENCODING_INT4 = 2;
+static const uint8_t ML_ENCODING_INT7 = 3;
+// The name of an encoding code as lib/llm/quant.ts spells it ("f32", "int8", "int4", "int7"), or nullptr.
 const char* ml_encoding_name(uint8_t code);
+// Bits of a code on the wire (int8 8, int7 7, int4 4) and the largest code (127, 63, 7).
+int ml_encoding_bits(uint8_t code);
+int ml_encoding_levels(uint8_t code);
+// The group sizes of the mesh's bodies (lib/llm/engine.ts broadcastGroupSize, resultGroupSize).
+int ml_broadcast_group_size(uint8_t code);
+int ml_result_group_size(uint8_t code, int headSize);
 
 // The header's fields in order, the table every function below follows.
 enum MlBodyFieldId {
@@ -82,7 +93,7 @@ struct MlBodyHeader {
   uint16_t pos;
   uint16_t layer;
   uint16_t count;      // values, 1..65535
-  uint16_t groupSize;  // int8: values per scale; float32: 0
+  uint16_t groupSize;  // int8, int4: values per scale; float32: 0
 };
 
 // Bytes of a body of count values (header included); groupSize is ignored for float32.

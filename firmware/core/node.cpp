@@ -196,12 +196,15 @@ void MlNode::onAssignment(const JsonValue& m) {
   }
   std::sort(heads.begin(), heads.end());
   status("loading", ",\"assignment\":" + json_quote(id) + ",\"heads\":" + intList(heads));
-  bool int8 = m.get("weights")->string == "int8";
+  MlWeightFormat format = ML_WEIGHTS_F32;  // the assignment schema allows only the four names
+  ml_weight_format_of(m.get("weights")->string.c_str(), &format);
+  const bool int8 = format == ML_WEIGHTS_INT8;
+  const char* formatName = ml_weight_format_name(format);
   char why[512] = "";
   MlSlices* slices = nullptr;
   MlCheckpoint* c = ml_checkpoint_open(o_.modelPath.c_str(), why, sizeof why);
   if (c) {
-    slices = ml_slices_load(c, heads.data(), (int)heads.size(), int8, why, sizeof why);
+    slices = ml_slices_load_format(c, heads.data(), (int)heads.size(), format, why, sizeof why);
     ml_checkpoint_close(c);
   }
   if (!slices) {
@@ -215,15 +218,16 @@ void MlNode::onAssignment(const JsonValue& m) {
   assignment_->id = id;
   assignment_->slot = (int)m.get("slot")->number;
   assignment_->heads = heads;
-  assignment_->transport = m.get("transport")->string == "int8" ? ML_ENCODING_INT8 : ML_ENCODING_F32;
+  const std::string& transport = m.get("transport")->string;
+  assignment_->transport = transport == "int8" ? ML_ENCODING_INT8 : transport == "int4" ? ML_ENCODING_INT4 : transport == "int7" ? ML_ENCODING_INT7 : ML_ENCODING_F32;
   assignment_->int8Weights = int8;
   assignment_->slices = slices;
   std::string kv = intList(ml_slices_kv_heads(slices), ml_slices_kv_head_count(slices));
   size_t bytes = ml_slices_weight_bytes(slices);
-  status("ready", ",\"assignment\":" + json_quote(id) + ",\"heads\":" + intList(heads) + ",\"kvHeads\":" + kv + ",\"weights\":\"" + (int8 ? "int8" : "f32") +
+  status("ready", ",\"assignment\":" + json_quote(id) + ",\"heads\":" + intList(heads) + ",\"kvHeads\":" + kv + ",\"weights\":\"" + formatName +
                       "\",\"weightBytes\":" + std::to_string(bytes));
   ack("assignment", id, true, "");
-  io_.log(io_.ctx, "info", "assignment " + id + ": heads " + intList(heads) + " kv " + kv + ", " + (int8 ? "int8" : "f32") + " weights " + std::to_string(bytes) +
+  io_.log(io_.ctx, "info", "assignment " + id + ": heads " + intList(heads) + " kv " + kv + ", " + formatName + " weights " + std::to_string(bytes) +
                                " bytes, slot " + std::to_string(assignment_->slot));
 }
 
@@ -330,7 +334,7 @@ void MlNode::onBroadcast(const uint8_t* payload, size_t len) {
   r.encoding = assignment_->transport;
   r.sender = (uint16_t)assignment_->slot;
   r.count = (uint16_t)(assignment_->heads.size() * g_.headSize);
-  r.groupSize = r.encoding == ML_ENCODING_INT8 ? (uint16_t)ml_aligned_group_size(g_.headSize, ML_INT8_GROUP_SIZE) : 0;
+  r.groupSize = (uint16_t)ml_result_group_size(r.encoding, g_.headSize);
   out_.resize(ml_body_bytes(r.encoding, r.count, r.groupSize));
   size_t n = ml_body_encode(r, out, out_.data());
   io_.publish(io_.ctx, tResult_, out_.data(), n, 0, false);

@@ -1,4 +1,5 @@
-// Group-wise int8 quantisation: a port of lib/llm/quant.ts with the same arithmetic. JavaScript
+// Group-wise quantisation (int8 and int4 symmetric, int2 affine): a port of lib/llm/quant.ts
+// with the same arithmetic. JavaScript
 // computes in double and rounds to float32 where it stores into a Float32Array or calls
 // Math.fround; the casts below are those roundings.
 #include "head_group.h"
@@ -22,20 +23,29 @@ int8_t toInt8(double v) {
   return (int8_t)(u >= 128 ? u - 256 : u);
 }
 
-// max|v| / 127 in float32, Math.max semantics (a NaN makes the maximum NaN).
-float groupScale(const float* x, int len) {
+// max|v| / levels in float32, Math.max semantics (a NaN makes the maximum NaN).
+float groupScale(const float* x, int len, int levels = 127) {
   double maxAbs = 0;
   for (int i = 0; i < len; i++) {
     double a = fabs((double)x[i]);
     if (!(a == a) || !(maxAbs == maxAbs)) maxAbs = NAN;
     else if (a > maxAbs) maxAbs = a;
   }
-  return (float)(maxAbs / 127);
+  return (float)(maxAbs / levels);
 }
 
 // The int8 value of v in a group of that scale, as a double (before the Int8Array store).
 double quantizeValue(float v, float scale) {
   return scale == 0 ? 0 : roundHalfAway((double)(float)((double)v / (double)scale));
+}
+
+// quant.ts quantizeValue with levels < 127: the code clamped to -levels..levels (a NaN stays
+// NaN, which the Int8Array store makes 0).
+double quantizeClamped(float v, float scale, int levels) {
+  double q = quantizeValue(v, scale);
+  if (q > levels) q = levels;
+  if (q < -levels) q = -levels;
+  return q;
 }
 
 }  // namespace
@@ -65,6 +75,91 @@ void ml_int8_round_trip(float* x, int n, int groupSize) {
     for (int i = g0; i < g0 + len; i++) x[i] = (float)(quantizeValue(x[i], scale) * (double)scale);
   }
 }
+
+void ml_quantize_clamped(const float* x, int n, int groupSize, int levels, int8_t* q, float* scales) {
+  for (int g0 = 0, g = 0; g0 < n; g0 += groupSize, g++) {
+    int len = n - g0 < groupSize ? n - g0 : groupSize;
+    float scale = groupScale(x + g0, len, levels);
+    scales[g] = scale;
+    for (int i = 0; i < len; i++) q[g0 + i] = toInt8(quantizeClamped(x[g0 + i], scale, levels));
+  }
+}
+
+void ml_quantize_int4(const float* x, int n, int groupSize, int8_t* q, float* scales) { ml_quantize_clamped(x, n, groupSize, ML_INT4_LEVELS, q, scales); }
+
+void ml_clamped_round_trip(float* x, int n, int groupSize, int levels) {
+  for (int g0 = 0; g0 < n; g0 += groupSize) {
+    int len = n - g0 < groupSize ? n - g0 : groupSize;
+    float scale = groupScale(x + g0, len, levels);
+    for (int i = g0; i < g0 + len; i++) x[i] = (float)(quantizeClamped(x[i], scale, levels) * (double)scale);
+  }
+}
+
+void ml_int4_round_trip(float* x, int n, int groupSize) { ml_clamped_round_trip(x, n, groupSize, ML_INT4_LEVELS); }
+
+// quant.ts quantizeAffineInto: min and max of the group's float32 values (< and > comparisons
+// in order), scale = float32((max - min) / 3), q = round(float32((v - min) / scale)) in 0..3.
+void ml_quantize_int2(const float* x, int n, int groupSize, int8_t* q, float* scales, float* offsets) {
+  for (int g0 = 0, g = 0; g0 < n; g0 += groupSize, g++) {
+    int len = n - g0 < groupSize ? n - g0 : groupSize;
+    float min = x[g0], max = x[g0];
+    for (int i = 1; i < len; i++) {
+      const float v = x[g0 + i];
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+    const float scale = (float)(((double)max - (double)min) / ML_INT2_MAX);
+    scales[g] = scale;
+    offsets[g] = min;
+    for (int i = 0; i < len; i++) {
+      double c = scale == 0 ? 0 : roundHalfAway((double)(float)(((double)x[g0 + i] - (double)min) / (double)scale));
+      // Math.min(3, Math.max(0, c)): a NaN stays NaN (stored as 0)
+      if (c < 0) c = 0;
+      if (c > ML_INT2_MAX) c = ML_INT2_MAX;
+      q[g0 + i] = toInt8(c);
+    }
+  }
+}
+
+void ml_add_group_offsets(float* out, const float* x, const float* offsets, int rows, int cols, int groupSize) {
+  const int groups = cols / groupSize;
+  for (int r = 0; r < rows; r++) {
+    double sum = out[r];
+    for (int g = 0; g < groups; g++) {
+      double xs = 0;  // quant.ts xSum[g]: the group's x in order, in double
+      for (int i = 0; i < groupSize; i++) xs += (double)x[g * groupSize + i];
+      sum += (double)offsets[(size_t)r * groups + g] * xs;
+    }
+    out[r] = (float)sum;
+  }
+}
+
+void ml_pack_codes(const int8_t* q, int n, int bits, uint8_t* out) {
+  const size_t bytes = ((size_t)n * bits + 7) / 8;
+  for (size_t i = 0; i < bytes; i++) out[i] = 0;
+  const int mask = (1 << bits) - 1;
+  for (int i = 0; i < n; i++) {
+    const size_t at = (size_t)i * bits;
+    const int v = (q[i] & mask) << (at & 7);  // at most 14 bits
+    out[at >> 3] |= (uint8_t)(v & 0xff);
+    if (v > 0xff) out[(at >> 3) + 1] |= (uint8_t)(v >> 8);
+  }
+}
+
+int ml_signed_code(const uint8_t* bytes, size_t len, int i, int bits) {
+  const size_t at = (size_t)i * bits;
+  const int word = bytes[at >> 3] | ((at >> 3) + 1 < len ? bytes[(at >> 3) + 1] << 8 : 0);
+  const int u = (word >> (at & 7)) & ((1 << bits) - 1);
+  return u >= 1 << (bits - 1) ? u - (1 << bits) : u;
+}
+
+void ml_unpack_codes(const uint8_t* bytes, size_t len, int n, int bits, int8_t* q) {
+  for (int i = 0; i < n; i++) q[i] = (int8_t)ml_signed_code(bytes, len, i, bits);
+}
+
+void ml_pack_int4(const int8_t* q, int n, uint8_t* out) { ml_pack_codes(q, n, 4, out); }
+
+void ml_unpack_int4(const uint8_t* bytes, int n, int8_t* q) { ml_unpack_codes(bytes, ((size_t)n + 1) / 2, n, 4, q); }
 
 int ml_aligned_group_size(int n, int limit) {
   for (int g = n < limit ? n : limit; g > 1; g--) {

@@ -1,7 +1,7 @@
 // head-check: runs the firmware core's head step on recorded inputs, so the tests can compare
 // it with the TypeScript HeadGroup (test/firmware-head.test.ts).
 //
-//   head-check MODEL HEADS f32|int8 IN OUT [CONTEXT]
+//   head-check MODEL HEADS f32|int8|int4|int2 IN OUT [CONTEXT]
 //     MODEL    a float32 llama2.c checkpoint (version 0 or 1)
 //     HEADS    the group's query heads, comma-separated (e.g. 1,2), any order
 //     CONTEXT  KV cache length (default: the model's seq_len)
@@ -18,6 +18,15 @@
 //     IN float32[n]; OUT: int8 q[n], float32 scales[ceil(n / GROUP)] (ml_quantize), float32
 //     dequantised[n] (ml_dequantize), float32 round trip[n] (ml_int8_round_trip), then int32
 //     ml_aligned_group_size(n, GROUP).
+//
+//   head-check quant4 GROUP IN OUT
+//     IN float32[n]; OUT: int4 codes q[n] one a byte, float32 scales[ceil(n / GROUP)]
+//     (ml_quantize_int4), the codes packed two a byte [ceil(n / 2)] (ml_pack_int4), float32
+//     round trip[n] (ml_int4_round_trip).
+//
+//   head-check quant2 GROUP IN OUT
+//     IN float32[n]; OUT: int2 codes q[n] one a byte, float32 scales and offsets
+//     [ceil(n / GROUP)] each (ml_quantize_int2).
 //
 //   head-check expf IN OUT
 //     IN float64[n] -> OUT float32[n]: the head step's expf (math.ts expf) of each value.
@@ -42,8 +51,10 @@ namespace {
 
 int usage() {
   fprintf(stderr,
-          "usage: head-check MODEL HEADS f32|int8 IN OUT [CONTEXT]\n"
+          "usage: head-check MODEL HEADS f32|int8|int4|int2 IN OUT [CONTEXT]\n"
           "       head-check quant GROUP IN OUT\n"
+          "       head-check quant4 GROUP IN OUT\n"
+          "       head-check quant2 GROUP IN OUT\n"
           "       head-check expf IN OUT\n"
           "       head-check rope HEADSIZE POSITIONS OUT\n");
   return 2;
@@ -131,6 +142,51 @@ int quantMode(int argc, char** argv) {
   return 0;
 }
 
+// quant4 and quant2: the int4 and int2 group codes of IN (see the top of this file).
+int lowBitMode(int argc, char** argv, bool int4) {
+  if (argc != 5) return usage();
+  long gs;
+  if (!parseInt(argv[2], &gs) || gs < 1 || gs > 1 << 20) return failf("GROUP must be a positive integer", argv[2]);
+  size_t len = 0;
+  unsigned char* in = readFile(argv[3], &len);
+  if (!in) return failf("cannot read", argv[3]);
+  if (len % 4) {
+    free(in);
+    return failf("IN must hold float32 values", argv[3]);
+  }
+  const int n = (int)(len / 4);
+  const int groups = (n + (int)gs - 1) / (int)gs;
+  float* x = (float*)malloc(len + 4);
+  int8_t* q = (int8_t*)malloc((size_t)n + 1);
+  float* scales = (float*)malloc(sizeof(float) * ((size_t)groups + 1));
+  float* offsets = (float*)malloc(sizeof(float) * ((size_t)groups + 1));
+  uint8_t* packed = (uint8_t*)malloc((size_t)n / 2 + 1);
+  if (!x || !q || !scales || !offsets || !packed) return failf("out of memory");
+  memcpy(x, in, len);
+  free(in);
+  FILE* out = fopen(argv[4], "wb");
+  if (!out) return failf("cannot write", argv[4]);
+  bool ok;
+  if (int4) {
+    ml_quantize_int4(x, n, (int)gs, q, scales);
+    ml_pack_int4(q, n, packed);
+    ml_int4_round_trip(x, n, (int)gs);
+    const size_t bytes = ((size_t)n + 1) / 2;
+    ok = fwrite(q, 1, (size_t)n, out) == (size_t)n && fwrite(scales, 4, (size_t)groups, out) == (size_t)groups && fwrite(packed, 1, bytes, out) == bytes &&
+         fwrite(x, 4, (size_t)n, out) == (size_t)n;
+  } else {
+    ml_quantize_int2(x, n, (int)gs, q, scales, offsets);
+    ok = fwrite(q, 1, (size_t)n, out) == (size_t)n && fwrite(scales, 4, (size_t)groups, out) == (size_t)groups && fwrite(offsets, 4, (size_t)groups, out) == (size_t)groups;
+  }
+  if (fclose(out) != 0 || !ok) return failf("cannot write", argv[4]);
+  free(x);
+  free(q);
+  free(scales);
+  free(offsets);
+  free(packed);
+  return 0;
+}
+
 int expfMode(int argc, char** argv) {
   if (argc != 4) return usage();
   size_t len = 0;
@@ -182,15 +238,15 @@ int ropeMode(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && strcmp(argv[1], "quant") == 0) return quantMode(argc, argv);
+  if (argc >= 2 && strcmp(argv[1], "quant4") == 0) return lowBitMode(argc, argv, true);
+  if (argc >= 2 && strcmp(argv[1], "quant2") == 0) return lowBitMode(argc, argv, false);
   if (argc >= 2 && strcmp(argv[1], "expf") == 0) return expfMode(argc, argv);
   if (argc >= 2 && strcmp(argv[1], "rope") == 0) return ropeMode(argc, argv);
   if (argc != 6 && argc != 7) return usage();
   const char* modelPath = argv[1];
   const char* headsText = argv[2];
-  bool int8;
-  if (strcmp(argv[3], "f32") == 0) int8 = false;
-  else if (strcmp(argv[3], "int8") == 0) int8 = true;
-  else return failf("the weight format must be f32 or int8, not", argv[3]);
+  MlWeightFormat format;
+  if (!ml_weight_format_of(argv[3], &format)) return failf("the weight format must be f32, int8, int4 or int2, not", argv[3]);
 
   // HEADS: comma-separated integers
   int heads[4096];
@@ -219,7 +275,7 @@ int main(int argc, char** argv) {
     ml_checkpoint_close(ck);
     return failf("CONTEXT must be a positive integer, not", argv[6]);
   }
-  MlSlices* sl = ml_slices_load(ck, heads, count, int8, err, sizeof err);
+  MlSlices* sl = ml_slices_load_format(ck, heads, count, format, err, sizeof err);
   if (!sl) {
     ml_checkpoint_close(ck);
     return failf(err);

@@ -39,6 +39,7 @@ export interface RadioStartSettings {
   sf: SpreadingFactor;
   bandwidthKHz: BandwidthKHz;
   channels: number;
+  channelPlan?: string;
   nodes: number;
   loss: number;
   /** Simulated s per wall s (1: true airtime); the dashboard's control changes it while running. */

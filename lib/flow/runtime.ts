@@ -28,7 +28,7 @@ import { ATTRIBUTION_FLOOR, CounterfactualHeads, NodeSteering, attributeStep } f
 import { RunEvents, TokenSteering } from '../mesh/events';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
-import { Encoding } from '../llm/quant';
+import { WeightFormat } from '../llm/quant';
 
 export interface FlowRuntimeOptions {
   modelPath: string;
@@ -37,7 +37,7 @@ export interface FlowRuntimeOptions {
   username?: string;
   password?: string;
   meshId: string;
-  quant: Encoding;
+  quant: WeightFormat;
   /** Head nodes to wait for (default: whoever is up after a short settle). */
   nodes?: number;
   discoverTimeoutMs?: number;

@@ -9,11 +9,15 @@
  *
  * Header, BODY_HEADER_BYTES (24) bytes, little-endian, as BODY_FIELDS lists it; then the
  * payload: float32, `count` float32 values; int8, ceil(count / groupSize) float32 scales, then
- * `count` int8 values (scales first keeps them 4-byte aligned), the group-wise code of
- * lib/llm/quant.ts, so a receiver decodes exactly the values the engine's transport produces.
+ * `count` int8 values (scales first keeps them 4-byte aligned); int4, the scales, then
+ * ceil(count / 2) bytes of two int4 codes each (the first in the low nibble, two's complement,
+ * -7..7; an odd count leaves the last high nibble 0); int7, the scales, then ceil(7 count / 8)
+ * bytes, a little-endian bit stream of seven-bit codes -63..63 (the last byte's unused high bits
+ * 0): the group-wise codes of lib/llm/quant.ts, so a receiver decodes exactly the values the
+ * engine's transport produces.
  */
 import * as os from 'node:os';
-import { Encoding, Int8Groups, dequantizeInto, groupCount, quantizeVector } from '../llm/quant';
+import { CODE_BITS, Encoding, Int8Groups, SYMMETRIC_LEVELS, dequantizeInto, groupCount, packCodes, quantizeVector, signedCode, unpackCodes } from '../llm/quant';
 
 export const BODY_MAGIC = 0x4c4d; // "ML" read as a little-endian u16
 export const BODY_VERSION = 1;
@@ -27,7 +31,7 @@ export enum BodyType {
 }
 
 /** The wire code of each encoding, here and in firmware/core/link.h. */
-export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1 };
+export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1, int4: 2, int7: 3 };
 const ENCODING_OF_CODE = new Map<number, Encoding>(Object.entries(ENCODING_CODES).map(([e, c]) => [c, e as Encoding]));
 
 /** The header's fields in order: the one table the codec below, the firmware and the docs follow. */
@@ -64,12 +68,12 @@ export interface BodyHeader {
 /** A header as read from a body that passed every check, with its value count and group size. */
 export interface CheckedHeader extends BodyHeader {
   count: number;
-  /** int8: values per scale; float32: 0. */
+  /** int8, int4: values per scale; float32: 0. */
   groupSize: number;
 }
 
 export interface Body extends BodyHeader {
-  /** Decoded values [count] (int8 bodies are dequantised). */
+  /** Decoded values [count] (int8 and int4 bodies are dequantised). */
   values: Float32Array;
 }
 
@@ -101,7 +105,8 @@ function readRaw(buf: Buffer): RawHeader {
 
 /** Payload bytes of `count` values. */
 function payloadBytes(encoding: Encoding, count: number, groupSize: number): number {
-  return encoding === 'f32' ? count * 4 : groupCount(count, groupSize) * 4 + count;
+  if (encoding === 'f32') return count * 4;
+  return groupCount(count, groupSize) * 4 + Math.ceil((count * CODE_BITS[encoding]) / 8);
 }
 
 /** Bytes of a body of `count` values (header included). */
@@ -122,23 +127,24 @@ function readFloats(buf: Buffer, offset: number, count: number): Float32Array {
 }
 
 /**
- * Encodes values [count] as a body. int8 bodies carry the group-wise encoding of lib/llm/quant
- * with the given group size, so the receiver decodes exactly what transportCodec computes.
+ * Encodes values [count] as a body. int8 and int4 bodies carry the group-wise encoding of
+ * lib/llm/quant with the given group size, so the receiver decodes exactly what transportCodec computes.
  */
 export function encodeBody(h: BodyHeader, values: Float32Array, groupSize = 0): Buffer {
   const count = values.length;
   if (count < 1 || count > 0xffff) throw new RangeError(`a body carries 1..65535 values (got ${count})`);
-  const gs = h.encoding === 'int8' ? groupSize : 0;
-  if (h.encoding === 'int8' && (!Number.isInteger(gs) || gs < 1 || gs > 0xffff)) throw new RangeError(`int8 bodies need a group size in 1..65535 (got ${groupSize})`);
+  const gs = h.encoding === 'f32' ? 0 : groupSize;
+  if (h.encoding !== 'f32' && (!Number.isInteger(gs) || gs < 1 || gs > 0xffff)) throw new RangeError(`${h.encoding} bodies need a group size in 1..65535 (got ${groupSize})`);
   const buf = Buffer.allocUnsafe(bodyBytes(h.encoding, count, gs));
   const raw: RawHeader = { magic: BODY_MAGIC, version: BODY_VERSION, type: h.type, encoding: ENCODING_CODES[h.encoding], reserved: 0, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, count, groupSize: gs };
   for (const f of BODY_FIELDS) writeField(buf, f, raw[f.name]);
   if (h.encoding === 'f32') {
     writeFloats(buf, BODY_HEADER_BYTES, values);
   } else {
-    const enc = quantizeVector(values, gs);
+    const enc = quantizeVector(values, gs, SYMMETRIC_LEVELS[h.encoding]);
     writeFloats(buf, BODY_HEADER_BYTES, enc.scales);
-    buf.set(new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength), BODY_HEADER_BYTES + enc.scales.byteLength);
+    const codes = h.encoding === 'int8' ? new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength) : packCodes(enc.q, CODE_BITS[h.encoding]);
+    buf.set(codes, BODY_HEADER_BYTES + enc.scales.byteLength);
   }
   return buf;
 }
@@ -158,7 +164,7 @@ export function checkBody(buf: Buffer): CheckedHeader {
   if (raw.reserved !== 0) throw new BodyError(`reserved byte is ${raw.reserved}, not 0`);
   if (raw.count === 0) throw new BodyError('body carries no values');
   if (encoding === 'f32' && raw.groupSize !== 0) throw new BodyError(`float32 body with group size ${raw.groupSize} (must be 0)`);
-  if (encoding === 'int8' && raw.groupSize === 0) throw new BodyError('int8 body with group size 0');
+  if (encoding !== 'f32' && raw.groupSize === 0) throw new BodyError(`${encoding} body with group size 0`);
   const expected = BODY_HEADER_BYTES + payloadBytes(encoding, raw.count, raw.groupSize);
   if (buf.length !== expected) throw new BodyError(`body is ${buf.length} bytes; its header (${raw.count} ${encoding} values) implies ${expected}`);
   return { type: raw.type, encoding, sender: raw.sender, session: raw.session, seq: raw.seq, pos: raw.pos, layer: raw.layer, count: raw.count, groupSize: raw.groupSize };
@@ -167,15 +173,27 @@ export function checkBody(buf: Buffer): CheckedHeader {
 /** Decodes a body, or throws BodyError naming the first thing that is wrong with it. */
 export function decodeBody(buf: Buffer): Body {
   const h = checkBody(buf);
-  const values = h.encoding === 'f32' ? readFloats(buf, BODY_HEADER_BYTES, h.count) : decodeInt8(buf, h.count, h.groupSize);
+  if (h.encoding === 'int4' || h.encoding === 'int7') checkPackedCodes(buf, h.encoding, h.count, h.groupSize);
+  const values = h.encoding === 'f32' ? readFloats(buf, BODY_HEADER_BYTES, h.count) : decodeGroups(buf, h.encoding, h.count, h.groupSize);
   for (let i = 0; i < h.count; i++) if (!Number.isFinite(values[i])) throw new BodyError(`value ${i} is not finite (${values[i]})`);
   return { type: h.type, encoding: h.encoding, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, values };
 }
 
-function decodeInt8(buf: Buffer, count: number, groupSize: number): Float32Array {
+/** Packed codes are -L..L and the bits after the last code are 0, or BodyError names the first that is not. */
+function checkPackedCodes(buf: Buffer, encoding: 'int4' | 'int7', count: number, groupSize: number): void {
+  const from = BODY_HEADER_BYTES + 4 * groupCount(count, groupSize);
+  const codes = buf.subarray(from);
+  const bits = CODE_BITS[encoding];
+  const L = SYMMETRIC_LEVELS[encoding];
+  for (let i = 0; i < count; i++) if (signedCode(codes, i, bits) === -L - 1) throw new BodyError(`${encoding} value ${i} has code ${-L - 1} (codes are -${L}..${L})`);
+  const used = (count * bits) % 8;
+  if (used !== 0 && codes[codes.length - 1] >> used !== 0) throw new BodyError(`${encoding} body with nonzero bits after its last value`);
+}
+
+function decodeGroups(buf: Buffer, encoding: 'int8' | 'int4' | 'int7', count: number, groupSize: number): Float32Array {
   const scales = readFloats(buf, BODY_HEADER_BYTES, groupCount(count, groupSize));
   const qOffset = BODY_HEADER_BYTES + scales.byteLength;
-  const q = new Int8Array(buf.buffer, buf.byteOffset + qOffset, count);
+  const q = encoding === 'int8' ? new Int8Array(buf.buffer, buf.byteOffset + qOffset, count) : unpackCodes(buf.subarray(qOffset), count, CODE_BITS[encoding]);
   const groups: Int8Groups = { q, scales, groupSize };
   const out = new Float32Array(count);
   dequantizeInto(out, groups);

@@ -16,8 +16,7 @@
  * fragment, body); and every bit of a frame flipped.
  */
 import { Geometry, geometry } from '../llm/config';
-import { headOutputGroupSize } from '../llm/engine';
-import { INT8_GROUP_SIZE } from '../llm/head';
+import { broadcastGroupSize, resultGroupSize } from '../llm/engine';
 import { Encoding } from '../llm/quant';
 import { MODEL_PRESETS } from '../radio/presets';
 import { seededRandom } from '../radio/channel';
@@ -96,20 +95,19 @@ interface BodyCase {
 /** A broadcast and results of `headCounts` heads of one model, in each encoding. */
 function modelCases(model: string, g: Geometry, headCounts: number[], seed: number): BodyCase[] {
   const cases: BodyCase[] = [];
-  for (const encoding of ['f32', 'int8'] as Encoding[]) {
-    const int8 = encoding === 'int8';
+  for (const encoding of ['f32', 'int8', 'int4', 'int7'] as Encoding[]) {
     cases.push({
       name: `${model} broadcast ${encoding}`,
       header: { type: BodyType.Broadcast, encoding, sender: GATEWAY_SENDER, session: 0x7a3c1f05, seq: 0xfffffffe, pos: 17, layer: g.nLayers - 1 },
       values: sampleValues(g.dim, seed++),
-      groupSize: int8 ? INT8_GROUP_SIZE : 0,
+      groupSize: broadcastGroupSize(encoding),
     });
     for (const heads of headCounts) {
       cases.push({
         name: `${model} result of ${heads} head${heads === 1 ? '' : 's'} ${encoding}`,
         header: { type: BodyType.Result, encoding, sender: heads, session: 0x7a3c1f05, seq: 0xfffffffe, pos: 17, layer: g.nLayers - 1 },
         values: sampleValues(heads * g.headSize, seed++),
-        groupSize: int8 ? headOutputGroupSize(g) : 0,
+        groupSize: resultGroupSize(g, encoding),
       });
     }
   }
@@ -126,6 +124,10 @@ function edgeCases(): BodyCase[] {
     { name: 'one int8 value', header: top, values: Float32Array.of(3), groupSize: 1 },
     { name: 'int8, a short last group and a group of zeros', header: { ...top, type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros, groupSize: 32 },
     { name: 'int8, group size 65535', header: top, values: sampleValues(300, 7), groupSize: 65535 },
+    { name: 'one int4 value', header: { ...top, encoding: 'int4' }, values: Float32Array.of(-3), groupSize: 1 },
+    { name: 'int4, an odd count, a short last group and a group of zeros', header: { ...top, encoding: 'int4', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros.subarray(0, 69), groupSize: 32 },
+    { name: 'one int7 value', header: { ...top, encoding: 'int7' }, values: Float32Array.of(-3), groupSize: 1 },
+    { name: 'int7, 69 values, a short last group and a group of zeros', header: { ...top, encoding: 'int7', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros.subarray(0, 69), groupSize: 32 },
     { name: 'f32, extreme finite values', header: { ...top, encoding: 'f32' }, values: Float32Array.of(3.4028234663852886e38, -3.4028234663852886e38, 1.401298464324817e-45, -0), groupSize: 0 },
   ];
 }
@@ -159,6 +161,20 @@ function alterations(name: string, body: Buffer, seed: number): BodyVector[] {
   return out;
 }
 
+/** A packed body (int4, int7) whose first code is the one below -L (-8, -64), and one with its last byte's padding bits set. */
+function packedAlterations(name: string, body: Buffer, encoding: 'int4' | 'int7'): BodyVector[] {
+  const bits = encoding === 'int4' ? 4 : 7;
+  const codes = body.length - Math.ceil((checkBody(body).count * bits) / 8);
+  const low = Buffer.from(body);
+  low[codes] = (low[codes] & ~((1 << bits) - 1) & 0xff) | (1 << (bits - 1));
+  const padded = Buffer.from(body);
+  padded[body.length - 1] |= 0x80;
+  return [
+    { name: `${name}, code ${-(1 << (bits - 1))}`, body: toHex(low) },
+    { name: `${name}, padding bits set`, body: toHex(padded) },
+  ];
+}
+
 /** The body vectors: every case as encoded, then altered copies of the stories260K ones. */
 export function bodyVectors(): BodyVector[] {
   const vectors: BodyVector[] = [];
@@ -167,6 +183,7 @@ export function bodyVectors(): BodyVector[] {
     const body = encodeBody(c.header, c.values, c.groupSize);
     vectors.push({ name: c.name, body: toHex(body), values: toHex(c.values) });
     if (c.name.startsWith('stories260K') && (c.header.type === BodyType.Broadcast || c.values.length === 8)) altered.push(...alterations(c.name, body, 1000 + i));
+    if ((c.header.encoding === 'int4' || c.header.encoding === 'int7') && (c.values.length * (c.header.encoding === 'int4' ? 4 : 7)) % 8 !== 0) altered.push(...packedAlterations(c.name, body, c.header.encoding));
   });
   return [...vectors, ...altered];
 }

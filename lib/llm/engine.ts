@@ -8,7 +8,7 @@ import { BOS, Geometry, geometry } from './config';
 import { InputError } from './errors';
 import { Gateway } from './gateway';
 import { HeadGroup, INT8_GROUP_SIZE, loadHeadSlices, partitionHeads } from './head';
-import { Encoding, alignedGroupSize, int8RoundTrip } from './quant';
+import { Encoding, WeightFormat, alignedGroupSize, transportRoundTrip } from './quant';
 import { Sampler } from './sampler';
 import { Tokenizer } from './tokenizer';
 
@@ -19,22 +19,37 @@ export interface HeadRunner {
   reset(): void | Promise<void>;
 }
 
-/** Group size for the int8 encoding of head outputs: never straddles two heads. */
+/** Group size for the int8 and int4 encodings of head outputs: never straddles two heads. */
 export function headOutputGroupSize(g: Geometry): number {
   return alignedGroupSize(g.headSize, INT8_GROUP_SIZE);
 }
 
+/** int7 groups: a broadcast's scale per 128 values, a result's per head up to 64 (fewer scale bytes; docs/QUANTISATION.md). */
+export const INT7_BROADCAST_GROUP_SIZE = 128;
+export const INT7_RESULT_GROUP_LIMIT = 64;
+
+/** Group size of a transport's broadcast body (0 for float32): 32, int7 128. */
+export function broadcastGroupSize(encoding: Encoding): number {
+  return encoding === 'f32' ? 0 : encoding === 'int7' ? INT7_BROADCAST_GROUP_SIZE : INT8_GROUP_SIZE;
+}
+
+/** Group size of a transport's result body (0 for float32): groups aligned to heads (int7: up to 64 values). */
+export function resultGroupSize(g: Geometry, encoding: Encoding): number {
+  return encoding === 'f32' ? 0 : encoding === 'int7' ? alignedGroupSize(g.headSize, INT7_RESULT_GROUP_LIMIT) : headOutputGroupSize(g);
+}
+
 /**
- * Applies int8 transport to a broadcast vector or to a group's head outputs: the values a
- * receiver decodes. Broadcasts use INT8_GROUP_SIZE groups; head outputs use groups aligned
- * to heads, so the encoding does not depend on how heads are partitioned.
+ * Applies a transport (int8 unless told otherwise) to a broadcast vector or to a group's head
+ * outputs: the values a receiver decodes. Broadcasts use broadcastGroupSize groups; head
+ * outputs groups aligned to heads (resultGroupSize), so the encoding does not depend on how
+ * heads are partitioned.
  */
 export const transportCodec = {
-  broadcast(xb: Float32Array): void {
-    int8RoundTrip(xb, INT8_GROUP_SIZE);
+  broadcast(xb: Float32Array, encoding: Encoding = 'int8'): void {
+    transportRoundTrip(encoding, xb, broadcastGroupSize(encoding));
   },
-  headOutputs(g: Geometry, out: Float32Array): void {
-    int8RoundTrip(out, headOutputGroupSize(g));
+  headOutputs(g: Geometry, out: Float32Array, encoding: Encoding = 'int8'): void {
+    transportRoundTrip(encoding, out, resultGroupSize(g, encoding));
   },
 };
 
@@ -55,10 +70,10 @@ export class LocalHeads implements HeadRunner {
   run(xb: Float32Array, pos: number, layer: number, out: Float32Array): void {
     const hs = this.g.headSize;
     this.rx.set(xb);
-    if (this.transport === 'int8') transportCodec.broadcast(this.rx);
+    if (this.transport !== 'f32') transportCodec.broadcast(this.rx, this.transport);
     for (const group of this.groups) {
       const y = group.forward(this.rx, pos, layer);
-      if (this.transport === 'int8') transportCodec.headOutputs(this.g, y);
+      if (this.transport !== 'f32') transportCodec.headOutputs(this.g, y, this.transport);
       // head i of the group is head h of the model
       for (let i = 0; i < group.heads.length; i++) {
         const h = group.heads[i];
@@ -214,8 +229,8 @@ export interface EngineOptions {
   tokenizerPath: string;
   /** Head partition: a group count or sizes such as "2+3+3" (default: one group). */
   groups?: string | number;
-  /** int8: int8 head weights and int8 transport of broadcast vectors and head outputs. */
-  quant?: Encoding;
+  /** Head weights: int8 (with int8 transport of broadcast vectors and head outputs unless `transport` says otherwise), int4, int2 (both with int8 transport by default) or f32. */
+  quant?: WeightFormat;
   /** Overrides the transport implied by `quant` (to measure weights and transport apart). */
   transport?: Encoding;
 }
@@ -244,7 +259,7 @@ export class Engine {
       const quant = o.quant ?? 'f32';
       const groups = partitionHeads(g.nHeads, o.groups ?? 1).map((heads) => new HeadGroup(g, loadHeadSlices(ckpt, g, heads, quant)));
       const gateway = Gateway.load(ckpt);
-      const transport = o.transport ?? (quant === 'int8' ? 'int8' : 'f32');
+      const transport = o.transport ?? (quant === 'f32' ? 'f32' : 'int8');
       return new Engine(g, gateway, new LocalHeads(g, groups, transport), tokenizer, ckpt.info);
     } finally {
       ckpt.close();

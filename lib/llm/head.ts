@@ -10,13 +10,16 @@ import { Checkpoint } from './checkpoint';
 import { InputError, MeshLlmError } from './errors';
 import { Kernels, KvCache, Matrix, createKernels } from './kernels';
 import { addInPlace, rope, ropeTable } from './math';
-import { Encoding, Int8Matrix, quantizeMatrix } from './quant';
+import { FORMAT_SPECS, Int8Matrix, WeightFormat, addGroupOffsets, quantizeMatrix, storageBytes } from './quant';
 
 /** Default int8 group size for weight rows and broadcast vectors. */
 export const INT8_GROUP_SIZE = 32;
 
-/** One layer's projection weights for a group, in float32 or int8. */
-export type Projection = { kind: 'f32'; w: Float32Array; rows: number; cols: number } | { kind: 'int8'; m: Int8Matrix };
+/**
+ * One layer's projection weights for a group: float32, or group-wise codes (int8, int4 or
+ * int2, quant.ts) held one a byte for the int8 kernel.
+ */
+export type Projection = { kind: 'f32'; w: Float32Array; rows: number; cols: number } | { kind: 'int8' | 'int4' | 'int2'; m: Int8Matrix };
 
 export interface HeadSlices {
   /** Query heads of the group (global ids, ascending). */
@@ -35,11 +38,12 @@ export function kvHeadsFor(heads: readonly number[], kvMul: number): number[] {
   return [...new Set(heads.map((h) => Math.floor(h / kvMul)))].sort((a, b) => a - b);
 }
 
-/** A projection as the head group computes it: float32 or int8 weights resident in its kernel arena. */
-type ResidentProjection = { kind: 'f32' | 'int8'; m: Matrix };
+/** A projection as the head group computes it: float32 or int8-kernel codes resident in its kernel arena (int2: with its offsets). */
+type ResidentProjection = { kind: 'f32'; m: Matrix } | { kind: 'codes'; m: Matrix; affine: Int8Matrix | null };
 
+/** Bytes of a projection in its storage format (packed codes and float32 group parameters). */
 function projectionBytes(p: Projection): number {
-  return p.kind === 'f32' ? p.w.byteLength : p.m.q.byteLength + p.m.scales.byteLength;
+  return p.kind === 'f32' ? p.w.byteLength : storageBytes(p.m.q.length, p.kind, p.m.groupSize);
 }
 
 /** Reads the rows of a per-head tensor for some heads, each head being headSize consecutive rows. */
@@ -49,15 +53,20 @@ function readHeadRows(ckpt: Checkpoint, name: 'wq' | 'wk' | 'wv', layer: number,
   return out;
 }
 
-/** Loads a group's weight slices from a checkpoint, quantising them to int8 when asked. */
-export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: Encoding, groupSize = INT8_GROUP_SIZE): HeadSlices {
+/** The group size of a format's weight rows of length dim (FORMAT_SPECS; int2 at most the row). */
+export function weightGroupSize(format: WeightFormat, dim: number): number {
+  return Math.min(FORMAT_SPECS[format].groupSize, dim);
+}
+
+/** Loads a group's weight slices from a checkpoint, quantising them to a weight format when asked. */
+export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: WeightFormat, groupSize = quant === 'f32' ? 0 : weightGroupSize(quant, g.dim)): HeadSlices {
   const sorted = [...heads].sort((a, b) => a - b);
   if (sorted.length === 0 || new Set(sorted).size !== sorted.length || sorted.some((h) => !Number.isInteger(h) || h < 0 || h >= g.nHeads)) {
     throw new MeshLlmError(`head group [${heads.join(', ')}] must be distinct head ids in 0..${g.nHeads - 1}`);
   }
   const kvHeads = kvHeadsFor(sorted, g.kvMul);
   const make = (w: Float32Array, rows: number): Projection =>
-    quant === 'int8' ? { kind: 'int8', m: quantizeMatrix(w, rows, g.dim, groupSize) } : { kind: 'f32', w, rows, cols: g.dim };
+    quant === 'f32' ? { kind: 'f32', w, rows, cols: g.dim } : { kind: quant, m: quantizeMatrix(w, rows, g.dim, groupSize, quant) };
   const slices: HeadSlices = { heads: sorted, kvHeads, wq: [], wk: [], wv: [] };
   for (let l = 0; l < g.nLayers; l++) {
     slices.wq.push(make(readHeadRows(ckpt, 'wq', l, sorted, g.headSize, g.dim), sorted.length * g.headSize));
@@ -121,7 +130,7 @@ export class HeadWeights {
     this.sqrtHeadSize = Math.fround(Math.sqrt(g.headSize));
     const kernels = (this.kernels = createKernels());
     const resident = (p: Projection): ResidentProjection =>
-      p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : { kind: 'int8', m: kernels.int8Matrix(p.m) };
+      p.kind === 'f32' ? { kind: 'f32', m: kernels.matrix(p.w, p.rows, p.cols) } : { kind: 'codes', m: kernels.int8Matrix(p.m), affine: p.m.offsets ? p.m : null };
     this.wq = slices.wq.map(resident);
     this.wk = slices.wk.map(resident);
     this.wv = slices.wv.map(resident);
@@ -131,7 +140,7 @@ export class HeadWeights {
     this.projected = { qOfHead, k: kernels.vector(kvWidth), v: kernels.vector(kvWidth) };
   }
 
-  /** Bytes of the group's W_Q/W_K/W_V rows as loaded (int8: values plus scales); the wire's weightBytes. */
+  /** Bytes of the group's W_Q/W_K/W_V rows in their storage format (packed codes plus group parameters); the wire's weightBytes. */
   get weightBytes(): number {
     const s = this.slices;
     return [...s.wq, ...s.wk, ...s.wv].reduce((n, p) => n + projectionBytes(p), 0);
@@ -163,7 +172,10 @@ export class HeadWeights {
   /** out = W x: x [cols] -> out [rows]. */
   private matvec(p: ResidentProjection, x: Float32Array, out: Float32Array): void {
     if (p.kind === 'f32') this.kernels.matvec(out, x, p.m);
-    else this.kernels.matvecInt8(out, x, p.m);
+    else {
+      this.kernels.matvecInt8(out, x, p.m);
+      if (p.affine) addGroupOffsets(out, x, p.affine);
+    }
   }
 
   /** RoPE on every query head and on the new key of every kv head. */

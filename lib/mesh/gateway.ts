@@ -12,7 +12,7 @@ import { Gateway } from '../llm/gateway';
 import { randomUUID } from 'node:crypto';
 import { GenerateOptions, Generation, GenerationResult, TokenListener, generate } from '../llm/engine';
 import { partitionHeads } from '../llm/head';
-import { Encoding } from '../llm/quant';
+import { Encoding, WeightFormat } from '../llm/quant';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshEventStream, RunEvents } from './events';
 import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
@@ -45,8 +45,8 @@ export interface NodeView {
 export interface AssignOptions {
   /** Head partition: a group count, sizes such as "2+3+3", or explicit head lists. Default: one group per node (at most n_heads). */
   groups?: string | number | number[][];
-  /** int8: int8 head weights on the nodes and int8 transport both ways, as the engine's quant int8. */
-  quant?: Encoding;
+  /** Head weights on the nodes (int8, int4 and int2 imply int8 transport both ways, as the engine's quant). */
+  quant?: WeightFormat;
   /** Overrides the transport implied by `quant` (as the engine's `transport` option). */
   transport?: Encoding;
 }
@@ -159,7 +159,7 @@ export class MeshGateway {
     const groups = Array.isArray(o.groups) ? this.checkPartition(o.groups) : partitionHeads(this.g.nHeads, o.groups ?? Math.min(nodes.length, this.g.nHeads));
     if (groups.length > nodes.length) throw new MeshError(`${groups.length} head groups need ${groups.length} nodes; only ${nodes.length} available (${nodes.join(', ')})`);
     const quant = o.quant ?? 'f32';
-    const transport = o.transport ?? quant;
+    const transport: Encoding = o.transport ?? (quant === 'f32' ? 'f32' : 'int8');
     const id = `a${++this.assignmentCount}-${Date.now().toString(36)}`;
     this.runner.use(null);
     const slotOf = this.slotsFor(nodes);

@@ -8,7 +8,7 @@
 import { MqttClient } from 'mqtt';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, geometry } from '../llm/config';
-import { headOutputGroupSize } from '../llm/engine';
+import { resultGroupSize } from '../llm/engine';
 import { HeadSession, HeadSteering, HeadWeights, loadHeadSlices } from '../llm/head';
 import { steeringFromMessage } from './node-steering';
 import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from './mqtt';
@@ -270,7 +270,7 @@ export class HeadNode {
       return;
     }
     const out = session.forward(frame.values, frame.pos, frame.layer);
-    const gs = a.transport === 'int8' ? headOutputGroupSize(this.g) : 0;
+    const gs = resultGroupSize(this.g, a.transport);
     const result = encodeBody({ ...frame, type: BodyType.Result, encoding: a.transport, sender: a.slot }, out, gs);
     this.client?.publish(this.t.result(this.id), result, { qos: 0 });
     this.counters.framesOut++;

@@ -10,7 +10,7 @@ import { MeshGateway, NodeAssignment } from './gateway';
 import { BrokerAddress, Logger, stderrLogger } from './mqtt';
 import { HeadNode, HeadNodeOptions } from './node';
 import { spawnHeadNodes } from './processes';
-import { Encoding } from '../llm/quant';
+import { Encoding, WeightFormat } from '../llm/quant';
 
 export const DEFAULT_MESH_ID = 'default';
 export const DEFAULT_BROKER_URL = 'mqtt://127.0.0.1:1883';
@@ -69,7 +69,9 @@ export interface MeshGenerateOptions {
   nodes?: number;
   /** Head partition (default: one group per node). */
   groups?: string | number | number[][];
-  quant?: Encoding;
+  quant?: WeightFormat;
+  /** Overrides the transport the weights imply. */
+  transport?: Encoding;
   gatherTimeoutMs?: number;
   onToken?: TokenListener;
   log?: Logger;
@@ -86,7 +88,7 @@ export interface MeshGenerationResult extends GenerationResult {
 }
 
 async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: string[], broker: BrokerAddress & { meshId: string }): Promise<MeshGenerationResult> {
-  const assignment = await gw.assign(nodeIds, { groups: o.groups, quant: o.quant });
+  const assignment = await gw.assign(nodeIds, { groups: o.groups, quant: o.quant, transport: o.transport });
   const log = o.log ?? stderrLogger('gateway');
   for (const a of assignment) log('info', `${a.node}: heads [${a.heads.join(',')}] kv heads [${a.kvHeads.join(',')}], ${a.weightBytes} weight bytes`);
   const result = await (o.generateOn ? o.generateOn(gw, assignment, broker) : gw.generate(o.generate, o.onToken));

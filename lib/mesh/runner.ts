@@ -8,7 +8,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { Geometry } from '../llm/config';
-import { HeadRunner } from '../llm/engine';
+import { HeadRunner, broadcastGroupSize } from '../llm/engine';
 import { MeshLlmError } from '../llm/errors';
 import { INT8_GROUP_SIZE } from '../llm/head';
 import { Encoding } from '../llm/quant';
@@ -198,7 +198,7 @@ export class MeshRunner implements HeadRunner {
     if (!a || this.sessionId === 0) return Promise.reject(new MeshError('no session is open on the mesh: reset() first'));
     const seq = (this.seq = (this.seq + 1) >>> 0);
     const header = { type: BodyType.Broadcast, encoding: a.transport, sender: GATEWAY_SENDER, session: this.sessionId, seq, pos, layer };
-    const body = encodeBody(header, xb, a.transport === 'int8' ? INT8_GROUP_SIZE : 0);
+    const body = encodeBody(header, xb, broadcastGroupSize(a.transport));
     return new Promise<void>((resolve, reject) => {
       this.pending = { session: this.sessionId, seq, pos, layer, out, received: new Uint8Array(a.slots.length), remaining: a.slots.length, startNs: process.hrtime.bigint(), resolve, reject };
       this.link.broadcast(body);

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Ajv, { ValidateFunction } from 'ajv';
-import { Encoding } from '../llm/quant';
+import { Encoding, WeightFormat } from '../llm/quant';
 import { packageRoot } from '../llm/resolve';
 import { MeshLlmError } from '../llm/errors';
 
@@ -93,7 +93,7 @@ export interface StatusMessage {
   assignment?: string;
   heads?: number[];
   kvHeads?: number[];
-  weights?: Encoding;
+  weights?: WeightFormat;
   weightBytes?: number;
   reason?: string;
 }
@@ -112,7 +112,7 @@ export interface AssignmentMessage {
   assignment: string;
   slot: number;
   heads: number[];
-  weights: Encoding;
+  weights: WeightFormat;
   transport: Encoding;
   model: ModelShape;
 }

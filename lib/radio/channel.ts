@@ -12,10 +12,16 @@
  *   seeded generator, so a run is reproducible.
  *
  * A frame is delivered at the end of its transmission, when a real modem raises RX_DONE.
+ *
+ * Given the mesh's channel plan, the channel refuses (RegulatoryError) a transmission on any
+ * channel outside it, as it refuses one over a duty-cycle budget or the dwell time; a plan's
+ * channel may carry its own bandwidth and spreading factor (channel-plans.ts), and its frames
+ * take their time on air at that modulation.
  */
 import { LoRaModulation, Modulation, modulation as fullModulation, timeOnAirMs } from './airtime';
 import { Clock } from './clock';
-import { Channel, DutyCycleTracker, Region } from './regions';
+import { inPlan } from './channel-plans';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, RegulatoryError, channelModulation } from './regions';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function seededRandom(seed: number): () => number {
@@ -66,6 +72,8 @@ export interface RadioChannelOptions {
   modulation: LoRaModulation;
   /** Probability that any one reception is lost (default 0). */
   loss?: number;
+  /** The mesh's channel plan: a transmission on any other channel is refused (default: any channel). */
+  plan?: ChannelPlan;
   /** Seed of the loss generator (default 1). */
   seed?: number;
 }
@@ -102,9 +110,9 @@ export class Radio {
     this.dutyCycle = new DutyCycleTracker(medium.region);
   }
 
-  /** Time on air of a frame at the channel's modulation, ms. */
-  airtimeMs(bytes: number): number {
-    return this.medium.airtimeMs(bytes);
+  /** Time on air of a frame at the modulation of a channel (default: the mesh's), ms. */
+  airtimeMs(bytes: number, ch?: Channel): number {
+    return this.medium.airtimeMs(bytes, ch);
   }
 
   /** The earliest start at or after `notBeforeMs` the region allows this radio on a channel. */
@@ -130,6 +138,7 @@ export class RadioChannel {
   readonly region: Region;
   readonly modulation: Modulation;
   readonly loss: number;
+  readonly plan: ChannelPlan | undefined;
   readonly stats: ChannelStats = { transmissions: 0, airtimeMs: 0, delivered: 0, lost: { collision: 0, halfDuplex: 0, random: 0 } };
   private readonly random: () => number;
   private readonly radios: Radio[] = [];
@@ -143,6 +152,7 @@ export class RadioChannel {
     this.region = o.region;
     this.modulation = fullModulation(o.modulation);
     this.loss = o.loss ?? 0;
+    this.plan = o.plan;
     this.random = seededRandom(o.seed ?? 1);
   }
 
@@ -152,8 +162,13 @@ export class RadioChannel {
     return r;
   }
 
-  airtimeMs(bytes: number): number {
-    return timeOnAirMs(bytes, this.modulation);
+  /** The modulation of a channel: its own bandwidth and spreading factor where the plan gives them. */
+  modulationOf(ch?: Channel): Modulation {
+    return ch ? fullModulation(channelModulation(this.modulation, ch)) : this.modulation;
+  }
+
+  airtimeMs(bytes: number, ch?: Channel): number {
+    return timeOnAirMs(bytes, this.modulationOf(ch));
   }
 
   /** Called by Radio.transmit. */
@@ -161,9 +176,13 @@ export class RadioChannel {
     const now = this.clock.now();
     // A real-time clock's timers run late on a busy event loop: the plan, not the wakeup, is the truth.
     if (startMs < now - this.clock.lateToleranceMs - 1e-9) throw new RangeError(`${sender.name}: transmission at ${startMs.toFixed(1)} ms is in the past (now ${now.toFixed(1)} ms)`);
-    const airtime = this.airtimeMs(bytes.length);
+    if (this.plan && !inPlan(this.plan, channel)) {
+      const sf = channel.sf === undefined ? '' : ` SF${channel.sf}`;
+      throw new RegulatoryError(`${sender.name}: ${(channel.frequencyHz / 1e6).toFixed(3)} MHz ${channel.bandwidthKHz} kHz${sf} is not a channel of the mesh's plan`);
+    }
+    const airtime = this.airtimeMs(bytes.length, channel);
     sender.dutyCycle.transmit(channel, startMs, airtime);
-    const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: this.modulation.sf, startMs, endMs: startMs + airtime };
+    const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: this.modulationOf(channel).sf, startMs, endMs: startMs + airtime };
     this.stats.transmissions++;
     this.stats.airtimeMs += airtime;
     this.active.push(tx);
@@ -182,7 +201,7 @@ export class RadioChannel {
       else if (this.loss > 0 && this.random() < this.loss) this.stats.lost.random++;
       else {
         this.stats.delivered++;
-        r.onReceive({ bytes: tx.bytes, channel: tx.channel, modulation: this.modulation, startMs: tx.startMs, endMs: tx.endMs, rssi: -90, snr: 7.5 });
+        r.onReceive({ bytes: tx.bytes, channel: tx.channel, modulation: this.modulationOf(tx.channel), startMs: tx.startMs, endMs: tx.endMs, rssi: -90, snr: 7.5 });
       }
     }
     // Keep what may still overlap a transmission that has not ended.

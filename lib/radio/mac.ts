@@ -31,7 +31,7 @@
  */
 import { Geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
-import { headOutputGroupSize } from '../llm/engine';
+import { broadcastGroupSize, resultGroupSize } from '../llm/engine';
 import { INT8_GROUP_SIZE } from '../llm/head';
 import { Encoding } from '../llm/quant';
 import { BodyError, BodyHeader, BodyType, CheckedHeader, GATEWAY_SENDER, bodyBytes, checkBody, encodeBody } from '../link/body';
@@ -47,7 +47,8 @@ import {
   messageFrameBytes,
   nackFrameBytes,
 } from './frame';
-import { Channel, ChannelPlan, DutyCycleTracker, Region, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { NamedChannelPlan, namedChannelPlan, planFrameBytes } from './channel-plans';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, broadcastChannels, channelModulation, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 
 export interface MacConfig {
   region: Region;
@@ -66,6 +67,8 @@ export interface MacConfigOptions {
   bandwidthKHz: BandwidthKHz;
   /** Receive channels of the gateway: 1 or 8. */
   channels: number;
+  /** A named channel plan (channel-plans.ts) instead of `channels` at one bandwidth: its region must be `region`. */
+  channelPlan?: string | NamedChannelPlan;
   codingRate?: 5 | 6 | 7 | 8;
   guardMs?: number;
   computeMs?: number;
@@ -74,11 +77,14 @@ export interface MacConfigOptions {
 export function macConfig(o: MacConfigOptions): MacConfig {
   const r = typeof o.region === 'string' ? regionByName(o.region) : o.region;
   const modulation: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
+  const named = typeof o.channelPlan === 'string' ? namedChannelPlan(o.channelPlan) : o.channelPlan;
+  if (named && named.region.name !== r.name) throw new MeshLlmError(`channel plan ${named.name} is a ${named.region.name} plan, not ${r.name}`);
+  const plan = named ?? channelPlan(r, o.channels, o.bandwidthKHz);
   return {
     region: r,
     modulation,
-    plan: channelPlan(r, o.channels, o.bandwidthKHz),
-    maxFrameBytes: meshFrameBytes(r, modulation),
+    plan,
+    maxFrameBytes: named ? planFrameBytes(named, r, modulation) : meshFrameBytes(r, modulation),
     guardMs: o.guardMs ?? 5,
     computeMs: o.computeMs ?? 20,
   };
@@ -110,7 +116,7 @@ export interface BodyEncoding {
  */
 export function meshEncodings(g: Geometry, transport: Encoding): { broadcast: BodyEncoding; result: BodyEncoding } {
   if (transport === 'f32') return { broadcast: { encoding: 'f32', groupSize: 0 }, result: { encoding: 'f32', groupSize: 0 } };
-  return { broadcast: { encoding: 'int8', groupSize: INT8_GROUP_SIZE }, result: { encoding: 'int8', groupSize: headOutputGroupSize(g) } };
+  return { broadcast: { encoding: transport, groupSize: broadcastGroupSize(transport) }, result: { encoding: transport, groupSize: resultGroupSize(g, transport) } };
 }
 
 /** Bytes of the mesh's two bodies under a transport: the broadcast [dim], and the result of a node of `heads` heads. */
@@ -134,16 +140,34 @@ export interface MeshLayout {
   /** Per node address: its longest reply in a slot (its result, or a NACK of the broadcast). */
   longestReply: Map<number, number[]>;
   slots: Map<number, Slot>;
+  /**
+   * The slot plans the rounds take in turn, by message number (slotFor): one (`slots`), or
+   * on a named plan whose receive channels lie in several duty-cycled sub-bands, one per
+   * sub-band, each node in a different sub-band from one layer to the next, so each node
+   * spends the budgets of all of them.
+   */
+  slotSets: Map<number, Slot>[];
   /** From the marker's end to the end of the last slot, ms. */
   windowMs: number;
+}
+
+/** A node's slot in the round of a broadcast of this message number. */
+export function slotFor(layout: MeshLayout, address: number, messageNumber: number): Slot | undefined {
+  return layout.slotSets[messageNumber % layout.slotSets.length].get(address);
 }
 
 /** Time a radio with a fresh duty-cycle clock needs to send these frames one after another on a channel, ms. */
 function burstMs(r: Region, m: LoRaModulation, ch: Channel, frames: number[]): number {
   const tx = new DutyCycleTracker(r);
+  const mc = channelModulation(m, ch);
   let t = 0;
-  for (const bytes of frames) t = tx.transmit(ch, tx.earliestStartMs(ch, t), timeOnAirMs(bytes, m));
+  for (const bytes of frames) t = tx.transmit(ch, tx.earliestStartMs(ch, t), timeOnAirMs(bytes, mc));
   return t;
+}
+
+/** Time on air of a frame on one of the mesh's channels (at that channel's modulation), ms. */
+export function frameAirtimeMs(config: MacConfig, ch: Channel, bytes: number): number {
+  return timeOnAirMs(bytes, channelModulation(config.modulation, ch));
 }
 
 /** The one frame of a NACK about a message of these frames; refuses frames too small to carry it. */
@@ -154,9 +178,10 @@ function nackFrameFor(what: string, frames: number[], maxFrameBytes: number): nu
 }
 
 /**
- * The slot plan: nodes in address order, node k on receive channel k mod C, slots on a
- * channel one after another, each as long as the node's longest reply (its whole result, or
- * a NACK of the broadcast) plus the guard time.
+ * The slot plan: nodes in address order, each on the receive channel where its slot ends
+ * soonest (with channels alike: node k on channel k mod C), slots on a channel one after
+ * another, each as long as the node's longest reply (its whole result, or a NACK of the
+ * broadcast) plus the guard time.
  */
 export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, nodes: LayoutNode[]): MeshLayout {
   const encodings = meshEncodings(g, transport);
@@ -165,23 +190,38 @@ export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, 
   const nack = nackFrameFor('the broadcast', broadcastFrames, config.maxFrameBytes);
   const resultFrames = new Map<number, number[]>();
   const longestReply = new Map<number, number[]>();
-  const slots = new Map<number, Slot>();
-  const channelEnd = config.plan.uplink.map(() => config.computeMs);
   const sorted = [...nodes].sort((a, b) => a.address - b.address);
-  sorted.forEach((n, k) => {
-    const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
-    nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
-    resultFrames.set(n.address, frames);
-    const c = k % config.plan.uplink.length;
-    const channel = config.plan.uplink[c];
-    const resultMs = burstMs(config.region, config.modulation, channel, frames);
-    const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
-    longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
-    const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
-    slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
-    channelEnd[c] += lengthMs;
-  });
-  return { config, encodings, broadcastBytes: sizes.broadcast, broadcastFrames, resultFrames, longestReply, slots, windowMs: Math.max(...channelEnd) };
+  const uplink = config.plan.uplink;
+  // sub-bands of the receive channels that keep a duty cycle: on a named plan, one slot plan each
+  const bands = [...new Set(uplink.map((ch) => subBandOf(config.region, ch)).filter((b) => b.dutyCycle < 1).map((b) => b.name))];
+  const rotations = 'name' in config.plan && bands.length > 1 ? bands.length : 1;
+  const slotSets: Map<number, Slot>[] = [];
+  let windowMs = 0;
+  for (let j = 0; j < rotations; j++) {
+    const slots = new Map<number, Slot>();
+    const channelEnd = uplink.map(() => config.computeMs);
+    sorted.forEach((n, k) => {
+      const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
+      nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
+      resultFrames.set(n.address, frames);
+      const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, frames), burstMs(config.region, config.modulation, ch, [nack])) + config.guardMs;
+      // the channels this node may use in this slot plan: all, or those of its sub-band of the turn
+      const allowed = uplink.map((ch, i) => i).filter((i) => rotations === 1 || subBandOf(config.region, uplink[i]).name === bands[(k + j) % rotations]);
+      // the channel where this slot ends soonest; ties to the lowest index from k mod C, as round robin
+      let c = allowed[k % allowed.length];
+      for (const i of allowed) if (channelEnd[i] + lengthOn(uplink[i]) < channelEnd[c] + lengthOn(uplink[c]) - 1e-9) c = i;
+      const channel = uplink[c];
+      const resultMs = burstMs(config.region, config.modulation, channel, frames);
+      const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
+      longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
+      const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
+      slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
+      channelEnd[c] += lengthMs;
+    });
+    slotSets.push(slots);
+    windowMs = Math.max(windowMs, ...channelEnd);
+  }
+  return { config, encodings, broadcastBytes: sizes.broadcast, broadcastFrames, resultFrames, longestReply, slots: slotSets[0], slotSets, windowMs };
 }
 
 /** What a body repeats from its layer: session, sequence number, position, layer. */
@@ -205,15 +245,40 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
  * in sequence), nor than the busiest transmitter's airtime divided by its duty cycle.
  */
 export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resultFrames: number[][]): number {
-  const toa = (b: number) => timeOnAirMs(b, config.modulation);
-  const broadcast = sum(broadcastFrames.map(toa));
-  const perNode = resultFrames.map((f) => sum(f.map(toa)));
-  const channels = config.plan.uplink.length;
-  const channel = broadcast + Math.max(Math.max(0, ...perNode), sum(perNode) / channels);
-  const broadcastDuty = subBandOf(config.region, config.plan.broadcast).dutyCycle;
-  const uplinkBands = new Map(config.plan.uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
-  const transmitter = Math.max(broadcast / broadcastDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
+  const broadcastChs = broadcastChannels(config.plan);
+  const uplink = config.plan.uplink;
+  // the broadcast: every frame on the fastest broadcast channel (the gateway sends one at a time)
+  const broadcast = sum(broadcastFrames.map((b) => Math.min(...broadcastChs.map((ch) => frameAirtimeMs(config, ch, b)))));
+  // each node's reply on the fastest receive channel; all replies spread over the channels at their speeds
+  const perNode = resultFrames.map((f) => Math.min(...uplink.map((ch) => sum(f.map((b) => frameAirtimeMs(config, ch, b))))));
+  const spread = replyMakespanBoundMs(resultFrames.flat(), uplink.map((ch) => (b: number) => frameAirtimeMs(config, ch, b)));
+  const channel = broadcast + Math.max(Math.max(0, ...perNode), spread);
+  // the gateway's duty-cycle budgets: per sub-band it may fill dutyCycle of the time
+  const bands = new Map<string, { duty: number; ch: Channel }>();
+  for (const ch of broadcastChs) {
+    const b = subBandOf(config.region, ch);
+    const had = bands.get(b.name);
+    if (!had || frameAirtimeMs(config, ch, 200) < frameAirtimeMs(config, had.ch, 200)) bands.set(b.name, { duty: b.dutyCycle, ch });
+  }
+  const gatewayDuty = sum(broadcastFrames.map((b) => 1 / sum([...bands.values()].map(({ duty, ch }) => duty / frameAirtimeMs(config, ch, b)))));
+  const uplinkBands = new Map(uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
+  const transmitter = Math.max(gatewayDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
   return Math.max(channel, transmitter);
+}
+
+/**
+ * No schedule sends these frames over channels of these airtimes sooner: a frame is whole on
+ * one channel. Frames all of one size: the least T with sum over channels of floor(T / airtime)
+ * >= frames (exact for equal frames); otherwise every frame spread over all channels at once.
+ */
+export function replyMakespanBoundMs(frames: number[], airtimes: ((bytes: number) => number)[]): number {
+  if (frames.length === 0) return 0;
+  if (frames.every((b) => b === frames[0])) {
+    const toa = airtimes.map((f) => f(frames[0]));
+    const candidates = toa.flatMap((t) => Array.from({ length: frames.length }, (_, k) => (k + 1) * t)).sort((a, b) => a - b);
+    return candidates.find((T) => sum(toa.map((t) => Math.floor(T / t + 1e-9))) >= frames.length)!;
+  }
+  return sum(frames.map((b) => 1 / sum(airtimes.map((f) => 1 / f(b)))));
 }
 
 /** What went on the air, by kind, per token position. */
@@ -421,8 +486,7 @@ export class GatewayMac {
 
   private round(x: Exchange, fragments: number[], resultNacks: { address: number; missing: number[] }[]): void {
     const { config } = this.layout;
-    const ch = config.plan.broadcast;
-    const airtime = (f: Buffer) => timeOnAirMs(f.length, config.modulation);
+    const channels = broadcastChannels(config.plan);
     x.rounds++;
     this.counters.rounds++;
     x.nacked.clear();
@@ -442,15 +506,22 @@ export class GatewayMac {
     // The marker must end late enough for every owed node to be allowed to reply in its slot.
     let markerEndAtLeast = -Infinity;
     for (const a of x.owed) {
-      const slot = this.layout.slots.get(a) as Slot;
+      const slot = slotFor(this.layout, a, x.message.messageNumber) as Slot;
       const model = this.nodeModel.get(a) as DutyCycleTracker;
       markerEndAtLeast = Math.max(markerEndAtLeast, model.earliestStartMs(slot.channel, -Infinity) - slot.offsetMs);
     }
     let t = this.o.clock.now();
     let markerEnd = t;
     frames.forEach(({ frame, kind }, i) => {
-      const ms = airtime(frame);
+      // the broadcast channel (of the plan's, each in its own sub-band) where this frame ends soonest
+      let ch = channels[0];
+      let ms = frameAirtimeMs(config, ch, frame.length);
       let start = this.tracker.earliestStartMs(ch, t);
+      for (const other of channels.slice(1)) {
+        const otherMs = frameAirtimeMs(config, other, frame.length);
+        const otherStart = this.tracker.earliestStartMs(other, t);
+        if (otherStart + otherMs < start + ms - 1e-9) [ch, ms, start] = [other, otherMs, otherStart];
+      }
       if (i === frames.length - 1) start = Math.max(start, markerEndAtLeast - ms);
       if (Number.isNaN(x.startMs)) x.startMs = start;
       t = this.tracker.transmit(ch, start, ms);
@@ -460,11 +531,11 @@ export class GatewayMac {
     });
     // Model every owed node as having used its whole slot.
     for (const a of x.owed) {
-      const slot = this.layout.slots.get(a) as Slot;
+      const slot = slotFor(this.layout, a, x.message.messageNumber) as Slot;
       const model = this.nodeModel.get(a) as DutyCycleTracker;
       const reply = this.layout.longestReply.get(a) as number[];
       let s = markerEnd + slot.offsetMs;
-      for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), timeOnAirMs(bytes, config.modulation));
+      for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), frameAirtimeMs(config, slot.channel, bytes));
     }
     x.timer = this.o.clock.at(markerEnd + this.layout.windowMs, () => this.endRound(x));
   }

@@ -21,7 +21,7 @@ import { Channel } from './regions';
 import { Clock } from './clock';
 import { Radio, Reception } from './channel';
 import { FrameReceiver, FrameSender, GATEWAY_ADDRESS, MessageName, OutgoingMessage } from './frame';
-import { AirtimeLedger, MeshLayout, Slot, resultBody } from './mac';
+import { AirtimeLedger, MeshLayout, Slot, resultBody, slotFor } from './mac';
 
 /** The head computation of one session: HeadGroup fits, and so does a stand-in that only makes traffic. */
 export interface HeadComputer {
@@ -85,7 +85,6 @@ export class RadioHeadNode {
   /** Why the last broadcast the node refused was refused. */
   lastRefusal: string | undefined;
   private readonly o: RadioHeadNodeOptions;
-  private readonly slot: Slot;
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private readonly sessions = new Map<number, HeadComputer>();
@@ -100,7 +99,6 @@ export class RadioHeadNode {
     this.o = o;
     this.address = o.address;
     this.heads = [...o.heads].sort((a, b) => a - b);
-    this.slot = slot;
     const maxFrameBytes = o.layout.config.maxFrameBytes;
     this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: o.address, maxFrameBytes });
     this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: o.address });
@@ -184,10 +182,15 @@ export class RadioHeadNode {
 
   /** The marker ended at `markerEndMs`: reply in this node's slot of the round. */
   private bookSlot(st: LayerState, markerEndMs: number): void {
-    const at = markerEndMs + this.slot.offsetMs;
+    const at = markerEndMs + this.slotOf(st).offsetMs;
     if (st.slotAtMs === at) return;
     st.slotAtMs = at;
     this.o.clock.at(at, () => this.reply(st, at));
+  }
+
+  /** This node's slot in the round of a layer's broadcast (the layout's slot plans take turns by message number). */
+  private slotOf(st: LayerState): Slot {
+    return slotFor(this.o.layout, this.address, st.messageNumber) as Slot;
   }
 
   private reply(st: LayerState, slotStart: number): void {
@@ -196,17 +199,17 @@ export class RadioHeadNode {
       st.result = this.sender.body(GATEWAY_ADDRESS, this.compute(st.broadcast));
       st.resend = undefined;
       this.counters.results++;
-      this.send(this.sender.frames(st.result), slotStart, 'result');
+      this.send(this.slotOf(st), this.sender.frames(st.result), slotStart, 'result');
     } else if (st.result && st.resend) {
       const frames = this.sender.frames(st.result, st.resend);
       st.resend = undefined;
       this.counters.resent += frames.length;
-      this.send(frames, slotStart, 'resent');
+      this.send(this.slotOf(st), frames, slotStart, 'resent');
     } else if (!st.broadcast) {
       const name = this.broadcastName(st.messageNumber);
       const nack = this.sender.nack(name, { fragmentCount: st.fragmentCount, missing: this.receiver.reassembler.stillMissing(name, st.fragmentCount) });
       this.counters.nacks++;
-      this.send(this.sender.frames(nack), slotStart, 'nack');
+      this.send(this.slotOf(st), this.sender.frames(nack), slotStart, 'nack');
     }
   }
 
@@ -222,12 +225,12 @@ export class RadioHeadNode {
    * Sends frames one after another within the slot, as the duty cycle allows; what does not
    * fit waits for a NACK. Airtime goes to the ledger under the position the gateway is on.
    */
-  private send(frames: Buffer[], slotStart: number, kind: 'result' | 'resent' | 'nack'): void {
-    const ch: Channel = this.slot.channel;
-    const slotEnd = slotStart + this.slot.lengthMs - this.o.layout.config.guardMs;
+  private send(slot: Slot, frames: Buffer[], slotStart: number, kind: 'result' | 'resent' | 'nack'): void {
+    const ch: Channel = slot.channel;
+    const slotEnd = slotStart + slot.lengthMs - this.o.layout.config.guardMs;
     let t = slotStart;
     for (const frame of frames) {
-      const ms = this.o.radio.airtimeMs(frame.length);
+      const ms = this.o.radio.airtimeMs(frame.length, ch);
       const start = this.o.radio.earliestStartMs(ch, t);
       if (start + ms > slotEnd + 1e-6) {
         this.counters.dutyCycleSkips++;

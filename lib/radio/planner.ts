@@ -12,12 +12,15 @@
  */
 import { Geometry, ModelConfig, geometry } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
-import { INT8_GROUP_SIZE, kvHeadsFor, partitionHeads } from '../llm/head';
+import { kvHeadsFor, partitionHeads, weightGroupSize } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, fragmentCapacity } from './frame';
-import { broadcastBody, meshBodyBytes, meshEncodings, resultBody } from './mac';
-import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
-import { Encoding } from '../llm/quant';
+import { broadcastBody, layerBoundMs, macConfig, meshBodyBytes, meshEncodings, resultBody } from './mac';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, broadcastChannels, channelModulation, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
+import { Encoding, FORMAT_SPECS, TRANSPORT_ENCODINGS, WEIGHT_FORMATS as FORMATS, WeightFormat, storageBytes } from '../llm/quant';
+import { NamedChannelPlan, namedChannelPlan, planFrameBytes } from './channel-plans';
+import { FIDELITY_TABLE, MeasuredFidelity, measuredFidelity } from './fidelity';
+import { NodePower, PowerOptions, nodePower } from './power';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -44,12 +47,9 @@ export const ESP32_S3_MODULES: readonly ModuleVariant[] = [
  */
 export const FIRMWARE_RESERVE = { flashBytes: 2 * MiB, psramBytes: 256 * KiB, sramBytes: 160 * KiB };
 
-/** Weight storage: values of `bits` bits, one float32 scale per group of `groupSize`. */
-export const WEIGHT_FORMATS = {
-  int8: { bits: 8, groupSize: INT8_GROUP_SIZE },
-  int4: { bits: 4, groupSize: INT8_GROUP_SIZE },
-} as const;
-export type WeightFormat = keyof typeof WEIGHT_FORMATS;
+/** Weight storage (lib/llm/quant.ts FORMAT_SPECS): bits per value, values per group, float32 parameters per group. */
+export const WEIGHT_FORMATS = FORMAT_SPECS;
+export type { WeightFormat };
 
 export interface PlanOptions {
   /** The model's header, and the name to show for it. */
@@ -63,6 +63,14 @@ export interface PlanOptions {
   sf: SpreadingFactor;
   bandwidthKHz: BandwidthKHz;
   channels: 1 | 8;
+  /** A named channel plan (channel-plans.ts) instead of `channels` at one bandwidth; it sets the region. */
+  channelPlan?: string;
+  /** The fidelity floor the fastest combination must meet: top-1 agreement with float32 (default 0.99). */
+  minTop1?: number;
+  /** The node's power figures (power.ts). */
+  power?: PowerOptions;
+  /** Time a node computes its heads per layer, ms (default 20, the MAC's compute window). */
+  computeMs?: number;
   /** Context length the KV cache holds (default 512). */
   context?: number;
   /** Coding rate 4/x (default 5). */
@@ -120,12 +128,46 @@ export interface Plan {
   variants: VariantVerdict[];
   /** Verdict per module variant. */
   fits: Record<string, boolean>;
+  /** The channel plan, when a named one is used. */
+  channelPlan: { name: string; description: string; broadcastChannels: number; uplinkChannels: number } | null;
+  /** The airtime bound of the mesh's MAC for this schedule (mac.ts layerBoundMs), s per token. */
+  boundPerTokenSeconds: number;
+  /** Every weight format and transport the planner offers, with the measured fidelity (lib/radio/fidelity-table.json). */
+  combinations: Combination[];
+  /** The fastest combination whose top-1 agreement meets the floor (null: none does). */
+  fastest: { weights: WeightFormat; transport: Encoding; minTop1: number } | null;
+  /** The fidelity table's provenance: the model it was measured on. */
+  fidelityMeasuredOn: string;
+  /** The largest node's energy per token, battery life and solar needs under this plan's transport. */
+  power: NodePower;
 }
 
-/** Bytes of n weights in a storage format: packed values plus a float32 scale per group. */
+export interface Combination {
+  weights: WeightFormat;
+  transport: Encoding;
+  /** The largest node's weights, bytes; a head's share of the model's W_Q/W_K/W_V (kv heads shared by kvMul query heads), bytes. */
+  weightBytesPerNode: number;
+  weightBytesPerHead: number;
+  bytesPerLayer: number;
+  framesPerLayer: number;
+  /** The schedule's token time, s (null where the frames do not fit a message). */
+  secondsPerToken: number | null;
+  fidelity: Pick<MeasuredFidelity, 'top1Agreement' | 'meanKl' | 'perplexity'>;
+  meetsFloor: boolean;
+  /** The smallest ESP32-S3 module the largest node fits (null: none). */
+  fitsModule: string | null;
+  /** The fastest that meets the floor and fits a module. */
+  fastest: boolean;
+}
+
+/** Bytes of a weight row of n values in a storage format (groups of weightGroupSize): packed values plus float32 group parameters. */
 export function weightStorageBytes(n: number, f: WeightFormat): number {
-  const { bits, groupSize } = WEIGHT_FORMATS[f];
-  return Math.ceil((n * bits) / 8) + 4 * Math.ceil(n / groupSize);
+  return f === 'f32' ? 4 * n : storageBytes(n, f, weightGroupSize(f, n));
+}
+
+/** A head's share of the model's W_Q, W_K and W_V in a format: its W_Q rows, and 1/kvMul of a kv head's W_K and W_V rows, every layer. */
+export function headShareBytes(g: Geometry, f: WeightFormat): number {
+  return g.nLayers * (g.headSize + (2 * g.headSize) / g.kvMul) * weightStorageBytes(g.dim, f);
 }
 
 /** What one head node holds. Weight rows are quantised row by row, so sizes add per row. */
@@ -190,35 +232,39 @@ function checkFragmentLimit(g: Geometry, groups: number[][], transport: Encoding
 interface Schedule {
   r: Region;
   plan: ChannelPlan;
+  /** Time on air of a frame on a channel (at that channel's modulation), ms. */
+  toa: (ch: Channel, bytes: number) => number;
   /** When each channel's current transmission ends, by frequency. */
   channelFree: Map<number, number>;
 }
 
-/** Sends one frame from a transmitter on whichever of the channels lets it start soonest; returns its end, ms. */
-function sendFrame(s: Schedule, tx: DutyCycleTracker, channels: Channel[], airtimeMs: number, notBeforeMs: number): number {
-  let best: { ch: Channel; start: number } | undefined;
+/** Sends one frame from a transmitter on whichever of the channels lets it end soonest; returns its end, ms. */
+function sendFrame(s: Schedule, tx: DutyCycleTracker, channels: Channel[], bytes: number, notBeforeMs: number): number {
+  let best: { ch: Channel; start: number; ms: number } | undefined;
   for (const ch of channels) {
     const start = Math.max(tx.earliestStartMs(ch, notBeforeMs), s.channelFree.get(ch.frequencyHz) ?? -Infinity);
-    if (!best || start < best.start) best = { ch, start };
+    const ms = s.toa(ch, bytes);
+    if (!best || start + ms < best.start + best.ms) best = { ch, start, ms };
   }
-  const end = tx.transmit(best!.ch, best!.start, airtimeMs);
+  const end = tx.transmit(best!.ch, best!.start, best!.ms);
   s.channelFree.set(best!.ch.frequencyHz, end);
   return end;
 }
 
-/** Runs the gateway's schedule for some tokens; returns each token's end time, ms. */
-function simulate(s: Schedule, layers: number, broadcastMs: number[], resultMs: number[][], tokens: number): number[] {
+/** Runs the gateway's schedule for some tokens (frames as bytes); returns each token's end time, ms. */
+function simulate(s: Schedule, layers: number, broadcastFrames: number[], resultFrames: number[][], tokens: number): number[] {
   const gateway = new DutyCycleTracker(s.r);
-  const nodes = resultMs.map(() => new DutyCycleTracker(s.r));
+  const nodes = resultFrames.map(() => new DutyCycleTracker(s.r));
+  const broadcasts = broadcastChannels(s.plan);
   const ends: number[] = [];
   let t = 0;
   for (let token = 0; token < tokens; token++) {
     for (let layer = 0; layer < layers; layer++) {
-      for (const ms of broadcastMs) t = sendFrame(s, gateway, [s.plan.broadcast], ms, t);
+      for (const bytes of broadcastFrames) t = sendFrame(s, gateway, broadcasts, bytes, t);
       const heard = t;
-      const rounds = Math.max(...resultMs.map((f) => f.length));
+      const rounds = Math.max(...resultFrames.map((f) => f.length));
       for (let k = 0; k < rounds; k++) {
-        resultMs.forEach((frames, n) => {
+        resultFrames.forEach((frames, n) => {
           if (k < frames.length) t = Math.max(t, sendFrame(s, nodes[n], s.plan.uplink, frames[k], heard));
         });
       }
@@ -230,6 +276,39 @@ function simulate(s: Schedule, layers: number, broadcastMs: number[], resultMs: 
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
+interface RadioSetup {
+  r: Region;
+  m: LoRaModulation;
+  channels: ChannelPlan;
+  named: NamedChannelPlan | null;
+  maxFrameBytes: number;
+  toa: (ch: Channel, bytes: number) => number;
+  rate: string;
+}
+
+/** One transport's traffic on the radio: frames, airtime, the schedule's token time and the MAC's bound. */
+interface Traffic {
+  frames: { broadcast: number[]; results: number[][] };
+  broadcastMs: number[];
+  resultMs: number[][];
+  wallMs: number;
+  boundMs: number;
+}
+
+function traffic(g: Geometry, groups: number[][], transport: Encoding, radio: RadioSetup, o: PlanOptions): Traffic {
+  checkFragmentLimit(g, groups, transport, radio.maxFrameBytes, radio.rate);
+  const frames = layerFrames(g, groups, transport, radio.maxFrameBytes);
+  const fastest = (chs: Channel[], bytes: number) => Math.min(...chs.map((ch) => radio.toa(ch, bytes)));
+  const broadcastMs = frames.broadcast.map((b) => fastest(broadcastChannels(radio.channels), b));
+  const resultMs = frames.results.map((f) => f.map((b) => fastest(radio.channels.uplink, b)));
+  const tokens = o.simulatedTokens ?? 3;
+  const ends = simulate({ r: radio.r, plan: radio.channels, toa: radio.toa, channelFree: new Map() }, g.nLayers, frames.broadcast, frames.results, tokens);
+  const wallMs = ends[tokens - 1] - (tokens > 1 ? ends[tokens - 2] : 0);
+  const config = macConfig({ region: radio.r, sf: radio.m.sf, bandwidthKHz: radio.m.bandwidthKHz, channels: radio.channels.uplink.length, codingRate: radio.m.codingRate, channelPlan: radio.named ?? undefined });
+  const boundMs = g.nLayers * layerBoundMs({ ...config, plan: radio.channels }, frames.broadcast, frames.results);
+  return { frames, broadcastMs, resultMs, wallMs, boundMs };
+}
+
 export function plan(o: PlanOptions): Plan {
   const g = geometry(o.model);
   const context = o.context ?? 512;
@@ -240,14 +319,16 @@ export function plan(o: PlanOptions): Plan {
   if (!Number.isInteger(context) || context < 1 || context > g.seqLen) {
     throw new MeshLlmError(`--context ${context}: expected a length from 1 to the model's ${g.seqLen} positions`);
   }
-  const r = regionByName(o.region);
+  const named = o.channelPlan === undefined ? null : namedChannelPlan(o.channelPlan);
+  if (named && named.region.name !== o.region) throw new MeshLlmError(`--channel-plan ${named.name} is a ${named.region.name} plan, not ${o.region}`);
+  const r = named ? named.region : regionByName(o.region);
   const dr = dataRate(r, o.sf, o.bandwidthKHz);
   const m: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
-  const maxFrameBytes = meshFrameBytes(r, m);
-  const channels = channelPlan(r, o.channels, o.bandwidthKHz);
+  const channels: ChannelPlan = named ?? channelPlan(r, o.channels, o.bandwidthKHz);
+  const maxFrameBytes = named ? planFrameBytes(named, r, m) : meshFrameBytes(r, m);
+  const radio: RadioSetup = { r, m, channels, named, maxFrameBytes, toa: (ch, bytes) => timeOnAirMs(bytes, channelModulation(m, ch)), rate: named ? `channel plan ${named.name}` : `${r.name} SF${o.sf}/${o.bandwidthKHz}` };
 
   const groups = partitionHeads(g.nHeads, o.nodes);
-  checkFragmentLimit(g, groups, transport, maxFrameBytes, `${r.name} SF${o.sf}/${o.bandwidthKHz}`);
   const perNode = groups.map((heads, i) => nodeBudget(g, i + 1, heads, o.quant, context, transport));
   const largestNode = {
     weightBytes: Math.max(...perNode.map((n) => n.weightBytes)),
@@ -256,10 +337,8 @@ export function plan(o: PlanOptions): Plan {
   };
   const variants = ESP32_S3_MODULES.map((mod) => verdict(mod, largestNode));
 
-  const frames = layerFrames(g, groups, transport, maxFrameBytes);
-  const toa = (bytes: number) => timeOnAirMs(bytes, m);
-  const broadcastMs = frames.broadcast.map(toa);
-  const resultMs = frames.results.map((f) => f.map(toa));
+  const t = traffic(g, groups, transport, radio, o);
+  const { frames, broadcastMs, resultMs } = t;
   const layerBroadcastMs = sum(broadcastMs);
   const layerResultsMs = sum(resultMs.map(sum));
 
@@ -267,12 +346,50 @@ export function plan(o: PlanOptions): Plan {
   const uplinkBands = [...new Set(channels.uplink.map((c) => subBandOf(r, c)))];
   // A node may spread its frames over every uplink sub-band, each with its own budget.
   const uplinkDutyBudget = sum(uplinkBands.map((b) => b.dutyCycle));
+  const broadcastDutyBudget = sum([...new Map(broadcastChannels(channels).map((c) => subBandOf(r, c)).map((b) => [b.name, b.dutyCycle])).values()]);
   const channelBoundLayerMs = layerBroadcastMs + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
-  const transmitterBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastBand.dutyCycle, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
+  const transmitterBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastDutyBudget, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
 
-  const tokens = o.simulatedTokens ?? 3;
-  const ends = simulate({ r, plan: channels, channelFree: new Map() }, g.nLayers, broadcastMs, resultMs, tokens);
-  const wallMs = ends[tokens - 1] - (tokens > 1 ? ends[tokens - 2] : 0);
+  // every weight format x transport the fidelity table measured
+  const minTop1 = o.minTop1 ?? 0.99;
+  const byTransport = new Map<Encoding, Traffic | null>();
+  for (const tr of TRANSPORT_ENCODINGS) {
+    try {
+      byTransport.set(tr, tr === transport ? t : traffic(g, groups, tr, radio, o));
+    } catch (e) {
+      if (!(e instanceof MeshLlmError)) throw e;
+      byTransport.set(tr, null); // its messages do not fit at this data rate
+    }
+  }
+  const combinations: Combination[] = [];
+  for (const w of FORMATS) {
+    for (const tr of TRANSPORT_ENCODINGS) {
+      const tt = byTransport.get(tr) ?? null;
+      const f = measuredFidelity(w, tr);
+      const nodes = groups.map((heads, i) => nodeBudget(g, i + 1, heads, w, context, tr));
+      const need = { weightBytes: Math.max(...nodes.map((n) => n.weightBytes)), kvCacheBytes: Math.max(...nodes.map((n) => n.kvCacheBytes)), bufferBytes: Math.max(...nodes.map((n) => n.bufferBytes)) };
+      combinations.push({
+        weights: w,
+        transport: tr,
+        weightBytesPerNode: Math.max(...nodes.map((n) => n.weightBytes)),
+        weightBytesPerHead: headShareBytes(g, w),
+        bytesPerLayer: tt ? sum(tt.frames.broadcast) + sum(tt.frames.results.map(sum)) : NaN,
+        framesPerLayer: tt ? tt.frames.broadcast.length + sum(tt.frames.results.map((x) => x.length)) : NaN,
+        secondsPerToken: tt ? tt.wallMs / 1000 : null,
+        fidelity: { top1Agreement: f.top1Agreement, meanKl: f.meanKl, perplexity: f.perplexity },
+        meetsFloor: f.top1Agreement >= minTop1,
+        fitsModule: ESP32_S3_MODULES.find((mod) => verdict(mod, need).fits)?.name ?? null,
+        fastest: false,
+      });
+    }
+  }
+  const candidates = combinations.filter((c) => c.meetsFloor && c.fitsModule !== null && c.secondsPerToken !== null);
+  const best = candidates.sort((a, b) => a.secondsPerToken! - b.secondsPerToken! || a.weightBytesPerNode - b.weightBytesPerNode)[0];
+  if (best) best.fastest = true;
+
+  const busiest = resultMs.reduce((iMax, f, i) => (sum(f) > sum(resultMs[iMax]) ? i : iMax), 0);
+  const computeMs = o.computeMs ?? 20;
+  const power = nodePower({ txSeconds: (g.nLayers * sum(resultMs[busiest])) / 1000, rxSeconds: (g.nLayers * layerBroadcastMs) / 1000, computeSeconds: (g.nLayers * computeMs) / 1000 }, t.wallMs / 1000, o.power);
 
   const fits: Record<string, boolean> = {};
   for (const v of variants) fits[v.module] = v.fits;
@@ -303,11 +420,17 @@ export function plan(o: PlanOptions): Plan {
     airtimePerTokenSeconds: (g.nLayers * (layerBroadcastMs + layerResultsMs)) / 1000,
     channelBoundPerTokenSeconds: (g.nLayers * channelBoundLayerMs) / 1000,
     transmitterBoundPerTokenSeconds: transmitterBoundMs / 1000,
-    wallPerTokenSeconds: wallMs / 1000,
+    wallPerTokenSeconds: t.wallMs / 1000,
     perNode,
     largestNode,
     variants,
     fits,
+    channelPlan: named ? { name: named.name, description: named.description, broadcastChannels: named.broadcasts.length, uplinkChannels: named.uplink.length } : null,
+    boundPerTokenSeconds: t.boundMs / 1000,
+    combinations,
+    fastest: best ? { weights: best.weights, transport: best.transport, minTop1 } : null,
+    fidelityMeasuredOn: FIDELITY_TABLE.model,
+    power,
   };
 }
 
@@ -334,15 +457,41 @@ export function formatPlan(p: Plan): string {
   const lines = [
     `model     ${p.model.name}: dim ${p.model.dim}, ${p.model.nLayers} layers, ${p.model.nHeads} heads / ${p.model.nKvHeads} kv heads of ${p.model.headSize}`,
     `mesh      ${p.nodes} nodes x ${sizes} head(s), ${p.quant} weights, ${p.transport} transport, context ${p.context}`,
-    `radio     ${r.region} DR${r.dataRate} SF${r.sf}/${r.bandwidthKHz} kHz CR4/${r.codingRate}, ${r.channels} receive channel(s), frames <= ${r.maxFrameBytes} bytes${dwell}`,
-    `          broadcast in ${r.broadcastSubBand} (${pct(r.broadcastDutyCycle)} duty cycle), replies in ${r.uplinkSubBands.join(' + ')} (${pct(r.uplinkDutyCycle)})`,
+    p.channelPlan
+      ? `radio     ${r.region} channel plan ${p.channelPlan.name}: ${p.channelPlan.description}; frames <= ${r.maxFrameBytes} bytes${dwell}`
+      : `radio     ${r.region} DR${r.dataRate} SF${r.sf}/${r.bandwidthKHz} kHz CR4/${r.codingRate}, ${r.channels} receive channel(s), frames <= ${r.maxFrameBytes} bytes${dwell}`,
+    p.channelPlan
+      ? `          broadcast over ${p.channelPlan.broadcastChannels} channel(s) from ${r.broadcastSubBand}, replies over ${p.channelPlan.uplinkChannels} in ${r.uplinkSubBands.join(' + ')}`
+      : `          broadcast in ${r.broadcastSubBand} (${pct(r.broadcastDutyCycle)} duty cycle), replies in ${r.uplinkSubBands.join(' + ')} (${pct(r.uplinkDutyCycle)})`,
     `frames    per layer: broadcast ${p.framesPerLayer.broadcast} (${p.bytesPerLayer.broadcast} bytes, ${p.frameAirtimeMs.broadcast.toFixed(1)} ms each), results ${p.framesPerLayer.results} (${p.bytesPerLayer.results} bytes, ${p.framesPerLayer.resultsPerNode[0]} per node, ${p.frameAirtimeMs.result.toFixed(1)} ms each)`,
     `per token airtime ${duration(p.airtimePerTokenSeconds)}; channel bound ${duration(p.channelBoundPerTokenSeconds)}; busiest-radio bound ${duration(p.transmitterBoundPerTokenSeconds)}`,
-    `          wall time ${duration(p.wallPerTokenSeconds)} (radio only, scheduled under the duty cycles)`,
+    `          wall time ${duration(p.wallPerTokenSeconds)} (radio only, scheduled under the duty cycles); the MAC's airtime bound ${duration(p.boundPerTokenSeconds)}`,
     `node      largest: weights ${mib(p.largestNode.weightBytes)} (flash), KV cache ${mib(p.largestNode.kvCacheBytes)} (PSRAM), buffers ${kib(p.largestNode.bufferBytes)} (SRAM)`,
     '',
     `module  flash free   PSRAM free   SRAM free    verdict`,
     ...p.variants.map((v) => `${v.module.padEnd(7)} ${mib(v.flashHeadroomBytes).padStart(11)}  ${mib(v.psramHeadroomBytes).padStart(11)}  ${kib(v.sramHeadroomBytes).padStart(11)}  ${v.fits ? 'fits' : `does not fit (${v.shortOf.join('; ')})`}`),
+    '',
+    `weights x transport (fidelity measured on ${p.fidelityMeasuredOn}, npm run bench:fidelity)`,
+    'weights transport  per node    per head    bytes/layer frames/layer  s/token     top-1    mean KL   perplexity  module',
+    ...p.combinations.map((c) =>
+      [
+        c.weights.padEnd(7),
+        c.transport.padEnd(9),
+        mib(c.weightBytesPerNode).padStart(10),
+        mib(c.weightBytesPerHead).padStart(10),
+        String(c.bytesPerLayer).padStart(11),
+        String(c.framesPerLayer).padStart(12),
+        (c.secondsPerToken === null ? 'too large' : c.secondsPerToken.toFixed(1)).padStart(9),
+        `${(100 * c.fidelity.top1Agreement).toFixed(2)}%`.padStart(9),
+        c.fidelity.meanKl.toExponential(2).padStart(9),
+        c.fidelity.perplexity.toFixed(3).padStart(11),
+        ` ${(c.fitsModule ?? 'none').padEnd(6)}`,
+        c.fastest ? ` <- fastest with top-1 >= ${(100 * p.fastest!.minTop1).toFixed(0)}% that fits` : c.meetsFloor ? '' : ' (below the floor)',
+      ].join(' '),
+    ),
+    p.fastest ? '' : `no combination meets the floor`,
+    `power     largest node at +${p.power.txDbm} dBm: ${p.power.energyPerTokenJoules.toFixed(2)} J a token (TX ${(p.power.chargePerToken.tx / 1000).toFixed(2)} C, RX ${(p.power.chargePerToken.rx / 1000).toFixed(2)} C, MCU ${(p.power.chargePerToken.mcu / 1000).toFixed(2)} C); at ${p.power.tokensPerHour.toFixed(1)} tokens/h ${p.power.averageMa.toFixed(2)} mA mean`,
+    `          ${p.power.batteryMah} mAh lasts ${duration(p.power.batteryLifeHours * 3600)}; solar: ${p.power.dailyWattHours.toFixed(2)} Wh a day needs a ${p.power.solarPanelWatts.toFixed(2)} W panel and a ${p.power.solarBatteryMah.toFixed(0)} mAh cell (docs/POWER.md)`,
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -36,6 +36,8 @@ export interface DataRate {
 export interface Channel {
   frequencyHz: number;
   bandwidthKHz: BandwidthKHz;
+  /** The spreading factor a channel plan (channel-plans.ts) runs on this channel; absent: the mesh's. */
+  sf?: SpreadingFactor;
 }
 
 export interface Region {
@@ -53,10 +55,25 @@ export interface Region {
   meshChannels: Partial<Record<BandwidthKHz, { uplink: readonly Channel[]; broadcast?: Channel }>>;
 }
 
-/** The mesh's channels: node results go out on `uplink`, the gateway's broadcasts on `broadcast`. */
+/**
+ * The mesh's channels: node results go out on `uplink`, the gateway's broadcasts on
+ * `broadcast`, or spread over `broadcasts` where a plan gives several (each in its own
+ * sub-band, with its own duty-cycle budget; `broadcast` is the first of them).
+ */
 export interface ChannelPlan {
   uplink: Channel[];
   broadcast: Channel;
+  broadcasts?: Channel[];
+}
+
+/** Every channel the gateway may broadcast on. */
+export function broadcastChannels(p: ChannelPlan): Channel[] {
+  return p.broadcasts ?? [p.broadcast];
+}
+
+/** The modulation of a channel: its own bandwidth and (in a channel plan) spreading factor, else the mesh's. */
+export function channelModulation(base: LoRaModulation, ch: Channel): LoRaModulation {
+  return { sf: ch.sf ?? base.sf, bandwidthKHz: ch.bandwidthKHz, codingRate: base.codingRate };
 }
 
 /** A transmission the region forbids. */

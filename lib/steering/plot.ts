@@ -6,7 +6,7 @@
  */
 import * as zlib from 'node:zlib';
 
-type Rgb = [number, number, number];
+export type Rgb = [number, number, number];
 
 export class Canvas {
   readonly pixels: Uint8Array;

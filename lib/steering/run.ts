@@ -14,7 +14,7 @@ import { NodeReadings, Steering, localNodes } from './steer';
 import { MeshGateway, NodeAssignment } from '../mesh/gateway';
 import { BrokerAddress } from '../mesh/mqtt';
 import { MeshSteering, generateSteeredOnMesh } from './mesh';
-import { Encoding } from '../llm/quant';
+import { WeightFormat } from '../llm/quant';
 
 export interface SteeringSource {
   scenario?: string;
@@ -27,7 +27,7 @@ export interface SteeredGenerateOptions extends SteeringSource {
   modelPath: string;
   tokenizerPath: string;
   groups?: string | number;
-  quant?: Encoding;
+  quant?: WeightFormat;
   onToken?: (a: TokenAttribution) => void;
   onPiece?: TokenListener;
 }

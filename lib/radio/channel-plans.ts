@@ -1,0 +1,79 @@
+/**
+ * Named channel plans: which channels, at which data rates, a mesh broadcasts and replies on,
+ * beyond the one-bandwidth plans of regions.ts (`--channels 1|8`). Each channel carries its
+ * own spreading factor; a plan may spread the gateway's broadcast over several sub-bands, each
+ * with its own duty-cycle budget. The MAC (mac.ts) schedules frames on them, the simulated
+ * channel (channel.ts) refuses a transmission on any other channel or over a budget, and the
+ * planner runs its schedule on them.
+ *
+ * - us915-500: the broadcast on US915's first 500 kHz downlink channel (923.3 MHz, DR13 =
+ *   SF7/500), replies on the eight 125 kHz uplink channels of sub-band 2 (903.9-905.3 MHz,
+ *   DR3 = SF7/125) and the 500 kHz uplink channel beside them (904.6 MHz, DR4 = SF8/500): the
+ *   nine channels an 8-channel US915 gateway (SX1301/SX1302) receives. No duty cycle; every
+ *   frame within the 400 ms dwell time.
+ * - eu868-split: the broadcast over every EU868 sub-band a gateway may use, each at its own
+ *   budget: g3 (869.4-869.65 MHz, 10%) at 250 kHz (SF7/250, the sub-band's whole width), the
+ *   1% bands g (865-868 MHz) and g4 at 125 kHz, and the 0.1% bands g (863-865 MHz) and g2 at
+ *   125 kHz; replies on the eight receive channels of a common EU868 gateway (868.1/868.3/868.5
+ *   in g1, 867.1-867.9 in g 865-868 MHz, SF7/125), each node at 1% in each of the two
+ *   sub-bands. g1 carries no broadcast: its three channels are the gateway's receive channels.
+ */
+import { MeshLlmError } from '../llm/errors';
+import { LoRaModulation } from './airtime';
+import { DEFAULT_MAX_FRAME_BYTES } from './frame';
+import { Channel, ChannelPlan, Region, channelModulation, dataRate, maxFrameBytesFor, region as regionByName, subBandOf } from './regions';
+
+const MHz = 1e6;
+
+export interface NamedChannelPlan extends ChannelPlan {
+  name: string;
+  region: Region;
+  broadcasts: Channel[];
+  description: string;
+}
+
+const khz125 = (mhz: number, sf: 7 | 8 = 7): Channel => ({ frequencyHz: Math.round(mhz * MHz), bandwidthKHz: 125, sf });
+
+function us915(): NamedChannelPlan {
+  const broadcasts: Channel[] = [{ frequencyHz: 923.3 * MHz, bandwidthKHz: 500, sf: 7 }];
+  const uplink: Channel[] = [...[903.9, 904.1, 904.3, 904.5, 904.7, 904.9, 905.1, 905.3].map((f) => khz125(f)), { frequencyHz: 904.6 * MHz, bandwidthKHz: 500, sf: 8 }];
+  return { name: 'us915-500', region: regionByName('US915'), broadcasts, broadcast: broadcasts[0], uplink, description: 'broadcast 923.3 MHz SF7/500 (DR13); replies 8 x 125 kHz SF7 (903.9-905.3 MHz) + 904.6 MHz SF8/500' };
+}
+
+function eu868(): NamedChannelPlan {
+  const broadcasts: Channel[] = [
+    { frequencyHz: 869.525 * MHz, bandwidthKHz: 250, sf: 7 }, // g3, 10%
+    khz125(865.5), // g 865-868 MHz, 1%
+    khz125(869.85), // g4, 1%
+    khz125(864.5), // g 863-865 MHz, 0.1%
+    khz125(868.95), // g2, 0.1%
+  ];
+  const uplink = [868.1, 868.3, 868.5, 867.1, 867.3, 867.5, 867.7, 867.9].map((f) => khz125(f));
+  return { name: 'eu868-split', region: regionByName('EU868'), broadcasts, broadcast: broadcasts[0], uplink, description: 'broadcast over g3 SF7/250 (10%), g 865-868 and g4 SF7/125 (1%), g 863-865 and g2 SF7/125 (0.1%); replies 8 x 125 kHz SF7 (g1 and g 865-868)' };
+}
+
+const PLANS: Record<string, () => NamedChannelPlan> = { 'us915-500': us915, 'eu868-split': eu868 };
+export const CHANNEL_PLAN_NAMES = Object.keys(PLANS);
+
+/** A named plan, checked against its region (every channel in a sub-band, at a data rate the region defines). */
+export function namedChannelPlan(name: string): NamedChannelPlan {
+  const make = PLANS[name];
+  if (!make) throw new MeshLlmError(`channel plan ${JSON.stringify(name)}: expected one of ${CHANNEL_PLAN_NAMES.join(', ')}`);
+  const p = make();
+  for (const ch of [...p.broadcasts, ...p.uplink]) {
+    subBandOf(p.region, ch);
+    dataRate(p.region, ch.sf!, ch.bandwidthKHz);
+  }
+  return p;
+}
+
+/** The largest frame every channel of a plan carries (the data rates' limits within the dwell time, at most the mesh's default). */
+export function planFrameBytes(p: ChannelPlan, r: Region, base: LoRaModulation): number {
+  return Math.min(DEFAULT_MAX_FRAME_BYTES, ...[...(p.broadcasts ?? [p.broadcast]), ...p.uplink].map((ch) => maxFrameBytesFor(r, channelModulation(base, ch))));
+}
+
+/** Is this channel one of the plan's (frequency, bandwidth and spreading factor)? */
+export function inPlan(p: ChannelPlan, ch: Channel): boolean {
+  const same = (a: Channel) => a.frequencyHz === ch.frequencyHz && a.bandwidthKHz === ch.bandwidthKHz && (a.sf ?? null) === (ch.sf ?? null);
+  return [...(p.broadcasts ?? [p.broadcast]), ...p.uplink].some(same);
+}
