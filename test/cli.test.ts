@@ -52,7 +52,7 @@ describe('mesh-llm generate', () => {
   test('bad options are one-line usage errors with exit code 2', async () => {
     expectCleanError(await runCli(['generate', '--steps', 'many']), 2, /--steps "many": expected a whole number/);
     expectCleanError(await runCli(['generate', '--temperature=-1']), 2, /--temperature "-1": expected a number from 0/);
-    expectCleanError(await runCli(['generate', '--quant', 'int4']), 2, /--quant "int4": expected one of f32, int8/);
+    expectCleanError(await runCli(['generate', '--quant', 'int3']), 2, /--quant "int3": expected one of f32, int8, int4, int2/);
     expectCleanError(await runCli(['generate', '--groups', '9']), 2, /between 1 and the model's 8 heads/);
     expectCleanError(await runCli(['generate', '--frobnicate']), 2, /Unknown option '--frobnicate'/);
     const unknown = await runCli(['dance']);

@@ -15,8 +15,8 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int4] [--json]
                   [--scenario NAME | --sensors FILE] [--alpha A]
                   [--mesh N [--native] | --broker URL [--username U --password P] [--nodes K]]
-                  [--mesh-id ID] [--gather-timeout MS]
-                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X]]
+                  [--mesh-id ID] [--gather-timeout MS] [--events FILE]
+                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--channel-plan P] [--loss P] [--time-scale X]]
 
   --prompt TEXT      text to continue (default: none, start from BOS)
   --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's
