@@ -150,7 +150,9 @@ export function dashboardNodes(): FlowNode[] {
     mqttIn('dash-status-in', 'node statuses', `mesh-llm/${MESH_ID}/status/+`, 130, 700, [['dash-alert']]),
     mqttIn('dash-events-in', 'mesh events', `mesh-llm/${MESH_ID}/events`, 130, 750, [['dash-kl']]),
     func('dash-kl', 'KL of steered tokens', KL_FUNCTION, 1, 330, 750, [['dash-alert']]),
-    { id: 'dash-alert', type: 'mesh-llm-alert', z: TAB, name: 'alerts', meshId: MESH_ID, detectors: SHIPPED_DETECTORS, discovery: true, discoveryPrefix: 'homeassistant', x: 540, y: 720, wires: [['dash-alerts-out', 'dash-alert-list', 'dash-notify-text', 'dash-webhook'], ['dash-state-out'], ['dash-discovery-out']] },
+    { id: 'dash-alert', type: 'mesh-llm-alert', z: TAB, name: 'alerts', meshId: MESH_ID, detectors: SHIPPED_DETECTORS, discovery: true, discoveryPrefix: 'homeassistant', x: 540, y: 720, wires: [['dash-alerts-out', 'dash-alert-list', 'dash-notify-text', 'dash-webhook', 'dash-alert-record'], ['dash-state-out'], ['dash-discovery-out']] },
+    // every alert, a JSON line each, in the data folder (mesh-llm start sets MESH_LLM_ALERTS_FILE; unset: not recorded)
+    { id: 'dash-alert-record', type: 'file', z: TAB, name: 'record alerts (MESH_LLM_ALERTS_FILE)', filename: 'MESH_LLM_ALERTS_FILE', filenameType: 'env', appendNewline: true, createDir: true, overwriteFile: 'false', encoding: 'none', x: 820, y: 900, wires: [[]] },
     mqttOut('dash-alerts-out', 'alerts (msg.topic)', '', 800, 660),
     template('dash-alert-list', 'alert list', 'dash-g-alerts', 'alerts', 800, 700),
     func('dash-notify-text', 'alert text', NOTIFY_FUNCTION, 1, 780, 740, [['dash-notify']]),

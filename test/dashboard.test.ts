@@ -81,8 +81,8 @@ describe('the dashboard model', () => {
 
 /** `mesh-llm start` (what `npm start` runs) on a free port, and chromium on its dashboard. */
 function startWithDashboard(args: string[]) {
-  const s = { server: null as ChildProcess | null, url: '', brokerUrl: '', output: '', browser: null as Browser | null, page: null as unknown as Page };
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-dashboard-'));
+  const s = { server: null as ChildProcess | null, url: '', brokerUrl: '', output: '', browser: null as Browser | null, page: null as unknown as Page, dataDir };
   beforeAll(async () => {
     const server = spawn(process.execPath, [binPath, 'start', '--port', '0', '--data', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     s.server = server;
@@ -181,6 +181,11 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
     await page.locator('tr[data-node="node-2"] input[data-channel="vibrationG"]').fill('1.5');
     await page.locator('.ml-alert.active', { hasText: /node-2 · vibrationG · threshold \(shaking\)/ }).waitFor({ timeout: 20000 });
     await page.locator('.v-snackbar', { hasText: /node-2 vibrationG/ }).first().waitFor({ timeout: 10000 });
+    // and recorded: one JSON line per alert message in the data folder
+    await expectEventually(async () => {
+      const lines = fs.readFileSync(path.join(s.dataDir, 'alerts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      expect(lines).toContainEqual(expect.objectContaining({ node: 'node-2', channel: 'vibrationG', detector: 'threshold', end: null }));
+    });
     // MESH_LLM_DASHBOARD_SCREENSHOT=docs/dashboard.png: the picture in docs/DASHBOARD.md.
     const shot = process.env.MESH_LLM_DASHBOARD_SCREENSHOT;
     if (shot) await page.screenshot({ path: path.resolve(packageRoot(), shot), fullPage: true });

@@ -153,6 +153,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     process.env.MESH_LLM_BROKER_HOST = url.hostname;
     process.env.MESH_LLM_BROKER_PORT = url.port || '1883';
     process.env.MESH_LLM_NODES = nodeCount ? String(nodeCount) : '';
+    process.env.MESH_LLM_ALERTS_FILE ??= path.join(o.dataDir, 'alerts.jsonl');
     process.env.MESH_LLM_GATHER_TIMEOUT = o.radio ? String(RADIO_GATHER_TIMEOUT_MS) : (process.env.MESH_LLM_GATHER_TIMEOUT ?? '2000');
     process.env.MESH_LLM_MODEL_DIR ??= path.dirname(paths.model);
     nodeRed = await startNodeRed(o);
