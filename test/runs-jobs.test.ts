@@ -1,0 +1,144 @@
+/**
+ * Durable jobs on the server `npm start` runs: five jobs queued over POST /jobs, the gateway
+ * SIGKILLed after the second job's 10th token, started again on the same --data: every job
+ * completes with the tokens of an uninterrupted run, and GET /jobs/:id tells each job's state
+ * and tokens so far.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import mqtt from 'mqtt';
+import { Engine } from '../lib/llm/engine';
+import { parseControl, topicsFor } from '../lib/mesh/wire';
+import { RunStore } from '../lib/runs/store';
+import { binPath } from './support/cli';
+import { modelPaths } from './support/fixtures';
+
+interface Server {
+  child: ChildProcess;
+  url: string;
+  broker: string;
+  output: () => string;
+}
+
+/** `mesh-llm start` on a free port with 4 head nodes; resolves once it prints its addresses. */
+function startServer(dataDir: string): Promise<Server> {
+  const child = spawn(process.execPath, [binPath, 'start', '--port', '0', '--nodes', '4', '--data', dataDir, '--scenario', 'none'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  return new Promise<Server>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 90000);
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      const editor = /Node-RED editor:\s+(http:\/\/\S+?)\/?\s/.exec(output);
+      const bus = /MQTT bus:\s+(mqtt:\/\/\S+)/.exec(output);
+      if (editor && bus) {
+        clearTimeout(timer);
+        resolve({ child, url: editor[1], broker: bus[1], output: () => output });
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
+  });
+}
+
+async function stopServer(s: Server | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => s.child.once('exit', resolve));
+  s.child.kill(signal);
+  const stuck = setTimeout(() => s.child.kill('SIGKILL'), 20000);
+  await exited;
+  clearTimeout(stuck);
+}
+
+const requests = [
+  { prompt: 'Once upon a time', steps: 48, temperature: 0 },
+  { prompt: 'The little dog', steps: 64, temperature: 0.9, topP: 0.9, seed: 42 },
+  { prompt: 'Lily had a red ball', steps: 40, temperature: 0 },
+  { prompt: 'One day', steps: 40, temperature: 1, seed: 7 },
+  { prompt: 'Tom and Sue', steps: 32, temperature: 0.5, topP: 0.8, seed: 3 },
+];
+
+describe('durable jobs on mesh-llm start', () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-jobs-'));
+  let server: Server | undefined;
+
+  afterAll(async () => {
+    await stopServer(server, 'SIGTERM');
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 30000);
+
+  test("5 queued jobs, the gateway SIGKILLed after the second job's 10th token, started again: every job completes with an uninterrupted run's tokens", async () => {
+    server = await startServer(dataDir);
+    const first = server;
+    // the second job's session is the second one seen on the tokens topic
+    const listener = await mqtt.connectAsync(first.broker);
+    const sessions: number[] = [];
+    const counts = new Map<number, number>();
+    let killedAt: { session: number; tokens: number } | null = null;
+    const killed = new Promise<void>((resolve) => {
+      listener.on('message', (_topic, payload) => {
+        const t = parseControl('token', payload);
+        if (!counts.has(t.session)) sessions.push(t.session);
+        counts.set(t.session, (counts.get(t.session) ?? 0) + 1);
+        if (!killedAt && sessions.length === 2 && counts.get(sessions[1]) === 10) {
+          killedAt = { session: sessions[1], tokens: 10 };
+          first.child.kill('SIGKILL');
+          resolve();
+        }
+      });
+    });
+    await listener.subscribeAsync(topicsFor('default').tokens);
+
+    const ids: string[] = [];
+    for (const r of requests) {
+      const res = await fetch(`${first.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(r) });
+      const body = await res.json();
+      expect({ status: res.status, state: body.state }).toEqual({ status: 202, state: 'queued' });
+      ids.push(body.job);
+    }
+    await killed;
+    await new Promise((r) => first.child.once('exit', r));
+    await listener.endAsync().catch(() => undefined);
+
+    // what the store holds after the kill: job 1 done, job 2 cut short with at least 10 tokens, 3-5 queued
+    const store = RunStore.inDataDir(dataDir, { readonly: true });
+    const cut = ids.map((id) => store.job(id)!);
+    store.close();
+    expect(cut.map((j) => j.state)).toEqual(['done', 'running', 'queued', 'queued', 'queued']);
+    expect(cut[1].position).toBeGreaterThanOrEqual(10);
+    expect(cut[1].position).toBeLessThan(requests[1].steps);
+
+    server = await startServer(dataDir);
+    const second = server;
+    const deadline = Date.now() + 120000;
+    const jobs: { state: string; tokens: number[]; text: string }[] = [];
+    for (const id of ids) {
+      for (;;) {
+        const res = await fetch(`${second.url}/jobs/${id}`);
+        expect(res.status).toBe(200);
+        const job = await res.json();
+        if (job.state === 'done' || job.state === 'failed' || Date.now() > deadline) {
+          jobs.push(job);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer });
+    for (const [i, r] of requests.entries()) {
+      const expected = await engine.generate({ prompt: r.prompt, steps: r.steps, temperature: r.temperature, topP: r.topP ?? 0.9, seed: BigInt(r.seed ?? 0) });
+      expect({ job: i + 1, state: jobs[i].state, tokens: jobs[i].tokens }).toEqual({ job: i + 1, state: 'done', tokens: expected.tokens });
+      expect(jobs[i].text).toBe(expected.text);
+    }
+    expect(second.output()).toMatch(new RegExp(`resuming job ${ids[1]} from position \\d+`));
+  }, 280000);
+
+  test('GET /jobs/:id of an unknown job answers 404 {error}', async () => {
+    if (!server) throw new Error('the server did not start');
+    const res = await fetch(`${server.url}/jobs/no-such-job`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ error: 'no job "no-such-job" in the run store' });
+  });
+});
