@@ -11,8 +11,9 @@ import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { Engine } from '../lib/llm/engine';
 import { parseControl, topicsFor } from '../lib/mesh/wire';
+import { fromJsonl, tokensFromCsv } from '../lib/runs/export';
 import { RunStore } from '../lib/runs/store';
-import { binPath } from './support/cli';
+import { binPath, runCli } from './support/cli';
 import { modelPaths } from './support/fixtures';
 
 interface Server {
@@ -52,6 +53,17 @@ async function stopServer(s: Server | undefined, signal: NodeJS.Signals): Promis
   clearTimeout(stuck);
 }
 
+/** Waits until the deployed flow answers GET /jobs/:id (its own 404 {error} for an unknown id, not the server's). */
+async function flowServes(url: string): Promise<void> {
+  const deadline = Date.now() + 30000;
+  while (Date.now() < deadline) {
+    const res = await fetch(`${url}/jobs/probe`);
+    if ((res.headers.get('content-type') ?? '').includes('application/json')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the flow on ${url} does not serve GET /jobs/:id`);
+}
+
 const requests = [
   { prompt: 'Once upon a time', steps: 48, temperature: 0 },
   { prompt: 'The little dog', steps: 64, temperature: 0.9, topP: 0.9, seed: 42 },
@@ -63,6 +75,7 @@ const requests = [
 describe('durable jobs on mesh-llm start', () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-jobs-'));
   let server: Server | undefined;
+  let ids: string[] = [];
 
   afterAll(async () => {
     await stopServer(server, 'SIGTERM');
@@ -72,6 +85,7 @@ describe('durable jobs on mesh-llm start', () => {
   test("5 queued jobs, the gateway SIGKILLed after the second job's 10th token, started again: every job completes with an uninterrupted run's tokens", async () => {
     server = await startServer(dataDir);
     const first = server;
+    await flowServes(first.url);
     // the second job's session is the second one seen on the tokens topic
     const listener = await mqtt.connectAsync(first.broker);
     const sessions: number[] = [];
@@ -91,7 +105,6 @@ describe('durable jobs on mesh-llm start', () => {
     });
     await listener.subscribeAsync(topicsFor('default').tokens);
 
-    const ids: string[] = [];
     for (const r of requests) {
       const res = await fetch(`${first.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(r) });
       const body = await res.json();
@@ -112,6 +125,7 @@ describe('durable jobs on mesh-llm start', () => {
 
     server = await startServer(dataDir);
     const second = server;
+    await flowServes(second.url);
     const deadline = Date.now() + 120000;
     const jobs: { state: string; tokens: number[]; text: string }[] = [];
     for (const id of ids) {
@@ -140,5 +154,57 @@ describe('durable jobs on mesh-llm start', () => {
     const res = await fetch(`${server.url}/jobs/no-such-job`);
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ error: 'no job "no-such-job" in the run store' });
+  });
+
+  test('runs list shows every job, newest first; --json gives the rows', async () => {
+    const table = await runCli(['runs', 'list', '--data', dataDir]);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^id\s+state\s+source\s+position\s+created \(UTC\)\s+prompt$/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 3).join(' '))).toEqual([...ids].reverse().map((id) => `${id.slice(0, 8)} done http`));
+    const json = await runCli(['runs', 'list', '--data', dataDir, '--json']);
+    const rows = JSON.parse(json.stdout);
+    expect(rows.map((r: { id: string }) => r.id)).toEqual([...ids].reverse());
+    expect(rows[4]).toMatchObject({ state: 'done', settings: { prompt: 'Once upon a time', steps: 48, temperature: 0 }, position: 48, mesh: { kind: 'mqtt', quant: 'f32' } });
+    expect(rows[4].mesh.nodes).toHaveLength(4);
+  });
+
+  test('runs show ID (a prefix) tells the request, model, mesh and text, and a row per token; --json the whole record', async () => {
+    const store = RunStore.inDataDir(dataDir, { readonly: true });
+    const record = store.run(ids[1])!;
+    store.close();
+    const shown = await runCli(['runs', 'show', ids[1].slice(0, 8), '--data', dataDir]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain(`run ${ids[1]}: done, from http`);
+    expect(shown.stdout).toContain('request: "The little dog", 64 steps, temperature 0.9, top-p 0.9, seed 42');
+    expect(shown.stdout).toContain(`text:    ${JSON.stringify(record.job.text)}`);
+    expect(shown.stdout.trim().split('\n').filter((l) => /^\d+\t\d+\t/.test(l))).toHaveLength(64);
+    const json = await runCli(['runs', 'show', ids[1], '--data', dataDir, '--json']);
+    expect(JSON.parse(json.stdout)).toEqual(record);
+    expect(record.tokens.filter((t) => !t.sampled).map((t) => t.pos)).toEqual([1, 2, 3, 4]); // BOS, then The, little, do, g
+    expect(record.gathers.length).toBeGreaterThanOrEqual(64 * 5);
+    const missing = await runCli(['runs', 'show', 'zzzz', '--data', dataDir]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^mesh-llm: error: no run "zzzz" in .*runs\.sqlite/);
+  });
+
+  test('runs export: jsonl reads back into the same record (and imports into another store unchanged), csv into the same token rows', async () => {
+    const store = RunStore.inDataDir(dataDir, { readonly: true });
+    const record = store.run(ids[3])!;
+    store.close();
+    const jsonl = await runCli(['runs', 'export', ids[3], '--format', 'jsonl', '--data', dataDir]);
+    expect(jsonl.code).toBe(0);
+    expect(fromJsonl(jsonl.stdout)).toEqual(record);
+    const other = RunStore.open(path.join(dataDir, 'imported.sqlite'));
+    other.importRun(fromJsonl(jsonl.stdout));
+    expect(other.run(ids[3])).toEqual({ ...record, job: { ...record.job, seq: 1 } }); // seq numbers a store's own jobs
+    other.close();
+    const csv = await runCli(['runs', 'export', ids[3], '--format', 'csv', '--data', dataDir]);
+    expect(csv.code).toBe(0);
+    expect(csv.stdout.split('\n')[0]).toBe('pos,token,piece,sampled,probability,top_k,kl,node,round_trip_ms');
+    expect(tokensFromCsv(csv.stdout)).toEqual(record.tokens);
+    const bad = await runCli(['runs', 'export', ids[3], '--format', 'xml', '--data', dataDir]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--format "xml": expected one of jsonl, csv/);
   });
 });

@@ -384,11 +384,11 @@ export class RunStore {
     this.db.transaction(() => {
       this.statements.insertJob.run({ id: r.job.id, source: r.job.source, state: r.job.state, settings: JSON.stringify(r.job.settings), model: r.job.model, digest: r.job.modelDigest, now: r.job.createdMs });
       if (r.job.mesh) this.db.prepare('UPDATE jobs SET mesh = ? WHERE id = ?').run(JSON.stringify(r.job.mesh), r.job.id);
-      this.db.prepare('UPDATE jobs SET text = ?, error = ?, updated_ms = ? WHERE id = ?').run(r.job.text, r.job.error, r.job.updatedMs, r.job.id);
       for (const t of r.tokens) this.addToken(r.job.id, t);
       for (const g of r.gathers) this.addGather(r.job.id, g);
       for (const x of r.readings) this.addReading(r.job.id, x);
       for (const a of r.alerts) this.addAlert(r.job.id, a);
+      this.db.prepare('UPDATE jobs SET text = ?, error = ?, position = ?, updated_ms = ? WHERE id = ?').run(r.job.text, r.job.error, r.job.position, r.job.updatedMs, r.job.id);
     })();
   }
 
