@@ -349,6 +349,16 @@ export class RunStore {
     })();
   }
 
+  /** A sampled token's attribution (it arrives after the token: the KL of its top node, and the node). */
+  setAttribution(job: string, pos: number, kl: number, node: string | null): void {
+    this.db.prepare('UPDATE tokens SET kl = ?, node = ? WHERE job = ? AND pos = ?').run(kl, node, job, pos);
+  }
+
+  /** The settings a run ran with, once known in full (the alpha its steering used). */
+  setSettings(id: string, settings: StoredSettings): void {
+    this.db.prepare('UPDATE jobs SET settings = ?, updated_ms = ? WHERE id = ?').run(JSON.stringify(settings), Date.now(), id);
+  }
+
   tokens(job: string): TokenRecord[] {
     return (this.statements.tokens.all(job) as TokenSqlRow[]).map(tokenOf);
   }
