@@ -207,4 +207,48 @@ describe('durable jobs on mesh-llm start', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--format "xml": expected one of jsonl, csv/);
   });
+
+  test('runs replay re-runs a recorded run on the engine and on a mesh of head-node processes: the same tokens; a replay is recorded as a run of its own', async () => {
+    const engine = await runCli(['runs', 'replay', ids[1].slice(0, 8), '--data', dataDir, '--json'], { timeoutMs: 120000 });
+    expect(engine.stderr).toMatch(/replaying run .* on the engine/);
+    expect(engine.code).toBe(0);
+    const e = JSON.parse(engine.stdout);
+    expect(e).toMatchObject({ of: ids[1], same: true, counterfactual: false, differences: [], tokens: 64 });
+    const mesh = await runCli(['runs', 'replay', ids[2], '--mesh', '4', '--data', dataDir, '--json'], { timeoutMs: 120000 });
+    expect(mesh.code).toBe(0);
+    expect(JSON.parse(mesh.stdout)).toMatchObject({ of: ids[2], same: true, differences: [], tokens: 40 });
+    const store = RunStore.inDataDir(dataDir, { readonly: true });
+    const replayed = store.run(e.id)!;
+    const original = store.run(ids[1])!;
+    store.close();
+    expect(replayed.job).toMatchObject({ source: `replay:${ids[1]}`, state: 'done', text: original.job.text, mesh: { kind: 'engine' } });
+    expect(replayed.tokens.map((t) => [t.pos, t.token, t.sampled])).toEqual(original.tokens.map((t) => [t.pos, t.token, t.sampled]));
+  });
+
+  test('a counterfactual replay (--scenario explosion --alpha 4) steers the run; replaying it gives its tokens and attributions again; runs diff tells where the texts diverge and whose readings differ', async () => {
+    const cf = await runCli(['runs', 'replay', ids[0], '--scenario', 'explosion', '--alpha', '4', '--data', dataDir, '--json'], { timeoutMs: 120000 });
+    expect(cf.code).toBe(0);
+    const counterfactual = JSON.parse(cf.stdout);
+    expect(counterfactual).toMatchObject({ of: ids[0], counterfactual: true });
+    expect(counterfactual.differences.length).toBeGreaterThan(0);
+    const again = await runCli(['runs', 'replay', counterfactual.id, '--data', dataDir, '--json'], { timeoutMs: 120000 });
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ of: counterfactual.id, counterfactual: false, same: true, differences: [] });
+    const store = RunStore.inDataDir(dataDir, { readonly: true });
+    const steered = store.run(counterfactual.id)!;
+    store.close();
+    expect(steered.job.settings.alpha).toBe(4);
+    expect(steered.readings.map((r) => r.node)).toEqual(['node-1', 'node-2', 'node-3', 'node-4']);
+    expect(steered.tokens.filter((t) => t.sampled).every((t) => typeof t.kl === 'number')).toBe(true);
+    expect(steered.tokens.some((t) => t.node !== null)).toBe(true);
+    const diff = await runCli(['runs', 'diff', ids[0], counterfactual.id, '--data', dataDir, '--json']);
+    expect(diff.code).toBe(0);
+    const d = JSON.parse(diff.stdout);
+    expect(d.pos).toBe(Number(/^position (\d+)/.exec(counterfactual.differences[0])![1]));
+    expect(d.readings.map((r: { node: string; a: unknown }) => [r.node, r.a])).toEqual([['node-1', null], ['node-2', null], ['node-3', null], ['node-4', null]]);
+    expect(d.alpha).toEqual({ a: null, b: 4 });
+    const text = await runCli(['runs', 'diff', ids[0], counterfactual.id, '--data', dataDir]);
+    expect(text.stdout).toMatch(new RegExp(`^runs diverge at position ${d.pos}, after "Once upon a time`));
+    expect(text.stdout).toMatch(/readings that differ there:\n  node-1: null vs \{/);
+  });
 });
