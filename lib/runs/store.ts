@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE TABLE IF NOT EXISTS tokens (
-  job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
   pos INTEGER NOT NULL,
   token INTEGER NOT NULL,
   piece TEXT NOT NULL,
@@ -134,7 +134,7 @@ CREATE TABLE IF NOT EXISTS tokens (
   PRIMARY KEY (job, pos)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gathers (
-  job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
   pos INTEGER NOT NULL,
   layer INTEGER NOT NULL,
   node TEXT NOT NULL,
@@ -143,7 +143,7 @@ CREATE TABLE IF NOT EXISTS gathers (
   PRIMARY KEY (job, pos, layer, node)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS readings (
-  job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
   pos INTEGER NOT NULL,
   node TEXT NOT NULL,
   readings TEXT NOT NULL,
@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS readings (
   PRIMARY KEY (job, pos, node)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
-  job TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
   pos INTEGER,
   at_ms INTEGER NOT NULL,
   alert TEXT NOT NULL
@@ -297,6 +297,18 @@ export class RunStore {
     };
   }
 
+  /** The job's row number, which keys its tokens, gathers, readings and alerts (ids never change, so it is kept). */
+  private readonly seqs = new Map<string, number>();
+  private seqOf(id: string): number {
+    let seq = this.seqs.get(id);
+    if (seq === undefined) {
+      seq = (this.db.prepare('SELECT seq FROM jobs WHERE id = ?').get(id) as { seq: number } | undefined)?.seq;
+      if (seq === undefined) throw new MeshLlmError(`no job ${id} in the run store ${this.file}`);
+      this.seqs.set(id, seq);
+    }
+    return seq;
+  }
+
   /** A new job, committed (state queued) before this returns. */
   addJob(j: { id: string; source: string; settings: StoredSettings; model: string; modelDigest: string; state?: JobState }): JobRow {
     this.statements.insertJob.run({ id: j.id, source: j.source, state: j.state ?? 'queued', settings: JSON.stringify(j.settings), model: j.model, digest: j.modelDigest, now: Date.now() });
@@ -342,16 +354,17 @@ export class RunStore {
 
   /** One token, the gathers of its position and the job's position with it, in one transaction. */
   addToken(job: string, t: TokenRecord, gathers: readonly GatherRecord[] = []): void {
+    const seq = this.seqOf(job);
     this.db.transaction(() => {
       for (const g of gathers) this.addGather(job, g);
-      this.statements.insertToken.run({ job, pos: t.pos, token: t.token, piece: t.piece, sampled: t.sampled ? 1 : 0, probability: t.probability ?? null, topK: json(t.topK), kl: t.kl ?? null, node: t.node ?? null });
+      this.statements.insertToken.run({ job: seq, pos: t.pos, token: t.token, piece: t.piece, sampled: t.sampled ? 1 : 0, probability: t.probability ?? null, topK: json(t.topK), kl: t.kl ?? null, node: t.node ?? null });
       this.statements.advance.run({ id: job, pos: t.pos, now: Date.now() });
     })();
   }
 
   /** A sampled token's attribution (it arrives after the token: the KL of its top node, and the node). */
   setAttribution(job: string, pos: number, kl: number, node: string | null): void {
-    this.db.prepare('UPDATE tokens SET kl = ?, node = ? WHERE job = ? AND pos = ?').run(kl, node, job, pos);
+    this.db.prepare('UPDATE tokens SET kl = ?, node = ? WHERE job = ? AND pos = ?').run(kl, node, this.seqOf(job), pos);
   }
 
   /** The settings a run ran with, once known in full (the alpha its steering used). */
@@ -360,19 +373,19 @@ export class RunStore {
   }
 
   tokens(job: string): TokenRecord[] {
-    return (this.statements.tokens.all(job) as TokenSqlRow[]).map(tokenOf);
+    return (this.statements.tokens.all(this.seqOf(job)) as TokenSqlRow[]).map(tokenOf);
   }
 
   addGather(job: string, g: GatherRecord): void {
-    this.statements.insertGather.run({ job, pos: g.pos, layer: g.layer, node: g.node, ms: g.ms ?? null, airtimeMs: g.airtimeMs ?? null });
+    this.statements.insertGather.run({ job: this.seqOf(job), pos: g.pos, layer: g.layer, node: g.node, ms: g.ms ?? null, airtimeMs: g.airtimeMs ?? null });
   }
 
   addReading(job: string, r: ReadingRecord): void {
-    this.statements.insertReading.run({ job, pos: r.pos, node: r.node, readings: JSON.stringify(r.readings), baselines: json(r.baselines), vector: json(r.vector) });
+    this.statements.insertReading.run({ job: this.seqOf(job), pos: r.pos, node: r.node, readings: JSON.stringify(r.readings), baselines: json(r.baselines), vector: json(r.vector) });
   }
 
   addAlert(job: string, a: AlertRecord): void {
-    this.statements.insertAlert.run({ job, pos: a.pos, atMs: a.atMs, alert: JSON.stringify(a.alert) });
+    this.statements.insertAlert.run({ job: this.seqOf(job), pos: a.pos, atMs: a.atMs, alert: JSON.stringify(a.alert) });
   }
 
   /** Everything recorded of a job's run. */
@@ -383,9 +396,9 @@ export class RunStore {
     return {
       job,
       tokens: this.tokens(job.id),
-      gathers: (this.statements.gathers.all(job.id) as GatherRecord[]).map((g) => ({ ...g })),
-      readings: (this.statements.readings.all(job.id) as { pos: number; node: string; readings: string; baselines: string | null; vector: string | null }[]).map((r) => ({ pos: r.pos, node: r.node, readings: JSON.parse(r.readings), baselines: parse(r.baselines), vector: parse(r.vector) })),
-      alerts: (this.statements.alerts.all(job.id) as { pos: number | null; atMs: number; alert: string }[]).map((a) => ({ pos: a.pos, atMs: a.atMs, alert: JSON.parse(a.alert) })),
+      gathers: (this.statements.gathers.all(job.seq) as GatherRecord[]).map((g) => ({ ...g })),
+      readings: (this.statements.readings.all(job.seq) as { pos: number; node: string; readings: string; baselines: string | null; vector: string | null }[]).map((r) => ({ pos: r.pos, node: r.node, readings: JSON.parse(r.readings), baselines: parse(r.baselines), vector: parse(r.vector) })),
+      alerts: (this.statements.alerts.all(job.seq) as { pos: number | null; atMs: number; alert: string }[]).map((a) => ({ pos: a.pos, atMs: a.atMs, alert: JSON.parse(a.alert) })),
     };
   }
 
