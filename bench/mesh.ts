@@ -13,7 +13,15 @@
  * Progress goes to stderr; stdout holds a table, and its last line is one JSON object:
  * {"tokensPerSecond", "layerRoundTripP50Ms", "layerRoundTripP99Ms", "runtime", "cases": [...]},
  * the top-level figures being those of 8 nodes, f32, aedes, on the first runtime listed.
+ * `--record`: each timed run is followed by one recorded in a run store (lib/runs: every token
+ * and gather committed as it happens), reported as a case of its own with the store's bytes
+ * per 1000 tokens: the overhead of recording, side by side.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { modelDigest } from '../lib/runs/jobs';
+import { RunRecorder } from '../lib/runs/record';
+import { RunStore } from '../lib/runs/store';
 import * as os from 'node:os';
 import { firmwareBinary } from '../lib/firmware/build';
 import { Engine, GenerateOptions } from '../lib/llm/engine';
@@ -42,6 +50,8 @@ interface Case {
   layerRoundTripP50Ms: number;
   layerRoundTripP99Ms: number;
   layers: number;
+  record?: boolean;
+  dbBytesPer1000Tokens?: number;
 }
 
 const log = (text: string): void => {
@@ -58,7 +68,8 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[]; runtimes: Runtime[] } {
+function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[]; runtimes: Runtime[]; record: boolean } {
+  let record = false;
   let rounds = 3;
   let nodeCounts = [8];
   let runtimes: string[] = [...RUNTIMES];
@@ -66,12 +77,13 @@ function parseArgs(argv: string[]): { rounds: number; nodeCounts: number[]; runt
     if (argv[i] === '--rounds') rounds = Number(argv[++i]);
     else if (argv[i] === '--nodes') nodeCounts = argv[++i].split(',').map(Number);
     else if (argv[i] === '--runtime') runtimes = argv[++i].split(',');
+    else if (argv[i] === '--record') record = true;
     else throw new Error(`bench:mesh: unknown argument ${argv[i]} (expected --rounds R, --nodes 1,8, --runtime native,node)`);
   }
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds must be a whole number >= 1');
   if (nodeCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--nodes must list whole numbers >= 1');
   if (runtimes.length === 0 || runtimes.some((r) => !(RUNTIMES as readonly string[]).includes(r))) throw new Error(`--runtime must list some of ${RUNTIMES.join(', ')}`);
-  return { rounds, nodeCounts, runtimes: runtimes as Runtime[] };
+  return { rounds, nodeCounts, runtimes: runtimes as Runtime[], record };
 }
 
 async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
@@ -79,7 +91,7 @@ async function startBroker(kind: BrokerKind): Promise<RunningBroker> {
 }
 
 /** Runs every transport on one broker with `nodes` head-node processes. */
-async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>): Promise<Case[]> {
+async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, rounds: number, expected: Record<Encoding, number[]>, record = false): Promise<Case[]> {
   const paths = await resolveOrFetchModelPaths({});
   const broker = await startBroker(kind);
   const meshId = `bench-${runtime}-${kind}-${nodes}`;
@@ -102,27 +114,53 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
       // Warm-up: the head-node processes JIT-compile their hot path over the first few hundred
       // frames; with a single warm-up run the first case measured ~40 % slower than the second.
       for (let w = 0; w < WARMUP_RUNS; w++) await gw.generate(options);
-      const rates = { on: [] as number[], off: [] as number[] };
-      const trips = { on: [] as number[], off: [] as number[] };
+      const modes = record ? (['on', 'off', 'recorded'] as const) : (['on', 'off'] as const);
+      const rates: Record<string, number[]> = { on: [], off: [], recorded: [] };
+      const trips: Record<string, number[]> = { on: [], off: [], recorded: [] };
+      let recordedTokens = 0;
+      const dir = record ? fs.mkdtempSync(path.join(os.tmpdir(), 'bench-runs-')) : '';
+      const store = record ? RunStore.open(path.join(dir, 'runs.sqlite')) : null;
+      const model = store ? { path: paths.model, digest: modelDigest(paths.model, paths.tokenizer) } : null;
       for (let r = 0; r < rounds; r++) {
-        for (const events of ['on', 'off'] as const) {
-          gw.publishEvents(events === 'on');
-          const result = await gw.generate(options);
-          if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes: tokens differ from the monolithic engine`);
-          rates[events].push(result.tokensPerSecond);
-          trips[events].push(...(gw.runner?.roundTripsMs ?? []));
-          log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, events ${events}, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+        for (const mode of modes) {
+          // on: the mesh events on the bus; off: without; recorded: on, and every token and gather committed to a run store
+          gw.publishEvents(mode !== 'off');
+          let result;
+          if (mode === 'recorded' && store && model) {
+            const recorder = new RunRecorder(store, { options, source: 'bench', model, mesh: { kind: 'mqtt', nodes: ids.map((node) => ({ node, heads: [] })), quant: transport }, promptTokens: 1 });
+            const stop = gw.events.on((e) => {
+              if (e.kind === 'gather') recorder.gather(e.pos, e.layer, e.ms);
+            });
+            result = await gw.generate(options, recorder.onToken);
+            stop();
+            recorder.finish(result);
+            recordedTokens += result.tokens.length - 1;
+          } else {
+            result = await gw.generate(options);
+          }
+          if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes, ${mode}: tokens differ from the monolithic engine`);
+          rates[mode].push(result.tokensPerSecond);
+          trips[mode].push(...(gw.runner?.roundTripsMs ?? []));
+          log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, ${mode === 'recorded' ? 'recorded' : `events ${mode}`}, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
         }
       }
-      for (const events of ['on', 'off'] as const) {
-        const t = trips[events].sort((a, b) => a - b);
+      let dbBytes = 0;
+      if (store) {
+        store.close(); // checkpoints the write-ahead log into the database file
+        dbBytes = fs.statSync(path.join(dir, 'runs.sqlite')).size;
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+      for (const mode of modes) {
+        const t = trips[mode].sort((a, b) => a - b);
         cases.push({
           runtime,
           nodes,
           broker: kind,
           transport,
-          events: events === 'on',
-          tokensPerSecond: Number(median(rates[events]).toFixed(1)),
+          events: mode !== 'off',
+          record: mode === 'recorded',
+          ...(mode === 'recorded' ? { dbBytesPer1000Tokens: Math.round((dbBytes / recordedTokens) * 1000) } : {}),
+          tokensPerSecond: Number(median(rates[mode]).toFixed(1)),
           layerRoundTripP50Ms: Number(percentile(t, 0.5).toFixed(3)),
           layerRoundTripP99Ms: Number(percentile(t, 0.99).toFixed(3)),
           layers: t.length,
@@ -139,15 +177,15 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
 }
 
 function table(cases: Case[]): string {
-  const head = ['runtime', 'nodes', 'broker', 'transport', 'events', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers'];
-  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.events ? 'on' : 'off', c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers)]);
+  const head = ['runtime', 'nodes', 'broker', 'transport', 'events', 'record', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers', 'DB bytes/1000 tok'];
+  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.events ? 'on' : 'off', c.record ? 'yes' : 'no', c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers), c.dbBytesPer1000Tokens === undefined ? '-' : String(c.dbBytesPer1000Tokens)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 5 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]) => cells.map((c, i) => (i < 6 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
 async function main(): Promise<void> {
-  const { rounds, nodeCounts, runtimes: asked } = parseArgs(process.argv.slice(2));
+  const { rounds, nodeCounts, runtimes: asked, record } = parseArgs(process.argv.slice(2));
   let runtimes = asked;
   if (runtimes.includes('native')) {
     try {
@@ -170,11 +208,11 @@ async function main(): Promise<void> {
     for (const nodes of nodeCounts) {
       for (const kind of BROKERS) {
         log(`${runtime} head nodes, ${kind}, ${nodes} processes:`);
-        cases.push(...(await benchBroker(runtime, kind, nodes, rounds, expected)));
+        cases.push(...(await benchBroker(runtime, kind, nodes, rounds, expected, record)));
       }
     }
   }
-  const top = cases.find((c) => c.runtime === runtimes[0] && c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32' && c.events) ?? cases[0];
+  const top = cases.find((c) => c.events && !c.record && c.runtime === runtimes[0] && c.nodes === 8 && c.broker === 'aedes' && c.transport === 'f32') ?? cases[0];
   process.stdout.write(`${table(cases)}\n`);
   process.stdout.write(`${JSON.stringify({ tokensPerSecond: top.tokensPerSecond, layerRoundTripP50Ms: top.layerRoundTripP50Ms, layerRoundTripP99Ms: top.layerRoundTripP99Ms, runtime: top.runtime, cases })}\n`);
 }

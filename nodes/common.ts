@@ -6,6 +6,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow, NodeStatus } from 'node-red';
 import type { FlowRuntime, MeshEventMap, MeshEvents, StepState } from '../lib/flow/runtime';
+import type { Jobs, ModelIdentity } from '../lib/runs/jobs';
 
 /** A message in the layer loop: the run's step and its hidden state x [dim]. */
 export interface LlmMessage extends NodeMessageInFlow {
@@ -20,6 +21,11 @@ export interface MeshConfigNode extends Node {
   bus: { url: string; username?: string; password?: string; meshId: string };
   /** What happens on the mesh, told by its runtime (the same emitter across restarts of the runtime). */
   events: MeshEvents;
+  /** Durable jobs and recorded runs (null: no run store, MESH_LLM_RUNS_DB unset). */
+  jobs: Jobs | null;
+  /** The model the runtime loaded (set once it starts, when there is a run store). */
+  model?: ModelIdentity;
+  quant: 'f32' | 'int8';
 }
 
 /** The status of a layer-loop node between runs. */
@@ -118,11 +124,11 @@ export type StatusFn = (s: NodeStatus, force?: boolean) => void;
  * `step(rt, msg, send, status)` runs for each message, inside onStep's error handling. The
  * status says "idle" until a run and when it ends (a node that ends it may then say more).
  */
-export function registerStepNode(RED: NodeAPI, type: string, step: (this: Node, rt: FlowRuntime, msg: LlmMessage, send: Send, status: StatusFn) => Promise<void> | void): void {
+export function registerStepNode(RED: NodeAPI, type: string, step: (this: Node, rt: FlowRuntime, msg: LlmMessage, send: Send, status: StatusFn, mesh: MeshConfigNode) => Promise<void> | void): void {
   registerNode<StepNodeDef>(RED, type, function (this: Node, def: StepNodeDef) {
     RED.nodes.createNode(this, def);
     const status = throttledStatus(this);
-    const mesh = onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status));
+    const mesh: MeshConfigNode | null = onStep(RED, this, def.mesh, (rt, msg, send) => step.call(this, rt, msg, send, status, mesh as MeshConfigNode));
     if (!mesh) return;
     status(IDLE, true);
     onMeshEvent(this, mesh, 'run-end', () => status(IDLE, true));

@@ -8,6 +8,8 @@ import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { FlowRuntime, MeshEventMap } from '../lib/flow/runtime';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { MeshConfigNode, numberOr, registerNode } from './common';
+import { Jobs, modelDigest } from '../lib/runs/jobs';
+import { runStoreFromEnv } from '../lib/runs/shared';
 
 interface ConfigDef extends NodeDef {
   model: string;
@@ -27,8 +29,18 @@ export = function register(RED: NodeAPI): void {
     node.bus = { url: def.broker || 'mqtt://127.0.0.1:1883', meshId: def.meshId || 'default' };
     node.events = new EventEmitter<MeshEventMap>();
     node.events.setMaxListeners(0); // every node of every flow on this mesh may listen
+    // durable jobs and recorded runs, in the run store mesh-llm start opened (none: not recorded)
+    node.quant = def.quant === 'int8' ? 'int8' : 'f32';
+    const store = runStoreFromEnv();
+    const jobs = store ? new Jobs(store) : null;
+    node.jobs = jobs;
+    if (jobs) {
+      node.events.on('gather-done', (e) => jobs.gather(e.pos, e.layer, e.ms ?? 0));
+      node.events.on('run-end', (e) => e.error && jobs.ended(new Error(e.error)));
+    }
     const start = (): Promise<FlowRuntime> => {
       const paths = resolveModelPaths({ model: def.model || undefined, tokenizer: def.tokenizer || undefined });
+      if (jobs) node.model = { path: paths.model, digest: modelDigest(paths.model, paths.tokenizer) };
       const count = def.nodes ? Number(def.nodes) : undefined;
       return FlowRuntime.start({
         modelPath: paths.model,
@@ -57,6 +69,7 @@ export = function register(RED: NodeAPI): void {
       return started;
     };
     node.on('close', (done: () => void) => {
+      if (jobs) jobs.closing = true; // runs cut short by the close stay unfinished, to be resumed
       const rt = started;
       started = null;
       if (!rt) return done();

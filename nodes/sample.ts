@@ -7,15 +7,19 @@ import type { NodeAPI, NodeMessage } from 'node-red';
 import { registerStepNode, stepOf } from './common';
 
 export = function register(RED: NodeAPI): void {
-  registerStepNode(RED, 'mesh-llm-sample', async function (this, rt, msg, send, status) {
+  registerStepNode(RED, 'mesh-llm-sample', async function (this, rt, msg, send, status, mesh) {
     const { step, x } = stepOf(this, msg);
     const { token, result } = await rt.sample(step, x);
-    const tokenMsg: NodeMessage | null = token ? { topic: 'token', payload: token } : null;
+    // recorded and committed before it is published; a resumed run's recorded tokens are not published again
+    const jobs = mesh.jobs;
+    const fresh = !token || !jobs || jobs.token(step.run, token);
+    const tokenMsg: NodeMessage | null = token && fresh ? { topic: 'token', payload: token } : null;
     if (!result) {
       status({ fill: 'blue', shape: 'dot', text: `position ${step.pos + 1}` });
       send([msg, tokenMsg, null]);
       return;
     }
+    jobs?.finished(step.run, result);
     delete msg.hidden;
     delete msg.llm;
     msg.payload = { tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond };

@@ -27,7 +27,7 @@ helper.init(require.resolve('node-red'));
 
 const root = packageRoot();
 const core = (p: string) => require(path.join(root, 'node_modules', '@node-red', 'nodes', 'core', p));
-const ours = ['config', 'prompt', 'embed', 'broadcast', 'heads', 'aggregate', 'ffn', 'layer-loop', 'sample', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
+const ours = ['config', 'prompt', 'embed', 'broadcast', 'heads', 'aggregate', 'ffn', 'layer-loop', 'sample', 'run', 'sensor-in', 'steering-calibration'].map((n) => require(path.join(root, 'dist', 'nodes', `${n}.js`)));
 const coreNodes = ['common/20-inject.js', 'common/21-debug.js', 'common/25-catch.js', 'common/25-status.js', 'common/60-link.js', 'common/90-comment.js', 'function/10-switch.js', 'function/15-change.js', 'network/21-httpin.js', 'network/10-mqtt.js'].map(core);
 const allNodes = [...ours, ...coreNodes];
 /**

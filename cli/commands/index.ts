@@ -15,5 +15,6 @@ export const commands: Record<string, Command> = {
   role: { summary: 'run one role of the agentic mesh (retrieval, reasoning, filter, sensing) on a broker', load: () => import('./role') },
   index: { summary: 'build the retrieval role\'s index of a corpus folder and a sensor history', load: () => import('./index-cmd') },
   synth: { summary: 'a synthetic model of a known geometry (TinyLlama-1.1B\'s) with seeded random weights, as llama2.c, GGUF or Hugging Face files', load: () => import('./synth') },
+  runs: { summary: 'recorded runs and durable jobs of a --data folder: list, show ID, export ID --format csv|jsonl', load: () => import('./runs') },
   steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };

@@ -16,6 +16,7 @@ import { ScenarioName } from '../steering/sensors';
 import { RunningBridge, startBridge } from '../../gateway-bridge/service';
 import { BandwidthKHz, SpreadingFactor } from '../radio/airtime';
 import { receiveControl, topicsFor } from '../mesh/wire';
+import { openStartRunStore } from '../runs/start';
 
 export interface StartOptions extends MeshLlmSettingsOptions {
   model?: string;
@@ -103,6 +104,7 @@ async function watchBroker(url: string): Promise<{ lost: Promise<string>; close:
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
   // a busy editor port is said before anything is started (and anything started is stopped on any later failure)
   await checkPortFree(o.host, o.port, 'the Node-RED editor');
+  const runs = openStartRunStore(o.dataDir); // a corrupt or locked run store stops start here, with the reason
   const paths = await resolveOrFetchModelPaths({ model: o.model, tokenizer: o.tokenizer });
   const ckpt = Checkpoint.open(paths.model);
   const nHeads = ckpt.info.config.nHeads;
@@ -120,6 +122,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     await nodeRed?.close().catch(() => undefined);
     await children?.stop();
     await broker?.close();
+    runs.close();
   };
   try {
     let brokerUrl = o.broker;

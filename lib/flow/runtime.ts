@@ -176,14 +176,16 @@ export class FlowRuntime {
   /**
    * Waits for the mesh to be free (the runner's queue, shared with every other kind of run),
    * starts a session and the run's Generation, and resolves with the first step. The turn
-   * lasts until the run ends (finish or abort), so the next run waits for it.
+   * lasts until the run ends (finish or abort), so the next run waits for it. `resume`: the
+   * tokens (positions 1..k) an interrupted run of the same request recorded, fed again first.
    */
-  begin(options: GenerateOptions): Promise<StepState> {
+  begin(options: GenerateOptions, resume?: readonly number[]): Promise<StepState> {
     const id = randomUUID();
     return new Promise<StepState>((started, failed) => {
       const turn = this.mesh.runner.exclusive(async () => {
         try {
           const generation = new Generation(this.tokenizer, options, this.g.seqLen);
+          if (resume?.length) generation.resume(resume);
           await this.freshSession();
           const told = new RunEvents(this.mesh.events, id, () => this.mesh.runner.session);
           const ended = new Promise<GenerationResult | null>((finished) => this.runs.set(id, { id, generation, told, headOut: new Float32Array(this.g.dim), gather: null, finished }));

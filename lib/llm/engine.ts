@@ -174,9 +174,27 @@ export class Generation {
     this.done = this.options.steps === 0;
   }
 
-  /** False while the prompt is being fed: the logits of this position are not used. */
+  /** Tokens of positions 1..k recorded by an interrupted run of the same request, fed again (resume). */
+  private recorded: readonly number[] = [];
+
+  /** False while the prompt (or a resumed run's recorded tokens) is being fed: the logits of this position are not used. */
   get needsLogits(): boolean {
-    return this.pos >= this.prompt.length - 1;
+    return this.pos >= Math.max(this.prompt.length - 1, this.recorded.length);
+  }
+
+  /**
+   * Resumes an interrupted run: `recorded` are its tokens at positions 1..k (prompt tokens
+   * first). They are fed as the prompt is (the KV caches fill again) and the sampler's random
+   * stream moves on for each sampled one, so the tokens after them are those of an
+   * uninterrupted run. Call before the first advance.
+   */
+  resume(recorded: readonly number[]): void {
+    if (this.pos !== 0) throw new Error('resume() comes before the first position');
+    if (recorded.length >= this.options.steps) throw new InputError(`a resumed run has ${recorded.length} recorded tokens; it runs ${this.options.steps} positions`);
+    for (let i = 0; i < Math.min(recorded.length, this.prompt.length - 1); i++) {
+      if (recorded[i] !== this.prompt[i + 1]) throw new InputError(`the recorded token ${recorded[i]} at position ${i + 1} is not the prompt's ${this.prompt[i + 1]} (the tokenizer changed?)`);
+    }
+    this.recorded = recorded;
   }
 
   /**
@@ -185,7 +203,7 @@ export class Generation {
    */
   advance(logits: Float32Array | null): { token: number; piece: Buffer } | null {
     if (this.done) throw new Error('the generation has ended');
-    const next = this.needsLogits ? this.sampler.sample(logits as Float32Array) : this.prompt[this.pos + 1];
+    const next = this.pos < this.recorded.length ? this.replay() : this.needsLogits ? this.sampler.sample(logits as Float32Array) : this.prompt[this.pos + 1];
     this.pos++;
     if (next === BOS) {
       this.done = true;
@@ -197,6 +215,12 @@ export class Generation {
     this.token = next;
     if (this.pos >= this.options.steps) this.done = true;
     return { token: next, piece };
+  }
+
+  /** The recorded token of the next position; a sampled one moves the sampler on as sampling it did. */
+  private replay(): number {
+    if (this.pos >= this.prompt.length - 1) this.sampler.skip();
+    return this.recorded[this.pos];
   }
 
   result(): GenerationResult {

@@ -42,6 +42,14 @@ export class Sampler {
     this.rng = new Rng(options.seed);
   }
 
+  /**
+   * Moves the random stream on as sample() would, without logits: for a token recorded by an
+   * earlier run of the same request that is fed again (a resumed run), so what follows is the same.
+   */
+  skip(): void {
+    if (this.options.temperature !== 0) this.rng.nextF32();
+  }
+
   /** Picks the next token; logits [vocab] are overwritten. */
   sample(logits: Float32Array): number {
     const { temperature, topP } = this.options;
