@@ -163,7 +163,7 @@ export function dashboardNodes(): FlowNode[] {
     mqttOut('dash-discovery-out', 'Home Assistant discovery (retained)', '', 830, 860),
 
     // on the main tab: the dashboard's requests into the prompt node, their errors back to the page
-    { id: 'dash-from-dashboard', type: 'link in', z: MAIN_TAB, name: 'from the dashboard', links: ['dash-to-prompt'], x: 560, y: 180, wires: [['prompt']] },
+    { id: 'dash-from-dashboard', type: 'link in', z: MAIN_TAB, name: 'from the dashboard', links: ['dash-to-prompt'], x: 150, y: 350, wires: [['prompt']] },
     { id: 'dash-error-from', type: 'switch', z: MAIN_TAB, name: 'from the dashboard?', property: '_client', propertyType: 'msg', rules: [{ t: 'nnull' }], checkall: 'true', repair: false, outputs: 1, x: 700, y: 600, wires: [['dash-errors-out']] },
     { id: 'dash-errors-out', type: 'link out', z: MAIN_TAB, name: 'to the dashboard', mode: 'link', links: ['dash-errors-in'], x: 860, y: 600, wires: [] },
   ];
