@@ -12,6 +12,7 @@ import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
+import { NativeRadioNodes } from './native-radio';
 
 export interface BridgeGenerateOptions {
   mesh: SimulatedRadioMesh;
@@ -84,13 +85,18 @@ export interface RadioGenerateOptions extends RadioSettings {
   onToken?: TokenListener;
   onProgress?: (t: TokenRadioReport) => void;
   log?: Logger;
+  /** Head nodes run as the firmware's native radio node (native-radio.ts): true for all, or these radio addresses. */
+  native?: boolean | readonly number[];
 }
 
 /** `generate --radio sim`: the radio nodes on the simulated channel, the gateway radio on it directly. */
 export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGenerationResult> {
-  const mesh = new SimulatedRadioMesh({ ...o, modelPath: o.modelPath });
+  const nativeAddresses = o.native === true ? Array.from({ length: o.nodes }, (_, i) => i + 1) : o.native ? [...o.native] : [];
+  const mesh = new SimulatedRadioMesh({ ...o, modelPath: o.modelPath, nativeAddresses: new Set(nativeAddresses) });
   let broker: RunningBroker | undefined;
+  let natives: NativeRadioNodes | undefined;
   try {
+    if (nativeAddresses.length) natives = await NativeRadioNodes.start({ mesh, modelPath: o.modelPath, addresses: nativeAddresses });
     if (!o.brokerUrl) broker = await startAedesBroker({ port: 0 });
     // Paced in real time, a layer takes its airtime over the time scale on the wall clock; allow for retransmission rounds.
     const l = mesh.layout;
@@ -109,6 +115,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       log: o.log,
     });
   } finally {
+    await natives?.close();
     await broker?.close();
   }
 }

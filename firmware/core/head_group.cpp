@@ -475,3 +475,60 @@ const float* ml_session_forward(MlSession* s, const float* xb, int pos, int laye
   }
   return s->out;
 }
+
+// ---- slices from rows already read ------------------------------------------------------------
+
+MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, bool int8, MlProjectionRows* rows, char* err, size_t errLen) {
+  const int L = g.nLayers;
+  auto freeRows = [&]() {
+    for (int i = 0; i < 3 * L; i++) {
+      free(rows[i].w);
+      free(rows[i].q);
+      free(rows[i].scales);
+    }
+  };
+  for (int l = 0; l < L; l++) {
+    for (int t = 0; t < 3; t++) {
+      const MlProjectionRows& r = rows[3 * l + t];
+      const int want = (t == 0 ? count : kvCount) * g.headSize;
+      if (r.rows != want || (int8 ? (!r.q || !r.scales) : !r.w)) {
+        setErr(err, errLen, "layer %d projection %d has %d rows (expected %d)", l, t, r.rows, want);
+        freeRows();
+        return nullptr;
+      }
+    }
+  }
+  MlSlices* s = (MlSlices*)calloc(1, sizeof(MlSlices));
+  if (s) {
+    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
+    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
+  }
+  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv || kvCount > count) {
+    ml_slices_free(s);
+    freeRows();
+    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
+    return nullptr;
+  }
+  s->config = g;
+  s->int8 = int8;
+  s->headCount = count;
+  s->kvCount = kvCount;
+  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
+  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
+  for (int i = 0; i < count; i++) {
+    s->kvOfHead[i] = -1;
+    for (int k = 0; k < kvCount; k++)
+      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
+  }
+  Projection* dst[3] = {s->wq, s->wk, s->wv};
+  for (int l = 0; l < L; l++)
+    for (int t = 0; t < 3; t++) {
+      MlProjectionRows& r = rows[3 * l + t];
+      dst[t][l] = Projection{r.rows, g.dim, r.w, r.q, r.scales};
+    }
+  return s;
+}
