@@ -24,7 +24,7 @@
 #include <string>
 
 #include "file_storage.h"
-#include "json.h"
+#include "radio_join.h"
 #include "radio_node.h"
 #include "shard.h"
 #include "sim_radio.h"
@@ -67,45 +67,6 @@ bool parseKey(const std::string& hex, uint8_t key[ML_NETWORK_KEY_BYTES]) {
     key[i] = (uint8_t)strtoul(b, &end, 16);
     if (*end) return false;
   }
-  return true;
-}
-
-double num(const JsonValue& o, const char* key, double fallback = NAN) {
-  const JsonValue* v = o.get(key);
-  return v && v->type == JsonValue::Number ? v->number : fallback;
-}
-
-// The node's join: its slot plan and the mesh it is in, from the simulator's WELCOME.
-bool parseWelcome(const std::vector<uint8_t>& body, MlRadioNodeConfig* c, MlConfig* model, std::vector<int>* heads, std::string* err) {
-  JsonValue w;
-  if (!json_parse((const char*)body.data(), body.size(), &w, err)) return false;
-  const JsonValue* slot = w.get("slot");
-  const JsonValue* m = w.get("model");
-  const JsonValue* r = w.get("result");
-  const JsonValue* hs = w.get("heads");
-  if (!slot || !m || !r || !hs) {
-    *err = "a WELCOME without slot, model, result or heads";
-    return false;
-  }
-  c->maxFrameBytes = (size_t)num(w, "maxFrameBytes");
-  c->modulation = MlModulation{(int)num(w, "sf"), (int)num(w, "bandwidthKHz"), (int)num(w, "codingRate"), (int)num(w, "preambleSymbols", 8)};
-  c->broadcastHz = (uint32_t)num(w, "broadcastHz");
-  c->slotHz = (uint32_t)num(*slot, "frequencyHz");
-  c->slotOffsetMs = num(*slot, "offsetMs");
-  c->slotLengthMs = num(*slot, "lengthMs");
-  c->guardMs = num(w, "guardMs");
-  c->dutyCycle = num(w, "dutyCycle");
-  c->maxDwellMs = num(w, "maxDwellMs", 0);
-  const JsonValue* enc = r->get("encoding");
-  c->resultEncoding = enc && enc->string == "f32" ? ML_ENCODING_F32 : ML_ENCODING_INT8;
-  c->resultGroupSize = (int)num(*r, "groupSize", 0);
-  *model = MlConfig{};
-  model->dim = (int32_t)num(*m, "dim");
-  model->nLayers = (int32_t)num(*m, "nLayers");
-  model->nHeads = (int32_t)num(*m, "nHeads");
-  model->nKvHeads = (int32_t)num(*m, "nKvHeads");
-  model->seqLen = (int32_t)num(*m, "seqLen");
-  for (const auto& h : hs->items) heads->push_back((int)h.number);
   return true;
 }
 
@@ -167,7 +128,7 @@ int main(int argc, char** argv) {
   }
   MlConfig model;
   std::vector<int> heads;
-  if (type != ML_SIM_WELCOME || !parseWelcome(body, &c, &model, &heads, &err)) {
+  if (type != ML_SIM_WELCOME || !ml_radio_join_parse((const char*)body.data(), body.size(), &c, &model, &heads, &err)) {
     logLine("error", "no usable WELCOME from the simulated channel: " + err);
     return 1;
   }
