@@ -133,3 +133,49 @@ export class NativeRadioNodes {
     if (this.ownDir) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+export interface NativeModemOptions {
+  mesh: SimulatedRadioMesh;
+  /** The serial port (a pty) the modem's host build speaks the bridge's framing on. */
+  serialPath: string;
+  onLine?: (line: string) => void;
+}
+
+/**
+ * The gateway's radio modem, host build (`dist/firmware/mesh-llm-modem`): the radio-modem
+ * firmware's serial side on `serialPath`, its radio the gateway's on the simulated channel.
+ * Resolves once it has joined the channel.
+ */
+export async function startNativeModem(o: NativeModemOptions): Promise<{ server: SimRadioServer; process: ChildProcess; close: () => Promise<void> }> {
+  const binary = firmwareBinary('mesh-llm-modem');
+  const m = o.mesh;
+  const heads = new Map(m.infos.map((i) => [i.address, i.heads]));
+  const server = await SimRadioServer.listen({ channel: m.channel, clock: m.clock, layout: m.layout, g: m.g, heads });
+  const child = spawn(binary, ['--serial', o.serialPath, '--socket', server.path], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const lines: string[] = [];
+  child.stderr?.on('data', (d: Buffer) => {
+    for (const line of d.toString('utf8').split('\n').filter((l) => l)) {
+      lines.push(line);
+      o.onLine?.(line);
+    }
+  });
+  const close = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      });
+    }
+    await server.close();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once('exit', (code) => reject(new MeshLlmError(`the modem's host build exited with code ${code}: ${lines.join(' | ')}`)));
+      server.joined(0).then(resolve);
+    });
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { server, process: child, close };
+}

@@ -58,6 +58,8 @@ export function firmwareTargets(): FirmwareTarget[] {
       { name: 'link-check', sources: [...core, path.join(fw, 'test', 'link_check.cpp')], libs: ['-lmbedcrypto'] },
       // the firmware's radio head node on the host HALs (the simulated SX1262 on the simulated channel)
       { name: 'mesh-llm-radio-node', sources: [...core, ...cppFiles(radioHost)], libs: ['-lmbedcrypto'], includes: [radioHost] },
+      // the gateway's radio modem: its serial side on a pty, its radio the simulated channel's gateway radio
+      { name: 'mesh-llm-modem', sources: [...core, path.join(radioHost, 'sim_radio.cpp'), path.join(fw, 'host', 'modem', 'modem_main.cpp')], libs: ['-lmbedcrypto'], includes: [radioHost] },
       // the host unit tests of core and hal, written for Unity (PlatformIO's `native` env); firmware/test/unity/ stands in for it here
       { name: 'firmware-unit', sources: [...core, path.join(fw, 'test', 'test_core', 'test_main.cpp')], libs: ['-lmbedcrypto'], includes: [path.join(fw, 'test', 'unity')] },
     );
@@ -124,7 +126,7 @@ export function buildFirmware(log: (line: string) => void = () => undefined, onl
   const out = firmwareOutDir();
   fs.mkdirSync(out, { recursive: true });
   const generated = writeSchemaHeader();
-  const headers = ['core', 'hal', 'host', 'host/radio', 'test', 'test/unity'].flatMap((d) => {
+  const headers = ['core', 'hal', 'host', 'host/radio', 'host/modem', 'test', 'test/unity'].flatMap((d) => {
     const dir = path.join(firmwareDir(), d);
     return fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.h')).map((f) => path.join(dir, f)) : [];
   });

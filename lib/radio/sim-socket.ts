@@ -8,13 +8,14 @@
  * byte and its fields (integers little-endian, times float64 ms on the simulator's clock):
  *
  *   node -> channel
- *   0x01 HELLO     u8 radio address (the node its shard names)
- *   0x02 TX        u8 purpose (1 result, 2 resent, 3 NACK: airtime accounting), u32 frequency (Hz), f64 start, frame
+ *   0x01 HELLO     u8 radio address (the node its shard names; 0: the gateway's radio, a modem's host build)
+ *   0x02 TX        u8 purpose (1 result, 2 resent, 3 NACK: airtime accounting; 0 not counted here), u32 frequency (Hz), f64 start, frame
  *   0x03 WAKE_AT   f64 time: send a WAKE when the clock reaches it
  *   0x04 DONE      the node has handled the WELCOME, RX or WAKE it was sent (one DONE each)
  *   channel -> node
- *   0x81 WELCOME   JSON: the node's join (its slot of the gateway MAC's plan, modulation, frame size, duty cycle, result encoding, model geometry, heads)
- *   0x82 TX_RESULT u8 0 sent, 1 refused, then the reason (UTF-8)
+ *   0x81 WELCOME   JSON: the node's join (its slot of the gateway MAC's plan, modulation, frame size, duty cycle, result encoding, model geometry, heads);
+ *                  for the gateway's radio its modulation and channels
+ *   0x82 TX_RESULT u8 0 sent, 1 refused by the regulation (duty cycle, dwell time, half duplex), 2 refused otherwise, 3 too late; then the reason (UTF-8)
  *   0x83 RX        u32 frequency (Hz), f64 end of reception, i16 RSSI (dBm), i8 SNR (0.25 dB), frame
  *   0x84 WAKE      f64 now
  *   0x85 REFUSED   the reason (UTF-8); the channel then closes the connection
@@ -33,6 +34,7 @@ import { Radio, RadioChannel, Reception } from './channel';
 import { Clock } from './clock';
 import { AirtimeKind, AirtimeLedger, MeshLayout } from './mac';
 import { subBandOf } from './regions';
+import { GATEWAY_ADDRESS } from './frame';
 
 export const SIM_MESSAGES = {
   hello: 0x01,
@@ -45,6 +47,9 @@ export const SIM_MESSAGES = {
   wake: 0x84,
   refused: 0x85,
 } as const;
+
+/** One tick of a modem's microsecond counter. */
+const TIMESTAMP_TICK_MS = 0.001;
 
 const PURPOSES: Record<number, AirtimeKind> = { 1: 'result', 2: 'resent', 3: 'nack' };
 
@@ -88,6 +93,17 @@ export interface SimWelcome {
   result: { encoding: string; groupSize: number };
   model: { dim: number; nLayers: number; nHeads: number; nKvHeads: number; seqLen: number };
   heads: number[];
+}
+
+/** What the channel tells the gateway's radio (address 0) when it joins. */
+export interface SimGatewayWelcome {
+  role: 'gateway';
+  sf: number;
+  bandwidthKHz: number;
+  codingRate: number;
+  broadcastHz: number;
+  uplinkHz: number[];
+  nowMs: number;
 }
 
 export interface SimRadioServerOptions {
@@ -158,8 +174,12 @@ export class SimRadioServer {
     fs.rmSync(path.dirname(this.path), { recursive: true, force: true });
   }
 
-  private welcome(address: number): SimWelcome | string {
+  private welcome(address: number): SimWelcome | SimGatewayWelcome | string {
     const { layout, g } = this.o;
+    if (address === GATEWAY_ADDRESS) {
+      const c = layout.config;
+      return { role: 'gateway', sf: c.modulation.sf, bandwidthKHz: c.modulation.bandwidthKHz, codingRate: c.modulation.codingRate ?? 5, broadcastHz: c.plan.broadcast.frequencyHz, uplinkHz: c.plan.uplink.map((u) => u.frequencyHz), nowMs: this.o.clock.now() };
+    }
     const slot = layout.slots.get(address);
     const heads = this.o.heads.get(address);
     if (!slot || !heads) return `radio address ${address} has no slot in this mesh (addresses ${[...layout.slots.keys()].join(', ')})`;
@@ -215,7 +235,8 @@ export class SimRadioServer {
           }
           radio = this.radios.get(address);
           if (!radio) {
-            radio = channel.attach({ name: `native-${address}`, listen: [layout.config.plan.broadcast] });
+            const listen = address === GATEWAY_ADDRESS ? layout.config.plan.uplink : [layout.config.plan.broadcast];
+            radio = channel.attach({ name: address === GATEWAY_ADDRESS ? 'gateway-modem' : `native-${address}`, listen });
             this.radios.set(address, radio);
           }
           send(SIM_MESSAGES.welcome, Buffer.from(JSON.stringify(w)), true);
@@ -240,23 +261,30 @@ export class SimRadioServer {
         }
         case SIM_MESSAGES.tx: {
           if (!radio) return;
-          const kind = PURPOSES[body.readUInt8(0)] ?? 'result';
+          const kind: AirtimeKind | undefined = PURPOSES[body.readUInt8(0)];
           const hz = body.readUInt32LE(1);
           const start = body.readDoubleLE(5);
           const frame = Buffer.from(body.subarray(13));
-          const ch = layout.config.plan.uplink.find((c) => c.frequencyHz === hz);
-          try {
-            if (!ch) throw new Error(`${hz} Hz is not one of the gateway's receive channels`);
-            radio.transmit(frame, ch, start);
-            this.counters.tx++;
-            this.o.ledger?.add(this.o.ledger.position, kind, radio.airtimeMs(frame.length));
-            this.o.onTransmit?.(address, frame);
-            send(SIM_MESSAGES.txResult, Buffer.from([0]));
-          } catch (e) {
+          const plan = layout.config.plan;
+          const ch = [plan.broadcast, ...plan.uplink].find((c) => c.frequencyHz === hz);
+          const refuse = (code: number, why: string) => {
             this.counters.refused++;
-            this.o.log?.('warn', `native radio ${address}: transmission refused: ${(e as Error).message}`);
-            send(SIM_MESSAGES.txResult, Buffer.concat([Buffer.from([1]), Buffer.from((e as Error).message)]));
+            this.o.log?.('warn', `native radio ${address}: transmission refused: ${why}`);
+            send(SIM_MESSAGES.txResult, Buffer.concat([Buffer.from([code]), Buffer.from(why)]));
+          };
+          if (!ch) return refuse(2, `${hz} Hz is not one of the mesh's channels`);
+          if (start < clock.now() - clock.lateToleranceMs - 1) return refuse(3, `a start at ${start.toFixed(3)} ms is past (now ${clock.now().toFixed(3)} ms)`);
+          try {
+            // a start read back from a microsecond timestamp (a modem's tmst) may be up to a tick early
+            const earliest = radio.earliestStartMs(ch, start);
+            radio.transmit(frame, ch, earliest > start && earliest - start <= TIMESTAMP_TICK_MS ? earliest : start);
+          } catch (e) {
+            return refuse((e as Error).name === 'RegulatoryError' ? 1 : 2, (e as Error).message);
           }
+          this.counters.tx++;
+          if (kind) this.o.ledger?.add(this.o.ledger.position, kind, radio.airtimeMs(frame.length));
+          this.o.onTransmit?.(address, frame);
+          send(SIM_MESSAGES.txResult, Buffer.from([0]));
           return;
         }
       }

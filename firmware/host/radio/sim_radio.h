@@ -28,6 +28,9 @@ enum MlSimMessage : uint8_t {
   ML_SIM_REFUSED = 0x85,
 };
 
+// The address a HELLO gives for the gateway's radio (a modem's host build).
+static const uint8_t ML_SIM_GATEWAY_ADDRESS = 0;
+
 class MlSimRadio : public MlRadioHal, public MlClockHal {
  public:
   ~MlSimRadio() override;

@@ -13,6 +13,7 @@
 #include "counter_store.h"
 #include "node_state.h"
 #include "radio_node.h"
+#include "modem.h"
 #include "shard.h"
 
 void setUp(void) {}
@@ -244,6 +245,35 @@ void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
   TEST_ASSERT_EQUAL_INT(1, (int)node.counters().nacks);
 }
 
+void test_modem_framing_round_trips_and_drops_a_damaged_frame(void) {
+  TEST_ASSERT_EQUAL_HEX32(0x29B1, ml_crc16((const uint8_t*)"123456789", 9));
+  MlModemMessage m;
+  m.type = ML_MODEM_RX;
+  m.token = 65535;
+  m.tmst = 12345;
+  m.frequencyHz = 868100000;
+  m.sf = 7;
+  m.bandwidthKHz = 125;
+  m.codingRate = 5;
+  m.rssi = -97;
+  m.snrQuarterDb = -9;
+  m.payload = {0, 0, 1, 0};
+  std::vector<uint8_t> wire = ml_modem_encode(m);
+  for (size_t i = 0; i + 1 < wire.size(); i++) TEST_ASSERT_TRUE(wire[i] != 0);
+  std::vector<MlModemMessage> got;
+  MlModemReader reader;
+  reader.push(wire.data(), wire.size(), [&](const MlModemMessage& x) { got.push_back(x); });
+  TEST_ASSERT_EQUAL_INT(1, (int)got.size());
+  TEST_ASSERT_EQUAL_INT(-97, got[0].rssi);
+  TEST_ASSERT_EQUAL_INT(-9, got[0].snrQuarterDb);
+  TEST_ASSERT_TRUE(got[0].payload == m.payload);
+  wire[5] ^= 0x10;
+  reader.push(wire.data(), wire.size(), [&](const MlModemMessage& x) { got.push_back(x); });
+  TEST_ASSERT_EQUAL_INT(1, (int)got.size());
+  TEST_ASSERT_EQUAL_INT(1, (int)reader.malformed);
+  TEST_ASSERT_EQUAL_DOUBLE(4294967.296 + 1, ml_from_timestamp_us(1000, 4294967.296 - 5));  // across the 32-bit wrap
+}
+
 int main(void) {
   UNITY_BEGIN();
   RUN_TEST(test_time_on_air_matches_the_published_values);
@@ -253,5 +283,6 @@ int main(void) {
   RUN_TEST(test_every_node_state_has_its_own_name_and_colour);
   RUN_TEST(test_a_shard_source_that_is_no_shard_is_refused);
   RUN_TEST(test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot);
+  RUN_TEST(test_modem_framing_round_trips_and_drops_a_damaged_frame);
   return UNITY_END();
 }
