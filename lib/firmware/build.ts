@@ -20,6 +20,8 @@ export interface FirmwareTarget {
   libs: string[];
   /** Include folders beyond firmware/core and the generated headers. */
   includes?: string[];
+  /** Preprocessor definitions (-D). */
+  defines?: string[];
 }
 
 /** Core sources that need mbedTLS (AES-CMAC): only the targets that use the radio frame link them. */
@@ -51,6 +53,9 @@ export function firmwareTargets(): FirmwareTarget[] {
   const targets: FirmwareTarget[] = [
     { name: 'mesh-llm-node', sources: [...withoutRadio, ...cppFiles(path.join(fw, 'host'))], libs: [] },
     { name: 'head-check', sources: [...withoutRadio, path.join(fw, 'test', 'head_check.cpp')], libs: [] },
+    // the head step as a pipe, bit-exact and with float32 accumulation (the S3's FPU): bench/firmware-numerics.ts
+    { name: 'head-serve', sources: [...withoutRadio, path.join(fw, 'test', 'head_serve.cpp')], libs: [] },
+    { name: 'head-serve-f32acc', sources: [...withoutRadio, path.join(fw, 'test', 'head_serve.cpp')], libs: [], defines: ['ML_ACCUM_FLOAT32'] },
   ];
   if (mbedtlsAvailable()) {
     const radioHost = path.join(fw, 'host', 'radio');
@@ -137,7 +142,7 @@ export function buildFirmware(log: (line: string) => void = () => undefined, onl
     if (t.sources.some((s) => !fs.existsSync(s))) continue; // a target whose sources are not there yet
     const bin = path.join(out, t.name);
     const includes = [path.join(firmwareDir(), 'core'), path.dirname(generated), ...(t.includes ?? [])].flatMap((d) => ['-I', d]);
-    const args = [...CXXFLAGS, ...includes, '-o', bin, ...t.sources, ...t.libs];
+    const args = [...CXXFLAGS, ...(t.defines ?? []).map((d) => `-D${d}`), ...includes, '-o', bin, ...t.sources, ...t.libs];
     // the command line is kept beside the binary: a new compiler, flag or source list rebuilds it
     const stamp = `${bin}.cmd`;
     const command = [compiler(), ...args].join(' ');
