@@ -136,3 +136,46 @@ describe('the native radio node refuses a shard that is not its own, saying why'
     await expect(natives.startNode(4, write('noise.shard', Buffer.alloc(4096, 7)))).rejects.toThrow(/refused: not a weight shard \(no MLSH magic\)/);
   });
 });
+
+describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
+  test('four nodes, each on its shard instead of the checkpoint, give the int8 engine\'s tokens; asked for f32 weights they refuse, saying why', async () => {
+    const { spawn } = require('node:child_process') as typeof import('node:child_process');
+    const { firmwareBinary } = require('../lib/firmware/build') as typeof import('../lib/firmware/build');
+    const { brokerProcess } = require('./support/radio') as typeof import('./support/radio');
+    const { Engine } = require('../lib/llm/engine') as typeof import('../lib/llm/engine');
+    const out = path.join(dir, 'mqtt-shards');
+    const r = await runCli(['shard', '--nodes', '4', '--quant', 'int8', '--out', out, '--model', modelPaths.model]);
+    expect(r.code).toBe(0);
+    const url = await brokerProcess(cleanups);
+    const stderr: string[] = [];
+    for (let k = 1; k <= 4; k++) {
+      const child = spawn(firmwareBinary('mesh-llm-node'), ['--id', `shard-${k}`, '--shard', path.join(out, `node-${k}.shard`), '--broker', url], { stdio: ['pipe', 'ignore', 'pipe'] });
+      child.stderr?.on('data', (d: Buffer) => stderr.push(d.toString()));
+      cleanups.push(() => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))));
+    }
+    const prompt = 'A small robot found a shell';
+    const g = await runCli(['generate', '--broker', url, '--nodes', '4', '--quant', 'int8', '--prompt', prompt, '--steps', '24', '--temperature', '0', '--json'], { timeoutMs: 90000 });
+    expect(g.stderr).not.toMatch(/error/);
+    expect(g.code).toBe(0);
+    const engine = await Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, quant: 'int8' }).generate({ prompt, steps: 24, temperature: 0, topP: 0.9, seed: 1n });
+    expect((JSON.parse(g.stdout) as { tokens: number[] }).tokens).toEqual(engine.tokens);
+    // f32 weights are not in an int8 shard: the assignment is refused, in words
+    const f = await runCli(['generate', '--broker', url, '--nodes', '4', '--quant', 'f32', '--prompt', prompt, '--steps', '4', '--temperature', '0'], { timeoutMs: 60000 });
+    expect(f.code).not.toBe(0);
+    expect(f.stderr + stderr.join('')).toMatch(/this node's shard holds int8 weights, not f32/);
+  });
+
+  test('a damaged shard stops the node before it connects, with the reason', async () => {
+    const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+    const { firmwareBinary } = require('../lib/firmware/build') as typeof import('../lib/firmware/build');
+    const c = Checkpoint.open(modelPaths.model);
+    const bad = buildShard(c, 1, 4, 'int8');
+    c.close();
+    bad[200] ^= 1;
+    const file = path.join(dir, 'mqtt-bad.shard');
+    fs.writeFileSync(file, bad);
+    const r = spawnSync(firmwareBinary('mesh-llm-node'), ['--id', 'n1', '--shard', file, '--broker', 'mqtt://127.0.0.1:1'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/shard .*mqtt-bad\.shard refused: checksum mismatch/);
+  });
+});
