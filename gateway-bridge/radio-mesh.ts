@@ -60,6 +60,8 @@ export interface SimulatedRadioMeshOptions extends RadioSettings {
    * the layout, the clock and the node list are made, for the bridge and its MAC (default true).
    */
   nodesOnChannel?: boolean;
+  /** Addresses whose head nodes are native processes (native-radio.ts) joining the channel's socket: no TypeScript node for them. */
+  nativeAddresses?: ReadonlySet<number>;
 }
 
 export interface TokenRadioReport {
@@ -129,7 +131,7 @@ export class SimulatedRadioMesh {
         const standIn = o.standIn ?? ((_a: number, h: number[]) => zeros(h.length * g.headSize));
         const newSession = weights ? () => weights.session() : () => standIn(address, heads);
         const id = `${o.idPrefix ?? 'radio-'}${address}`;
-        if (o.nodesOnChannel ?? true) {
+        if ((o.nodesOnChannel ?? true) && !o.nativeAddresses?.has(address)) {
           const radio = this.channel.attach({ name: id, listen: broadcastChannels(this.config.plan) });
           this.nodeRadios.push(radio);
           this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));

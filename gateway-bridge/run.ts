@@ -13,6 +13,7 @@ import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport, weightsOf } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
+import { NativeRadioNodes } from './native-radio';
 
 export interface BridgeGenerateOptions {
   mesh: SimulatedRadioMesh;
@@ -91,13 +92,18 @@ export interface RadioGenerateOptions extends RadioSettings {
   onProgress?: (t: TokenRadioReport) => void;
   onEvent?: MeshEventSink;
   log?: Logger;
+  /** Head nodes run as the firmware's native radio node (native-radio.ts): true for all, or these radio addresses. */
+  native?: boolean | readonly number[];
 }
 
 /** `generate --radio sim`: the radio nodes on the simulated channel, the gateway radio on it directly. */
 export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGenerationResult> {
-  const mesh = new SimulatedRadioMesh({ ...o, modelPath: o.modelPath });
+  const nativeAddresses = o.native === true ? Array.from({ length: o.nodes }, (_, i) => i + 1) : o.native ? [...o.native] : [];
+  const mesh = new SimulatedRadioMesh({ ...o, modelPath: o.modelPath, nativeAddresses: new Set(nativeAddresses) });
   let broker: RunningBroker | undefined;
+  let natives: NativeRadioNodes | undefined;
   try {
+    if (nativeAddresses.length) natives = await NativeRadioNodes.start({ mesh, modelPath: o.modelPath, addresses: nativeAddresses });
     if (!o.brokerUrl) broker = await startAedesBroker({ port: 0 });
     // Paced in real time, a layer takes its airtime over the time scale on the wall clock; allow for retransmission rounds.
     const l = mesh.layout;
@@ -117,6 +123,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       log: o.log,
     });
   } finally {
+    await natives?.close();
     await broker?.close();
   }
 }

@@ -10,6 +10,7 @@ import { generateOverRadio } from '../gateway-bridge/run';
 import { goldenIds } from './support/fixtures';
 import { ONCE, ONCE_OPTIONS, bridgePaths, brokerProcess, quiet, radioMesh } from './support/radio';
 import { ptyPair } from './support/socat';
+import { startNativeModem } from '../gateway-bridge/native-radio';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -69,4 +70,25 @@ test('a whole generation through the bridge, a serial modem on a socat pty pair,
   expect(modem.counters.refused).toBe(0);
   expect(link.malformed).toBe(0);
   expect(mesh.errors).toEqual([]);
+});
+
+test('a whole generation through the bridge and the firmware\'s radio modem (host build) at the far end of the socat pty', async () => {
+  const pty = await ptyPair();
+  cleanups.push(() => pty.close());
+  const brokerUrl = await brokerProcess(cleanups);
+  const mesh = radioMesh(4, { loss: 0.05, seed: 13 });
+  const lines: string[] = [];
+  const modem = await startNativeModem({ mesh, serialPath: pty.a, onLine: (l) => lines.push(l) });
+  cleanups.push(() => modem.close());
+  const link = await SerialModemLink.open({ path: pty.b, clock: mesh.clock, modulation: modulation(mesh.config.modulation) });
+  cleanups.push(() => link.close());
+  const result = await generateOverRadio({ mesh, link, brokerUrl, meshId: 'serial-native', ...bridgePaths, generate: ONCE_OPTIONS, log: quiet });
+  expect(result.tokens).toEqual(goldenIds(ONCE.name));
+  expect(link.malformed).toBe(0);
+  expect(mesh.errors).toEqual([]);
+  expect(modem.server.counters.tx).toBeGreaterThan(ONCE.steps * 5); // the gateway's frames went out through the modem
+  expect(modem.server.counters.rx).toBeGreaterThan(ONCE.steps * 5 * 4 * 0.9);
+  expect(modem.server.counters.refused).toBe(0);
+  await modem.close();
+  expect(lines.find((l) => l.includes('stopping:'))).toMatch(/0 refused, 0 malformed serial frames/);
 });

@@ -31,11 +31,13 @@ export const radioUsage = `
                      replies) or eu868-split (broadcast over EU868's sub-bands); sets the region (docs/RADIO.md)
   --loss P           probability that any one reception is lost, 0..0.9 (default 0)
   --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
+  --native           with --radio: the head nodes are the firmware's radio node built for the host (C++), each
+                     loading its weight shard and joining the simulated channel through its socket
   With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds"
   (per token, by kind of frame) and "radio" (the run's totals); without --json the closing
   stderr line gives the per-token times and the run's total airtime.`;
 
-type RadioValues = { [K in keyof typeof radioOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string };
+type RadioValues = { [K in keyof typeof radioOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string; native?: boolean };
 
 export function wantsRadio(values: RadioValues): boolean {
   return values.radio !== undefined;
@@ -80,6 +82,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
     quant: cmd.quant as 'f32' | 'int8',
+    native: values.native,
     onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
     onProgress,
     log: (level, message) => {

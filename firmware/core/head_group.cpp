@@ -25,6 +25,16 @@
 // Defined in checkpoint.cpp (internal to the core): rows of one layer of wq (0), wk (1), wv (2).
 bool ml_checkpoint_read_rows(MlCheckpoint* c, int tensor, int layer, int row0, int nRows, float* out, char* err, size_t errLen);
 
+// The accumulator of dot products and sums. By default double, as JavaScript computes: the
+// head step is then bit-identical to the TypeScript one. -D ML_ACCUM_FLOAT32 accumulates in
+// float instead, what the ESP32-S3's single-precision FPU does in hardware (its double is
+// software floating point); bench/firmware-numerics.ts measures what that costs in fidelity.
+#ifdef ML_ACCUM_FLOAT32
+typedef float acc_t;
+#else
+typedef double acc_t;
+#endif
+
 namespace {
 
 // ---- math.ts ----------------------------------------------------------------------------
@@ -64,13 +74,13 @@ void matmul(float* out, const float* x, const float* w, int rows, int cols) {
     const float* w1 = w0 + cols;
     const float* w2 = w1 + cols;
     const float* w3 = w2 + cols;
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    acc_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (int c = 0; c < cols; c++) {
-      const double xc = x[c];
-      s0 += (double)w0[c] * xc;
-      s1 += (double)w1[c] * xc;
-      s2 += (double)w2[c] * xc;
-      s3 += (double)w3[c] * xc;
+      const acc_t xc = x[c];
+      s0 += (acc_t)w0[c] * xc;
+      s1 += (acc_t)w1[c] * xc;
+      s2 += (acc_t)w2[c] * xc;
+      s3 += (acc_t)w3[c] * xc;
     }
     out[r] = (float)s0;
     out[r + 1] = (float)s1;
@@ -79,8 +89,8 @@ void matmul(float* out, const float* x, const float* w, int rows, int cols) {
   }
   for (; r < rows; r++) {
     const float* wr = w + (size_t)r * cols;
-    double s = 0;
-    for (int c = 0; c < cols; c++) s += (double)wr[c] * (double)x[c];
+    acc_t s = 0;
+    for (int c = 0; c < cols; c++) s += (acc_t)wr[c] * (acc_t)x[c];
     out[r] = (float)s;
   }
 }
@@ -90,13 +100,13 @@ void matmul(float* out, const float* x, const float* w, int rows, int cols) {
 void matmulInt8(float* out, const float* x, const int8_t* q, const float* scales, int rows, int cols, int gs) {
   const int groups = cols / gs;
   for (int r = 0; r < rows; r++) {
-    double sum = 0;
+    acc_t sum = 0;
     for (int g = 0; g < groups; g++) {
       const int8_t* qg = q + (size_t)r * cols + (size_t)g * gs;
       const float* xg = x + (size_t)g * gs;
-      double dot = 0;
-      for (int i = 0; i < gs; i++) dot += (double)qg[i] * (double)xg[i];
-      sum += (double)scales[(size_t)r * groups + g] * dot;
+      acc_t dot = 0;
+      for (int i = 0; i < gs; i++) dot += (acc_t)qg[i] * (acc_t)xg[i];
+      sum += (acc_t)scales[(size_t)r * groups + g] * dot;
     }
     out[r] = (float)sum;
   }
@@ -108,7 +118,7 @@ void softmax(float* x, int n) {
   for (int i = 1; i < n; i++) {
     if (x[i] > max) max = x[i];
   }
-  double sum = 0;
+  acc_t sum = 0;
   for (int i = 0; i < n; i++) {
     const float e = expf_js((double)x[i] - (double)max);
     x[i] = e;
@@ -121,9 +131,9 @@ void softmax(float* x, int n) {
 // math.ts weightedRowSum: out[d] = sum over t < len of a[t] v[t * stride + d], for d < n.
 void weightedRowSum(float* out, const float* a, int len, const float* v, int stride, int n) {
   for (int d = 0; d < n; d++) {
-    double s = 0;
+    acc_t s = 0;
     const float* vd = v + d;
-    for (int t = 0; t < len; t++) s += (double)a[t] * (double)vd[(size_t)t * stride];
+    for (int t = 0; t < len; t++) s += (acc_t)a[t] * (acc_t)vd[(size_t)t * stride];
     out[d] = (float)s;
   }
 }
@@ -521,4 +531,61 @@ const float* ml_session_forward(MlSession* s, const float* xb, int pos, int laye
     for (int i = 0; i < m; i++) s->out[i] = (float)((double)s->out[i] + (double)steering->vector[i]);
   }
   return s->out;
+}
+
+// ---- slices from rows already read ------------------------------------------------------------
+
+MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, bool int8, MlProjectionRows* rows, char* err, size_t errLen) {
+  const int L = g.nLayers;
+  auto freeRows = [&]() {
+    for (int i = 0; i < 3 * L; i++) {
+      free(rows[i].w);
+      free(rows[i].q);
+      free(rows[i].scales);
+    }
+  };
+  for (int l = 0; l < L; l++) {
+    for (int t = 0; t < 3; t++) {
+      const MlProjectionRows& r = rows[3 * l + t];
+      const int want = (t == 0 ? count : kvCount) * g.headSize;
+      if (r.rows != want || (int8 ? (!r.q || !r.scales) : !r.w)) {
+        setErr(err, errLen, "layer %d projection %d has %d rows (expected %d)", l, t, r.rows, want);
+        freeRows();
+        return nullptr;
+      }
+    }
+  }
+  MlSlices* s = (MlSlices*)calloc(1, sizeof(MlSlices));
+  if (s) {
+    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
+    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
+  }
+  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv || kvCount > count) {
+    ml_slices_free(s);
+    freeRows();
+    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
+    return nullptr;
+  }
+  s->config = g;
+  s->format = int8 ? ML_WEIGHTS_INT8 : ML_WEIGHTS_F32;
+  s->headCount = count;
+  s->kvCount = kvCount;
+  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
+  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
+  for (int i = 0; i < count; i++) {
+    s->kvOfHead[i] = -1;
+    for (int k = 0; k < kvCount; k++)
+      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
+  }
+  Projection* dst[3] = {s->wq, s->wk, s->wv};
+  for (int l = 0; l < L; l++)
+    for (int t = 0; t < 3; t++) {
+      MlProjectionRows& r = rows[3 * l + t];
+      dst[t][l] = Projection{r.rows, g.dim, int8 ? weightGroupSize(ML_WEIGHTS_INT8, g.dim) : 0, s->format, r.w, r.q, r.scales, nullptr};
+    }
+  return s;
 }

@@ -119,3 +119,18 @@ size_t ml_session_cache_bytes(const MlSession* s);
 // (owned by the session, overwritten by the next call); steering may be null. pos must be in
 // 0..contextLength-1 and layer in 0..nLayers-1 (the caller checks).
 const float* ml_session_forward(MlSession* s, const float* xb, int pos, int layer, const MlSteering* steering);
+
+// ---- slices from rows already read (a weight shard, shard.h) ---------------------------------
+
+// One projection's rows [rows, dim], malloc'd: float32 w, or int8 q with scales [rows * dim / 32].
+struct MlProjectionRows {
+  int rows;
+  float* w;
+  int8_t* q;
+  float* scales;
+};
+
+// A group's slices from rows the caller read: heads and kvHeads ascending (kvHeads those the
+// heads need), rows[3 * layer + t] for t = 0 wq, 1 wk, 2 wv. Takes ownership of every array
+// (also on failure). nullptr and a sentence in err when a shape does not fit the geometry.
+MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, bool int8, MlProjectionRows* rows, char* err, size_t errLen);

@@ -43,13 +43,24 @@ bool MlNode::init(const MlNodeOptions& o, const MlNodeIo& io, std::string* err) 
     return false;
   }
   char why[512] = "";
-  MlCheckpoint* c = ml_checkpoint_open(o.modelPath.c_str(), why, sizeof why);
-  if (!c) {
-    *err = why;
-    return false;
+  if (!o.shardPath.empty()) {
+    MlFileShard file;
+    std::string e;
+    if (!file.open(o.shardPath.c_str(), &e) || !ml_shard_open(&file, &shard_, &e)) {
+      *err = "shard " + o.shardPath + " refused: " + e;
+      return false;
+    }
+    fromShard_ = true;
+    g_ = shard_.config;
+  } else {
+    MlCheckpoint* c = ml_checkpoint_open(o.modelPath.c_str(), why, sizeof why);
+    if (!c) {
+      *err = why;
+      return false;
+    }
+    g_ = *ml_checkpoint_config(c);
+    ml_checkpoint_close(c);
   }
-  g_ = *ml_checkpoint_config(c);
-  ml_checkpoint_close(c);
   std::string schemaErr;
   if (!assignmentSchema_.load(ML_SCHEMA_ASSIGNMENT, &schemaErr) || !sessionSchema_.load(ML_SCHEMA_SESSION, &schemaErr) ||
       !steeringSchema_.load(ML_SCHEMA_STEERING, &schemaErr)) {
@@ -181,6 +192,14 @@ void MlNode::onAssignment(const JsonValue& m) {
         error = "head " + std::to_string(h) + " does not exist (the model has " + std::to_string(g_.nHeads) + ")";
         break;
       }
+  if (error.empty() && fromShard_ && !heads.empty()) {
+    // a shard holds one group's rows in one encoding: only that assignment can be taken
+    std::vector<int> sorted(heads);
+    std::sort(sorted.begin(), sorted.end());
+    const bool int8 = m.get("weights")->string == "int8";
+    if (sorted != shard_.heads) error = "this node's shard holds heads " + intList(shard_.heads) + ", not " + intList(sorted);
+    else if (int8 != (shard_.encoding == ML_ENCODING_INT8)) error = std::string("this node's shard holds ") + (int8 ? "f32" : "int8") + " weights, not " + (int8 ? "int8" : "f32");
+  }
   if (!error.empty()) {
     reject(tAssign_, "assignment " + id + " refused: " + error);
     ack("assignment", id, false, error);
@@ -202,10 +221,16 @@ void MlNode::onAssignment(const JsonValue& m) {
   const char* formatName = ml_weight_format_name(format);
   char why[512] = "";
   MlSlices* slices = nullptr;
-  MlCheckpoint* c = ml_checkpoint_open(o_.modelPath.c_str(), why, sizeof why);
-  if (c) {
-    slices = ml_slices_load_format(c, heads.data(), (int)heads.size(), format, why, sizeof why);
-    ml_checkpoint_close(c);
+  if (fromShard_) {
+    MlFileShard file;
+    std::string e;
+    if (!file.open(o_.shardPath.c_str(), &e) || !ml_shard_open(&file, &shard_, &e) || !(slices = ml_shard_load(&file, shard_, &e))) snprintf(why, sizeof why, "%s", e.c_str());
+  } else {
+    MlCheckpoint* c = ml_checkpoint_open(o_.modelPath.c_str(), why, sizeof why);
+    if (c) {
+      slices = ml_slices_load_format(c, heads.data(), (int)heads.size(), format, why, sizeof why);
+      ml_checkpoint_close(c);
+    }
   }
   if (!slices) {
     std::string e = "cannot load heads " + intList(heads) + ": " + why;

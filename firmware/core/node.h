@@ -15,6 +15,7 @@
 #include "head_group.h"
 #include "link.h"
 #include "schema.h"
+#include "shard.h"
 #include "wire.h"
 
 struct MlNodeIo {
@@ -28,6 +29,9 @@ struct MlNodeOptions {
   std::string id;
   std::string mesh;
   std::string modelPath;
+  // A weight shard (shard.h) instead of the checkpoint: the node then takes only an
+  // assignment of the shard's heads and encoding.
+  std::string shardPath;
   int maxSessions = 4;  // KV caches kept at once; the oldest session is dropped beyond it
   long pid = 0;         // reported in status messages (0: not reported)
 };
@@ -70,6 +74,8 @@ class MlNode {
   MlNodeOptions o_;
   MlNodeIo io_{};
   MlConfig g_{};
+  MlShardInfo shard_{};
+  bool fromShard_ = false;
   JsonSchema assignmentSchema_, sessionSchema_, steeringSchema_;
   Assignment* assignment_ = nullptr;
   std::vector<std::pair<uint32_t, MlSession*>> sessions_;  // oldest first

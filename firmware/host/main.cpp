@@ -2,7 +2,7 @@
 // MQTT client. `mesh-llm node --native` and `generate --mesh N --native` start it; it takes
 // the same options as `mesh-llm node`.
 //
-//   mesh-llm-node --id ID --model PATH [--broker mqtt://[user:pass@]host:port] [--username U]
+//   mesh-llm-node --id ID (--model PATH | --shard FILE) [--broker mqtt://[user:pass@]host:port] [--username U]
 //                 [--password P] [--mesh ID] [--heartbeat MS] [--max-sessions N]
 //   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts,
 //                             lib/link/body.ts and lib/radio/frame.ts)
@@ -52,7 +52,7 @@ void logLine(const char* level, const std::string& message) {
 }
 
 struct Args {
-  std::string id, broker = "mqtt://127.0.0.1:1883", username, password, mesh = "default", model;
+  std::string id, broker = "mqtt://127.0.0.1:1883", username, password, mesh = "default", model, shard;
   int heartbeatMs = 1000, maxSessions = 4;
 };
 
@@ -200,6 +200,7 @@ int main(int argc, char** argv) {
     else if (k == "--password") a.password = v;
     else if (k == "--mesh") a.mesh = v;
     else if (k == "--model") a.model = v;
+    else if (k == "--shard") a.shard = v;
     else if (k == "--heartbeat") {
       if (!parseInt(v, 10, 3600000, &a.heartbeatMs)) return usage("--heartbeat must be a whole number of ms in 10..3600000");
     } else if (k == "--max-sessions") {
@@ -207,7 +208,7 @@ int main(int argc, char** argv) {
     } else return usage("unknown option " + k);
   }
   if (a.id.empty()) return usage("--id ID is required");
-  if (a.model.empty()) return usage("--model PATH is required");
+  if (a.model.empty() && a.shard.empty()) return usage("--model PATH is required (or --shard FILE: a weight shard of mesh-llm shard)");
   logSource = a.id;
   if (const char* level = getenv("MESH_LLM_LOG")) logThreshold = levelOf(level);
 
@@ -229,6 +230,7 @@ int main(int argc, char** argv) {
   no.id = a.id;
   no.mesh = a.mesh;
   no.modelPath = a.model;
+  no.shardPath = a.shard;
   no.maxSessions = a.maxSessions;
   no.pid = (long)getpid();
   if (!node.init(no, io, &err)) {

@@ -18,10 +18,14 @@ export interface FirmwareTarget {
   sources: string[];
   /** Linker arguments after the sources (libraries). */
   libs: string[];
+  /** Include folders beyond firmware/core and the generated headers. */
+  includes?: string[];
+  /** Preprocessor definitions (-D). */
+  defines?: string[];
 }
 
 /** Core sources that need mbedTLS (AES-CMAC): only the targets that use the radio frame link them. */
-const MBEDTLS_SOURCES = ['radio_frame.cpp'];
+const MBEDTLS_SOURCES = ['radio_frame.cpp', 'radio_node.cpp'];
 /** The Debian package with the mbedTLS headers and libraries. */
 export const MBEDTLS_PACKAGE = 'libmbedtls-dev';
 
@@ -49,8 +53,22 @@ export function firmwareTargets(): FirmwareTarget[] {
   const targets: FirmwareTarget[] = [
     { name: 'mesh-llm-node', sources: [...withoutRadio, ...cppFiles(path.join(fw, 'host'))], libs: [] },
     { name: 'head-check', sources: [...withoutRadio, path.join(fw, 'test', 'head_check.cpp')], libs: [] },
+    // the head step as a pipe, bit-exact and with float32 accumulation (the S3's FPU): bench/firmware-numerics.ts
+    { name: 'head-serve', sources: [...withoutRadio, path.join(fw, 'test', 'head_serve.cpp')], libs: [] },
+    { name: 'head-serve-f32acc', sources: [...withoutRadio, path.join(fw, 'test', 'head_serve.cpp')], libs: [], defines: ['ML_ACCUM_FLOAT32'] },
   ];
-  if (mbedtlsAvailable()) targets.push({ name: 'link-check', sources: [...core, path.join(fw, 'test', 'link_check.cpp')], libs: ['-lmbedcrypto'] });
+  if (mbedtlsAvailable()) {
+    const radioHost = path.join(fw, 'host', 'radio');
+    targets.push(
+      { name: 'link-check', sources: [...core, path.join(fw, 'test', 'link_check.cpp')], libs: ['-lmbedcrypto'] },
+      // the firmware's radio head node on the host HALs (the simulated SX1262 on the simulated channel)
+      { name: 'mesh-llm-radio-node', sources: [...core, ...cppFiles(radioHost)], libs: ['-lmbedcrypto'], includes: [radioHost] },
+      // the gateway's radio modem: its serial side on a pty, its radio the simulated channel's gateway radio
+      { name: 'mesh-llm-modem', sources: [...core, path.join(radioHost, 'sim_radio.cpp'), path.join(fw, 'host', 'modem', 'modem_main.cpp')], libs: ['-lmbedcrypto'], includes: [radioHost] },
+      // the host unit tests of core and hal, written for Unity (PlatformIO's `native` env); firmware/test/unity/ stands in for it here
+      { name: 'firmware-unit', sources: [...core, path.join(fw, 'test', 'test_core', 'test_main.cpp')], libs: ['-lmbedcrypto'], includes: [path.join(fw, 'test', 'unity')] },
+    );
+  }
   return targets;
 }
 
@@ -113,7 +131,7 @@ export function buildFirmware(log: (line: string) => void = () => undefined, onl
   const out = firmwareOutDir();
   fs.mkdirSync(out, { recursive: true });
   const generated = writeSchemaHeader();
-  const headers = ['core', 'host', 'test'].flatMap((d) => {
+  const headers = ['core', 'hal', 'host', 'host/radio', 'host/modem', 'test', 'test/unity'].flatMap((d) => {
     const dir = path.join(firmwareDir(), d);
     return fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.h')).map((f) => path.join(dir, f)) : [];
   });
@@ -123,7 +141,8 @@ export function buildFirmware(log: (line: string) => void = () => undefined, onl
     if (only && !only.includes(t.name)) continue;
     if (t.sources.some((s) => !fs.existsSync(s))) continue; // a target whose sources are not there yet
     const bin = path.join(out, t.name);
-    const args = [...CXXFLAGS, '-I', path.join(firmwareDir(), 'core'), '-I', path.dirname(generated), '-o', bin, ...t.sources, ...t.libs];
+    const includes = [path.join(firmwareDir(), 'core'), path.dirname(generated), ...(t.includes ?? [])].flatMap((d) => ['-I', d]);
+    const args = [...CXXFLAGS, ...(t.defines ?? []).map((d) => `-D${d}`), ...includes, '-o', bin, ...t.sources, ...t.libs];
     // the command line is kept beside the binary: a new compiler, flag or source list rebuilds it
     const stamp = `${bin}.cmd`;
     const command = [compiler(), ...args].join(' ');

@@ -1,0 +1,62 @@
+// Weight shards: one head node's W_Q/W_K/W_V rows, what it holds in flash instead of the whole
+// checkpoint. A port of the reader of lib/firmware/shard.ts (the one definition; `mesh-llm
+// shard` writes them, docs/FIRMWARE.md states the layout): a 56-byte header plus head ids
+// (magic "MLSH", version, encoding, node and node count, the model's geometry, head and kv
+// head ids, int8 group size, header and payload bytes, CRC-32 of the file), then per layer
+// the rows of W_Q, W_K, W_V (float32, or int8 values followed by their float32 scales).
+// The source is the storage HAL's MlShardSource: a file on the host, a flash partition on the ESP32.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include <string>
+#include <vector>
+
+#include "../hal/storage.h"
+#include "head_group.h"
+
+static const uint32_t ML_SHARD_VERSION = 1;
+static const size_t ML_SHARD_FIXED_HEADER_BYTES = 56;
+
+struct MlShardInfo {
+  uint32_t version;
+  uint8_t encoding;  // ML_ENCODING_F32 or ML_ENCODING_INT8
+  int node, nodes;
+  MlConfig config;   // dim .. seqLen from the header; headSize, kvDim, kvMul derived
+  std::vector<int> heads, kvHeads;
+  int groupSize;
+  size_t headerBytes, payloadBytes;
+  uint32_t crc;
+};
+
+// CRC-32 (IEEE 802.3, zlib's crc32), continued from crc (0 to start).
+uint32_t ml_crc32(uint32_t crc, const uint8_t* p, size_t n);
+
+// Reads and checks the header, its geometry, the file's size and its CRC-32. false and the
+// reason ("checksum mismatch ...", "shard version 9 ...") in err.
+bool ml_shard_open(MlShardSource* src, MlShardInfo* out, std::string* err);
+
+// What the mesh expects of this node: its geometry, and its heads (empty: any).
+struct MlShardExpect {
+  const MlConfig* config;  // null: not checked
+  int node;                // 0: not checked
+  std::vector<int> heads;  // empty: not checked
+};
+// false and the reason when the shard is not this node's.
+bool ml_shard_check(const MlShardInfo& s, const MlShardExpect& want, std::string* err);
+
+// Loads the payload into head-group slices (as ml_slices_load would give for its heads).
+MlSlices* ml_shard_load(MlShardSource* src, const MlShardInfo& s, std::string* err);
+
+// A shard in a file (the host's MlShardSource).
+class MlFileShard : public MlShardSource {
+ public:
+  ~MlFileShard() override;
+  bool open(const char* path, std::string* err);
+  size_t size() override { return size_; }
+  bool read(size_t offset, uint8_t* out, size_t len) override;
+
+ private:
+  void* f_ = nullptr;
+  size_t size_ = 0;
+};

@@ -1,0 +1,288 @@
+// Host unit tests of the firmware core and its HAL seams, written for Unity (PlatformIO's
+// `pio test -e native` runs them; here lib/firmware/build.ts builds them as firmware-unit
+// against firmware/test/unity/unity.h and test/firmware-unit.test.ts runs them). The HALs are
+// small in-memory implementations: a radio that records what it was asked to send, a clock
+// the test moves, storage in a map.
+#include <unity.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "airtime.h"
+#include "counter_store.h"
+#include "node_state.h"
+#include "radio_node.h"
+#include "modem.h"
+#include "shard.h"
+
+void setUp(void) {}
+void tearDown(void) {}
+
+namespace {
+
+struct MemStorage : MlStorageHal {
+  std::map<std::string, std::vector<uint8_t>> kv;
+  int saves = 0;
+  bool fail = false;
+  bool load(const char* key, uint8_t* out, size_t len) override {
+    auto it = kv.find(key);
+    if (it == kv.end() || it->second.size() != len) return false;
+    memcpy(out, it->second.data(), len);
+    return true;
+  }
+  bool save(const char* key, const uint8_t* v, size_t len) override {
+    if (fail) return false;
+    saves++;
+    kv[key] = std::vector<uint8_t>(v, v + len);
+    return true;
+  }
+};
+
+struct MemShard : MlShardSource {
+  std::vector<uint8_t> bytes;
+  size_t size() override { return bytes.size(); }
+  bool read(size_t offset, uint8_t* out, size_t len) override {
+    if (offset + len > bytes.size()) return false;
+    memcpy(out, bytes.data() + offset, len);
+    return true;
+  }
+};
+
+struct Sent {
+  std::vector<uint8_t> frame;
+  uint32_t hz;
+  double atMs;
+  MlTxPurpose purpose;
+};
+
+struct RecordingRadio : MlRadioHal, MlClockHal {
+  std::vector<Sent> sent;
+  std::vector<double> wakes;
+  double now = 0;
+  bool begin(const MlRadioSettings&, std::string*) override { return true; }
+  bool startReceive(uint32_t) override { return true; }
+  bool transmit(const uint8_t* f, size_t n, uint32_t hz, double at, MlTxPurpose p, std::string*) override {
+    sent.push_back(Sent{std::vector<uint8_t>(f, f + n), hz, at, p});
+    return true;
+  }
+  double nowMs() override { return now; }
+  void wakeAt(double at) override { wakes.push_back(at); }
+};
+
+void quietLog(void*, const char*, const std::string&) {}
+
+const uint8_t KEY[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+// A tiny model: dim 32, 2 heads of 16 sharing one kv head, 1 layer, context 8; weights a ramp.
+MlConfig tinyConfig() {
+  MlConfig g{};
+  g.dim = 32;
+  g.hiddenDim = 64;
+  g.nLayers = 1;
+  g.nHeads = 2;
+  g.nKvHeads = 1;
+  g.vocabSize = 16;
+  g.seqLen = 8;
+  g.headSize = 16;
+  g.kvDim = 16;
+  g.kvMul = 2;
+  return g;
+}
+
+MlSlices* tinySlices(const MlConfig& g) {
+  MlProjectionRows rows[3];
+  const int counts[3] = {2 * g.headSize, g.headSize, g.headSize};
+  for (int t = 0; t < 3; t++) {
+    rows[t] = MlProjectionRows{counts[t], (float*)malloc(sizeof(float) * (size_t)counts[t] * g.dim), nullptr, nullptr};
+    for (int i = 0; i < counts[t] * g.dim; i++) rows[t].w[i] = (float)((i * 7 + t) % 13 - 6) / 32;
+  }
+  const int heads[2] = {0, 1}, kv[1] = {0};
+  char err[128];
+  return ml_slices_adopt(g, heads, 2, kv, 1, false, rows, err, sizeof err);
+}
+
+}  // namespace
+
+void test_time_on_air_matches_the_published_values(void) {
+  TEST_ASSERT_DOUBLE_WITHIN(0.05, 348.4, ml_time_on_air_ms(222, MlModulation{7, 125, 5, 8}));
+  TEST_ASSERT_DOUBLE_WITHIN(0.05, 1106.9, ml_time_on_air_ms(222, MlModulation{9, 125, 5, 8}));
+  TEST_ASSERT_DOUBLE_WITHIN(0.05, 8036.4, ml_time_on_air_ms(222, MlModulation{12, 125, 5, 8}));
+  TEST_ASSERT_DOUBLE_WITHIN(0.05, 2793.5, ml_time_on_air_ms(64, MlModulation{12, 125, 5, 8}));
+}
+
+void test_crc32_gives_the_check_value(void) {
+  TEST_ASSERT_EQUAL_HEX32(0xCBF43926, ml_crc32(0, (const uint8_t*)"123456789", 9));
+  TEST_ASSERT_EQUAL_HEX32(0xCBF43926, ml_crc32(ml_crc32(0, (const uint8_t*)"1234", 4), (const uint8_t*)"56789", 5));
+}
+
+void test_frame_counter_resumes_above_every_counter_used_before_a_reboot(void) {
+  MemStorage flash;
+  std::string err;
+  uint32_t last = 0;
+  {
+    MlCounterStore c;
+    TEST_ASSERT_TRUE(c.begin(&flash, "counter-1", &err));
+    TEST_ASSERT_EQUAL_UINT32(0, c.start());
+    for (uint32_t n = 0; n < 150; n++) TEST_ASSERT_TRUE(c.use(last = n, &err));
+  }
+  TEST_ASSERT_TRUE(flash.saves <= 4);  // a save per 64 counters, not per frame
+  MlCounterStore again;
+  TEST_ASSERT_TRUE(again.begin(&flash, "counter-1", &err));
+  TEST_ASSERT_GREATER_THAN(last, again.start());
+  TEST_ASSERT_TRUE(again.start() <= last + MlCounterStore::BLOCK + 1);
+}
+
+void test_frame_counter_that_cannot_be_saved_stops_the_frame(void) {
+  MemStorage flash;
+  flash.fail = true;
+  MlCounterStore c;
+  std::string err;
+  TEST_ASSERT_FALSE(c.begin(&flash, "counter-1", &err));
+  TEST_ASSERT_EQUAL_STRING("could not save the frame counter reservation 64", err.c_str());
+}
+
+void test_every_node_state_has_its_own_name_and_colour(void) {
+  for (int a = 0; a < ML_STATE_COUNT; a++)
+    for (int b = a + 1; b < ML_STATE_COUNT; b++) {
+      const MlRgb x = ml_state_colour((MlNodeState)a), y = ml_state_colour((MlNodeState)b);
+      TEST_ASSERT_TRUE(x.r != y.r || x.g != y.g || x.b != y.b);
+      TEST_ASSERT_TRUE(strcmp(ml_state_name((MlNodeState)a), ml_state_name((MlNodeState)b)) != 0);
+    }
+  TEST_ASSERT_EQUAL_STRING("computing", ml_state_name(ML_STATE_COMPUTING));
+}
+
+void test_a_shard_source_that_is_no_shard_is_refused(void) {
+  MemShard s;
+  s.bytes.assign(200, 0);
+  MlShardInfo info;
+  std::string err;
+  TEST_ASSERT_FALSE(ml_shard_open(&s, &info, &err));
+  TEST_ASSERT_EQUAL_STRING("not a weight shard (no MLSH magic)", err.c_str());
+  s.bytes.assign(10, 0);
+  TEST_ASSERT_FALSE(ml_shard_open(&s, &info, &err));
+  TEST_ASSERT_EQUAL_STRING("10 bytes is shorter than a shard header (56)", err.c_str());
+}
+
+// The node NACKs the broadcast fragment it lacks in its slot, then sends its whole result in
+// the next round's slot, frame after frame, all on its slot channel.
+void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
+  const MlConfig g = tinyConfig();
+  MlRadioNodeConfig c;
+  c.address = 3;
+  memcpy(c.key, KEY, 16);
+  c.maxFrameBytes = 64;  // 48 body bytes a frame
+  c.broadcastHz = 869525000;
+  c.slotHz = 868100000;
+  c.slotOffsetMs = 45;
+  c.slotLengthMs = 500;
+  c.resultEncoding = ML_ENCODING_F32;
+  RecordingRadio radio;
+  MemStorage flash;
+  MlCounterStore counter;
+  std::string err;
+  TEST_ASSERT_TRUE(counter.begin(&flash, "counter-3", &err));
+  MlRadioNode node;
+  MlRadioNodeIo io{nullptr, quietLog, nullptr};
+  TEST_ASSERT_TRUE(node.init(c, g, tinySlices(g), &radio, &radio, &counter, io, &err));
+
+  // the gateway's broadcast of layer 0 at position 0: 32 float32 values, 152 bytes, 4 fragments
+  MlFrameSender gateway;
+  TEST_ASSERT_TRUE(gateway.init(KEY, 1, ML_RADIO_GATEWAY, 64, 0, &err));
+  MlBodyHeader h{ML_BODY_BROADCAST, ML_ENCODING_F32, 0, 77, 5, 0, 0, 32, 0};
+  float xb[32];
+  for (int i = 0; i < 32; i++) xb[i] = (float)(i - 16) / 8;
+  std::vector<uint8_t> body(ml_body_bytes(ML_ENCODING_F32, 32, 0));
+  ml_body_encode(h, xb, body.data());
+  MlOutgoing m;
+  TEST_ASSERT_TRUE(gateway.body(ML_RADIO_EVERY_NODE, body.data(), body.size(), &m, &err));
+  TEST_ASSERT_EQUAL_INT(4, m.fragmentCount);
+  uint8_t f[255];
+  auto hear = [&](int index, double endMs) {
+    const size_t n = gateway.frame(m, index, f);
+    radio.now = endMs;
+    node.onReception(MlReception{f, n, endMs, c.broadcastHz, -90, 7.5f});
+  };
+  hear(0, 100);
+  hear(1, 200);
+  hear(3, 300);  // the marker; fragment 2 was lost
+  TEST_ASSERT_EQUAL_INT(1, (int)radio.wakes.size());
+  TEST_ASSERT_EQUAL_DOUBLE(345, radio.wakes[0]);
+  radio.now = 345;
+  node.onTimer();
+  TEST_ASSERT_EQUAL_INT(1, (int)radio.sent.size());
+  TEST_ASSERT_EQUAL_INT(ML_TX_NACK, radio.sent[0].purpose);
+  TEST_ASSERT_EQUAL_DOUBLE(345, radio.sent[0].atMs);
+  TEST_ASSERT_EQUAL_UINT32(c.slotHz, radio.sent[0].hz);
+  MlFrameReceiver atGateway;
+  atGateway.init(KEY, 1, ML_RADIO_GATEWAY);
+  MlReceiveEvent nack = atGateway.receive(radio.sent[0].frame.data(), radio.sent[0].frame.size());
+  TEST_ASSERT_EQUAL_INT(MlReceiveEvent::NACK, nack.kind);
+  TEST_ASSERT_EQUAL_INT(1, (int)nack.nack.missing.size());
+  TEST_ASSERT_EQUAL_INT(2, nack.nack.missing[0]);
+
+  // the next round: fragment 2 again, then the marker
+  hear(2, 1000);
+  hear(3, 1100);
+  radio.now = 1145;
+  node.onTimer();
+  TEST_ASSERT_EQUAL_INT(1 + 4, (int)radio.sent.size());  // 2 heads x 16 float32 = 152 bytes, 4 fragments
+  double t = 1145;
+  MlReceiveEvent last;
+  for (size_t i = 1; i < radio.sent.size(); i++) {
+    TEST_ASSERT_EQUAL_INT(ML_TX_RESULT, radio.sent[i].purpose);
+    TEST_ASSERT_EQUAL_DOUBLE(t, radio.sent[i].atMs);  // one after another from the slot's start
+    t += ml_time_on_air_ms(radio.sent[i].frame.size(), c.modulation);
+    last = atGateway.receive(radio.sent[i].frame.data(), radio.sent[i].frame.size());
+  }
+  TEST_ASSERT_EQUAL_INT(MlReceiveEvent::BODY, last.kind);
+  TEST_ASSERT_EQUAL_INT(ML_BODY_RESULT, last.header.type);
+  TEST_ASSERT_EQUAL_INT(3, last.header.sender);
+  TEST_ASSERT_EQUAL_UINT32(77, last.header.session);
+  TEST_ASSERT_EQUAL_UINT32(5, last.header.seq);
+  TEST_ASSERT_EQUAL_INT(32, last.header.count);
+  TEST_ASSERT_EQUAL_INT(1, (int)node.counters().results);
+  TEST_ASSERT_EQUAL_INT(1, (int)node.counters().nacks);
+}
+
+void test_modem_framing_round_trips_and_drops_a_damaged_frame(void) {
+  TEST_ASSERT_EQUAL_HEX32(0x29B1, ml_crc16((const uint8_t*)"123456789", 9));
+  MlModemMessage m;
+  m.type = ML_MODEM_RX;
+  m.token = 65535;
+  m.tmst = 12345;
+  m.frequencyHz = 868100000;
+  m.sf = 7;
+  m.bandwidthKHz = 125;
+  m.codingRate = 5;
+  m.rssi = -97;
+  m.snrQuarterDb = -9;
+  m.payload = {0, 0, 1, 0};
+  std::vector<uint8_t> wire = ml_modem_encode(m);
+  for (size_t i = 0; i + 1 < wire.size(); i++) TEST_ASSERT_TRUE(wire[i] != 0);
+  std::vector<MlModemMessage> got;
+  MlModemReader reader;
+  reader.push(wire.data(), wire.size(), [&](const MlModemMessage& x) { got.push_back(x); });
+  TEST_ASSERT_EQUAL_INT(1, (int)got.size());
+  TEST_ASSERT_EQUAL_INT(-97, got[0].rssi);
+  TEST_ASSERT_EQUAL_INT(-9, got[0].snrQuarterDb);
+  TEST_ASSERT_TRUE(got[0].payload == m.payload);
+  wire[5] ^= 0x10;
+  reader.push(wire.data(), wire.size(), [&](const MlModemMessage& x) { got.push_back(x); });
+  TEST_ASSERT_EQUAL_INT(1, (int)got.size());
+  TEST_ASSERT_EQUAL_INT(1, (int)reader.malformed);
+  TEST_ASSERT_EQUAL_DOUBLE(4294967.296 + 1, ml_from_timestamp_us(1000, 4294967.296 - 5));  // across the 32-bit wrap
+}
+
+int main(void) {
+  UNITY_BEGIN();
+  RUN_TEST(test_time_on_air_matches_the_published_values);
+  RUN_TEST(test_crc32_gives_the_check_value);
+  RUN_TEST(test_frame_counter_resumes_above_every_counter_used_before_a_reboot);
+  RUN_TEST(test_frame_counter_that_cannot_be_saved_stops_the_frame);
+  RUN_TEST(test_every_node_state_has_its_own_name_and_colour);
+  RUN_TEST(test_a_shard_source_that_is_no_shard_is_refused);
+  RUN_TEST(test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot);
+  RUN_TEST(test_modem_framing_round_trips_and_drops_a_damaged_frame);
+  return UNITY_END();
+}
