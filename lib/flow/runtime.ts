@@ -20,6 +20,7 @@ import { BadRequestError } from './request';
 import { Gateway } from '../llm/gateway';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshGateway, NodeAssignment } from '../mesh/gateway';
+import { FailoverEvent } from '../mesh/runner';
 import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
@@ -41,6 +42,8 @@ export interface FlowRuntimeOptions {
   nodes?: number;
   discoverTimeoutMs?: number;
   gatherTimeoutMs?: number;
+  /** Move a lost node's heads and go on (default true; lib/mesh/runner.ts Failover). */
+  failover?: boolean;
   log?: Logger;
   /** Where the runtime tells what happens on the mesh (default: an emitter of its own). */
   events?: MeshEvents;
@@ -62,6 +65,8 @@ export interface MeshEventMap {
   'gather-done': [GatherEvent];
   'gather-late': [GatherEvent];
   'run-end': [{ error?: string }];
+  /** Heads moved off lost nodes and rebuilt by replay; the run went on. */
+  failover: [FailoverEvent];
 }
 
 export type MeshEvents = EventEmitter<MeshEventMap>;
@@ -109,6 +114,7 @@ export class FlowRuntime {
       started: (pos, layer) => this.events.emit('gather-start', { pos, layer }),
       done: (pos, layer, ms) => this.events.emit('gather-done', { pos, layer, ms }),
       late: (pos, layer, late, ms) => this.events.emit('gather-late', { pos, layer, late, ms }),
+      failover: (e) => this.events.emit('failover', e),
     };
     this.events.emit('assigned', this.nodes);
   }
@@ -120,7 +126,7 @@ export class FlowRuntime {
 
   /** Loads the gateway weights, builds the FFN graphs, finds and assigns the head nodes. */
   static async start(o: FlowRuntimeOptions): Promise<FlowRuntime> {
-    const mesh = await MeshGateway.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, log: o.log });
+    const mesh = await MeshGateway.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, failover: o.failover, log: o.log });
     try {
       const ffn = await OnnxFfn.create(mesh.gateway.weights, mesh.g.dim, mesh.g.hiddenDim);
       const nodes = await mesh.discover({ count: o.nodes, timeoutMs: o.discoverTimeoutMs ?? 30000 });

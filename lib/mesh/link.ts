@@ -7,7 +7,7 @@
 import { Aedes } from 'aedes';
 import { MqttClient } from 'mqtt';
 import { subscribe } from './mqtt';
-import { HeadLink, MeshError } from './runner';
+import { HeadLink, HeadNodesLost } from './runner';
 import { AckMessage, NodeState, PROTOCOL_VERSION, Topics, TokenMessage, encodeControl } from './wire';
 
 /** Where the gateway sends bodies and per-token messages, and hears result bodies. */
@@ -68,7 +68,7 @@ export class AckWaiter {
         if (err) reject(err);
         else resolve();
       };
-      const timer = setTimeout(() => finish(new MeshError(`head node${pending.size > 1 ? 's' : ''} ${[...pending].join(', ')} did not acknowledge ${kind} ${id} within ${this.timeoutMs} ms`)), this.timeoutMs);
+      const timer = setTimeout(() => finish(new HeadNodesLost(`head node${pending.size > 1 ? 's' : ''} ${[...pending].join(', ')} did not acknowledge ${kind} ${id} within ${this.timeoutMs} ms`, [...pending])), this.timeoutMs);
       nodes.forEach((node, i) => {
         this.waiters.set(keys[i], {
           resolve: () => {
@@ -82,7 +82,7 @@ export class AckWaiter {
         const state = this.stateOf(n);
         return state !== undefined && !isAlive(state);
       });
-      if (gone) finish(new MeshError(`head node ${gone} is ${this.stateOf(gone)}`));
+      if (gone) finish(new HeadNodesLost(`head node ${gone} is ${this.stateOf(gone)}`, [gone]));
     });
   }
 
@@ -91,13 +91,13 @@ export class AckWaiter {
     const waiter = this.waiters.get(`${m.node}|${m.kind}|${m.id}`);
     if (!waiter) return false;
     if (m.ok) waiter.resolve();
-    else waiter.reject(new MeshError(`head node ${m.node} refused ${m.kind} ${m.id}: ${m.error ?? 'no reason given'}`));
+    else waiter.reject(new HeadNodesLost(`head node ${m.node} refused ${m.kind} ${m.id}: ${m.error ?? 'no reason given'}`, [m.node]));
     return true;
   }
 
   /** A node went away: every wait that includes it fails. */
   nodeLost(node: string, state: NodeState): void {
-    for (const [key, w] of this.waiters) if (key.startsWith(`${node}|`)) w.reject(new MeshError(`head node ${node} went ${state}`));
+    for (const [key, w] of this.waiters) if (key.startsWith(`${node}|`)) w.reject(new HeadNodesLost(`head node ${node} went ${state}`, [node]));
   }
 
   /** Fails every wait (the gateway is closing). */
