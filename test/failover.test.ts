@@ -4,8 +4,8 @@
  * third is held (SIGSTOP: no disconnect, only the gather timeout tells); the runner moves each
  * lost node's heads to a surviving node, rebuilds their KV caches by replaying the session's
  * broadcasts, and the tokens equal the golden file. Node.js and native nodes, f32 and int8,
- * the gateway API, the CLI (`generate --mesh 8 --json`) and the flow runtime the Node-RED
- * nodes call. The real model, no mocks.
+ * the gateway API, the CLI (`generate --mesh 8 --json`), the flow runtime the Node-RED nodes
+ * call and a steered run (its shares move with the heads). The real model, no mocks.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -15,6 +15,9 @@ import { freePort } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { NodeProcesses, cliEntry, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
 import { FailoverEvent } from '../lib/mesh/runner';
+import { loadSteering } from '../lib/steering/directions';
+import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
+import { Steering } from '../lib/steering/steer';
 import { goldenIds, modelPaths } from './support/fixtures';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -217,3 +220,23 @@ test('a Node-RED flow run (the flow runtime): two nodes killed a second apart, t
   expect(result.tokens).toEqual(goldenIds('bos-greedy-256'));
   expect(lostNodes(seen)).toEqual(['node-1', 'node-4']);
 }, 120000);
+
+test('a steered run with a killed node: the steering shares move with the heads, the same tokens and attributions as without the fault', async () => {
+  const nodes = startNodes('steered-failover', 4);
+  const gw = await gatewayOn('steered-failover');
+  const link = await MeshSteering.connect({ url: broker.url, meshId: 'steered-failover' });
+  cleanups.push(() => link.close());
+  const assignment = await gw.assign(await gw.discover({ count: 4, timeoutMs: 30000 }));
+  const data = loadSteering(gw.g.dim, gw.g.nLayers);
+  const steering = new Steering(gw.g, gw.gateway, data, assignment.map((a) => ({ node: a.node, heads: a.heads })));
+  const readings = { 'node-1': { soundDb: 0.8 }, 'node-2': { lightLux: -0.6, soundDb: 0.4 }, 'node-3': { vibrationG: 0.3 }, 'node-4': { soundDb: -0.5 } };
+  const options: GenerateOptions = { prompt: 'Once upon a time', steps: 96, temperature: 0.8, topP: 0.9, seed: 5n };
+  const clean = await generateSteeredOnMesh(gw, link, steering, readings, data.settings.alpha, options);
+
+  const faulty = await generateSteeredOnMesh(gw, link, steering, readings, data.settings.alpha, options, (a) => {
+    if (a.pos === 20) nodes.nodes[1].child.kill('SIGKILL');
+  });
+  expect(lostNodes(gw.runner.failovers)).toEqual(['node-2']);
+  expect(faulty.tokens).toEqual(clean.tokens);
+  expect(faulty.attributions).toEqual(clean.attributions);
+}, 90000);

@@ -97,6 +97,11 @@ export class MeshGateway {
    * not counted alive, so no assignment waits on them; their next status or telemetry clears it.
    */
   readonly suspects = new Set<string>();
+  /**
+   * Told when a failover (or the restore after one) gave nodes other heads, once they have
+   * loaded them and before the run goes on: steering follows the heads (lib/steering/mesh.ts).
+   */
+  readonly reassigned = new Set<(slots: RunnerSlot[], changed: string[]) => Promise<void>>();
 
   private constructor(o: MeshGatewayOptions) {
     this.o = o;
@@ -234,6 +239,7 @@ export class MeshGateway {
     for (const o of orphans) publish(o.node, o.slot, []); // a node that was only held releases its heads when it runs again
     await acks;
     slots.sort((a, b) => a.slot - b.slot);
+    for (const hook of this.reassigned) await hook(slots, [...changed].map((s) => s.node));
     return { assignment: { id: current.id, slots, transport: current.transport }, moves };
   }
 
@@ -244,7 +250,8 @@ export class MeshGateway {
     const alive = new Set(this.aliveNodes());
     if (!plan.nodes.every((n) => alive.has(n))) return;
     this.log('info', `head nodes ${plan.nodes.join(', ')} are all up again: assigning them as planned`);
-    await this.assign(plan.nodes, plan.options);
+    const assignment = await this.assign(plan.nodes, plan.options);
+    for (const hook of this.reassigned) await hook(assignment, assignment.map((a) => a.node));
   }
 
   /** A slot for a node joining an assignment: its fixed slot, or the lowest number free. */
