@@ -124,6 +124,9 @@ interface Gather {
   replay: boolean;
 }
 
+/** Replayed bodies in flight at once during a failover. */
+const REPLAY_WINDOW = 32;
+
 const FIELD = Object.fromEntries(BODY_FIELDS.map((f) => [f.name, f.offset])) as Record<(typeof BODY_FIELDS)[number]['name'], number>;
 
 /** A copy of a broadcast body with its session and seq set (the bytes sent may still be in flight: the template is never changed). */
@@ -180,7 +183,8 @@ export class MeshRunner implements HeadRunner {
   private sessionCounter = randomInt(1, 0x40000000);
   /** Sequence numbers run on across sessions (on the radio they name the message), from a random start. */
   private seq = randomInt(0, 0x40000000);
-  private pending: Gather | null = null;
+  /** The gathers in flight, by seq: one in a run, up to REPLAY_WINDOW in a failover's replay. */
+  private readonly gathers = new Map<number, Gather>();
   private failure: Error | null = null;
   private watchdog: NodeJS.Timeout | null = null;
   private queue: Promise<unknown> = Promise.resolve();
@@ -335,7 +339,7 @@ export class MeshRunner implements HeadRunner {
     const pos = body.readUInt16LE(FIELD.pos);
     const layer = body.readUInt16LE(FIELD.layer);
     return new Promise<void>((resolve, reject) => {
-      this.pending = { session: this.sessionId, seq, pos, layer, out, received: new Uint8Array(a.slots.length), remaining: a.slots.length, startNs: process.hrtime.bigint(), resolve, reject, replay };
+      this.gathers.set(seq, { session: this.sessionId, seq, pos, layer, out, received: new Uint8Array(a.slots.length), remaining: a.slots.length, startNs: process.hrtime.bigint(), resolve, reject, replay });
       this.link.broadcast(body);
       if (!replay) this.listener?.started(pos, layer);
     });
@@ -361,8 +365,9 @@ export class MeshRunner implements HeadRunner {
     await this.link.startSession(session, assignment.id, this.nodes);
     if (this.failure) throw this.failure;
     this.sessionId = session;
+    // the replay is pipelined: its inputs are recorded, so a window of bodies is in flight at once (each node takes them in order)
     const scratch = new Float32Array(this.g.dim);
-    for (const body of this.history) await this.gather(body, scratch, true);
+    for (let i = 0; i < this.history.length; i += REPLAY_WINDOW) await Promise.all(this.history.slice(i, i + REPLAY_WINDOW).map((body) => this.gather(body, scratch, true)));
     const event: FailoverEvent = { pos, layer, lost, moves, session, replayed: this.history.length, replayMs: Number(process.hrtime.bigint() - startNs) / 1e6 };
     this.failovers.push(event);
     this.listener?.failover?.(event);
@@ -394,20 +399,18 @@ export class MeshRunner implements HeadRunner {
     this.abandon(error);
   }
 
-  /** Rejects the gather in progress (the run may go on: nothing is kept failed). */
+  /** Rejects the gathers in progress (the run may go on: nothing is kept failed). */
   private abandon(error: Error): void {
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(error);
+    const all = [...this.gathers.values()];
+    this.gathers.clear();
+    for (const p of all) p.reject(error);
   }
 
   /** Fails the gather in progress and every later one until the next session starts. */
   fail(error: Error): void {
     this.stopWatchdog();
     if (!this.failure && this.assignment) this.failure = error;
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(error);
+    this.abandon(error);
   }
 
   private place(node: string, body: Body): string | null {
@@ -417,8 +420,8 @@ export class MeshRunner implements HeadRunner {
       this.counters.unassigned++;
       return null;
     }
-    const p = this.pending;
-    if (!p || body.session !== p.session || body.seq !== p.seq || body.pos !== p.pos || body.layer !== p.layer) {
+    const p = this.gathers.get(body.seq);
+    if (!p || body.session !== p.session || body.pos !== p.pos || body.layer !== p.layer) {
       this.counters.stale++;
       return null;
     }
@@ -435,7 +438,7 @@ export class MeshRunner implements HeadRunner {
     p.received[index] = 1;
     if (--p.remaining === 0) {
       const ms = Number(process.hrtime.bigint() - p.startNs) / 1e6;
-      this.pending = null;
+      this.gathers.delete(p.seq);
       if (!p.replay) {
         this.roundTripsMs.push(ms);
         this.listener?.done(p.pos, p.layer, ms);
@@ -452,7 +455,7 @@ export class MeshRunner implements HeadRunner {
 
   /** Fails the gather in progress if it has waited longer than the timeout (and tells the listener at half of it). */
   private checkTimeout(): void {
-    const p = this.pending;
+    const p = this.gathers.values().next().value; // the oldest
     if (!p || !this.assignment) return;
     const waitedMs = Number(process.hrtime.bigint() - p.startNs) / 1e6;
     if (this.listener && !p.late && !p.replay && waitedMs > this.gatherTimeoutMs / 2) {
