@@ -71,7 +71,14 @@ export async function checkPortFree(host: string, port: number, what: string): P
 /** Starts aedes on a TCP port. */
 export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
   const host = o.host ?? '127.0.0.1';
-  const options: AedesOptions = { heartbeatInterval: 60000, concurrency: 1000 };
+  // concurrency 0: aedes's mqemitter delivers every message at once instead of queueing those
+  // beyond a limit. Its queue is drained by synchronous recursion (released -> _do -> parallel
+  // -> released ...), one stack frame set per queued message whose delivery completes at once,
+  // so a flood that fills it (2,000 invalid session messages, each answered on the errors
+  // topic by every node: 16,000 messages) overflowed the stack and killed the broker
+  // (RangeError in mqemitter/qlobber). Without the queue there is no recursion; TCP
+  // backpressure still bounds each client (docs/RELIABILITY.md).
+  const options: AedesOptions = { heartbeatInterval: 60000, concurrency: 0 };
   if (o.username !== undefined) {
     options.authenticate = (_client, username, password, done) => {
       const ok = username === o.username && (password?.toString() ?? '') === (o.password ?? '');

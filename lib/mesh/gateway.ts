@@ -15,6 +15,7 @@ import { Encoding } from '../llm/quant';
 import { Tokenizer } from '../llm/tokenizer';
 import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
+import { ReportLimiter, withHeldCount } from './report-limit';
 import { HeadMove, MeshError, MeshRunner, ResultCounters, RunnerAssignment, RunnerSlot } from './runner';
 import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, receiveControl, topicsFor } from './wire';
 
@@ -97,6 +98,8 @@ export class MeshGateway {
    * not counted alive, so no assignment waits on them; their next status or telemetry clears it.
    */
   readonly suspects = new Set<string>();
+  /** What the gateway reports on the errors topic, at most 10 a second after a burst of 20. */
+  readonly reports = new ReportLimiter();
   /**
    * Told when a failover (or the restore after one) gave nodes other heads, once they have
    * loaded them and before the run goes on: steering follows the heads (lib/steering/mesh.ts).
@@ -330,10 +333,13 @@ export class MeshGateway {
     if (this.suspects.delete(m.node)) for (const wake of this.nodeWaiters) wake();
   }
 
-  /** Drops a message: one log line and one report on the errors topic. */
+  /** Drops a message: one log line and one report on the errors topic, both rate-limited (lib/mesh/report-limit.ts). */
   private reject(topic: string, reason: string): void {
-    this.log('warn', `dropped message on ${topic}: ${reason}`);
-    this.client.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'gateway', topic, reason: reason.slice(0, 2000) }), { qos: 0 });
+    const go = this.reports.take();
+    if (!go) return;
+    const said = withHeldCount(reason, go.heldBefore);
+    this.log('warn', `dropped message on ${topic}: ${said}`);
+    this.client.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'gateway', topic, reason: said.slice(0, 2000) }), { qos: 0 });
   }
 
   // --- waiting ------------------------------------------------------------------------------
