@@ -35,7 +35,8 @@ export interface RunningSystem {
   nodeCount: number;
   /** Resolves with a reason if the broker the system was given (--broker) goes away; the embedded one cannot. */
   lost: Promise<string>;
-  stop(): Promise<void>;
+  /** Stops everything; HTTP requests in flight are answered 503 with the reason. */
+  stop(reason?: string): Promise<void>;
 }
 
 /** A connection that only watches an external broker: it says when the broker goes away. */
@@ -64,10 +65,10 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   let nodeRed: RunningNodeRed | undefined;
   let sensors: RunningSensors | undefined;
   let watcher: Awaited<ReturnType<typeof watchBroker>> | undefined;
-  const stop = async () => {
+  const stop = async (reason?: string) => {
     await watcher?.close().catch(() => undefined);
     await sensors?.stop().catch(() => undefined);
-    await nodeRed?.close().catch(() => undefined);
+    await nodeRed?.close(reason).catch(() => undefined);
     await children?.stop();
     await broker?.close();
   };

@@ -99,6 +99,7 @@ export class FlowRuntime {
   private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
   /** What a layer's broadcast runs on: the mesh runner, wrapped by steering's envelope while steering is on. */
   private heads: HeadRunner;
+  private closing = false;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
     this.options = options;
@@ -160,6 +161,7 @@ export class FlowRuntime {
   }
 
   async close(): Promise<void> {
+    this.closing = true; // runs still queued end at their turn instead of starting a session
     await this.steeringLink?.link.close().catch(() => undefined);
     this.steeringLink = null;
     for (const run of this.runs.values()) this.abort(run.id, new MeshLlmError('the mesh runtime closed'));
@@ -182,6 +184,7 @@ export class FlowRuntime {
     return new Promise<StepState>((started, failed) => {
       const turn = this.mesh.runner.exclusive(async () => {
         try {
+          if (this.closing) throw new MeshLlmError('the mesh runtime closed');
           const generation = new Generation(this.tokenizer, options, this.g.seqLen);
           await this.freshSession();
           const ended = new Promise<GenerationResult | null>((finished) => this.runs.set(id, { id, generation, headOut: new Float32Array(this.g.dim), gather: null, finished }));

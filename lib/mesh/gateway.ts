@@ -90,6 +90,7 @@ export class MeshGateway {
   private link!: MqttHeadLink;
   private mesh!: MeshRunner;
   private assignmentCount = 0;
+  private closed = false;
   private readonly nodeWaiters = new Set<() => void>();
   /** The last assignment asked for (nodes, options): what a failover's revision is restored to once its nodes are back. */
   private plan: { nodes: string[]; options: AssignOptions; weights: Encoding } | null = null;
@@ -152,6 +153,7 @@ export class MeshGateway {
    * up, at least one); rejects after timeoutMs naming how many were found.
    */
   async discover(o: { count?: number; timeoutMs?: number; settleMs?: number } = {}): Promise<string[]> {
+    if (this.closed) throw new MeshError('the gateway closed');
     const timeoutMs = o.timeoutMs ?? 15000;
     const enough = () => (o.count === undefined ? this.aliveNodes().length > 0 : this.aliveNodes().length >= o.count);
     if (o.count === undefined) await new Promise((r) => setTimeout(r, o.settleMs ?? 500));
@@ -165,6 +167,7 @@ export class MeshGateway {
    * loaded its slices (a node given the heads and weights it already holds keeps them).
    */
   async assign(nodeIds: string[], o: AssignOptions = {}): Promise<NodeAssignment[]> {
+    if (this.closed) throw new MeshError('the gateway closed');
     const nodes = [...nodeIds].sort(byNodeId);
     if (nodes.length === 0) throw new MeshError('no head nodes to assign');
     const groups = Array.isArray(o.groups) ? this.checkPartition(o.groups) : partitionHeads(this.g.nHeads, o.groups ?? Math.min(nodes.length, this.g.nHeads));
@@ -200,6 +203,7 @@ export class MeshGateway {
    * once the changed nodes have loaded their heads.
    */
   private async replace(current: RunnerAssignment, lost: readonly string[]): Promise<{ assignment: RunnerAssignment; moves: HeadMove[] }> {
+    if (this.closed) throw new MeshError('the gateway closed');
     for (const node of lost) this.suspects.add(node);
     const alive = new Set(this.aliveNodes());
     const survivors = current.slots.filter((s) => alive.has(s.node)).map((s) => ({ ...s, heads: [...s.heads] }));
@@ -279,6 +283,8 @@ export class MeshGateway {
 
   /** Leaves the bus (nodes keep running). */
   async close(): Promise<void> {
+    this.closed = true;
+    for (const wake of this.nodeWaiters) wake();
     this.runner.fail(new MeshError('the gateway closed'));
     this.runner.end();
     this.acks.abort(new MeshError('the gateway closed'));
@@ -348,6 +354,10 @@ export class MeshGateway {
     if (condition()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const check = () => {
+        if (this.closed) {
+          done();
+          return reject(new MeshError('the gateway closed'));
+        }
         if (!condition()) return;
         done();
         resolve();

@@ -38,6 +38,15 @@ export function aedesBodyBus(aedes: Aedes): BodyBus {
   };
 }
 
+/**
+ * A wait that the caller awaits only after publishing what it waits for: marked handled, so
+ * a publish that throws first does not leave its rejection unhandled (the caller still sees it).
+ */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 const ALIVE: ReadonlySet<NodeState> = new Set(['online', 'loading', 'ready']);
 
 /** Whether a node in this state is up. */
@@ -51,6 +60,8 @@ export function isAlive(state: NodeState): boolean {
  */
 export class AckWaiter {
   private readonly waiters = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Set by abort(): every later wait fails at once with this. */
+  private closed: Error | null = null;
 
   constructor(
     private readonly timeoutMs: number,
@@ -61,7 +72,9 @@ export class AckWaiter {
   wait(nodes: readonly string[], kind: AckMessage['kind'], id: string): Promise<void> {
     const pending = new Set(nodes);
     const keys = nodes.map((n) => `${n}|${kind}|${id}`);
-    return new Promise<void>((resolve, reject) => {
+    if (this.closed) return handled(Promise.reject(this.closed));
+    if (nodes.length === 0) return Promise.resolve();
+    return handled(new Promise<void>((resolve, reject) => {
       const finish = (err?: Error) => {
         clearTimeout(timer);
         keys.forEach((k) => this.waiters.delete(k));
@@ -83,7 +96,7 @@ export class AckWaiter {
         return state !== undefined && !isAlive(state);
       });
       if (gone) finish(new HeadNodesLost(`head node ${gone} is ${this.stateOf(gone)}`, [gone]));
-    });
+    }));
   }
 
   /** An ack arrived; false when nobody waits for it. */
@@ -100,8 +113,9 @@ export class AckWaiter {
     for (const [key, w] of this.waiters) if (key.startsWith(`${node}|`)) w.reject(new HeadNodesLost(`head node ${node} went ${state}`, [node]));
   }
 
-  /** Fails every wait (the gateway is closing). */
+  /** Fails every wait, and every later one (the gateway is closing). */
   abort(error: Error): void {
+    this.closed = error;
     for (const w of this.waiters.values()) w.reject(error);
   }
 }
