@@ -11,5 +11,6 @@ export const commands: Record<string, Command> = {
   broker: { summary: 'run the embedded MQTT broker (aedes)', load: () => import('./broker') },
   bridge: { summary: 'the LoRa-to-MQTT bridge: radio head nodes (simulated, serial modem or Semtech UDP) on the mesh\'s topics', load: () => import('./bridge') },
   plan: { summary: 'LoRa feasibility: memory per ESP32-S3 node, frames and time per token', load: () => import('./plan') },
+  credentials: { summary: 'per-client bus credentials and topic ACLs for a mesh (aedes --credentials, Mosquitto files)', load: () => import('./credentials') },
   steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };

@@ -10,6 +10,7 @@ import { BrokerAddress, Logger, stderrLogger } from './mqtt';
 import { HeadNode, HeadNodeOptions } from './node';
 import { spawnHeadNodes } from './processes';
 import { FailoverEvent } from './runner';
+import { MeshCredentials } from './acl';
 import { Encoding } from '../llm/quant';
 
 export const DEFAULT_MESH_ID = 'default';
@@ -44,8 +45,8 @@ export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
 }
 
 /** Runs the embedded aedes broker until SIGINT/SIGTERM. */
-export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string }): Promise<number> {
-  const broker = await startAedesBroker(o);
+export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string; credentials?: MeshCredentials }): Promise<number> {
+  const broker = await startAedesBroker({ ...o, onRefused: (what) => process.stderr.write(`mesh-llm broker: refused ${what}\n`) });
   process.stderr.write(`mesh-llm broker listening on ${broker.url}\n`);
   await untilStopped();
   await broker.close();
