@@ -9,7 +9,7 @@ import { resolveOrFetchModelPaths } from '../llm/provide';
 import { RunningBroker, checkPortFree, startAedesBroker } from '../mesh/broker';
 import { connectMqtt, endClient } from '../mesh/mqtt';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
-import { MeshLlmSettingsOptions } from '../../settings';
+import { MeshLlmSettingsOptions, adminAuth } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
 import { RunningSensors, startSensorSimulation } from './sensors';
 import { ScenarioName } from '../steering/sensors';
@@ -54,7 +54,8 @@ async function watchBroker(url: string): Promise<{ lost: Promise<string>; close:
 }
 
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
-  // a busy editor port is said before anything is started (and anything started is stopped on any later failure)
+  // a busy editor port, or an editor beyond loopback without a login, is said before anything is started (and anything started is stopped on any later failure)
+  adminAuth(o.host);
   await checkPortFree(o.host, o.port, 'the Node-RED editor');
   const paths = await resolveOrFetchModelPaths({ model: o.model, tokenizer: o.tokenizer });
   const ckpt = Checkpoint.open(paths.model);
