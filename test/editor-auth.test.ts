@@ -32,10 +32,11 @@ test('start --host 0.0.0.0 without a login is one line saying how to set it, exi
   expect(r.stderr).not.toMatch(/MQTT broker on|head-node processes|\n\s+at /);
 }, 60000);
 
-test('start --host 0.0.0.0 with a login: the admin API answers 401 without a token, 200 with one', async () => {
+test('start --host 0.0.0.0 with a login: the admin API answers 401 without a token, 200 with one; the mesh config node\'s broker login and the bridge\'s network key are Node-RED credentials, not in the flow file', async () => {
   const port = await freePort();
+  const data = tmp();
   const env = { ...process.env, MESH_LLM_ADMIN_USER: 'admin', MESH_LLM_ADMIN_PASSWORD_HASH: HASH };
-  const child = spawn(process.execPath, [binPath, 'start', '--host', '0.0.0.0', '--port', String(port), '--nodes', '1', '--scenario', 'none', '--data', tmp()], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [binPath, 'start', '--host', '0.0.0.0', '--port', String(port), '--nodes', '1', '--scenario', 'none', '--data', data], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d) => (out += d));
   child.stderr?.on('data', (d) => (out += d));
@@ -51,7 +52,26 @@ test('start --host 0.0.0.0 with a login: the admin API answers 401 without a tok
     const token = await fetch(`${base}/auth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_id: 'node-red-admin', grant_type: 'password', scope: '*', username: 'admin', password: 'correct horse' }) });
     expect(token.status).toBe(200);
     const { access_token } = (await token.json()) as { access_token: string };
-    expect((await fetch(`${base}/flows`, { headers: { authorization: `Bearer ${access_token}` } })).status).toBe(200);
+    const auth = { authorization: `Bearer ${access_token}` };
+    expect((await fetch(`${base}/flows`, { headers: auth })).status).toBe(200);
+
+    const flow = [
+      { id: 'cfg1', type: 'mesh-llm-config', name: 'secured', broker: 'mqtt://127.0.0.1:1', meshId: 'x', quant: 'f32', nodes: '', gatherTimeout: '2000', model: '', tokenizer: '', credentials: { username: 'gateway', password: 'pa55-in-credentials' } },
+      { id: 'tab1', type: 'tab', label: 't' },
+      { id: 'br1', type: 'mesh-llm-lora-bridge', z: 'tab1', name: '', broker: 'mqtt://127.0.0.1:1', meshId: 'x', link: 'sim', nodes: '1', credentials: { key: '00112233445566778899aabbccddeeff' }, wires: [[]] },
+    ];
+    const deployed = await fetch(`${base}/flows`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', 'Node-RED-Deployment-Type': 'full' }, body: JSON.stringify(flow) });
+    expect(deployed.status).toBe(204);
+    const flowFile = fs.readFileSync(path.join(data, 'node-red', 'mesh-llm.json'), 'utf8');
+    const credFile = fs.readFileSync(path.join(data, 'node-red', 'mesh-llm_cred.json'), 'utf8');
+    for (const secret of ['pa55-in-credentials', '00112233445566778899aabbccddeeff']) {
+      expect(flowFile).not.toContain(secret);
+      expect(credFile).not.toContain(secret); // encrypted with the installation's key
+    }
+    const cfg = (await (await fetch(`${base}/credentials/mesh-llm-config/cfg1`, { headers: auth })).json()) as Record<string, unknown>;
+    expect(cfg).toEqual({ username: 'gateway', has_password: true });
+    const br = (await (await fetch(`${base}/credentials/mesh-llm-lora-bridge/br1`, { headers: auth })).json()) as Record<string, unknown>;
+    expect(br).toEqual({ has_key: true });
   } finally {
     child.kill('SIGKILL');
     await exited;
