@@ -108,8 +108,9 @@ export function onStep(RED: NodeAPI, node: Node, configId: string | undefined, s
 export type NodeConstructorFn<D extends NodeDef> = (this: Node, def: D) => void;
 
 /** Registers a node type (Node-RED's typings want a class-like constructor; ours are plain functions). */
-export function registerNode<D extends NodeDef>(RED: NodeAPI, type: string, ctor: NodeConstructorFn<D>): void {
-  RED.nodes.registerType(type, ctor as unknown as Parameters<NodeAPI['nodes']['registerType']>[1]);
+export function registerNode<D extends NodeDef>(RED: NodeAPI, type: string, ctor: NodeConstructorFn<D>, credentials?: Record<string, { type: 'text' | 'password' }>): void {
+  const register = RED.nodes.registerType as (type: string, ctor: unknown, opts?: { credentials: typeof credentials }) => void;
+  register.call(RED.nodes, type, ctor, credentials ? { credentials } : undefined);
 }
 
 /** Properties every layer-loop node has: its name and the mesh config node it uses. */

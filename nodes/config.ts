@@ -42,10 +42,13 @@ export = function register(RED: NodeAPI): void {
       const paths = resolveModelPaths({ model: def.model || undefined, tokenizer: def.tokenizer || undefined });
       if (jobs) node.model = { path: paths.model, digest: modelDigest(paths.model, paths.tokenizer) };
       const count = def.nodes ? Number(def.nodes) : undefined;
+      const login = (node as unknown as { credentials?: { username?: string; password?: string } }).credentials ?? {};
       return FlowRuntime.start({
         modelPath: paths.model,
         tokenizerPath: paths.tokenizer,
         brokerUrl: node.bus.url,
+        username: login.username || undefined,
+        password: login.password || undefined,
         meshId: node.bus.meshId,
         quant: def.quant === 'int8' ? 'int8' : 'f32',
         nodes: count && Number.isInteger(count) && count > 0 ? count : undefined,
@@ -75,5 +78,5 @@ export = function register(RED: NodeAPI): void {
       if (!rt) return done();
       rt.then((r) => r.close()).then(done, () => done());
     });
-  });
+  }, { username: { type: 'text' }, password: { type: 'password' } }); // Node-RED credentials: encrypted in the credentials file, never in the flow
 };

@@ -16,14 +16,17 @@ interface MeshView {
   late: string[];
   /** The error that ended the last run, if one did. */
   failed?: string;
+  /** Failovers of the current or last run: heads moved off lost nodes, and the replay's time. */
+  moved: { lost: string[]; replayMs: number }[];
 }
 
 const nodesText = (n: number) => `${n} node${n === 1 ? '' : 's'}`;
 
 /** The heads node's status for a view of the mesh. */
 function meshStatus(v: MeshView): NodeStatus {
-  const late = v.late.length ? ` · late: ${v.late.join(', ')}` : '';
-  if (v.gather) return { fill: v.late.length ? 'yellow' : 'blue', shape: 'dot', text: `${nodesText(v.nodes.length)} · pos ${v.gather.pos} layer ${v.gather.layer}${late}` };
+  const moved = v.moved.length ? ` · degraded: ${v.moved.flatMap((m) => m.lost).join(', ')} lost, replay ${Math.round(v.moved.reduce((t, m) => t + m.replayMs, 0))} ms` : '';
+  const late = (v.late.length ? ` · late: ${v.late.join(', ')}` : '') + moved;
+  if (v.gather) return { fill: v.late.length || v.moved.length ? 'yellow' : 'blue', shape: 'dot', text: `${nodesText(v.nodes.length)} · pos ${v.gather.pos} layer ${v.gather.layer}${late}` };
   if (v.failed) return { fill: 'red', shape: 'ring', text: `${nodesText(v.nodes.length)} · failed: ${v.failed}`.slice(0, 80) };
   return { fill: 'green', shape: 'ring', text: `${nodesText(v.nodes.length)} · idle${late}` };
 }
@@ -38,20 +41,28 @@ export = function register(RED: NodeAPI): void {
       send(msg);
     });
     if (!mesh) return;
-    const view: MeshView = { nodes: [], gather: null, late: [] };
+    const view: MeshView = { nodes: [], gather: null, late: [], moved: [] };
     const show = (force: boolean) => status(meshStatus(view), force);
     onMeshEvent(node, mesh, 'assigned', (nodes) => {
       view.nodes = nodes;
       show(true);
     });
     onMeshEvent(node, mesh, 'gather-start', (g) => {
-      if (!view.gather) view.late = []; // the first gather of a run
+      if (!view.gather) {
+        view.late = []; // the first gather of a run
+        view.moved = [];
+      }
       view.gather = g;
       view.failed = undefined;
       show(false);
     });
     onMeshEvent(node, mesh, 'gather-late', (g) => {
       view.late = [...new Set([...view.late, ...(g.late ?? [])])];
+      show(true);
+    });
+    onMeshEvent(node, mesh, 'failover', (e) => {
+      view.moved.push({ lost: e.lost, replayMs: e.replayMs });
+      view.late = view.late.filter((n) => !e.lost.includes(n));
       show(true);
     });
     onMeshEvent(node, mesh, 'run-end', ({ error }) => {

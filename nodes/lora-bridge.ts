@@ -38,7 +38,9 @@ export = function register(RED: NodeAPI): void {
     const status = throttledStatus(node);
     const linkKind = def.link || 'sim';
     let running: RunningBridge | null = null;
-    const key = def.key ? Buffer.from(def.key, 'hex') : undefined;
+    // the key is a Node-RED credential (encrypted, not in the flow); a flow from before keeps its plain field until saved again
+    const keyHex = (this as unknown as { credentials?: { key?: string } }).credentials?.key || def.key;
+    const key = keyHex ? Buffer.from(keyHex, 'hex') : undefined;
     if ((linkKind !== 'sim' || def.timeScale) && !key) node.warn('no network key set: a random one is used, which real radios cannot know');
 
     status({ fill: 'yellow', shape: 'ring', text: 'connecting' }, true);
@@ -94,5 +96,5 @@ export = function register(RED: NodeAPI): void {
         })
         .then(done, () => done());
     });
-  });
+  }, { key: { type: 'password' } }); // the network key is a Node-RED credential
 };

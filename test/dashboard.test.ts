@@ -61,10 +61,13 @@ describe('the dashboard model', () => {
     expect(s.nodes[0]).toMatchObject({ rssi: -90, snr: 7.5 });
     expect(s.progress.error).toBe('head node b did not answer');
     expect(s.radio).toMatchObject({ framesLost: 2, dutyCycle: [{ band: 'g1 gateway', used: 0.5 }] });
+    m.event(ev({ kind: 'failover', session: 2, pos: 0, layer: 3, lost: ['a'], moves: [{ heads: [0], from: 'a', to: 'b' }], replayed: 3, replayMs: 40 }));
+    expect(m.snapshot().nodes.map((n) => [n.state, n.heads])).toEqual([['failed', []], ['failed', [0, 1]], ['offline', [2]]]);
+    expect(m.snapshot().progress.failovers).toBe(1);
     m.event(ev({ kind: 'run-end', run: 'r', tokens: 0, seconds: 1, error: 'head node b did not answer' }));
     expect(m.snapshot().progress.state).toBe('failed');
     m.status({ protocol: 1, node: 'c', state: 'ready' });
-    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['idle', 'failed', 'idle']);
+    expect(m.snapshot().nodes.map((n) => n.state)).toEqual(['failed', 'failed', 'idle']);
   });
 
   test('flows/mesh-llm.json holds the dashboard as flows/dashboard/*.vue and scripts/dashboard-flow.ts write it', () => {

@@ -1,5 +1,5 @@
 /**
- * The mesh runner owns its gather: a head node that hangs (SIGSTOP: no disconnect, no last
+ * The mesh runner owns its gather. Without failover (test/failover.test.ts has it on), a head node that hangs (SIGSTOP: no disconnect, no last
  * will) fails a plain run, a steered run and a Node-RED flow run alike within the gather
  * timeout, naming the node; and after a failed or aborted run the next run uses the nodes
  * that are still there without making them load their weights again. Real head-node
@@ -58,7 +58,7 @@ function startNodes(meshId: string, count: number, native = false): Mesh {
 }
 
 async function gatewayOn(meshId: string): Promise<MeshGateway> {
-  const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined });
+  const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: GATHER_TIMEOUT_MS, failover: false, log: () => undefined });
   cleanups.push(() => gw.close());
   return gw;
 }
@@ -92,7 +92,7 @@ async function expectTimeoutNaming(run: Promise<unknown>, node: string, heldAt: 
   expect(waited).toBeLessThan(GATHER_TIMEOUT_MS + 1500);
 }
 
-describe.each([false, true])('a plain run, head nodes native: %s', (native) => {
+describe.each([false, true])('a plain run without failover, head nodes native: %s', (native) => {
   test('a hung node fails the run within the gather timeout, naming it; the next run reuses every node without a weight reload', async () => {
     const meshId = `plain-${native ? 'native' : 'nodejs'}`;
     const mesh = startNodes(meshId, 3, native);
@@ -112,7 +112,7 @@ describe.each([false, true])('a plain run, head nodes native: %s', (native) => {
   }, 90000);
 });
 
-describe('a steered run', () => {
+describe('a steered run without failover', () => {
   test('a hung node fails the steered run within the gather timeout, naming it; the next steered run reuses every node', async () => {
     const meshId = 'steered';
     const mesh = startNodes(meshId, 3);
@@ -159,7 +159,7 @@ async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (
   }
 }
 
-describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () => {
+describe('a Node-RED flow run without failover (the flow runtime the layer-loop nodes call)', () => {
   let rt: FlowRuntime;
   let mesh: Mesh;
   const events = new EventEmitter<MeshEventMap>();
@@ -167,7 +167,7 @@ describe('a Node-RED flow run (the flow runtime the layer-loop nodes call)', () 
   events.on('assigned', (nodes) => assigned.push(nodes));
   beforeAll(async () => {
     mesh = startNodes('flow', 3);
-    rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow', quant: 'f32', nodes: 3, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined, events });
+    rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow', quant: 'f32', nodes: 3, gatherTimeoutMs: GATHER_TIMEOUT_MS, failover: false, log: () => undefined, events });
     cleanups.push(() => rt.close());
   }, 60000);
 

@@ -62,8 +62,8 @@ async function aedes(): Promise<Broker> {
   return b;
 }
 
-async function gatewayOn(broker: Broker, meshId: string, gatherTimeoutMs = 2000): Promise<MeshGateway> {
-  const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs, log: quiet });
+async function gatewayOn(broker: Broker, meshId: string, gatherTimeoutMs = 2000, failover = true): Promise<MeshGateway> {
+  const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs, failover, log: quiet });
   cleanups.push(() => gw.close());
   return gw;
 }
@@ -366,9 +366,9 @@ describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
     expect(c.unassigned).toBeGreaterThan(0);
   });
 
-  test('killing a node process mid-generation fails the generation promptly, naming the node', async () => {
+  test('without failover, killing a node process mid-generation fails the generation promptly, naming the node (test/failover.test.ts: with it, the run goes on)', async () => {
     const nodes = nodesOn(broker, 'kill', 3, runtime);
-    const gw = await gatewayOn(broker, 'kill', 1500);
+    const gw = await gatewayOn(broker, 'kill', 1500, false);
     await gw.assign(await discoverAll(gw, nodes));
     let killedAt = 0;
     const run = gw.generate({ prompt: '', steps: 256, temperature: 0, topP: 0.9, seed: 1n }, (_t, _p, pos) => {
@@ -383,9 +383,9 @@ describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
     await expect(gw.generate(ONCE)).rejects.toThrow(/node-2/); // and it stays failed, it does not hang
   });
 
-  test('a node that stops answering fails the gather within the timeout, naming the node', async () => {
+  test('without failover, a node that stops answering fails the gather within the timeout, naming the node', async () => {
     const nodes = nodesOn(broker, 'hang', 3, runtime);
-    const gw = await gatewayOn(broker, 'hang', 1000);
+    const gw = await gatewayOn(broker, 'hang', 1000, false);
     await gw.assign(await discoverAll(gw, nodes));
     let stoppedAt = 0;
     const run = gw.generate({ prompt: '', steps: 256, temperature: 0, topP: 0.9, seed: 1n }, (_t, _p, pos) => {

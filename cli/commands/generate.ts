@@ -90,7 +90,8 @@ export function parseGenerate(values: ReturnType<typeof parseOptions<typeof gene
 /** Prints a finished generation: the JSON object, or the closing newline and a rate on stderr. */
 export function reportGeneration(result: GenerationResult, json: boolean, stream: TextStream): void {
   if (json) {
-    printJson({ tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond });
+    const failovers = (result as { failovers?: unknown[] }).failovers; // a mesh run's degraded state, if any
+    printJson({ tokens: result.tokens, text: result.text, tokensPerSecond: result.tokensPerSecond, ...(failovers && failovers.length > 0 ? { failovers } : {}) });
   } else {
     stream.end();
     process.stderr.write(`achieved tok/s: ${result.tokensPerSecond.toFixed(1)}\n`);

@@ -55,6 +55,6 @@ export async function run(argv: string[]): Promise<number> {
   );
   const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), system.lost.then((why) => ({ why, lost: true }))]);
   process.stderr.write(`mesh-llm: ${end.lost ? `${end.why}; ` : ''}stopping${end.lost ? '' : ` (${end.why})`}\n`);
-  await system.stop();
+  await system.stop(`mesh-llm is shutting down (${end.lost ? end.why : end.why})`);
   return end.lost ? 1 : 0;
 }

@@ -13,7 +13,36 @@ import { listen } from '../mesh/broker';
 
 export interface RunningNodeRed {
   url: string;
-  close(): Promise<void>;
+  /** Answers every request in flight 503 with the reason, refuses new ones, stops the flows and the server. */
+  close(reason?: string): Promise<void>;
+}
+
+/**
+ * The HTTP requests the server is answering, so a shutdown can answer each one (503 and the
+ * reason) instead of dropping its connection, and refuse any that arrive while it stops.
+ */
+class RequestsInFlight {
+  private readonly open = new Set<express.Response>();
+  private closing: string | null = null;
+
+  readonly track = (_req: express.Request, res: express.Response, next: express.NextFunction): void => {
+    if (this.closing) return void this.refuse(res, this.closing);
+    this.open.add(res);
+    res.once('close', () => this.open.delete(res));
+    next();
+  };
+
+  refuseAll(reason: string): void {
+    this.closing = reason;
+    for (const res of this.open) this.refuse(res, reason);
+    this.open.clear();
+  }
+
+  private refuse(res: express.Response, reason: string): void {
+    if (res.headersSent) return void res.end();
+    res.set('Connection', 'close');
+    res.status(503).json({ error: reason });
+  }
 }
 
 /** A request body that is not valid JSON answers 400 {"error"} instead of an HTML stack trace. */
@@ -54,6 +83,8 @@ export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNo
   installFlow(o.flowTemplate, settings.flowFile as string, settings.credentialSecret as string);
   const app = express();
   const server = http.createServer(app);
+  const inFlight = new RequestsInFlight();
+  app.use(inFlight.track);
   RED.init(server, settings);
   app.use(settings.httpAdminRoot as string, RED.httpAdmin);
   app.use(settings.httpNodeRoot as string, RED.httpNode);
@@ -63,10 +94,13 @@ export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNo
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`,
-    close: async () => {
+    close: async (reason = 'mesh-llm is shutting down') => {
+      inFlight.refuseAll(reason);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
       await RED.stop();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
+      await closed;
     },
   };
 }

@@ -9,7 +9,7 @@ import { resolveOrFetchModelPaths } from '../llm/provide';
 import { RunningBroker, checkPortFree, startAedesBroker } from '../mesh/broker';
 import { connectMqtt, endClient, subscribe } from '../mesh/mqtt';
 import { NodeProcesses, spawnHeadNodes } from '../mesh/processes';
-import { MeshLlmSettingsOptions } from '../../settings';
+import { MeshLlmSettingsOptions, adminAuth } from '../../settings';
 import { RunningNodeRed, startNodeRed } from './nodered';
 import { RunningSensors, startSensorSimulation } from './sensors';
 import { ScenarioName } from '../steering/sensors';
@@ -84,7 +84,8 @@ export interface RunningSystem {
   nodeCount: number;
   /** Resolves with a reason if the broker the system was given (--broker) goes away; the embedded one cannot. */
   lost: Promise<string>;
-  stop(): Promise<void>;
+  /** Stops everything; HTTP requests in flight are answered 503 with the reason. */
+  stop(reason?: string): Promise<void>;
 }
 
 /** A connection that only watches an external broker: it says when the broker goes away. */
@@ -102,7 +103,8 @@ async function watchBroker(url: string): Promise<{ lost: Promise<string>; close:
 }
 
 export async function startSystem(o: StartOptions, log: (line: string) => void): Promise<RunningSystem> {
-  // a busy editor port is said before anything is started (and anything started is stopped on any later failure)
+  // a busy editor port, or an editor beyond loopback without a login, is said before anything is started (and anything started is stopped on any later failure)
+  adminAuth(o.host);
   await checkPortFree(o.host, o.port, 'the Node-RED editor');
   const runs = openStartRunStore(o.dataDir); // a corrupt or locked run store stops start here, with the reason
   const paths = await resolveOrFetchModelPaths({ model: o.model, tokenizer: o.tokenizer });
@@ -115,11 +117,11 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   let sensors: RunningSensors | undefined;
   let watcher: Awaited<ReturnType<typeof watchBroker>> | undefined;
   let radio: Awaited<ReturnType<typeof startRadio>> | undefined;
-  const stop = async () => {
+  const stop = async (reason?: string) => {
     await radio?.close().catch(() => undefined);
     await watcher?.close().catch(() => undefined);
     await sensors?.stop().catch(() => undefined);
-    await nodeRed?.close().catch(() => undefined);
+    await nodeRed?.close(reason).catch(() => undefined);
     await children?.stop();
     await broker?.close();
     runs.close();

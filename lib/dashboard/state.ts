@@ -47,6 +47,8 @@ export interface ProgressView {
   etaSeconds: number | null;
   elapsedSeconds: number;
   error: string | null;
+  /** Failovers of the run so far: lost nodes whose heads moved to others (the run went on). */
+  failovers: number;
 }
 
 export interface RadioView {
@@ -72,7 +74,7 @@ export const MAX_TOKENS = 1024;
 const RATE_WINDOW = 16;
 
 function idleProgress(): ProgressView {
-  return { state: 'idle', run: null, source: null, prompt: '', steps: 0, pos: 0, layer: null, layers: null, secondsPerToken: null, etaSeconds: null, elapsedSeconds: 0, error: null };
+  return { state: 'idle', run: null, source: null, prompt: '', steps: 0, pos: 0, layer: null, layers: null, secondsPerToken: null, etaSeconds: null, elapsedSeconds: 0, error: null, failovers: 0 };
 }
 
 export class DashboardModel {
@@ -123,6 +125,17 @@ export class DashboardModel {
       case 'failed':
         for (const n of e.nodes) this.tile(n).state = 'failed';
         this.progress.error = e.reason;
+        break;
+      case 'failover':
+        // the lost nodes' heads went to others, whose caches were rebuilt: the run goes on
+        for (const n of e.lost) this.tile(n).state = 'failed';
+        for (const m of e.moves) {
+          const from = this.tile(m.from);
+          const to = this.tile(m.to);
+          from.heads = from.heads.filter((h) => !m.heads.includes(h));
+          to.heads = [...new Set([...to.heads, ...m.heads])].sort((a, b) => a - b);
+        }
+        this.progress.failovers++;
         break;
       case 'token': {
         if (this.progress.run !== e.run) break;

@@ -20,6 +20,7 @@ import { BadRequestError } from './request';
 import { Gateway } from '../llm/gateway';
 import { Tokenizer } from '../llm/tokenizer';
 import { MeshGateway, NodeAssignment } from '../mesh/gateway';
+import { FailoverEvent } from '../mesh/runner';
 import { Logger } from '../mesh/mqtt';
 import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
@@ -42,6 +43,8 @@ export interface FlowRuntimeOptions {
   nodes?: number;
   discoverTimeoutMs?: number;
   gatherTimeoutMs?: number;
+  /** Move a lost node's heads and go on (default true; lib/mesh/runner.ts Failover). */
+  failover?: boolean;
   log?: Logger;
   /** Where the runtime tells what happens on the mesh (default: an emitter of its own). */
   events?: MeshEvents;
@@ -63,6 +66,8 @@ export interface MeshEventMap {
   'gather-done': [GatherEvent];
   'gather-late': [GatherEvent];
   'run-end': [{ error?: string }];
+  /** Heads moved off lost nodes and rebuilt by replay; the run went on. */
+  failover: [FailoverEvent];
 }
 
 export type MeshEvents = EventEmitter<MeshEventMap>;
@@ -99,6 +104,7 @@ export class FlowRuntime {
   private steered: NodeSteering[] = [];
   /** What a layer's broadcast runs on: the mesh runner, wrapped by steering's envelope while steering is on. */
   private heads: HeadRunner;
+  private closing = false;
 
   private constructor(options: FlowRuntimeOptions, mesh: MeshGateway, ffn: OnnxFfn, assignment: NodeAssignment[]) {
     this.options = options;
@@ -115,6 +121,7 @@ export class FlowRuntime {
       if (e.kind === 'broadcast') this.events.emit('gather-start', { pos: e.pos, layer: e.layer });
       else if (e.kind === 'gather') this.events.emit('gather-done', { pos: e.pos, layer: e.layer, ms: e.ms });
       else if (e.kind === 'late') this.events.emit('gather-late', { pos: e.pos, layer: e.layer, late: e.nodes, ms: e.ms });
+      else if (e.kind === 'failover') this.events.emit('failover', { pos: e.pos, layer: e.layer, lost: e.lost, moves: e.moves, session: e.session, replayed: e.replayed, replayMs: e.replayMs });
     });
     this.events.emit('assigned', this.nodes);
   }
@@ -126,7 +133,7 @@ export class FlowRuntime {
 
   /** Loads the gateway weights, builds the FFN graphs, finds and assigns the head nodes. */
   static async start(o: FlowRuntimeOptions): Promise<FlowRuntime> {
-    const mesh = await MeshGateway.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, log: o.log });
+    const mesh = await MeshGateway.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, failover: o.failover, log: o.log });
     try {
       const ffn = await OnnxFfn.create(mesh.gateway.weights, mesh.g.dim, mesh.g.hiddenDim);
       const nodes = await mesh.discover({ count: o.nodes, timeoutMs: o.discoverTimeoutMs ?? 30000 });
@@ -161,6 +168,7 @@ export class FlowRuntime {
   }
 
   async close(): Promise<void> {
+    this.closing = true; // runs still queued end at their turn instead of starting a session
     await this.steeringLink?.link.close().catch(() => undefined);
     this.steeringLink = null;
     for (const run of this.runs.values()) this.abort(run.id, new MeshLlmError('the mesh runtime closed'));
@@ -184,6 +192,7 @@ export class FlowRuntime {
     return new Promise<StepState>((started, failed) => {
       const turn = this.mesh.runner.exclusive(async () => {
         try {
+          if (this.closing) throw new MeshLlmError('the mesh runtime closed');
           const generation = new Generation(this.tokenizer, options, this.g.seqLen);
           if (resume?.length) generation.resume(resume);
           await this.freshSession();

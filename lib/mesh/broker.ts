@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Aedes, AedesOptions } from 'aedes';
 import { MeshLlmError } from '../llm/errors';
+import { MeshCredentials, authenticate, isLoopback, mayPublish, maySubscribe } from './acl';
 
 export interface RunningBroker {
   url: string;
@@ -27,6 +28,10 @@ export interface BrokerOptions {
   /** Optional credentials every client must present. */
   username?: string;
   password?: string;
+  /** Per-client credentials and the mesh's topic ACL (lib/mesh/acl.ts); refusals go to onRefused. */
+  credentials?: MeshCredentials;
+  /** Told of each refused connection, publish or subscription (default: nothing). */
+  onRefused?: (what: string) => void;
 }
 
 function urlFor(host: string, port: number): string {
@@ -71,13 +76,22 @@ export async function checkPortFree(host: string, port: number, what: string): P
 /** Starts aedes on a TCP port. */
 export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBroker> {
   const host = o.host ?? '127.0.0.1';
-  const options: AedesOptions = { heartbeatInterval: 60000, concurrency: 1000 };
+  // concurrency 0: aedes's mqemitter delivers every message at once instead of queueing those
+  // beyond a limit. Its queue is drained by synchronous recursion (released -> _do -> parallel
+  // -> released ...), one stack frame set per queued message whose delivery completes at once,
+  // so a flood that fills it (2,000 invalid session messages, each answered on the errors
+  // topic by every node: 16,000 messages) overflowed the stack and killed the broker
+  // (RangeError in mqemitter/qlobber). Without the queue there is no recursion; TCP
+  // backpressure still bounds each client (docs/RELIABILITY.md).
+  const options: AedesOptions = { heartbeatInterval: 60000, concurrency: 0 };
   if (o.username !== undefined) {
     options.authenticate = (_client, username, password, done) => {
       const ok = username === o.username && (password?.toString() ?? '') === (o.password ?? '');
       done(ok ? null : Object.assign(new Error('bad username or password'), { returnCode: 4 as const }), ok);
     };
   }
+  if (!isLoopback(host) && o.username === undefined && !o.credentials) throw new MeshLlmError(`the MQTT broker listens on ${host}, beyond this machine: give it credentials (--credentials FILE, or --username and --password), or listen on 127.0.0.1`);
+  if (o.credentials) Object.assign(options, aclOptions(o.credentials, o.onRefused ?? (() => undefined), () => aedes));
   const aedes = await loadAedes().createBroker(options);
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ noDelay: true }, (socket) => {
@@ -103,6 +117,41 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
         for (const s of sockets) s.destroy();
         server.close(() => aedes.close(() => resolve()));
       }),
+  };
+}
+
+type Client = Parameters<NonNullable<AedesOptions['authenticate']>>[0] & { meshUser?: string };
+
+/**
+ * aedes hooks enforcing mesh credentials: a known user with its password, a client id not
+ * already connected (no takeover), and the ACL of lib/mesh/acl.ts on every publish (the will
+ * included) and subscription. A refused publish disconnects the client (aedes does, for MQTT
+ * 3.1.1); a refused subscription is answered with a failure code.
+ */
+function aclOptions(c: MeshCredentials, refused: (what: string) => void, broker: () => Aedes): Partial<AedesOptions> {
+  return {
+    authenticate: (client: Client, username, password, done) => {
+      const role = authenticate(c, username, password);
+      const holder = (broker() as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+      const error = !role ? 'bad username or password' : holder && holder !== client && holder.connected ? `client id ${client.id} is already connected` : null;
+      if (error) {
+        refused(`connection of ${username ?? '(anonymous)'} as ${client.id}: ${error}`);
+        return done(Object.assign(new Error(error), { returnCode: (role ? 2 : 4) as 2 | 4 }), false);
+      }
+      client.meshUser = username;
+      done(null, true);
+    },
+    authorizePublish: (client: Client | null, packet, done) => {
+      if (!client) return done(null); // the broker's own
+      if (client.meshUser !== undefined && mayPublish(c, client.meshUser, packet.topic)) return done(null);
+      refused(`publish of ${client.meshUser} on ${packet.topic}`);
+      done(new Error(`${client.meshUser} may not publish on ${packet.topic}`));
+    },
+    authorizeSubscribe: (client: Client, sub, done) => {
+      if (client.meshUser !== undefined && maySubscribe(c, client.meshUser, sub.topic)) return done(null, sub);
+      refused(`subscription of ${client.meshUser} to ${sub.topic}`);
+      done(null, null);
+    },
   };
 }
 

@@ -60,6 +60,7 @@ export class MeshEventStream {
       done: (pos, layer, ms) => this.emit({ kind: 'gather', session: session(), pos, layer, ms: round(ms), nodes: times }),
       late: (pos, layer, missing, waitedMs) => this.emit({ kind: 'late', session: session(), pos, layer, ms: round(waitedMs), nodes: missing }),
       failed: (reason, nodes) => this.emit({ kind: 'failed', session: session() || undefined, reason: reason.slice(0, 2000), nodes }),
+      failover: (f) => this.emit({ kind: 'failover', session: f.session, pos: f.pos, layer: f.layer, lost: [...f.lost], moves: f.moves.map((m) => ({ heads: [...m.heads], from: m.from, to: m.to })), replayed: f.replayed, replayMs: round(f.replayMs) }),
     };
   }
 }

@@ -17,7 +17,8 @@ import { Tokenizer } from '../llm/tokenizer';
 import { MeshEventStream, RunEvents } from './events';
 import { AckWaiter, MqttHeadLink, aedesBodyBus, clientBodyBus, isAlive } from './link';
 import { BrokerAddress, Logger, connectMqtt, endClient, stderrLogger, subscribe } from './mqtt';
-import { MeshError, MeshRunner, ResultCounters, RunnerSlot } from './runner';
+import { ReportLimiter, withHeldCount } from './report-limit';
+import { HeadMove, MeshError, MeshRunner, ResultCounters, RunnerAssignment, RunnerSlot } from './runner';
 import { AckMessage, ControlKind, ControlMessages, ModelShape, PROTOCOL_VERSION, StatusMessage, TelemetryMessage, Topics, encodeControl, nodeOfTopic, receiveControl, topicsFor } from './wire';
 
 export interface MeshGatewayOptions extends BrokerAddress {
@@ -33,6 +34,8 @@ export interface MeshGatewayOptions extends BrokerAddress {
    * directly instead of over the gateway's own TCP connection (control messages still use MQTT).
    */
   embeddedBroker?: Aedes;
+  /** Move the heads of a lost node to a standby or surviving node and go on (default true); false: a lost node fails the run. */
+  failover?: boolean;
   log?: Logger;
 }
 
@@ -92,7 +95,22 @@ export class MeshGateway {
   private mesh!: MeshRunner;
   private assignmentCount = 0;
   private unpublish: (() => void) | null = null;
+  private closed = false;
   private readonly nodeWaiters = new Set<() => void>();
+  /** The last assignment asked for (nodes, options): what a failover's revision is restored to once its nodes are back. */
+  private plan: { nodes: string[]; options: AssignOptions; weights: WeightFormat } | null = null;
+  /**
+   * Nodes that were lost from a run (a missed gather timeout, say) and have said nothing since:
+   * not counted alive, so no assignment waits on them; their next status or telemetry clears it.
+   */
+  readonly suspects = new Set<string>();
+  /** What the gateway reports on the errors topic, at most 10 a second after a burst of 20. */
+  readonly reports = new ReportLimiter();
+  /**
+   * Told when a failover (or the restore after one) gave nodes other heads, once they have
+   * loaded them and before the run goes on: steering follows the heads (lib/steering/mesh.ts).
+   */
+  readonly reassigned = new Set<(slots: RunnerSlot[], changed: string[]) => Promise<void>>();
 
   private constructor(o: MeshGatewayOptions) {
     this.o = o;
@@ -124,6 +142,7 @@ export class MeshGateway {
     gw.mesh = new MeshRunner(gw.link, gw.g, { gatherTimeoutMs: o.gatherTimeoutMs, counters: gw.counters });
     gw.mesh.listener = gw.events.gatherListener(() => gw.mesh.session);
     gw.publishEvents(true);
+    if (o.failover !== false) gw.mesh.failover = { replace: (a, lost) => gw.replace(a, lost), restore: () => gw.restore() };
     gw.client.on('close', () => gw.mesh.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
     await bodies.subscribe(gw.t.results, (topic, payload) => gw.runner.accept(nodeOfTopic(topic), payload));
     await subscribe(gw.client, [gw.t.telemetries], 0);
@@ -133,7 +152,7 @@ export class MeshGateway {
 
   /** Node ids that are up, in natural order. */
   aliveNodes(): string[] {
-    return [...this.nodes.values()].filter((n) => isAlive(n.status.state)).map((n) => n.id).sort(byNodeId);
+    return [...this.nodes.values()].filter((n) => isAlive(n.status.state) && !this.suspects.has(n.id)).map((n) => n.id).sort(byNodeId);
   }
 
   /**
@@ -141,6 +160,7 @@ export class MeshGateway {
    * up, at least one); rejects after timeoutMs naming how many were found.
    */
   async discover(o: { count?: number; timeoutMs?: number; settleMs?: number } = {}): Promise<string[]> {
+    if (this.closed) throw new MeshError('the gateway closed');
     const timeoutMs = o.timeoutMs ?? 15000;
     const enough = () => (o.count === undefined ? this.aliveNodes().length > 0 : this.aliveNodes().length >= o.count);
     if (o.count === undefined) await new Promise((r) => setTimeout(r, o.settleMs ?? 500));
@@ -154,6 +174,7 @@ export class MeshGateway {
    * loaded its slices (a node given the heads and weights it already holds keeps them).
    */
   async assign(nodeIds: string[], o: AssignOptions = {}): Promise<NodeAssignment[]> {
+    if (this.closed) throw new MeshError('the gateway closed');
     const nodes = [...nodeIds].sort(byNodeId);
     if (nodes.length === 0) throw new MeshError('no head nodes to assign');
     const groups = Array.isArray(o.groups) ? this.checkPartition(o.groups) : partitionHeads(this.g.nHeads, o.groups ?? Math.min(nodes.length, this.g.nHeads));
@@ -173,12 +194,89 @@ export class MeshGateway {
     for (const s of slots) publish(s.node, s.slot, s.heads);
     for (const node of idle) publish(node, slotOf.get(node) as number, []);
     await acks;
+    this.plan = { nodes, options: o, weights: quant };
     this.runner.use({ id, slots, transport });
     this.events.emit({ kind: 'assigned', nodes: slots.map((s) => ({ node: s.node, slot: s.slot, heads: s.heads })) });
     return slots.map((s) => {
       const st = this.nodes.get(s.node)?.status;
       return { node: s.node, slot: s.slot, heads: s.heads, kvHeads: st?.kvHeads ?? [], weightBytes: st?.weightBytes ?? 0 };
     });
+  }
+
+  /**
+   * The runner's failover: the heads of the lost nodes go to standby nodes (alive, holding no
+   * heads), one lost node's group to each, or, when none is left, head by head to the surviving
+   * node with the fewest heads. Only the nodes whose heads change are sent an assignment (the
+   * same assignment id, so the others keep their weights); the lost ones are released. Resolves
+   * once the changed nodes have loaded their heads.
+   */
+  private async replace(current: RunnerAssignment, lost: readonly string[]): Promise<{ assignment: RunnerAssignment; moves: HeadMove[] }> {
+    if (this.closed) throw new MeshError('the gateway closed');
+    for (const node of lost) this.suspects.add(node);
+    const alive = new Set(this.aliveNodes());
+    const survivors = current.slots.filter((s) => alive.has(s.node)).map((s) => ({ ...s, heads: [...s.heads] }));
+    const orphans = current.slots.filter((s) => !alive.has(s.node));
+    const standby = [...alive].filter((n) => !current.slots.some((s) => s.node === n));
+    const heads = orphans.flatMap((s) => s.heads);
+    if (survivors.length + standby.length === 0) throw new MeshError(`no head node is left on mesh ${this.o.meshId} to take heads [${heads.join(',')}] of ${orphans.map((s) => s.node).join(', ')}`);
+    this.log('warn', `head node${orphans.length > 1 ? 's' : ''} ${orphans.map((s) => s.node).join(', ')} lost: moving heads [${heads.join(',')}]`);
+    const slots: RunnerSlot[] = [...survivors];
+    const changed = new Set<RunnerSlot>();
+    const moves: HeadMove[] = [];
+    const move = (from: string, to: RunnerSlot, moved: number[]) => {
+      const m = moves.find((x) => x.from === from && x.to === to.node);
+      if (m) m.heads.push(...moved);
+      else moves.push({ from, to: to.node, heads: [...moved] });
+      changed.add(to);
+    };
+    for (const orphan of orphans) {
+      const node = standby.shift();
+      if (node !== undefined) {
+        const s: RunnerSlot = { node, slot: this.freeSlot(node, slots), heads: [...orphan.heads] };
+        slots.push(s);
+        move(orphan.node, s, orphan.heads);
+        continue;
+      }
+      for (const h of orphan.heads) {
+        const target = slots.reduce((a, b) => (b.heads.length < a.heads.length ? b : a));
+        target.heads.push(h);
+        target.heads.sort((a, b) => a - b);
+        move(orphan.node, target, [h]);
+      }
+    }
+    const weights: WeightFormat = this.plan?.weights ?? (current.transport === 'int7' ? 'int8' : current.transport);
+    const publish = (node: string, slot: number, hs: number[]) => {
+      const m = { protocol: PROTOCOL_VERSION, assignment: current.id, slot, heads: hs, weights, transport: current.transport, model: modelShape(this.g) } as const;
+      this.client.publish(this.t.assign(node), encodeControl('assignment', m), { qos: 1 });
+    };
+    const acks = this.acks.wait([...changed].map((s) => s.node), 'assignment', current.id);
+    for (const s of changed) publish(s.node, s.slot, s.heads);
+    for (const o of orphans) publish(o.node, o.slot, []); // a node that was only held releases its heads when it runs again
+    await acks;
+    slots.sort((a, b) => a.slot - b.slot);
+    for (const hook of this.reassigned) await hook(slots, [...changed].map((s) => s.node));
+    return { assignment: { id: current.id, slots, transport: current.transport }, moves };
+  }
+
+  /** After a failover, at the next session: the planned assignment again, once every one of its nodes is up. */
+  private async restore(): Promise<void> {
+    const plan = this.plan;
+    if (!plan) return;
+    const alive = new Set(this.aliveNodes());
+    if (!plan.nodes.every((n) => alive.has(n))) return;
+    this.log('info', `head nodes ${plan.nodes.join(', ')} are all up again: assigning them as planned`);
+    const assignment = await this.assign(plan.nodes, plan.options);
+    for (const hook of this.reassigned) await hook(assignment, assignment.map((a) => a.node));
+  }
+
+  /** A slot for a node joining an assignment: its fixed slot, or the lowest number free. */
+  private freeSlot(node: string, slots: readonly RunnerSlot[]): number {
+    const taken = new Set(slots.map((s) => s.slot));
+    const fixed = this.nodes.get(node)?.status.slot;
+    if (fixed !== undefined && !taken.has(fixed)) return fixed;
+    let next = 1;
+    while (taken.has(next)) next++;
+    return next;
   }
 
   /** Generates through the mesh with the engine's loop, each token also on the tokens topic; requests wait their turn. */
@@ -223,6 +321,8 @@ export class MeshGateway {
 
   /** Leaves the bus (nodes keep running). */
   async close(): Promise<void> {
+    this.closed = true;
+    for (const wake of this.nodeWaiters) wake();
     this.runner.fail(new MeshError('the gateway closed'));
     this.runner.end();
     this.acks.abort(new MeshError('the gateway closed'));
@@ -257,6 +357,7 @@ export class MeshGateway {
     if (m.node !== id) return this.reject(topic, `status names node "${m.node}" on the topic of "${id}"`);
     const view = this.nodes.get(id);
     this.nodes.set(id, { id, status: m, telemetry: view?.telemetry });
+    this.suspects.delete(id); // it speaks again
     if (!isAlive(m.state)) {
       this.runner.nodeLost(id, `${m.state}${m.reason ? ` (${m.reason})` : ''}`);
       this.acks.nodeLost(id, m.state);
@@ -273,12 +374,16 @@ export class MeshGateway {
     if (m.node !== nodeOfTopic(topic)) return this.reject(topic, `telemetry names node "${m.node}" on the topic of "${nodeOfTopic(topic)}"`);
     const view = this.nodes.get(m.node);
     if (view) view.telemetry = m;
+    if (this.suspects.delete(m.node)) for (const wake of this.nodeWaiters) wake();
   }
 
-  /** Drops a message: one log line and one report on the errors topic. */
+  /** Drops a message: one log line and one report on the errors topic, both rate-limited (lib/mesh/report-limit.ts). */
   private reject(topic: string, reason: string): void {
-    this.log('warn', `dropped message on ${topic}: ${reason}`);
-    this.client.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'gateway', topic, reason: reason.slice(0, 2000) }), { qos: 0 });
+    const go = this.reports.take();
+    if (!go) return;
+    const said = withHeldCount(reason, go.heldBefore);
+    this.log('warn', `dropped message on ${topic}: ${said}`);
+    this.client.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'gateway', topic, reason: said.slice(0, 2000) }), { qos: 0 });
   }
 
   // --- waiting ------------------------------------------------------------------------------
@@ -287,6 +392,10 @@ export class MeshGateway {
     if (condition()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const check = () => {
+        if (this.closed) {
+          done();
+          return reject(new MeshError('the gateway closed'));
+        }
         if (!condition()) return;
         done();
         resolve();

@@ -7,7 +7,7 @@
 import { Aedes } from 'aedes';
 import { MqttClient } from 'mqtt';
 import { subscribe } from './mqtt';
-import { HeadLink, MeshError } from './runner';
+import { HeadLink, HeadNodesLost } from './runner';
 import { AckMessage, NodeState, PROTOCOL_VERSION, Topics, TokenMessage, encodeControl } from './wire';
 
 /** Where the gateway sends bodies and per-token messages, and hears result bodies. */
@@ -38,6 +38,15 @@ export function aedesBodyBus(aedes: Aedes): BodyBus {
   };
 }
 
+/**
+ * A wait that the caller awaits only after publishing what it waits for: marked handled, so
+ * a publish that throws first does not leave its rejection unhandled (the caller still sees it).
+ */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 const ALIVE: ReadonlySet<NodeState> = new Set(['online', 'loading', 'ready']);
 
 /** Whether a node in this state is up. */
@@ -51,6 +60,8 @@ export function isAlive(state: NodeState): boolean {
  */
 export class AckWaiter {
   private readonly waiters = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Set by abort(): every later wait fails at once with this. */
+  private closed: Error | null = null;
 
   constructor(
     private readonly timeoutMs: number,
@@ -61,14 +72,16 @@ export class AckWaiter {
   wait(nodes: readonly string[], kind: AckMessage['kind'], id: string): Promise<void> {
     const pending = new Set(nodes);
     const keys = nodes.map((n) => `${n}|${kind}|${id}`);
-    return new Promise<void>((resolve, reject) => {
+    if (this.closed) return handled(Promise.reject(this.closed));
+    if (nodes.length === 0) return Promise.resolve();
+    return handled(new Promise<void>((resolve, reject) => {
       const finish = (err?: Error) => {
         clearTimeout(timer);
         keys.forEach((k) => this.waiters.delete(k));
         if (err) reject(err);
         else resolve();
       };
-      const timer = setTimeout(() => finish(new MeshError(`head node${pending.size > 1 ? 's' : ''} ${[...pending].join(', ')} did not acknowledge ${kind} ${id} within ${this.timeoutMs} ms`)), this.timeoutMs);
+      const timer = setTimeout(() => finish(new HeadNodesLost(`head node${pending.size > 1 ? 's' : ''} ${[...pending].join(', ')} did not acknowledge ${kind} ${id} within ${this.timeoutMs} ms`, [...pending])), this.timeoutMs);
       nodes.forEach((node, i) => {
         this.waiters.set(keys[i], {
           resolve: () => {
@@ -82,8 +95,8 @@ export class AckWaiter {
         const state = this.stateOf(n);
         return state !== undefined && !isAlive(state);
       });
-      if (gone) finish(new MeshError(`head node ${gone} is ${this.stateOf(gone)}`));
-    });
+      if (gone) finish(new HeadNodesLost(`head node ${gone} is ${this.stateOf(gone)}`, [gone]));
+    }));
   }
 
   /** An ack arrived; false when nobody waits for it. */
@@ -91,17 +104,18 @@ export class AckWaiter {
     const waiter = this.waiters.get(`${m.node}|${m.kind}|${m.id}`);
     if (!waiter) return false;
     if (m.ok) waiter.resolve();
-    else waiter.reject(new MeshError(`head node ${m.node} refused ${m.kind} ${m.id}: ${m.error ?? 'no reason given'}`));
+    else waiter.reject(new HeadNodesLost(`head node ${m.node} refused ${m.kind} ${m.id}: ${m.error ?? 'no reason given'}`, [m.node]));
     return true;
   }
 
   /** A node went away: every wait that includes it fails. */
   nodeLost(node: string, state: NodeState): void {
-    for (const [key, w] of this.waiters) if (key.startsWith(`${node}|`)) w.reject(new MeshError(`head node ${node} went ${state}`));
+    for (const [key, w] of this.waiters) if (key.startsWith(`${node}|`)) w.reject(new HeadNodesLost(`head node ${node} went ${state}`, [node]));
   }
 
-  /** Fails every wait (the gateway is closing). */
+  /** Fails every wait, and every later one (the gateway is closing). */
   abort(error: Error): void {
+    this.closed = error;
     for (const w of this.waiters.values()) w.reject(error);
   }
 }

@@ -11,6 +11,7 @@ import { Geometry, geometry } from '../llm/config';
 import { resultGroupSize } from '../llm/engine';
 import { HeadSession, HeadSteering, HeadWeights, loadHeadSlices } from '../llm/head';
 import { steeringFromMessage } from './node-steering';
+import { ReportLimiter, withHeldCount } from './report-limit';
 import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger, subscribe, withinMs } from './mqtt';
 import { Body, BodyType, decodeBody, encodeBody } from '../link/body';
 import { Encoding } from '../llm/quant';
@@ -65,6 +66,8 @@ export class HeadNode {
   private steering: HeadSteering | null = null;
   private heartbeat?: NodeJS.Timeout;
   private stopping = false;
+  /** What this node reports on the errors topic, at most 10 a second after a burst of 20. */
+  readonly reports = new ReportLimiter();
   private readonly started = Date.now();
   private connectionLost = false;
   private markLost: (why: string) => void = () => undefined;
@@ -160,10 +163,13 @@ export class HeadNode {
     if (message) handle(message);
   }
 
-  /** Drops a message: one log line and one report on the errors topic. */
+  /** Drops a message: one log line and one report on the errors topic, both rate-limited (a flood must not become a flood of reports). */
   private reject(topic: string, reason: string): void {
-    this.log('warn', `dropped message on ${topic}: ${reason}`);
-    this.client?.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: this.id, topic, reason }), { qos: 0 });
+    const go = this.reports.take();
+    if (!go) return;
+    const said = withHeldCount(reason, go.heldBefore);
+    this.log('warn', `dropped message on ${topic}: ${said}`);
+    this.client?.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: this.id, topic, reason: said.slice(0, 2000) }), { qos: 0 });
   }
 
   private onAssignment(m: AssignmentMessage): void {

@@ -23,6 +23,8 @@ export interface SpawnNodesOptions {
   native?: boolean;
   /** Receives each child's stderr lines (default: copied to this process's stderr). */
   onLog?: (node: string, line: string) => void;
+  /** Each node's broker username and password (a bus with per-node credentials: lib/mesh/acl.ts). */
+  credentials?: (node: string) => { username: string; password: string } | undefined;
 }
 
 export interface NodeProcess {
@@ -65,12 +67,14 @@ export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: strin
 
 function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
   let child: ChildProcess;
+  const login = o.credentials?.(id);
   if (o.native) {
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, o), { stdio: ['pipe', 'ignore', 'pipe'] });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login }), { stdio: ['pipe', 'ignore', 'pipe'] });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
+    if (login) args.push('--username', login.username, '--password', login.password);
     child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
   }
   const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
@@ -94,8 +98,8 @@ function stopChild(p: NodeProcess, graceMs: number): Promise<void> {
  * `mesh-llm broker` as a child process on the given port; resolves once it listens. Like the
  * head nodes, it exits when its parent goes away.
  */
-export function spawnBroker(port: number): Promise<{ url: string; child: ChildProcess; close(): Promise<void> }> {
-  const child = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+export function spawnBroker(port: number, extraArgs: string[] = []): Promise<{ url: string; child: ChildProcess; close(): Promise<void> }> {
+  const child = spawn(process.execPath, [cliEntry(), 'broker', '--port', String(port), ...extraArgs], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const close = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

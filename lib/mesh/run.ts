@@ -10,6 +10,8 @@ import { MeshGateway, NodeAssignment } from './gateway';
 import { BrokerAddress, Logger, stderrLogger } from './mqtt';
 import { HeadNode, HeadNodeOptions } from './node';
 import { spawnHeadNodes } from './processes';
+import { FailoverEvent } from './runner';
+import { MeshCredentials } from './acl';
 import { Encoding, WeightFormat } from '../llm/quant';
 
 export const DEFAULT_MESH_ID = 'default';
@@ -44,8 +46,8 @@ export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
 }
 
 /** Runs the embedded aedes broker until SIGINT/SIGTERM. */
-export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string }): Promise<number> {
-  const broker = await startAedesBroker(o);
+export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string; credentials?: MeshCredentials }): Promise<number> {
+  const broker = await startAedesBroker({ ...o, onRefused: (what) => process.stderr.write(`mesh-llm broker: refused ${what}\n`) });
   process.stderr.write(`mesh-llm broker listening on ${broker.url}\n`);
   await untilStopped();
   await broker.close();
@@ -85,6 +87,8 @@ export interface MeshGenerateOptions {
 
 export interface MeshGenerationResult extends GenerationResult {
   assignment: NodeAssignment[];
+  /** Head nodes lost during the run, where their heads went and the replay that rebuilt them (empty: no fault). */
+  failovers: FailoverEvent[];
 }
 
 async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: string[], broker: BrokerAddress & { meshId: string }): Promise<MeshGenerationResult> {
@@ -92,7 +96,7 @@ async function generateOn(gw: MeshGateway, o: MeshGenerateOptions, nodeIds: stri
   const log = o.log ?? stderrLogger('gateway');
   for (const a of assignment) log('info', `${a.node}: heads [${a.heads.join(',')}] kv heads [${a.kvHeads.join(',')}], ${a.weightBytes} weight bytes`);
   const result = await (o.generateOn ? o.generateOn(gw, assignment, broker) : gw.generate(o.generate, o.onToken));
-  return { ...result, assignment };
+  return { ...result, assignment, failovers: [...gw.runner.failovers] };
 }
 
 /** One generation through a mesh of head-node processes; every process it started is gone when it settles. */
@@ -113,8 +117,8 @@ export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGener
     if (o.onEvent) gw.events.on(o.onEvent);
     const discovering = gw.discover({ count: o.mesh ?? o.nodes, timeoutMs: 20000 });
     const nodeIds = await (children ? Promise.race([discovering, children.firstExit]) : discovering);
-    const running = generateOn(gw, o, nodeIds, { url, username: o.username, password: o.password, meshId });
-    return await (children ? Promise.race([running, children.firstExit]) : running);
+    // a head node that exits mid-run is a lost node: the runner moves its heads (its last will tells the gateway)
+    return await generateOn(gw, o, nodeIds, { url, username: o.username, password: o.password, meshId });
   } finally {
     await gw?.close().catch(() => undefined);
     await children?.stop();

@@ -191,6 +191,7 @@ export type MeshEventMessage = { protocol: 1; at: number } & (
   | { kind: 'gather'; session: number; pos: number; layer: number; ms: number; nodes: { node: string; ms: number }[] }
   | { kind: 'late'; session: number; pos: number; layer: number; ms: number; nodes: string[] }
   | { kind: 'failed'; session?: number; pos?: number; layer?: number; reason: string; nodes: string[] }
+  | { kind: 'failover'; session: number; pos: number; layer: number; lost: string[]; moves: { heads: number[]; from: string; to: string }[]; replayed: number; replayMs: number }
   | { kind: 'token'; run: string; session: number; pos: number; token: number; piece: string; sampled: boolean; probability?: number; kl?: number | null; node?: string | null; secondsPerToken?: number }
   | { kind: 'run-end'; run: string; session?: number; tokens: number; text?: string; seconds: number; error?: string }
   | {

@@ -29,6 +29,30 @@ export function steeringMessage(id: string, share: NodeShare, readings: Record<s
   };
 }
 
+/**
+ * The steering message of a node that holds heads of other nodes after a failover: the
+ * shares move with the heads. Every channel of every node whose heads it now computes, named
+ * `owner.channel`, with that owner's reading and its share laid over the node's heads (zeros
+ * for the heads of other owners), so each head gets exactly what its owner would have added.
+ * A node that holds exactly its own heads gets its usual message.
+ */
+export function heldSteeringMessage(id: string, shares: readonly NodeShare[], node: string, heads: readonly number[], headSize: number, readings: NodeReadings, alpha: number): SteeringMessage {
+  const own = shares.find((s) => s.node === node);
+  if (own && own.heads.length === heads.length && own.heads.every((h, i) => h === heads[i])) return steeringMessage(id, own, readings[node] ?? {}, alpha);
+  const width = heads.length * headSize;
+  const channels: SteeringMessage['channels'] = [];
+  for (const owner of shares) {
+    const held = owner.heads.map((h, i) => [i, heads.indexOf(h)] as const).filter(([, j]) => j >= 0);
+    if (held.length === 0) continue;
+    for (const [name, v] of Object.entries(owner.channels)) {
+      const share = new Array<number>(width).fill(0);
+      for (const [i, j] of held) for (let d = 0; d < headSize; d++) share[j * headSize + d] = v[i * headSize + d];
+      channels.push({ name: `${owner.node}.${name}`.slice(0, 64), reading: safeReading(readings[owner.node]?.[name]), share });
+    }
+  }
+  return { protocol: PROTOCOL_VERSION, id, heads: [...heads], layer: shares[0]?.layer ?? 0, alpha, channels };
+}
+
 /** The attribution of one token as published on mesh-llm/{mesh}/attribution (schemas/attribution.json). */
 export interface AttributionMessage {
   protocol: 1;
@@ -78,29 +102,47 @@ export class MeshSteering {
 
   /** Sends every node its steering and resolves once all have applied it. */
   async configure(steering: Steering, readings: NodeReadings, alpha: number, timeoutMs = 5000): Promise<Map<string, HeadSteering>> {
-    const id = `s${++this.count}-${Date.now().toString(36)}`;
-    const acks = steering.shares.map(
-      (share) =>
+    const id = this.nextId();
+    const budgeted = steering.alphaFor(readings, alpha); // every node applies the same alpha, inside the budget
+    await this.send(id, steering.shares.map((share) => ({ node: share.node, m: steeringMessage(id, share, readings[share.node] ?? {}, budgeted) })), timeoutMs);
+    return steering.vectors(readings, alpha);
+  }
+
+  /**
+   * After a failover moved heads: sends the nodes whose heads changed (`nodes`, placed as
+   * `slots` says) the steering of the heads they now hold (heldSteeringMessage).
+   */
+  async follow(steering: Steering, readings: NodeReadings, alpha: number, slots: readonly { node: string; heads: number[] }[], nodes: readonly string[], headSize: number, timeoutMs = 5000): Promise<void> {
+    const id = this.nextId();
+    const budgeted = steering.alphaFor(readings, alpha);
+    const changed = slots.filter((s) => nodes.includes(s.node));
+    await this.send(id, changed.map((s) => ({ node: s.node, m: heldSteeringMessage(id, steering.shares, s.node, s.heads, headSize, readings, budgeted) })), timeoutMs);
+  }
+
+  private nextId(): string {
+    return `s${++this.count}-${Date.now().toString(36)}`;
+  }
+
+  /** Publishes each node's steering message and resolves once every one has acknowledged. */
+  private async send(id: string, messages: readonly { node: string; m: SteeringMessage }[], timeoutMs: number): Promise<void> {
+    const acks = messages.map(
+      ({ node }) =>
         new Promise<void>((resolve, reject) => {
-          const key = `${share.node}|${id}`;
+          const key = `${node}|${id}`;
           const timer = setTimeout(() => {
             this.waiters.delete(key);
-            reject(new Error(`head node ${share.node} did not acknowledge steering ${id} within ${timeoutMs} ms`));
+            reject(new Error(`head node ${node} did not acknowledge steering ${id} within ${timeoutMs} ms`));
           }, timeoutMs);
           this.waiters.set(key, (m) => {
             clearTimeout(timer);
             this.waiters.delete(key);
             if (m.ok) resolve();
-            else reject(new Error(`head node ${share.node} refused steering ${id}: ${m.error ?? 'no reason given'}`));
+            else reject(new Error(`head node ${node} refused steering ${id}: ${m.error ?? 'no reason given'}`));
           });
         }),
     );
-    const budgeted = steering.alphaFor(readings, alpha); // every node applies the same alpha, inside the budget
-    for (const share of steering.shares) {
-      this.client.publish(this.t.steer(share.node), encodeControl('steering', steeringMessage(id, share, readings[share.node] ?? {}, budgeted)), { qos: 1 });
-    }
+    for (const { node, m } of messages) this.client.publish(this.t.steer(node), encodeControl('steering', m), { qos: 1 });
     await Promise.all(acks);
-    return steering.vectors(readings, alpha);
   }
 
   publishAttribution(session: number, a: TokenAttribution): void {
@@ -137,14 +179,21 @@ export function generateSteeredOnMesh(
     events.token(pos, token, piece, logits ?? null, last && last.pos === pos ? { kl: last.kl, node: last.top } : undefined);
     onPiece?.(token, piece, pos, logits);
   };
+  // a failover (or the restore after one) hands heads to other nodes: the steering shares follow them
+  const follow = (slots: { node: string; heads: number[] }[], changed: string[]) => link.follow(steering, readings, alpha, slots, changed, gw.g.headSize);
   return runner.exclusive(async () => {
-    await link.configure(steering, readings, alpha);
-    return gw.told(events, 'cli', true, (onStart) =>
-      generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
-        last = a;
-        link.publishAttribution(runner.session, a);
-        onToken?.(a);
-      }, told, onStart),
-    );
+    gw.reassigned.add(follow);
+    try {
+      await link.configure(steering, readings, alpha);
+      return await gw.told(events, 'cli', true, (onStart) =>
+        generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
+          last = a;
+          link.publishAttribution(runner.session, a);
+          onToken?.(a);
+        }, told, onStart),
+      );
+    } finally {
+      gw.reassigned.delete(follow);
+    }
   });
 }
