@@ -158,7 +158,8 @@ describe('a hung node', () => {
 
   test('is told late at half the gather timeout, then failed by name, and the run ends with the error', async () => {
     const { events } = await watchEvents(meshId);
-    const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: 1000, log: () => undefined });
+    // without failover (as with no node left to take the heads): the run fails
+    const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: 1000, failover: false, log: () => undefined });
     cleanups.push(() => gw.close());
     await gw.assign(await gw.discover({ count: 1, timeoutMs: 30000 }));
     const child = nodes.nodes[0].child;
@@ -179,6 +180,33 @@ describe('a hung node', () => {
     const end = ofKind(events, 'run-end');
     expect(end[0].error).toMatch(/node-1/);
     expect(events.indexOf(late[0])).toBeLessThan(events.indexOf(failed[0]));
+  }, 60000);
+});
+
+describe('a failover', () => {
+  const meshId = 'events-failover';
+  let nodes: NodeProcesses;
+  beforeAll(() => void (nodes = startNodes(meshId, 2)));
+
+  test('a node held mid-run is told late, then its heads moving to the other node with the replay, and the run goes on to the golden tokens', async () => {
+    const { events } = await watchEvents(meshId);
+    const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: 1000, log: () => undefined });
+    cleanups.push(() => gw.close());
+    await gw.assign(await gw.discover({ count: 2, timeoutMs: 30000 }));
+    const child = nodes.nodes[1].child;
+    const result = await gw.generate(ONCE, (_t, _p, pos) => {
+      if (pos === 20) child.kill('SIGSTOP');
+    });
+    child.kill('SIGCONT');
+    expect(result.tokens).toEqual(goldenIds('once-greedy-64'));
+    await untilRunEnd(events);
+    const failover = ofKind(events, 'failover');
+    expect(failover).toHaveLength(1);
+    expect(failover[0]).toMatchObject({ lost: ['node-2'], moves: [{ heads: [4, 5, 6, 7], from: 'node-2', to: 'node-1' }] });
+    expect(failover[0].replayed).toBeGreaterThan(0);
+    expect(ofKind(events, 'late').map((l) => l.nodes)).toEqual([['node-2']]);
+    expect(ofKind(events, 'failed')).toEqual([]);
+    expect(ofKind(events, 'run-end')[0].error).toBeUndefined();
   }, 60000);
 });
 

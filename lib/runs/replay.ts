@@ -80,7 +80,8 @@ export async function replayRun(store: RunStore, r: RunRecord, o: ReplayOptions)
   const alphaOf = (data: ReturnType<typeof loadSteering>) => o.alpha ?? recordedAlpha ?? data.settings.alpha;
   let alpha: number | undefined;
   const recorder = new RunRecorder(store, { options, source: `${counterfactual ? 'counterfactual' : 'replay'}:${r.job.id}`, model: o.model, mesh, promptTokens });
-  const onAttribution = (a: TokenAttribution) => store.setAttribution(recorder.id, a.pos, a.nodes[0]?.kl ?? 0, a.top);
+  // kl: how far all the sensors moved the distribution, KL(steered || unsteered), as the mesh events tell it
+  const onAttribution = (a: TokenAttribution) => store.setAttribution(recorder.id, a.pos, a.kl, a.top);
   let result: GenerationResult;
   if (engine) {
     if (steered) {

@@ -136,14 +136,11 @@ export async function generateWithAttribution(
     if (sampled) ({ logits, nodes: ranked, kl: moved } = await attributeStep(gateway, heads, nodes, gen.token, gen.pos, headOut));
     else logits = await forward(gateway, heads, gen.token, gen.pos, headOut, false);
     const out = gen.advance(logits);
-    if (!out || !sampled) {
-      if (out) onPiece?.(out.token, out.piece, gen.pos, logits);
-      continue;
-    }
+    if (out) onPiece?.(out.token, out.piece, gen.pos, logits);
+    if (!out || !sampled) continue;
     const a: TokenAttribution = { pos: gen.pos, kl: moved, token: out.token, piece: out.piece.toString('utf8'), nodes: ranked, top: ranked.length && ranked[0].kl > ATTRIBUTION_FLOOR ? ranked[0].node : null };
     attributions.push(a);
     onToken?.(a);
-    onPiece?.(out.token, out.piece, gen.pos, logits);
   }
   return { ...gen.result(), attributions };
 }

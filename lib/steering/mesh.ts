@@ -174,9 +174,11 @@ export function generateSteeredOnMesh(
 ): Promise<GenerationResult & { attributions: TokenAttribution[] }> {
   const runner = gw.runner;
   const events = gw.runEvents();
-  let last: TokenAttribution | null = null;
+  // a sampled token is told once its attribution (which follows its piece) says how far the sensors moved it
+  let sampled: { token: number; piece: Buffer; pos: number; logits: Float32Array } | null = null;
   const told: TokenListener = (token, piece, pos, logits) => {
-    events.token(pos, token, piece, logits ?? null, last && last.pos === pos ? { kl: last.kl, node: last.top } : undefined);
+    if (logits) sampled = { token, piece, pos, logits };
+    else events.token(pos, token, piece, null);
     onPiece?.(token, piece, pos, logits);
   };
   // a failover (or the restore after one) hands heads to other nodes: the steering shares follow them
@@ -187,7 +189,9 @@ export function generateSteeredOnMesh(
       await link.configure(steering, readings, alpha);
       return await gw.told(events, 'cli', true, (onStart) =>
         generateWithAttribution(gw.gateway, runner, gw.tokenizer, steering.steeredNodes(readings, alpha), options, (a) => {
-          last = a;
+          const s = sampled as { token: number; piece: Buffer; pos: number; logits: Float32Array } | null;
+          if (s && s.pos === a.pos) events.token(s.pos, s.token, s.piece, s.logits, { kl: a.kl, node: a.top });
+          sampled = null;
           link.publishAttribution(runner.session, a);
           onToken?.(a);
         }, told, onStart),
