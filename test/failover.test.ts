@@ -19,6 +19,7 @@ import { loadSteering } from '../lib/steering/directions';
 import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
 import { Steering } from '../lib/steering/steer';
 import { goldenIds, modelPaths } from './support/fixtures';
+import { flowRun } from './support/flow';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -190,26 +191,6 @@ test('generate --mesh 8 --json: two head-node processes killed mid-generation, t
   expect(lostNodes(out.failovers ?? []).sort()).toEqual(['node-4', 'node-6']);
 }, 120000);
 
-/** A run through the flow runtime as the Node-RED layer loop drives it. */
-async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (step: StepState) => void): Promise<GenerationResult> {
-  const step = await rt.begin(options);
-  try {
-    for (;;) {
-      const x = rt.embed(step);
-      do {
-        rt.broadcast(step, x);
-        await rt.aggregate(step, x);
-        await rt.ffn(step, x);
-      } while (rt.nextLayer(step));
-      const { result } = await rt.sample(step, x);
-      if (result) return result;
-      onPosition?.(step);
-    }
-  } catch (e) {
-    rt.abort(step.run, e as Error);
-    throw e;
-  }
-}
 
 test('a Node-RED flow run (the flow runtime): two nodes killed a second apart, the golden tokens, failover events on the mesh events', async () => {
   const nodes = startNodes('flow-failover', 4);

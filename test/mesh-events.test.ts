@@ -18,6 +18,7 @@ import { runMeshGenerate } from '../lib/mesh/run';
 import { steeredOnMesh } from '../lib/steering/run';
 import { runRadioGenerate } from '../gateway-bridge/run';
 import { goldenIds, modelPaths } from './support/fixtures';
+import { flowRun } from './support/flow';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -235,22 +236,3 @@ describe('the radio path', () => {
   }, 120000);
 });
 
-/** Drives a run through the flow runtime as the Node-RED layer loop does. */
-async function flowRun(rt: FlowRuntime, options: GenerateOptions): Promise<GenerationResult> {
-  const step: StepState = await rt.begin(options);
-  try {
-    for (;;) {
-      const x = rt.embed(step);
-      do {
-        rt.broadcast(step, x);
-        await rt.aggregate(step, x);
-        await rt.ffn(step, x);
-      } while (rt.nextLayer(step));
-      const { result } = await rt.sample(step, x);
-      if (result) return result;
-    }
-  } catch (e) {
-    rt.abort(step.run, e as Error);
-    throw e;
-  }
-}

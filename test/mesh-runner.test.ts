@@ -16,6 +16,7 @@ import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
 import { generateWithAttribution } from '../lib/steering/attribution';
 import { Steering, localNodes } from '../lib/steering/steer';
 import { goldenIds, modelPaths } from './support/fixtures';
+import { flowRun } from './support/flow';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -138,26 +139,6 @@ describe('a steered run without failover', () => {
   }, 90000);
 });
 
-/** Drives a run through the flow runtime as the Node-RED layer loop does; an error aborts the run, as the nodes' done(err) path does. */
-async function flowRun(rt: FlowRuntime, options: GenerateOptions, onPosition?: (step: StepState) => void): Promise<GenerationResult> {
-  const step = await rt.begin(options);
-  try {
-    for (;;) {
-      const x = rt.embed(step);
-      do {
-        rt.broadcast(step, x);
-        await rt.aggregate(step, x);
-        await rt.ffn(step, x);
-      } while (rt.nextLayer(step));
-      const { result } = await rt.sample(step, x);
-      if (result) return result;
-      onPosition?.(step);
-    }
-  } catch (e) {
-    rt.abort(step.run, e as Error);
-    throw e;
-  }
-}
 
 describe('a Node-RED flow run without failover (the flow runtime the layer-loop nodes call)', () => {
   let rt: FlowRuntime;
