@@ -3,13 +3,12 @@
  * goes away (exit 1). Its radio head nodes appear on the mesh's topics, so
  * `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
  */
-import { UsageError, choiceOption, floatOption, intOption, parseOptions } from '../args';
+import { UsageError, choiceOption, intOption, parseOptions } from '../args';
 import { printJson } from '../output';
 import { resolveModelPaths } from '../../lib/llm/resolve';
 import { untilStopped } from '../../lib/mesh/run';
-import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
-import { REGION_NAMES } from '../../lib/radio/regions';
 import { startBridge } from '../../gateway-bridge/service';
+import { parseRadioSettings } from './radio-options';
 
 export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P]
                  [--mesh ID] [--nodes N] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
@@ -51,13 +50,7 @@ export async function run(argv: string[]): Promise<number> {
     serialPath: v.serial,
     baudRate: intOption('baud', v.baud, 115200, 1200, 4000000),
     udpPort: intOption('udp-port', v['udp-port'], 1700, 1, 65535),
-    region: choiceOption('region', v.region, 'EU868', REGION_NAMES),
-    sf: Number(choiceOption('sf', v.sf, '7', SPREADING_FACTORS.filter((s) => s >= 7).map(String))) as SpreadingFactor,
-    bandwidthKHz: Number(choiceOption('bw', v.bw, '125', BANDWIDTHS_KHZ.map(String))) as BandwidthKHz,
-    channels: Number(choiceOption('channels', v.channels, '1', ['1', '8'] as const)),
-    nodes: intOption('nodes', v.nodes, 4, 1, 254),
-    loss: floatOption('loss', v.loss, 0, 0, 0.9),
-    timeScale: v['time-scale'] === undefined ? undefined : floatOption('time-scale', v['time-scale'], 1, 1e-3, 1e9),
+    ...parseRadioSettings(v),
     key: v.key ? Buffer.from(v.key, 'hex') : undefined,
     onToken: (t) => {
       if (json) printJson(t);

@@ -43,9 +43,8 @@ export function wantsRadio(values: RadioValues): boolean {
   return values.radio !== undefined;
 }
 
-/** The simulated radio's settings from --radio sim, --region, --sf, --bw, --channels, --nodes, --loss, --time-scale. */
-export function parseRadioSettings(values: RadioValues, defaultTimeScale?: number) {
-  choiceOption('radio', values.radio, 'sim', ['sim'] as const);
+/** The radio's settings from --region, --sf, --bw, --channels, --channel-plan, --nodes, --loss, --time-scale (generate, start and bridge). */
+export function parseRadioSettings(values: Omit<RadioValues, 'radio'>, defaultTimeScale?: number) {
   const channelPlan = values['channel-plan'] === undefined ? undefined : choiceOption('channel-plan', values['channel-plan'], CHANNEL_PLAN_NAMES[0], CHANNEL_PLAN_NAMES);
   const planRegion = channelPlan === undefined ? undefined : namedChannelPlan(channelPlan).region.name;
   if (planRegion && values.region !== undefined && values.region !== planRegion) throw new UsageError(`--channel-plan ${channelPlan} is a ${planRegion} plan, not --region ${values.region}`);
@@ -68,6 +67,7 @@ const PROGRESS_EVERY_MS = 2000;
 export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
   if (cmd.quant !== 'f32' && cmd.quant !== 'int8') throw new UsageError(`generate: --radio sim runs f32 or int8 weights with the same transport, not --quant ${cmd.quant} yet`);
+  choiceOption('radio', values.radio, 'sim', ['sim'] as const);
   const options = parseRadioSettings(values);
   let lastProgress = performance.now();
   const onProgress = (t: TokenRadioReport) => {

@@ -45,7 +45,7 @@ export async function run(argv: string[]): Promise<number> {
       model: v.model,
       tokenizer: v.tokenizer,
       native: v.native,
-      radio: v.radio === undefined ? undefined : parseRadioSettings(v, 1),
+      radio: v.radio === undefined ? undefined : (choiceOption('radio', v.radio, 'sim', ['sim'] as const), parseRadioSettings(v, 1)),
       scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),
