@@ -90,7 +90,13 @@ export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNo
   app.use(settings.httpNodeRoot as string, RED.httpNode);
   app.use(jsonErrors);
   await listen(server, o.port, o.host, 'the Node-RED editor');
+  // RED.start() resolves before the flows run: the flow's HTTP endpoints (POST /generate) exist only
+  // once they have started, so the system is not ready, nor its URL told, before then.
+  const events = (RED as unknown as { events: { once(name: string, cb: () => void): void } }).events;
+  const flowsStarted = new Promise<void>((resolve) => events.once('flows:started', () => resolve()));
   await RED.start();
+  // a flow waiting for node types that are not installed never starts: go on after a minute (the editor says why)
+  await Promise.race([flowsStarted, new Promise((resolve) => setTimeout(resolve, 60000).unref())]);
   const port = (server.address() as { port: number }).port;
   return {
     url: `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`,
