@@ -35,7 +35,7 @@ interface Case {
   region: 'US915' | 'EU868';
   channels: 1 | 8;
   /** A named channel plan (then `channels` is ignored). */
-  plan?: 'us915-500' | 'eu868-split';
+  plan?: 'us915-500' | 'eu868-split' | 'eu868-wide';
   transport: Encoding;
 }
 
@@ -72,6 +72,8 @@ async function main(): Promise<void> {
     { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int8' },
     { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int7' },
     { region: 'EU868', channels: 8, plan: 'eu868-split', transport: 'int4' },
+    { region: 'EU868', channels: 8, plan: 'eu868-wide', transport: 'int8' },
+    { region: 'EU868', channels: 8, plan: 'eu868-wide', transport: 'int7' },
   ];
   process.stderr.write(`TinyLlama geometry, ${NODES} nodes x 2 heads, int8, SF7/BW125, ${TOKENS} tokens per case (the first a warm-up)\n`);
   const rows = [];

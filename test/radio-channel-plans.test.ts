@@ -27,7 +27,7 @@ function world(planName: string) {
 }
 
 test('the plans are the regions\' channels at data rates the regions define', () => {
-  expect(CHANNEL_PLAN_NAMES).toEqual(['us915-500', 'eu868-split']);
+  expect(CHANNEL_PLAN_NAMES).toEqual(['us915-500', 'eu868-split', 'eu868-wide']);
   const us = namedChannelPlan('us915-500');
   expect(us.broadcasts.map((c) => [c.frequencyHz / MHz, c.bandwidthKHz, c.sf])).toEqual([[923.3, 500, 7]]);
   expect(us.uplink.filter((c) => c.bandwidthKHz === 125).map((c) => c.frequencyHz / MHz)).toEqual([903.9, 904.1, 904.3, 904.5, 904.7, 904.9, 905.1, 905.3]);
@@ -35,7 +35,10 @@ test('the plans are the regions\' channels at data rates the regions define', ()
   const eu = namedChannelPlan('eu868-split');
   expect(eu.broadcasts.map((c) => `${subBandOf(eu.region, c).name} ${c.bandwidthKHz}`)).toEqual(['g3 250', 'g (865-868 MHz) 125', 'g4 125', 'g (863-865 MHz) 125', 'g2 125']);
   expect(eu.uplink.map((c) => subBandOf(eu.region, c).name)).toEqual([...Array(3).fill('g1'), ...Array(5).fill('g (865-868 MHz)')]);
-  expect(() => namedChannelPlan('as923')).toThrow(/expected one of us915-500, eu868-split/);
+  const wide = namedChannelPlan('eu868-wide');
+  expect(wide.broadcasts.map((c) => `${subBandOf(wide.region, c).name} ${c.bandwidthKHz} SF${c.sf}`)).toEqual(['g3 250 SF7', 'g1 250 SF7', 'g (865-868 MHz) 250 SF7', 'g4 250 SF7', 'g (863-865 MHz) 250 SF7', 'g2 250 SF7']);
+  expect(wide.uplink.map((c) => `${subBandOf(wide.region, c).name} ${c.bandwidthKHz}`)).toEqual([...Array(3).fill('g1 125'), ...Array(5).fill('g (865-868 MHz) 125'), 'g3 250']);
+  expect(() => namedChannelPlan('as923')).toThrow(/expected one of us915-500, eu868-split, eu868-wide/);
 });
 
 test('the simulated channel refuses a transmission outside the plan, naming the channel', () => {
@@ -86,7 +89,24 @@ test('equal reply frames: the bound is the least makespan of whole frames over t
   expect(replyMakespanBoundMs(Array(3).fill(168), [slow, fast])).toBe(290); // two fast, one slow
 });
 
-describe.each(['us915-500', 'eu868-split'])('the MAC on %s (TinyLlama geometry, 16 nodes x 2 heads, int8)', (planName) => {
+test('eu868-wide: a 250 kHz broadcast outside the plan is refused, and each sub-band keeps its own budget', () => {
+  const { p, channel } = world('eu868-wide');
+  const gw = channel.attach({ name: 'gateway', listen: p.uplink });
+  // DR6 exists in EU868, but 867.5 MHz at 250 kHz is not one of the plan's channels
+  expect(() => gw.transmit(Buffer.alloc(200), { frequencyHz: 867.5 * MHz, bandwidthKHz: 250, sf: 7 }, 0)).toThrow(/867.500 MHz 250 kHz SF7 is not a channel of the mesh's plan/);
+  const [g3, g1, g865, g4] = p.broadcasts;
+  const a = gw.transmit(Buffer.alloc(230), g1, 0);
+  expect(a.endMs).toBeCloseTo(timeOnAirMs(230, { sf: 7, bandwidthKHz: 250 }), 9);
+  expect(() => gw.transmit(Buffer.alloc(230), g1, a.endMs * 50)).toThrow(/g1 off-time \(1% duty cycle\)/);
+  // the other sub-bands are free meanwhile
+  const b = gw.transmit(Buffer.alloc(230), g865, a.endMs + 1);
+  const c = gw.transmit(Buffer.alloc(230), g4, b.endMs + 1);
+  const d = gw.transmit(Buffer.alloc(230), g3, c.endMs + 1);
+  expect(() => gw.transmit(Buffer.alloc(230), g3, d.endMs + 1)).toThrow(/g3 off-time \(10% duty cycle\)/);
+  expect(() => gw.transmit(Buffer.alloc(230), g1, a.endMs * 100 + 1e-6)).not.toThrow();
+});
+
+describe.each(['us915-500', 'eu868-split', 'eu868-wide'])('the MAC on %s (TinyLlama geometry, 16 nodes x 2 heads, int8)', (planName) => {
   test('layers go through with frames only on the plan\'s channels; the broadcast uses every budget it needs', async () => {
     const g = geometry(MODEL_PRESETS.tinyllama);
     const p = namedChannelPlan(planName);
@@ -105,6 +125,11 @@ describe.each(['us915-500', 'eu868-split'])('the MAC on %s (TinyLlama geometry, 
     expect(report.ratio).toBeLessThanOrEqual(1.05);
     if (planName === 'us915-500') {
       expect([...broadcastOn.keys()]).toEqual(['902-928 MHz']);
+    } else if (planName === 'eu868-wide') {
+      // every one of the six sub-bands carries broadcast frames
+      expect([...broadcastOn.keys()].sort()).toEqual(['g (863-865 MHz)', 'g (865-868 MHz)', 'g1', 'g2', 'g3', 'g4']);
+      // each node replies in g1, g 865-868 MHz and g3 by turns
+      expect(mesh.layout.slotSets.map((s) => subBandOf(p.region, s.get(1)!.channel).name)).toEqual(['g1', 'g (865-868 MHz)', 'g3']);
     } else {
       // g3's 10% alone does not carry a token's broadcasts: the 1% and 0.1% sub-bands take frames too
       expect(broadcastOn.get('g3')).toBeGreaterThan(0);

@@ -17,6 +17,17 @@
  *   125 kHz; replies on the eight receive channels of a common EU868 gateway (868.1/868.3/868.5
  *   in g1, 867.1-867.9 in g 865-868 MHz, SF7/125), each node at 1% in each of the two
  *   sub-bands. g1 carries no broadcast: its three channels are the gateway's receive channels.
+ * - eu868-wide: every sub-band the gateway may transmit in carries the broadcast at SF7/250
+ *   (LoRaWAN RP002 EU863-870 DR6, half the airtime of SF7/125 for the same frame, so each
+ *   budget carries twice the frames): g3 (869.525 MHz, 10%; ERC/REC 70-03 Annex 1 lets the
+ *   whole 869.4-869.65 MHz band be one channel), g1 (868.3 MHz, DR6's usual channel, 1%),
+ *   g 865-868 MHz (865.5 MHz, 1%), g4 (869.85 MHz, 1%), g 863-865 MHz (864.5 MHz, 0.1%) and
+ *   g2 (868.95 MHz, 0.1%): 13.2% of the gateway's time in all, against 12.2% at mostly 125 kHz.
+ *   Replies on the eight 125 kHz receive channels of eu868-split plus the gateway's one
+ *   single-data-rate channel (the SX1301/SX1302 "LoRa service channel") at SF7/250 in g3, so
+ *   each node spends three budgets by turns (g1, g 865-868 MHz, g3) instead of two. Broadcast
+ *   and replies never overlap in time (a layer's replies need its whole broadcast, the next
+ *   layer's broadcast needs every reply), so the gateway's radio stays half duplex.
  */
 import { MeshLlmError } from '../llm/errors';
 import { LoRaModulation } from './airtime';
@@ -52,7 +63,15 @@ function eu868(): NamedChannelPlan {
   return { name: 'eu868-split', region: regionByName('EU868'), broadcasts, broadcast: broadcasts[0], uplink, description: 'broadcast over g3 SF7/250 (10%), g 865-868 and g4 SF7/125 (1%), g 863-865 and g2 SF7/125 (0.1%); replies 8 x 125 kHz SF7 (g1 and g 865-868)' };
 }
 
-const PLANS: Record<string, () => NamedChannelPlan> = { 'us915-500': us915, 'eu868-split': eu868 };
+function eu868Wide(): NamedChannelPlan {
+  const khz250 = (mhz: number): Channel => ({ frequencyHz: Math.round(mhz * MHz), bandwidthKHz: 250, sf: 7 });
+  // g3 10%; then the 1% sub-bands g1, g 865-868 MHz, g4; then the 0.1% ones g 863-865 MHz, g2
+  const broadcasts = [869.525, 868.3, 865.5, 869.85, 864.5, 868.95].map(khz250);
+  const uplink = [...[868.1, 868.3, 868.5, 867.1, 867.3, 867.5, 867.7, 867.9].map((f) => khz125(f)), khz250(869.525)];
+  return { name: 'eu868-wide', region: regionByName('EU868'), broadcasts, broadcast: broadcasts[0], uplink, description: 'broadcast SF7/250 in all six sub-bands (g3 10%; g1, g 865-868, g4 1%; g 863-865, g2 0.1%); replies 8 x 125 kHz SF7 (g1 and g 865-868) + 869.525 MHz SF7/250 (g3)' };
+}
+
+const PLANS: Record<string, () => NamedChannelPlan> = { 'us915-500': us915, 'eu868-split': eu868, 'eu868-wide': eu868Wide };
 export const CHANNEL_PLAN_NAMES = Object.keys(PLANS);
 
 /** A named plan, checked against its region (every channel in a sub-band, at a data rate the region defines). */
