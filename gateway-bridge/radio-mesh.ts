@@ -23,7 +23,7 @@ import { subBandOf } from '../lib/radio/regions';
 
 /** The head weights a radio mesh of a transport holds: its own format, int8 under int7 (no int7 weights). */
 export function weightsOf(transport: Encoding): WeightFormat {
-  return transport === 'int7' ? 'int8' : transport;
+  return transport === 'int7' || transport === 'int7h' ? 'int8' : transport;
 }
 
 export interface RadioSettings {

@@ -62,6 +62,11 @@ void ml_add_group_offsets(float* out, const float* x, const float* offsets, int 
 void ml_quantize_clamped(const float* x, int n, int groupSize, int levels, int8_t* q, float* scales);
 void ml_clamped_round_trip(float* x, int n, int groupSize, int levels);
 static const int ML_INT7_LEVELS = 63;
+// The unnormalised Walsh-Hadamard transform of x [n] in place, n a power of two (quant.ts
+// walshHadamard: butterflies (a, b) -> (a + b, a - b) of half-width 1, 2, 4, ..., float32
+// sums), and its inverse (the transform again, then x / n).
+void ml_walsh_hadamard(float* x, int n);
+void ml_inverse_walsh_hadamard(float* x, int n);
 // Codes of `bits` bits as a little-endian bit stream, low bit first, unused high bits 0 (quant.ts
 // packCodes / unpackCodes / signedCode); len is the stream's length in bytes.
 void ml_pack_codes(const int8_t* q, int n, int bits, uint8_t* out);

@@ -11,17 +11,19 @@
 #include "head_group.h"  // ml_quantize, ml_dequantize
 
 const char* ml_encoding_name(uint8_t code) {
-  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : code == ML_ENCODING_INT7 ? "int7" : nullptr;
+  return code == ML_ENCODING_F32 ? "f32" : code == ML_ENCODING_INT8 ? "int8" : code == ML_ENCODING_INT4 ? "int4" : code == ML_ENCODING_INT7 ? "int7" : code == ML_ENCODING_INT7H ? "int7h" : nullptr;
 }
 
-int ml_encoding_bits(uint8_t code) { return code == ML_ENCODING_INT7 ? 7 : code == ML_ENCODING_INT4 ? 4 : 8; }
+bool ml_encoding_rotated(uint8_t code) { return code == ML_ENCODING_INT7H; }
 
-int ml_encoding_levels(uint8_t code) { return code == ML_ENCODING_INT7 ? ML_INT7_LEVELS : code == ML_ENCODING_INT4 ? ML_INT4_LEVELS : 127; }
+int ml_encoding_bits(uint8_t code) { return code == ML_ENCODING_INT7 || code == ML_ENCODING_INT7H ? 7 : code == ML_ENCODING_INT4 ? 4 : 8; }
 
-int ml_broadcast_group_size(uint8_t code) { return code == ML_ENCODING_F32 ? 0 : code == ML_ENCODING_INT7 ? 128 : ML_INT8_GROUP_SIZE; }
+int ml_encoding_levels(uint8_t code) { return code == ML_ENCODING_INT7 || code == ML_ENCODING_INT7H ? ML_INT7_LEVELS : code == ML_ENCODING_INT4 ? ML_INT4_LEVELS : 127; }
+
+int ml_broadcast_group_size(uint8_t code) { return code == ML_ENCODING_F32 ? 0 : code == ML_ENCODING_INT7 || code == ML_ENCODING_INT7H ? 128 : ML_INT8_GROUP_SIZE; }
 
 int ml_result_group_size(uint8_t code, int headSize) {
-  return code == ML_ENCODING_F32 ? 0 : ml_aligned_group_size(headSize, code == ML_ENCODING_INT7 ? 64 : ML_INT8_GROUP_SIZE);
+  return code == ML_ENCODING_F32 ? 0 : ml_aligned_group_size(headSize, code == ML_ENCODING_INT7 || code == ML_ENCODING_INT7H ? 64 : ML_INT8_GROUP_SIZE);
 }
 
 uint32_t ml_read_le(const uint8_t* p, int bytes) {
@@ -84,6 +86,21 @@ void write_float(uint8_t* p, float f) {
 }
 
 int group_count(int count, int groupSize) { return (count + groupSize - 1) / groupSize; }
+
+bool power_of_two(uint32_t n) { return (n & (n - 1)) == 0; }
+
+// body.ts rotationProblem: why groups of this size cannot carry a Walsh-Hadamard transform, or "".
+std::string rotation_problem(uint32_t count, uint32_t groupSize) {
+  const uint32_t last = count - (uint32_t)(group_count((int)count, (int)groupSize) - 1) * groupSize;
+  if (!power_of_two(groupSize) && count > groupSize) return ml_format("group size %u is not a power of two", groupSize);
+  if (!power_of_two(last)) return ml_format("the last group has %u values, not a power of two", last);
+  return "";
+}
+
+// Each group of x [n] (groups of groupSize, the last may be shorter) through f.
+void each_group(float* x, int n, int groupSize, void (*f)(float*, int)) {
+  for (int g0 = 0; g0 < n; g0 += groupSize) f(x + g0, n - g0 < groupSize ? n - g0 : groupSize);
+}
 
 // Payload bytes of count values: float32 values, or the groups' float32 scales then the int8
 // values (int4: two a byte).
@@ -160,6 +177,13 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
     *err = ml_format("%s body with group size 0", encodingName);
     return false;
   }
+  if (ml_encoding_rotated((uint8_t)encoding)) {
+    const std::string problem = rotation_problem(count, groupSize);
+    if (!problem.empty()) {
+      *err = ml_format("%s body of %u values in groups of %u: %s", encodingName, count, groupSize, problem.c_str());
+      return false;
+    }
+  }
   const size_t expected = ml_body_bytes((uint8_t)encoding, (int)count, (int)groupSize);
   if (len != expected) {
     *err = ml_format("body is %zu bytes; its header (%u %s values) implies %zu", len, count, encodingName, expected);
@@ -218,6 +242,7 @@ bool ml_body_decode(const uint8_t* buf, size_t len, MlBodyHeader* h, float* valu
     std::vector<int8_t> q(h->count);
     ml_unpack_codes(codes, len, h->count, bits, q.data());
     ml_dequantize(q.data(), scales.data(), h->count, h->groupSize, values);
+    if (ml_encoding_rotated(h->encoding)) each_group(values, h->count, h->groupSize, ml_inverse_walsh_hadamard);
   }
   for (int i = 0; i < h->count; i++) {
     if (!isfinite(values[i])) {
@@ -243,7 +268,9 @@ size_t ml_body_encode(const MlBodyHeader& h, const float* values, uint8_t* out) 
     const int groups = group_count(h.count, gs);
     std::vector<float> scales(groups);
     std::vector<int8_t> q(h.count);
-    ml_quantize_clamped(values, h.count, gs, ml_encoding_levels(h.encoding), q.data(), scales.data());
+    std::vector<float> coded(values, values + h.count);
+    if (ml_encoding_rotated(h.encoding)) each_group(coded.data(), h.count, gs, ml_walsh_hadamard);
+    ml_quantize_clamped(coded.data(), h.count, gs, ml_encoding_levels(h.encoding), q.data(), scales.data());
     for (int g = 0; g < groups; g++) write_float(p + 4 * g, scales[g]);
     ml_pack_codes(q.data(), h.count, ml_encoding_bits(h.encoding), p + 4 * groups);
   }

@@ -10,7 +10,8 @@
 // count int8 values; int4, the scales then ceil(count / 2) bytes of two codes -7..7 each (low
 // nibble first; an odd count's last high nibble 0); int7, the scales then ceil(7 count / 8)
 // bytes of seven-bit codes -63..63 as a little-endian bit stream (unused high bits 0): the
-// group-wise codes of lib/llm/quant.ts, quant.cpp here.
+// group-wise codes of lib/llm/quant.ts, quant.cpp here. int7h is int7's layout carrying each
+// group's Walsh-Hadamard transform (ml_walsh_hadamard); every group's length is a power of two.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -31,7 +32,8 @@ static const uint8_t ML_ENCODING_F32 = 0;
 static const uint8_t ML_ENCODING_INT8 = 1;
 static const uint8_t ML_ENCODING_INT4 = 2;
 static const uint8_t ML_ENCODING_INT7 = 3;
-// The name of an encoding code as lib/llm/quant.ts spells it ("f32", "int8", "int4", "int7"), or nullptr.
+static const uint8_t ML_ENCODING_INT7H = 4;
+// The name of an encoding code as lib/llm/quant.ts spells it ("f32", "int8", "int4", "int7", "int7h"), or nullptr.
 const char* ml_encoding_name(uint8_t code);
 // Bits of a code on the wire (int8 8, int7 7, int4 4) and the largest code (127, 63, 7).
 int ml_encoding_bits(uint8_t code);
@@ -39,6 +41,8 @@ int ml_encoding_levels(uint8_t code);
 // The group sizes of the mesh's bodies (lib/llm/engine.ts broadcastGroupSize, resultGroupSize).
 int ml_broadcast_group_size(uint8_t code);
 int ml_result_group_size(uint8_t code, int headSize);
+// Whether an encoding's groups carry their Walsh-Hadamard transform (int7h).
+bool ml_encoding_rotated(uint8_t code);
 
 // The header's fields in order, the table every function below follows.
 enum MlBodyFieldId {

@@ -244,7 +244,7 @@ void MlNode::onAssignment(const JsonValue& m) {
   assignment_->slot = (int)m.get("slot")->number;
   assignment_->heads = heads;
   const std::string& transport = m.get("transport")->string;
-  assignment_->transport = transport == "int8" ? ML_ENCODING_INT8 : transport == "int4" ? ML_ENCODING_INT4 : transport == "int7" ? ML_ENCODING_INT7 : ML_ENCODING_F32;
+  assignment_->transport = transport == "int8" ? ML_ENCODING_INT8 : transport == "int4" ? ML_ENCODING_INT4 : transport == "int7" ? ML_ENCODING_INT7 : transport == "int7h" ? ML_ENCODING_INT7H : ML_ENCODING_F32;
   assignment_->int8Weights = int8;
   assignment_->slices = slices;
   std::string kv = intList(ml_slices_kv_heads(slices), ml_slices_kv_head_count(slices));

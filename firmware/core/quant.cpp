@@ -167,3 +167,21 @@ int ml_aligned_group_size(int n, int limit) {
   }
   return 1;
 }
+
+void ml_walsh_hadamard(float* x, int n) {
+  if (n < 1 || (n & (n - 1)) != 0) return;  // not a power of two: the body checks refuse such groups first
+  for (int h = 1; h < n; h *= 2) {
+    for (int i = 0; i < n; i += 2 * h) {
+      for (int j = i; j < i + h; j++) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+void ml_inverse_walsh_hadamard(float* x, int n) {
+  ml_walsh_hadamard(x, n);
+  for (int i = 0; i < n; i++) x[i] = x[i] / (float)n;
+}

@@ -14,10 +14,12 @@
  * -7..7; an odd count leaves the last high nibble 0); int7, the scales, then ceil(7 count / 8)
  * bytes, a little-endian bit stream of seven-bit codes -63..63 (the last byte's unused high bits
  * 0): the group-wise codes of lib/llm/quant.ts, so a receiver decodes exactly the values the
- * engine's transport produces.
+ * engine's transport produces. int7h is int7's layout carrying, per group, the codes of the
+ * group's Walsh-Hadamard transform (walshHadamard in lib/llm/quant.ts); every group's length
+ * (the last one's too) is a power of two, and the receiver transforms each decoded group back.
  */
 import * as os from 'node:os';
-import { CODE_BITS, Encoding, Int8Groups, SYMMETRIC_LEVELS, dequantizeInto, groupCount, packCodes, quantizeVector, signedCode, unpackCodes } from '../llm/quant';
+import { CODE_BITS, Encoding, Int8Groups, SYMMETRIC_LEVELS, dequantizeInto, eachGroup, groupCount, inverseWalshHadamard, isRotated, packCodes, quantizeVector, signedCode, unpackCodes, walshHadamard } from '../llm/quant';
 
 export const BODY_MAGIC = 0x4c4d; // "ML" read as a little-endian u16
 export const BODY_VERSION = 1;
@@ -31,7 +33,7 @@ export enum BodyType {
 }
 
 /** The wire code of each encoding, here and in firmware/core/link.h. */
-export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1, int4: 2, int7: 3 };
+export const ENCODING_CODES: Readonly<Record<Encoding, number>> = { f32: 0, int8: 1, int4: 2, int7: 3, int7h: 4 };
 const ENCODING_OF_CODE = new Map<number, Encoding>(Object.entries(ENCODING_CODES).map(([e, c]) => [c, e as Encoding]));
 
 /** The header's fields in order: the one table the codec below, the firmware and the docs follow. */
@@ -135,13 +137,16 @@ export function encodeBody(h: BodyHeader, values: Float32Array, groupSize = 0): 
   if (count < 1 || count > 0xffff) throw new RangeError(`a body carries 1..65535 values (got ${count})`);
   const gs = h.encoding === 'f32' ? 0 : groupSize;
   if (h.encoding !== 'f32' && (!Number.isInteger(gs) || gs < 1 || gs > 0xffff)) throw new RangeError(`${h.encoding} bodies need a group size in 1..65535 (got ${groupSize})`);
+  if (isRotated(h.encoding) && rotationProblem(count, gs)) throw new RangeError(`${h.encoding} bodies need groups of a power-of-two length: ${rotationProblem(count, gs)}`);
   const buf = Buffer.allocUnsafe(bodyBytes(h.encoding, count, gs));
   const raw: RawHeader = { magic: BODY_MAGIC, version: BODY_VERSION, type: h.type, encoding: ENCODING_CODES[h.encoding], reserved: 0, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, count, groupSize: gs };
   for (const f of BODY_FIELDS) writeField(buf, f, raw[f.name]);
   if (h.encoding === 'f32') {
     writeFloats(buf, BODY_HEADER_BYTES, values);
   } else {
-    const enc = quantizeVector(values, gs, SYMMETRIC_LEVELS[h.encoding]);
+    const coded = isRotated(h.encoding) ? values.slice() : values;
+    if (isRotated(h.encoding)) eachGroup(coded, gs, walshHadamard);
+    const enc = quantizeVector(coded, gs, SYMMETRIC_LEVELS[h.encoding]);
     writeFloats(buf, BODY_HEADER_BYTES, enc.scales);
     const codes = h.encoding === 'int8' ? new Uint8Array(enc.q.buffer, enc.q.byteOffset, enc.q.byteLength) : packCodes(enc.q, CODE_BITS[h.encoding]);
     buf.set(codes, BODY_HEADER_BYTES + enc.scales.byteLength);
@@ -165,6 +170,7 @@ export function checkBody(buf: Buffer): CheckedHeader {
   if (raw.count === 0) throw new BodyError('body carries no values');
   if (encoding === 'f32' && raw.groupSize !== 0) throw new BodyError(`float32 body with group size ${raw.groupSize} (must be 0)`);
   if (encoding !== 'f32' && raw.groupSize === 0) throw new BodyError(`${encoding} body with group size 0`);
+  if (isRotated(encoding) && rotationProblem(raw.count, raw.groupSize)) throw new BodyError(`${encoding} body of ${raw.count} values in groups of ${raw.groupSize}: ${rotationProblem(raw.count, raw.groupSize)}`);
   const expected = BODY_HEADER_BYTES + payloadBytes(encoding, raw.count, raw.groupSize);
   if (buf.length !== expected) throw new BodyError(`body is ${buf.length} bytes; its header (${raw.count} ${encoding} values) implies ${expected}`);
   return { type: raw.type, encoding, sender: raw.sender, session: raw.session, seq: raw.seq, pos: raw.pos, layer: raw.layer, count: raw.count, groupSize: raw.groupSize };
@@ -173,14 +179,23 @@ export function checkBody(buf: Buffer): CheckedHeader {
 /** Decodes a body, or throws BodyError naming the first thing that is wrong with it. */
 export function decodeBody(buf: Buffer): Body {
   const h = checkBody(buf);
-  if (h.encoding === 'int4' || h.encoding === 'int7') checkPackedCodes(buf, h.encoding, h.count, h.groupSize);
+  if (h.encoding === 'int4' || h.encoding === 'int7' || h.encoding === 'int7h') checkPackedCodes(buf, h.encoding, h.count, h.groupSize);
   const values = h.encoding === 'f32' ? readFloats(buf, BODY_HEADER_BYTES, h.count) : decodeGroups(buf, h.encoding, h.count, h.groupSize);
   for (let i = 0; i < h.count; i++) if (!Number.isFinite(values[i])) throw new BodyError(`value ${i} is not finite (${values[i]})`);
   return { type: h.type, encoding: h.encoding, sender: h.sender, session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, values };
 }
 
 /** Packed codes are -L..L and the bits after the last code are 0, or BodyError names the first that is not. */
-function checkPackedCodes(buf: Buffer, encoding: 'int4' | 'int7', count: number, groupSize: number): void {
+/** Why groups of this size cannot carry a Walsh-Hadamard transform (a group, or the short last one, not a power of two), or null. */
+function rotationProblem(count: number, groupSize: number): string | null {
+  const last = count - (groupCount(count, groupSize) - 1) * groupSize;
+  const pow2 = (n: number) => (n & (n - 1)) === 0;
+  if (!pow2(groupSize) && count > groupSize) return `group size ${groupSize} is not a power of two`;
+  if (!pow2(last)) return `the last group has ${last} values, not a power of two`;
+  return null;
+}
+
+function checkPackedCodes(buf: Buffer, encoding: 'int4' | 'int7' | 'int7h', count: number, groupSize: number): void {
   const from = BODY_HEADER_BYTES + 4 * groupCount(count, groupSize);
   const codes = buf.subarray(from);
   const bits = CODE_BITS[encoding];
@@ -190,12 +205,13 @@ function checkPackedCodes(buf: Buffer, encoding: 'int4' | 'int7', count: number,
   if (used !== 0 && codes[codes.length - 1] >> used !== 0) throw new BodyError(`${encoding} body with nonzero bits after its last value`);
 }
 
-function decodeGroups(buf: Buffer, encoding: 'int8' | 'int4' | 'int7', count: number, groupSize: number): Float32Array {
+function decodeGroups(buf: Buffer, encoding: 'int8' | 'int4' | 'int7' | 'int7h', count: number, groupSize: number): Float32Array {
   const scales = readFloats(buf, BODY_HEADER_BYTES, groupCount(count, groupSize));
   const qOffset = BODY_HEADER_BYTES + scales.byteLength;
   const q = encoding === 'int8' ? new Int8Array(buf.buffer, buf.byteOffset + qOffset, count) : unpackCodes(buf.subarray(qOffset), count, CODE_BITS[encoding]);
   const groups: Int8Groups = { q, scales, groupSize };
   const out = new Float32Array(count);
   dequantizeInto(out, groups);
+  if (isRotated(encoding)) eachGroup(out, groupSize, inverseWalshHadamard);
   return out;
 }

@@ -22,7 +22,7 @@ import { MODEL_PRESETS } from '../radio/presets';
 import { seededRandom } from '../radio/channel';
 import { aesCmac } from '../radio/cmac';
 import { BROADCAST_ADDRESS, FrameHeader, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, MIC_BYTES, Nack, RADIO_HEADER_BYTES, messageFrameBytes, messageNumberOf, sealFrame } from '../radio/frame';
-import { BodyHeader, BodyType, GATEWAY_SENDER, checkBody, encodeBody } from './body';
+import { BodyHeader, BodyType, ENCODING_CODES, GATEWAY_SENDER, checkBody, encodeBody } from './body';
 
 /** A body for link-check: it parses `body`, rewrites it from header and payload, decodes it, and encodes `values` (else the decoded values) again. */
 export interface BodyVector {
@@ -95,7 +95,7 @@ interface BodyCase {
 /** A broadcast and results of `headCounts` heads of one model, in each encoding. */
 function modelCases(model: string, g: Geometry, headCounts: number[], seed: number): BodyCase[] {
   const cases: BodyCase[] = [];
-  for (const encoding of ['f32', 'int8', 'int4', 'int7'] as Encoding[]) {
+  for (const encoding of ['f32', 'int8', 'int4', 'int7', 'int7h'] as Encoding[]) {
     cases.push({
       name: `${model} broadcast ${encoding}`,
       header: { type: BodyType.Broadcast, encoding, sender: GATEWAY_SENDER, session: 0x7a3c1f05, seq: 0xfffffffe, pos: 17, layer: g.nLayers - 1 },
@@ -128,6 +128,8 @@ function edgeCases(): BodyCase[] {
     { name: 'int4, an odd count, a short last group and a group of zeros', header: { ...top, encoding: 'int4', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros.subarray(0, 69), groupSize: 32 },
     { name: 'one int7 value', header: { ...top, encoding: 'int7' }, values: Float32Array.of(-3), groupSize: 1 },
     { name: 'int7, 69 values, a short last group and a group of zeros', header: { ...top, encoding: 'int7', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: zeros.subarray(0, 69), groupSize: 32 },
+    { name: 'one int7h value', header: { ...top, encoding: 'int7h' }, values: Float32Array.of(-3), groupSize: 1 },
+    { name: 'int7h, 72 values: groups of 32, one of zeros, and a short last group of 8', header: { ...top, encoding: 'int7h', type: BodyType.Broadcast, sender: GATEWAY_SENDER }, values: Float32Array.from([...zeros.subarray(0, 64), ...sampleValues(8, 98)]), groupSize: 32 },
     { name: 'f32, extreme finite values', header: { ...top, encoding: 'f32' }, values: Float32Array.of(3.4028234663852886e38, -3.4028234663852886e38, 1.401298464324817e-45, -0), groupSize: 0 },
   ];
 }
@@ -162,7 +164,7 @@ function alterations(name: string, body: Buffer, seed: number): BodyVector[] {
 }
 
 /** A packed body (int4, int7) whose first code is the one below -L (-8, -64), and one with its last byte's padding bits set. */
-function packedAlterations(name: string, body: Buffer, encoding: 'int4' | 'int7'): BodyVector[] {
+function packedAlterations(name: string, body: Buffer, encoding: 'int4' | 'int7' | 'int7h'): BodyVector[] {
   const bits = encoding === 'int4' ? 4 : 7;
   const codes = body.length - Math.ceil((checkBody(body).count * bits) / 8);
   const low = Buffer.from(body);
@@ -183,7 +185,13 @@ export function bodyVectors(): BodyVector[] {
     const body = encodeBody(c.header, c.values, c.groupSize);
     vectors.push({ name: c.name, body: toHex(body), values: toHex(c.values) });
     if (c.name.startsWith('stories260K') && (c.header.type === BodyType.Broadcast || c.values.length === 8)) altered.push(...alterations(c.name, body, 1000 + i));
-    if ((c.header.encoding === 'int4' || c.header.encoding === 'int7') && (c.values.length * (c.header.encoding === 'int4' ? 4 : 7)) % 8 !== 0) altered.push(...packedAlterations(c.name, body, c.header.encoding));
+    if ((c.header.encoding === 'int4' || c.header.encoding === 'int7' || c.header.encoding === 'int7h') && (c.values.length * (c.header.encoding === 'int4' ? 4 : 7)) % 8 !== 0) altered.push(...packedAlterations(c.name, body, c.header.encoding));
+    // int7 groups that are no powers of two, relabelled int7h: refused (no Walsh-Hadamard transform of 5 values)
+    if (c.header.encoding === 'int7' && c.name.startsWith('int7, 69 values')) {
+      const relabelled = Buffer.from(body);
+      relabelled[4] = ENCODING_CODES.int7h;
+      altered.push({ name: `${c.name}, relabelled int7h`, body: toHex(relabelled) });
+    }
   });
   return [...vectors, ...altered];
 }

@@ -7,6 +7,7 @@ import { Checkpoint } from './checkpoint';
 import { BOS, Geometry, geometry } from './config';
 import { InputError } from './errors';
 import { Gateway } from './gateway';
+import { gptqInverseFactor } from './gptq';
 import { HeadGroup, INT8_GROUP_SIZE, loadHeadSlices, partitionHeads } from './head';
 import { Encoding, WeightFormat, alignedGroupSize, transportRoundTrip } from './quant';
 import { Sampler } from './sampler';
@@ -28,14 +29,14 @@ export function headOutputGroupSize(g: Geometry): number {
 export const INT7_BROADCAST_GROUP_SIZE = 128;
 export const INT7_RESULT_GROUP_LIMIT = 64;
 
-/** Group size of a transport's broadcast body (0 for float32): 32, int7 128. */
+/** Group size of a transport's broadcast body (0 for float32): 32, int7 and int7h 128. */
 export function broadcastGroupSize(encoding: Encoding): number {
-  return encoding === 'f32' ? 0 : encoding === 'int7' ? INT7_BROADCAST_GROUP_SIZE : INT8_GROUP_SIZE;
+  return encoding === 'f32' ? 0 : encoding === 'int7' || encoding === 'int7h' ? INT7_BROADCAST_GROUP_SIZE : INT8_GROUP_SIZE;
 }
 
 /** Group size of a transport's result body (0 for float32): groups aligned to heads (int7: up to 64 values). */
 export function resultGroupSize(g: Geometry, encoding: Encoding): number {
-  return encoding === 'f32' ? 0 : encoding === 'int7' ? alignedGroupSize(g.headSize, INT7_RESULT_GROUP_LIMIT) : headOutputGroupSize(g);
+  return encoding === 'f32' ? 0 : encoding === 'int7' || encoding === 'int7h' ? alignedGroupSize(g.headSize, INT7_RESULT_GROUP_LIMIT) : headOutputGroupSize(g);
 }
 
 /**
@@ -257,6 +258,8 @@ export interface EngineOptions {
   quant?: WeightFormat;
   /** Overrides the transport implied by `quant` (to measure weights and transport apart). */
   transport?: Encoding;
+  /** Round int8/int4/int2 weights by GPTQ against these per-layer attention-input Hessians (lib/llm/calibration.ts) instead of to nearest. */
+  gptqHessians?: readonly Float64Array[];
 }
 
 /** The whole model in one process, with its heads cut into groups. */
@@ -281,7 +284,8 @@ export class Engine {
       const g = geometry(ckpt.info.config);
       const tokenizer = Tokenizer.load(o.tokenizerPath, g.vocabSize);
       const quant = o.quant ?? 'f32';
-      const groups = partitionHeads(g.nHeads, o.groups ?? 1).map((heads) => new HeadGroup(g, loadHeadSlices(ckpt, g, heads, quant)));
+      const factors = o.gptqHessians && quant !== 'f32' ? o.gptqHessians.map((h) => gptqInverseFactor(h, g.dim)) : undefined;
+      const groups = partitionHeads(g.nHeads, o.groups ?? 1).map((heads) => new HeadGroup(g, loadHeadSlices(ckpt, g, heads, quant, undefined, factors)));
       const gateway = Gateway.load(ckpt);
       const transport = o.transport ?? (quant === 'f32' ? 'f32' : 'int8');
       return new Engine(g, gateway, new LocalHeads(g, groups, transport), tokenizer, ckpt.info);

@@ -10,6 +10,7 @@ import { Checkpoint } from './checkpoint';
 import { InputError, MeshLlmError } from './errors';
 import { Kernels, KvCache, Matrix, createKernels } from './kernels';
 import { addInPlace, rope, ropeTable } from './math';
+import { gptqQuantizeMatrix } from './gptq';
 import { FORMAT_SPECS, Int8Matrix, WeightFormat, addGroupOffsets, quantizeMatrix, storageBytes } from './quant';
 
 /** Default int8 group size for weight rows and broadcast vectors. */
@@ -59,19 +60,27 @@ export function weightGroupSize(format: WeightFormat, dim: number): number {
 }
 
 /** Loads a group's weight slices from a checkpoint, quantising them to a weight format when asked. */
-export function loadHeadSlices(ckpt: Checkpoint, g: Geometry, heads: number[], quant: WeightFormat, groupSize = quant === 'f32' ? 0 : weightGroupSize(quant, g.dim)): HeadSlices {
+export function loadHeadSlices(
+  ckpt: Checkpoint,
+  g: Geometry,
+  heads: number[],
+  quant: WeightFormat,
+  groupSize = quant === 'f32' ? 0 : weightGroupSize(quant, g.dim),
+  /** Per layer, GPTQ's factor U of H^-1 (gptqInverseFactor): round with GPTQ instead of to nearest. */
+  gptq?: readonly Float64Array[],
+): HeadSlices {
   const sorted = [...heads].sort((a, b) => a - b);
   if (sorted.length === 0 || new Set(sorted).size !== sorted.length || sorted.some((h) => !Number.isInteger(h) || h < 0 || h >= g.nHeads)) {
     throw new MeshLlmError(`head group [${heads.join(', ')}] must be distinct head ids in 0..${g.nHeads - 1}`);
   }
   const kvHeads = kvHeadsFor(sorted, g.kvMul);
-  const make = (w: Float32Array, rows: number): Projection =>
-    quant === 'f32' ? { kind: 'f32', w, rows, cols: g.dim } : { kind: quant, m: quantizeMatrix(w, rows, g.dim, groupSize, quant) };
+  const make = (w: Float32Array, rows: number, l: number): Projection =>
+    quant === 'f32' ? { kind: 'f32', w, rows, cols: g.dim } : { kind: quant, m: gptq ? gptqQuantizeMatrix(w, rows, g.dim, groupSize, quant, gptq[l]) : quantizeMatrix(w, rows, g.dim, groupSize, quant) };
   const slices: HeadSlices = { heads: sorted, kvHeads, wq: [], wk: [], wv: [] };
   for (let l = 0; l < g.nLayers; l++) {
-    slices.wq.push(make(readHeadRows(ckpt, 'wq', l, sorted, g.headSize, g.dim), sorted.length * g.headSize));
-    slices.wk.push(make(readHeadRows(ckpt, 'wk', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize));
-    slices.wv.push(make(readHeadRows(ckpt, 'wv', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize));
+    slices.wq.push(make(readHeadRows(ckpt, 'wq', l, sorted, g.headSize, g.dim), sorted.length * g.headSize, l));
+    slices.wk.push(make(readHeadRows(ckpt, 'wk', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize, l));
+    slices.wv.push(make(readHeadRows(ckpt, 'wv', l, kvHeads, g.headSize, g.dim), kvHeads.length * g.headSize, l));
   }
   return slices;
 }

@@ -16,15 +16,16 @@
  */
 
 /** How vectors cross between gateway and heads (the transport), each with its wire code in
- * lib/link/body.ts: float32, int8 groups, int4 groups (two codes a byte on the wire), or int7
- * groups (codes -63..63, seven bits each on the wire). */
-export type Encoding = 'f32' | 'int8' | 'int4' | 'int7';
+ * lib/link/body.ts: float32, int8 groups, int4 groups (two codes a byte on the wire), int7
+ * groups (codes -63..63, seven bits each on the wire), or int7h: int7 groups of each group's
+ * Walsh-Hadamard transform (walshHadamard below; group lengths powers of two). */
+export type Encoding = 'f32' | 'int8' | 'int4' | 'int7' | 'int7h';
 
 /** How a head group's weights are held: float32, int8 or int4 groups, or 2-bit affine groups. */
 export type WeightFormat = 'f32' | 'int8' | 'int4' | 'int2';
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'int8', 'int4', 'int2'];
-export const TRANSPORT_ENCODINGS: readonly Encoding[] = ['f32', 'int8', 'int7', 'int4'];
+export const TRANSPORT_ENCODINGS: readonly Encoding[] = ['f32', 'int8', 'int7', 'int7h', 'int4'];
 
 /**
  * Storage of each format: bits per value, values per group (weight rows; 0: no groups) and the
@@ -38,9 +39,13 @@ export const FORMAT_SPECS: Readonly<Record<WeightFormat, { bits: number; groupSi
 };
 
 /** The largest code of a symmetric format: codes are -L..L. */
-export const SYMMETRIC_LEVELS: Readonly<Record<'int8' | 'int7' | 'int4', number>> = { int8: 127, int7: 63, int4: 7 };
+export const SYMMETRIC_LEVELS: Readonly<Record<'int8' | 'int7' | 'int7h' | 'int4', number>> = { int8: 127, int7: 63, int7h: 63, int4: 7 };
 /** Bits of a code on the wire. */
-export const CODE_BITS: Readonly<Record<'int8' | 'int7' | 'int4', number>> = { int8: 8, int7: 7, int4: 4 };
+export const CODE_BITS: Readonly<Record<'int8' | 'int7' | 'int7h' | 'int4', number>> = { int8: 8, int7: 7, int7h: 7, int4: 4 };
+/** The encodings whose groups carry the codes of their Walsh-Hadamard transform. */
+export function isRotated(e: Encoding): e is 'int7h' {
+  return e === 'int7h';
+}
 /** Codes of int2 groups are 0..INT2_MAX. */
 export const INT2_MAX = 3;
 
@@ -62,12 +67,12 @@ export interface Int8Groups {
   offsets?: Float32Array;
 }
 
-function roundHalfAway(v: number): number {
+export function roundHalfAway(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
 /** The scale of a symmetric group: max|v| / levels in float32. */
-function groupScale(x: Float32Array, from: number, len: number, levels = 127): number {
+export function groupScale(x: Float32Array, from: number, len: number, levels = 127): number {
   let maxAbs = 0;
   for (let i = 0; i < len; i++) maxAbs = Math.max(maxAbs, Math.abs(x[from + i]));
   return Math.fround(maxAbs / levels);
@@ -78,7 +83,7 @@ function groupScale(x: Float32Array, from: number, len: number, levels = 127): n
  * subnormal scale wraps in the Int8Array store, as quant.cpp's toInt8 does); int4 codes are
  * clamped to -7..7.
  */
-function quantizeValue(v: number, scale: number, levels = 127): number {
+export function quantizeValue(v: number, scale: number, levels = 127): number {
   if (scale === 0) return 0;
   const q = roundHalfAway(Math.fround(v / scale));
   return levels === 127 ? q : Math.min(levels, Math.max(-levels, q));
@@ -232,11 +237,57 @@ function clampedRoundTrip(x: Float32Array, groupSize: number, L: number, offset:
   }
 }
 
+/**
+ * The unnormalised Walsh-Hadamard transform of x[offset, offset + n) in place (n a power of
+ * two): y = H_n x with H_1 = [1], H_2m = [[H_m, H_m], [H_m, -H_m]] (Sylvester order), as
+ * log2(n) rounds of butterflies (a, b) -> (a + b, a - b) with half-widths 1, 2, 4, ..., each
+ * sum rounded to float32. H_n H_n = n I, so walshHadamard twice, then a division by n (a power
+ * of two: exact), gives x back up to the rounding of the sums. The firmware's
+ * ml_walsh_hadamard does the same operations in the same order (bit-identical).
+ *
+ * Why: a group's largest value sets its scale; the transform spreads an outlier over the whole
+ * group, so the codes use their range better (incoherence processing, as QuIP#, Tseng et al.
+ * 2024, arXiv:2402.04396, and QuaRot, Ashkboos et al. 2024, arXiv:2404.00456, apply to
+ * activations). It is orthogonal up to the factor sqrt(n), so a code's error spreads evenly.
+ */
+export function walshHadamard(x: Float32Array, offset = 0, n = x.length - offset): void {
+  if (n < 1 || (n & (n - 1)) !== 0) throw new RangeError(`a Walsh-Hadamard transform needs a power-of-two length (got ${n})`);
+  for (let h = 1; h < n; h *= 2) {
+    for (let i = 0; i < n; i += 2 * h) {
+      for (let j = offset + i; j < offset + i + h; j++) {
+        const a = x[j];
+        const b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
+
+/** The inverse of walshHadamard on x[offset, offset + n): the transform again, then float32 division by n. */
+export function inverseWalshHadamard(x: Float32Array, offset = 0, n = x.length - offset): void {
+  walshHadamard(x, offset, n);
+  for (let i = offset; i < offset + n; i++) x[i] = x[i] / n;
+}
+
+/** Each group of x (groups of groupSize, the last may be shorter) through f, in place. */
+export function eachGroup(x: Float32Array, groupSize: number, f: (x: Float32Array, offset: number, n: number) => void, offset = 0, n = x.length - offset): void {
+  for (let g0 = offset; g0 < offset + n; g0 += groupSize) f(x, g0, Math.min(groupSize, offset + n - g0));
+}
+
+/** int7hRoundTrip: each group's Walsh-Hadamard transform through int7RoundTrip, then transformed back (what an int7h receiver decodes). */
+export function int7hRoundTrip(x: Float32Array, groupSize: number, offset = 0, n = x.length - offset): void {
+  eachGroup(x, groupSize, walshHadamard, offset, n);
+  int7RoundTrip(x, groupSize, offset, n);
+  eachGroup(x, groupSize, inverseWalshHadamard, offset, n);
+}
+
 /** The values a receiver decodes after x[offset, offset + n) crossed in a transport encoding (f32: unchanged). */
 export function transportRoundTrip(encoding: Encoding, x: Float32Array, groupSize: number, offset = 0, n = x.length - offset): void {
   if (encoding === 'int8') int8RoundTrip(x, groupSize, offset, n);
   else if (encoding === 'int4') int4RoundTrip(x, groupSize, offset, n);
   else if (encoding === 'int7') int7RoundTrip(x, groupSize, offset, n);
+  else if (encoding === 'int7h') int7hRoundTrip(x, groupSize, offset, n);
 }
 
 /** An int8 matrix [rows, cols] quantised row by row; cols must be a multiple of groupSize. */

@@ -244,7 +244,7 @@ export class MeshGateway {
         move(orphan.node, target, [h]);
       }
     }
-    const weights: WeightFormat = this.plan?.weights ?? (current.transport === 'int7' ? 'int8' : current.transport);
+    const weights: WeightFormat = this.plan?.weights ?? (current.transport === 'int7' || current.transport === 'int7h' ? 'int8' : current.transport);
     const publish = (node: string, slot: number, hs: number[]) => {
       const m = { protocol: PROTOCOL_VERSION, assignment: current.id, slot, heads: hs, weights, transport: current.transport, model: modelShape(this.g) } as const;
       this.client.publish(this.t.assign(node), encodeControl('assignment', m), { qos: 1 });
