@@ -12,7 +12,7 @@ import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radi
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
-                  [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int4] [--json]
+                  [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int7h|int4] [--json]
                   [--scenario NAME | --sensors FILE] [--alpha A]
                   [--mesh N [--native] | --broker URL [--username U --password P] [--nodes K]]
                   [--mesh-id ID] [--gather-timeout MS] [--events FILE]
@@ -32,7 +32,7 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
   --groups G         cut the heads into G groups, or sizes such as 2+3+3 (default 1); the tokens do not change
   --quant f32|int8|int4|int2   head weights: int8, int4 or int2 groups (docs/QUANTISATION.md), each with int8
                      transport of broadcasts and head outputs unless --transport says otherwise (default f32)
-  --transport T      how vectors cross between gateway and heads: f32, int8, int7 or int4 groups (engine and --mesh/--broker)
+  --transport T      how vectors cross between gateway and heads: f32, int8, int7, int7h (int7 of Walsh-Hadamard-rotated groups) or int4 groups (engine and --mesh/--broker)
   --json             print one JSON object instead of streaming text
   --events FILE      with --mesh, --broker or --radio: append every mesh event (schemas/event.json,
                      also published on mesh-llm/{mesh}/events) to FILE as a JSON line; - for stderr${steeringUsage}${meshUsage}${radioUsage}`;

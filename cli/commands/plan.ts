@@ -17,7 +17,7 @@ import { TRANSPORT_ENCODINGS } from '../../lib/llm/quant';
 
 export const usage = `mesh-llm plan (--model PATH | --preset tinyllama|stories260k) --nodes N [--quant f32|int8|int4|int2]
                 [--region EU868|US915] [--sf S] [--bw B] [--channels 1|8 | --channel-plan P] [--context 512]
-                [--transport f32|int8|int7|int4] [--min-top1 0.99] [--tx-power 14] [--tokens-per-hour R]
+                [--transport f32|int8|int7|int7h|int4] [--min-top1 0.99] [--tx-power 14] [--tokens-per-hour R]
                 [--battery-mah 3000] [--sun-hours 4] [--json]
 
   --model PATH        model file whose header gives the geometry (llama2.c, GGUF, or a Hugging Face folder)
@@ -30,7 +30,7 @@ export const usage = `mesh-llm plan (--model PATH | --preset tinyllama|stories26
   --channels 1|8      receive channels of the gateway (default 1)
   --channel-plan P    a region's full plan instead: us915-500, eu868-split or eu868-wide (docs/RADIO.md); sets the region
   --context N         positions the KV cache holds (default 512)
-  --transport T       how vectors cross the radio: f32, int8, int7 or int4 groups (default int8)
+  --transport T       how vectors cross the radio: f32, int8, int7, int7h or int4 groups (default int8)
   --min-top1 X        fidelity floor of the fastest combination: measured top-1 agreement with float32 (default 0.99)
   --tx-power D        the nodes' SX1262 output power, dBm: 14, 17, 20 or 22 (default 14; docs/POWER.md)
   --tokens-per-hour R token rate for the battery life (default: back to back)
