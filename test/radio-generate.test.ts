@@ -4,8 +4,10 @@
  * heads on the simulated channel. Loss changes the time, never the tokens.
  */
 import { MeshGateway } from '../lib/mesh/gateway';
+import { Engine } from '../lib/llm/engine';
 import { RadioBridge } from '../gateway-bridge/bridge';
 import { generateOverRadio } from '../gateway-bridge/run';
+import { SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
 import { goldenIds, goldenText } from './support/fixtures';
 import { ONCE, ONCE_OPTIONS, bridgePaths, brokerProcess, quiet, radioMesh } from './support/radio';
@@ -61,6 +63,16 @@ test('EU868 on one receive channel, under its duty cycles and 10% loss: the gold
   // The gateway's 10% in g3 dominates: far slower than US915 per position.
   expect(result.radio.simulatedSecondsPerToken).toBeGreaterThan(2 * lossless.result.radio.simulatedSecondsPerToken);
 });
+
+test('int7h over eu868-wide (int8 weights in the radio nodes): the engine\'s int8 x int7h tokens, a dozen positions', async () => {
+  const mesh = new SimulatedRadioMesh({ modelPath: bridgePaths.modelPath, nodes: 4, quant: 'int7h', region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 8, channelPlan: 'eu868-wide', loss: 0, seed: 1 });
+  const options = { ...ONCE_OPTIONS, steps: 12 };
+  const result = await generateOverRadio({ mesh, link: new SimulatedChannelLink(mesh.attachGatewayRadio()), brokerUrl, meshId: 'radio-int7h', ...bridgePaths, generate: options, log: quiet });
+  const engine = Engine.load({ ...bridgePaths, quant: 'int8', transport: 'int7h' });
+  expect(result.tokens).toEqual((await engine.generate(options)).tokens);
+  expect(mesh.infos.every((i) => i.weights === 'int8')).toBe(true);
+  expect(result.radio.positions).toBe(12);
+}, 120_000);
 
 test('the bridge refuses an assignment of heads a radio node does not hold in flash, and says why', async () => {
   const mesh = radioMesh(4);
