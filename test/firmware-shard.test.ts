@@ -175,7 +175,7 @@ describe('the native radio node refuses a shard that is not its own, saying why'
 });
 
 describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
-  test('four nodes, each on its shard instead of the checkpoint, give the int8 engine\'s tokens; asked for f32 weights they refuse, saying why', async () => {
+  test('four nodes, each on its shard instead of the checkpoint (two reading its rows into RAM, two using them in place), give the int8 engine\'s tokens; asked for f32 weights they refuse, saying why', async () => {
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const { firmwareBinary } = require('../lib/firmware/build') as typeof import('../lib/firmware/build');
     const { brokerProcess } = require('./support/radio') as typeof import('./support/radio');
@@ -186,7 +186,7 @@ describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
     const url = await brokerProcess(cleanups);
     const stderr: string[] = [];
     for (let k = 1; k <= 4; k++) {
-      const child = spawn(firmwareBinary('mesh-llm-node'), ['--id', `shard-${k}`, '--shard', path.join(out, `node-${k}.shard`), '--broker', url], { stdio: ['pipe', 'ignore', 'pipe'] });
+      const child = spawn(firmwareBinary('mesh-llm-node'), ['--id', `shard-${k}`, '--shard', path.join(out, `node-${k}.shard`), '--shard-load', k <= 2 ? 'copy' : 'map', '--broker', url], { stdio: ['pipe', 'ignore', 'pipe'] });
       child.stderr?.on('data', (d: Buffer) => stderr.push(d.toString()));
       cleanups.push(() => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))));
     }
