@@ -26,7 +26,8 @@ export const meshUsage = `
   --mesh N           run the heads on N head-node processes over an embedded MQTT broker (aedes)
   --native           with --mesh: native head nodes (the firmware core built for the host, C++)
   --shards DIR       with --mesh N --native: each node loads its weight shard DIR/node-K.shard
-                     (mesh-llm shard --nodes N --quant Q --out DIR) instead of the checkpoint
+                     (the folder mesh-llm shard wrote for N nodes in the --quant format) instead of
+                     the checkpoint
   --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
   --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
