@@ -38,6 +38,30 @@ size_t payloadBytesFor(const MlConfig& g, size_t heads, size_t kvHeads, MlWeight
   return (size_t)g.nLayers * (blockBytes(g, heads * g.headSize, f) + 2 * blockBytes(g, kvHeads * g.headSize, f));
 }
 
+// The CRC-32 of the whole shard with its own field zero: over the mapping, or read in pieces.
+bool fileCrc(MlShardSource* src, size_t size, uint32_t* out, std::string* err) {
+  const uint8_t zero[4] = {0, 0, 0, 0};
+  if (const uint8_t* m = src->mapped()) {
+    *out = ml_crc32(ml_crc32(ml_crc32(0, m, CRC_OFFSET), zero, 4), m + CRC_OFFSET + 4, size - CRC_OFFSET - 4);
+    return true;
+  }
+  uint32_t crc = 0;
+  uint8_t buf[1024];
+  for (size_t at = 0; at < size;) {
+    const size_t n = size - at < sizeof buf ? size - at : sizeof buf;
+    if (!src->read(at, buf, n)) {
+      *err = ml_format("read failed at byte %zu", at);
+      return false;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (at + i >= CRC_OFFSET && at + i < CRC_OFFSET + 4) buf[i] = 0;
+    crc = ml_crc32(crc, buf, n);
+    at += n;
+  }
+  *out = crc;
+  return true;
+}
+
 std::string idList(const std::vector<int>& ids) {
   std::string s;
   for (size_t i = 0; i < ids.size(); i++) s += (i ? ", " : "") + std::to_string(ids[i]);
@@ -84,24 +108,8 @@ bool ml_shard_open(MlShardSource* src, MlShardInfo* out, std::string* err) {
     *err = ml_format("%zu bytes; its header says %zu + %zu", size, s.headerBytes, s.payloadBytes);
     return false;
   }
-  // the CRC-32 of the whole file with its own field zero, read in pieces (flash or file)
   uint32_t crc = 0;
-  uint8_t buf[1024];
-  if (const uint8_t* m = src->mapped()) {
-    const uint8_t zero[4] = {0, 0, 0, 0};
-    crc = ml_crc32(ml_crc32(ml_crc32(0, m, CRC_OFFSET), zero, 4), m + CRC_OFFSET + 4, size - CRC_OFFSET - 4);
-  } else
-  for (size_t at = 0; at < size;) {
-    const size_t n = size - at < sizeof buf ? size - at : sizeof buf;
-    if (!src->read(at, buf, n)) {
-      *err = ml_format("read failed at byte %zu", at);
-      return false;
-    }
-    for (size_t i = 0; i < n; i++)
-      if (at + i >= CRC_OFFSET && at + i < CRC_OFFSET + 4) buf[i] = 0;
-    crc = ml_crc32(crc, buf, n);
-    at += n;
-  }
+  if (!fileCrc(src, size, &crc, err)) return false;
   if (crc != s.crc) {
     *err = ml_format("checksum mismatch (CRC-32 %x, the header says %x): the shard is damaged", (unsigned)crc, (unsigned)s.crc);
     return false;

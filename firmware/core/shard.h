@@ -53,7 +53,8 @@ bool ml_shard_check(const MlShardInfo& s, const MlShardExpect& want, std::string
 // slices), else a copy of the payload the slices own.
 MlSlices* ml_shard_load(MlShardSource* src, const MlShardInfo& s, std::string* err);
 
-// A shard in a file (the host's MlShardSource).
+// A shard in a file, read with stdio into RAM (mesh-llm-node --shard-load copy; the host's
+// default is the mapped firmware/host/mapped_shard.h).
 class MlFileShard : public MlShardSource {
  public:
   ~MlFileShard() override;
