@@ -78,8 +78,10 @@ export class NativeRadioNodes {
   }
 
   /** Starts (or starts again) the node at `address`; resolves once it has joined, rejects with its stderr when it exits first. */
-  startNode(address: number, shard = this.shardPath(address)): Promise<void> {
-    const args = ['--socket', this.server.path, '--shard', shard, '--key', this.o.mesh.key.toString('hex'), '--storage', path.join(this.dir, `storage-${address}`), '--mesh-id', String(this.o.mesh.radioMeshId), '--log', this.o.logLevel ?? 'info'];
+  startNode(address: number, shard = this.shardPath(address), join?: string): Promise<void> {
+    // join: the node's join record (mesh-llm provision) in place of the key, mesh id and the channel's plan
+    const mesh = join ? ['--join', join] : ['--key', this.o.mesh.key.toString('hex'), '--mesh-id', String(this.o.mesh.radioMeshId)];
+    const args = ['--socket', this.server.path, '--shard', shard, ...mesh, '--storage', path.join(this.dir, `storage-${address}`), '--log', this.o.logLevel ?? 'info'];
     const child = spawn(this.binary, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     this.processes.set(address, child);
     this.exits.delete(address);
@@ -95,6 +97,7 @@ export class NativeRadioNodes {
         else if (/ (warn|error): /.test(line)) process.stderr.write(`${line}\n`);
       }
     });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new MeshLlmError(`native radio node ${address} did not join within ${this.o.joinTimeoutMs ?? 20000} ms: ${lines.join(' | ')}`)), this.o.joinTimeoutMs ?? 20000);
       child.once('exit', (code) => {
@@ -102,7 +105,7 @@ export class NativeRadioNodes {
         clearTimeout(timer);
         reject(new MeshLlmError(`native radio node ${address} exited with code ${code} before joining: ${lines.filter((l) => l.trim()).join(' | ')}`));
       });
-      this.server.joined(address).then(() => {
+      this.server.joined(address, exited).then(() => {
         clearTimeout(timer);
         resolve();
       });

@@ -30,14 +30,16 @@ test.each([
   [4, 'int8'],
   [3, 'int8'],
   [8, 'f32'],
-])('mesh-llm shard --nodes %i --quant %s: one file per node, its weights the bytes mesh-llm plan counts', async (nodes, quant) => {
+  [4, 'int4'],
+  [3, 'int2'],
+])('mesh-llm shard --nodes %i --quant %s: one file per node, its weights the bytes mesh-llm plan counts for that format', async (nodes, quant) => {
   const out = path.join(dir, `cli-${nodes}-${quant}`);
   const r = await runCli(['shard', '--nodes', String(nodes), '--quant', quant, '--out', out, '--model', modelPaths.model, '--json']);
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   const shards = (JSON.parse(r.stdout) as ShardJson).shards;
   expect(fs.readdirSync(out).sort()).toEqual(shards.map((s) => `node-${s.node}.shard`).sort());
-  const plan = await runCli(['plan', '--model', modelPaths.model, '--nodes', String(nodes), '--quant', 'int8', '--json']);
+  const plan = await runCli(['plan', '--model', modelPaths.model, '--nodes', String(nodes), '--quant', quant, '--json']);
   const perNode = (JSON.parse(plan.stdout) as PlanJson).perNode;
   const c = Checkpoint.open(modelPaths.model);
   const g = geometry(c.info.config);
@@ -46,11 +48,13 @@ test.each([
     expect(s.heads).toEqual(perNode[i].heads);
     expect(fs.statSync(s.file).size).toBe(s.bytes);
     const h = readShardHeader(fs.readFileSync(s.file));
-    expect(h).toMatchObject({ node: i + 1, nodes, encoding: quant, heads: s.heads, payloadBytes: s.payloadBytes });
+    expect(h).toMatchObject({ version: 2, node: i + 1, nodes, format: quant, heads: s.heads, payloadBytes: s.payloadBytes });
     expect(s.bytes - s.payloadBytes).toBe(h.headerBytes);
-    // plan counts int8 storage (a byte per weight and a float32 scale per 32); float32 is 4 bytes a weight
+    expect(s.payloadBytes).toBe(perNode[i].weightBytes);
+    // and that figure by hand: per weight 4 bytes (f32), 1 (int8), 1/2 (int4), 1/4 (int2), plus 4 bytes a group (int2: 8) of 32 (int2: the 64-value row)
     const weights = g.nLayers * (s.heads.length + 2 * s.kvHeads.length) * g.headSize * g.dim;
-    expect(s.payloadBytes).toBe(quant === 'int8' ? perNode[i].weightBytes : 4 * weights);
+    const byHand = { f32: 4 * weights, int8: weights + (weights / 32) * 4, int4: weights / 2 + (weights / 32) * 4, int2: weights / 4 + (weights / 64) * 8 }[quant as 'f32' | 'int8' | 'int4' | 'int2'];
+    expect(s.payloadBytes).toBe(byHand);
   });
 });
 
@@ -72,7 +76,40 @@ test('a shard holds exactly the node\'s rows as the head group loads them, after
       }
     }
     expect(at).toBe(file.length);
-    expect(h).toMatchObject({ version: 1, heads: [2, 3], kvHeads: [1], groupSize: 32, model: { dim: g.dim, nLayers: g.nLayers, seqLen: g.seqLen } });
+    expect(h).toMatchObject({ version: 2, format: 'int8', heads: [2, 3], kvHeads: [1], groupSize: 32, model: { dim: g.dim, nLayers: g.nLayers, seqLen: g.seqLen } });
+  } finally {
+    ckpt.close();
+  }
+});
+
+test('int4 and int2 shards hold the packed codes of the engine\'s rows, then scales (int2 then offsets)', () => {
+  const { packCodes, unpackCodes } = require('../lib/llm/quant') as typeof import('../lib/llm/quant');
+  const ckpt = Checkpoint.open(modelPaths.model);
+  try {
+    const g = geometry(ckpt.info.config);
+    for (const format of ['int4', 'int2'] as const) {
+      const file = buildShard(ckpt, 1, 4, format);
+      const h = readShardHeader(file);
+      expect(h).toMatchObject({ version: 2, format, groupSize: format === 'int4' ? 32 : 64 });
+      const slices = loadHeadSlices(ckpt, g, [0, 1], format);
+      let at = h.headerBytes;
+      const floats = (n: number) => new Float32Array(file.buffer.slice(file.byteOffset + at, file.byteOffset + (at += 4 * n)));
+      for (let l = 0; l < g.nLayers; l++) {
+        for (const p of [slices.wq[l], slices.wk[l], slices.wv[l]]) {
+          if (p.kind !== format) throw new Error(`expected ${format} rows`);
+          const bits = format === 'int4' ? 4 : 2;
+          const packed = packCodes(p.m.q, bits);
+          expect(file.subarray(at, at + packed.length)).toEqual(Buffer.from(packed));
+          // int4 codes are signed nibbles; int2 codes 0..3 are the low 2 bits as they are
+          const back = unpackCodes(file.subarray(at, at + packed.length), p.m.q.length, bits);
+          expect(Array.from(back, (c) => (format === 'int2' ? c & 3 : c))).toEqual(Array.from(p.m.q));
+          at += packed.length;
+          expect(floats(p.m.scales.length)).toEqual(p.m.scales);
+          if (format === 'int2') expect(floats(p.m.offsets!.length)).toEqual(p.m.offsets);
+        }
+      }
+      expect(at).toBe(file.length);
+    }
   } finally {
     ckpt.close();
   }
@@ -138,7 +175,7 @@ describe('the native radio node refuses a shard that is not its own, saying why'
 });
 
 describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
-  test('four nodes, each on its shard instead of the checkpoint, give the int8 engine\'s tokens; asked for f32 weights they refuse, saying why', async () => {
+  test('four nodes, each on its shard instead of the checkpoint (two reading its rows into RAM, two using them in place), give the int8 engine\'s tokens; asked for f32 weights they refuse, saying why', async () => {
     const { spawn } = require('node:child_process') as typeof import('node:child_process');
     const { firmwareBinary } = require('../lib/firmware/build') as typeof import('../lib/firmware/build');
     const { brokerProcess } = require('./support/radio') as typeof import('./support/radio');
@@ -149,7 +186,7 @@ describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
     const url = await brokerProcess(cleanups);
     const stderr: string[] = [];
     for (let k = 1; k <= 4; k++) {
-      const child = spawn(firmwareBinary('mesh-llm-node'), ['--id', `shard-${k}`, '--shard', path.join(out, `node-${k}.shard`), '--broker', url], { stdio: ['pipe', 'ignore', 'pipe'] });
+      const child = spawn(firmwareBinary('mesh-llm-node'), ['--id', `shard-${k}`, '--shard', path.join(out, `node-${k}.shard`), '--shard-load', k <= 2 ? 'copy' : 'map', '--broker', url], { stdio: ['pipe', 'ignore', 'pipe'] });
       child.stderr?.on('data', (d: Buffer) => stderr.push(d.toString()));
       cleanups.push(() => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))));
     }
@@ -177,5 +214,118 @@ describe('the MQTT native head node on shards (mesh-llm-node --shard)', () => {
     const r = spawnSync(firmwareBinary('mesh-llm-node'), ['--id', 'n1', '--shard', file, '--broker', 'mqtt://127.0.0.1:1'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/shard .*mqtt-bad\.shard refused: checksum mismatch/);
+  });
+});
+
+describe('generate --mesh N --native --shards DIR and node --native --shard PATH: native nodes on their shards alone', () => {
+  const ONCE = ['--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--model', modelPaths.model];
+  let shards: string;
+  beforeAll(async () => {
+    shards = path.join(dir, 'generate-shards');
+    const r = await runCli(['shard', '--nodes', '4', '--quant', 'int8', '--out', shards, '--model', modelPaths.model]);
+    expect(r.code).toBe(0);
+  });
+
+  test('four native nodes on int8 shards print what llama2.c\'s int8 runner printed (golden once-greedy-64.q8.txt)', async () => {
+    const { goldenFile } = require('../lib/llm/golden') as typeof import('../lib/llm/golden');
+    const { Engine } = require('../lib/llm/engine') as typeof import('../lib/llm/engine');
+    const r = await runCli(['generate', '--mesh', '4', '--native', '--shards', shards, '--quant', 'int8', ...ONCE, '--json'], { timeoutMs: 90000 });
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { tokens: number[]; text: string };
+    expect(out.text).toBe(fs.readFileSync(goldenFile('once-greedy-64', 'q8.txt'), 'utf8').replace(/\n$/, ''));
+    const engine = await Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, quant: 'int8' }).generate({ prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n });
+    expect(out.tokens).toEqual(engine.tokens);
+    // each node said it loaded its shard's heads, not the checkpoint's
+    expect(r.stderr).toMatch(/\[node-3\] info: assignment \S+: heads \[4,5\] kv \[2\], int8 weights 11520 bytes/);
+  });
+
+  test.each(['int4', 'int2'] as const)('four native nodes on %s shards (packed codes used in place) give the %s engine\'s tokens', async (format) => {
+    const { Engine } = require('../lib/llm/engine') as typeof import('../lib/llm/engine');
+    const out = path.join(dir, `generate-${format}`);
+    expect((await runCli(['shard', '--nodes', '4', '--quant', format, '--out', out, '--model', modelPaths.model])).code).toBe(0);
+    const r = await runCli(['generate', '--mesh', '4', '--native', '--shards', out, '--quant', format, ...ONCE, '--json'], { timeoutMs: 90000 });
+    expect(r.code).toBe(0);
+    const engine = await Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, quant: format }).generate({ prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n });
+    expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(engine.tokens);
+    const int8 = await Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, quant: 'int8' }).generate({ prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n });
+    expect(engine.tokens).not.toEqual(int8.tokens); // the format changes the story, so the comparison can tell formats apart
+    expect(r.stderr).toMatch(new RegExp(`\\[node-1\\] info: assignment \\S+: heads \\[0,1\\] kv \\[0\\], ${format} weights ${readShardHeader(fs.readFileSync(path.join(out, 'node-1.shard'))).payloadBytes} bytes`));
+  });
+
+  test('version 1 shards (before int4 and int2) still load and give the same tokens; a version 3 shard is refused, naming the versions read', async () => {
+    const { goldenFile } = require('../lib/llm/golden') as typeof import('../lib/llm/golden');
+    const v1 = path.join(dir, 'version-1-shards');
+    fs.mkdirSync(v1, { recursive: true });
+    const asVersion = (file: Buffer, version: number) => {
+      const b = Buffer.from(file);
+      b.writeUInt16LE(version, 4);
+      b.writeUInt32LE(0, 52);
+      b.writeUInt32LE(crc32(b), 52);
+      return b;
+    };
+    for (let k = 1; k <= 4; k++) fs.writeFileSync(path.join(v1, `node-${k}.shard`), asVersion(fs.readFileSync(path.join(shards, `node-${k}.shard`)), 1));
+    expect(readShardHeader(fs.readFileSync(path.join(v1, 'node-1.shard')))).toMatchObject({ version: 1, format: 'int8' });
+    const r = await runCli(['generate', '--mesh', '4', '--native', '--shards', v1, '--quant', 'int8', ...ONCE, '--json'], { timeoutMs: 90000 });
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as { text: string }).text).toBe(fs.readFileSync(goldenFile('once-greedy-64', 'q8.txt'), 'utf8').replace(/\n$/, ''));
+    const v3 = path.join(dir, 'version-3.shard');
+    fs.writeFileSync(v3, asVersion(fs.readFileSync(path.join(shards, 'node-1.shard')), 3));
+    const bad = await runCli(['node', '--native', '--id', 'node-1', '--shard', v3, '--broker', 'mqtt://127.0.0.1:1']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/shard .*version-3\.shard refused: shard version 3 \(this build reads versions 1 to 2; cut it again with mesh-llm shard\)/);
+    expect(() => readShardHeader(fs.readFileSync(v3))).toThrow(/shard version 3 \(this build reads versions 1 to 2/);
+    // a version 1 shard with int4's code: version 1 had no int4
+    const c = Checkpoint.open(modelPaths.model);
+    const int4v1 = asVersion(buildShard(c, 1, 4, 'int4'), 1);
+    c.close();
+    const f = path.join(dir, 'int4-version-1.shard');
+    fs.writeFileSync(f, int4v1);
+    const old = await runCli(['node', '--native', '--id', 'node-1', '--shard', f, '--broker', 'mqtt://127.0.0.1:1']);
+    expect(old.code).toBe(2);
+    expect(old.stderr).toMatch(/refused: unknown weight format code 2 in a version 1 shard/);
+  });
+
+  test('two nodes\' shards swapped: the run stops with the node and the heads it holds named', async () => {
+    const swapped = path.join(dir, 'swapped-shards');
+    fs.mkdirSync(swapped, { recursive: true });
+    for (let k = 1; k <= 4; k++) fs.copyFileSync(path.join(shards, `node-${k}.shard`), path.join(swapped, `node-${k === 1 ? 2 : k === 2 ? 1 : k}.shard`));
+    const r = await runCli(['generate', '--mesh', '4', '--native', '--shards', swapped, '--quant', 'int8', ...ONCE], { timeoutMs: 60000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/mesh-llm: error: head node node-[12] refused assignment \S+: this node's shard holds heads \[(2,3|0,1)\], not \[(0,1|2,3)\]/);
+  });
+
+  test('int8 shards asked for int4 weights: refused, naming both formats', async () => {
+    const r = await runCli(['generate', '--mesh', '4', '--native', '--shards', shards, '--quant', 'int4', ...ONCE], { timeoutMs: 60000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/mesh-llm: error: head node node-\d refused assignment \S+: this node's shard holds int8 weights, not int4/);
+  });
+
+  test('a folder without a shard for every node, or --shards without --native: a usage error before anything starts', async () => {
+    const few = await runCli(['generate', '--mesh', '5', '--native', '--shards', shards, ...ONCE]);
+    expect(few.code).toBe(2);
+    expect(few.stderr).toMatch(/--shards .*: no node-5\.shard there \(cut them with mesh-llm shard --nodes 5/);
+    const js = await runCli(['generate', '--mesh', '4', '--shards', shards, ...ONCE]);
+    expect(js.code).toBe(2);
+    expect(js.stderr).toMatch(/--shards DIR is for the native head nodes --mesh N --native starts/);
+  });
+
+  test('mesh-llm node --native --shard takes a folder (its ID.shard) or a file, and the gateway on the broker gets the int8 tokens', async () => {
+    const { spawn } = require('node:child_process') as typeof import('node:child_process');
+    const { brokerProcess } = require('./support/radio') as typeof import('./support/radio');
+    const url = await brokerProcess(cleanups);
+    const lines: string[] = [];
+    for (let k = 1; k <= 4; k++) {
+      const shard = k % 2 ? shards : path.join(shards, `node-${k}.shard`); // odd nodes: the folder; even: the file
+      const child = spawn(process.execPath, [require('./support/cli').binPath, 'node', '--native', '--id', `node-${k}`, '--shard', shard, '--broker', url], { stdio: ['ignore', 'ignore', 'pipe'] });
+      child.stderr?.on('data', (d: Buffer) => lines.push(d.toString()));
+      cleanups.push(() => new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', () => resolve()), child.kill('SIGTERM')))));
+    }
+    const g = await runCli(['generate', '--broker', url, '--nodes', '4', '--quant', 'int8', ...ONCE, '--json'], { timeoutMs: 90000 });
+    expect(g.code).toBe(0);
+    const { goldenFile } = require('../lib/llm/golden') as typeof import('../lib/llm/golden');
+    expect((JSON.parse(g.stdout) as { text: string }).text).toBe(fs.readFileSync(goldenFile('once-greedy-64', 'q8.txt'), 'utf8').replace(/\n$/, ''));
+    const bad = await runCli(['node', '--native', '--id', 'node-9', '--shard', shards, '--broker', url]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/no node-9\.shard in that folder/);
   });
 });

@@ -17,6 +17,7 @@ export const commands: Record<string, Command> = {
   synth: { summary: 'a synthetic model of a known geometry (TinyLlama-1.1B\'s) with seeded random weights, as llama2.c, GGUF or Hugging Face files', load: () => import('./synth') },
   runs: { summary: 'recorded runs and durable jobs of a --data folder: list, show ID, export ID --format csv|jsonl', load: () => import('./runs') },
   shard: { summary: 'weight shards: one file per head node with its W_Q/W_K/W_V rows, for the firmware\'s flash', load: () => import('./shard') },
+  provision: { summary: 'an ESP32 head node\'s join record (mesh id, address, network key, its radio plan) for its join partition', load: () => import('./provision') },
   credentials: { summary: 'per-client bus credentials and topic ACLs for a mesh (aedes --credentials, Mosquitto files)', load: () => import('./credentials') },
   steer: { summary: 'steering by sensors: recompute directions, measure their effect, readings of a scenario', load: () => import('./steer') },
 };

@@ -1,5 +1,8 @@
 /** The mesh options of `mesh-llm generate`: --mesh N starts a mesh, --broker URL uses one. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Checkpoint } from '../../lib/llm/checkpoint';
+import { shardFileName } from '../../lib/firmware/shard';
 import { GenerationResult, TokenListener } from '../../lib/llm/engine';
 import { ModelPaths } from '../../lib/llm/resolve';
 import { DEFAULT_MESH_ID, MeshGenerateOptions, runMeshGenerate } from '../../lib/mesh/run';
@@ -16,11 +19,15 @@ export const meshOptionSpec = {
   nodes: { type: 'string' },
   'gather-timeout': { type: 'string' },
   native: { type: 'boolean' },
+  shards: { type: 'string' },
 } as const;
 
 export const meshUsage = `
   --mesh N           run the heads on N head-node processes over an embedded MQTT broker (aedes)
   --native           with --mesh: native head nodes (the firmware core built for the host, C++)
+  --shards DIR       with --mesh N --native: each node loads its weight shard DIR/node-K.shard
+                     (the folder mesh-llm shard wrote for N nodes in the --quant format) instead of
+                     the checkpoint
   --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
   --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
@@ -39,6 +46,9 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
   if (values.native && values.mesh === undefined) throw new UsageError('generate: --native chooses the head nodes --mesh N starts (with --broker, start them yourself: mesh-llm node --native)');
   if (values.native) requireLlama2cForNative(paths.model);
+  if (values.shards !== undefined && !(values.native && values.mesh !== undefined)) throw new UsageError('generate: --shards DIR is for the native head nodes --mesh N --native starts (mesh-llm node --native --shard FILE for one node)');
+  const shards = values.shards === undefined ? undefined : path.resolve(values.shards);
+  if (shards !== undefined) requireShardFiles(shards, intOption('mesh', values.mesh, 1, 1, 1024));
   return withEventLog(cmd.events, (onEvent) => runMeshGenerate({
     onEvent,
     generate: cmd.generate,
@@ -46,6 +56,7 @@ export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: 
     tokenizerPath: paths.tokenizer,
     mesh: values.mesh === undefined ? undefined : intOption('mesh', values.mesh, 1, 1, 1024),
     native: values.native,
+    shards,
     broker: values.broker,
     username: values.username,
     password: values.password,
@@ -66,4 +77,10 @@ function requireLlama2cForNative(model: string): void {
   const format = ckpt.info.format;
   ckpt.close();
   if (format !== 'llama2c') throw new UsageError(`generate --native: native head nodes read llama2.c checkpoints; ${model} is ${format === 'gguf' ? 'a GGUF file' : 'a Hugging Face folder'} (run node.js head nodes: leave out --native)`);
+}
+
+/** --shards DIR must hold a shard per node (what is in each, the nodes check, saying why they refuse it). */
+function requireShardFiles(dir: string, nodes: number): void {
+  const missing = Array.from({ length: nodes }, (_, i) => shardFileName(i + 1)).filter((f) => !fs.existsSync(path.join(dir, f)));
+  if (missing.length) throw new UsageError(`generate --shards ${dir}: no ${missing.join(', ')} there (cut them with mesh-llm shard --nodes ${nodes} --out ${dir})`);
 }

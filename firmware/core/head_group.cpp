@@ -183,17 +183,20 @@ void setErr(char* err, size_t errLen, const char* fmt, ...) {
 
 namespace {
 
-// One layer's projection [rows, cols]: float32 w, or codes q one a byte (int8, int4, int2)
-// with scales [rows * cols / groupSize] (int2 also offsets).
+// One layer's projection [rows, cols]: float32 w, or codes q one a byte (int8, int4, int2),
+// or packed codes (int4 two a byte, int2 four a byte, as a shard holds them), with scales
+// [rows * cols / groupSize] (int2 also offsets). The arrays are malloc'd, or (slices of a
+// shard, MlSlices.view) read-only rows of the shard's bytes, used in place.
 struct Projection {
   int rows;
   int cols;
   int groupSize;
   MlWeightFormat format;
-  float* w;
-  int8_t* q;
-  float* scales;
-  float* offsets;
+  const float* w;
+  const int8_t* q;
+  const float* scales;
+  const float* offsets;
+  const uint8_t* packed;
 };
 
 }  // namespace
@@ -209,20 +212,39 @@ struct MlSlices {
   Projection* wq;  // [nLayers]
   Projection* wk;
   Projection* wv;
+  bool view;       // the projections' arrays are the shard's bytes (ml_slices_view): not freed here
+  void* owned;     // the shard payload the views point into when it was copied (freed here), or null
 };
 
 namespace {
 
-void freeProjections(Projection* p, int n) {
+void freeProjections(Projection* p, int n, bool view) {
   if (!p) return;
-  for (int i = 0; i < n; i++) {
-    free(p[i].w);
-    free(p[i].q);
-    free(p[i].scales);
-    free(p[i].offsets);
+  for (int i = 0; i < n && !view; i++) {
+    free((void*)p[i].w);
+    free((void*)p[i].q);
+    free((void*)p[i].scales);
+    free((void*)p[i].offsets);
+    free((void*)p[i].packed);
   }
   free(p);
 }
+
+}  // namespace
+
+int ml_weight_group_size(MlWeightFormat f, int dim) {
+  const int gs = f == ML_WEIGHTS_INT2 ? ML_INT2_GROUP_SIZE : ML_INT8_GROUP_SIZE;
+  return f == ML_WEIGHTS_F32 ? 0 : gs < dim ? gs : dim;
+}
+
+size_t ml_weight_block_bytes(MlWeightFormat f, size_t n, int groupSize, size_t* codeBytes) {
+  const size_t codes = f == ML_WEIGHTS_F32 ? 4 * n : f == ML_WEIGHTS_INT8 ? n : f == ML_WEIGHTS_INT4 ? (n * 4 + 7) / 8 : (n * 2 + 7) / 8;
+  if (codeBytes) *codeBytes = codes;
+  if (f == ML_WEIGHTS_F32) return codes;
+  return codes + (n / (size_t)groupSize) * 4 * (f == ML_WEIGHTS_INT2 ? 2 : 1);
+}
+
+namespace {
 
 // quant.ts storageBytes: packed codes plus the float32 parameters of each group.
 size_t projectionBytes(const Projection& p) {
@@ -265,21 +287,24 @@ bool loadProjection(MlCheckpoint* c, int tensor, int layer, const int* ids, int 
     return true;
   }
   const int gs = p->groupSize = weightGroupSize(format, dim);
-  p->q = (int8_t*)malloc(n);
-  p->scales = (float*)malloc((n / gs) * sizeof(float));
-  if (format == ML_WEIGHTS_INT2) p->offsets = (float*)malloc((n / gs) * sizeof(float));
-  if (!p->q || !p->scales || (format == ML_WEIGHTS_INT2 && !p->offsets)) {
+  int8_t* codes = (int8_t*)malloc(n);
+  float* scales = (float*)malloc((n / gs) * sizeof(float));
+  float* offsets = format == ML_WEIGHTS_INT2 ? (float*)malloc((n / gs) * sizeof(float)) : nullptr;
+  p->q = codes;
+  p->scales = scales;
+  p->offsets = offsets;
+  if (!codes || !scales || (format == ML_WEIGHTS_INT2 && !offsets)) {
     free(w);
     setErr(err, errLen, "out of memory quantising the head group's weights");
     return false;
   }
   for (int r = 0; r < p->rows; r++) {
     const float* row = w + (size_t)r * dim;
-    int8_t* q = p->q + (size_t)r * dim;
+    int8_t* q = codes + (size_t)r * dim;
     const size_t g = (size_t)r * (dim / gs);
-    if (format == ML_WEIGHTS_INT8) ml_quantize(row, dim, gs, q, p->scales + g);
-    else if (format == ML_WEIGHTS_INT4) ml_quantize_int4(row, dim, gs, q, p->scales + g);
-    else ml_quantize_int2(row, dim, gs, q, p->scales + g, p->offsets + g);
+    if (format == ML_WEIGHTS_INT8) ml_quantize(row, dim, gs, q, scales + g);
+    else if (format == ML_WEIGHTS_INT4) ml_quantize_int4(row, dim, gs, q, scales + g);
+    else ml_quantize_int2(row, dim, gs, q, scales + g, offsets + g);
   }
   free(w);
   return true;
@@ -295,9 +320,10 @@ int compareInts(const void* a, const void* b) {
 void ml_slices_free(MlSlices* s) {
   if (!s) return;
   const int L = s->config.nLayers;
-  freeProjections(s->wq, L);
-  freeProjections(s->wk, L);
-  freeProjections(s->wv, L);
+  freeProjections(s->wq, L, s->view);
+  freeProjections(s->wk, L, s->view);
+  freeProjections(s->wv, L, s->view);
+  free(s->owned);
   free(s->heads);
   free(s->kvHeads);
   free(s->kvOfHead);
@@ -481,10 +507,37 @@ size_t ml_session_cache_bytes(const MlSession* s) { return 2 * s->layerElems * (
 
 namespace {
 
+// matmulInt8 on packed codes (a shard's int4 or int2 rows, read in place): the same sums in
+// the same order, each code taken from its bits (int4 two's complement -7..7, int2 0..3).
+void matmulPacked(float* out, const float* x, const uint8_t* packed, MlWeightFormat f, const float* scales, int rows, int cols, int gs) {
+  const int bits = f == ML_WEIGHTS_INT4 ? 4 : 2;
+  const int mask = (1 << bits) - 1;
+  const int perByte = 8 / bits;
+  const bool isSigned = f == ML_WEIGHTS_INT4;
+  const int groups = cols / gs;
+  for (int r = 0; r < rows; r++) {
+    acc_t sum = 0;
+    for (int g = 0; g < groups; g++) {
+      const size_t base = (size_t)r * cols + (size_t)g * gs;
+      const float* xg = x + (size_t)g * gs;
+      acc_t dot = 0;
+      for (int i = 0; i < gs; i++) {
+        const size_t at = base + (size_t)i;
+        int code = (packed[at / perByte] >> ((at % perByte) * bits)) & mask;
+        if (isSigned && code > mask / 2) code -= mask + 1;
+        dot += (acc_t)code * (acc_t)xg[i];
+      }
+      sum += (acc_t)scales[(size_t)r * groups + g] * dot;
+    }
+    out[r] = (float)sum;
+  }
+}
+
 void project(const Projection& p, const float* x, float* out) {
   if (p.w) matmul(out, x, p.w, p.rows, p.cols);
   else {
-    matmulInt8(out, x, p.q, p.scales, p.rows, p.cols, p.groupSize);
+    if (p.packed) matmulPacked(out, x, p.packed, p.format, p.scales, p.rows, p.cols, p.groupSize);
+    else matmulInt8(out, x, p.q, p.scales, p.rows, p.cols, p.groupSize);
     if (p.offsets) ml_add_group_offsets(out, x, p.offsets, p.rows, p.cols, p.groupSize);
   }
 }
@@ -585,7 +638,57 @@ MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const 
   for (int l = 0; l < L; l++)
     for (int t = 0; t < 3; t++) {
       MlProjectionRows& r = rows[3 * l + t];
-      dst[t][l] = Projection{r.rows, g.dim, int8 ? weightGroupSize(ML_WEIGHTS_INT8, g.dim) : 0, s->format, r.w, r.q, r.scales, nullptr};
+      dst[t][l] = Projection{r.rows, g.dim, int8 ? weightGroupSize(ML_WEIGHTS_INT8, g.dim) : 0, s->format, r.w, r.q, r.scales, nullptr, nullptr};
     }
+  return s;
+}
+
+MlSlices* ml_slices_view(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, MlWeightFormat format, const MlProjectionView* views, void* owned, char* err, size_t errLen) {
+  const int L = g.nLayers;
+  const int gs = ml_weight_group_size(format, g.dim);
+  for (int i = 0; i < 3 * L; i++) {
+    const MlProjectionView& v = views[i];
+    const int want = (i % 3 == 0 ? count : kvCount) * g.headSize;
+    const bool complete = format == ML_WEIGHTS_F32 ? v.w != nullptr : v.codes != nullptr && v.scales != nullptr && (format != ML_WEIGHTS_INT2 || v.offsets != nullptr);
+    if (v.rows != want || !complete) {
+      setErr(err, errLen, "layer %d projection %d has %d rows (expected %d)", i / 3, i % 3, v.rows, want);
+      free(owned);
+      return nullptr;
+    }
+  }
+  MlSlices* s = (MlSlices*)calloc(1, sizeof(MlSlices));
+  if (s) {
+    s->view = true;
+    s->owned = owned;
+    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
+    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
+  }
+  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv || kvCount > count) {
+    if (s) ml_slices_free(s);
+    else free(owned);
+    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
+    return nullptr;
+  }
+  s->config = g;
+  s->format = format;
+  s->headCount = count;
+  s->kvCount = kvCount;
+  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
+  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
+  for (int i = 0; i < count; i++) {
+    s->kvOfHead[i] = -1;
+    for (int k = 0; k < kvCount; k++)
+      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
+  }
+  Projection* dst[3] = {s->wq, s->wk, s->wv};
+  const bool packed = format == ML_WEIGHTS_INT4 || format == ML_WEIGHTS_INT2;
+  for (int i = 0; i < 3 * L; i++) {
+    const MlProjectionView& v = views[i];
+    dst[i % 3][i / 3] = Projection{v.rows, g.dim, gs, format, v.w, packed ? nullptr : (const int8_t*)v.codes, v.scales, v.offsets, packed ? v.codes : nullptr};
+  }
   return s;
 }

@@ -139,3 +139,30 @@ struct MlProjectionRows {
 // heads need), rows[3 * layer + t] for t = 0 wq, 1 wk, 2 wv. Takes ownership of every array
 // (also on failure). nullptr and a sentence in err when a shape does not fit the geometry.
 MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, bool int8, MlProjectionRows* rows, char* err, size_t errLen);
+
+// ---- slices over a weight shard's bytes, used in place (shard.h) ------------------------------
+
+// The row group size of a format for rows of dim (head.ts weightGroupSize): int8 and int4 32,
+// int2 128, each at most dim; 0 for float32.
+int ml_weight_group_size(MlWeightFormat f, int dim);
+// Bytes of a block of n weights in a format as a shard stores it (quant.ts storageBytes): the
+// codes (float32 values; int8 one a byte; int4 two a byte; int2 four a byte) then the float32
+// scales (int2: then the offsets), one per group. codeBytes gets the codes' share.
+size_t ml_weight_block_bytes(MlWeightFormat f, size_t n, int groupSize, size_t* codeBytes);
+
+// One projection's rows [rows, dim] in a shard's layout: float32 w, or codes (int8 one a byte,
+// int4 two a byte low nibble first, int2 four a byte low bits first) with float32 scales
+// [rows * dim / groupSize] (int2 also offsets). Read-only; 4-byte aligned floats.
+struct MlProjectionView {
+  int rows;
+  const float* w;
+  const uint8_t* codes;
+  const float* scales;
+  const float* offsets;
+};
+
+// A group's slices whose weights are the views (rows[3 * layer + t], t = 0 wq, 1 wk, 2 wv),
+// used where they lie: a mapped shard file or flash partition (owned null: the caller keeps
+// it mapped while the slices live), or a copy of the payload the slices take (owned, freed by
+// ml_slices_free, also on failure). nullptr and a sentence in err when a shape does not fit.
+MlSlices* ml_slices_view(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, MlWeightFormat format, const MlProjectionView* views, void* owned, char* err, size_t errLen);

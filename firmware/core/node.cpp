@@ -43,10 +43,9 @@ bool MlNode::init(const MlNodeOptions& o, const MlNodeIo& io, std::string* err) 
     return false;
   }
   char why[512] = "";
-  if (!o.shardPath.empty()) {
-    MlFileShard file;
+  if (o.shard) {
     std::string e;
-    if (!file.open(o.shardPath.c_str(), &e) || !ml_shard_open(&file, &shard_, &e)) {
+    if (!ml_shard_open(o.shard, &shard_, &e)) {
       *err = "shard " + o.shardPath + " refused: " + e;
       return false;
     }
@@ -196,9 +195,10 @@ void MlNode::onAssignment(const JsonValue& m) {
     // a shard holds one group's rows in one encoding: only that assignment can be taken
     std::vector<int> sorted(heads);
     std::sort(sorted.begin(), sorted.end());
-    const bool int8 = m.get("weights")->string == "int8";
+    const std::string& wanted = m.get("weights")->string;
+    const char* held = ml_weight_format_name(shard_.format);
     if (sorted != shard_.heads) error = "this node's shard holds heads " + intList(shard_.heads) + ", not " + intList(sorted);
-    else if (int8 != (shard_.encoding == ML_ENCODING_INT8)) error = std::string("this node's shard holds ") + (int8 ? "f32" : "int8") + " weights, not " + (int8 ? "int8" : "f32");
+    else if (wanted != held) error = std::string("this node's shard holds ") + held + " weights, not " + wanted;
   }
   if (!error.empty()) {
     reject(tAssign_, "assignment " + id + " refused: " + error);
@@ -222,9 +222,8 @@ void MlNode::onAssignment(const JsonValue& m) {
   char why[512] = "";
   MlSlices* slices = nullptr;
   if (fromShard_) {
-    MlFileShard file;
-    std::string e;
-    if (!file.open(o_.shardPath.c_str(), &e) || !ml_shard_open(&file, &shard_, &e) || !(slices = ml_shard_load(&file, shard_, &e))) snprintf(why, sizeof why, "%s", e.c_str());
+    std::string e;  // checked when the node started: its header, geometry and CRC-32
+    if (!(slices = ml_shard_load(o_.shard, shard_, &e))) snprintf(why, sizeof why, "%s", e.c_str());
   } else {
     MlCheckpoint* c = ml_checkpoint_open(o_.modelPath.c_str(), why, sizeof why);
     if (c) {

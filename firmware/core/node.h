@@ -30,7 +30,10 @@ struct MlNodeOptions {
   std::string mesh;
   std::string modelPath;
   // A weight shard (shard.h) instead of the checkpoint: the node then takes only an
-  // assignment of the shard's heads and encoding.
+  // assignment of the shard's heads and weight format. shard is the caller's source (it must
+  // outlive the node: a mapped one holds the rows the head group computes from); shardPath
+  // names it in messages.
+  MlShardSource* shard = nullptr;
   std::string shardPath;
   int maxSessions = 4;  // KV caches kept at once; the oldest session is dropped beyond it
   long pid = 0;         // reported in status messages (0: not reported)

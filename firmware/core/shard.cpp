@@ -29,10 +29,37 @@ const size_t CRC_OFFSET = 52;
 
 size_t headerBytesFor(size_t heads, size_t kvHeads) { return (ML_SHARD_FIXED_HEADER_BYTES + 2 * (heads + kvHeads) + 3) / 4 * 4; }
 
-size_t payloadBytesFor(const MlConfig& g, size_t heads, size_t kvHeads, uint8_t encoding) {
-  const size_t rows = (size_t)g.nLayers * (heads + 2 * kvHeads) * (size_t)g.headSize;
-  const size_t rowBytes = encoding == ML_ENCODING_F32 ? 4 * (size_t)g.dim : (size_t)g.dim + 4 * ((size_t)g.dim / ML_INT8_GROUP_SIZE);
-  return rows * rowBytes;
+// The bytes of one layer's block of a projection of `rows` rows, as the shard stores it.
+size_t blockBytes(const MlConfig& g, size_t rows, MlWeightFormat f, size_t* codeBytes = nullptr) {
+  return ml_weight_block_bytes(f, rows * (size_t)g.dim, ml_weight_group_size(f, g.dim), codeBytes);
+}
+
+size_t payloadBytesFor(const MlConfig& g, size_t heads, size_t kvHeads, MlWeightFormat f) {
+  return (size_t)g.nLayers * (blockBytes(g, heads * g.headSize, f) + 2 * blockBytes(g, kvHeads * g.headSize, f));
+}
+
+// The CRC-32 of the whole shard with its own field zero: over the mapping, or read in pieces.
+bool fileCrc(MlShardSource* src, size_t size, uint32_t* out, std::string* err) {
+  const uint8_t zero[4] = {0, 0, 0, 0};
+  if (const uint8_t* m = src->mapped()) {
+    *out = ml_crc32(ml_crc32(ml_crc32(0, m, CRC_OFFSET), zero, 4), m + CRC_OFFSET + 4, size - CRC_OFFSET - 4);
+    return true;
+  }
+  uint32_t crc = 0;
+  uint8_t buf[1024];
+  for (size_t at = 0; at < size;) {
+    const size_t n = size - at < sizeof buf ? size - at : sizeof buf;
+    if (!src->read(at, buf, n)) {
+      *err = ml_format("read failed at byte %zu", at);
+      return false;
+    }
+    for (size_t i = 0; i < n; i++)
+      if (at + i >= CRC_OFFSET && at + i < CRC_OFFSET + 4) buf[i] = 0;
+    crc = ml_crc32(crc, buf, n);
+    at += n;
+  }
+  *out = crc;
+  return true;
 }
 
 std::string idList(const std::vector<int>& ids) {
@@ -56,15 +83,17 @@ bool ml_shard_open(MlShardSource* src, MlShardInfo* out, std::string* err) {
   }
   MlShardInfo s{};
   s.version = ml_read_le(h + 4, 2);
-  if (s.version != ML_SHARD_VERSION) {
-    *err = ml_format("shard version %u (this build reads %u)", (unsigned)s.version, (unsigned)ML_SHARD_VERSION);
+  if (s.version < ML_SHARD_OLDEST_VERSION || s.version > ML_SHARD_VERSION) {
+    *err = ml_format("shard version %u (this build reads versions %u to %u; cut it again with mesh-llm shard)", (unsigned)s.version, (unsigned)ML_SHARD_OLDEST_VERSION, (unsigned)ML_SHARD_VERSION);
     return false;
   }
-  s.encoding = h[6];
-  if (s.encoding != ML_ENCODING_F32 && s.encoding != ML_ENCODING_INT8) {
-    *err = ml_format("unknown encoding code %u", (unsigned)s.encoding);
+  // the weight format's code: 0 f32, 1 int8, 2 int4, 3 int2 (version 1 knew 0 and 1)
+  const unsigned code = h[6];
+  if (code > (s.version == 1 ? 1u : 3u)) {
+    *err = ml_format("unknown weight format code %u in a version %u shard", code, (unsigned)s.version);
     return false;
   }
+  s.format = (MlWeightFormat)code;
   s.node = (int)ml_read_le(h + 8, 2);
   s.nodes = (int)ml_read_le(h + 10, 2);
   MlConfig& g = s.config;
@@ -79,20 +108,8 @@ bool ml_shard_open(MlShardSource* src, MlShardInfo* out, std::string* err) {
     *err = ml_format("%zu bytes; its header says %zu + %zu", size, s.headerBytes, s.payloadBytes);
     return false;
   }
-  // the CRC-32 of the whole file with its own field zero, read in pieces (flash or file)
   uint32_t crc = 0;
-  uint8_t buf[1024];
-  for (size_t at = 0; at < size;) {
-    const size_t n = size - at < sizeof buf ? size - at : sizeof buf;
-    if (!src->read(at, buf, n)) {
-      *err = ml_format("read failed at byte %zu", at);
-      return false;
-    }
-    for (size_t i = 0; i < n; i++)
-      if (at + i >= CRC_OFFSET && at + i < CRC_OFFSET + 4) buf[i] = 0;
-    crc = ml_crc32(crc, buf, n);
-    at += n;
-  }
+  if (!fileCrc(src, size, &crc, err)) return false;
   if (crc != s.crc) {
     *err = ml_format("checksum mismatch (CRC-32 %x, the header says %x): the shard is damaged", (unsigned)crc, (unsigned)s.crc);
     return false;
@@ -121,11 +138,22 @@ bool ml_shard_open(MlShardSource* src, MlShardInfo* out, std::string* err) {
     *err = "heads " + idList(s.heads) + " and kv heads " + idList(s.kvHeads) + " do not fit the geometry (" + std::to_string(g.nHeads) + " heads, " + std::to_string(g.nKvHeads) + " kv heads)";
     return false;
   }
-  if (s.encoding == ML_ENCODING_INT8 ? (s.groupSize != ML_INT8_GROUP_SIZE || g.dim % ML_INT8_GROUP_SIZE) : s.groupSize != 0) {
-    *err = ml_format("int8 group size %d (this build computes groups of %d on rows of a multiple of it; float32 has 0)", s.groupSize, ML_INT8_GROUP_SIZE);
+  const int gs = ml_weight_group_size(s.format, g.dim);
+  if (s.groupSize != gs || (gs && g.dim % gs)) {
+    *err = ml_format("%s group size %d (this build computes %s rows of %d in groups of %d%s)", ml_weight_format_name(s.format), s.groupSize, ml_weight_format_name(s.format), (int)g.dim, gs,
+                     gs && g.dim % gs ? ", which do not divide them" : "");
     return false;
   }
-  const size_t want = payloadBytesFor(g, nHeads, nKv, s.encoding);
+  // every block's codes end on a 4-byte boundary, so the float32 parameters after them are aligned in place
+  for (size_t rows : {nHeads * g.headSize, nKv * g.headSize}) {
+    size_t codes = 0;
+    blockBytes(g, rows, s.format, &codes);
+    if (codes % 4) {
+      *err = ml_format("%s codes of %zu rows of %d take %zu bytes, not a multiple of 4: their scales would be unaligned", ml_weight_format_name(s.format), rows, (int)g.dim, codes);
+      return false;
+    }
+  }
+  const size_t want = payloadBytesFor(g, nHeads, nKv, s.format);
   if (s.payloadBytes != want) {
     *err = ml_format("payload of %zu bytes; %zu heads and %zu kv heads of this geometry need %zu", s.payloadBytes, nHeads, nKv, want);
     return false;
@@ -160,39 +188,39 @@ bool ml_shard_check(const MlShardInfo& s, const MlShardExpect& want, std::string
 
 MlSlices* ml_shard_load(MlShardSource* src, const MlShardInfo& s, std::string* err) {
   const MlConfig& g = s.config;
-  const bool int8 = s.encoding == ML_ENCODING_INT8;
-  const int L = g.nLayers;
-  std::vector<MlProjectionRows> rows((size_t)3 * L, MlProjectionRows{0, nullptr, nullptr, nullptr});
-  size_t at = s.headerBytes;
-  bool ok = true;
-  for (int l = 0; l < L && ok; l++)
-    for (int t = 0; t < 3 && ok; t++) {
-      MlProjectionRows& r = rows[(size_t)3 * l + t];
-      r.rows = (int)(t == 0 ? s.heads.size() : s.kvHeads.size()) * g.headSize;
-      const size_t n = (size_t)r.rows * g.dim;
-      if (int8) {
-        r.q = (int8_t*)malloc(n);
-        r.scales = (float*)malloc(n / ML_INT8_GROUP_SIZE * 4);
-        ok = r.q && r.scales && src->read(at, (uint8_t*)r.q, n) && src->read(at + n, (uint8_t*)r.scales, n / ML_INT8_GROUP_SIZE * 4);
-        at += n + n / ML_INT8_GROUP_SIZE * 4;
-      } else {
-        r.w = (float*)malloc(n * 4);
-        ok = r.w && src->read(at, (uint8_t*)r.w, n * 4);
-        at += n * 4;
-      }
+  const uint8_t* base = src->mapped();
+  void* owned = nullptr;
+  if (!base) {
+    // not mapped: the payload is copied into RAM once (PSRAM on the ESP32), the views point there
+    owned = malloc(s.payloadBytes ? s.payloadBytes : 1);
+    if (!owned || !src->read(s.headerBytes, (uint8_t*)owned, s.payloadBytes)) {
+      free(owned);
+      *err = ml_format("out of memory or a read failure loading the shard's %zu bytes of rows", s.payloadBytes);
+      return nullptr;
     }
+  }
+  const uint8_t* p = base ? base + s.headerBytes : (const uint8_t*)owned;
+  const int gs = ml_weight_group_size(s.format, g.dim);
+  std::vector<MlProjectionView> views((size_t)3 * g.nLayers);
+  size_t at = 0;
+  for (size_t i = 0; i < views.size(); i++) {
+    const size_t rows = (i % 3 == 0 ? s.heads.size() : s.kvHeads.size()) * (size_t)g.headSize;
+    const size_t n = rows * (size_t)g.dim;
+    size_t codes = 0;
+    const size_t bytes = blockBytes(g, rows, s.format, &codes);
+    MlProjectionView& v = views[i];
+    v = MlProjectionView{(int)rows, nullptr, nullptr, nullptr, nullptr};
+    if (s.format == ML_WEIGHTS_F32) v.w = (const float*)(p + at);
+    else {
+      v.codes = p + at;
+      v.scales = (const float*)(p + at + codes);
+      if (s.format == ML_WEIGHTS_INT2) v.offsets = v.scales + n / (size_t)gs;
+    }
+    at += bytes;
+  }
   std::vector<int> heads(s.heads), kv(s.kvHeads);
   char why[256] = "";
-  MlSlices* slices = nullptr;
-  if (ok) slices = ml_slices_adopt(g, heads.data(), (int)heads.size(), kv.data(), (int)kv.size(), int8, rows.data(), why, sizeof why);
-  else {
-    for (auto& r : rows) {
-      free(r.w);
-      free(r.q);
-      free(r.scales);
-    }
-    snprintf(why, sizeof why, "out of memory or a read failure loading the shard's rows");
-  }
+  MlSlices* slices = ml_slices_view(g, heads.data(), (int)heads.size(), kv.data(), (int)kv.size(), s.format, views.data(), owned, why, sizeof why);
   if (!slices) *err = why;
   return slices;
 }

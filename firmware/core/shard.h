@@ -1,10 +1,12 @@
 // Weight shards: one head node's W_Q/W_K/W_V rows, what it holds in flash instead of the whole
 // checkpoint. A port of the reader of lib/firmware/shard.ts (the one definition; `mesh-llm
 // shard` writes them, docs/FIRMWARE.md states the layout): a 56-byte header plus head ids
-// (magic "MLSH", version, encoding, node and node count, the model's geometry, head and kv
-// head ids, int8 group size, header and payload bytes, CRC-32 of the file), then per layer
-// the rows of W_Q, W_K, W_V (float32, or int8 values followed by their float32 scales).
-// The source is the storage HAL's MlShardSource: a file on the host, a flash partition on the ESP32.
+// (magic "MLSH", version, weight format, node and node count, the model's geometry, head and
+// kv head ids, group size, header and payload bytes, CRC-32 of the file), then per layer the
+// rows of W_Q, W_K, W_V (float32; or int8, int4, int2 codes followed by their float32 scales,
+// int2 also offsets). Version 1 shards (float32 and int8 only, the same layout) still load.
+// The source is the storage HAL's MlShardSource: a file on the host, a flash partition on the
+// ESP32; when the source is mapped the head group computes from the rows in place.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -15,12 +17,13 @@
 #include "../hal/storage.h"
 #include "head_group.h"
 
-static const uint32_t ML_SHARD_VERSION = 1;
+static const uint32_t ML_SHARD_VERSION = 2;          // what mesh-llm shard writes
+static const uint32_t ML_SHARD_OLDEST_VERSION = 1;   // float32 and int8 shards before int4/int2
 static const size_t ML_SHARD_FIXED_HEADER_BYTES = 56;
 
 struct MlShardInfo {
   uint32_t version;
-  uint8_t encoding;  // ML_ENCODING_F32 or ML_ENCODING_INT8
+  MlWeightFormat format;  // version 1: f32 or int8 only
   int node, nodes;
   MlConfig config;   // dim .. seqLen from the header; headSize, kvDim, kvMul derived
   std::vector<int> heads, kvHeads;
@@ -45,10 +48,13 @@ struct MlShardExpect {
 // false and the reason when the shard is not this node's.
 bool ml_shard_check(const MlShardInfo& s, const MlShardExpect& want, std::string* err);
 
-// Loads the payload into head-group slices (as ml_slices_load would give for its heads).
+// The payload as head-group slices (computing as ml_slices_load_format would for its heads):
+// views of the rows in place when the source is mapped (the source must then outlive the
+// slices), else a copy of the payload the slices own.
 MlSlices* ml_shard_load(MlShardSource* src, const MlShardInfo& s, std::string* err);
 
-// A shard in a file (the host's MlShardSource).
+// A shard in a file, read with stdio into RAM (mesh-llm-node --shard-load copy; the host's
+// default is the mapped firmware/host/mapped_shard.h).
 class MlFileShard : public MlShardSource {
  public:
   ~MlFileShard() override;

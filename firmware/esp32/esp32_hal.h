@@ -57,17 +57,25 @@ class MlNvsStorage : public MlStorageHal {
   bool save(const char* key, const uint8_t* value, size_t len) override;
 };
 
-// The weight shard in the "shard" data partition (partitions_*.csv), read with esp_partition_read.
+// The weight shard in the "shard" data partition (partitions_*.csv), mapped read-only into the
+// data address space with esp_partition_mmap (the flash cache pages rows in as the head step
+// reads them, so the weights need no PSRAM), and read with esp_partition_read.
 class MlPartitionShard : public MlShardSource {
  public:
   bool open(std::string* err);
   size_t size() override { return size_; }
   bool read(size_t offset, uint8_t* out, size_t len) override;
+  const uint8_t* mapped() override { return mapped_; }
 
  private:
   const void* part_ = nullptr;
   size_t size_ = 0;
+  const uint8_t* mapped_ = nullptr;
+  uint32_t mapHandle_ = 0;  // esp_partition_mmap_handle_t
 };
+
+// The join record (join_record.h) in the "join" data partition, as mesh-llm provision wrote it.
+bool ml_read_join_partition(std::vector<uint8_t>* out, std::string* err);
 
 // One WS2812 (Adafruit NeoPixel).
 class MlWs2812Led : public MlLedHal {

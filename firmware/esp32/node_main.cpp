@@ -1,18 +1,15 @@
 // The head node on an ESP32-S3 with a LoRa transceiver: the same MlRadioNode the host build
 // runs against the simulated channel (firmware/host/radio/radio_main.cpp), on the ESP32 HALs.
-// Its shard comes from the "shard" partition, its join record and frame counter from NVS, its
+// Its shard comes from the "shard" partition (mapped: the rows used in place), its join record
+// (mesh id, address, network key, plan) from the "join" partition, its frame counter from NVS, its
 // state goes to the WS2812, its sensor readings to the serial console as schemas/sensors.json
 // lines. NOT compiled in CI (docs/FIRMWARE.md).
 #include "esp32_hal.h"
 #include "node_state.h"
-#include "radio_join.h"
+#include "join_record.h"
 #include "radio_node.h"
 #include "sensor_report.h"
 #include "shard.h"
-
-#ifndef ML_MESH_KEY_HEX
-#error "build with -D ML_MESH_KEY_HEX=\"...\" (the mesh's 16-byte network key; platformio.ini reads it from the environment)"
-#endif
 
 namespace {
 MlRadioLibRadio radio;
@@ -39,14 +36,6 @@ void fail(const std::string& why) {
   stateIo(nullptr, ML_STATE_ERROR, -1);
 }
 
-bool parseKey(const char* hex, uint8_t* key) {
-  if (strlen(hex) != 32) return false;
-  for (int i = 0; i < 16; i++) {
-    char b[3] = {hex[2 * i], hex[2 * i + 1], 0};
-    key[i] = (uint8_t)strtoul(b, nullptr, 16);
-  }
-  return true;
-}
 }  // namespace
 
 void setup() {
@@ -61,23 +50,17 @@ void setup() {
   MlShardInfo info;
   if (!shard.open(&err) || !ml_shard_open(&shard, &info, &err)) return fail("shard refused: " + err);
   nodeName = "radio-" + std::to_string(info.node);
-  char join[1024];
-  size_t joinLen = 0;
-  {
-    uint8_t len[2];
-    if (storage.load("join-len", len, 2)) joinLen = len[0] | len[1] << 8;
-  }
-  if (joinLen == 0 || joinLen > sizeof join || !storage.load("join", (uint8_t*)join, joinLen)) return fail("no join record in NVS: provision the node (docs/FIRMWARE.md)");
+  std::vector<uint8_t> image;
+  MlJoinRecord join;
+  if (!ml_read_join_partition(&image, &err) || !ml_join_record_read(image.data(), image.size(), &join, &err)) return fail("join record refused: " + err);
   MlRadioNodeConfig c;
   MlConfig model;
   std::vector<int> heads;
-  if (!ml_radio_join_parse(join, joinLen, &c, &model, &heads, &err)) return fail("join record: " + err);
-  c.address = (uint8_t)info.node;
-  c.meshId = 1;
-  if (!parseKey(ML_MESH_KEY_HEX, c.key)) return fail("ML_MESH_KEY_HEX is not 32 hexadecimal digits");
+  if (!ml_join_record_apply(join, &c, &model, &heads, &err)) return fail("join record refused: " + err);
+  if (c.address != info.node) return fail("join record refused: it is node " + std::to_string(c.address) + "'s; the shard is node " + std::to_string(info.node) + "'s");
   MlShardExpect expect{&model, c.address, heads};
   if (!ml_shard_check(info, expect, &err)) return fail("shard refused: " + err);
-  MlSlices* slices = ml_shard_load(&shard, info, &err);  // into PSRAM: malloc goes there above 4 KiB with CONFIG_SPIRAM_USE_MALLOC
+  MlSlices* slices = ml_shard_load(&shard, info, &err);  // in place in the mapped partition (else copied into PSRAM)
   if (!slices) return fail("shard refused: " + err);
   if (!counter.begin(&storage, "counter", &err)) return fail(err);
   MlRadioSettings s{c.broadcastHz, (uint8_t)c.modulation.sf, (uint16_t)c.modulation.bandwidthKHz, (uint8_t)c.modulation.codingRate, 14, (uint16_t)c.modulation.preambleSymbols, 0x12};

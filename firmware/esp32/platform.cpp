@@ -52,6 +52,27 @@ bool MlPartitionShard::open(std::string* err) {
   }
   size_ = (size_t)(h[46] | h[47] << 8) + (size_t)(h[48] | h[49] << 8 | h[50] << 16 | (uint32_t)h[51] << 24);
   if (size_ > p->size) size_ = p->size;  // ml_shard_open then names the mismatch
+  // the rows in place: the MMU maps the partition (64 KiB pages) into the data address space
+  const void* at = nullptr;
+  esp_partition_mmap_handle_t handle;
+  if (esp_partition_mmap(p, 0, size_, ESP_PARTITION_MMAP_DATA, &at, &handle) == ESP_OK) {
+    mapped_ = (const uint8_t*)at;
+    mapHandle_ = (uint32_t)handle;
+  }  // else read (copied into PSRAM) as before
+  return true;
+}
+
+bool ml_read_join_partition(std::vector<uint8_t>* out, std::string* err) {
+  const esp_partition_t* p = esp_partition_find_first(ESP_PARTITION_TYPE_DATA, (esp_partition_subtype_t)0x41, "join");
+  if (!p) {
+    *err = "no \"join\" data partition: flash with the project's partitions CSV";
+    return false;
+  }
+  out->resize(p->size < 4096 ? p->size : 4096);  // a record is at most 4 KiB (lib/firmware/join-record.ts)
+  if (esp_partition_read(p, 0, out->data(), out->size()) != ESP_OK) {
+    *err = "the join partition cannot be read";
+    return false;
+  }
   return true;
 }
 

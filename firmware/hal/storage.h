@@ -19,4 +19,9 @@ class MlShardSource {
   virtual ~MlShardSource() = default;
   virtual size_t size() = 0;
   virtual bool read(size_t offset, uint8_t* out, size_t len) = 0;
+  // The shard's bytes mapped read-only into the address space (mmap of the file on the host,
+  // esp_partition_mmap of the shard partition on the ESP32), valid while the source lives; the
+  // head group then computes from the rows where they lie. nullptr: not mapped, the rows are
+  // read (copied) into RAM.
+  virtual const uint8_t* mapped() { return nullptr; }
 };

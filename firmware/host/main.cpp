@@ -2,7 +2,7 @@
 // MQTT client. `mesh-llm node --native` and `generate --mesh N --native` start it; it takes
 // the same options as `mesh-llm node`.
 //
-//   mesh-llm-node --id ID (--model PATH | --shard FILE) [--broker mqtt://[user:pass@]host:port] [--username U]
+//   mesh-llm-node --id ID (--model PATH | --shard FILE [--shard-load map|copy]) [--broker mqtt://[user:pass@]host:port] [--username U]
 //                 [--password P] [--mesh ID] [--heartbeat MS] [--max-sessions N]
 //   mesh-llm-node --wire      prints the wire constants as JSON (cross-checked with wire.ts,
 //                             lib/link/body.ts and lib/radio/frame.ts)
@@ -28,6 +28,7 @@
 #include <string>
 
 #include "ml_schemas.h"
+#include "mapped_shard.h"
 #include "mqtt.h"
 #include "node.h"
 #include "radio_frame.h"  // its constants and table only: the native node speaks MQTT
@@ -54,6 +55,7 @@ void logLine(const char* level, const std::string& message) {
 struct Args {
   std::string id, broker = "mqtt://127.0.0.1:1883", username, password, mesh = "default", model, shard;
   int heartbeatMs = 1000, maxSessions = 4;
+  bool mapShard = true;  // --shard-load map (default: the rows used in place) or copy (read into RAM)
 };
 
 int usage(const std::string& why) {
@@ -201,6 +203,10 @@ int main(int argc, char** argv) {
     else if (k == "--mesh") a.mesh = v;
     else if (k == "--model") a.model = v;
     else if (k == "--shard") a.shard = v;
+    else if (k == "--shard-load") {
+      if (strcmp(v, "map") && strcmp(v, "copy")) return usage("--shard-load takes map (the shard's rows used in place) or copy (read into RAM)");
+      a.mapShard = !strcmp(v, "map");
+    }
     else if (k == "--heartbeat") {
       if (!parseInt(v, 10, 3600000, &a.heartbeatMs)) return usage("--heartbeat must be a whole number of ms in 10..3600000");
     } else if (k == "--max-sessions") {
@@ -231,6 +237,16 @@ int main(int argc, char** argv) {
   no.mesh = a.mesh;
   no.modelPath = a.model;
   no.shardPath = a.shard;
+  MlMappedFileShard mappedShard;
+  MlFileShard copiedShard;
+  if (!a.shard.empty()) {
+    const bool opened = a.mapShard ? mappedShard.open(a.shard.c_str(), &err) : copiedShard.open(a.shard.c_str(), &err);
+    if (!opened) {
+      logLine("error", "shard " + a.shard + " refused: " + err);
+      return 2;
+    }
+    no.shard = a.mapShard ? (MlShardSource*)&mappedShard : (MlShardSource*)&copiedShard;
+  }
   no.maxSessions = a.maxSessions;
   no.pid = (long)getpid();
   if (!node.init(no, io, &err)) {

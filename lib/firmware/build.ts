@@ -62,7 +62,7 @@ export function firmwareTargets(): FirmwareTarget[] {
     targets.push(
       { name: 'link-check', sources: [...core, path.join(fw, 'test', 'link_check.cpp')], libs: ['-lmbedcrypto'] },
       // the firmware's radio head node on the host HALs (the simulated SX1262 on the simulated channel)
-      { name: 'mesh-llm-radio-node', sources: [...core, ...cppFiles(radioHost)], libs: ['-lmbedcrypto'], includes: [radioHost] },
+      { name: 'mesh-llm-radio-node', sources: [...core, ...cppFiles(radioHost), path.join(fw, 'host', 'mapped_shard.cpp')], libs: ['-lmbedcrypto'], includes: [radioHost] },
       // the gateway's radio modem: its serial side on a pty, its radio the simulated channel's gateway radio
       { name: 'mesh-llm-modem', sources: [...core, path.join(radioHost, 'sim_radio.cpp'), path.join(fw, 'host', 'modem', 'modem_main.cpp')], libs: ['-lmbedcrypto'], includes: [radioHost] },
       // the host unit tests of core and hal, written for Unity (PlatformIO's `native` env); firmware/test/unity/ stands in for it here

@@ -1,30 +1,37 @@
 /**
  * Weight shards: what one head node holds in flash instead of the whole checkpoint. One file
  * per node: a small versioned header (the model's geometry, the node's place in the mesh, its
- * query and key/value heads, the encoding and a CRC-32 of the whole file), then the node's
+ * query and key/value heads, the weight format and a CRC-32 of the whole file), then the node's
  * W_Q, W_K and W_V rows, layer by layer, in the layout the firmware's head step computes from
- * (firmware/core/shard.cpp reads it; docs/FIRMWARE.md, "Weight shards", states it for people).
+ * (firmware/core/shard.cpp reads it, in place where the shard is mapped; docs/FIRMWARE.md,
+ * "Weight shards", states it for people).
  *
  *   byte  size  field
  *   0     4     magic "MLSH"
- *   4     2     version (1)
- *   6     1     encoding (lib/link/body.ts ENCODING_CODES: 0 float32, 1 int8)
+ *   4     2     version (2; version 1 shards, float32 and int8 only, still load)
+ *   6     1     weight format (SHARD_FORMAT_CODES: 0 float32, 1 int8, 2 int4, 3 int2)
  *   7     1     reserved (0)
  *   8     2     node (1..nodes: its place in partitionHeads(nHeads, nodes), its radio address)
  *   10    2     nodes
  *   12    4x7   dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen
  *   40    2     head count, 42 2 kv head count
- *   44    2     int8 group size (32; 0 for float32)
+ *   44    2     group size of the rows (head.ts weightGroupSize: int8, int4 32; int2 128, at most dim; 0 for float32)
  *   46    2     header bytes (56 + 2 x (heads + kv heads), rounded up to 4)
  *   48    4     payload bytes
  *   52    4     CRC-32 (IEEE, zlib's) of the whole file with these 4 bytes zero
  *   56    2xH   query head ids, then 2xK kv head ids, then zero padding to the header's end
  *
  * Payload, for each layer: W_Q's rows of the node's query heads [H x headSize, dim], then W_K's
- * and W_V's rows of its kv heads [K x headSize, dim]; each such block float32 values, or
- * (int8) the int8 values [rows x dim] followed by their float32 scales [rows x dim / 32], the
- * group-wise code of lib/llm/quant.ts. The payload's size is the weight bytes `mesh-llm plan`
- * gives the node.
+ * and W_V's rows of its kv heads [K x headSize, dim]; each such block of n weights is
+ * - float32: the values [n];
+ * - int8: the codes one a byte [n], then the float32 scales [n / groupSize];
+ * - int4: the codes -7..7 two a byte, the first in the low nibble (quant.ts packInt4) [n / 2],
+ *   then the float32 scales [n / groupSize];
+ * - int2: the codes 0..3 four a byte, the first in the low bits (quant.ts packCodes(q, 2))
+ *   [n / 4], then the float32 scales [n / groupSize], then the float32 offsets [n / groupSize];
+ * the group-wise codes of lib/llm/quant.ts. Each block's codes are a multiple of 4 bytes, so the
+ * float32 parameters are aligned where the shard lies. The payload's size is the weight bytes
+ * `mesh-llm plan` gives the node for that format (quant.ts storageBytes).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -32,12 +39,16 @@ import { crc32 } from 'node:zlib';
 import { Checkpoint } from '../llm/checkpoint';
 import { Geometry, ModelConfig, geometry } from '../llm/config';
 import { InputError, MeshLlmError } from '../llm/errors';
-import { INT8_GROUP_SIZE, Projection, kvHeadsFor, loadHeadSlices, partitionHeads } from '../llm/head';
-import { Encoding } from '../llm/quant';
-import { ENCODING_CODES } from '../link/body';
+import { Projection, kvHeadsFor, loadHeadSlices, partitionHeads, weightGroupSize } from '../llm/head';
+import { WEIGHT_FORMATS, WeightFormat, packCodes, storageBytes } from '../llm/quant';
 
 export const SHARD_MAGIC = 'MLSH';
-export const SHARD_VERSION = 1;
+/** The version mesh-llm shard writes; readers also take SHARD_OLDEST_VERSION and up. */
+export const SHARD_VERSION = 2;
+/** Version 1: float32 and int8 shards only (the same layout, byte 6 codes 0 and 1). */
+export const SHARD_OLDEST_VERSION = 1;
+/** Byte 6 of the header: the weight format of the rows. */
+export const SHARD_FORMAT_CODES: Readonly<Record<WeightFormat, number>> = { f32: 0, int8: 1, int4: 2, int2: 3 };
 export const SHARD_FIXED_HEADER_BYTES = 56;
 const CRC_OFFSET = 52;
 
@@ -46,7 +57,7 @@ const GEOMETRY_FIELDS = ['dim', 'hiddenDim', 'nLayers', 'nHeads', 'nKvHeads', 'v
 
 export interface ShardHeader {
   version: number;
-  encoding: Encoding;
+  format: WeightFormat;
   node: number;
   nodes: number;
   model: Pick<ModelConfig, (typeof GEOMETRY_FIELDS)[number]>;
@@ -63,26 +74,34 @@ export function shardHeaderBytes(heads: number, kvHeads: number): number {
   return Math.ceil((SHARD_FIXED_HEADER_BYTES + 2 * (heads + kvHeads)) / 4) * 4;
 }
 
-/** Payload bytes of a node's rows: per layer (heads + 2 kv heads) x headSize rows of dim. */
-export function shardPayloadBytes(g: Geometry, heads: number, kvHeads: number, encoding: Encoding): number {
-  const rows = g.nLayers * (heads + 2 * kvHeads) * g.headSize;
-  const rowBytes = encoding === 'f32' ? 4 * g.dim : g.dim + 4 * (g.dim / INT8_GROUP_SIZE);
-  return rows * rowBytes;
+/** Bytes of one block of n weights as a shard stores it (its codes, then group parameters): quant.ts storageBytes. */
+function blockBytes(n: number, format: WeightFormat, dim: number): number {
+  return format === 'f32' ? 4 * n : storageBytes(n, format, weightGroupSize(format, dim));
 }
 
+/** Payload bytes of a node's rows: per layer a block of heads x headSize rows of dim, and two of kv heads x headSize. */
+export function shardPayloadBytes(g: Geometry, heads: number, kvHeads: number, format: WeightFormat): number {
+  return g.nLayers * (blockBytes(heads * g.headSize * g.dim, format, g.dim) + 2 * blockBytes(kvHeads * g.headSize * g.dim, format, g.dim));
+}
+
+const bytesOf = (a: Float32Array | Int8Array | Uint8Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** A projection's block: float32 values, or codes (int4 and int2 packed) then scales (int2 then offsets). */
 function projectionBytes(p: Projection): Buffer[] {
-  if (p.kind === 'f32') return [Buffer.from(p.w.buffer, p.w.byteOffset, p.w.byteLength)];
-  return [Buffer.from(p.m.q.buffer, p.m.q.byteOffset, p.m.q.byteLength), Buffer.from(p.m.scales.buffer, p.m.scales.byteOffset, p.m.scales.byteLength)];
+  if (p.kind === 'f32') return [bytesOf(p.w)];
+  const codes = p.kind === 'int8' ? bytesOf(p.m.q) : Buffer.from(packCodes(p.m.q, p.kind === 'int4' ? 4 : 2));
+  if (codes.length % 4 !== 0) throw new InputError(`shard: ${p.kind} codes of ${p.m.rows} rows of ${p.m.cols} take ${codes.length} bytes, not a multiple of 4 (their scales would be unaligned in place)`);
+  return [codes, bytesOf(p.m.scales), ...(p.m.offsets ? [bytesOf(p.m.offsets)] : [])];
 }
 
 /** The shard file of node `node` (1-based) of a mesh of `nodes`, from an open checkpoint. */
-export function buildShard(ckpt: Checkpoint, node: number, nodes: number, encoding: 'f32' | 'int8'): Buffer {
+export function buildShard(ckpt: Checkpoint, node: number, nodes: number, format: WeightFormat): Buffer {
   const g = geometry(ckpt.info.config);
   const groups = partitionHeads(g.nHeads, nodes);
   if (!Number.isInteger(node) || node < 1 || node > groups.length) throw new InputError(`shard: node ${node} is not one of the mesh's ${groups.length} nodes`);
   const heads = groups[node - 1];
   const kvHeads = kvHeadsFor(heads, g.kvMul);
-  const slices = loadHeadSlices(ckpt, g, heads, encoding);
+  const slices = loadHeadSlices(ckpt, g, heads, format);
   const payload: Buffer[] = [];
   for (let l = 0; l < g.nLayers; l++) payload.push(...projectionBytes(slices.wq[l]), ...projectionBytes(slices.wk[l]), ...projectionBytes(slices.wv[l]));
   const payloadBytes = payload.reduce((n, b) => n + b.length, 0);
@@ -90,13 +109,13 @@ export function buildShard(ckpt: Checkpoint, node: number, nodes: number, encodi
   const h = Buffer.alloc(headerBytes);
   h.write(SHARD_MAGIC, 0, 'latin1');
   h.writeUInt16LE(SHARD_VERSION, 4);
-  h.writeUInt8(ENCODING_CODES[encoding], 6);
+  h.writeUInt8(SHARD_FORMAT_CODES[format], 6);
   h.writeUInt16LE(node, 8);
   h.writeUInt16LE(nodes, 10);
   GEOMETRY_FIELDS.forEach((k, i) => h.writeUInt32LE(g[k], 12 + 4 * i));
   h.writeUInt16LE(heads.length, 40);
   h.writeUInt16LE(kvHeads.length, 42);
-  h.writeUInt16LE(encoding === 'int8' ? INT8_GROUP_SIZE : 0, 44);
+  h.writeUInt16LE(format === 'f32' ? 0 : weightGroupSize(format, g.dim), 44);
   h.writeUInt16LE(headerBytes, 46);
   h.writeUInt32LE(payloadBytes, 48);
   [...heads, ...kvHeads].forEach((id, i) => h.writeUInt16LE(id, SHARD_FIXED_HEADER_BYTES + 2 * i));
@@ -113,10 +132,10 @@ export function readShardHeader(file: Buffer, name = 'shard'): ShardHeader {
   if (file.length < SHARD_FIXED_HEADER_BYTES) fail(`${file.length} bytes is shorter than a shard header (${SHARD_FIXED_HEADER_BYTES})`);
   if (file.toString('latin1', 0, 4) !== SHARD_MAGIC) fail('not a weight shard (no MLSH magic)');
   const version = file.readUInt16LE(4);
-  if (version !== SHARD_VERSION) fail(`shard version ${version} (this build reads ${SHARD_VERSION})`);
+  if (version < SHARD_OLDEST_VERSION || version > SHARD_VERSION) fail(`shard version ${version} (this build reads versions ${SHARD_OLDEST_VERSION} to ${SHARD_VERSION}; cut it again with mesh-llm shard)`);
   const code = file.readUInt8(6);
-  const encoding = (Object.keys(ENCODING_CODES) as Encoding[]).find((e) => ENCODING_CODES[e] === code);
-  if (!encoding) fail(`unknown encoding code ${code}`);
+  const format = WEIGHT_FORMATS.find((f) => SHARD_FORMAT_CODES[f] === code && (version > 1 || code <= 1));
+  if (!format) fail(`unknown weight format code ${code} in a version ${version} shard`);
   const model = Object.fromEntries(GEOMETRY_FIELDS.map((k, i) => [k, file.readUInt32LE(12 + 4 * i)])) as ShardHeader['model'];
   const nHeads = file.readUInt16LE(40);
   const nKv = file.readUInt16LE(42);
@@ -132,7 +151,7 @@ export function readShardHeader(file: Buffer, name = 'shard'): ShardHeader {
   const ids = Array.from({ length: nHeads + nKv }, (_, i) => file.readUInt16LE(SHARD_FIXED_HEADER_BYTES + 2 * i));
   return {
     version,
-    encoding: encoding as Encoding,
+    format: format as WeightFormat,
     node: file.readUInt16LE(8),
     nodes: file.readUInt16LE(10),
     model,
@@ -160,7 +179,7 @@ export interface WrittenShard {
 }
 
 /** Writes one shard per node into `outDir`; `onShard` reports each as it is written. */
-export function writeShards(modelPath: string, nodes: number, encoding: 'f32' | 'int8', outDir: string, onShard: (s: WrittenShard) => void = () => undefined): WrittenShard[] {
+export function writeShards(modelPath: string, nodes: number, format: WeightFormat, outDir: string, onShard: (s: WrittenShard) => void = () => undefined): WrittenShard[] {
   const ckpt = Checkpoint.open(modelPath);
   try {
     const nHeads = ckpt.info.config.nHeads;
@@ -168,7 +187,7 @@ export function writeShards(modelPath: string, nodes: number, encoding: 'f32' | 
     fs.mkdirSync(outDir, { recursive: true });
     const written: WrittenShard[] = [];
     for (let node = 1; node <= nodes; node++) {
-      const buf = buildShard(ckpt, node, nodes, encoding);
+      const buf = buildShard(ckpt, node, nodes, format);
       const h = readShardHeader(buf);
       const file = path.join(outDir, shardFileName(node));
       fs.writeFileSync(file, buf);

@@ -7,6 +7,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { MeshLlmError } from '../llm/errors';
 import { nativeNodeBinary } from '../firmware/build';
+import { shardFileName } from '../firmware/shard';
 
 export interface SpawnNodesOptions {
   count: number;
@@ -21,6 +22,11 @@ export interface SpawnNodesOptions {
    * instead of `mesh-llm node` on node.js. Same topics, frames, schemas and head outputs.
    */
   native?: boolean;
+  /**
+   * With native: a folder of weight shards (`mesh-llm shard --out DIR`); node i loads
+   * node-i.shard (lib/firmware/shard.ts shardFileName) instead of the whole checkpoint.
+   */
+  shards?: string;
   /** Receives each child's stderr lines (default: copied to this process's stderr). */
   onLog?: (node: string, line: string) => void;
   /** Each node's broker username and password (a bus with per-node credentials: lib/mesh/acl.ts). */
@@ -56,21 +62,25 @@ function lineSplitter(onLine: (line: string) => void): (chunk: Buffer) => void {
   };
 }
 
-/** Command line of the native head node: the options of `mesh-llm node`. */
-export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: string; modelPath: string; heartbeatMs?: number; username?: string; password?: string }): string[] {
-  const args = ['--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
+/**
+ * Command line of the native head node: the options of `mesh-llm node`. With shardPath the node
+ * loads that weight shard instead of reading its rows from the checkpoint.
+ */
+export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: string; modelPath: string; shardPath?: string; heartbeatMs?: number; username?: string; password?: string }): string[] {
+  const args = ['--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, ...(o.shardPath ? ['--shard', o.shardPath] : ['--model', o.modelPath])];
   if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
   if (o.username) args.push('--username', o.username);
   if (o.password) args.push('--password', o.password);
   return args;
 }
 
-function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
+function spawnNode(id: string, index: number, o: SpawnNodesOptions): NodeProcess {
   let child: ChildProcess;
   const login = o.credentials?.(id);
   if (o.native) {
+    const shardPath = o.shards === undefined ? undefined : path.join(o.shards, shardFileName(index));
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login }), { stdio: ['pipe', 'ignore', 'pipe'] });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login, shardPath }), { stdio: ['pipe', 'ignore', 'pipe'] });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
@@ -117,7 +127,8 @@ export function spawnBroker(port: number, extraArgs: string[] = []): Promise<{ u
 }
 
 export function spawnHeadNodes(o: SpawnNodesOptions): NodeProcesses {
-  const nodes = Array.from({ length: o.count }, (_, i) => spawnNode(`${o.prefix ?? 'node-'}${i + 1}`, o));
+  if (o.shards !== undefined && !o.native) throw new MeshLlmError('weight shards are loaded by native head nodes only (--native)');
+  const nodes = Array.from({ length: o.count }, (_, i) => spawnNode(`${o.prefix ?? 'node-'}${i + 1}`, i + 1, o));
   const firstExit = Promise.race(nodes.map((n) => n.exited)).then((why) => Promise.reject(new MeshLlmError(why)));
   firstExit.catch(() => undefined);
   return {

@@ -62,6 +62,8 @@ export interface MeshGenerateOptions {
   mesh?: number;
   /** With mesh: start native head nodes (the firmware core built for the host) instead of node.js ones. */
   native?: boolean;
+  /** With native: a folder of weight shards (node-K.shard), each node loading its own instead of the checkpoint. */
+  shards?: string;
   /** Or use head nodes already running on this broker. */
   broker?: string;
   username?: string;
@@ -110,7 +112,7 @@ export async function runMeshGenerate(o: MeshGenerateOptions): Promise<MeshGener
     if (o.broker === undefined) {
       if (!Number.isInteger(o.mesh) || (o.mesh as number) < 1) throw new MeshLlmError(`--mesh ${o.mesh}: expected a node count of at least 1`);
       broker = await startAedesBroker({ port: 0 });
-      children = spawnHeadNodes({ count: o.mesh as number, brokerUrl: broker.url, meshId, modelPath: o.modelPath, native: o.native, onLog: o.nodeLog });
+      children = spawnHeadNodes({ count: o.mesh as number, brokerUrl: broker.url, meshId, modelPath: o.modelPath, native: o.native, shards: o.shards, onLog: o.nodeLog });
     }
     const url = broker?.url ?? (o.broker as string);
     gw = await MeshGateway.connect({ url, username: o.username, password: o.password, meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs, embeddedBroker: broker?.aedes, log: o.log });

@@ -158,13 +158,22 @@ export class SimRadioServer {
     return s;
   }
 
-  /** Resolves once a node of this address has joined (answered its WELCOME) since the last call. */
-  joined(address: number): Promise<void> {
+  /**
+   * Resolves once a node of this address has joined (answered its WELCOME) since the last call.
+   * When `gaveUp` settles first (the node exited before joining) the wait is dropped, so the
+   * next node of that address resolves the next wait.
+   */
+  joined(address: number, gaveUp?: Promise<unknown>): Promise<void> {
     if (this.joinedNow.delete(address)) return Promise.resolve();
     return new Promise((resolve) => {
       const list = this.waiting.get(address) ?? [];
       list.push(resolve);
       this.waiting.set(address, list);
+      const drop = () => {
+        const at = list.indexOf(resolve);
+        if (at >= 0) list.splice(at, 1);
+      };
+      gaveUp?.then(drop, drop);
     });
   }
 
@@ -180,27 +189,7 @@ export class SimRadioServer {
       const c = layout.config;
       return { role: 'gateway', sf: c.modulation.sf, bandwidthKHz: c.modulation.bandwidthKHz, codingRate: c.modulation.codingRate ?? 5, broadcastHz: c.plan.broadcast.frequencyHz, uplinkHz: c.plan.uplink.map((u) => u.frequencyHz), nowMs: this.o.clock.now() };
     }
-    const slot = layout.slots.get(address);
-    const heads = this.o.heads.get(address);
-    if (!slot || !heads) return `radio address ${address} has no slot in this mesh (addresses ${[...layout.slots.keys()].join(', ')})`;
-    const c = layout.config;
-    const band = subBandOf(c.region, slot.channel);
-    return {
-      address,
-      maxFrameBytes: c.maxFrameBytes,
-      sf: c.modulation.sf,
-      bandwidthKHz: c.modulation.bandwidthKHz,
-      codingRate: c.modulation.codingRate ?? 5,
-      preambleSymbols: c.modulation.preambleSymbols ?? 8,
-      broadcastHz: c.plan.broadcast.frequencyHz,
-      slot: { frequencyHz: slot.channel.frequencyHz, offsetMs: slot.offsetMs, lengthMs: slot.lengthMs },
-      guardMs: c.guardMs,
-      dutyCycle: band.dutyCycle,
-      maxDwellMs: Number.isFinite(c.region.maxDwellMs) ? c.region.maxDwellMs : 0,
-      result: { encoding: layout.encodings.result.encoding, groupSize: layout.encodings.result.groupSize },
-      model: { dim: g.dim, nLayers: g.nLayers, nHeads: g.nHeads, nKvHeads: g.nKvHeads, seqLen: g.seqLen },
-      heads: [...heads],
-    };
+    return nodeJoinPlan(layout, g, address, this.o.heads.get(address));
   }
 
   private serve(sock: net.Socket): void {
@@ -305,4 +294,32 @@ function doubleLE(v: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeDoubleLE(v, 0);
   return b;
+}
+
+/**
+ * A node's join plan: its part of the gateway MAC's plan and what the mesh expects of it (the
+ * WELCOME the channel sends; what `mesh-llm provision` writes into an ESP32's join record). A
+ * string says why the address has no place in the mesh.
+ */
+export function nodeJoinPlan(layout: MeshLayout, g: Geometry, address: number, heads: readonly number[] | undefined): SimWelcome | string {
+  const slot = layout.slots.get(address);
+  if (!slot || !heads) return `radio address ${address} has no slot in this mesh (addresses ${[...layout.slots.keys()].join(', ')})`;
+  const c = layout.config;
+  const band = subBandOf(c.region, slot.channel);
+  return {
+    address,
+    maxFrameBytes: c.maxFrameBytes,
+    sf: c.modulation.sf,
+    bandwidthKHz: c.modulation.bandwidthKHz,
+    codingRate: c.modulation.codingRate ?? 5,
+    preambleSymbols: c.modulation.preambleSymbols ?? 8,
+    broadcastHz: c.plan.broadcast.frequencyHz,
+    slot: { frequencyHz: slot.channel.frequencyHz, offsetMs: slot.offsetMs, lengthMs: slot.lengthMs },
+    guardMs: c.guardMs,
+    dutyCycle: band.dutyCycle,
+    maxDwellMs: Number.isFinite(c.region.maxDwellMs) ? c.region.maxDwellMs : 0,
+    result: { encoding: layout.encodings.result.encoding, groupSize: layout.encodings.result.groupSize },
+    model: { dim: g.dim, nLayers: g.nLayers, nHeads: g.nHeads, nKvHeads: g.nKvHeads, seqLen: g.seqLen },
+    heads: [...heads],
+  };
 }

@@ -9,6 +9,7 @@
 // the reason, exit 1), joins the channel as the node the shard names, takes its slot from the
 // simulator's WELCOME (the gateway MAC's plan) and runs until the channel closes (exit 0),
 // SIGTERM/SIGINT (exit 0), or its standard input, when a pipe, closes.
+#include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,7 +24,9 @@
 
 #include <string>
 
+#include "../mapped_shard.h"
 #include "file_storage.h"
+#include "join_record.h"
 #include "radio_join.h"
 #include "radio_node.h"
 #include "shard.h"
@@ -55,7 +58,8 @@ void stateIo(void*, MlNodeState s, int layer) {
 }
 
 int usage(const std::string& why) {
-  fprintf(stderr, "mesh-llm-radio-node: %s\nusage: mesh-llm-radio-node --socket PATH --shard FILE --key HEX --storage DIR [--mesh-id N] [--log debug|info|warn]\n", why.c_str());
+  fprintf(stderr, "mesh-llm-radio-node: %s\nusage: mesh-llm-radio-node --socket PATH --shard FILE (--key HEX [--mesh-id N] | --join FILE) --storage DIR [--log debug|info|warn]\n"
+          "  --join FILE  the node's join record (mesh-llm provision): its mesh id, address, network key and plan, as an ESP32 reads its join partition\n", why.c_str());
   return 2;
 }
 
@@ -73,7 +77,7 @@ bool parseKey(const std::string& hex, uint8_t key[ML_NETWORK_KEY_BYTES]) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string socketPath, shardPath, keyHex, storageDir;
+  std::string socketPath, shardPath, keyHex, storageDir, joinPath;
   int meshId = 1;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
@@ -82,15 +86,16 @@ int main(int argc, char** argv) {
     if (a == "--socket") socketPath = v;
     else if (a == "--shard") shardPath = v;
     else if (a == "--key") keyHex = v;
+    else if (a == "--join") joinPath = v;
     else if (a == "--storage") storageDir = v;
     else if (a == "--mesh-id") meshId = atoi(v);
     else if (a == "--log") logThreshold = levelOf(v);
     else return usage("unknown option " + a);
     i++;
   }
-  if (socketPath.empty() || shardPath.empty() || keyHex.empty() || storageDir.empty()) return usage("--socket, --shard, --key and --storage are required");
+  if (socketPath.empty() || shardPath.empty() || (keyHex.empty() && joinPath.empty()) || storageDir.empty()) return usage("--socket, --shard, --key (or --join) and --storage are required");
   MlRadioNodeConfig c;
-  if (!parseKey(keyHex, c.key)) return usage("--key: expected 32 hexadecimal digits (the 16-byte network key)");
+  if (joinPath.empty() && !parseKey(keyHex, c.key)) return usage("--key: expected 32 hexadecimal digits (the 16-byte network key)");
   if (meshId < 0 || meshId > 255) return usage("--mesh-id: expected 0..255");
   c.meshId = (uint8_t)meshId;
 #ifdef __linux__
@@ -101,7 +106,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   // The shard: what the node holds in flash.
-  MlFileShard file;
+  MlMappedFileShard file;  // mapped: the head group computes from the rows in place
   MlShardInfo info;
   std::string err;
   if (!file.open(shardPath.c_str(), &err) || !ml_shard_open(&file, &info, &err)) {
@@ -110,6 +115,30 @@ int main(int argc, char** argv) {
   }
   logSource = "radio-" + std::to_string(info.node);
   c.address = (uint8_t)info.node;
+  // The join record, as the ESP32 reads it from its join partition: it replaces --key,
+  // --mesh-id and the plan the channel's WELCOME carries.
+  MlJoinRecord join;
+  const bool provisioned = !joinPath.empty();
+  if (provisioned) {
+    std::vector<uint8_t> bytes;
+    if (FILE* f = fopen(joinPath.c_str(), "rb")) {
+      uint8_t buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
+      fclose(f);
+    } else {
+      logLine("error", "join record " + joinPath + " cannot be opened: " + strerror(errno));
+      return 1;
+    }
+    if (!ml_join_record_read(bytes.data(), bytes.size(), &join, &err)) {
+      logLine("error", "join record " + joinPath + " refused: " + err);
+      return 1;
+    }
+    if (join.address != c.address) {
+      logLine("error", ml_format("join record %s refused: it is node %u's; the shard is node %d's", joinPath.c_str(), (unsigned)join.address, info.node));
+      return 1;
+    }
+  }
 
   MlSimRadio radio;
   if (!radio.connect(socketPath, &err) || !radio.hello(c.address)) {
@@ -128,8 +157,12 @@ int main(int argc, char** argv) {
   }
   MlConfig model;
   std::vector<int> heads;
-  if (type != ML_SIM_WELCOME || !ml_radio_join_parse((const char*)body.data(), body.size(), &c, &model, &heads, &err)) {
-    logLine("error", "no usable WELCOME from the simulated channel: " + err);
+  if (type != ML_SIM_WELCOME) {
+    logLine("error", "no WELCOME from the simulated channel");
+    return 1;
+  }
+  if (provisioned ? !ml_join_record_apply(join, &c, &model, &heads, &err) : !ml_radio_join_parse((const char*)body.data(), body.size(), &c, &model, &heads, &err)) {
+    logLine("error", provisioned ? "join record " + joinPath + " refused: " + err : "no usable WELCOME from the simulated channel: " + err);
     return 1;
   }
   MlShardExpect expect{&model, c.address, heads};
@@ -156,7 +189,7 @@ int main(int argc, char** argv) {
     logLine("error", err);
     return 1;
   }
-  logLine("info", ml_format("joined as node %d: heads %zu, %s weights, frame counter from %u", (int)c.address, info.heads.size(), info.encoding == ML_ENCODING_INT8 ? "int8" : "f32", (unsigned)counter.start()));
+  logLine("info", ml_format("joined as node %d: heads %zu, %s weights, frame counter from %u", (int)c.address, info.heads.size(), ml_weight_format_name(info.format), (unsigned)counter.start()));
   radio.done();
 
   struct stat st;

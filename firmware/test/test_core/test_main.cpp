@@ -11,6 +11,7 @@
 
 #include "airtime.h"
 #include "counter_store.h"
+#include "join_record.h"
 #include "node_state.h"
 #include "radio_node.h"
 #include "modem.h"
@@ -164,6 +165,68 @@ void test_a_shard_source_that_is_no_shard_is_refused(void) {
   TEST_ASSERT_EQUAL_STRING("10 bytes is shorter than a shard header (56)", err.c_str());
 }
 
+// A join record as mesh-llm provision lays it out (lib/firmware/join-record.ts), CRC-32 last.
+std::vector<uint8_t> joinRecord(uint16_t version, uint8_t meshId, uint8_t address, const std::string& plan) {
+  std::vector<uint8_t> b(ML_JOIN_FIXED_BYTES + plan.size(), 0);
+  memcpy(b.data(), "MLJR", 4);
+  b[4] = (uint8_t)version;
+  b[5] = (uint8_t)(version >> 8);
+  b[6] = (uint8_t)b.size();
+  b[7] = (uint8_t)(b.size() >> 8);
+  b[8] = meshId;
+  b[9] = address;
+  b[10] = (uint8_t)plan.size();
+  b[11] = (uint8_t)(plan.size() >> 8);
+  for (int i = 0; i < 16; i++) b[12 + i] = (uint8_t)(0xa0 + i);
+  memcpy(b.data() + ML_JOIN_FIXED_BYTES, plan.data(), plan.size());
+  const uint32_t crc = ml_crc32(0, b.data(), b.size());
+  for (int i = 0; i < 4; i++) b[28 + i] = (uint8_t)(crc >> (8 * i));
+  return b;
+}
+
+void test_a_join_record_gives_the_node_its_address_mesh_key_and_plan_and_a_damaged_or_newer_one_is_refused(void) {
+  const std::string plan =
+      "{\"address\":3,\"maxFrameBytes\":230,\"sf\":7,\"bandwidthKHz\":125,\"codingRate\":5,\"preambleSymbols\":8,\"broadcastHz\":869525000,"
+      "\"slot\":{\"frequencyHz\":868100000,\"offsetMs\":266.0,\"lengthMs\":123.0},\"guardMs\":5,\"dutyCycle\":0.01,\"maxDwellMs\":0,"
+      "\"result\":{\"encoding\":\"int8\",\"groupSize\":8},\"model\":{\"dim\":64,\"nLayers\":5,\"nHeads\":8,\"nKvHeads\":4,\"seqLen\":512},\"heads\":[4,5]}";
+  std::vector<uint8_t> b = joinRecord(1, 7, 3, plan);
+  b.resize(b.size() + 100, 0xff);  // a partition image: erased flash after the record
+  MlJoinRecord r;
+  std::string err;
+  TEST_ASSERT_TRUE(ml_join_record_read(b.data(), b.size(), &r, &err));
+  MlRadioNodeConfig c;
+  MlConfig model;
+  std::vector<int> heads;
+  TEST_ASSERT_TRUE(ml_join_record_apply(r, &c, &model, &heads, &err));
+  TEST_ASSERT_EQUAL_INT(3, c.address);
+  TEST_ASSERT_EQUAL_INT(7, c.meshId);
+  TEST_ASSERT_EQUAL_INT(0xa0, c.key[0]);
+  TEST_ASSERT_EQUAL_INT(0xaf, c.key[15]);
+  TEST_ASSERT_EQUAL_UINT32(868100000, c.slotHz);
+  TEST_ASSERT_EQUAL_INT(2, (int)heads.size());
+  TEST_ASSERT_EQUAL_INT(64, model.dim);
+  // one bit flipped in the plan
+  std::vector<uint8_t> bad = b;
+  bad[40] ^= 0x01;
+  TEST_ASSERT_FALSE(ml_join_record_read(bad.data(), bad.size(), &r, &err));
+  TEST_ASSERT_TRUE(err.rfind("checksum mismatch (CRC-32 ", 0) == 0);
+  TEST_ASSERT_TRUE(err.find("the record is damaged") != std::string::npos);
+  // a version this build does not read (its CRC right)
+  std::vector<uint8_t> v2 = joinRecord(2, 7, 3, plan);
+  TEST_ASSERT_FALSE(ml_join_record_read(v2.data(), v2.size(), &r, &err));
+  TEST_ASSERT_EQUAL_STRING("join record version 2 (this build reads 1)", err.c_str());
+  // cut short, not a record, a plan that is not one
+  TEST_ASSERT_FALSE(ml_join_record_read(b.data(), 100, &r, &err));
+  TEST_ASSERT_EQUAL_STRING("record of 386 bytes with a 354-byte plan in 100 bytes", err.c_str());
+  std::vector<uint8_t> erased(64, 0xff);
+  TEST_ASSERT_FALSE(ml_join_record_read(erased.data(), erased.size(), &r, &err));
+  TEST_ASSERT_EQUAL_STRING("not a join record (no MLJR magic): provision the node with mesh-llm provision", err.c_str());
+  std::vector<uint8_t> noPlan = joinRecord(1, 7, 3, "{\"heads\":[]}");
+  TEST_ASSERT_TRUE(ml_join_record_read(noPlan.data(), noPlan.size(), &r, &err));
+  TEST_ASSERT_FALSE(ml_join_record_apply(r, &c, &model, &heads, &err));
+  TEST_ASSERT_EQUAL_STRING("its plan: a join record without slot, model, result or heads", err.c_str());
+}
+
 // The node NACKs the broadcast fragment it lacks in its slot, then sends its whole result in
 // the next round's slot, frame after frame, all on its slot channel.
 void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
@@ -284,5 +347,6 @@ int main(void) {
   RUN_TEST(test_a_shard_source_that_is_no_shard_is_refused);
   RUN_TEST(test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot);
   RUN_TEST(test_modem_framing_round_trips_and_drops_a_damaged_frame);
+  RUN_TEST(test_a_join_record_gives_the_node_its_address_mesh_key_and_plan_and_a_damaged_or_newer_one_is_refused);
   return UNITY_END();
 }
