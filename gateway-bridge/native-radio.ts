@@ -14,6 +14,7 @@ import { MeshLlmError } from '../lib/llm/errors';
 import { firmwareBinary } from '../lib/firmware/build';
 import { shardFileName, writeShards } from '../lib/firmware/shard';
 import { SimRadioServer } from '../lib/radio/sim-socket';
+import { SensorReadings } from '../lib/radio/sensor-report';
 import { SimulatedRadioMesh } from './radio-mesh';
 
 export interface NativeRadioNodesOptions {
@@ -31,6 +32,8 @@ export interface NativeRadioNodesOptions {
   logLevel?: 'debug' | 'info' | 'warn';
   /** How long a node may take to join (ms, default 20000). */
   joinTimeoutMs?: number;
+  /** The nodes' sensors (the host's fixed-reading sensor HAL), reported every `everyMs` of simulated time; the mesh must carry sensor reports (SimulatedRadioMeshOptions.sensors). */
+  sensors?: { everyMs: number; read: (address: number) => SensorReadings };
 }
 
 export class NativeRadioNodes {
@@ -80,6 +83,11 @@ export class NativeRadioNodes {
   /** Starts (or starts again) the node at `address`; resolves once it has joined, rejects with its stderr when it exits first. */
   startNode(address: number, shard = this.shardPath(address)): Promise<void> {
     const args = ['--socket', this.server.path, '--shard', shard, '--key', this.o.mesh.key.toString('hex'), '--storage', path.join(this.dir, `storage-${address}`), '--mesh-id', String(this.o.mesh.radioMeshId), '--log', this.o.logLevel ?? 'info'];
+    const sensors = this.o.sensors;
+    if (sensors) {
+      const readings = Object.entries(sensors.read(address)).filter((e): e is [string, number] => typeof e[1] === 'number');
+      args.push('--sensors', readings.map(([c, v]) => `${c}=${v}`).join(','), '--sensors-every', String(sensors.everyMs));
+    }
     const child = spawn(this.binary, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     this.processes.set(address, child);
     this.exits.delete(address);
