@@ -11,7 +11,8 @@
 import fc from 'fast-check';
 import { BodyError, BodyType, decodeBody, encodeBody } from '../lib/link/body';
 import { CONTROL_KINDS, ControlMessageError, parseControl } from '../lib/mesh/wire';
-import { decodeNack, encodeNack, openFrame, sealFrame } from '../lib/radio/frame';
+import { FrameReceiver, decodeNack, encodeNack, openFrame, sealFrame, sealingKey } from '../lib/radio/frame';
+import { decodeSensorReport, encodeSensorReport } from '../lib/radio/sensor-report';
 import { cobsDecode, cobsEncode, decodeModemMessage } from '../gateway-bridge/serial';
 import { decodePacket, encodePacket } from '../gateway-bridge/semtech';
 
@@ -86,6 +87,13 @@ export const DECODER_PROPERTIES: DecoderProperty[] = [
       return r.ok && Buffer.compare(r.frame.fragment, Buffer.from(f)) === 0 && r.frame.counter === h.counter;
     }),
   },
+  {
+    name: 'radio frame: a node\'s and the gateway\'s receive path (per-node keys, counter gap)',
+    property: fc.property(mutated(fc.tuple(frameHeader, fc.uint8Array({ minLength: 1, maxLength: 200 })).map(([h, f]) => new Uint8Array(sealFrame(h, f, sealingKey(KEY, h.source))))), (b) =>
+      [new FrameReceiver({ key: KEY, meshId: 7, address: 0 }), new FrameReceiver({ key: KEY, meshId: 7, address: 1 })].every((r) => typeof r.receive(b).kind === 'string'),
+    ),
+  },
+  { name: 'radio sensor report: decodeSensorReport', property: fc.property(mutated(fc.constant(new Uint8Array(encodeSensorReport({ soundDb: 40, lightLux: 300, humidityPct: null })))), (b) => refusesOnlyWith(() => decodeSensorReport(Buffer.from(b)), BodyError)) },
   { name: 'radio NACK body: decodeNack', property: fc.property(mutated(fc.integer({ min: 1, max: 255 }).map((n) => new Uint8Array(encodeNack({ fragmentCount: n, missing: [0, n - 1] })))), (b) => refusesOnlyWith(() => decodeNack(Buffer.from(b)), BodyError)) },
   { name: 'serial framing: cobsDecode', property: fc.property(mutated(fc.uint8Array({ maxLength: 250 }).map((d) => new Uint8Array(cobsEncode(d)))), (b) => { const r = cobsDecode(b); return r === null || Buffer.isBuffer(r); }) },
   { name: 'serial framing: COBS round trip', property: fc.property(fc.uint8Array({ maxLength: 250 }), (d) => Buffer.compare(cobsDecode(cobsEncode(d)) ?? Buffer.alloc(1, 1), Buffer.from(d)) === 0 || (d.length === 0 && cobsDecode(cobsEncode(d))?.length === 0)) },

@@ -25,6 +25,8 @@ import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding, WeightFormat } from '../lib/llm/quant';
 import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor, MeshEventMessage } from '../lib/mesh/wire';
 import { GatewayMac } from '../lib/radio/mac';
+import { SensorReadings } from '../lib/radio/sensor-report';
+import { parseSensorMessage } from '../lib/steering/sensors';
 
 /** A head node behind the radio, as the bridge announces it. */
 export interface RadioNodeInfo {
@@ -56,6 +58,8 @@ export interface BridgeCounters {
   malformed: number;
   invalidJson: number;
   refusedAssignments: number;
+  /** Sensor reports heard on the radio and published as the node's sensor telemetry. */
+  sensorReports: number;
 }
 
 interface Proxy {
@@ -70,7 +74,7 @@ function sameList(a: readonly number[], b: readonly number[]): boolean {
 }
 
 export class RadioBridge {
-  readonly counters: BridgeCounters = { broadcasts: 0, results: 0, stale: 0, malformed: 0, invalidJson: 0, refusedAssignments: 0 };
+  readonly counters: BridgeCounters = { broadcasts: 0, results: 0, stale: 0, malformed: 0, invalidJson: 0, refusedAssignments: 0, sensorReports: 0 };
   private readonly o: RadioBridgeOptions;
   private readonly t: Topics;
   private readonly log: Logger;
@@ -126,7 +130,28 @@ export class RadioBridge {
       await subscribe(client, [this.t.assign(info.id)], 1);
       this.publishStatus(proxy, 'online');
     }
+    o.mac.onSensors = (address, readings) => this.publishSensors(address, readings);
     this.log('info', `bridging ${o.nodes.length} radio node(s) (${o.nodes.map((n) => `${n.id}@${n.address}`).join(', ')}) into mesh ${o.meshId} on ${o.url}`);
+  }
+
+  /**
+   * A radio node's sensor report, published as the sensor telemetry an MQTT node sends
+   * (schemas/sensors.json on mesh-llm/{mesh}/sensors/{node}, through the node's own
+   * connection), stamped with the time the gateway heard it: steering and alerts take it
+   * as they take any node's readings.
+   */
+  private publishSensors(address: number, readings: SensorReadings): void {
+    const p = [...this.proxies.values()].find((x) => x.info.address === address);
+    if (!p || this.closed) return;
+    const message = JSON.stringify({ protocol: 1, node: p.info.id, at: Date.now(), readings });
+    try {
+      parseSensorMessage(message);
+    } catch (e) {
+      this.log('warn', `a sensor report of ${p.info.id} is not sensor telemetry: ${(e as Error).message}`);
+      return;
+    }
+    this.counters.sensorReports++;
+    p.client.publish(this.t.sensors(p.info.id), message, { qos: 0 });
   }
 
   /**

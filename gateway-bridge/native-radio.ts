@@ -14,6 +14,7 @@ import { MeshLlmError } from '../lib/llm/errors';
 import { firmwareBinary } from '../lib/firmware/build';
 import { shardFileName, writeShards } from '../lib/firmware/shard';
 import { SimRadioServer } from '../lib/radio/sim-socket';
+import { SensorReadings } from '../lib/radio/sensor-report';
 import { SimulatedRadioMesh } from './radio-mesh';
 
 export interface NativeRadioNodesOptions {
@@ -31,6 +32,8 @@ export interface NativeRadioNodesOptions {
   logLevel?: 'debug' | 'info' | 'warn';
   /** How long a node may take to join (ms, default 20000). */
   joinTimeoutMs?: number;
+  /** The nodes' sensors (the host's fixed-reading sensor HAL), reported every `everyMs` of simulated time; the mesh must carry sensor reports (SimulatedRadioMeshOptions.sensors). */
+  sensors?: { everyMs: number; read: (address: number) => SensorReadings };
 }
 
 export class NativeRadioNodes {
@@ -82,6 +85,11 @@ export class NativeRadioNodes {
     // join: the node's join record (mesh-llm provision) in place of the key, mesh id and the channel's plan
     const mesh = join ? ['--join', join] : ['--key', this.o.mesh.key.toString('hex'), '--mesh-id', String(this.o.mesh.radioMeshId)];
     const args = ['--socket', this.server.path, '--shard', shard, ...mesh, '--storage', path.join(this.dir, `storage-${address}`), '--log', this.o.logLevel ?? 'info'];
+    const sensors = this.o.sensors;
+    if (sensors) {
+      const readings = Object.entries(sensors.read(address)).filter((e): e is [string, number] => typeof e[1] === 'number');
+      args.push('--sensors', readings.map(([c, v]) => `${c}=${v}`).join(','), '--sensors-every', String(sensors.everyMs));
+    }
     const child = spawn(this.binary, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     this.processes.set(address, child);
     this.exits.delete(address);

@@ -6,6 +6,7 @@
  * (link a) or packet forwarder (link b).
  */
 import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
 import { Checkpoint } from '../lib/llm/checkpoint';
 import { Geometry, geometry } from '../lib/llm/config';
 import { HeadWeights, kvHeadsFor, loadHeadSlices, partitionHeads } from '../lib/llm/head';
@@ -20,6 +21,7 @@ import { Encoding, WeightFormat } from '../lib/llm/quant';
 import { MeshLlmError } from '../lib/llm/errors';
 import { MeshEventInput } from '../lib/mesh/events';
 import { subBandOf } from '../lib/radio/regions';
+import { SensorReadings } from '../lib/radio/sensor-report';
 
 /** The head weights a radio mesh of a transport holds: its own format, int8 under int7 (no int7 weights). */
 export function weightsOf(transport: Encoding): WeightFormat {
@@ -62,6 +64,20 @@ export interface SimulatedRadioMeshOptions extends RadioSettings {
   nodesOnChannel?: boolean;
   /** Addresses whose head nodes are native processes (native-radio.ts) joining the channel's socket: no TypeScript node for them. */
   nativeAddresses?: ReadonlySet<number>;
+  /**
+   * A data folder where the TypeScript radio nodes (radio-N.json) and the gateway's MAC
+   * (gateway.json) keep their frame counters and replay windows (lib/radio/state.ts), so a
+   * restarted mesh refuses frames it took before (default: kept in memory only).
+   */
+  stateDir?: string;
+  /** Where the TypeScript radio nodes say why they dropped a frame or refused a broadcast. */
+  nodeLog?: (address: number, level: 'debug' | 'warn', message: string) => void;
+  /**
+   * Sensor reports over the radio: every node's slot holds a report frame; the TypeScript
+   * nodes read `read(address)` every `everyMs` of simulated time (native nodes their own
+   * sensor HAL), and the bridge publishes what the gateway hears as the nodes' sensor telemetry.
+   */
+  sensors?: { everyMs: number; read: (address: number) => SensorReadings };
 }
 
 export interface TokenRadioReport {
@@ -108,8 +124,10 @@ export class SimulatedRadioMesh {
   /** Errors thrown inside simulated events (none expected). */
   readonly errors: Error[] = [];
   readonly layers: LayerReport[] = [];
+  private readonly stateDir?: string;
 
   constructor(o: SimulatedRadioMeshOptions) {
+    this.stateDir = o.stateDir;
     this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
     this.clock.onError = (e) => this.errors.push(e as Error);
     this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels, channelPlan: o.channelPlan });
@@ -123,7 +141,7 @@ export class SimulatedRadioMesh {
       if (!g) throw new Error('a simulated radio mesh needs a model or a geometry');
       this.g = g;
       const groups = partitionHeads(g.nHeads, o.nodes);
-      this.layout = meshLayout(this.config, g, o.quant, groups.map((heads, i) => ({ address: i + 1, heads: heads.length })));
+      this.layout = meshLayout(this.config, g, o.quant, groups.map((heads, i) => ({ address: i + 1, heads: heads.length, ...(o.sensors ? { sensors: true } : {}) })));
       groups.forEach((heads, i) => {
         const address = i + 1;
         // a node's weights are loaded once (its flash); every session adds only a KV cache
@@ -134,7 +152,9 @@ export class SimulatedRadioMesh {
         if ((o.nodesOnChannel ?? true) && !o.nativeAddresses?.has(address)) {
           const radio = this.channel.attach({ name: id, listen: broadcastChannels(this.config.plan) });
           this.nodeRadios.push(radio);
-          this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger }));
+          const statePath = o.stateDir && path.join(o.stateDir, `radio-${address}.json`);
+          const log = o.nodeLog && ((level: 'debug' | 'warn', m: string) => o.nodeLog?.(address, level, m));
+          this.nodes.push(new RadioHeadNode({ address, heads, newSession, g, layout: this.layout, clock: this.clock, radio, key: this.key, meshId: this.radioMeshId, ledger: this.ledger, statePath, log, sensors: o.sensors && { everyMs: o.sensors.everyMs, read: () => o.sensors?.read(address) ?? {} } }));
         }
         this.infos.push({ id, address, heads, kvHeads: kvHeadsFor(heads, g.kvMul), weights: weightsOf(o.quant), weightBytes: weights?.weightBytes ?? 0 });
       });
@@ -150,7 +170,8 @@ export class SimulatedRadioMesh {
 
   /** The gateway's medium access over a link to its radio; its layer reports feed report(). */
   createMac(link: GatewayRadioLink): GatewayMac {
-    const mac = new GatewayMac({ clock: this.clock, link, layout: this.layout, key: this.key, meshId: this.radioMeshId, ledger: this.ledger });
+    const statePath = this.stateDir && path.join(this.stateDir, 'gateway.json');
+    const mac = new GatewayMac({ clock: this.clock, link, layout: this.layout, key: this.key, meshId: this.radioMeshId, ledger: this.ledger, statePath });
     mac.onLayer = (r) => this.layers.push(r);
     return mac;
   }

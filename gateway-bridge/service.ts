@@ -49,6 +49,8 @@ export interface BridgeServiceOptions {
   /** Called after the last layer of each token position, with the radio's account of it. */
   onToken?: (t: TokenRadioReport) => void;
   log?: Logger;
+  /** Where the gateway's radio (and simulated nodes) keep frame counters and replay windows across restarts. */
+  stateDir?: string;
 }
 
 export interface RunningBridge {
@@ -93,6 +95,7 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
     timeScale: simulated ? o.timeScale : 1,
     key: o.key,
     nodesOnChannel: simulated,
+    stateDir: o.stateDir,
   });
   const link = await openLink(o, mesh);
   const mac = mesh.createMac(link);

@@ -9,6 +9,7 @@
 import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from 'node-red';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
+import * as path from 'node:path';
 import { RunningBridge, startBridge } from '../gateway-bridge/service';
 import { Done, Send, numberOr, registerNode, throttledStatus } from './common';
 
@@ -61,6 +62,8 @@ export = function register(RED: NodeAPI): void {
       loss: numberOr(def.loss, 0),
       timeScale: numberOr(def.timeScale, 1),
       key,
+      // real radios keep their frame counters and replay windows: the gateway's are kept under Node-RED's user folder
+      stateDir: linkKind === 'sim' ? undefined : path.join((RED.settings as { userDir?: string }).userDir ?? '.', 'mesh-llm-radio', def.meshId || 'default'),
       onToken: (t) => {
         status({ fill: 'green', shape: 'dot', text: `position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s on air (${t.ratio.toFixed(2)}x bound)` });
         node.send({ topic: 'radio', payload: t });

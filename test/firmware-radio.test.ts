@@ -7,7 +7,7 @@
  */
 import { Engine, GenerateOptions } from '../lib/llm/engine';
 import { BodyType, encodeBody } from '../lib/link/body';
-import { FrameSender, GATEWAY_ADDRESS, sealFrame } from '../lib/radio/frame';
+import { FrameSender, GATEWAY_ADDRESS, downlinkKey, sealFrame } from '../lib/radio/frame';
 import { Radio } from '../lib/radio/channel';
 import { generateOverRadio } from '../gateway-bridge/run';
 import { NativeRadioNodes } from '../gateway-bridge/native-radio';
@@ -143,8 +143,8 @@ test('forged, replayed and truncated frames and a broadcast of the wrong size ar
   air(good[0]);
   // truncated: a fragment whose bytes do not tile the body (the second longer than the first)
   const header = { kind: 'fragment' as const, meshId: mesh.radioMeshId, source: GATEWAY_ADDRESS, destination: 255, messageNumber: 3, fragmentCount: 2 };
-  air(sealFrame({ ...header, counter: 500, fragmentIndex: 0 }, Buffer.alloc(10, 1), mesh.key));
-  air(sealFrame({ ...header, counter: 501, fragmentIndex: 1 }, Buffer.alloc(40, 1), mesh.key));
+  air(sealFrame({ ...header, counter: 500, fragmentIndex: 0 }, Buffer.alloc(10, 1), downlinkKey(mesh.key)));
+  air(sealFrame({ ...header, counter: 501, fragmentIndex: 1 }, Buffer.alloc(40, 1), downlinkKey(mesh.key)));
   // a frame cut short on the air: its MIC no longer matches
   const whole = gateway.frames(gateway.body(255, body(mesh.g.dim, 4)))[0];
   air(whole.subarray(0, whole.length - 7));
@@ -162,6 +162,6 @@ test('forged, replayed and truncated frames and a broadcast of the wrong size ar
   await natives.close();
   expect(child?.exitCode).toBe(0);
   const stop = lines.find((l) => l.includes('stopping:')) ?? '';
-  expect(stop).toMatch(/rejected \(mic 2, replay 1, fragment 0, body 1\)/);
+  expect(stop).toMatch(/rejected \(source \d+, mic 2, replay 1, fragment 0, body 1\)/);
   expect(stop).toMatch(/1 refused broadcasts/);
 });

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { firmwareBinary } from '../lib/firmware/build';
 import { BodyType, checkBody, decodeBody } from '../lib/link/body';
 import { BodyVector, FRAGMENT_COUNTS, FramesVector, LinkVector, bodyVectors, frameVectors, toHex, vectorLines } from '../lib/link/vectors';
-import { Frame, FrameReceiver, FrameSender, MAX_FRAGMENTS, RejectReason, openFrame, sealFrame } from '../lib/radio/frame';
+import { Frame, FrameReceiver, FrameSender, MAX_FRAGMENTS, RejectReason, everyKeyring, openFrame, sealFrame, sealingKey } from '../lib/radio/frame';
 
 interface BodyVerdict {
   ok: boolean;
@@ -94,7 +94,7 @@ describe('head-link bodies', () => {
 });
 
 interface FrameEvent {
-  event: 'rejected' | 'duplicate' | 'fragment' | 'body' | 'nack';
+  event: 'rejected' | 'duplicate' | 'fragment' | 'body' | 'sensors' | 'nack';
   reason?: RejectReason;
   detail?: string;
   header?: Record<string, unknown>;
@@ -106,10 +106,10 @@ interface FrameEvent {
   sent?: string[];
 }
 
-/** The frame sealed again from its parsed header and fragment ('' when that header cannot be sealed). */
+/** The frame sealed again from its parsed header and fragment under its source's key ('' when that header cannot be sealed). */
 function resealed(f: Frame, key: Buffer): string {
   try {
-    return toHex(sealFrame(f, f.fragment, key));
+    return toHex(sealFrame(f, f.fragment, sealingKey(key, f.source)));
   } catch {
     return '';
   }
@@ -122,7 +122,7 @@ function expectedEvents(v: FramesVector): FrameEvent[] {
   const sender = () => v.sender && new FrameSender({ key, meshId: v.meshId, source: v.sender.source, maxFrameBytes: v.sender.maxFrameBytes, counter: v.sender.counter });
   return v.frames.map((hex) => {
     const bytes = Buffer.from(hex, 'hex');
-    const opened = openFrame(bytes, key, v.meshId);
+    const opened = openFrame(bytes, everyKeyring(key), v.meshId);
     let seen = {};
     if (opened.ok) {
       const { fragment: _fragment, ...header } = opened.frame;
@@ -141,6 +141,8 @@ function expectedEvents(v: FramesVector): FrameEvent[] {
         const sent = s && v.sender ? { sent: s.frames(s.body(v.sender.destination, e.body)).map(toHex) } : {};
         return { event: 'body', body: toHex(e.body), bodyHeader: { ...e.header }, ...seen, ...sent };
       }
+      case 'sensors':
+        return { event: 'sensors', body: toHex(e.body), ...seen };
       case 'nack': {
         const s = sender();
         const sent = s ? { sent: s.frames(s.nack({ source: e.frame.destination, messageNumber: e.frame.messageNumber }, e.nack)).map(toHex) } : {};
@@ -204,9 +206,33 @@ describe('radio frames', () => {
     }
   });
 
+  test('per-node keys and the counter gap: the firmware refuses a node posing as another, a frame from the gateway\'s address at the gateway, and a counter too far ahead, as TypeScript does', () => {
+    compare((v) => /key|address 255|node 2 to node 5|own address|MAX_COUNTER_GAP|0xFFFFFFFF/.test(v.name));
+    const reasons = (name: string) => verdicts[vectors.findIndex((v) => v.name === name)].events.map((e) => e.reason ?? e.event);
+    expect(reasons("a result from node 1 sealed under node 2's key")).toEqual(['mic']);
+    expect(reasons('a result sealed under the network key itself')).toEqual(['mic']);
+    expect(reasons("a frame to the gateway from the gateway's own address")).toEqual(['source']);
+    expect(reasons('a frame from node 2 to node 5')).toEqual(['source']);
+    expect(reasons('a frame from address 255')).toEqual(['source']);
+    // accepted frames under another message number end as 'body' rejections; the one too far ahead as 'replay'
+    expect(reasons('a counter MAX_COUNTER_GAP ahead, then one more than that')).toEqual(['body', 'body', 'replay']);
+    expect(reasons('a forged counter 0xFFFFFFFF, then the sender goes on')).toEqual(['body', 'replay', 'body']);
+  });
+
+  test('sensor reports from a node are reassembled apart from its result of the same message number, byte for byte as TypeScript does, and refused at a node', () => {
+    compare((v) => v.name.includes('sensor report'));
+    const events = (name: string) => verdicts[vectors.findIndex((v) => v.name === name)].events.map((e) => e.reason ?? e.event);
+    expect(events('a sensor report from node 3')).toEqual(['sensors']);
+    expect(events('a sensor report from node 3 in 3 fragments')).toEqual(['fragment', 'fragment', 'sensors']);
+    const both = events('a sensor report and a result of one message number, their fragments interleaved');
+    expect(both.filter((e) => e === 'sensors')).toHaveLength(1);
+    expect(both.filter((e) => e === 'body')).toHaveLength(1);
+    expect(events('a sensor report at a node')).toEqual(['source']);
+  });
+
   test('frames with a flipped bit, or dropped for any other reason, are rejected for the reason and in the words lib/radio/frame.ts gives', () => {
     const runs = compare((v) => v.sender === undefined && !/order|messages and a late copy/.test(v.name));
     const reasons = new Set(runs.flat().map((e) => e.reason));
-    for (const reason of ['length', 'version', 'type', 'mesh', 'mic', 'replay', 'address', 'fragment', 'body'] as const) expect(reasons).toContain(reason);
+    for (const reason of ['length', 'version', 'type', 'mesh', 'source', 'mic', 'replay', 'address', 'fragment', 'body'] as const) expect(reasons).toContain(reason);
   });
 });

@@ -4,8 +4,12 @@ import { BodyType, GATEWAY_SENDER, decodeBody, encodeBody } from '../lib/link/bo
 import { aesCmac, cmacSubkeys } from '../lib/radio/cmac';
 import {
   BROADCAST_ADDRESS, DEFAULT_MAX_FRAME_BYTES, Frame, FrameReceiver, FrameSender, GATEWAY_ADDRESS, MIC_BYTES, RADIO_HEADER_BYTES, RADIO_HEADER_FIELDS, ReceiveEvent,
-  decodeNack, encodeNack, fragmentCapacity, messageFrameBytes, nackFrameBytes, openFrame, sealFrame,
+  MAX_COUNTER_GAP, REPLAY_SAVE_BLOCK, decodeNack, downlinkKey, encodeNack, fragmentCapacity, keyringOf, messageFrameBytes, nackFrameBytes, nodeKeyring, openFrame, sealFrame, uplinkKey,
 } from '../lib/radio/frame';
+import { RadioStateFile } from '../lib/radio/state';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { BodyEncoding, meshEncodings } from '../lib/radio/mac';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
@@ -221,10 +225,12 @@ describe('authentication and replay', () => {
     // Replaying an earlier frame after later ones, or the whole message, is rejected.
     expect(node.receive(frames[0])).toMatchObject({ kind: 'rejected', reason: 'replay' });
     expect(node.receive(frames[1])).toMatchObject({ kind: 'rejected', reason: 'replay' });
-    // Counters are per sender: node 2's counter 0 is fresh.
-    const peer = new FrameSender({ key: KEY, meshId: MESH, source: 2 });
-    const result = peer.frames(peer.body(1, body(xb.subarray(0, 8), { seq: 2, sender: 2 })));
-    expect(node.receive(result[0]).kind).toBe('body');
+    // Counters are per sender: at the gateway, node 3's counter 0 is fresh after node 2's.
+    const gw = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
+    for (const source of [2, 3]) {
+      const peer = new FrameSender({ key: KEY, meshId: MESH, source });
+      expect(gw.receive(peer.frames(peer.body(GATEWAY_ADDRESS, body(xb.subarray(0, 8), { seq: 2, sender: source })))[0]).kind).toBe('body');
+    }
   });
 
   test('frames of another mesh, another destination, a bad length, version or kind are rejected', () => {
@@ -233,38 +239,116 @@ describe('authentication and replay', () => {
     expect(node.receive(broadcastFrames(other)[0])).toMatchObject({ kind: 'rejected', reason: 'mesh' });
     const peer = new FrameSender({ key: KEY, meshId: MESH, source: 3 });
     const toGateway = peer.frames(peer.body(GATEWAY_ADDRESS, body(xb.subarray(0, 8), { seq: 0, sender: 3 })));
-    expect(node.receive(toGateway[0])).toMatchObject({ kind: 'rejected', reason: 'address' });
+    // a node takes frames from the gateway only; of those, only frames to it or to every node
+    expect(node.receive(toGateway[0])).toMatchObject({ kind: 'rejected', reason: 'source' });
+    const gateway = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS });
+    expect(node.receive(gateway.frames(gateway.body(2, body(xb.subarray(0, 8), { seq: 0 })))[0])).toMatchObject({ kind: 'rejected', reason: 'address' });
     expect(node.receive(Buffer.alloc(16))).toMatchObject({ kind: 'rejected', reason: 'length' });
     expect(node.receive(Buffer.alloc(256))).toMatchObject({ kind: 'rejected', reason: 'length' });
     const wrongVersion = Buffer.from(toGateway[0]);
     wrongVersion[0] = 0x11;
     expect(node.receive(wrongVersion)).toMatchObject({ kind: 'rejected', reason: 'version' });
     const wrongKind = Buffer.from(toGateway[0]);
-    wrongKind[0] = 0x23;
+    wrongKind[0] = 0x24;
     expect(node.receive(wrongKind)).toMatchObject({ kind: 'rejected', reason: 'type' });
     // An authentic frame whose index is not below its count, or a NACK in several fragments.
-    const header = { meshId: MESH, source: 4, destination: 1, messageNumber: 0 };
-    const badIndex = sealFrame({ ...header, kind: 'fragment', counter: 1, fragmentIndex: 0, fragmentCount: 1 }, Buffer.from([1]), KEY);
+    const header = { meshId: MESH, source: GATEWAY_ADDRESS, destination: 1, messageNumber: 0 };
+    const down = downlinkKey(KEY);
+    const badIndex = sealFrame({ ...header, kind: 'fragment', counter: 1, fragmentIndex: 0, fragmentCount: 1 }, Buffer.from([1]), down);
     badIndex[10] = 1; // index 1 of 1, MIC made again over it
-    aesCmac(KEY, badIndex.subarray(0, -4)).copy(badIndex, badIndex.length - 4, 0, 4);
+    aesCmac(down, badIndex.subarray(0, -4)).copy(badIndex, badIndex.length - 4, 0, 4);
     expect(node.receive(badIndex)).toMatchObject({ kind: 'rejected', reason: 'fragment' });
-    const longNack = sealFrame({ ...header, kind: 'nack', counter: 2, fragmentIndex: 0, fragmentCount: 2 }, encodeNack({ fragmentCount: 3, missing: [1] }), KEY);
+    const longNack = sealFrame({ ...header, kind: 'nack', counter: 2, fragmentIndex: 0, fragmentCount: 2 }, encodeNack({ fragmentCount: 3, missing: [1] }), down);
     expect(node.receive(longNack)).toMatchObject({ kind: 'rejected', reason: 'fragment' });
   });
 
   test('an authentic message whose fragments do not tile a well-formed body is rejected, not passed on', () => {
     const gw = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
+    const KEY4 = uplinkKey(KEY, 4);
     const result = body(vector(8, 1), { seq: 7, sender: 4 }); // 56 bytes
     const header = { kind: 'fragment' as const, meshId: MESH, source: 4, destination: GATEWAY_ADDRESS, messageNumber: 7, fragmentCount: 2 };
     // Fragment 0 shorter than fragment 1: they do not tile.
-    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 0, counter: 0 }, result.subarray(0, 20), KEY)).kind).toBe('fragment');
-    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 1, counter: 1 }, result.subarray(20), KEY))).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/do not tile/) });
+    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 0, counter: 0 }, result.subarray(0, 20), KEY4)).kind).toBe('fragment');
+    expect(gw.receive(sealFrame({ ...header, fragmentIndex: 1, counter: 1 }, result.subarray(20), KEY4))).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/do not tile/) });
     // A whole message whose bytes are not a head-link body: checkBody's reason.
-    const truncated = sealFrame({ ...header, messageNumber: 8, fragmentCount: 1, fragmentIndex: 0, counter: 2 }, result.subarray(0, 30), KEY);
+    const truncated = sealFrame({ ...header, messageNumber: 8, fragmentCount: 1, fragmentIndex: 0, counter: 2 }, result.subarray(0, 30), KEY4);
     expect(gw.receive(truncated)).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/body is 30 bytes; its header \(8 f32 values\) implies 56/) });
     // A body filed under a message number other than its sequence number's low 16 bits.
-    const misnamed = sealFrame({ ...header, messageNumber: 9, fragmentCount: 1, fragmentIndex: 0, counter: 3 }, result, KEY);
+    const misnamed = sealFrame({ ...header, messageNumber: 9, fragmentCount: 1, fragmentIndex: 0, counter: 3 }, result, KEY4);
     expect(gw.receive(misnamed)).toMatchObject({ kind: 'rejected', reason: 'body', detail: expect.stringMatching(/sequence number 7/) });
+  });
+});
+
+describe('per-node keys, the counter gap and a replay window that survives a restart', () => {
+  const xb = vector(64, 3);
+  function broadcastFrames(sender: FrameSender, seq = 2): Buffer[] {
+    return sender.frames(sender.body(BROADCAST_ADDRESS, body(xb, { seq })));
+  }
+  const result = (source: number, seq = 1) => body(xb.subarray(0, 8), { seq, sender: source });
+
+  test('the keys are AES-CMAC of the network key over "downlink" and "uplink" || address; each radio holds only its own', () => {
+    expect(downlinkKey(KEY)).toEqual(aesCmac(KEY, Buffer.from('downlink')));
+    expect(uplinkKey(KEY, 3)).toEqual(aesCmac(KEY, Buffer.from([...Buffer.from('uplink'), 3])));
+    const node3 = keyringOf(KEY, 3);
+    const gw = keyringOf(KEY, GATEWAY_ADDRESS);
+    expect(node3.seal).toEqual(uplinkKey(KEY, 3));
+    expect(node3.openKey(GATEWAY_ADDRESS)).toEqual(downlinkKey(KEY));
+    expect(node3.openKey(4)).toBeUndefined();
+    expect(gw.seal).toEqual(downlinkKey(KEY));
+    expect(gw.openKey(3)).toEqual(uplinkKey(KEY, 3));
+    expect(gw.openKey(GATEWAY_ADDRESS)).toBeUndefined();
+  });
+
+  test('a node cannot pose as another node, nor as the gateway on the uplink', () => {
+    const gw = new FrameReceiver({ key: KEY, meshId: MESH, address: GATEWAY_ADDRESS });
+    // node 4, provisioned with its own two keys only, seals a frame that claims to come from node 3
+    const node4 = nodeKeyring({ downlink: downlinkKey(KEY), uplink: uplinkKey(KEY, 4) });
+    const h = { kind: 'fragment' as const, meshId: MESH, source: 3, destination: GATEWAY_ADDRESS, counter: 0, messageNumber: 1, fragmentIndex: 0, fragmentCount: 1 };
+    expect(gw.receive(sealFrame(h, result(3), node4.seal))).toMatchObject({ kind: 'rejected', reason: 'mic', detail: 'integrity code does not match the key of source 3' });
+    // or as the gateway: the gateway takes no frame from its own address, whatever the key
+    expect(gw.receive(sealFrame({ ...h, source: GATEWAY_ADDRESS }, result(3), downlinkKey(KEY)))).toMatchObject({ kind: 'rejected', reason: 'source' });
+    // the network key itself seals nothing a radio takes
+    expect(gw.receive(sealFrame(h, result(3), KEY))).toMatchObject({ kind: 'rejected', reason: 'mic' });
+    expect(gw.receive(sealFrame(h, result(3), uplinkKey(KEY, 3))).kind).toBe('body');
+  });
+
+  test('one forged counter 0xFFFFFFFF does not shut the real sender out: a counter moves at most MAX_COUNTER_GAP ahead', () => {
+    const gateway = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS, counter: 500 });
+    const node = new FrameReceiver({ key: KEY, meshId: MESH, address: 1 });
+    expect(node.receive(broadcastFrames(gateway, 2)[0]).kind).toBe('fragment');
+    const forger = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS, counter: 0xffffffff });
+    expect(node.receive(forger.frames(forger.body(255, body(xb, { seq: 3 })), [0])[0])).toMatchObject({ kind: 'rejected', reason: 'replay', detail: `counter 4294967295 from 0 is ${0xffffffff - 500} past 500; a counter moves at most 16384 ahead` });
+    expect(node.receive(broadcastFrames(gateway, 4)[0]).kind).toBe('fragment');
+    const far = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS, counter: 501 + MAX_COUNTER_GAP });
+    expect(node.receive(broadcastFrames(far, 5)[0]).kind).toBe('fragment');
+  });
+
+  test('a restarted receiver keeps its replay window (one write per block of frames) and refuses every frame it took before', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'radio-state-'));
+    const file = path.join(dir, 'node-1.json');
+    const gateway = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS, counter: 7 });
+    const captured = Array.from({ length: 20 }, (_, i) => broadcastFrames(gateway, 10 + i)).flat();
+    const first = new FrameReceiver({ key: KEY, meshId: MESH, address: 1, replayStore: new RadioStateFile(file) });
+    for (const f of captured) expect(first.receive(f).kind).not.toBe('rejected');
+    const restarted = new FrameReceiver({ key: KEY, meshId: MESH, address: 1, replayStore: new RadioStateFile(file) });
+    for (const f of captured) expect(restarted.receive(f)).toMatchObject({ kind: 'rejected', reason: 'replay' });
+    // the sender goes on: at most a block of its next frames falls below the saved floor
+    const next = Array.from({ length: REPLAY_SAVE_BLOCK + 1 }, (_, i) => broadcastFrames(gateway, 40 + i)[0]);
+    expect(next.map((f) => restarted.receive(f).kind)).toContain('fragment');
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  test('a sender with a state file starts, after a restart, above every counter it used', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'radio-state-'));
+    const file = path.join(dir, 'gateway.json');
+    const state = new RadioStateFile(file);
+    const before = new FrameSender({ key: KEY, meshId: MESH, source: GATEWAY_ADDRESS, counter: state.counterStart, reserve: (c) => state.reserve(c) });
+    for (let i = 0; i < 100; i++) broadcastFrames(before, i);
+    const again = new RadioStateFile(file);
+    expect(again.counterStart).toBeGreaterThanOrEqual(before.counter);
+    fs.writeFileSync(file, '{"counter": -1}');
+    expect(() => new RadioStateFile(file)).toThrow(/is not a radio state file/);
+    fs.rmSync(dir, { recursive: true });
   });
 });
 
@@ -300,7 +384,7 @@ describe('missing fragments and selective retransmission', () => {
 
     // A second loss: fragment 5 is lost again, the rest arrive out of index order, under new counters.
     const again = gwSender.frames(msg, [10, 5, 4, 0]);
-    const opened = again.map((f) => openFrame(f, KEY, MESH)).map((o) => (o.ok ? o.frame : null)) as Frame[];
+    const opened = again.map((f) => openFrame(f, downlinkKey(KEY), MESH)).map((o) => (o.ok ? o.frame : null)) as Frame[];
     expect(opened.map((f) => f.counter)).toEqual([11, 12, 13, 14]);
     expect(node.receive(again[0]).kind).toBe('fragment');
     expect(node.receive(again[2]).kind).toBe('fragment');

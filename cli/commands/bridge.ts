@@ -12,7 +12,7 @@ import { parseRadioSettings } from './radio-options';
 
 export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P]
                  [--mesh ID] [--nodes N] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
-                 [--loss P] [--time-scale X] [--key HEX] [--quant f32|int8] [--model PATH] [--json]
+                 [--loss P] [--time-scale X] [--key HEX] [--quant f32|int8] [--model PATH] [--state DIR] [--json]
 
   --broker URL     the mesh's MQTT broker (mqtt://[user:pass@]host:port)
   --link           sim: the simulated channel, its radio head nodes computing there (default);
@@ -23,6 +23,8 @@ export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--se
   --loss P         sim: probability that a reception is lost (default 0)
   --time-scale X   sim: simulated seconds per wall second (default: as fast as possible; 1 = true airtime)
   --key HEX        the mesh's 16-byte network key (32 hex digits); required for real radios
+  --state DIR      where the gateway radio (and the simulated nodes) keep their frame counters and
+                   replay windows across restarts (docs/PROTOCOL.md, "Replay"); without it they start afresh
   --json           one JSON line per token position on stdout instead of progress text`;
 
 export async function run(argv: string[]): Promise<number> {
@@ -32,7 +34,7 @@ export async function run(argv: string[]): Promise<number> {
       broker: { type: 'string' }, link: { type: 'string' }, serial: { type: 'string' }, baud: { type: 'string' }, 'udp-port': { type: 'string' },
       mesh: { type: 'string' }, nodes: { type: 'string' }, region: { type: 'string' }, sf: { type: 'string' }, bw: { type: 'string' },
       channels: { type: 'string' }, loss: { type: 'string' }, 'time-scale': { type: 'string' }, key: { type: 'string' },
-      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' },
+      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' },
     },
     'bridge',
   );
@@ -52,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
     udpPort: intOption('udp-port', v['udp-port'], 1700, 1, 65535),
     ...parseRadioSettings(v),
     key: v.key ? Buffer.from(v.key, 'hex') : undefined,
+    stateDir: v.state,
     onToken: (t) => {
       if (json) printJson(t);
       else process.stderr.write(`[bridge] position ${t.pos}: ${t.simulatedSeconds.toFixed(1)} s on air, bound ${t.boundSeconds.toFixed(1)} s (${t.ratio.toFixed(2)}x), ${t.rounds} rounds\n`);

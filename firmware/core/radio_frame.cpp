@@ -40,9 +40,18 @@ uint32_t rawField(const MlRadioHeader& h, int field) {
   }
 }
 
-// A message's name as one number, and as lib/radio/frame.ts messageKey writes it ("source/number").
-uint32_t messageKey(uint8_t source, uint16_t messageNumber) { return (uint32_t)source << 16 | messageNumber; }
-std::string keyText(uint32_t key) { return ml_format("%u/%u", key >> 16, key & 0xffff); }
+// A message's name as one number, and as lib/radio/frame.ts messageKey writes it ("source/number",
+// "sensors source/number" for a sensor report).
+const uint32_t SENSORS_BIT = 1u << 24;
+uint32_t messageKey(uint8_t source, uint16_t messageNumber, uint8_t kind = ML_FRAME_FRAGMENT) {
+  return (kind == ML_FRAME_SENSORS ? SENSORS_BIT : 0) | (uint32_t)source << 16 | messageNumber;
+}
+std::string keyText(uint32_t key) { return ml_format("%s%u/%u", key & SENSORS_BIT ? "sensors " : "", (key >> 16) & 0xff, key & 0xffff); }
+
+bool cmac(const uint8_t* key, const uint8_t* data, size_t len, uint8_t out[16]) {
+  const mbedtls_cipher_info_t* aes = mbedtls_cipher_info_from_type(MBEDTLS_CIPHER_AES_128_ECB);
+  return aes && mbedtls_cipher_cmac(aes, key, 128, data, len, out) == 0;
+}
 
 const size_t COMPLETED_MEMORY = 256;  // finished messages remembered, so late copies are duplicates
 const size_t PARTIAL_MEMORY = 256;    // messages under way at once; the oldest is forgotten beyond
@@ -50,8 +59,63 @@ const size_t PARTIAL_MEMORY = 256;    // messages under way at once; the oldest 
 }  // namespace
 
 const char* ml_radio_reject_name(MlRadioReject r) {
-  static const char* const names[] = {"accepted", "length", "version", "type", "mesh", "mic", "replay", "address", "fragment", "body"};
+  static const char* const names[] = {"accepted", "length", "version", "type", "mesh", "source", "mic", "replay", "address", "fragment", "body"};
   return names[r];
+}
+
+// ---- keys -----------------------------------------------------------------------------------
+
+bool ml_downlink_key(const uint8_t networkKey[ML_NETWORK_KEY_BYTES], uint8_t out[ML_NETWORK_KEY_BYTES]) {
+  return cmac(networkKey, (const uint8_t*)"downlink", 8, out);
+}
+
+bool ml_uplink_key(const uint8_t networkKey[ML_NETWORK_KEY_BYTES], uint8_t address, uint8_t out[ML_NETWORK_KEY_BYTES]) {
+  uint8_t m[7] = {'u', 'p', 'l', 'i', 'n', 'k', address};
+  return cmac(networkKey, m, sizeof m, out);
+}
+
+bool ml_sealing_key(const uint8_t networkKey[ML_NETWORK_KEY_BYTES], uint8_t source, uint8_t out[ML_NETWORK_KEY_BYTES]) {
+  return source == ML_RADIO_GATEWAY ? ml_downlink_key(networkKey, out) : ml_uplink_key(networkKey, source, out);
+}
+
+void MlRadioKeyring::derive(const uint8_t networkKey[ML_NETWORK_KEY_BYTES], uint8_t address) {
+  if (address != ML_RADIO_GATEWAY) {
+    uint8_t down[ML_NETWORK_KEY_BYTES], up[ML_NETWORK_KEY_BYTES];
+    ml_downlink_key(networkKey, down);
+    ml_uplink_key(networkKey, address, up);
+    provision(down, up);
+    return;
+  }
+  every(networkKey);
+  mode_ = GATEWAY;
+}
+
+void MlRadioKeyring::provision(const uint8_t downlink[ML_NETWORK_KEY_BYTES], const uint8_t uplink[ML_NETWORK_KEY_BYTES]) {
+  mode_ = NODE;
+  memcpy(downlink_, downlink, ML_NETWORK_KEY_BYTES);
+  memcpy(seal_, uplink, ML_NETWORK_KEY_BYTES);
+  uplinks_.clear();
+  have_.clear();
+}
+
+void MlRadioKeyring::every(const uint8_t networkKey[ML_NETWORK_KEY_BYTES]) {
+  mode_ = EVERY;
+  memcpy(network_, networkKey, ML_NETWORK_KEY_BYTES);
+  ml_downlink_key(networkKey, downlink_);
+  memcpy(seal_, downlink_, ML_NETWORK_KEY_BYTES);
+  uplinks_.assign(256 * ML_NETWORK_KEY_BYTES, 0);
+  have_.assign(256, false);
+}
+
+const uint8_t* MlRadioKeyring::open(uint8_t source) const {
+  if (source == ML_RADIO_GATEWAY) return mode_ == GATEWAY ? nullptr : downlink_;
+  if (mode_ == NODE || (mode_ == GATEWAY && source == ML_RADIO_EVERY_NODE)) return nullptr;
+  uint8_t* k = &uplinks_[(size_t)source * ML_NETWORK_KEY_BYTES];
+  if (!have_[source]) {
+    ml_uplink_key(network_, source, k);
+    have_[source] = true;
+  }
+  return k;
 }
 
 uint16_t ml_message_number(uint32_t seq) { return (uint16_t)(seq & 0xffff); }
@@ -73,7 +137,7 @@ size_t ml_radio_seal(const uint8_t key[ML_NETWORK_KEY_BYTES], const MlRadioHeade
   return signedBytes + ML_RADIO_MIC_BYTES;
 }
 
-MlRadioReject ml_radio_open(const uint8_t key[ML_NETWORK_KEY_BYTES], uint8_t meshId, const uint8_t* frame, size_t len, MlRadioFrame* out, std::string* detail) {
+MlRadioReject ml_radio_open(const MlRadioKeyring& keys, uint8_t meshId, const uint8_t* frame, size_t len, MlRadioFrame* out, std::string* detail) {
   if (len < ML_RADIO_MIN_FRAME_BYTES || len > ML_RADIO_MAX_FRAME_BYTES) {
     *detail = ml_format("%zu bytes; a frame has %zu..%zu", len, ML_RADIO_MIN_FRAME_BYTES, ML_RADIO_MAX_FRAME_BYTES);
     return ML_REJECT_LENGTH;
@@ -85,7 +149,7 @@ MlRadioReject ml_radio_open(const uint8_t key[ML_NETWORK_KEY_BYTES], uint8_t mes
     return ML_REJECT_VERSION;
   }
   const uint32_t kind = raw[ML_RADIO_FIELD_KIND];
-  if (kind != ML_FRAME_FRAGMENT && kind != ML_FRAME_NACK) {
+  if (kind != ML_FRAME_FRAGMENT && kind != ML_FRAME_NACK && kind != ML_FRAME_SENSORS) {
     *detail = ml_format("unknown frame kind %u", kind);
     return ML_REJECT_TYPE;
   }
@@ -93,10 +157,16 @@ MlRadioReject ml_radio_open(const uint8_t key[ML_NETWORK_KEY_BYTES], uint8_t mes
     *detail = ml_format("mesh id %u, expected %u", raw[ML_RADIO_FIELD_MESH_ID], meshId);
     return ML_REJECT_MESH;
   }
+  const uint32_t source = raw[ML_RADIO_FIELD_SOURCE];
+  const uint8_t* key = keys.open((uint8_t)source);
+  if (!key) {
+    *detail = ml_format("a frame from %u; this radio takes none from that address", source);
+    return ML_REJECT_SOURCE;
+  }
   const size_t signedBytes = len - ML_RADIO_MIC_BYTES;
   uint8_t expected[ML_RADIO_MIC_BYTES];
   if (!mic(key, frame, signedBytes, expected) || !sameBytes(expected, frame + signedBytes, ML_RADIO_MIC_BYTES)) {
-    *detail = "integrity code does not match the network key";
+    *detail = ml_format("integrity code does not match the key of source %u", source);
     return ML_REJECT_MIC;
   }
   MlRadioHeader& h = out->h;
@@ -182,6 +252,10 @@ bool MlFrameSender::body(uint8_t destination, const uint8_t* body, size_t len, M
   return prepare(ML_FRAME_FRAGMENT, destination, ml_message_number(h.seq), body, len, out, err);
 }
 
+bool MlFrameSender::sensors(uint16_t reportNumber, const uint8_t* report, size_t len, MlOutgoing* out, std::string* err) const {
+  return prepare(ML_FRAME_SENSORS, ML_RADIO_GATEWAY, reportNumber, report, len, out, err);
+}
+
 bool MlFrameSender::nack(uint8_t aboutSource, uint16_t messageNumber, const MlNack& n, MlOutgoing* out, std::string* err) const {
   uint8_t body[1 + ML_RADIO_MAX_FRAGMENTS / 8 + 1];
   const size_t len = ml_nack_encode(n, body);
@@ -204,15 +278,46 @@ size_t MlFrameSender::frame(const MlOutgoing& m, int index, uint8_t* out) {
 
 // ---- receiving ------------------------------------------------------------------------------
 
-bool MlReplayWindow::accept(uint8_t source, uint32_t counter) {
-  if (heard_[source] && counter <= last_[source]) return false;
+bool MlReplayWindow::restore(MlStorageHal* storage, const char* prefix, uint8_t source, std::string* err) {
+  storage_ = storage;
+  prefix_ = prefix;
+  kept_[source] = true;
+  uint8_t b[4];
+  const std::string key = prefix_ + std::to_string(source);
+  if (!storage->load(key.c_str(), b, 4)) return true;  // nothing saved: a first boot
+  (void)err;
+  saved_[source] = last_[source] = ml_read_le(b, 4);
+  heard_[source] = true;
+  return true;
+}
+
+bool MlReplayWindow::check(uint8_t source, uint32_t counter, std::string* detail) {
+  if (heard_[source] && counter <= last_[source]) {
+    *detail = ml_format("counter %u from %u is not above %u", counter, source, last_[source]);
+    return false;
+  }
+  if (heard_[source] && counter - last_[source] > ML_MAX_COUNTER_GAP) {
+    *detail = ml_format("counter %u from %u is %u past %u; a counter moves at most %u ahead", counter, source, counter - last_[source], last_[source], ML_MAX_COUNTER_GAP);
+    return false;
+  }
   heard_[source] = true;
   last_[source] = counter;
+  if (kept_[source] && (saves_ == 0 || counter >= saved_[source])) {
+    const uint32_t floor = counter > UINT32_MAX - ML_REPLAY_SAVE_BLOCK ? UINT32_MAX : counter + ML_REPLAY_SAVE_BLOCK;
+    uint8_t b[4];
+    ml_write_le(b, 4, floor);
+    const std::string key = prefix_ + std::to_string(source);
+    // A frame is taken even when the floor cannot be saved (the window then holds until a restart).
+    if (storage_->save(key.c_str(), b, 4)) {
+      saved_[source] = floor;
+      saves_++;
+    }
+  }
   return true;
 }
 
 MlReassembler::Status MlReassembler::add(const MlRadioFrame& f, std::vector<uint8_t>* body, std::vector<int>* missing, std::string* detail) {
-  const uint32_t key = messageKey(f.h.source, f.h.messageNumber);
+  const uint32_t key = messageKey(f.h.source, f.h.messageNumber, f.h.kind);
   if (std::find(completed_.begin(), completed_.end(), key) != completed_.end()) return DUPLICATE;
   auto p = std::find_if(partial_.begin(), partial_.end(), [key](const Partial& x) { return x.key == key; });
   if (p == partial_.end()) {
@@ -234,7 +339,9 @@ MlReassembler::Status MlReassembler::add(const MlRadioFrame& f, std::vector<uint
   p->have[f.h.fragmentIndex] = true;
   p->received++;
   if (p->received < (int)p->fragments.size()) {
-    this->missing(f.h.source, f.h.messageNumber, missing);
+    missing->clear();
+    for (size_t i = 0; i < p->have.size(); i++)
+      if (!p->have[i]) missing->push_back((int)i);
     return INCOMPLETE;
   }
   const std::vector<std::vector<uint8_t>> fragments = std::move(p->fragments);
@@ -277,20 +384,17 @@ void MlReassembler::remember(uint32_t key) {
   if (completed_.size() > COMPLETED_MEMORY) completed_.erase(completed_.begin());
 }
 
-void MlFrameReceiver::init(const uint8_t key[ML_NETWORK_KEY_BYTES], uint8_t meshId, uint8_t address) {
-  memcpy(key_, key, ML_NETWORK_KEY_BYTES);
+void MlFrameReceiver::init(const MlRadioKeyring& keys, uint8_t meshId, uint8_t address) {
+  keys_ = keys;
   meshId_ = meshId;
   address_ = address;
 }
 
 MlRadioReject MlFrameReceiver::accept(const uint8_t* frame, size_t len, MlRadioFrame* out, std::string* detail) {
-  const MlRadioReject opened = ml_radio_open(key_, meshId_, frame, len, out, detail);
+  const MlRadioReject opened = ml_radio_open(keys_, meshId_, frame, len, out, detail);
   if (opened != ML_RADIO_ACCEPTED) return opened;
   const MlRadioHeader& h = out->h;
-  if (!replay.accept(h.source, h.counter)) {
-    *detail = ml_format("counter %u from %u is not above %u", h.counter, h.source, replay.lastAccepted(h.source));
-    return ML_REJECT_REPLAY;
-  }
+  if (!replay.check(h.source, h.counter, detail)) return ML_REJECT_REPLAY;
   if (h.destination != address_ && h.destination != ML_RADIO_EVERY_NODE) {
     *detail = ml_format("frame for %u, this is %u", h.destination, address_);
     return ML_REJECT_ADDRESS;
@@ -340,6 +444,10 @@ MlReceiveEvent MlFrameReceiver::file(const MlRadioFrame& f) {
       return rejected(detail);
     case MlReassembler::COMPLETE:
       break;
+  }
+  if (f.h.kind == ML_FRAME_SENSORS) {
+    e.kind = MlReceiveEvent::SENSORS;
+    return e;
   }
   const std::string key = keyText(messageKey(f.h.source, f.h.messageNumber));
   const uint8_t* payload = nullptr;

@@ -11,7 +11,8 @@ MlRadioNode::~MlRadioNode() {
   if (slices_) ml_slices_free(slices_);
 }
 
-bool MlRadioNode::init(const MlRadioNodeConfig& c, const MlConfig& g, MlSlices* slices, MlRadioHal* radio, MlClockHal* clock, MlCounterStore* counter, const MlRadioNodeIo& io, std::string* err) {
+bool MlRadioNode::init(const MlRadioNodeConfig& c, const MlConfig& g, MlSlices* slices, MlRadioHal* radio, MlClockHal* clock, MlCounterStore* counter, const MlRadioNodeIo& io, std::string* err,
+                       MlStorageHal* replayStorage) {
   c_ = c;
   slices_ = slices;
   radio_ = radio;
@@ -27,8 +28,11 @@ bool MlRadioNode::init(const MlRadioNodeConfig& c, const MlConfig& g, MlSlices* 
     return false;
   }
   g_ = g;
-  if (!sender_.init(c.key, c.meshId, c.address, c.maxFrameBytes, counter->start(), err)) return false;
-  receiver_.init(c.key, c.meshId, c.address);
+  MlRadioKeyring keys;
+  keys.derive(c.key, c.address);
+  if (!sender_.init(keys.seal(), c.meshId, c.address, c.maxFrameBytes, counter->start(), err)) return false;
+  receiver_.init(keys, c.meshId, c.address);
+  if (replayStorage && !receiver_.replay.restore(replayStorage, "window-", ML_RADIO_GATEWAY, err)) return false;
   setState(ML_STATE_IDLE, -1);
   return true;
 }
@@ -45,13 +49,13 @@ void MlRadioNode::onReception(const MlReception& rx) {
   std::string detail;
   const MlRadioReject why = receiver_.accept(rx.bytes, rx.len, &f, &detail);
   if (why != ML_RADIO_ACCEPTED) {
-    // The gateway's NACKs to other nodes land here as "address": routine, not a fault.
+    // The gateway's NACKs to other nodes land here as "address", other nodes' results as "source": routine, not a fault.
     counters_.rejected++;
     counters_.byReason[why]++;
-    log(why == ML_REJECT_ADDRESS ? "debug" : "warn", std::string("dropped a frame (") + ml_radio_reject_name(why) + "): " + detail);
+    log(why == ML_REJECT_ADDRESS || why == ML_REJECT_SOURCE ? "debug" : "warn", std::string("dropped a frame (") + ml_radio_reject_name(why) + "): " + detail);
     return;
   }
-  if (f.h.source != ML_RADIO_GATEWAY) return;
+  if (f.h.source != ML_RADIO_GATEWAY || f.h.kind == ML_FRAME_SENSORS) return;
   follow(f.h.messageNumber);
   MlReceiveEvent ev = receiver_.file(f);
   if (ev.kind == MlReceiveEvent::REJECTED) {
@@ -157,9 +161,37 @@ void MlRadioNode::onTimer() {
   }
 }
 
+void MlRadioNode::report(const MlSensorReadings& r) {
+  uint8_t b[ML_SENSOR_REPORT_MAX_BYTES];
+  const size_t n = ml_sensor_report_encode(r, b);
+  if (!n) {
+    log("warn", "a sensor reading is infinite: the report is not sent");
+    return;
+  }
+  report_.assign(b, b + n);
+}
+
+void MlRadioNode::sendReport(double slotStart, double from) {
+  if (report_.empty() || from < 0) return;
+  MlOutgoing m;
+  std::string err;
+  if (!sender_.sensors(reportNumber_, report_.data(), report_.size(), &m, &err)) {
+    log("error", "sensor report: " + err);
+    report_.clear();
+    return;
+  }
+  std::vector<int> all;
+  for (int i = 0; i < m.fragmentCount; i++) all.push_back(i);
+  if (send(m, all, slotStart, from, ML_TX_NONE) < 0) return;  // waits for the next slot
+  report_.clear();
+  reportNumber_++;
+  counters_.sensorReports++;
+}
+
 void MlRadioNode::reply(uint16_t m, double slotStart) {
   Layer* st = layer(m);
   if (!st || !st->refused.empty()) return;
+  double t = slotStart;
   if (st->haveBroadcast && !st->haveResult) {
     std::vector<uint8_t> body;
     if (!compute(st, &body)) return;
@@ -173,13 +205,13 @@ void MlRadioNode::reply(uint16_t m, double slotStart) {
     counters_.results++;
     std::vector<int> all;
     for (int i = 0; i < st->result.fragmentCount; i++) all.push_back(i);
-    send(st->result, all, slotStart, ML_TX_RESULT);
+    t = send(st->result, all, slotStart, slotStart, ML_TX_RESULT);
   } else if (st->haveResult && st->resendAsked) {
     const std::vector<int> which = st->resend;
     st->resendAsked = false;
     st->resend.clear();
     counters_.resent += which.size();
-    send(st->result, which, slotStart, ML_TX_RESENT);
+    t = send(st->result, which, slotStart, slotStart, ML_TX_RESENT);
   } else if (!st->haveBroadcast) {
     MlNack n;
     n.fragmentCount = st->fragmentCount;
@@ -194,8 +226,9 @@ void MlRadioNode::reply(uint16_t m, double slotStart) {
       return;
     }
     counters_.nacks++;
-    send(nack, {0}, slotStart, ML_TX_NACK);
+    t = send(nack, {0}, slotStart, slotStart, ML_TX_NACK);
   }
+  sendReport(slotStart, t);
 }
 
 // This node's heads on the broadcast, as the result body it sends: signed with its address, echoing the broadcast.
@@ -225,18 +258,18 @@ bool MlRadioNode::compute(Layer* st, std::vector<uint8_t>* body) {
 }
 
 // Frames one after another within the slot, as the duty cycle allows; what does not fit waits for a NACK.
-void MlRadioNode::send(const MlOutgoing& m, const std::vector<int>& indices, double slotStart, MlTxPurpose purpose) {
+double MlRadioNode::send(const MlOutgoing& m, const std::vector<int>& indices, double slotStart, double from, MlTxPurpose purpose) {
   const double slotEnd = slotStart + c_.slotLengthMs - c_.guardMs;
-  const char* kind = purpose == ML_TX_RESULT ? "result" : purpose == ML_TX_RESENT ? "resent" : "NACK";
+  const char* kind = purpose == ML_TX_RESULT ? "result" : purpose == ML_TX_RESENT ? "resent" : purpose == ML_TX_NACK ? "NACK" : "sensor report";
   setState(ML_STATE_SENDING, -1);
-  double t = slotStart;
+  double t = from;
   uint8_t frame[ML_RADIO_MAX_FRAME_BYTES];
   for (int i : indices) {
     std::string err;
     if (!counter_->use(sender_.counter(), &err)) {
       log("error", err);
       setState(ML_STATE_ERROR, -1);
-      return;
+      return -1;
     }
     const size_t n = sender_.frame(m, i, frame);
     if (!n) continue;
@@ -244,11 +277,13 @@ void MlRadioNode::send(const MlOutgoing& m, const std::vector<int>& indices, dou
     const double start = fmax(t, fmax(busyUntil_, availableAt_));
     if (start + ms > slotEnd + 1e-6 || (c_.maxDwellMs > 0 && ms > c_.maxDwellMs)) {
       counters_.dutyCycleSkips++;
+      t = -1;
       break;
     }
     if (!radio_->transmit(frame, n, c_.slotHz, start, purpose, &err)) {
       counters_.radioRefusals++;
       log("warn", std::string("the radio refused a ") + kind + " frame: " + err);
+      t = -1;
       break;
     }
     busyUntil_ = start + ms;
@@ -256,6 +291,7 @@ void MlRadioNode::send(const MlOutgoing& m, const std::vector<int>& indices, dou
     t = busyUntil_;
   }
   setState(ML_STATE_IDLE, -1);
+  return t;
 }
 
 MlSession* MlRadioNode::session(uint32_t id) {

@@ -22,11 +22,12 @@
 #include "head_group.h"
 #include "node_state.h"
 #include "radio_frame.h"
+#include "sensor_report.h"
 
 struct MlRadioNodeConfig {
   uint8_t address = 1;  // 1..254, the slot the mesh gateway gives it
   uint8_t meshId = 1;
-  uint8_t key[ML_NETWORK_KEY_BYTES] = {};
+  uint8_t key[ML_NETWORK_KEY_BYTES] = {};  // the network key: the node derives its two keys from it (MlRadioKeyring::derive)
   size_t maxFrameBytes = ML_RADIO_DEFAULT_FRAME_BYTES;
   MlModulation modulation{7, 125, 5, 8};
   uint32_t broadcastHz = 0;
@@ -42,7 +43,7 @@ struct MlRadioNodeConfig {
 };
 
 struct MlRadioNodeCounters {
-  uint64_t framesIn = 0, rejected = 0, results = 0, resent = 0, nacks = 0, dutyCycleSkips = 0, refusedBodies = 0, radioRefusals = 0;
+  uint64_t framesIn = 0, rejected = 0, results = 0, resent = 0, nacks = 0, dutyCycleSkips = 0, refusedBodies = 0, radioRefusals = 0, sensorReports = 0;
   uint64_t byReason[ML_REJECT_BODY + 1] = {};  // rejected frames by MlRadioReject
 };
 
@@ -55,12 +56,19 @@ struct MlRadioNodeIo {
 class MlRadioNode {
  public:
   ~MlRadioNode();
-  // g: the model's geometry (the shard's); takes ownership of slices. false and why when the configuration or the counter store fails.
-  bool init(const MlRadioNodeConfig& c, const MlConfig& g, MlSlices* slices, MlRadioHal* radio, MlClockHal* clock, MlCounterStore* counter, const MlRadioNodeIo& io, std::string* err);
+  // g: the model's geometry (the shard's); takes ownership of slices. replayStorage: where the
+  // node keeps its replay window of the gateway's counter across reboots (key "window-0"; none:
+  // it starts afresh). false and why when the configuration or the counter store fails.
+  bool init(const MlRadioNodeConfig& c, const MlConfig& g, MlSlices* slices, MlRadioHal* radio, MlClockHal* clock, MlCounterStore* counter, const MlRadioNodeIo& io, std::string* err,
+            MlStorageHal* replayStorage = nullptr);
   // A frame the radio received.
   void onReception(const MlReception& rx);
   // The clock HAL's wakeup: runs the slots that are due.
   void onTimer();
+  // The node's sensor readings (read on its schedule, through the sensor HAL): sent to the
+  // gateway as a sensor report after its reply in its next slot (its slot holds one report
+  // frame when the mesh carries sensor reports). A newer reading replaces one not yet sent.
+  void report(const MlSensorReadings& r);
 
   const MlRadioNodeCounters& counters() const { return counters_; }
   uint32_t nextCounter() const { return sender_.counter(); }
@@ -105,6 +113,9 @@ class MlRadioNode {
   // its duty-cycle clock (one sub-band, half duplex)
   double busyUntil_ = -1e300, availableAt_ = -1e300;
   MlNodeState state_ = ML_STATE_OFFLINE;
+  // the sensor report waiting for a slot
+  std::vector<uint8_t> report_;
+  uint16_t reportNumber_ = 0;
 
   void log(const char* level, const std::string& m) { io_.log(io_.ctx, level, m); }
   void setState(MlNodeState s, int layer);
@@ -115,6 +126,8 @@ class MlRadioNode {
   void bookSlot(Layer* st, double markerEndMs);
   void reply(uint16_t messageNumber, double slotStartMs);
   bool compute(Layer* st, std::vector<uint8_t>* body);
-  void send(const MlOutgoing& m, const std::vector<int>& indices, double slotStartMs, MlTxPurpose purpose);
+  // Sends the frames from fromMs within the slot; the time the last one ends, or a negative number when they did not all go.
+  double send(const MlOutgoing& m, const std::vector<int>& indices, double slotStartMs, double fromMs, MlTxPurpose purpose);
+  void sendReport(double slotStartMs, double fromMs);
   MlSession* session(uint32_t id);
 };

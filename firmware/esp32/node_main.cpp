@@ -2,8 +2,8 @@
 // runs against the simulated channel (firmware/host/radio/radio_main.cpp), on the ESP32 HALs.
 // Its shard comes from the "shard" partition (mapped: the rows used in place), its join record
 // (mesh id, address, network key, plan) from the "join" partition, its frame counter from NVS, its
-// state goes to the WS2812, its sensor readings to the serial console as schemas/sensors.json
-// lines. NOT compiled in CI (docs/FIRMWARE.md).
+// state goes to the WS2812, its sensor readings to the gateway as radio sensor reports and to the
+// serial console as schemas/sensors.json lines. NOT compiled in CI (docs/FIRMWARE.md).
 #include "esp32_hal.h"
 #include "node_state.h"
 #include "join_record.h"
@@ -65,7 +65,7 @@ void setup() {
   if (!counter.begin(&storage, "counter", &err)) return fail(err);
   MlRadioSettings s{c.broadcastHz, (uint8_t)c.modulation.sf, (uint16_t)c.modulation.bandwidthKHz, (uint8_t)c.modulation.codingRate, 14, (uint16_t)c.modulation.preambleSymbols, 0x12};
   MlRadioNodeIo io{nullptr, logIo, stateIo};
-  if (!radio.begin(s, &err) || !node.init(c, info.config, slices, &radio, &clock_, &counter, io, &err)) return fail(err);
+  if (!radio.begin(s, &err) || !node.init(c, info.config, slices, &radio, &clock_, &counter, io, &err, &storage)) return fail(err);
   if (!radio.startReceive(c.broadcastHz)) return fail("the transceiver does not receive");
   sensors.begin();
   running = true;
@@ -81,6 +81,7 @@ void loop() {
     nextSensorsMs = millis() + 10000;
     MlSensorReadings r;
     sensors.read(&r);
+    node.report(r);  // to the gateway over the radio, after the node's reply in its next slot
     Serial.println(ml_sensor_json(nodeName, (double)millis(), r).c_str());
   }
 }

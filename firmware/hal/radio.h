@@ -30,7 +30,7 @@ struct MlReception {
 };
 
 // What a transmission is, for the simulator's airtime accounting (a real radio ignores it).
-enum MlTxPurpose : uint8_t { ML_TX_RESULT = 1, ML_TX_RESENT = 2, ML_TX_NACK = 3 };
+enum MlTxPurpose : uint8_t { ML_TX_NONE = 0, ML_TX_RESULT = 1, ML_TX_RESENT = 2, ML_TX_NACK = 3 };  // NONE: not in the head step's airtime account (a sensor report)
 
 class MlRadioHal {
  public:

@@ -136,7 +136,7 @@ std::string radioJson() {
   return "{\"version\":" + n(ML_RADIO_VERSION) + ",\"headerBytes\":" + n(ML_RADIO_HEADER_BYTES) + ",\"micBytes\":" + n(ML_RADIO_MIC_BYTES) +
          ",\"defaultMaxFrameBytes\":" + n(ML_RADIO_DEFAULT_FRAME_BYTES) + ",\"maxFragments\":" + n(ML_RADIO_MAX_FRAGMENTS) + ",\"gatewayAddress\":" + n(ML_RADIO_GATEWAY) +
          ",\"broadcastAddress\":" + n(ML_RADIO_EVERY_NODE) + ",\"networkKeyBytes\":" + n(ML_NETWORK_KEY_BYTES) + ",\"kinds\":{\"fragment\":" + n(ML_FRAME_FRAGMENT) +
-         ",\"nack\":" + n(ML_FRAME_NACK) + "},\"fields\":" + fieldsJson(ML_RADIO_FIELDS, ML_RADIO_FIELD_COUNT) + "}";
+         ",\"nack\":" + n(ML_FRAME_NACK) + ",\"sensors\":" + n(ML_FRAME_SENSORS) + "},\"fields\":" + fieldsJson(ML_RADIO_FIELDS, ML_RADIO_FIELD_COUNT) + "}";
 }
 
 void printWire() {

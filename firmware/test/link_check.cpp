@@ -17,9 +17,9 @@
 //                   "sender"?: {"source": N, "destination": N, "counter": N, "maxFrameBytes": N}}
 //     A receiver of that address (MlFrameReceiver) takes the frames in order:
 //     -> {"events": [EVENT per frame]}, EVENT = {"event": "rejected" | "duplicate" | "fragment" |
-//        "body" | "nack", "reason"?, "detail"? (rejected), "missing"? (fragment), "body"? and
+//        "body" | "sensors" | "nack", "reason"?, "detail"? (rejected), "missing"? (fragment), "body"? and
 //        "bodyHeader"? (body), "nack"? (nack), "header"? and "resealed"? (every frame that
-//        opens under the key: its header, and the frame sealed again from header and
+//        opens under its source's key derived from the network key: its header, and the frame sealed again from header and
 //        fragment, "" when that header cannot be sealed), "sent"? (body and nack, with "sender": the message cut into frames again
 //        by an MlFrameSender)}
 //
@@ -143,7 +143,7 @@ std::string hexListJson(const std::vector<Bytes>& frames) {
 }
 
 std::string radioHeaderJson(const MlRadioHeader& h) {
-  return "{" + field("kind", json_quote(h.kind == ML_FRAME_NACK ? "nack" : "fragment"), true) + field("meshId", std::to_string(h.meshId)) +
+  return "{" + field("kind", json_quote(h.kind == ML_FRAME_NACK ? "nack" : h.kind == ML_FRAME_SENSORS ? "sensors" : "fragment"), true) + field("meshId", std::to_string(h.meshId)) +
          field("source", std::to_string(h.source)) + field("destination", std::to_string(h.destination)) + field("counter", std::to_string(h.counter)) +
          field("messageNumber", std::to_string(h.messageNumber)) + field("fragmentIndex", std::to_string(h.fragmentIndex)) +
          field("fragmentCount", std::to_string(h.fragmentCount)) + "}";
@@ -178,15 +178,18 @@ std::string frameEvent(MlFrameReceiver* receiver, const uint8_t* key, uint8_t me
   std::string out;
   MlRadioFrame opened;
   std::string ignored;
-  if (ml_radio_open(key, meshId, frame.data(), frame.size(), &opened, &ignored) == ML_RADIO_ACCEPTED) {
+  MlRadioKeyring every;
+  every.every(key);
+  if (ml_radio_open(every, meshId, frame.data(), frame.size(), &opened, &ignored) == ML_RADIO_ACCEPTED) {
     Bytes resealed(ML_RADIO_MAX_FRAME_BYTES);
-    resealed.resize(ml_radio_seal(key, opened.h, opened.fragment, opened.fragmentBytes, resealed.data()));
+    resealed.resize(ml_radio_seal(every.open(opened.h.source), opened.h, opened.fragment, opened.fragmentBytes, resealed.data()));
     out += field("header", radioHeaderJson(opened.h)) + field("resealed", json_quote(hex(resealed)));
   }
   const MlReceiveEvent e = receiver->receive(frame.data(), frame.size());
   MlFrameSender sender;
   std::string err;
-  const bool resend = spec.given && sender.init(key, meshId, (uint8_t)spec.source, spec.maxFrameBytes, spec.counter, &err);
+  uint8_t sealKey[ML_NETWORK_KEY_BYTES];
+  const bool resend = spec.given && ml_sealing_key(key, (uint8_t)spec.source, sealKey) && sender.init(sealKey, meshId, (uint8_t)spec.source, spec.maxFrameBytes, spec.counter, &err);
   MlOutgoing m;
   switch (e.kind) {
     case MlReceiveEvent::REJECTED:
@@ -199,6 +202,8 @@ std::string frameEvent(MlFrameReceiver* receiver, const uint8_t* key, uint8_t me
       out += field("body", json_quote(hex(e.body))) + field("bodyHeader", bodyHeaderJson(e.header));
       if (resend) out += field("sent", sender.body((uint8_t)spec.destination, e.body.data(), e.body.size(), &m, &err) ? hexListJson(framesOf(&sender, m)) : json_quote(err));
       return "{\"event\":\"body\"" + out + "}";
+    case MlReceiveEvent::SENSORS:
+      return "{\"event\":\"sensors\"" + field("body", json_quote(hex(e.body))) + out + "}";
     case MlReceiveEvent::NACK:
       out += field("nack", "{" + field("fragmentCount", std::to_string(e.nack.fragmentCount), true) + field("missing", intListJson(e.nack.missing)) + "}");
       if (resend) out += field("sent", sender.nack(e.frame.h.destination, e.frame.h.messageNumber, e.nack, &m, &err) ? hexListJson(framesOf(&sender, m)) : json_quote(err));
@@ -222,7 +227,9 @@ std::string checkFramesVector(const JsonValue& v) {
     if (!spec.given) return "{\"ok\":false,\"input\":\"sender has source, destination, counter and maxFrameBytes\"}";
   }
   MlFrameReceiver receiver;
-  receiver.init(key.data(), (uint8_t)meshId, (uint8_t)address);
+  MlRadioKeyring keys;
+  keys.derive(key.data(), (uint8_t)address);
+  receiver.init(keys, (uint8_t)meshId, (uint8_t)address);
   std::string events;
   for (const JsonValue& f : frames->items) {
     Bytes frame;

@@ -21,7 +21,23 @@ import { Encoding } from '../llm/quant';
 import { MODEL_PRESETS } from '../radio/presets';
 import { seededRandom } from '../radio/channel';
 import { aesCmac } from '../radio/cmac';
-import { BROADCAST_ADDRESS, FrameHeader, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, MIC_BYTES, Nack, RADIO_HEADER_BYTES, messageFrameBytes, messageNumberOf, sealFrame } from '../radio/frame';
+import {
+  BROADCAST_ADDRESS,
+  FrameHeader,
+  FrameSender,
+  GATEWAY_ADDRESS,
+  MAX_COUNTER_GAP,
+  MAX_FRAGMENTS,
+  MIC_BYTES,
+  Nack,
+  RADIO_HEADER_BYTES,
+  messageFrameBytes,
+  messageNumberOf,
+  sealFrame,
+  sealingKey,
+  uplinkKey,
+} from '../radio/frame';
+import { encodeSensorReport } from '../radio/sensor-report';
 import { BodyHeader, BodyType, ENCODING_CODES, GATEWAY_SENDER, checkBody, encodeBody } from './body';
 
 /** A body for link-check: it parses `body`, rewrites it from header and payload, decodes it, and encodes `values` (else the decoded values) again. */
@@ -322,8 +338,13 @@ function nackVectors(): FramesVector[] {
 function resigned(frame: Buffer, edit: (b: Buffer) => void): Buffer {
   const b = Buffer.from(frame);
   edit(b);
-  aesCmac(TEST_KEY, b.subarray(0, b.length - MIC_BYTES)).copy(b, b.length - MIC_BYTES, 0, MIC_BYTES);
+  aesCmac(sealingKey(TEST_KEY, b[2]), b.subarray(0, b.length - MIC_BYTES)).copy(b, b.length - MIC_BYTES, 0, MIC_BYTES);
   return b;
+}
+
+/** A frame sealed as its source seals it: under the source's key derived from the test key. */
+function sealed(h: FrameHeader, fragment: Uint8Array): Buffer {
+  return sealFrame(h, fragment, sealingKey(TEST_KEY, h.source));
 }
 
 /** Frames a receiver must drop, one reason after another. */
@@ -349,20 +370,65 @@ function rejectionVectors(small: Message, large: Message): FramesVector[] {
   const v = (name: string, address: number, frames: Buffer[]) => framesVector(name, address, frames);
   return [
     v('a frame of 16 bytes', at, [one.subarray(0, 16)]),
-    v('a frame of 256 bytes', at, [sealFrame(header({ fragmentCount: 1 }), Buffer.alloc(256 - 16, 1), TEST_KEY)]),
+    v('a frame of 256 bytes', at, [sealed(header({ fragmentCount: 1 }), Buffer.alloc(256 - 16, 1))]),
     v('a frame sealed under another key', at, [sealFrame({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small) }, small.body, wrongKey)]),
     v('the same frame twice', at, [one, one]),
-    v('a frame for another node', NODE_ADDRESS + 1, [sealFrame(header({ fragmentCount: 1, source: GATEWAY_ADDRESS, destination: NODE_ADDRESS }), small.body, TEST_KEY)]),
-    v('fragment 3 of 3', receiverOf(large), [resigned(sealFrame(header({}), part(0), TEST_KEY), (b) => (b[10] = 3))]),
-    v('fragment 0 of 0', receiverOf(large), [resigned(sealFrame(header({}), part(0), TEST_KEY), (b) => (b[11] = 0))]),
-    v('a NACK in 2 fragments', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 2 }), Buffer.of(1, 0), TEST_KEY)]),
-    v('a NACK body of the wrong length', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(9, 0), TEST_KEY)]),
-    v('a NACK about 0 fragments', receiverOf(large), [sealFrame(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(0), TEST_KEY)]),
-    v('a fragment count that changes', receiverOf(large), [sealFrame(header({}), part(0), TEST_KEY), sealFrame(header({ counter: FIRST_COUNTER + 1, fragmentIndex: 1, fragmentCount: 4 }), part(1), TEST_KEY)]),
-    v('fragments that do not tile the body', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), i === 1 ? part(1).subarray(1) : part(i), TEST_KEY))),
-    v('a last fragment longer than the others', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), large.body.subarray(i * (third - 1), i === 2 ? undefined : (i + 1) * (third - 1)), TEST_KEY))),
-    v('a reassembled body with a bad magic', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), part(i, badBody), TEST_KEY))),
-    v('a body under another message number', receiverOf(large), [0, 1, 2].map((i) => sealFrame(header({ counter: FIRST_COUNTER + i, fragmentIndex: i, messageNumber: 7 }), part(i), TEST_KEY))),
+    v('a frame for another node', NODE_ADDRESS + 1, [sealed(header({ fragmentCount: 1, source: GATEWAY_ADDRESS, destination: NODE_ADDRESS }), small.body)]),
+    v('fragment 3 of 3', receiverOf(large), [resigned(sealed(header({}), part(0)), (b) => (b[10] = 3))]),
+    v('fragment 0 of 0', receiverOf(large), [resigned(sealed(header({}), part(0)), (b) => (b[11] = 0))]),
+    v('a NACK in 2 fragments', receiverOf(large), [sealed(header({ kind: 'nack', fragmentCount: 2 }), Buffer.of(1, 0))]),
+    v('a NACK body of the wrong length', receiverOf(large), [sealed(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(9, 0))]),
+    v('a NACK about 0 fragments', receiverOf(large), [sealed(header({ kind: 'nack', fragmentCount: 1 }), Buffer.of(0))]),
+    v('a fragment count that changes', receiverOf(large), [sealed(header({}), part(0)), sealed(header({ counter: FIRST_COUNTER + 1, fragmentIndex: 1, fragmentCount: 4 }), part(1))]),
+    v('fragments that do not tile the body', receiverOf(large), [0, 1, 2].map((i) => sealed(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), i === 1 ? part(1).subarray(1) : part(i)))),
+    v('a last fragment longer than the others', receiverOf(large), [0, 1, 2].map((i) => sealed(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), large.body.subarray(i * (third - 1), i === 2 ? undefined : (i + 1) * (third - 1))))),
+    v('a reassembled body with a bad magic', receiverOf(large), [0, 1, 2].map((i) => sealed(header({ counter: FIRST_COUNTER + i, fragmentIndex: i }), part(i, badBody)))),
+    v('a body under another message number', receiverOf(large), [0, 1, 2].map((i) => sealed(header({ counter: FIRST_COUNTER + i, fragmentIndex: i, messageNumber: 7 }), part(i)))),
+    // keys: each sender seals under its own key, and a receiver takes frames only from those it holds a key for
+    v('a result sealed under the network key itself', at, [sealFrame({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small) }, small.body, TEST_KEY)]),
+    v("a result from node 1 sealed under node 2's key", GATEWAY_ADDRESS, [sealFrame({ ...header({ fragmentCount: 1 }), source: 1, destination: GATEWAY_ADDRESS }, small.body, uplinkKey(TEST_KEY, 2))]),
+    v('a frame to the gateway from the gateway\'s own address', GATEWAY_ADDRESS, [sealed({ ...header({ fragmentCount: 1 }), source: GATEWAY_ADDRESS, destination: GATEWAY_ADDRESS }, small.body)]),
+    v('a frame from node 2 to node 5', NODE_ADDRESS, [sealed({ ...header({ fragmentCount: 1 }), source: 2, destination: NODE_ADDRESS }, small.body)]),
+    v('a frame from address 255', GATEWAY_ADDRESS, [sealed({ ...header({ fragmentCount: 1 }), source: BROADCAST_ADDRESS, destination: GATEWAY_ADDRESS }, small.body)]),
+    // counters: at most MAX_COUNTER_GAP ahead of the last one taken; a forged 0xFFFFFFFF does not shut the sender out
+    v('a counter MAX_COUNTER_GAP ahead, then one more than that', at, [
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 1 }, small.body),
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 2, counter: FIRST_COUNTER + MAX_COUNTER_GAP }, small.body),
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 3, counter: FIRST_COUNTER + 2 * MAX_COUNTER_GAP + 1 }, small.body),
+    ]),
+    v('a forged counter 0xFFFFFFFF, then the sender goes on', at, [
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 1 }, small.body),
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 2, counter: 0xffffffff }, small.body),
+      sealed({ ...header({ fragmentCount: 1 }), source: small.source, destination: destinationOf(small), messageNumber: 3, counter: FIRST_COUNTER + 1 }, small.body),
+    ]),
+  ];
+}
+
+/** Node 3's result to the broadcast of message number 5 and its sensor report number 5, fragment by fragment in turn: two messages. */
+function interleaved(report: Buffer): Buffer[] {
+  const sender = senderFor(3, 24);
+  const result = encodeBody({ type: BodyType.Result, encoding: 'f32', sender: 3, session: 9, seq: 5, pos: 0, layer: 0 }, sampleValues(8, 77), 0);
+  const a = sender.body(GATEWAY_ADDRESS, result);
+  const b = sender.sensors(5, report);
+  const out: Buffer[] = [];
+  for (let i = 0; i < Math.max(a.fragmentCount, b.fragmentCount); i++) {
+    if (i < a.fragmentCount) out.push(...sender.frames(a, [i]));
+    if (i < b.fragmentCount) out.push(...sender.frames(b, [i]));
+  }
+  return out;
+}
+
+/** Sensor reports (lib/radio/sensor-report.ts) from node 3: whole, in fragments of 24-byte frames, and at a node (refused). */
+function sensorVectors(): FramesVector[] {
+  const report = encodeSensorReport({ soundDb: 41.5, vibrationG: null, lightLux: 320, temperatureC: -3.25, humidityPct: 55 });
+  const node3 = () => senderFor(3, 230);
+  const small = senderFor(3, 24);
+  const one = node3();
+  return [
+    framesVector('a sensor report from node 3', GATEWAY_ADDRESS, one.frames(one.sensors(0xfffe, report))),
+    framesVector('a sensor report from node 3 in 3 fragments', GATEWAY_ADDRESS, small.frames(small.sensors(7, report))),
+    framesVector('a sensor report and a result of one message number, their fragments interleaved', GATEWAY_ADDRESS, interleaved(report)),
+    framesVector('a sensor report at a node', NODE_ADDRESS, node3().frames(node3().sensors(1, report))),
   ];
 }
 
@@ -399,6 +465,7 @@ export function frameVectors(): FramesVector[] {
     ...orderVectors(large),
     ...nackVectors(),
     ...rejectionVectors(small, large),
+    ...sensorVectors(),
     memoryVector(small),
     ...flipVectors(small.name, receiverOf(small), firstFrame(sentOnce(small, 230))),
     ...flipVectors(`${large.name}, fragment 0 of 2`, receiverOf(large), firstFrame(sentOnce(large, 230))),

@@ -10,7 +10,7 @@
  * little-endian.
  *
  *   byte  size  field
- *   0     1     version (high nibble, 2) | kind (low nibble: 1 body fragment, 2 NACK)
+ *   0     1     version (high nibble, 2) | kind (low nibble: 1 body fragment, 2 NACK, 3 sensor report)
  *   1     1     mesh id
  *   2     1     source address (0 the gateway, 1..254 head nodes)
  *   3     1     destination address (255 = every node)
@@ -19,7 +19,19 @@
  *   10    1     fragment index
  *   11    1     fragment count (1..255)
  *   12    n     fragment: body bytes [index x (maxFrameBytes - 16), + n)
- *   12+n  4     MIC: the first 4 bytes of AES-128-CMAC(network key, bytes 0 .. 11+n)
+ *   12+n  4     MIC: the first 4 bytes of AES-128-CMAC(sealing key of the source, bytes 0 .. 11+n)
+ *
+ * Keys (docs/PROTOCOL.md, "Keys"): the mesh's 16-byte network key K stays with the gateway.
+ * Frames from the gateway (source 0) are sealed under the downlink key
+ * AES-CMAC(K, "downlink"), which every node holds; frames from node a under its own uplink
+ * key AES-CMAC(K, "uplink" || a) (the six ASCII bytes, then the address as one byte), which
+ * only that node and the gateway hold. So a node opens frames from the gateway only, the
+ * gateway opens frames from nodes 1..254 only, and no node can seal a frame as another node.
+ * A holder of the downlink key (any node) can still seal frames as the gateway.
+ *
+ * Counters: per source strictly increasing, and no more than MAX_COUNTER_GAP ahead of the
+ * last one accepted (LoRaWAN's MAX_FCNT_GAP), so one forged counter of 0xFFFFFFFF cannot
+ * shut a real sender out. A receiver may keep its replay window across restarts (ReplayStore).
  *
  * A message is named by its source and its message number; session, position and layer
  * travel once, in the body's own header. A reassembled body is checked with checkBody (the
@@ -45,9 +57,71 @@ export const MAX_FRAGMENTS = 255;
 export const GATEWAY_ADDRESS = 0;
 export const BROADCAST_ADDRESS = 255;
 export const NETWORK_KEY_BYTES = 16;
+/** How far ahead of the last counter accepted from a source its next frame's counter may be (LoRaWAN's MAX_FCNT_GAP). */
+export const MAX_COUNTER_GAP = 16384;
 
-/** What a frame carries: a fragment of a head-link body, or a NACK. */
-export const FRAME_KINDS = { fragment: 1, nack: 2 } as const;
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+/** The key every node holds and the gateway seals its frames with: AES-CMAC(K, "downlink"). */
+export function downlinkKey(networkKey: Buffer): Buffer {
+  return aesCmac(checkKey(networkKey), Buffer.from('downlink', 'ascii'));
+}
+
+/** Node a's own key, for the frames it sends: AES-CMAC(K, "uplink" || a), a as one byte. */
+export function uplinkKey(networkKey: Buffer, address: number): Buffer {
+  checkField('address', address, 0xff);
+  return aesCmac(checkKey(networkKey), Buffer.concat([Buffer.from('uplink', 'ascii'), Buffer.of(address)]));
+}
+
+/** The key frames from `source` are sealed under. */
+export function sealingKey(networkKey: Buffer, source: number): Buffer {
+  return source === GATEWAY_ADDRESS ? downlinkKey(networkKey) : uplinkKey(networkKey, source);
+}
+
+function checkKey(key: Buffer): Buffer {
+  if (key.length !== NETWORK_KEY_BYTES) throw new RangeError(`a network key is ${NETWORK_KEY_BYTES} bytes, got ${key.length}`);
+  return key;
+}
+
+/** The keys one radio holds: the one it seals its frames with, and those it opens others' with. */
+export interface RadioKeyring {
+  readonly seal: Buffer;
+  /** The key frames from `source` carry; undefined when this radio takes no frames from that source. */
+  openKey(source: number): Buffer | undefined;
+}
+
+/**
+ * What the radio at `address` holds, derived from the network key: the gateway seals under the
+ * downlink key and opens frames from nodes 1..254 under their uplink keys; node a seals under
+ * its uplink key and opens frames from the gateway only.
+ */
+export function keyringOf(networkKey: Buffer, address: number): RadioKeyring {
+  if (address !== GATEWAY_ADDRESS) return nodeKeyring({ downlink: downlinkKey(networkKey), uplink: uplinkKey(networkKey, address) });
+  const uplinks = new Map<number, Buffer>();
+  return {
+    seal: downlinkKey(networkKey),
+    openKey(source) {
+      if (source === GATEWAY_ADDRESS || source === BROADCAST_ADDRESS) return undefined;
+      let k = uplinks.get(source);
+      if (!k) uplinks.set(source, (k = uplinkKey(networkKey, source)));
+      return k;
+    },
+  };
+}
+
+/** A node provisioned with its two keys only (it never holds the network key). */
+export function nodeKeyring(keys: { downlink: Buffer; uplink: Buffer }): RadioKeyring {
+  return { seal: checkKey(keys.uplink), openKey: (source) => (source === GATEWAY_ADDRESS ? checkKey(keys.downlink) : undefined) };
+}
+
+/** Every source's key (a holder of the network key looking at any frame: tests and tools). */
+export function everyKeyring(networkKey: Buffer): RadioKeyring {
+  return { seal: downlinkKey(networkKey), openKey: (source) => sealingKey(networkKey, source) };
+}
+
+/** What a frame carries: a fragment of a head-link body, a NACK, or a fragment of a node's sensor report (sensor-report.ts). */
+export const FRAME_KINDS = { fragment: 1, nack: 2, sensors: 3 } as const;
 export type FrameKind = keyof typeof FRAME_KINDS;
 const KIND_BY_CODE = new Map<number, FrameKind>(Object.entries(FRAME_KINDS).map(([name, code]) => [code, name as FrameKind]));
 
@@ -142,7 +216,7 @@ export function sealFrame(h: FrameHeader, fragment: Uint8Array, key: Buffer): Bu
   return out;
 }
 
-export type RejectReason = 'length' | 'version' | 'type' | 'mesh' | 'mic' | 'replay' | 'address' | 'fragment' | 'body';
+export type RejectReason = 'length' | 'version' | 'type' | 'mesh' | 'source' | 'mic' | 'replay' | 'address' | 'fragment' | 'body';
 
 export type Rejection = { ok: false; reason: RejectReason; detail: string };
 export type OpenResult = { ok: true; frame: Frame } | Rejection;
@@ -151,8 +225,11 @@ function reject(reason: RejectReason, detail: string): Rejection {
   return { ok: false, reason, detail };
 }
 
-/** Parses a frame and checks its MIC under the mesh's key. Never throws on bad input. */
-export function openFrame(bytes: Uint8Array, key: Buffer, meshId: number): OpenResult {
+/**
+ * Parses a frame and checks its MIC: under `key` whatever the source (the codec alone), or
+ * under the key a keyring holds for the frame's source. Never throws on bad input.
+ */
+export function openFrame(bytes: Uint8Array, key: Buffer | RadioKeyring, meshId: number): OpenResult {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (b.length < RADIO_HEADER_BYTES + MIC_BYTES + 1 || b.length > MAX_LORA_PAYLOAD_BYTES) {
     return reject('length', `${b.length} bytes; a frame has ${RADIO_HEADER_BYTES + MIC_BYTES + 1}..${MAX_LORA_PAYLOAD_BYTES}`);
@@ -164,9 +241,11 @@ export function openFrame(bytes: Uint8Array, key: Buffer, meshId: number): OpenR
   const kind = KIND_BY_CODE.get(code);
   if (!kind) return reject('type', `unknown frame kind ${code}`);
   if (fields.meshId !== meshId) return reject('mesh', `mesh id ${fields.meshId}, expected ${meshId}`);
+  const sourceKey = Buffer.isBuffer(key) ? key : key.openKey(fields.source);
+  if (!sourceKey) return reject('source', `a frame from ${fields.source}; this radio takes none from that address`);
   const signed = b.subarray(0, b.length - MIC_BYTES);
-  const mic = aesCmac(key, signed).subarray(0, MIC_BYTES);
-  if (!timingSafeEqual(mic, b.subarray(b.length - MIC_BYTES))) return reject('mic', 'integrity code does not match the network key');
+  const mic = aesCmac(sourceKey, signed).subarray(0, MIC_BYTES);
+  if (!timingSafeEqual(mic, b.subarray(b.length - MIC_BYTES))) return reject('mic', `integrity code does not match the key of source ${fields.source}`);
   return { ok: true, frame: { ...fields, kind, fragment: Buffer.from(b.subarray(RADIO_HEADER_BYTES, b.length - MIC_BYTES)) } };
 }
 
@@ -233,13 +312,16 @@ export interface OutgoingMessage {
 }
 
 export interface FrameSenderOptions {
-  key: Buffer;
+  /** The network key (the sealing key of `source` is derived from it), or the sender's keyring. */
+  key: Buffer | RadioKeyring;
   meshId: number;
   /** This sender's address. */
   source: number;
   maxFrameBytes?: number;
   /** Counter of the next frame (default 0); a node restores it from storage after a restart. */
   counter?: number;
+  /** Called with each counter before a frame goes out under it (a CounterStore reserves it durably). */
+  reserve?: (counter: number) => void;
 }
 
 /** One transmitter's frames: cuts messages into fragments and stamps each frame with the next counter. */
@@ -248,11 +330,12 @@ export class FrameSender {
   readonly source: number;
   readonly maxFrameBytes: number;
   private readonly key: Buffer;
+  private readonly reserve?: (counter: number) => void;
   private nextCounter: number;
 
   constructor(o: FrameSenderOptions) {
-    if (o.key.length !== NETWORK_KEY_BYTES) throw new RangeError(`a network key is ${NETWORK_KEY_BYTES} bytes, got ${o.key.length}`);
-    this.key = o.key;
+    this.key = Buffer.isBuffer(o.key) ? sealingKey(o.key, o.source) : o.key.seal;
+    this.reserve = o.reserve;
     this.meshId = o.meshId;
     this.source = o.source;
     this.maxFrameBytes = o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -272,6 +355,11 @@ export class FrameSender {
     return this.prepare('fragment', destination, messageNumberOf(checkBody(body).seq), body);
   }
 
+  /** Prepares a sensor report (sensor-report.ts) for the gateway under its own report number. */
+  sensors(reportNumber: number, report: Buffer): OutgoingMessage {
+    return this.prepare('sensors', GATEWAY_ADDRESS, reportNumber & 0xffff, report);
+  }
+
   /** Prepares a NACK about a message: to its source, under its message number. */
   nack(about: MessageName, n: Nack): OutgoingMessage {
     return this.prepare('nack', about.source, about.messageNumber, encodeNack(n));
@@ -285,6 +373,7 @@ export class FrameSender {
       const from = i * m.chunkBytes;
       const fragment = m.body.subarray(from, Math.min(from + m.chunkBytes, m.body.length));
       const header: FrameHeader = { kind: m.kind, meshId: this.meshId, source: this.source, destination: m.destination, counter: this.nextCounter, messageNumber: m.messageNumber, fragmentIndex: i, fragmentCount: m.fragmentCount };
+      this.reserve?.(this.nextCounter);
       const frame = sealFrame(header, fragment, this.key);
       this.nextCounter++;
       return frame;
@@ -306,26 +395,68 @@ export class FrameSender {
 // ---------------------------------------------------------------------------------------------
 // Receiving
 
-/** Per source, the highest counter accepted: anything not above it is a replay (LoRaWAN's FCnt rule). */
+/**
+ * Where a replay window survives a restart: per source, a floor at or above every counter
+ * accepted from it. The window saves `counter + REPLAY_SAVE_BLOCK` when a counter reaches the
+ * saved floor (one write per block of frames, as flash wants), and starts from the floors.
+ */
+export interface ReplayStore {
+  floor(source: number): number | undefined;
+  saveFloor(source: number, floor: number): void;
+}
+
+/** Counters accepted per write of a replay window's floor. */
+export const REPLAY_SAVE_BLOCK = 16;
+
+/**
+ * Per source, the highest counter accepted: anything not above it is a replay (LoRaWAN's FCnt
+ * rule), and anything more than MAX_COUNTER_GAP above it is refused too. The first counter
+ * heard from a source (with nothing stored) is taken as it comes.
+ */
 export class ReplayWindow {
   private readonly last = new Map<number, number>();
+  private readonly saved = new Map<number, number>();
+  private readonly store?: ReplayStore;
 
-  /** Accepts the counter (and remembers it) if it is above every counter accepted from this source. */
-  accept(source: number, counter: number): boolean {
-    const last = this.last.get(source);
-    if (last !== undefined && counter <= last) return false;
+  constructor(store?: ReplayStore) {
+    this.store = store;
+  }
+
+  /** Why this counter from this source is refused, or null when it is taken (and remembered). */
+  check(source: number, counter: number): string | null {
+    const last = this.lastAccepted(source);
+    if (last !== undefined && counter <= last) return `counter ${counter} from ${source} is not above ${last}`;
+    if (last !== undefined && counter - last > MAX_COUNTER_GAP) return `counter ${counter} from ${source} is ${counter - last} past ${last}; a counter moves at most ${MAX_COUNTER_GAP} ahead`;
     this.last.set(source, counter);
-    return true;
+    if (this.store && counter >= (this.saved.get(source) ?? -1)) {
+      const floor = Math.min(0xffffffff, counter + REPLAY_SAVE_BLOCK);
+      this.store.saveFloor(source, floor);
+      this.saved.set(source, floor);
+    }
+    return null;
+  }
+
+  /** Accepts the counter (and remembers it) if it is above every counter accepted from this source, and not too far. */
+  accept(source: number, counter: number): boolean {
+    return this.check(source, counter) === null;
   }
 
   lastAccepted(source: number): number | undefined {
-    return this.last.get(source);
+    let last = this.last.get(source);
+    if (last === undefined && this.store && !this.saved.has(source)) {
+      const floor = this.store.floor(source);
+      if (floor !== undefined) {
+        this.saved.set(source, floor);
+        this.last.set(source, (last = floor));
+      }
+    }
+    return last;
   }
 }
 
-/** The key of a message's name. */
-export function messageKey(n: MessageName): string {
-  return `${n.source}/${n.messageNumber}`;
+/** The key of a message's name (a sensor report's apart from a body's of the same number). */
+export function messageKey(n: MessageName & { kind?: FrameKind }): string {
+  return `${n.kind === 'sensors' ? 'sensors ' : ''}${n.source}/${n.messageNumber}`;
 }
 
 export type AddResult =
@@ -440,23 +571,31 @@ export type ReceiveEvent =
   | { kind: 'fragment'; frame: Frame; missing: number[] }
   /** A whole head-link body, checked with checkBody; `frame` is the fragment that completed it. */
   | { kind: 'body'; frame: Frame; body: Buffer; header: CheckedHeader }
+  /** A whole sensor report (not yet decoded: decodeSensorReport). */
+  | { kind: 'sensors'; frame: Frame; body: Buffer }
   | { kind: 'nack'; frame: Frame; nack: Nack };
 
 export interface FrameReceiverOptions {
-  key: Buffer;
+  /** The network key (the keys of `address` are derived from it: keyringOf), or the receiver's keyring. */
+  key: Buffer | RadioKeyring;
   meshId: number;
   /** This receiver's address: it takes frames sent to it and to BROADCAST_ADDRESS. */
   address: number;
+  /** Where the replay window survives restarts (default: it does not). */
+  replayStore?: ReplayStore;
 }
 
-/** One radio's receive path: MIC, replay window, addressing, reassembly, the body's own checks. */
+/** One radio's receive path: source key, MIC, replay window, addressing, reassembly, the body's own checks. */
 export class FrameReceiver {
-  readonly replay = new ReplayWindow();
+  readonly replay: ReplayWindow;
   readonly reassembler = new Reassembler();
   private readonly o: FrameReceiverOptions;
+  private readonly keys: RadioKeyring;
 
   constructor(o: FrameReceiverOptions) {
     this.o = o;
+    this.keys = Buffer.isBuffer(o.key) ? keyringOf(o.key, o.address) : o.key;
+    this.replay = new ReplayWindow(o.replayStore);
   }
 
   /** A frame through every check, then filed: what it completed, or why it was dropped. */
@@ -465,12 +604,13 @@ export class FrameReceiver {
     return opened.ok ? this.file(opened.frame) : { kind: 'rejected', reason: opened.reason, detail: opened.detail };
   }
 
-  /** The frame's own checks: length, version, kind, mesh, MIC, counter, destination, fragment numbers. */
+  /** The frame's own checks: length, version, kind, mesh, source, MIC, counter, destination, fragment numbers. */
   accept(bytes: Uint8Array): OpenResult {
-    const opened = openFrame(bytes, this.o.key, this.o.meshId);
+    const opened = openFrame(bytes, this.keys, this.o.meshId);
     if (!opened.ok) return opened;
     const f = opened.frame;
-    if (!this.replay.accept(f.source, f.counter)) return reject('replay', `counter ${f.counter} from ${f.source} is not above ${this.replay.lastAccepted(f.source)}`);
+    const replayed = this.replay.check(f.source, f.counter);
+    if (replayed) return reject('replay', replayed);
     if (f.destination !== this.o.address && f.destination !== BROADCAST_ADDRESS) return reject('address', `frame for ${f.destination}, this is ${this.o.address}`);
     if (f.fragmentCount === 0 || f.fragmentIndex >= f.fragmentCount) return reject('fragment', `fragment ${f.fragmentIndex} of ${f.fragmentCount}`);
     if (f.kind === 'nack' && f.fragmentCount !== 1) return reject('fragment', `a NACK in ${f.fragmentCount} fragments; it travels in one frame`);
@@ -489,7 +629,7 @@ export class FrameReceiver {
       case 'inconsistent':
         return { kind: 'rejected', reason: 'body', detail: added.detail };
       case 'complete':
-        return this.bodyOf(f, added.body);
+        return f.kind === 'sensors' ? { kind: 'sensors', frame: f, body: added.body } : this.bodyOf(f, added.body);
     }
   }
 

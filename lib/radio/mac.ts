@@ -34,7 +34,7 @@ import { MeshLlmError } from '../llm/errors';
 import { broadcastGroupSize, resultGroupSize } from '../llm/engine';
 import { INT8_GROUP_SIZE } from '../llm/head';
 import { Encoding } from '../llm/quant';
-import { BodyError, BodyHeader, BodyType, CheckedHeader, GATEWAY_SENDER, bodyBytes, checkBody, encodeBody } from '../link/body';
+import { BodyError, BodyHeader, BodyType, CheckedHeader, GATEWAY_SENDER, bodyBytes, checkBody, decodeBody, encodeBody } from '../link/body';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { Clock, ClockTimer } from './clock';
 import {
@@ -42,11 +42,15 @@ import {
   FrameReceiver,
   FrameSender,
   GATEWAY_ADDRESS,
+  MIC_BYTES,
   MessageName,
   OutgoingMessage,
+  RADIO_HEADER_BYTES,
   messageFrameBytes,
   nackFrameBytes,
 } from './frame';
+import { RadioStateFile } from './state';
+import { SENSOR_REPORT_FRAME_BYTES, SensorReadings, decodeSensorReport } from './sensor-report';
 import { NamedChannelPlan, namedChannelPlan, planFrameBytes } from './channel-plans';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, broadcastChannels, channelModulation, channelPlan, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 
@@ -102,6 +106,8 @@ export interface LayoutNode {
   address: number;
   /** Query heads the node computes (its result carries heads x headSize values). */
   heads: number;
+  /** The node sends sensor reports: its slot holds one report frame after its longest reply (sensor-report.ts). */
+  sensors?: boolean;
 }
 
 /** How the mesh encodes one of its two bodies: the encoding and the int8 group size (0 for float32). */
@@ -204,16 +210,17 @@ export function meshLayout(config: MacConfig, g: Geometry, transport: Encoding, 
       const frames = messageFrameBytes(sizes.result(n.heads), config.maxFrameBytes);
       nackFrameFor(`node ${n.address}'s result`, frames, config.maxFrameBytes);
       resultFrames.set(n.address, frames);
-      const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, frames), burstMs(config.region, config.modulation, ch, [nack])) + config.guardMs;
+      const report = n.sensors ? [SENSOR_REPORT_FRAME_BYTES] : [];
+      const lengthOn = (ch: Channel) => Math.max(burstMs(config.region, config.modulation, ch, [...frames, ...report]), burstMs(config.region, config.modulation, ch, [nack, ...report])) + config.guardMs;
       // the channels this node may use in this slot plan: all, or those of its sub-band of the turn
       const allowed = uplink.map((ch, i) => i).filter((i) => rotations === 1 || subBandOf(config.region, uplink[i]).name === bands[(k + j) % rotations]);
       // the channel where this slot ends soonest; ties to the lowest index from k mod C, as round robin
       let c = allowed[k % allowed.length];
       for (const i of allowed) if (channelEnd[i] + lengthOn(uplink[i]) < channelEnd[c] + lengthOn(uplink[c]) - 1e-9) c = i;
       const channel = uplink[c];
-      const resultMs = burstMs(config.region, config.modulation, channel, frames);
-      const nackMs = burstMs(config.region, config.modulation, channel, [nack]);
-      longestReply.set(n.address, resultMs >= nackMs ? frames : [nack]);
+      const resultMs = burstMs(config.region, config.modulation, channel, [...frames, ...report]);
+      const nackMs = burstMs(config.region, config.modulation, channel, [nack, ...report]);
+      longestReply.set(n.address, resultMs >= nackMs ? [...frames, ...report] : [nack, ...report]);
       const lengthMs = Math.max(resultMs, nackMs) + config.guardMs;
       slots.set(n.address, { address: n.address, channel, offsetMs: channelEnd[c], lengthMs });
       channelEnd[c] += lengthMs;
@@ -347,6 +354,8 @@ export interface GatewayMacOptions {
   ledger?: AirtimeLedger;
   /** Rounds before a layer fails (default 32). */
   maxRounds?: number;
+  /** A file under the gateway's data folder for its frame counter and replay window (RadioStateFile): both survive a restart. */
+  statePath?: string;
 }
 
 export interface MacCounters {
@@ -386,6 +395,20 @@ function resultProblem(broadcast: CheckedHeader, result: CheckedHeader, address:
   return null;
 }
 
+/** Why a result body's size or values do not fit the layout (values not finite, another count), or null. */
+function resultValuesProblem(layout: MeshLayout, body: Buffer, address: number): string | null {
+  const frames = layout.resultFrames.get(address) as number[];
+  const planned = frames.reduce((n, b) => n + b - RADIO_HEADER_BYTES - MIC_BYTES, 0);
+  if (body.length !== planned) return `a result of ${body.length} bytes; the layout plans ${planned} for node ${address}`;
+  try {
+    decodeBody(body);
+  } catch (e) {
+    if (e instanceof BodyError) return `a result that does not decode: ${e.message}`;
+    throw e;
+  }
+  return null;
+}
+
 /** The gateway's side of the medium access: one layer's broadcast and gather at a time. */
 export class GatewayMac {
   readonly counters: MacCounters = { rounds: 0, retransmittedFragments: 0, nacksSent: 0, nacksReceived: 0, rejected: 0 };
@@ -394,6 +417,11 @@ export class GatewayMac {
   onLayer: (r: LayerReport) => void = () => undefined;
   /** The last signal quality heard from each radio address (authenticated frames only). */
   readonly signal = new Map<number, SignalQuality>();
+  /** Called with each sensor report a node sends (decoded; refused reports are counted in `rejected`). */
+  onSensors: (address: number, readings: SensorReadings) => void = () => undefined;
+  /** Sensor reports taken, and why the last one refused was refused. */
+  sensorReports = 0;
+  lastSensorRefusal: string | undefined;
   private readonly o: GatewayMacOptions;
   private readonly layout: MeshLayout;
   private readonly sender: FrameSender;
@@ -408,8 +436,9 @@ export class GatewayMac {
     this.layout = o.layout;
     this.ledger = o.ledger ?? new AirtimeLedger();
     const maxFrameBytes = o.layout.config.maxFrameBytes;
-    this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: GATEWAY_ADDRESS, maxFrameBytes });
-    this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: GATEWAY_ADDRESS });
+    const state = o.statePath ? new RadioStateFile(o.statePath) : undefined;
+    this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: GATEWAY_ADDRESS, maxFrameBytes, counter: state?.counterStart, reserve: state && ((c) => state.reserve(c)) });
+    this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: GATEWAY_ADDRESS, replayStore: state });
     this.tracker = new DutyCycleTracker(o.layout.config.region);
     for (const a of o.layout.slots.keys()) this.nodeModel.set(a, new DutyCycleTracker(o.layout.config.region));
     o.link.onReceive((frame, _channel, _endMs, quality) => this.onFrame(frame, quality));
@@ -575,6 +604,21 @@ export class GatewayMac {
     x.reject(e);
   }
 
+  /** A node's sensor report: decoded and handed on, or refused and counted. */
+  private takeSensors(address: number, body: Buffer): void {
+    let readings: SensorReadings;
+    try {
+      readings = decodeSensorReport(body);
+    } catch (e) {
+      if (!(e instanceof BodyError)) throw e;
+      this.counters.rejected++;
+      this.lastSensorRefusal = `node ${address}: ${e.message}`;
+      return;
+    }
+    this.sensorReports++;
+    this.onSensors(address, readings);
+  }
+
   private onFrame(bytes: Buffer, quality?: SignalQuality): void {
     const ev = this.receiver.receive(bytes);
     if (ev.kind === 'rejected') {
@@ -582,6 +626,7 @@ export class GatewayMac {
       return;
     }
     if (quality) this.signal.set(ev.frame.source, quality);
+    if (ev.kind === 'sensors') return this.takeSensors(ev.frame.source, ev.body);
     const x = this.current;
     const source = ev.frame.source;
     if (!x || ev.frame.messageNumber !== x.message.messageNumber || !x.owed.has(source)) return;
@@ -592,7 +637,7 @@ export class GatewayMac {
       return;
     }
     if (ev.kind !== 'body') return;
-    const problem = resultProblem(x.header, ev.header, source);
+    const problem = resultProblem(x.header, ev.header, source) ?? resultValuesProblem(this.layout, ev.body, source);
     if (problem) {
       // Not this broadcast's answer (a node's stale result under a number that came round again): ask again.
       this.counters.rejected++;

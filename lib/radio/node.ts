@@ -20,8 +20,10 @@ import { Body, BodyType, decodeBody } from '../link/body';
 import { Channel } from './regions';
 import { Clock } from './clock';
 import { Radio, Reception } from './channel';
-import { FrameReceiver, FrameSender, GATEWAY_ADDRESS, MessageName, OutgoingMessage } from './frame';
+import { FrameReceiver, FrameSender, GATEWAY_ADDRESS, MessageName, OutgoingMessage, RadioKeyring, RejectReason } from './frame';
 import { AirtimeLedger, MeshLayout, Slot, resultBody, slotFor } from './mac';
+import { RadioStateFile } from './state';
+import { SensorReadings, encodeSensorReport } from './sensor-report';
 
 /** The head computation of one session: HeadGroup fits, and so does a stand-in that only makes traffic. */
 export interface HeadComputer {
@@ -40,8 +42,19 @@ export interface RadioHeadNodeOptions {
   clock: Clock;
   /** The node's transceiver on the channel (it must listen on the broadcast channel). */
   radio: Radio;
-  key: Buffer;
+  /** The network key (the node's two keys are derived from it), or the node's provisioned keyring. */
+  key: Buffer | RadioKeyring;
   meshId: number;
+  /** A file under the node's data folder for its frame counter and replay window (RadioStateFile): both survive a restart. */
+  statePath?: string;
+  /** Where the node says why it dropped a frame or refused a broadcast. */
+  log?: (level: 'debug' | 'warn', message: string) => void;
+  /**
+   * The node's sensors, read every `everyMs` (simulated time): the reading goes to the gateway
+   * as a sensor report after the node's reply in its next slot (its slot in the layout holds it:
+   * LayoutNode.sensors).
+   */
+  sensors?: { everyMs: number; read: () => SensorReadings };
   /** The gateway MAC's ledger, in a simulation: the node's airtime is counted with the gateway's. */
   ledger?: AirtimeLedger;
   maxSessions?: number;
@@ -55,6 +68,12 @@ export interface RadioNodeCounters {
   nacks: number;
   /** Slots left unused because the node's duty cycle did not allow it to transmit. */
   dutyCycleSkips: number;
+  /** Sensor reports sent. */
+  sensorReports: number;
+  /** Broadcasts reassembled but refused (a field out of range, a value not finite, a size that does not fit). */
+  refusedBodies: number;
+  /** Frames dropped, by reason. */
+  byReason: Partial<Record<RejectReason, number>>;
 }
 
 interface LayerState {
@@ -77,7 +96,7 @@ const LAYERS_KEPT = 4;
 export class RadioHeadNode {
   readonly address: number;
   readonly heads: number[];
-  readonly counters: RadioNodeCounters = { framesIn: 0, rejected: 0, results: 0, resent: 0, nacks: 0, dutyCycleSkips: 0 };
+  readonly counters: RadioNodeCounters = { framesIn: 0, rejected: 0, results: 0, resent: 0, nacks: 0, dutyCycleSkips: 0, sensorReports: 0, refusedBodies: 0, byReason: {} };
   /** Called with every broadcast body the node reassembled and took, as it arrived. */
   onBroadcast: (body: Buffer) => void = () => undefined;
   /** Called with every result body the node made, before its first fragment goes out. */
@@ -92,6 +111,9 @@ export class RadioHeadNode {
   private readonly layers = new Map<number, LayerState>();
   /** The message number of the last frame heard from the gateway. */
   private latestMessage: number | undefined;
+  /** When the next sensor report is due, and how many went before it. */
+  private nextReportMs = -Infinity;
+  private reportNumber = 0;
 
   constructor(o: RadioHeadNodeOptions) {
     const slot = o.layout.slots.get(o.address);
@@ -100,27 +122,33 @@ export class RadioHeadNode {
     this.address = o.address;
     this.heads = [...o.heads].sort((a, b) => a - b);
     const maxFrameBytes = o.layout.config.maxFrameBytes;
-    this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: o.address, maxFrameBytes });
-    this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: o.address });
+    const state = o.statePath ? new RadioStateFile(o.statePath) : undefined;
+    this.sender = new FrameSender({ key: o.key, meshId: o.meshId, source: o.address, maxFrameBytes, counter: state?.counterStart, reserve: state && ((c) => state.reserve(c)) });
+    this.receiver = new FrameReceiver({ key: o.key, meshId: o.meshId, address: o.address, replayStore: state });
     o.radio.onReceive = (r) => this.onReception(r);
+  }
+
+  /** The counter the node's next frame will carry. */
+  get nextCounter(): number {
+    return this.sender.counter;
+  }
+
+  private dropped(reason: RejectReason, detail: string): void {
+    this.counters.rejected++;
+    this.counters.byReason[reason] = (this.counters.byReason[reason] ?? 0) + 1;
+    // Other nodes' results on a shared channel land here as 'source': routine, not a fault.
+    this.o.log?.(reason === 'source' || reason === 'address' ? 'debug' : 'warn', `dropped a frame (${reason}): ${detail}`);
   }
 
   private onReception(r: Reception): void {
     this.counters.framesIn++;
     const opened = this.receiver.accept(r.bytes);
-    if (!opened.ok) {
-      // Other nodes' results on a shared channel land here too (reason 'address').
-      this.counters.rejected++;
-      return;
-    }
+    if (!opened.ok) return this.dropped(opened.reason, opened.detail);
     const f = opened.frame;
-    if (f.source !== GATEWAY_ADDRESS) return;
+    if (f.source !== GATEWAY_ADDRESS || f.kind === 'sensors') return;
     this.follow(f.messageNumber);
     const ev = this.receiver.file(f);
-    if (ev.kind === 'rejected') {
-      this.counters.rejected++;
-      return;
-    }
+    if (ev.kind === 'rejected') return this.dropped(ev.reason, ev.detail);
     if (ev.kind === 'nack') {
       // The gateway asks again for fragments of this node's result.
       const st = this.layers.get(f.messageNumber);
@@ -160,14 +188,20 @@ export class RadioHeadNode {
     const decoded = this.decodeBroadcast(body);
     if (typeof decoded === 'string') {
       this.counters.rejected++;
+      this.counters.refusedBodies++;
       st.refused = this.lastRefusal = `message ${st.messageNumber}: ${decoded}`;
+      this.o.log?.('warn', `refused a broadcast: ${st.refused}`);
       return;
     }
     st.broadcast = decoded;
     this.onBroadcast(body);
   }
 
-  /** The decoded broadcast, or why the body is not a broadcast this node can compute. */
+  /**
+   * The decoded broadcast, or why the body is not a broadcast this node can compute: every
+   * value finite (decodeBody), dim values, a layer and a position the model has (the
+   * firmware's radio_node.cpp take() checks the same, in the same words).
+   */
   private decodeBroadcast(body: Buffer): Body | string {
     let b: Body;
     try {
@@ -175,8 +209,11 @@ export class RadioHeadNode {
     } catch (e) {
       return (e as Error).message;
     }
+    const g = this.o.g;
     if (b.type !== BodyType.Broadcast) return `a body of type ${b.type}, not a broadcast (${BodyType.Broadcast})`;
-    if (b.values.length !== this.o.g.dim) return `a broadcast of ${b.values.length} values; the model's dim is ${this.o.g.dim}`;
+    if (b.values.length !== g.dim) return `a broadcast of ${b.values.length} values; the model's dim is ${g.dim}`;
+    if (b.layer >= g.nLayers) return `layer ${b.layer} does not exist (the model has ${g.nLayers})`;
+    if (b.pos >= g.seqLen) return `position ${b.pos} is beyond the context of ${g.seqLen}`;
     return b;
   }
 
@@ -195,22 +232,35 @@ export class RadioHeadNode {
 
   private reply(st: LayerState, slotStart: number): void {
     if (st.refused) return;
+    let t: number | undefined = slotStart;
     if (st.broadcast && !st.result) {
       st.result = this.sender.body(GATEWAY_ADDRESS, this.compute(st.broadcast));
       st.resend = undefined;
       this.counters.results++;
-      this.send(this.slotOf(st), this.sender.frames(st.result), slotStart, 'result');
+      t = this.send(this.slotOf(st), this.sender.frames(st.result), slotStart, slotStart, 'result');
     } else if (st.result && st.resend) {
       const frames = this.sender.frames(st.result, st.resend);
       st.resend = undefined;
       this.counters.resent += frames.length;
-      this.send(this.slotOf(st), frames, slotStart, 'resent');
+      t = this.send(this.slotOf(st), frames, slotStart, slotStart, 'resent');
     } else if (!st.broadcast) {
       const name = this.broadcastName(st.messageNumber);
       const nack = this.sender.nack(name, { fragmentCount: st.fragmentCount, missing: this.receiver.reassembler.stillMissing(name, st.fragmentCount) });
       this.counters.nacks++;
-      this.send(this.slotOf(st), this.sender.frames(nack), slotStart, 'nack');
+      t = this.send(this.slotOf(st), this.sender.frames(nack), slotStart, slotStart, 'nack');
     }
+    if (t !== undefined) this.report(this.slotOf(st), slotStart, t);
+  }
+
+  /** A sensor report, when one is due, after the reply in the slot (what does not fit waits for the next slot). */
+  private report(slot: Slot, slotStart: number, from: number): void {
+    const s = this.o.sensors;
+    if (!s || this.o.clock.now() < this.nextReportMs) return;
+    const report = this.sender.sensors(this.reportNumber, encodeSensorReport(s.read()));
+    if (this.send(slot, this.sender.frames(report), slotStart, from) === undefined) return;
+    this.reportNumber++;
+    this.counters.sensorReports++;
+    this.nextReportMs = this.o.clock.now() + s.everyMs;
   }
 
   /** This node's heads on a broadcast, as the result body it sends: signed with its address, echoing the broadcast. */
@@ -222,23 +272,26 @@ export class RadioHeadNode {
   }
 
   /**
-   * Sends frames one after another within the slot, as the duty cycle allows; what does not
-   * fit waits for a NACK. Airtime goes to the ledger under the position the gateway is on.
+   * Sends frames one after another within the slot, from `from`, as the duty cycle allows;
+   * what does not fit waits for a NACK. Airtime goes to the ledger under the position the
+   * gateway is on. Returns when the last frame ended, or undefined when they did not all fit.
    */
-  private send(slot: Slot, frames: Buffer[], slotStart: number, kind: 'result' | 'resent' | 'nack'): void {
+  private send(slot: Slot, frames: Buffer[], slotStart: number, from: number, kind?: 'result' | 'resent' | 'nack'): number | undefined {
     const ch: Channel = slot.channel;
     const slotEnd = slotStart + slot.lengthMs - this.o.layout.config.guardMs;
-    let t = slotStart;
+    let t = from;
     for (const frame of frames) {
       const ms = this.o.radio.airtimeMs(frame.length, ch);
       const start = this.o.radio.earliestStartMs(ch, t);
       if (start + ms > slotEnd + 1e-6) {
         this.counters.dutyCycleSkips++;
-        return;
+        return undefined;
       }
       t = this.o.radio.transmit(frame, ch, start).endMs;
-      this.o.ledger?.add(this.o.ledger.position, kind, ms);
+      // sensor reports (no kind) are not in the airtime account of the head step
+      if (kind) this.o.ledger?.add(this.o.ledger.position, kind, ms);
     }
+    return t;
   }
 
   private session(session: number): HeadComputer {

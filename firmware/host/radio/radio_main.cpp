@@ -4,6 +4,11 @@
 // (file_storage.cpp). `mesh-llm generate --radio sim --native` starts one per node.
 //
 //   mesh-llm-radio-node --socket PATH --shard FILE --key HEX --storage DIR [--mesh-id N] [--log debug|info|warn]
+//                       [--sensors soundDb=41.5,lightLux=300,... --sensors-every MS]
+//
+// --sensors: the host's sensor HAL, fixed readings of the named channels (what a bench board
+// reads), reported to the gateway every MS of the channel's simulated time through the same
+// core call the ESP32 build makes (MlRadioNode::report).
 //
 // It loads its shard (refusing one whose checksum, geometry or assignment does not fit, with
 // the reason, exit 1), joins the channel as the node the shard names, takes its slot from the
@@ -22,6 +27,7 @@
 #include <sys/prctl.h>
 #endif
 
+#include <algorithm>
 #include <string>
 
 #include "../mapped_shard.h"
@@ -30,6 +36,7 @@
 #include "radio_join.h"
 #include "radio_node.h"
 #include "shard.h"
+#include "sensor_report.h"
 #include "sim_radio.h"
 
 namespace {
@@ -58,7 +65,7 @@ void stateIo(void*, MlNodeState s, int layer) {
 }
 
 int usage(const std::string& why) {
-  fprintf(stderr, "mesh-llm-radio-node: %s\nusage: mesh-llm-radio-node --socket PATH --shard FILE (--key HEX [--mesh-id N] | --join FILE) --storage DIR [--log debug|info|warn]\n"
+  fprintf(stderr, "mesh-llm-radio-node: %s\nusage: mesh-llm-radio-node --socket PATH --shard FILE (--key HEX [--mesh-id N] | --join FILE) --storage DIR [--log debug|info|warn] [--sensors CH=V,... --sensors-every MS]\n"
           "  --join FILE  the node's join record (mesh-llm provision): its mesh id, address, network key and plan, as an ESP32 reads its join partition\n", why.c_str());
   return 2;
 }
@@ -74,11 +81,42 @@ bool parseKey(const std::string& hex, uint8_t key[ML_NETWORK_KEY_BYTES]) {
   return true;
 }
 
+// The host's sensor HAL: fixed readings given on the command line.
+class MlFixedSensors : public MlSensorHal {
+ public:
+  // "soundDb=41.5,lightLux=300": false when a name or number is not one.
+  bool parse(const std::string& spec) {
+    for (int c = 0; c < ML_SENSOR_CHANNELS; c++) r_.present[c] = false;
+    size_t at = 0;
+    while (at < spec.size()) {
+      const size_t end = std::min(spec.find(',', at), spec.size());
+      const std::string item = spec.substr(at, end - at);
+      const size_t eq = item.find('=');
+      if (eq == std::string::npos) return false;
+      int c = 0;
+      while (c < ML_SENSOR_CHANNELS && item.substr(0, eq) != ml_sensor_channel_name((MlSensorChannel)c)) c++;
+      char* stop = nullptr;
+      const float v = strtof(item.c_str() + eq + 1, &stop);
+      if (c == ML_SENSOR_CHANNELS || *stop) return false;
+      r_.present[c] = true;
+      r_.value[c] = v;
+      at = end + 1;
+    }
+    return true;
+  }
+  void begin() override {}
+  void read(MlSensorReadings* out) override { *out = r_; }
+
+ private:
+  MlSensorReadings r_{};
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string socketPath, shardPath, keyHex, storageDir, joinPath;
+  std::string socketPath, shardPath, keyHex, storageDir, joinPath, sensorSpec;
   int meshId = 1;
+  double sensorsEveryMs = 0;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
@@ -90,10 +128,15 @@ int main(int argc, char** argv) {
     else if (a == "--storage") storageDir = v;
     else if (a == "--mesh-id") meshId = atoi(v);
     else if (a == "--log") logThreshold = levelOf(v);
+    else if (a == "--sensors") sensorSpec = v;
+    else if (a == "--sensors-every") sensorsEveryMs = atof(v);
     else return usage("unknown option " + a);
     i++;
   }
   if (socketPath.empty() || shardPath.empty() || (keyHex.empty() && joinPath.empty()) || storageDir.empty()) return usage("--socket, --shard, --key (or --join) and --storage are required");
+  MlFixedSensors sensors;
+  if (!sensorSpec.empty() && (!sensors.parse(sensorSpec) || !(sensorsEveryMs > 0)))
+    return usage("--sensors: expected CHANNEL=NUMBER,... of soundDb, vibrationG, lightLux, temperatureC, humidityPct, with --sensors-every MS above 0");
   MlRadioNodeConfig c;
   if (joinPath.empty() && !parseKey(keyHex, c.key)) return usage("--key: expected 32 hexadecimal digits (the 16-byte network key)");
   if (meshId < 0 || meshId > 255) return usage("--mesh-id: expected 0..255");
@@ -185,13 +228,23 @@ int main(int argc, char** argv) {
   MlRadioNode node;
   MlRadioNodeIo io{nullptr, logIo, stateIo};
   MlRadioSettings settings{c.broadcastHz, (uint8_t)c.modulation.sf, (uint16_t)c.modulation.bandwidthKHz, (uint8_t)c.modulation.codingRate, 14, (uint16_t)c.modulation.preambleSymbols, 0x12};
-  if (!radio.begin(settings, &err) || !node.init(c, info.config, slices, &radio, &radio, &counter, io, &err) || !radio.startReceive(c.broadcastHz)) {
+  if (!radio.begin(settings, &err) || !node.init(c, info.config, slices, &radio, &radio, &counter, io, &err, &storage) || !radio.startReceive(c.broadcastHz)) {
     logLine("error", err);
     return 1;
   }
   logLine("info", ml_format("joined as node %d: heads %zu, %s weights, frame counter from %u", (int)c.address, info.heads.size(), ml_weight_format_name(info.format), (unsigned)counter.start()));
   radio.done();
 
+  sensors.begin();
+  double nextSensorsMs = -1;
+  // On the node's schedule (the channel's simulated time), through the same core call as the ESP32 build.
+  const auto readSensors = [&](double nowMs) {
+    if (sensorSpec.empty() || nowMs < nextSensorsMs) return;
+    MlSensorReadings r;
+    sensors.read(&r);
+    node.report(r);
+    nextSensorsMs = nowMs + sensorsEveryMs;
+  };
   struct stat st;
   const bool watchStdin = fstat(0, &st) == 0 && S_ISFIFO(st.st_mode);
   while (!stopSignal) {
@@ -210,6 +263,7 @@ int main(int argc, char** argv) {
       const uint32_t hz = ml_read_le(&body[0], 4);
       const double endMs = ml_read_f64(&body[4]);
       radio.setNow(endMs);
+      readSensors(endMs);
       MlReception rx{body.data() + 15, body.size() - 15, endMs, hz, (int16_t)ml_read_le(&body[12], 2), (float)(int8_t)body[14] / 4};
       node.onReception(rx);
       radio.done();
@@ -222,9 +276,9 @@ int main(int argc, char** argv) {
     }
   }
   const MlRadioNodeCounters& k = node.counters();
-  logLine("info", ml_format("stopping: %llu frames in, %llu rejected (mic %llu, replay %llu, fragment %llu, body %llu), %llu refused broadcasts, %llu results, %llu resent, %llu NACKs, frame counter %u",
-                            (unsigned long long)k.framesIn, (unsigned long long)k.rejected, (unsigned long long)k.byReason[ML_REJECT_MIC], (unsigned long long)k.byReason[ML_REJECT_REPLAY],
+  logLine("info", ml_format("stopping: %llu frames in, %llu rejected (source %llu, mic %llu, replay %llu, fragment %llu, body %llu), %llu refused broadcasts, %llu results, %llu resent, %llu NACKs, %llu sensor reports, frame counter %u",
+                            (unsigned long long)k.framesIn, (unsigned long long)k.rejected, (unsigned long long)k.byReason[ML_REJECT_SOURCE], (unsigned long long)k.byReason[ML_REJECT_MIC], (unsigned long long)k.byReason[ML_REJECT_REPLAY],
                             (unsigned long long)k.byReason[ML_REJECT_FRAGMENT], (unsigned long long)k.byReason[ML_REJECT_BODY], (unsigned long long)k.refusedBodies, (unsigned long long)k.results, (unsigned long long)k.resent,
-                            (unsigned long long)k.nacks, (unsigned)node.nextCounter()));
+                            (unsigned long long)k.nacks, (unsigned long long)k.sensorReports, (unsigned)node.nextCounter()));
   return 0;
 }

@@ -229,6 +229,53 @@ void test_a_join_record_gives_the_node_its_address_mesh_key_and_plan_and_a_damag
 
 // The node NACKs the broadcast fragment it lacks in its slot, then sends its whole result in
 // the next round's slot, frame after frame, all on its slot channel.
+// The replay window: a counter more than ML_MAX_COUNTER_GAP ahead is refused (so a forged
+// 0xFFFFFFFF does not shut the sender out), and a window kept in storage refuses after a reboot
+// every counter it took before.
+void test_replay_window_bounds_the_counter_gap_and_survives_a_reboot(void) {
+  MemStorage flash;
+  std::string err, detail;
+  MlReplayWindow w;
+  TEST_ASSERT_TRUE(w.restore(&flash, "window-", 0, &err));
+  TEST_ASSERT_TRUE(w.check(0, 100, &detail));
+  TEST_ASSERT_FALSE(w.check(0, 0xffffffffu, &detail));
+  TEST_ASSERT_EQUAL_STRING("counter 4294967295 from 0 is 4294967195 past 100; a counter moves at most 16384 ahead", detail.c_str());
+  TEST_ASSERT_TRUE(w.check(0, 101, &detail));
+  TEST_ASSERT_TRUE(w.check(0, 101 + ML_MAX_COUNTER_GAP, &detail));
+  for (uint32_t c = 101 + ML_MAX_COUNTER_GAP + 1; c < 101 + ML_MAX_COUNTER_GAP + 40; c++) TEST_ASSERT_TRUE(w.check(0, c, &detail));
+  const uint32_t last = w.lastAccepted(0);
+  TEST_ASSERT_TRUE(w.saves() < 10);  // one write per block of counters, not per frame
+  MlReplayWindow rebooted;
+  TEST_ASSERT_TRUE(rebooted.restore(&flash, "window-", 0, &err));
+  for (uint32_t c = 90; c <= last; c++) TEST_ASSERT_FALSE(rebooted.check(0, c, &detail));
+  TEST_ASSERT_TRUE(rebooted.lastAccepted(0) <= last + ML_REPLAY_SAVE_BLOCK);
+  TEST_ASSERT_TRUE(rebooted.check(0, last + ML_REPLAY_SAVE_BLOCK + 1, &detail));
+}
+
+// Keys: a node opens the gateway's frames only and seals under its own key; the gateway opens
+// node 3's frame under node 3's key only.
+void test_keys_are_per_node_and_no_node_opens_another_nodes_frames(void) {
+  MlRadioKeyring node3, node4, gw;
+  node3.derive(KEY, 3);
+  node4.derive(KEY, 4);
+  gw.derive(KEY, ML_RADIO_GATEWAY);
+  TEST_ASSERT_TRUE(node3.open(4) == nullptr);
+  TEST_ASSERT_TRUE(gw.open(ML_RADIO_GATEWAY) == nullptr);
+  TEST_ASSERT_TRUE(memcmp(node3.seal(), gw.open(3), 16) == 0);
+  TEST_ASSERT_TRUE(memcmp(node3.seal(), node4.seal(), 16) != 0);
+  TEST_ASSERT_TRUE(memcmp(gw.seal(), node3.open(ML_RADIO_GATEWAY), 16) == 0);
+  const MlRadioHeader h{ML_FRAME_FRAGMENT, 1, 3, ML_RADIO_GATEWAY, 9, 1, 0, 1};
+  const uint8_t fragment[4] = {1, 2, 3, 4};
+  uint8_t f[64];
+  const size_t n = ml_radio_seal(node4.seal(), h, fragment, 4, f);  // node 4 posing as node 3
+  MlRadioFrame out;
+  std::string detail;
+  TEST_ASSERT_EQUAL_INT(ML_REJECT_MIC, ml_radio_open(gw, 1, f, n, &out, &detail));
+  TEST_ASSERT_EQUAL_INT(ML_REJECT_SOURCE, ml_radio_open(node4, 1, f, n, &out, &detail));
+  const size_t m = ml_radio_seal(node3.seal(), h, fragment, 4, f);
+  TEST_ASSERT_EQUAL_INT(ML_RADIO_ACCEPTED, ml_radio_open(gw, 1, f, m, &out, &detail));
+}
+
 void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
   const MlConfig g = tinyConfig();
   MlRadioNodeConfig c;
@@ -251,7 +298,9 @@ void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
 
   // the gateway's broadcast of layer 0 at position 0: 32 float32 values, 152 bytes, 4 fragments
   MlFrameSender gateway;
-  TEST_ASSERT_TRUE(gateway.init(KEY, 1, ML_RADIO_GATEWAY, 64, 0, &err));
+  uint8_t downlink[16];
+  TEST_ASSERT_TRUE(ml_downlink_key(KEY, downlink));
+  TEST_ASSERT_TRUE(gateway.init(downlink, 1, ML_RADIO_GATEWAY, 64, 0, &err));
   MlBodyHeader h{ML_BODY_BROADCAST, ML_ENCODING_F32, 0, 77, 5, 0, 0, 32, 0};
   float xb[32];
   for (int i = 0; i < 32; i++) xb[i] = (float)(i - 16) / 8;
@@ -278,7 +327,9 @@ void test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot(void) {
   TEST_ASSERT_EQUAL_DOUBLE(345, radio.sent[0].atMs);
   TEST_ASSERT_EQUAL_UINT32(c.slotHz, radio.sent[0].hz);
   MlFrameReceiver atGateway;
-  atGateway.init(KEY, 1, ML_RADIO_GATEWAY);
+  MlRadioKeyring gatewayKeys;
+  gatewayKeys.derive(KEY, ML_RADIO_GATEWAY);
+  atGateway.init(gatewayKeys, 1, ML_RADIO_GATEWAY);
   MlReceiveEvent nack = atGateway.receive(radio.sent[0].frame.data(), radio.sent[0].frame.size());
   TEST_ASSERT_EQUAL_INT(MlReceiveEvent::NACK, nack.kind);
   TEST_ASSERT_EQUAL_INT(1, (int)nack.nack.missing.size());
@@ -345,6 +396,8 @@ int main(void) {
   RUN_TEST(test_frame_counter_that_cannot_be_saved_stops_the_frame);
   RUN_TEST(test_every_node_state_has_its_own_name_and_colour);
   RUN_TEST(test_a_shard_source_that_is_no_shard_is_refused);
+  RUN_TEST(test_replay_window_bounds_the_counter_gap_and_survives_a_reboot);
+  RUN_TEST(test_keys_are_per_node_and_no_node_opens_another_nodes_frames);
   RUN_TEST(test_radio_node_asks_for_what_it_lacks_then_answers_in_its_slot);
   RUN_TEST(test_modem_framing_round_trips_and_drops_a_damaged_frame);
   RUN_TEST(test_a_join_record_gives_the_node_its_address_mesh_key_and_plan_and_a_damaged_or_newer_one_is_refused);
