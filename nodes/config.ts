@@ -8,7 +8,7 @@ import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { FlowRuntime, MeshEventMap } from '../lib/flow/runtime';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { MeshConfigNode, numberOr, registerNode } from './common';
-import { Jobs, modelDigest } from '../lib/runs/jobs';
+import { Jobs, modelDigest, registerMeshJobs } from '../lib/runs/jobs';
 import { runStoreFromEnv } from '../lib/runs/shared';
 
 interface ConfigDef extends NodeDef {
@@ -35,7 +35,8 @@ export = function register(RED: NodeAPI): void {
     const jobs = store ? new Jobs(store) : null;
     node.jobs = jobs;
     if (jobs) {
-      node.events.on('gather-done', (e) => jobs.gather(e.pos, e.layer, e.ms ?? 0));
+      node.events.on('gather-done', (e) => jobs.gather(e.pos, e.layer, e.ms ?? 0, e.nodes));
+      node.on('close', registerMeshJobs(node.bus.meshId, jobs)); // the alert node records into the run holding this mesh
       node.events.on('run-end', (e) => e.error && jobs.ended(new Error(e.error)));
     }
     const start = (): Promise<FlowRuntime> => {

@@ -15,6 +15,36 @@ import { BOS } from '../llm/config';
 import { GenerateOptions, GenerationResult } from '../llm/engine';
 import { GatherRecord, JobRow, MeshRecord, RunStore, StoredSettings } from './store';
 
+/** A token's record beyond the token: what the flow runtime's sample() tells (lib/flow/runtime.ts TokenDetail). */
+export interface TokenExtra {
+  probability?: number;
+  topK?: [number, number][];
+  kl?: number;
+  node?: string | null;
+}
+
+/** The steering in force when a token is recorded (lib/flow/runtime.ts SteeringInForce). */
+export interface SteeringRecord {
+  readings: Record<string, Record<string, number>>;
+  alpha: number;
+  baselines?: unknown;
+  vectors: Record<string, unknown>;
+}
+
+/** The Jobs of each mesh in this process (by mesh id), for the nodes that record into the run holding it (alerts). */
+const ofMesh = new Map<string, Jobs>();
+
+export function registerMeshJobs(meshId: string, jobs: Jobs): () => void {
+  ofMesh.set(meshId, jobs);
+  return () => {
+    if (ofMesh.get(meshId) === jobs) ofMesh.delete(meshId);
+  };
+}
+
+export function jobsOfMesh(meshId: string): Jobs | undefined {
+  return ofMesh.get(meshId);
+}
+
 /** sha256 of the model's checkpoint and tokenizer: a resumed job must run on the same model. */
 export function modelDigest(modelPath: string, tokenizerPath: string): string {
   const h = createHash('sha256');
@@ -65,6 +95,9 @@ export class Jobs {
   /** The job whose run holds the mesh (one at a time), and its gathers since its last token. */
   private current: string | null = null;
   private gathers: GatherRecord[] = [];
+  /** The last position recorded of the current job, and the steering recorded with it. */
+  private currentPos = 0;
+  private recordedSteering = new Map<string, SteeringRecord | null>();
 
   constructor(store: RunStore) {
     this.store = store;
@@ -110,6 +143,7 @@ export class Jobs {
     this.promptTokens.set(runId, promptTokens);
     this.current = jobId;
     this.gathers = [];
+    this.currentPos = 0;
     this.store.started(jobId, mesh);
   }
 
@@ -118,24 +152,43 @@ export class Jobs {
   }
 
   /** A layer's gather of the run holding the mesh; written with the position's token. */
-  gather(pos: number, layer: number, ms: number): void {
-    if (this.current) this.gathers.push({ pos, layer, node: '', ms });
+  gather(pos: number, layer: number, ms: number, nodes: readonly { node: string; ms: number }[] = []): void {
+    if (!this.current) return;
+    this.gathers.push({ pos, layer, node: '', ms });
+    for (const n of nodes) this.gathers.push({ pos, layer, node: n.node, ms: n.ms });
+  }
+
+  /** An alert raised while a run holds the mesh: recorded with the run, at its last recorded position. */
+  alert(alert: unknown, atMs = Date.now()): void {
+    if (this.current) this.store.addAlert(this.current, { pos: this.currentPos || null, atMs, alert });
   }
 
   /**
    * A token of a run: committed with its gathers unless it is already recorded (a resumed
    * run feeding its recorded tokens again). True if it is new.
    */
-  token(runId: string, t: { pos: number; token: number; piece: string }, extra: { probability?: number; topK?: [number, number][]; kl?: number; node?: string } = {}): boolean {
+  token(runId: string, t: { pos: number; token: number; piece: string }, extra: TokenExtra = {}, steering: SteeringRecord | null = null): boolean {
     const jobId = this.ofRun.get(runId);
     if (!jobId) return true;
     const gathers = this.gathers;
     this.gathers = [];
     const job = this.store.job(jobId);
     if (job && t.pos <= job.position) return false;
+    if (jobId === this.current) this.currentPos = t.pos;
     const sampled = t.pos >= (this.promptTokens.get(runId) ?? 0);
+    if (steering && this.recordedSteering.get(jobId) !== steering) this.steeringInForce(jobId, t.pos, steering, job?.settings);
     this.store.addToken(jobId, { pos: t.pos, token: t.token, piece: t.piece, sampled, ...extra }, gathers);
     return true;
+  }
+
+  /** The steering in force from position pos: each node's readings, baselines and vector; the run's alpha with the first. */
+  private steeringInForce(jobId: string, pos: number, s: SteeringRecord, settings: StoredSettings | undefined): void {
+    const first = !this.recordedSteering.has(jobId);
+    this.recordedSteering.set(jobId, s);
+    const nodes = [...new Set([...Object.keys(s.readings), ...Object.keys(s.vectors)])].sort();
+    const baselines = (s.baselines ?? {}) as Record<string, unknown>;
+    for (const node of nodes) this.store.addReading(jobId, { pos, node, readings: s.readings[node] ?? {}, baselines: baselines[node], vector: s.vectors[node] });
+    if (first && settings && settings.alpha === undefined) this.store.setSettings(jobId, { ...settings, alpha: s.alpha, sensors: 'flow' });
   }
 
   finished(runId: string, result: GenerationResult): void {
@@ -185,6 +238,7 @@ export class Jobs {
 
   private end(runId: string, jobId: string): void {
     this.ofRun.delete(runId);
+    this.recordedSteering.delete(jobId);
     this.promptTokens.delete(runId);
     if (this.current === jobId) this.current = null;
     this.release(jobId);
