@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import { BOS } from '../llm/config';
 import { GenerateOptions, GenerationResult } from '../llm/engine';
 import { GatherRecord, JobRow, MeshRecord, RunStore, StoredSettings } from './store';
+import type { JobMessage } from '../mesh/wire';
 
 /** A token's record beyond the token: what the flow runtime's sample() tells (lib/flow/runtime.ts TokenDetail). */
 export interface TokenExtra {
@@ -80,6 +81,18 @@ export interface JobView {
   mesh: MeshRecord | null;
 }
 
+/** A line of the past-runs list: id, state, where it came from, prompt, tokens committed, when. */
+export interface JobSummary {
+  id: string;
+  state: JobRow['state'];
+  source: string;
+  prompt: string;
+  steps: number;
+  tokens: number;
+  createdMs: number;
+  updatedMs: number;
+}
+
 export type Resume = { tokens: number[] } | { refused: string };
 
 export class Jobs {
@@ -99,15 +112,44 @@ export class Jobs {
   private currentPos = 0;
   private recordedSteering = new Map<string, SteeringRecord | null>();
 
+  /** Told each committed change of a job (the gateway publishes it on mesh-llm/{mesh}/jobs/{id}: lib/runs/bus.ts). */
+  onChange: ((m: JobMessage) => void) | null = null;
+
   constructor(store: RunStore) {
     this.store = store;
   }
 
-  /** A new job, committed as queued before this returns. */
-  accept(options: GenerateOptions, source: string, model: ModelIdentity): JobRow {
-    const job = this.store.addJob({ id: randomUUID(), source, settings: settingsOf(options), model: model.path, modelDigest: model.digest });
+  /** A new job (with the id the request chose, if it did), committed as queued before this returns. */
+  accept(options: GenerateOptions, source: string, model: ModelIdentity, id: string = randomUUID()): JobRow {
+    const job = this.store.addJob({ id, source, settings: settingsOf(options), model: model.path, modelDigest: model.digest });
     this.claimed.add(job.id);
+    this.tellState(job.id);
     return job;
+  }
+
+  /** A job's state as its message tells it: with the tokens and pieces so far, and at the end the text. */
+  stateOf(jobId: string, extra: Partial<JobMessage> = {}): JobMessage | null {
+    const job = this.store.job(jobId);
+    if (!job) return null;
+    const tokens = this.store.tokens(jobId);
+    return {
+      protocol: 1,
+      job: job.id,
+      state: job.state,
+      position: job.position,
+      tokens: [BOS, ...tokens.map((t) => t.token)],
+      pieces: tokens.map((t) => t.piece),
+      ...(job.state === 'done' && job.text !== null ? { text: job.text } : {}),
+      ...(job.error ? { error: job.error.slice(0, 2000) } : {}),
+      ...extra,
+    };
+  }
+
+  /** Tells a job's state again (a repeated request for a job that exists). */
+  tellState(jobId: string, extra: Partial<JobMessage> = {}): void {
+    if (!this.onChange) return;
+    const m = this.stateOf(jobId, extra);
+    if (m) this.onChange(m);
   }
 
   /** Claims an unfinished job for this process; false if it is already queued or running here. */
@@ -126,6 +168,7 @@ export class Jobs {
       const refused = `job ${job.id} was accepted for the model with digest ${job.modelDigest.slice(0, 12)}… (${job.model}); this gateway runs ${model.digest.slice(0, 12)}… (${model.path}): refused rather than continued on another model`;
       this.store.setState(job.id, 'refused', refused);
       this.release(job.id);
+      this.tellState(job.id);
       return { refused };
     }
     const tokens = this.store.tokens(job.id);
@@ -145,6 +188,7 @@ export class Jobs {
     this.gathers = [];
     this.currentPos = 0;
     this.store.started(jobId, mesh);
+    this.tellState(jobId);
   }
 
   jobOfRun(runId: string): string | undefined {
@@ -178,6 +222,7 @@ export class Jobs {
     const sampled = t.pos >= (this.promptTokens.get(runId) ?? 0);
     if (steering && this.recordedSteering.get(jobId) !== steering) this.steeringInForce(jobId, t.pos, steering, job?.settings);
     this.store.addToken(jobId, { pos: t.pos, token: t.token, piece: t.piece, sampled, ...extra }, gathers);
+    this.onChange?.({ protocol: 1, job: jobId, state: 'running', position: t.pos, token: { pos: t.pos, token: t.token, piece: t.piece } });
     return true;
   }
 
@@ -195,6 +240,7 @@ export class Jobs {
     const jobId = this.ofRun.get(runId);
     if (!jobId) return;
     this.store.finish(jobId, result.text);
+    this.tellState(jobId, { tokensPerSecond: Math.max(0, result.tokensPerSecond) });
     this.end(runId, jobId);
   }
 
@@ -202,7 +248,10 @@ export class Jobs {
   failed(runId: string, error: Error): void {
     const jobId = this.ofRun.get(runId);
     if (!jobId) return;
-    if (!this.closing) this.store.setState(jobId, 'failed', error.message);
+    if (!this.closing) {
+      this.store.setState(jobId, 'failed', error.message);
+      this.tellState(jobId);
+    }
     this.end(runId, jobId);
   }
 
@@ -214,8 +263,16 @@ export class Jobs {
 
   /** A job that failed before its run began (a request the model cannot take). */
   refusedAtStart(jobId: string, error: Error): void {
-    if (!this.closing) this.store.setState(jobId, 'failed', error.message);
+    if (!this.closing) {
+      this.store.setState(jobId, 'failed', error.message);
+      this.tellState(jobId);
+    }
     this.release(jobId);
+  }
+
+  /** The newest jobs, as the dashboard's past-runs panel lists them. */
+  recent(limit = 20): JobSummary[] {
+    return this.store.jobs(limit).map((j) => ({ id: j.id, state: j.state, source: j.source, prompt: j.settings.prompt, steps: j.settings.steps, tokens: j.position, createdMs: j.createdMs, updatedMs: j.updatedMs }));
   }
 
   /** The job as GET /jobs/:id answers it, or null. */
