@@ -151,6 +151,15 @@ describe('a run through the Node-RED flow is recorded as fully as a replay recor
     expect(a.pos).toBeLessThan(STEPS);
   });
 
+  test('runs replay on the engine gives the steered run again: the same tokens, probabilities, KL and attributions; on the radio it is refused in words (no steering there)', async () => {
+    const engine = await runCli(['runs', 'replay', record.job.id, '--data', dataDir, '--json'], { timeoutMs: 120000 });
+    expect(engine.code).toBe(0);
+    expect(JSON.parse(engine.stdout)).toMatchObject({ of: record.job.id, same: true, differences: [] });
+    const radio = await runCli(['runs', 'replay', record.job.id, '--radio', 'sim', '--data', dataDir]);
+    expect(radio.code).toBe(1);
+    expect(radio.stderr).toMatch(/was steered by sensor readings; steering over the radio is not done/);
+  }, 150000);
+
   test('runs export: jsonl reads back into the same record, csv into the same token rows', async () => {
     const jsonl = await runCli(['runs', 'export', record.job.id, '--format', 'jsonl', '--data', dataDir]);
     expect(jsonl.code).toBe(0);

@@ -26,8 +26,7 @@ import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
 import { loadSteering } from '../steering/directions';
 import { ATTRIBUTION_FLOOR, CounterfactualHeads, NodeSteering, attributeStep } from '../steering/attribution';
-import { RunEvents, TokenSteering } from '../mesh/events';
-import { probabilities } from '../llm/fidelity';
+import { RunEvents, TokenSteering, tokenDistribution } from '../mesh/events';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
 import { WeightFormat } from '../llm/quant';
@@ -79,8 +78,6 @@ export interface SteeringInForce {
   vectors: Record<string, { layer: number; vector: number[] }>;
 }
 
-/** How many alternatives a token's record keeps. */
-export const TOP_K = 5;
 
 /** What the runtime tells its watchers; a run's end carries the error that ended it, if one did. */
 export interface MeshEventMap {
@@ -353,16 +350,3 @@ export class FlowRuntime {
   }
 }
 
-/** A sampled token's probability and the TOP_K most probable tokens, under softmax(logits). */
-export function tokenDistribution(logits: Float32Array, token: number): { probability: number; topK: [number, number][] } {
-  const p = probabilities(logits);
-  const top: [number, number][] = [];
-  for (let i = 0; i < p.length; i++) {
-    if (top.length < TOP_K || p[i] > top[top.length - 1][1]) {
-      top.push([i, p[i]]);
-      top.sort((a, b) => b[1] - a[1]);
-      if (top.length > TOP_K) top.pop();
-    }
-  }
-  return { probability: Math.min(1, Math.max(0, p[token])), topK: top };
-}
