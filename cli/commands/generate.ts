@@ -36,9 +36,6 @@ export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperatu
                      transport of broadcasts and head outputs unless --transport says otherwise (default f32)
   --transport T      how vectors cross between gateway and heads: f32, int8, int7 or int4 groups (engine and --mesh/--broker)
   --json             print one JSON object instead of streaming text
-  With --broker URL and a gateway online on the mesh (mesh-llm start on that broker), the request is
-  a durable job on that gateway, followed to its end (tokens as they come; the job id on stderr);
-  the gateway's own model and mesh run it. Without one, generate is a gateway of its own.
   --events FILE      with --mesh, --broker or --radio: append every mesh event (schemas/event.json,
                      also published on mesh-llm/{mesh}/events) to FILE as a JSON line; - for stderr${steeringUsage}${meshUsage}${radioUsage}`;
 
