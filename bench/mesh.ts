@@ -14,8 +14,9 @@
  * {"tokensPerSecond", "layerRoundTripP50Ms", "layerRoundTripP99Ms", "runtime", "cases": [...]},
  * the top-level figures being those of 8 nodes, f32, aedes, on the first runtime listed.
  * `--record`: each timed run is followed by one recorded in a run store (lib/runs: every token
- * and gather committed as it happens), reported as a case of its own with the store's bytes
- * per 1000 tokens: the overhead of recording, side by side.
+ * and gather committed as it happens) with `synchronous` NORMAL (the default: job changes
+ * fsynced, tokens not) and one with FULL (every commit fsynced), each reported as a case of its
+ * own with the store's bytes per 1000 tokens: the overhead of recording, side by side.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -51,6 +52,8 @@ interface Case {
   layerRoundTripP99Ms: number;
   layers: number;
   record?: boolean;
+  /** The run store's synchronous setting, for a recorded case. */
+  synchronous?: 'NORMAL' | 'FULL';
   dbBytesPer1000Tokens?: number;
 }
 
@@ -114,19 +117,20 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
       // Warm-up: the head-node processes JIT-compile their hot path over the first few hundred
       // frames; with a single warm-up run the first case measured ~40 % slower than the second.
       for (let w = 0; w < WARMUP_RUNS; w++) await gw.generate(options);
-      const modes = record ? (['on', 'off', 'recorded'] as const) : (['on', 'off'] as const);
-      const rates: Record<string, number[]> = { on: [], off: [], recorded: [] };
-      const trips: Record<string, number[]> = { on: [], off: [], recorded: [] };
-      let recordedTokens = 0;
+      const modes = record ? (['on', 'off', 'recorded', 'recorded-full'] as const) : (['on', 'off'] as const);
+      const rates: Record<string, number[]> = { on: [], off: [], recorded: [], 'recorded-full': [] };
+      const trips: Record<string, number[]> = { on: [], off: [], recorded: [], 'recorded-full': [] };
+      const recordedTokens: Record<string, number> = { recorded: 0, 'recorded-full': 0 };
       const dir = record ? fs.mkdtempSync(path.join(os.tmpdir(), 'bench-runs-')) : '';
-      const store = record ? RunStore.open(path.join(dir, 'runs.sqlite')) : null;
-      const model = store ? { path: paths.model, digest: modelDigest(paths.model, paths.tokenizer) } : null;
+      const stores = record ? { recorded: RunStore.open(path.join(dir, 'normal.sqlite'), { synchronous: 'NORMAL' }), 'recorded-full': RunStore.open(path.join(dir, 'full.sqlite'), { synchronous: 'FULL' }) } : null;
+      const model = stores ? { path: paths.model, digest: modelDigest(paths.model, paths.tokenizer) } : null;
       for (let r = 0; r < rounds; r++) {
         for (const mode of modes) {
           // on: the mesh events on the bus; off: without; recorded: on, and every token and gather committed to a run store
           gw.publishEvents(mode !== 'off');
           let result;
-          if (mode === 'recorded' && store && model) {
+          const store = stores && (mode === 'recorded' || mode === 'recorded-full') ? stores[mode] : null;
+          if (store && model) {
             const recorder = new RunRecorder(store, { options, source: 'bench', model, mesh: { kind: 'mqtt', nodes: ids.map((node) => ({ node, heads: [] })), quant: transport }, promptTokens: 1 });
             const stop = gw.events.on((e) => {
               if (e.kind === 'gather') recorder.gather(e.pos, e.layer, e.ms);
@@ -134,20 +138,22 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
             result = await gw.generate(options, recorder.onToken);
             stop();
             recorder.finish(result);
-            recordedTokens += result.tokens.length - 1;
+            recordedTokens[mode] += result.tokens.length - 1;
           } else {
             result = await gw.generate(options);
           }
           if (result.tokens.join() !== expected[transport].join()) throw new Error(`${runtime} ${kind} ${transport} ${nodes} nodes, ${mode}: tokens differ from the monolithic engine`);
           rates[mode].push(result.tokensPerSecond);
           trips[mode].push(...(gw.runner?.roundTripsMs ?? []));
-          log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, ${mode === 'recorded' ? 'recorded' : `events ${mode}`}, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
+          log(`  ${runtime} ${kind} ${transport} ${nodes} nodes, ${mode.startsWith('recorded') ? mode : `events ${mode}`}, run ${r + 1}/${rounds}: ${result.tokensPerSecond.toFixed(1)} tok/s`);
         }
       }
-      let dbBytes = 0;
-      if (store) {
-        store.close(); // checkpoints the write-ahead log into the database file
-        dbBytes = fs.statSync(path.join(dir, 'runs.sqlite')).size;
+      const dbBytes: Record<string, number> = {};
+      if (stores) {
+        for (const [mode, store] of Object.entries(stores)) {
+          store.close(); // checkpoints the write-ahead log into the database file
+          dbBytes[mode] = fs.statSync(store.file).size;
+        }
         fs.rmSync(dir, { recursive: true, force: true });
       }
       for (const mode of modes) {
@@ -158,8 +164,8 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
           broker: kind,
           transport,
           events: mode !== 'off',
-          record: mode === 'recorded',
-          ...(mode === 'recorded' ? { dbBytesPer1000Tokens: Math.round((dbBytes / recordedTokens) * 1000) } : {}),
+          record: mode.startsWith('recorded'),
+          ...(mode === 'recorded' || mode === 'recorded-full' ? { synchronous: mode === 'recorded' ? ('NORMAL' as const) : ('FULL' as const), dbBytesPer1000Tokens: Math.round((dbBytes[mode] / recordedTokens[mode]) * 1000) } : {}),
           tokensPerSecond: Number(median(rates[mode]).toFixed(1)),
           layerRoundTripP50Ms: Number(percentile(t, 0.5).toFixed(3)),
           layerRoundTripP99Ms: Number(percentile(t, 0.99).toFixed(3)),
@@ -178,7 +184,7 @@ async function benchBroker(runtime: Runtime, kind: BrokerKind, nodes: number, ro
 
 function table(cases: Case[]): string {
   const head = ['runtime', 'nodes', 'broker', 'transport', 'events', 'record', 'tokens/s', 'gather p50 ms', 'gather p99 ms', 'layers', 'DB bytes/1000 tok'];
-  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.events ? 'on' : 'off', c.record ? 'yes' : 'no', c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers), c.dbBytesPer1000Tokens === undefined ? '-' : String(c.dbBytesPer1000Tokens)]);
+  const rows = cases.map((c) => [c.runtime, String(c.nodes), c.broker, c.transport, c.events ? 'on' : 'off', c.record ? (c.synchronous ?? 'yes') : 'no', c.tokensPerSecond.toFixed(1), c.layerRoundTripP50Ms.toFixed(3), c.layerRoundTripP99Ms.toFixed(3), String(c.layers), c.dbBytesPer1000Tokens === undefined ? '-' : String(c.dbBytesPer1000Tokens)]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 6 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');

@@ -12,6 +12,7 @@ import type { Node, NodeAPI, NodeDef, NodeMessage, NodeMessageInFlow } from 'nod
 import { AlertHooks, HookMessages } from '../lib/alerts/hooks';
 import { CHANNEL_NAMES } from '../lib/steering/sensors';
 import { Done, Send, registerNode } from './common';
+import { jobsOfMesh } from '../lib/runs/jobs';
 
 interface AlertDef extends NodeDef {
   meshId: string;
@@ -50,6 +51,7 @@ export = function register(RED: NodeAPI): void {
     };
     /** Sends each output's messages (Node-RED takes an array of messages per output). */
     const sendAll = (h: AlertHooks, out: HookMessages, send: Send) => {
+      for (const a of out.alerts) jobsOfMesh(def.meshId || 'default')?.alert(a.payload); // recorded with the run in progress, if any
       if (out.alerts.length || out.states.length || out.discovery.length) send([out.alerts, out.states, out.discovery] as unknown as NodeMessage[]);
       if (out.alerts.length || out.states.length) showStatus(h);
     };

@@ -8,8 +8,9 @@ import type { Node, NodeAPI, NodeDef } from 'node-red';
 import { FlowRuntime, MeshEventMap } from '../lib/flow/runtime';
 import { resolveModelPaths } from '../lib/llm/resolve';
 import { MeshConfigNode, numberOr, registerNode } from './common';
-import { Jobs, modelDigest } from '../lib/runs/jobs';
+import { Jobs, modelDigest, registerMeshJobs } from '../lib/runs/jobs';
 import { runStoreFromEnv } from '../lib/runs/shared';
+import { JobBus } from '../lib/runs/bus';
 
 interface ConfigDef extends NodeDef {
   model: string;
@@ -35,7 +36,16 @@ export = function register(RED: NodeAPI): void {
     const jobs = store ? new Jobs(store) : null;
     node.jobs = jobs;
     if (jobs) {
-      node.events.on('gather-done', (e) => jobs.gather(e.pos, e.layer, e.ms ?? 0));
+      node.events.on('gather-done', (e) => jobs.gather(e.pos, e.layer, e.ms ?? 0, e.nodes));
+      node.on('close', registerMeshJobs(node.bus.meshId, jobs)); // the alert node records into the run holding this mesh
+      // the gateway's presence and each job's progress on the bus, for generate --broker
+      const login = (node as unknown as { credentials?: { username?: string; password?: string } }).credentials ?? {};
+      const jobBus = new JobBus({ url: node.bus.url, username: login.username || undefined, password: login.password || undefined, meshId: node.bus.meshId, clientId: `mesh-llm-${node.bus.meshId}-jobs-${node.id}`.slice(0, 64), log: (text) => node.warn(text) });
+      jobs.onChange = (m) => jobBus.tell(m);
+      node.on('close', (_removed: boolean, done: () => void) => {
+        jobs.onChange = null;
+        jobBus.close().then(done, () => done());
+      });
       node.events.on('run-end', (e) => e.error && jobs.ended(new Error(e.error)));
     }
     const start = (): Promise<FlowRuntime> => {

@@ -8,7 +8,7 @@
  * msg.res too, so the client is answered 202 {job} at once instead of at the end of the run.
  */
 import type { Node, NodeAPI, NodeMessage } from 'node-red';
-import { parseGenerateRequest } from '../lib/flow/request';
+import { parseGenerateRequest, requestedJob } from '../lib/flow/request';
 import type { FlowRuntime } from '../lib/flow/runtime';
 import type { GenerateOptions } from '../lib/llm/engine';
 import { optionsOf } from '../lib/runs/jobs';
@@ -53,7 +53,12 @@ export = function register(RED: NodeAPI): void {
       const jobs = config?.jobs;
       const m = msg as LlmMessage & { job?: string };
       if (jobs && config?.model) {
-        const job = jobs.accept(options, sourceOf(msg), config.model);
+        const wanted = requestedJob(msg.payload);
+        if (wanted && jobs.store.job(wanted)) {
+          jobs.tellState(wanted); // a request delivered again (MQTT QoS 1): the job exists, it is not run twice
+          return;
+        }
+        const job = jobs.accept(options, sourceOf(msg), config.model, wanted);
         m.job = job.id;
         const accepted: NodeMessage & Record<string, unknown> = { payload: { job: job.id, state: job.state }, job: job.id };
         const http = m as LlmMessage & { async?: boolean; res?: unknown };

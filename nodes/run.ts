@@ -3,7 +3,8 @@
  * msg.req.params.id (GET /jobs/:id in the shipped flow) or msg.payload; msg.payload becomes the
  * job (state, request, tokens so far, text, error, mesh), or with "whole run" ticked the whole
  * record (every token's row, gathers, readings, alerts). An unknown id gives statusCode 404 and
- * {error}, so an HTTP response answers it as it is.
+ * {error}, so an HTTP response answers it as it is. msg.topic "list": msg.payload becomes the
+ * newest jobs (msg.payload a number: that many, default 20), as the dashboard's past runs.
  */
 import type { Node, NodeAPI, NodeDef, NodeMessageInFlow } from 'node-red';
 import { Done, MeshConfigNode, Send, meshOf, registerNode } from './common';
@@ -26,7 +27,20 @@ export = function register(RED: NodeAPI): void {
     node.on('input', (msg: NodeMessageInFlow & { req?: { params?: { id?: string } }; statusCode?: number }, send: Send, done: Done) => {
       try {
         const jobs = mesh?.jobs;
+        if (msg.topic === 'list' && !jobs) {
+          // no run store (Node-RED not run by mesh-llm start): no past runs to list
+          node.status({ fill: 'yellow', shape: 'ring', text: 'no run store' });
+          msg.payload = [];
+          send(msg);
+          return done();
+        }
         if (!jobs) throw new Error('no run store: mesh-llm start keeps one in its --data folder (elsewhere set MESH_LLM_RUNS_DB)');
+        if (msg.topic === 'list' && jobs) {
+          const limit = typeof msg.payload === 'number' && Number.isInteger(msg.payload) && msg.payload > 0 ? msg.payload : 20;
+          msg.payload = jobs.recent(limit);
+          send(msg);
+          return done();
+        }
         const id = String(msg.req?.params?.id ?? msg.payload ?? '');
         const found = def.whole ? jobs.store.run(id) : jobs.view(id);
         if (found) {

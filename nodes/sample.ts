@@ -9,10 +9,10 @@ import { registerStepNode, stepOf } from './common';
 export = function register(RED: NodeAPI): void {
   registerStepNode(RED, 'mesh-llm-sample', async function (this, rt, msg, send, status, mesh) {
     const { step, x } = stepOf(this, msg);
-    const { token, result } = await rt.sample(step, x);
+    const { token, result, detail } = await rt.sample(step, x);
     // recorded and committed before it is published; a resumed run's recorded tokens are not published again
     const jobs = mesh.jobs;
-    const fresh = !token || !jobs || jobs.token(step.run, token);
+    const fresh = !token || !jobs || jobs.token(step.run, token, detail, rt.steering);
     const tokenMsg: NodeMessage | null = token && fresh ? { topic: 'token', payload: token } : null;
     if (!result) {
       status({ fill: 'blue', shape: 'dot', text: `position ${step.pos + 1}` });

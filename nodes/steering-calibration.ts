@@ -95,7 +95,7 @@ export = function register(RED: NodeAPI): void {
             lastSteer = m.at;
             mesh
               .runtime()
-              .then((rt) => rt.steer(calibrator.allNormalised(m.at), def.alpha ? numberOr(def.alpha, 0.3) : undefined))
+              .then((rt) => rt.steer(calibrator.allNormalised(m.at), def.alpha ? numberOr(def.alpha, 0.3) : undefined, calibrator.baselines()))
               .catch((e: Error) => node.warn(`steering the mesh failed: ${e.message}`));
           }
         } else {

@@ -125,6 +125,7 @@ export function dashboardNodes(): FlowNode[] {
     group('dash-g-alerts', 'Alerts', 4),
     group('dash-g-sim', 'Simulated sensors', 5),
     group('dash-g-radio', 'Radio', 6),
+    group('dash-g-runs', 'Past runs', 7),
 
     { id: 'dash-c-1', type: 'comment', z: TAB, name: 'What the mesh does (mesh-llm/default/events) → the dashboard', info: '', x: 200, y: 40, wires: [] },
     { id: 'dash-monitor', type: 'mesh-llm-monitor', z: TAB, name: 'monitor', mesh: MESH, x: 150, y: 100, wires: [['dash-generate', 'dash-mesh', 'dash-radio', 'dash-sim']] },
@@ -161,6 +162,11 @@ export function dashboardNodes(): FlowNode[] {
     { id: 'dash-webhook-post', type: 'http request', z: TAB, name: 'POST alert', method: 'use', ret: 'txt', paytoqs: 'ignore', url: '', tls: '', persist: false, proxy: '', insecureHTTPParser: false, authType: '', senderr: false, headers: [], x: 1040, y: 780, wires: [[]] },
     mqttOut('dash-state-out', 'alert state (retained)', '', 800, 820),
     mqttOut('dash-discovery-out', 'Home Assistant discovery (retained)', '', 830, 860),
+
+    { id: 'dash-c-4', type: 'comment', z: TAB, name: 'Past runs: the run store\'s newest jobs, every 2 s', info: '', x: 190, y: 960, wires: [] },
+    { id: 'dash-runs-tick', type: 'inject', z: TAB, name: 'every 2 s', props: [{ p: 'payload' }, { p: 'topic', vt: 'str' }], repeat: '2', crontab: '', once: true, onceDelay: 0.5, topic: 'list', payload: '20', payloadType: 'num', x: 140, y: 1010, wires: [['dash-runs-read']] },
+    { id: 'dash-runs-read', type: 'mesh-llm-run', z: TAB, name: 'newest jobs', mesh: MESH, whole: false, x: 330, y: 1010, wires: [['dash-runs']] },
+    template('dash-runs', 'past runs', 'dash-g-runs', 'runs', 520, 1010),
 
     // on the main tab: the dashboard's requests into the prompt node, their errors back to the page
     { id: 'dash-from-dashboard', type: 'link in', z: MAIN_TAB, name: 'from the dashboard', links: ['dash-to-prompt'], x: 150, y: 350, wires: [['prompt']] },

@@ -16,6 +16,7 @@ import { DashboardModel } from '../lib/dashboard/state';
 import { packageRoot } from '../lib/llm/resolve';
 import { MeshEventMessage, topicsFor } from '../lib/mesh/wire';
 import { binPath } from './support/cli';
+import { RunStore } from '../lib/runs/store';
 import { launchChromium } from './support/editor';
 import { goldenText } from './support/fixtures';
 
@@ -179,6 +180,24 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
     expect(answer).toBe(goldenText('once-greedy-64'));
     expect(await page.locator('.ml-error').count()).toBe(0);
   }, 90000);
+
+  test('the past-runs panel lists the finished runs from the run store, newest first: id, prompt, tokens, time and state', async () => {
+    const store = RunStore.inDataDir(s.dataDir, { readonly: true });
+    const jobs = store.jobs(10);
+    store.close();
+    const last = jobs[0];
+    expect(last).toMatchObject({ state: 'done', position: 64, settings: { prompt: 'Once upon a time', steps: 64 } });
+    const row = page.locator(`.ml-run[data-id="${last.id}"]`);
+    await row.waitFor({ timeout: 10000 });
+    await expectEventually(async () => expect(await row.locator('.ml-run-state').textContent()).toBe('done')); // the panel reads the store every 2 s
+    expect(await row.locator('.ml-run-id').textContent()).toBe(last.id.slice(0, 8));
+    expect(await row.locator('.ml-run-prompt').textContent()).toBe('Once upon a time');
+    expect(await row.locator('.ml-run-tokens').textContent()).toBe('64/64');
+    expect((await row.locator('.ml-run-time').textContent())?.length).toBeGreaterThan(0);
+    // every recorded job is listed, newest first (the request with a bad field never became a job)
+    expect(await page.locator('.ml-run').evaluateAll((es) => es.map((e) => e.getAttribute('data-id')))).toEqual(jobs.map((j) => j.id));
+    expect(jobs.map((j) => j.state)).toEqual(['done', 'done']);
+  }, 30000);
 
   test('holding node-2 at 1.5 g of vibration raises its alert in the list and a notification; the screenshot of docs/DASHBOARD.md', async () => {
     await page.locator('tr[data-node="node-2"] input[data-channel="vibrationG"]').fill('1.5');

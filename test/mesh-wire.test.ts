@@ -94,6 +94,8 @@ describe('control messages', () => {
     steering: { protocol: 1, id: 's1', heads: [2], layer: 3, alpha: 0.3, channels: [{ name: 'soundDb', reading: 1, share: [0.5, -0.25, 0, 0, 0, 0, 0, 1] }] },
     baseline: { protocol: 1, node: 'node-1', at: 1764140000000, channels: { soundDb: { median: 38.5, mad: 1.2, samples: 60 } } },
     'sim-control': { protocol: 1, node: 'node-2', channel: 'vibrationG', value: 1.5 },
+    job: { protocol: 1, job: '5f0c1a2e-0d4b-4c39-9a57-2f1e8b7c6d5a', state: 'running', position: 6, token: { pos: 6, token: 403, piece: ' Once' } },
+    gateway: { protocol: 1, state: 'online', jobs: true, pid: 4242 },
     event: { protocol: 1, kind: 'token', at: 1764140000000, run: 'r1', session: 7, pos: 6, token: 403, piece: ' Once', sampled: true, probability: 0.5, kl: 0.01, node: 'node-1' },
   } as const;
 

@@ -7,6 +7,8 @@ import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '..
 import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import { Encoding, TRANSPORT_ENCODINGS, WEIGHT_FORMATS, WeightFormat } from '../../lib/llm/quant';
 import { TextStream, printJson } from '../output';
+import { followJob, gatewayOnline } from '../../lib/runs/bus';
+import { DEFAULT_MESH_ID } from '../../lib/mesh/run';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
 import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
@@ -98,6 +100,32 @@ export function reportGeneration(result: GenerationResult, json: boolean, stream
   }
 }
 
+/**
+ * `generate --broker URL` with a gateway online on the mesh (mesh-llm start): the request is a
+ * durable job on it, followed to its end (lib/runs/bus.ts); a gateway restart mid-job is
+ * survived (the job resumes there). The gateway runs its own mesh and model.
+ */
+async function runJobCommand(address: { url: string; username?: string; password?: string; meshId: string }, cmd: GenerateCommand, stream: TextStream): Promise<number> {
+  if (cmd.generate.seed > BigInt(Number.MAX_SAFE_INTEGER)) throw new UsageError(`--seed ${cmd.generate.seed}: a job on a gateway takes seeds up to ${Number.MAX_SAFE_INTEGER}`);
+  let online: boolean | null = null; // the retained presence first, then its changes
+  const job = await followJob({
+    ...address,
+    options: cmd.generate,
+    onJob: (id) => process.stderr.write(`job ${id} accepted by the gateway on mesh "${address.meshId}"\n`),
+    onGateway: (now) => {
+      if (online !== null && now !== online) process.stderr.write(now ? 'the gateway is back; the job goes on\n' : 'the gateway went offline; waiting for it (the job resumes when it starts again)\n');
+      online = now;
+    },
+    onPiece: cmd.json ? undefined : (piece) => stream.write(Buffer.from(piece, 'utf8')),
+  });
+  if (cmd.json) printJson({ tokens: job.tokens, text: job.text, tokensPerSecond: job.tokensPerSecond, job: job.job });
+  else {
+    stream.end();
+    process.stderr.write(`job ${job.job} done\n`);
+  }
+  return 0;
+}
+
 export async function run(argv: string[]): Promise<number> {
   const values = parseOptions(argv, generateOptionSpec, 'generate');
   const cmd = parseGenerate(values);
@@ -106,6 +134,10 @@ export async function run(argv: string[]): Promise<number> {
   if (cmd.events !== undefined && !wantsRadio(values) && !wantsMesh(values)) throw new UsageError('generate: --events tells what happens on a mesh: give it with --mesh, --broker or --radio');
   if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
   if (wantsSteering(values)) return runSteeredCommand(values, cmd, paths, stream);
+  if (values.broker !== undefined && values.mesh === undefined && cmd.events === undefined) {
+    const address = { url: values.broker, username: values.username, password: values.password, meshId: values['mesh-id'] ?? DEFAULT_MESH_ID };
+    if (await gatewayOnline(address)) return runJobCommand(address, cmd, stream);
+  }
   const onToken = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
   const result = wantsMesh(values)
     ? await runMeshCommand(values, cmd, paths, onToken)

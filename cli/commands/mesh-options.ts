@@ -33,7 +33,10 @@ export const meshUsage = `
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --nodes K          with --broker: wait for K head nodes (default: whoever is up after 0.5 s)
   --gather-timeout MS  fail if a head node has not answered a layer within MS (default 2000)
-  With --mesh or --broker, --groups defaults to one group per node.`;
+  With --mesh or --broker, --groups defaults to one group per node.
+  With --broker URL and a gateway online on the mesh (mesh-llm start on that broker), the request is
+  a durable job on that gateway, followed to its end (tokens as they come; the job id on stderr);
+  the gateway's own model and mesh run it (docs/RUNS.md). Without one, generate is a gateway of its own.`;
 
 type MeshValues = { [K in Exclude<keyof typeof meshOptionSpec, 'native'>]?: string } & { groups?: string; native?: boolean };
 

@@ -12,6 +12,7 @@ import { modelDigest } from '../../lib/runs/jobs';
 import { diffRuns, replayRun } from '../../lib/runs/replay';
 import { RunRecord } from '../../lib/runs/store';
 import { readingsFor } from '../../lib/steering/run';
+import { parseRadioSettings, radioOptionSpec } from './radio-options';
 
 type Values = ReturnType<typeof parseOptions<typeof spec>>;
 
@@ -20,7 +21,9 @@ async function replay(store: RunStore, record: RunRecord, v: Values): Promise<nu
   const nodes = (record.job.mesh?.nodes.length ? record.job.mesh.nodes : [{ node: 'node-1' }]).map((_, i) => `node-${i + 1}`);
   const readings = v.scenario !== undefined || v.sensors !== undefined ? readingsFor({ scenario: v.scenario, sensors: v.sensors }, nodes) : undefined;
   const alpha = v.alpha === undefined ? undefined : floatOption('alpha', v.alpha, 0, -1e6, 1e6);
-  process.stderr.write(`mesh-llm: replaying run ${record.job.id} (${record.tokens.length} tokens) on ${v.mesh ? `${v.mesh} head-node processes` : 'the engine'}${readings || alpha !== undefined ? ', counterfactual' : ''}\n`);
+  if (v.radio !== undefined) choiceOption('radio', v.radio, 'sim', ['sim'] as const);
+  const radio = v.radio === undefined ? undefined : parseRadioSettings({ ...v, nodes: undefined });
+  process.stderr.write(`mesh-llm: replaying run ${record.job.id} (${record.tokens.length} tokens) on ${radio ? `${nodes.length} radio head nodes (simulated channel, ${radio.region} SF${radio.sf})` : v.mesh ? `${v.mesh} head-node processes` : 'the engine'}${readings || alpha !== undefined ? ', counterfactual' : ''}\n`);
   const r = await replayRun(store, record, {
     modelPath: paths.model,
     tokenizerPath: paths.tokenizer,
@@ -29,6 +32,7 @@ async function replay(store: RunStore, record: RunRecord, v: Values): Promise<nu
     native: v.native,
     alpha,
     readings,
+    radio: radio && { region: radio.region, sf: radio.sf, bandwidthKHz: radio.bandwidthKHz, channels: radio.channels, channelPlan: radio.channelPlan, loss: radio.loss, timeScale: radio.timeScale },
   });
   if (v.json) printJson({ ...r, of: record.job.id, same: r.differences.length === 0 });
   else if (r.counterfactual) process.stdout.write(`counterfactual run ${r.id} of ${record.job.id}: ${r.tokens} tokens${r.differences.length ? `; first difference: ${r.differences[0]}` : '; the same tokens'} (mesh-llm runs diff ${record.job.id.slice(0, 8)} ${r.id.slice(0, 8)})\n`);
@@ -54,7 +58,7 @@ function diff(a: RunRecord, b: RunRecord, json: boolean): number {
 export const usage = `mesh-llm runs list [--data DIR] [--limit N] [--json]
 mesh-llm runs show ID [--data DIR] [--json]
 mesh-llm runs export ID --format csv|jsonl [--data DIR]
-mesh-llm runs replay ID [--mesh N [--native]] [--alpha A] [--scenario NAME | --sensors FILE] [--data DIR] [--json]
+mesh-llm runs replay ID [--mesh N [--native] | --radio sim [--region R] [--sf S] [--bw B] [--loss P]] [--alpha A] [--scenario NAME | --sensors FILE] [--data DIR] [--json]
 mesh-llm runs diff A B [--data DIR] [--json]
 
   list             the newest jobs first: id, state, source, position reached, prompt
@@ -64,7 +68,9 @@ mesh-llm runs diff A B [--data DIR] [--json]
   replay ID        run the recorded request again from its recorded sensor readings, on the engine (its heads
                    cut as the run's nodes were) or on N head-node processes (--mesh N), record it as a new
                    run, and check its tokens, probabilities and attributions are the recorded ones (exit 1 if not);
-                   --alpha, --scenario or --sensors override the recorded steering: a counterfactual run
+                   --alpha, --scenario or --sensors override the recorded steering: a counterfactual run;
+                   --radio sim: on as many radio head nodes behind the LoRa bridge, on the simulated channel
+                   (--region, --sf, --bw, --channels, --loss as generate --radio takes them; unsteered runs only)
   diff A B         where the texts of two runs diverge, and which node's readings differ there
   ID               a job id or an unambiguous prefix of it
   --data DIR       the data folder of mesh-llm start (default ./data): its run store is DIR/${RUN_STORE_FILE}
@@ -81,6 +87,7 @@ const spec = {
   alpha: { type: 'string' },
   scenario: { type: 'string' },
   sensors: { type: 'string' },
+  ...radioOptionSpec,
 } as const;
 
 function openStore(data: string | undefined, write = false): RunStore {

@@ -16,6 +16,7 @@ export interface GenerateRequest {
   temperature?: number;
   topP?: number;
   seed?: number;
+  job?: string;
 }
 
 const schema = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'schemas', 'generate-request.json'), 'utf8'));
@@ -43,4 +44,10 @@ export function parseGenerateRequest(payload: unknown): GenerateOptions {
     topP: request.topP ?? 0.9,
     seed: BigInt(request.seed ?? 0),
   };
+}
+
+/** The job id a request asks for (generate --broker chooses its own, to follow it), if any. */
+export function requestedJob(payload: unknown): string | undefined {
+  const job = typeof payload === 'object' && payload !== null ? (payload as GenerateRequest).job : undefined;
+  return typeof job === 'string' ? job : undefined;
 }

@@ -26,7 +26,7 @@ import { PROTOCOL_VERSION, TokenMessage } from '../mesh/wire';
 import { OnnxFfn } from '../onnx/ffn';
 import { loadSteering } from '../steering/directions';
 import { ATTRIBUTION_FLOOR, CounterfactualHeads, NodeSteering, attributeStep } from '../steering/attribution';
-import { RunEvents, TokenSteering } from '../mesh/events';
+import { RunEvents, TokenSteering, tokenDistribution } from '../mesh/events';
 import { MeshSteering } from '../steering/mesh';
 import { NodeReadings, Steering } from '../steering/steer';
 import { WeightFormat } from '../llm/quant';
@@ -57,7 +57,27 @@ export interface GatherEvent {
   ms?: number;
   /** Nodes that have not answered within half the gather timeout. */
   late?: string[];
+  /** Each node's round trip (gather-done). */
+  nodes?: { node: string; ms: number }[];
 }
+
+/** A sampled token's record beyond the token (lib/runs): its probability, the top alternatives, the steering's KL and node. */
+export interface TokenDetail {
+  probability?: number;
+  /** The most probable tokens and their probabilities (softmax of the logits, before temperature). */
+  topK?: [number, number][];
+  kl?: number;
+  node?: string | null;
+}
+
+/** The steering in force (set by steer()): the readings, their baselines if given, alpha and each node's vector. */
+export interface SteeringInForce {
+  readings: NodeReadings;
+  alpha: number;
+  baselines?: unknown;
+  vectors: Record<string, { layer: number; vector: number[] }>;
+}
+
 
 /** What the runtime tells its watchers; a run's end carries the error that ended it, if one did. */
 export interface MeshEventMap {
@@ -102,6 +122,8 @@ export class FlowRuntime {
   private steeringLink: { link: MeshSteering; steering: Steering; alpha: number; assignment: NodeAssignment[] } | null = null;
   /** The nodes' steering while it is on (what attribution takes out, one node at a time). */
   private steered: NodeSteering[] = [];
+  /** What steer() put in force, for the run records (null: no steering). */
+  steering: SteeringInForce | null = null;
   /** What a layer's broadcast runs on: the mesh runner, wrapped by steering's envelope while steering is on. */
   private heads: HeadRunner;
   private closing = false;
@@ -119,7 +141,7 @@ export class FlowRuntime {
     // the node statuses follow the mesh's own event stream (which the gateway also publishes on the bus)
     mesh.events.on((e) => {
       if (e.kind === 'broadcast') this.events.emit('gather-start', { pos: e.pos, layer: e.layer });
-      else if (e.kind === 'gather') this.events.emit('gather-done', { pos: e.pos, layer: e.layer, ms: e.ms });
+      else if (e.kind === 'gather') this.events.emit('gather-done', { pos: e.pos, layer: e.layer, ms: e.ms, nodes: e.nodes });
       else if (e.kind === 'late') this.events.emit('gather-late', { pos: e.pos, layer: e.layer, late: e.nodes, ms: e.ms });
       else if (e.kind === 'failover') this.events.emit('failover', { pos: e.pos, layer: e.layer, lost: e.lost, moves: e.moves, session: e.session, replayed: e.replayed, replayMs: e.replayMs });
     });
@@ -151,7 +173,7 @@ export class FlowRuntime {
    * alpha * sum(reading * share) to its head outputs from then on. Resolves once every
    * node has acknowledged. alpha defaults to steering/steering.json's.
    */
-  async steer(readings: NodeReadings, alpha?: number): Promise<void> {
+  async steer(readings: NodeReadings, alpha?: number, baselines?: unknown): Promise<void> {
     if (!this.steeringLink || this.steeringLink.assignment !== this.assignment) {
       await this.steeringLink?.link.close();
       const data = loadSteering(this.g.dim, this.g.nLayers);
@@ -165,6 +187,8 @@ export class FlowRuntime {
     // the gateway's part of steering, as in every steered run: the push envelope over positions
     this.steered = steering.steeredNodes(readings, a);
     this.heads = new CounterfactualHeads(this.mesh.runner, this.g, this.steered);
+    const vectors = Object.fromEntries(this.steered.map((n) => [n.node, { layer: n.steering.layer, vector: Array.from(n.steering.vector) }]));
+    this.steering = { readings, alpha: a, ...(baselines !== undefined ? { baselines } : {}), vectors };
   }
 
   async close(): Promise<void> {
@@ -229,6 +253,7 @@ export class FlowRuntime {
     this.assignment = await this.mesh.assign(nodes, { quant: this.options.quant });
     this.heads = this.mesh.runner; // steering was cut for the old assignment: steer() again
     this.steered = [];
+    this.steering = null;
     this.events.emit('assigned', this.nodes);
     await runner.reset();
   }
@@ -285,7 +310,7 @@ export class FlowRuntime {
    * without its steering, one without any, then the steered pass again, so the caches end as
    * the steered run leaves them), for the token event's KL and node.
    */
-  async sample(step: StepState, x: Float32Array): Promise<{ token: TokenMessage | null; result: GenerationResult | null }> {
+  async sample(step: StepState, x: Float32Array): Promise<{ token: TokenMessage | null; result: GenerationResult | null; detail: TokenDetail }> {
     const run = this.get(step);
     const g = run.generation;
     const logits = g.needsLogits ? this.gateway.logits(x) : null;
@@ -294,10 +319,11 @@ export class FlowRuntime {
     const out = g.advance(logits);
     const token: TokenMessage | null = out ? { protocol: PROTOCOL_VERSION, session: this.mesh.runner.session, pos: g.pos, token: out.token, piece: out.piece.toString('utf8') } : null;
     if (out) run.told.token(pos + 1, out.token, out.piece, logits, moved);
-    if (!g.done) return { token, result: null };
+    const detail: TokenDetail = out && logits ? { ...tokenDistribution(logits, out.token), ...(moved ? { kl: moved.kl, node: moved.node } : {}) } : {};
+    if (!g.done) return { token, result: null, detail };
     const result = g.result();
     this.finish(run, result);
-    return { token, result };
+    return { token, result, detail };
   }
 
   /** How far the sensors moved the distribution at the run's position, and which node most. */
@@ -323,3 +349,4 @@ export class FlowRuntime {
     this.events.emit('run-end', error ? { error: error.message } : {});
   }
 }
+

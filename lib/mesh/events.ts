@@ -75,6 +75,23 @@ export function tokenProbability(logits: Float32Array, token: number): number {
   return Math.min(1, Math.max(0, probabilities(logits)[token]));
 }
 
+/** How many alternatives a token's record keeps (lib/runs). */
+export const TOP_K = 5;
+
+/** A sampled token's probability and the TOP_K most probable tokens, under softmax(logits). */
+export function tokenDistribution(logits: Float32Array, token: number): { probability: number; topK: [number, number][] } {
+  const p = probabilities(logits);
+  const top: [number, number][] = [];
+  for (let i = 0; i < p.length; i++) {
+    if (top.length < TOP_K || p[i] > top[top.length - 1][1]) {
+      top.push([i, p[i]]);
+      top.sort((a, b) => b[1] - a[1]);
+      if (top.length > TOP_K) top.pop();
+    }
+  }
+  return { probability: Math.min(1, Math.max(0, p[token])), topK: top };
+}
+
 /** How far the sensors moved a sampled token's distribution, for the token event of a steered run. */
 export interface TokenSteering {
   /** KL(steered || unsteered), nats. */

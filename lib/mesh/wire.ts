@@ -66,6 +66,13 @@ export function topicsFor(meshId: string) {
     alertState: (node: string) => `${root}/alert-state/${checkId('node', node)}`,
     /** JSON mesh events (schemas/event.json: broadcasts, results, tokens, radio), every gateway path -> anyone; QoS 0. */
     events: `${root}/events`,
+    /** Generation requests (schemas/generate-request.json), anyone -> the gateway's flow. */
+    generate: `${root}/generate`,
+    /** JSON presence of a gateway that takes durable jobs (schemas/gateway.json), retained; its last will says offline. */
+    gateway: `${root}/gateway`,
+    /** JSON progress of one durable job (schemas/job.json), the gateway -> anyone; QoS 1, states retained. */
+    job: (id: string) => `${root}/jobs/${id}`,
+    jobs: `${root}/jobs/+`,
     /** JSON control of the simulated sensors (schemas/sim-control.json), the dashboard -> the simulation. */
     simControl: `${root}/sim/control`,
   };
@@ -221,6 +228,28 @@ export interface SimControlMessage {
   timeScale?: number;
 }
 
+/** A durable job's progress (schemas/job.json): a state, or a token just committed. */
+export interface JobMessage {
+  protocol: 1;
+  job: string;
+  state: 'queued' | 'running' | 'done' | 'failed' | 'refused';
+  position: number;
+  token?: { pos: number; token: number; piece: string };
+  tokens?: number[];
+  pieces?: string[];
+  text?: string;
+  tokensPerSecond?: number;
+  error?: string;
+}
+
+/** A gateway that takes durable jobs (schemas/gateway.json). */
+export interface GatewayMessage {
+  protocol: 1;
+  state: 'online' | 'offline';
+  jobs?: boolean;
+  pid?: number;
+}
+
 export interface ControlMessages {
   status: StatusMessage;
   assignment: AssignmentMessage;
@@ -233,10 +262,12 @@ export interface ControlMessages {
   baseline: BaselineMessage;
   event: MeshEventMessage;
   'sim-control': SimControlMessage;
+  job: JobMessage;
+  gateway: GatewayMessage;
 }
 
 export type ControlKind = keyof ControlMessages;
-export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline', 'event', 'sim-control'];
+export const CONTROL_KINDS: readonly ControlKind[] = ['status', 'assignment', 'session', 'ack', 'telemetry', 'token', 'error', 'steering', 'baseline', 'event', 'sim-control', 'job', 'gateway'];
 
 /** schemas/ of the package. */
 export function schemaDir(): string {

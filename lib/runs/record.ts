@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { GenerateOptions, GenerationResult, TokenListener } from '../llm/engine';
 import { ModelIdentity, settingsOf } from './jobs';
 import { GatherRecord, MeshRecord, RunStore } from './store';
+import { tokenDistribution } from '../mesh/events';
 
 export class RunRecorder {
   readonly id: string;
@@ -28,10 +29,13 @@ export class RunRecorder {
   }
 
   /** The token listener to hand to generate(): each token is committed as it arrives. */
-  readonly onToken: TokenListener = (token, piece, pos) => {
+  readonly onToken: TokenListener = (token, piece, pos, logits) => {
     const gathers = this.gathers;
     this.gathers = [];
-    this.store.addToken(this.id, { pos, token, piece: piece.toString('utf8'), sampled: pos >= this.promptTokens }, gathers);
+    const sampled = pos >= this.promptTokens;
+    // a sampled token's probability and top alternatives, from the logits it was sampled from
+    const distribution = sampled && logits ? tokenDistribution(logits, token) : {};
+    this.store.addToken(this.id, { pos, token, piece: piece.toString('utf8'), sampled, ...distribution }, gathers);
   };
 
   finish(result: GenerationResult): void {

@@ -16,6 +16,8 @@ import { NodeReadings, Steering, localNodes } from '../steering/steer';
 import { ModelIdentity, optionsOf } from './jobs';
 import { RunRecorder } from './record';
 import { MeshRecord, RunRecord, RunStore, TokenRecord } from './store';
+import type { RadioSettings } from '../../gateway-bridge/radio-mesh';
+import { runRadioGenerate } from '../../gateway-bridge/run';
 
 export interface ReplayOptions {
   modelPath: string;
@@ -28,6 +30,8 @@ export interface ReplayOptions {
   alpha?: number;
   /** Counterfactual: these readings (node -> channel -> [-1, 1]) instead of the recorded ones. */
   readings?: NodeReadings;
+  /** Run on radio head nodes behind the LoRa bridge on the simulated channel (as many as the run had nodes). */
+  radio?: RadioSettings;
 }
 
 export interface ReplayResult {
@@ -74,16 +78,36 @@ export async function replayRun(store: RunStore, r: RunRecord, o: ReplayOptions)
   const steered = Object.keys(readings).length > 0;
   const recordedAlpha = r.job.settings.alpha;
   const groups = r.job.mesh?.nodes.length || 1;
-  const engine = o.mesh === undefined ? Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, groups }) : null;
+  if (o.radio && steered) throw new MeshLlmError(`run ${r.job.id} was steered by sensor readings; steering over the radio is not done (the radio head nodes take no steering messages), so it cannot be replayed with --radio: replay it on the engine or with --mesh N`);
+  if (o.radio && o.mesh !== undefined) throw new MeshLlmError('a replay runs on the radio or on --mesh N head-node processes, not both');
+  const engine = o.mesh === undefined && !o.radio ? Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, groups }) : null;
   const promptTokens = (engine?.tokenizer ?? Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath }).tokenizer).encode(options.prompt, true, false).length;
-  const mesh: MeshRecord = o.mesh === undefined ? { kind: 'engine', nodes: localNodes(engine!.heads).map((n) => ({ node: n.node, heads: n.heads, runtime: 'engine' })) } : { kind: 'mqtt', nodes: [], quant: 'f32' };
+  const mesh: MeshRecord = o.radio ? { kind: 'radio', nodes: [], quant: 'f32', radio: { ...o.radio } } : o.mesh === undefined ? { kind: 'engine', nodes: localNodes(engine!.heads).map((n) => ({ node: n.node, heads: n.heads, runtime: 'engine' })) } : { kind: 'mqtt', nodes: [], quant: 'f32' };
   const alphaOf = (data: ReturnType<typeof loadSteering>) => o.alpha ?? recordedAlpha ?? data.settings.alpha;
   let alpha: number | undefined;
   const recorder = new RunRecorder(store, { options, source: `${counterfactual ? 'counterfactual' : 'replay'}:${r.job.id}`, model: o.model, mesh, promptTokens });
   // kl: how far all the sensors moved the distribution, KL(steered || unsteered), as the mesh events tell it
   const onAttribution = (a: TokenAttribution) => store.setAttribution(recorder.id, a.pos, a.kl, a.top);
   let result: GenerationResult;
-  if (engine) {
+  if (o.radio) {
+    // each position's gathers (their wall round trip; the airtime per position goes with the mesh record's radio report)
+    const radio = await runRadioGenerate({
+      ...o.radio,
+      generate: options,
+      modelPath: o.modelPath,
+      tokenizerPath: o.tokenizerPath,
+      nodes: groups,
+      quant: 'f32',
+      onToken: recorder.onToken,
+      onEvent: (e) => {
+        if (e.kind === 'gather') recorder.gather(e.pos, e.layer, e.ms);
+      },
+      log: () => undefined,
+    });
+    result = radio;
+    const report = radio.radio;
+    store.started(recorder.id, { ...mesh, nodes: radio.assignment.map((a) => ({ node: a.node, heads: a.heads, runtime: 'radio' })), radio: { ...o.radio, simulatedSecondsPerToken: report.simulatedSecondsPerToken, airtimeSeconds: report.airtimeSeconds, positions: report.positions } });
+  } else if (engine) {
     if (steered) {
       const data = loadSteering(engine.g.dim, engine.g.nLayers);
       const steering = new Steering(engine.g, engine.gateway, data, localNodes(engine.heads));

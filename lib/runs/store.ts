@@ -1,11 +1,17 @@
 /**
- * The run store: one SQLite database (better-sqlite3, WAL, synchronous FULL) that holds every
- * generation as a durable job and a recorded run. A job is a request with its state and the
- * position it reached; its run is what happened: prompt and settings, model and digest, the
- * mesh it ran on, and per token, per gather, per reading and per alert a row.
+ * The run store: one SQLite database (better-sqlite3, WAL) that holds every generation as a
+ * durable job and a recorded run. A job is a request with its state and the position it
+ * reached; its run is what happened: prompt and settings, model and digest, the mesh it ran
+ * on, and per token, per gather, per reading and per alert a row.
  *
  * Every write is one transaction committed before the call returns, so what a caller has
- * been told is stored survives a SIGKILL at any point. A database that cannot be opened
+ * been told is stored survives a SIGKILL at any point (a commit is in the write-ahead log,
+ * which the operating system holds once write() returns). What survives a power cut as well:
+ * with `synchronous` NORMAL (the default) every change of a job (accepted, started, its
+ * state, finished) is committed with an fsync (FULL), which also makes every token committed
+ * before it durable; a token's own commit is not fsynced, so a power cut may lose the tokens
+ * since the job's last such commit (the job then resumes from the position before them). With
+ * `synchronous` FULL every commit is fsynced. A database that cannot be opened
  * (corrupt, not SQLite, locked by another process) is a MeshLlmError naming the file:
  * there is no in-memory fallback.
  */
@@ -18,6 +24,12 @@ import { MeshLlmError } from '../llm/errors';
 export const RUN_STORE_FILE = 'runs.sqlite';
 
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'refused';
+
+/**
+ * How commits reach the disk: NORMAL fsyncs the commits that change a job and not those of
+ * tokens, gathers, readings and alerts; FULL fsyncs every commit (one fsync per token).
+ */
+export type Synchronous = 'NORMAL' | 'FULL';
 
 /** A generation request as stored (the seed as a decimal string: it is a 64-bit integer). */
 export interface StoredSettings {
@@ -223,19 +235,33 @@ function openError(file: string, e: unknown): MeshLlmError {
 export class RunStore {
   readonly file: string;
   private readonly db: Database.Database;
+  readonly synchronous: Synchronous;
   private readonly statements: ReturnType<RunStore['prepare']>;
 
-  private constructor(file: string, db: Database.Database) {
+  private constructor(file: string, db: Database.Database, synchronous: Synchronous) {
     this.file = file;
     this.db = db;
+    this.synchronous = synchronous;
     this.statements = this.prepare();
+  }
+
+  /** Runs `write` as one transaction committed with an fsync, whatever the store's `synchronous`. */
+  private durable<T>(write: () => T): T {
+    if (this.synchronous === 'FULL') return write();
+    this.db.pragma('synchronous = FULL');
+    try {
+      return write();
+    } finally {
+      this.db.pragma('synchronous = NORMAL');
+    }
   }
 
   /**
    * Opens (or creates) the store at `file`. Checks it: an integrity check, and a write
    * transaction within `busyMs` (another process holding one is "locked").
    */
-  static open(file: string, o: { busyMs?: number; readonly?: boolean } = {}): RunStore {
+  static open(file: string, o: { busyMs?: number; readonly?: boolean; synchronous?: Synchronous } = {}): RunStore {
+    const synchronous = o.synchronous ?? 'NORMAL';
     const abs = path.resolve(file);
     if (o.readonly && !fs.existsSync(abs)) throw new MeshLlmError(`no run store at ${abs} (it is created by mesh-llm start in its --data folder)`);
     fs.mkdirSync(path.dirname(abs), { recursive: true });
@@ -244,7 +270,7 @@ export class RunStore {
       db = new Database(abs, { timeout: o.busyMs ?? 2000, readonly: o.readonly ?? false, fileMustExist: o.readonly ?? false });
       if (!o.readonly) {
         db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = FULL');
+        db.pragma(`synchronous = ${synchronous}`);
         db.pragma('foreign_keys = ON');
       }
       const check = db.pragma('quick_check', { simple: true });
@@ -257,7 +283,7 @@ export class RunStore {
       }
       const version = (db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as { value: string } | undefined)?.value;
       if (version !== SCHEMA_VERSION) throw new MeshLlmError(`the run store ${abs} has schema ${version ?? 'none'}; this mesh-llm reads schema ${SCHEMA_VERSION}`);
-      return new RunStore(abs, db);
+      return new RunStore(abs, db, synchronous);
     } catch (e) {
       db?.close();
       if (e instanceof MeshLlmError) throw e;
@@ -311,7 +337,7 @@ export class RunStore {
 
   /** A new job, committed (state queued) before this returns. */
   addJob(j: { id: string; source: string; settings: StoredSettings; model: string; modelDigest: string; state?: JobState }): JobRow {
-    this.statements.insertJob.run({ id: j.id, source: j.source, state: j.state ?? 'queued', settings: JSON.stringify(j.settings), model: j.model, digest: j.modelDigest, now: Date.now() });
+    this.durable(() => this.statements.insertJob.run({ id: j.id, source: j.source, state: j.state ?? 'queued', settings: JSON.stringify(j.settings), model: j.model, digest: j.modelDigest, now: Date.now() }));
     return this.job(j.id) as JobRow;
   }
 
@@ -341,15 +367,15 @@ export class RunStore {
 
   /** The job started on this mesh. */
   started(id: string, mesh: MeshRecord): void {
-    this.statements.setMesh.run({ id, mesh: JSON.stringify(mesh), now: Date.now() });
+    this.durable(() => this.statements.setMesh.run({ id, mesh: JSON.stringify(mesh), now: Date.now() }));
   }
 
   setState(id: string, state: JobState, error: string | null = null): void {
-    this.statements.setState.run({ id, state, error, now: Date.now() });
+    this.durable(() => this.statements.setState.run({ id, state, error, now: Date.now() }));
   }
 
   finish(id: string, text: string): void {
-    this.statements.finish.run({ id, text, now: Date.now() });
+    this.durable(() => this.statements.finish.run({ id, text, now: Date.now() }));
   }
 
   /** One token, the gathers of its position and the job's position with it, in one transaction. */
@@ -404,7 +430,7 @@ export class RunStore {
 
   /** A whole run written back (an import of an export): one transaction. */
   importRun(r: RunRecord): void {
-    this.db.transaction(() => {
+    this.durable(() => this.db.transaction(() => {
       this.statements.insertJob.run({ id: r.job.id, source: r.job.source, state: r.job.state, settings: JSON.stringify(r.job.settings), model: r.job.model, digest: r.job.modelDigest, now: r.job.createdMs });
       if (r.job.mesh) this.db.prepare('UPDATE jobs SET mesh = ? WHERE id = ?').run(JSON.stringify(r.job.mesh), r.job.id);
       for (const t of r.tokens) this.addToken(r.job.id, t);
@@ -412,7 +438,7 @@ export class RunStore {
       for (const x of r.readings) this.addReading(r.job.id, x);
       for (const a of r.alerts) this.addAlert(r.job.id, a);
       this.db.prepare('UPDATE jobs SET text = ?, error = ?, position = ?, updated_ms = ? WHERE id = ?').run(r.job.text, r.job.error, r.job.position, r.job.updatedMs, r.job.id);
-    })();
+    })());
   }
 
   /** Bytes on disk: the database and its write-ahead log. */
