@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
     static_cast<MqttClient*>(ctx)->publish(topic, payload, len, qos, retain);
   };
   io.log = [](void*, const char* level, const std::string& message) { logLine(level, message); };
+  io.nowMs = [](void*) { return mqtt_now_ms(); };
   MlNodeOptions no;
   no.id = a.id;
   no.mesh = a.mesh;
