@@ -10,12 +10,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { GATEWAY_USER, MeshCredentials } from '../lib/mesh/acl';
+import { startMosquitto } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { cliEntry, spawnHeadNodes } from '../lib/mesh/processes';
 import { FailoverEvent } from '../lib/mesh/runner';
 import { faults } from './support/faults';
 import { goldenIds, modelPaths } from './support/fixtures';
-import { startMosquitto } from './support/mosquitto';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -32,7 +32,7 @@ test('eight head nodes on Mosquitto with credentials and ACLs: two killed a seco
   expect(made.status).toBe(0);
   const creds = JSON.parse(fs.readFileSync(out, 'utf8')) as MeshCredentials;
   const login = (user: string) => ({ username: user, password: creds.users[user].password });
-  const broker = await startMosquitto({ dir, auth: { passwd: path.join(dir, 'mosquitto', 'passwd'), acl: path.join(dir, 'mosquitto', 'acl') } });
+  const broker = await startMosquitto({ auth: { passwd: path.join(dir, 'mosquitto', 'passwd'), acl: path.join(dir, 'mosquitto', 'acl') } });
   cleanups.push(() => broker.close());
 
   const nodes = spawnHeadNodes({ count: 8, brokerUrl: broker.url, meshId: MESH, modelPath: modelPaths.model, onLog: () => undefined, credentials: login });

@@ -187,16 +187,28 @@ function waitForPort(host: string, port: number, child: ChildProcess, timeoutMs:
   });
 }
 
+export interface MosquittoOptions {
+  port?: number;
+  binary?: string;
+  /** Mosquitto's password_file and acl_file (`mesh-llm credentials create --mosquitto DIR`): no anonymous access. */
+  auth?: { passwd: string; acl: string };
+  /** A TLS listener (mqtts://) with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string };
+}
+
 /**
  * Starts the system's mosquitto on a free loopback port with a generated config (anonymous
- * access, TCP_NODELAY). Throws if mosquitto is not installed (.ci/run installs it).
+ * access unless `auth`, TCP_NODELAY, TLS with `tls`). Throws if mosquitto is not installed
+ * (.ci/run installs it).
  */
-export async function startMosquitto(o: { port?: number; binary?: string } = {}): Promise<RunningBroker> {
+export async function startMosquitto(o: MosquittoOptions = {}): Promise<RunningBroker> {
   const host = '127.0.0.1';
   const port = o.port ?? (await freePort(host));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-mosquitto-'));
   const conf = path.join(dir, 'mosquitto.conf');
-  fs.writeFileSync(conf, [`listener ${port} ${host}`, 'allow_anonymous true', 'set_tcp_nodelay true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
+  const access = o.auth ? ['allow_anonymous false', `password_file ${o.auth.passwd}`, `acl_file ${o.auth.acl}`, `user ${os.userInfo().username}`] : ['allow_anonymous true']; // as root Mosquitto would switch to its own user, who cannot read the 0600 files
+  const tls = o.tls ? [`certfile ${o.tls.cert}`, `keyfile ${o.tls.key}`] : [];
+  fs.writeFileSync(conf, [`listener ${port} ${host}`, ...access, ...tls, 'set_tcp_nodelay true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
   const binary = o.binary ?? (fs.existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto');
   const child = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -214,7 +226,7 @@ export async function startMosquitto(o: { port?: number; binary?: string } = {})
     throw new Error(`${(e as Error).message}${stderr ? `\n${stderr}` : ''}`);
   }
   return {
-    url: urlFor(host, port),
+    url: urlFor(host, port).replace(/^mqtt:/, o.tls ? 'mqtts:' : 'mqtt:'),
     host,
     port,
     close: () =>
