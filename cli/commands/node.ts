@@ -1,4 +1,5 @@
 /** `mesh-llm node`: a head-node process that computes the head group the gateway assigns it. */
+import { trustCaFile } from '../../lib/mesh/mqtt';
 import * as path from 'node:path';
 import { UsageError, intOption, parseOptions } from '../args';
 import { provideModelFiles } from '../../lib/llm/provide';
@@ -33,12 +34,14 @@ function runNative(binary: string, args: string[]): Promise<number> {
   });
 }
 
-export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--mesh ID] [--model PATH] [--heartbeat MS] [--native]
+export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--ca FILE] [--mesh ID] [--model PATH] [--heartbeat MS] [--native]
 
   --id ID            this node's id (letters, digits, _ . -), unique on the mesh
   --broker URL       MQTT broker (default ${DEFAULT_BROKER_URL})
   --username U       broker username (or in the URL: mqtt://user:pass@host:port)
   --password P       broker password
+  --ca FILE          with an mqtts:// broker (TLS): the PEM file of the CA that signed its certificate
+                     (node.js node only: the native node speaks plain MQTT)
   --mesh ID          mesh id: the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --model PATH       llama2.c checkpoint to read this node's weight slices from (default: the model resolution order)
   --heartbeat MS     telemetry interval (default 1000)
@@ -50,6 +53,7 @@ const spec = {
   broker: { type: 'string' },
   username: { type: 'string' },
   password: { type: 'string' },
+  ca: { type: 'string' },
   mesh: { type: 'string' },
   model: { type: 'string' },
   heartbeat: { type: 'string' },
@@ -59,6 +63,7 @@ const spec = {
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(argv, spec, 'node');
   if (!v.id) throw new UsageError('node: --id ID is required');
+  trustCaFile(v.ca);
   const model = v.model ? path.resolve(v.model) : (await provideModelFiles([DEFAULT_MODEL]))[0];
   const heartbeatMs = intOption('heartbeat', v.heartbeat, 1000, 10, 3_600_000);
   if (v.native) {

@@ -25,6 +25,8 @@ export interface SpawnNodesOptions {
   onLog?: (node: string, line: string) => void;
   /** Each node's broker username and password (a bus with per-node credentials: lib/mesh/acl.ts). */
   credentials?: (node: string) => { username: string; password: string } | undefined;
+  /** Environment variables added to the children's (such as MESH_LLM_CA, the CA file trusted for mqtts://). */
+  env?: Record<string, string>;
 }
 
 export interface NodeProcess {
@@ -70,12 +72,12 @@ function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
   const login = o.credentials?.(id);
   if (o.native) {
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login }), { stdio: ['pipe', 'ignore', 'pipe'] });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login }), { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
     if (login) args.push('--username', login.username, '--password', login.password);
-    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...o.env } });
   }
   const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
   child.stderr?.on('data', lineSplitter((line) => onLog(id, line)));
