@@ -8,7 +8,7 @@ import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import { Encoding, TRANSPORT_ENCODINGS, WEIGHT_FORMATS, WeightFormat } from '../../lib/llm/quant';
 import { TextStream, printJson } from '../output';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
-import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
+import { radioFailoverOptionSpec, radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
@@ -52,6 +52,7 @@ export const generateOptionSpec = {
   events: { type: 'string' },
   ...meshOptionSpec,
   ...radioOptionSpec,
+  ...radioFailoverOptionSpec,
   ...steeringOptionSpec,
 } as const;
 
