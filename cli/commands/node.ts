@@ -39,7 +39,7 @@ export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--pas
   --id ID            this node's id (letters, digits, _ . -), unique on the mesh
   --broker URL       MQTT broker (default ${DEFAULT_BROKER_URL})
   --username U       broker username (or in the URL: mqtt://user:pass@host:port)
-  --password P       broker password
+  --password P       broker password (default: MESH_LLM_PASSWORD from the environment, which no other user can read)
   --ca FILE          with an mqtts:// broker (TLS): the PEM file of the CA that signed its certificate
                      (node.js node only: the native node speaks plain MQTT)
   --mesh ID          mesh id: the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
@@ -70,13 +70,13 @@ export async function run(argv: string[]): Promise<number> {
     checkId('node', v.id);
     checkId('mesh', v.mesh ?? DEFAULT_MESH_ID);
     const url = v.broker ?? DEFAULT_BROKER_URL;
-    return runNative(nativeNodeBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, heartbeatMs, username: v.username, password: v.password }));
+    return runNative(nativeNodeBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, heartbeatMs, username: v.username, password: v.password }));  // without --password the native node reads MESH_LLM_PASSWORD itself
   }
   return runHeadNode({
     id: v.id,
     url: v.broker ?? DEFAULT_BROKER_URL,
     username: v.username,
-    password: v.password,
+    password: v.password ?? process.env.MESH_LLM_PASSWORD,
     meshId: v.mesh ?? DEFAULT_MESH_ID,
     modelPath: model,
     heartbeatMs,

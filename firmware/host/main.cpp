@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
   if (!parseBroker(a.broker, &mo, &err)) return usage(err);
   if (!a.username.empty()) mo.username = a.username;
   if (!a.password.empty()) mo.password = a.password;
+  else if (const char* pw = getenv("MESH_LLM_PASSWORD"); pw && mo.password.empty()) mo.password = pw;  // not on the command line, which other users can read
 
   MqttClient client;
   MlNode node;

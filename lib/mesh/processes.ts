@@ -70,14 +70,16 @@ export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: strin
 function spawnNode(id: string, o: SpawnNodesOptions): NodeProcess {
   let child: ChildProcess;
   const login = o.credentials?.(id);
+  // the password goes in the environment, not on the command line (which every local user can read in the process list)
+  const env = { ...process.env, ...o.env, ...(login ? { MESH_LLM_PASSWORD: login.password } : {}) };
   if (o.native) {
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login }), { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, ...o.env } });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, username: login?.username }), { stdio: ['pipe', 'ignore', 'pipe'], env });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
-    if (login) args.push('--username', login.username, '--password', login.password);
-    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...o.env } });
+    if (login) args.push('--username', login.username);
+    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });
   }
   const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
   child.stderr?.on('data', lineSplitter((line) => onLog(id, line)));
