@@ -6,12 +6,15 @@
  * radio-2, two more later radio-3: the gateway's MAC gives each up after its rounds, the bridge
  * says it is lost, the mesh gateway moves its heads to the spare holding them and replays the
  * session over the radio, and the tokens equal the golden file (f32) and the int8 engine's
- * (int8). The JSON names each failover with its replay's airtime. Without a spare holding the
- * lost heads the run ends with one clear line.
+ * (int8). The JSON names each failover with its replay's airtime. With the firmware's native
+ * radio nodes (processes) two are SIGKILLed instead. Without a spare holding the lost heads the
+ * run ends with one clear line.
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { runRadioGenerate } from '../gateway-bridge/run';
 import { Engine } from '../lib/llm/engine';
-import { cliEntry } from '../lib/mesh/processes';
+import { freePort } from '../lib/mesh/broker';
+import { cliEntry, spawnBroker } from '../lib/mesh/processes';
 import { goldenIds, modelPaths } from './support/fixtures';
 
 const ONCE = ['--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0'];
@@ -59,3 +62,36 @@ test('a simulated fault naming a node that is not there is refused before the ru
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/a simulated fault names radio node radio-7; the nodes simulated here are radio-1, radio-2/);
 }, 60000);
+
+test('native radio nodes (the firmware radio path, processes): two SIGKILLed two positions apart, their heads go to the spares, the tokens are golden', async () => {
+  // the native radio nodes this process started, by the shard each loads (node-N.shard: radio node N)
+  const pidOf = (n: number) => {
+    const lines = execFileSync('pgrep', ['-a', '-P', String(process.pid)], { encoding: 'utf8' }).trim().split('\n');
+    const line = lines.find((l) => l.includes('mesh-llm-radio-node') && l.includes(`/node-${n}.shard`));
+    return line ? Number(line.split(' ')[0]) : undefined;
+  };
+  const broker = await spawnBroker(await freePort()); // jest cannot load the aedes ES module in-process
+  const killed: number[] = [];
+  const r = await runRadioGenerate({
+    brokerUrl: broker.url,
+    region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 1, loss: 0.1, nodes: 8, spares: 2, quant: 'f32', native: true,
+    modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer,
+    generate: { prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n },
+    log: () => undefined,
+    onToken: (_t, _p, pos) => {
+      if (killed.length < 2 && pos >= 10 + 2 * killed.length) {
+        const pid = pidOf(killed.length + 1);
+        if (pid === undefined) throw new Error(`no native radio node ${killed.length + 1} running`);
+        process.kill(pid, 'SIGKILL');
+        killed.push(pid);
+      }
+    },
+  });
+  await broker.close();
+  expect(killed).toHaveLength(2);
+  expect(r.tokens).toEqual(goldenIds('once-greedy-64'));
+  expect((r.failovers ?? []).map((f) => [f.lost, f.moves.map((m) => m.to)])).toEqual([
+    [['radio-1'], ['radio-9']],
+    [['radio-2'], ['radio-10']],
+  ]);
+}, 180000);
