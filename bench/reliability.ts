@@ -10,8 +10,11 @@
  * - Forgeries refused: with credentials on, the forgeries of docs/RELIABILITY.md sent with a
  *   captured node's credentials during a generation: refused count, tokens golden.
  *
- * Not run here: failover replay time at TinyLlama geometry on the simulated radio
- * (docs/RELIABILITY.md gives its airtime from the radio plan instead).
+ * - Failover on the simulated radio at TinyLlama geometry (16 radio nodes x 2 heads, int8,
+ *   SF7/125, US915 8 channels, a spare flashed with node 1's heads; stand-in heads, as in
+ *   bench:lora): the lost layer (node 1 silent until the MAC gives it up) and the replay to
+ *   the 15 survivors and the spare, per position done: simulated time and airtime, and what a
+ *   failover at position 100 costs.
  *
  * Progress on stderr; stdout a table, and as its last line one JSON object.
  */
@@ -26,6 +29,11 @@ import { connectMqtt, endClient, subscribe } from '../lib/mesh/mqtt';
 import { spawnHeadNodes } from '../lib/mesh/processes';
 import { PROTOCOL_VERSION, encodeControl, topicsFor } from '../lib/mesh/wire';
 import { fuzzDecoders } from './decoders';
+import { geometry } from '../lib/llm/config';
+import { MODEL_PRESETS } from '../lib/radio/presets';
+import { SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
+import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
+import { broadcastBody } from '../lib/radio/mac';
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -113,23 +121,65 @@ async function forgeries() {
   }
 }
 
+/** The radio failover at TinyLlama geometry: the lost layer, then the replay of `positions` positions (x 22 layers) to the new set of nodes. */
+async function radioFailover(positions = 2) {
+  const g = geometry(MODEL_PRESETS.tinyllama);
+  const nodes = 16;
+  const mesh = new SimulatedRadioMesh({ geometry: g, nodes, spares: 1, quant: 'int8', region: 'US915', sf: 7, bandwidthKHz: 125, channels: 8, loss: 0 });
+  const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));
+  mac.partial = true; // as the bridge runs it
+  const xb = new Float32Array(g.dim).map((_, i) => Math.sin(i));
+  const airMs = () => Object.values(mesh.ledger.total()).reduce((n, x) => n + x, 0);
+  const primaries = mesh.infos.slice(0, nodes).map((i) => i.address);
+  let seq = 0;
+  const body = (pos: number, layer: number) => broadcastBody(mesh.layout.encodings.broadcast, { session: 1, seq: ++seq, pos, layer }, xb);
+  // a normal position first (the duty-cycle clocks in their steady state), then node 1 goes silent: the lost layer
+  for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(body(0, layer), primaries);
+  mesh.silence('radio-1');
+  let t = mesh.clock.now();
+  let a = airMs();
+  await mac.exchange(body(1, 0), primaries);
+  const lost = { simulatedSeconds: (mesh.clock.now() - t) / 1000, airtimeSeconds: (airMs() - a) / 1000, missing: mac.missing?.addresses ?? [] };
+  log(`radio failover: node 1 given up after ${lost.simulatedSeconds.toFixed(0)} s simulated`);
+  const revised = [...primaries.slice(1), nodes + 1];
+  t = mesh.clock.now();
+  a = airMs();
+  for (let pos = 0; pos < positions; pos++) {
+    for (let layer = 0; layer < g.nLayers; layer++) await mac.exchange(body(pos, layer), revised);
+    log(`radio failover: replayed position ${pos + 1}/${positions} at ${((mesh.clock.now() - t) / 1000).toFixed(0)} s simulated`);
+  }
+  if (mesh.errors.length) throw mesh.errors[0];
+  const perPosition = { simulatedSeconds: (mesh.clock.now() - t) / 1000 / positions, airtimeSeconds: (airMs() - a) / 1000 / positions };
+  const at100 = { simulatedHours: (lost.simulatedSeconds + 100 * perPosition.simulatedSeconds) / 3600, airtimeHours: (lost.airtimeSeconds + 100 * perPosition.airtimeSeconds) / 3600 };
+  const r = (x: number) => Number(x.toFixed(2));
+  return { geometry: 'TinyLlama 16x2 int8 US915 8ch SF7/125', positionsReplayed: positions, lostLayer: { simulatedSeconds: r(lost.simulatedSeconds), airtimeSeconds: r(lost.airtimeSeconds), missing: lost.missing }, replayPerPosition: { simulatedSeconds: r(perPosition.simulatedSeconds), airtimeSeconds: r(perPosition.airtimeSeconds) }, failoverAtPosition100: { simulatedHours: r(at100.simulatedHours), airtimeHours: r(at100.airtimeHours) } };
+}
+
 async function main() {
-  const { values } = parseArgs({ options: { cases: { type: 'string' } } });
+  const { values } = parseArgs({ options: { cases: { type: 'string' }, only: { type: 'string' } } });
+  if (values.only === 'radio-failover') {
+    // `-- --only radio-failover`: that scenario alone (it needs no model files nor processes)
+    const rf = await radioFailover();
+    process.stdout.write(`${JSON.stringify({ radioFailover: rf })}\n`);
+    return;
+  }
   const cases = values.cases ? Number(values.cases) : 100_000;
   log(`decoders: ${cases} cases each`);
   const decoders = fuzzDecoders(cases);
   const f = await fault();
   const fl = await flood();
   const fg = await forgeries();
+  const rf = await radioFailover();
   const rows = [
     ...decoders.map((d) => `${d.name.padEnd(44)} ${String(d.cases).padStart(8)} cases  ${d.failure ? `FAILED: ${d.failure}` : 'no unexpected exception'}  ${(d.ms / 1000).toFixed(1)} s`),
     `fault (node-3 killed at 200/256)            tokens ${f.identical ? 'identical to golden' : 'DIFFERENT'}, ${f.replayedBodies} bodies replayed in ${f.replayMs} ms`,
     `flood (10,000 invalid session messages)    broker up, ${fl.nodesUp}/8 nodes up, ${fl.errorReports} error reports, next run ${fl.goldenAfter ? 'golden' : 'DIFFERENT'}`,
     `forgeries (captured node, credentials on)   ${fg.refused}/${fg.sent} refused, tokens ${fg.golden ? 'golden' : 'DIFFERENT'}`,
+    `radio failover (${rf.geometry})  lost layer ${rf.lostLayer.simulatedSeconds} s simulated (${rf.lostLayer.airtimeSeconds} s airtime); replay ${rf.replayPerPosition.simulatedSeconds} s simulated, ${rf.replayPerPosition.airtimeSeconds} s airtime per position done; at position 100: ${rf.failoverAtPosition100.simulatedHours} h (${rf.failoverAtPosition100.airtimeHours} h airtime)`,
   ];
   process.stdout.write(`${rows.join('\n')}\n`);
   const unexpected = decoders.filter((d) => d.failure).length;
-  process.stdout.write(`${JSON.stringify({ decoders: decoders.map((d) => ({ name: d.name, cases: d.cases, unexpectedExceptions: d.failure ? 1 : 0 })), unexpectedExceptions: unexpected, fault: f, flood: fl, forgeries: fg })}\n`);
+  process.stdout.write(`${JSON.stringify({ decoders: decoders.map((d) => ({ name: d.name, cases: d.cases, unexpectedExceptions: d.failure ? 1 : 0 })), unexpectedExceptions: unexpected, fault: f, flood: fl, forgeries: fg, radioFailover: rf })}\n`);
 }
 
 main().then(

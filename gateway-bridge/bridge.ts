@@ -67,6 +67,8 @@ interface Proxy {
   client: MqttClient;
   /** The id of the accepted assignment (its slot is the node's radio address). */
   assignment?: string;
+  /** Why the node was declared lost (it did not deliver a layer in the MAC's rounds): it stays offline on the mesh. */
+  lost?: string;
 }
 
 function sameList(a: readonly number[], b: readonly number[]): boolean {
@@ -90,6 +92,8 @@ export class RadioBridge {
     this.o = o;
     this.t = topicsFor(o.meshId);
     this.log = o.log ?? stderrLogger('bridge');
+    // a node that does not deliver is lost, not the layer: the mesh gateway fails over (lib/mesh/runner.ts)
+    o.mac.partial = true;
   }
 
   /** Connects, announces every radio node and starts serving the mesh gateway. */
@@ -197,6 +201,23 @@ export class RadioBridge {
     if (this.client?.connected) this.client.publish(this.t.events, encodeControl('event', e), { qos: 0 });
   }
 
+  /**
+   * A radio node that did not deliver a layer is lost: its retained status goes offline with
+   * the reason (the mesh gateway then moves its heads to a standby node flashed with them and
+   * replays the session), and it gets no more broadcasts.
+   */
+  private lose(p: Proxy, reason: string): void {
+    p.lost = reason;
+    p.assignment = undefined;
+    this.log('warn', `radio node ${p.info.id} (address ${p.info.address}) lost: ${reason}`);
+    const m: StatusMessage = { protocol: PROTOCOL_VERSION, node: p.info.id, state: 'offline', reason: `lost on the radio: ${reason}`.slice(0, 200) };
+    p.client.publish(this.t.status(p.info.id), encodeControl('status', m), { qos: 1, retain: true });
+    this.onLost?.(p.info);
+  }
+
+  /** Told when a radio node is declared lost (before the mesh gateway hears of it). */
+  onLost?: (node: RadioNodeInfo) => void;
+
   private reject(topic: string, reason: string): void {
     this.log('warn', `dropped message on ${topic}: ${reason}`);
     this.client?.publish(this.t.errors, encodeControl('error', { protocol: PROTOCOL_VERSION, source: 'lora-bridge', topic, reason: reason.slice(0, 2000) }), { qos: 0 });
@@ -221,6 +242,12 @@ export class RadioBridge {
       this.reject(topic, `assignment ${m.assignment} refused: ${problem}`);
       p.assignment = undefined;
       return this.ack(p, 'assignment', m.assignment, false, problem);
+    }
+    if (p.lost) {
+      // a lost node released (the failover sends it an empty assignment) stays offline; it is given no heads
+      if (m.heads.length === 0) this.ack(p, 'assignment', m.assignment, true);
+      else this.ack(p, 'assignment', m.assignment, false, `radio node ${p.info.id} is lost: ${p.lost}`);
+      return;
     }
     p.assignment = m.heads.length === 0 ? undefined : m.assignment;
     this.publishStatus(p, m.heads.length === 0 ? 'online' : 'ready', m.heads.length === 0 ? undefined : m.assignment);
@@ -296,8 +323,10 @@ export class RadioBridge {
       this.o.onFailure?.(e as Error);
       return;
     }
+    const missing = this.o.mac.missing;
     for (const p of members) {
       const body = results.get(p.info.address);
+      if (!body && missing?.addresses.includes(p.info.address)) this.lose(p, missing.reason);
       if (!body || !p.assignment) continue;
       p.client.publish(this.t.result(p.info.id), body, { qos: 0 });
       this.counters.results++;

@@ -59,7 +59,7 @@ export class NativeRadioNodes {
     const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-native-radio-'));
     const m = o.mesh;
     if (m.transport !== 'f32' && m.transport !== 'int8') throw new MeshLlmError(`native radio nodes load f32 or int8 shards, not ${m.transport} weights`);
-    writeShards(o.modelPath, m.infos.length, m.transport, path.join(dir, 'shards'));
+    writeShards(o.modelPath, m.primaries, m.transport, path.join(dir, 'shards')); // a spare loads the shard of the node whose group it holds
     const heads = new Map(m.infos.map((i) => [i.address, i.heads]));
     const server = await SimRadioServer.listen({ channel: m.channel, clock: m.clock, layout: m.layout, g: m.g, heads, ledger: m.ledger, onTransmit: o.onTransmit, log: (_l, msg) => process.stderr.write(`[radio] ${msg}\n`) });
     const nodes = new NativeRadioNodes(o, server, dir, ownDir);
@@ -77,7 +77,9 @@ export class NativeRadioNodes {
 
   /** The shard file of a node. */
   shardPath(address: number): string {
-    return path.join(this.dir, 'shards', shardFileName(address));
+    const primaries = this.o.mesh.primaries;
+    const holder = address <= primaries ? address : ((address - primaries - 1) % primaries) + 1;
+    return path.join(this.dir, 'shards', shardFileName(holder));
   }
 
   /** Starts (or starts again) the node at `address`; resolves once it has joined, rejects with its stderr when it exits first. */

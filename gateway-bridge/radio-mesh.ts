@@ -51,6 +51,12 @@ export interface SimulatedRadioMeshOptions extends RadioSettings {
   /** Without a model: what a node computes in a session (default: zeros of its result's length). */
   standIn?: (address: number, heads: number[]) => HeadComputer;
   nodes: number;
+  /**
+   * Spare radio nodes (addresses nodes+1..nodes+spares), each flashed with the head group of
+   * node 1, 2, ... in turn: idle until a failover gives one the heads of a lost node holding
+   * the same group (a radio node cannot load other heads over LoRa). Default 0.
+   */
+  spares?: number;
   /** int8: int8 weight slices and int8 tensors on the air (as the engine's quant int8). */
   quant: Encoding;
   /** Radio mesh id (one byte, default 1) and network key (default random). */
@@ -125,6 +131,8 @@ export class SimulatedRadioMesh {
   readonly errors: Error[] = [];
   readonly layers: LayerReport[] = [];
   private readonly stateDir?: string;
+  /** The nodes that carry the model's heads (the first `primaries` of infos); the others are spares. */
+  readonly primaries: number;
 
   constructor(o: SimulatedRadioMeshOptions) {
     this.stateDir = o.stateDir;
@@ -140,7 +148,9 @@ export class SimulatedRadioMesh {
       const g = ckpt ? geometry(ckpt.info.config) : o.geometry;
       if (!g) throw new Error('a simulated radio mesh needs a model or a geometry');
       this.g = g;
-      const groups = partitionHeads(g.nHeads, o.nodes);
+      const primary = partitionHeads(g.nHeads, o.nodes);
+      const groups = [...primary, ...Array.from({ length: o.spares ?? 0 }, (_, k) => primary[k % primary.length])];
+      this.primaries = primary.length;
       this.layout = meshLayout(this.config, g, o.quant, groups.map((heads, i) => ({ address: i + 1, heads: heads.length, ...(o.sensors ? { sensors: true } : {}) })));
       groups.forEach((heads, i) => {
         const address = i + 1;
@@ -161,6 +171,16 @@ export class SimulatedRadioMesh {
     } finally {
       ckpt?.close();
     }
+  }
+
+  /**
+   * A simulated fault: the radio node goes silent (its transceiver hears nothing, so it sends
+   * nothing), as a node that lost power or its antenna. Only nodes simulated in this process.
+   */
+  silence(id: string): void {
+    const radio = this.nodeRadios.find((r) => r.name === id);
+    if (!radio) throw new MeshLlmError(`no radio node ${id} simulated in this process (nodes: ${this.nodeRadios.map((r) => r.name).join(', ')})`);
+    radio.listen = [];
   }
 
   /** The gateway's radio: it receives on the receive channels of the plan. */

@@ -6,7 +6,7 @@
 import { GenerateOptions, GenerationResult, TokenListener } from '../lib/llm/engine';
 import { RunningBroker, startAedesBroker } from '../lib/mesh/broker';
 import { MeshGateway, NodeAssignment } from '../lib/mesh/gateway';
-import { MeshError } from '../lib/mesh/runner';
+import { FailoverEvent, MeshError } from '../lib/mesh/runner';
 import { MeshEventSink } from '../lib/mesh/events';
 import { Logger, stderrLogger } from '../lib/mesh/mqtt';
 import { GatewayRadioLink, layerBoundMs } from '../lib/radio/mac';
@@ -30,11 +30,28 @@ export interface BridgeGenerateOptions {
   onEvent?: MeshEventSink;
   gatherTimeoutMs?: number;
   log?: Logger;
+  /** Simulated faults: each radio node goes silent once position `pos` is done (SimulatedRadioMesh.silence). */
+  faults?: RadioFault[];
+}
+
+export interface RadioFault {
+  node: string;
+  pos: number;
+}
+
+/** A failover on the radio (lib/mesh/runner.ts's event) with what its replay cost on the air. */
+export interface RadioFailover extends FailoverEvent {
+  /** Airtime of every frame from the loss being declared to the end of the replay (broadcasts, results, NACKs, resent fragments), s. */
+  replayAirtimeSeconds: number;
+  /** Simulated time from the loss being declared to the end of the replay, s. */
+  replaySimulatedSeconds: number;
 }
 
 export interface RadioGenerationResult extends GenerationResult {
   assignment: NodeAssignment[];
   radio: RadioRunReport;
+  /** The failovers of the run, only when there were any. */
+  failovers?: RadioFailover[];
 }
 
 /** Generates through a bridge on `link`; the bridge and the mesh gateway are closed when it settles. */
@@ -49,20 +66,41 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     o.mesh.errors.push(e as Error);
     fail(e);
   };
+  for (const f of o.faults ?? []) if (!o.mesh.nodeRadios.some((r) => r.name === f.node)) throw new MeshError(`a simulated fault names radio node ${f.node}; the nodes simulated here are ${o.mesh.nodeRadios.map((r) => r.name).join(', ')}`);
   try {
     bridge = await RadioBridge.connect({ url: o.brokerUrl, meshId: o.meshId, mac, g: o.mesh.g, transport: o.mesh.transport, nodes: o.mesh.infos, log, onFailure: fail });
     gw = await MeshGateway.connect({ url: o.brokerUrl, meshId: o.meshId, modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, gatherTimeoutMs: o.gatherTimeoutMs ?? 60000, log });
     if (o.onEvent) gw.events.on(o.onEvent);
     const ids = await gw.discover({ count: o.mesh.infos.length, timeoutMs: 20000 });
-    const radioIds = new Set(o.mesh.infos.map((i) => i.id));
-    const nodes = ids.filter((id) => radioIds.has(id));
-    // The radio nodes' heads are in their flash: assign exactly those groups, in the gateway's node order.
-    const groups = o.mesh.infos.map((i) => i.heads);
+    // The radio nodes' heads are in their flash: assign exactly those groups, each to its node; spares stay idle (standby for a failover).
+    const primaries = o.mesh.infos.slice(0, o.mesh.primaries).filter((i) => ids.includes(i.id));
+    const nodes = primaries.map((i) => i.id);
+    const groups = primaries.map((i) => i.heads);
     const assignment = await gw.assign(nodes, { groups, quant: weightsOf(o.mesh.transport), transport: o.mesh.transport });
+    // What a failover's replay costs on the air: from the bridge declaring the loss to the runner's failover event (the replay's end).
+    const failovers: RadioFailover[] = [];
+    const airtimeMs = () => Object.values(o.mesh.ledger.total()).reduce((n, x) => n + x, 0);
+    let since: { airtimeMs: number; simMs: number } | null = null;
+    bridge.onLost = () => (since ??= { airtimeMs: airtimeMs(), simMs: o.mesh.clock.now() });
+    gw.events.on((e) => {
+      if (e.kind !== 'failover') return;
+      const f = gw?.runner.failovers.at(-1);
+      if (!f || !since) return;
+      const r: RadioFailover = { ...f, replayAirtimeSeconds: Number(((airtimeMs() - since.airtimeMs) / 1000).toFixed(3)), replaySimulatedSeconds: Number(((o.mesh.clock.now() - since.simMs) / 1000).toFixed(3)) };
+      failovers.push(r);
+      log('warn', `failover at position ${f.pos}: ${f.lost.join(', ')} lost, heads moved (${f.moves.map((m) => `[${m.heads.join(',')}] ${m.from} -> ${m.to}`).join('; ')}), ${f.replayed} bodies replayed in ${r.replaySimulatedSeconds} s simulated, ${r.replayAirtimeSeconds} s of airtime`);
+      since = null;
+    });
+    const faults = [...(o.faults ?? [])];
     let reported = 0;
     const events = gw.events;
     const onToken: TokenListener = (token, piece, pos, logits) => {
       o.onToken?.(token, piece, pos, logits);
+      for (const f of faults.filter((x) => pos >= x.pos)) {
+        faults.splice(faults.indexOf(f), 1);
+        log('warn', `simulated fault: radio node ${f.node} goes silent after position ${pos}`);
+        o.mesh.silence(f.node);
+      }
       const tokens = o.mesh.report().perToken;
       for (; reported < tokens.length; reported++) {
         o.onProgress?.(tokens[reported]);
@@ -71,7 +109,7 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     };
     const result = await gw.generate(o.generate, onToken, 'radio');
     if (o.mesh.errors.length) throw o.mesh.errors[0];
-    return { ...result, assignment, radio: o.mesh.report() };
+    return { ...result, assignment, radio: o.mesh.report(), ...(failovers.length ? { failovers } : {}) };
   } finally {
     await gw?.close().catch(() => undefined);
     await bridge?.close().catch(() => undefined);
@@ -94,6 +132,9 @@ export interface RadioGenerateOptions extends RadioSettings {
   log?: Logger;
   /** Head nodes run as the firmware's native radio node (native-radio.ts): true for all, or these radio addresses. */
   native?: boolean | readonly number[];
+  /** Spare radio nodes (SimulatedRadioMeshOptions.spares). */
+  spares?: number;
+  faults?: RadioFault[];
 }
 
 /** `generate --radio sim`: the radio nodes on the simulated channel, the gateway radio on it directly. */
@@ -121,6 +162,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       onEvent: o.onEvent,
       gatherTimeoutMs: Math.max(60000, Math.ceil(layerWallMs)),
       log: o.log,
+      faults: o.faults,
     });
   } finally {
     await natives?.close();

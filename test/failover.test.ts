@@ -19,6 +19,7 @@ import { loadSteering } from '../lib/steering/directions';
 import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
 import { Steering } from '../lib/steering/steer';
 import { goldenIds, modelPaths } from './support/fixtures';
+import { faults } from './support/faults';
 import { flowRun } from './support/flow';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -50,32 +51,6 @@ async function gatewayOn(meshId: string): Promise<MeshGateway> {
   const gw = await MeshGateway.connect({ url: broker.url, meshId, ...paths, gatherTimeoutMs: GATHER_TIMEOUT_MS, controlTimeoutMs: 5000, log: () => undefined });
   cleanups.push(() => gw.close());
   return gw;
-}
-
-/**
- * The three faults, driven by the positions generated: at position 10 the first child is
- * killed, at the first position a second later the second, a second after that the third is
- * held; on a mesh fast enough to finish 256 positions sooner (native nodes on an idle machine),
- * each comes at the latest 70 positions after the one before. Returns the per-token hook and
- * what it did.
- */
-function faults(children: ChildProcess[]): { onPosition: (pos: number) => void; done: () => string[] } {
-  const did: string[] = [];
-  let last = 0;
-  let lastPos = 0;
-  const signals: NodeJS.Signals[] = ['SIGKILL', 'SIGKILL', 'SIGSTOP'];
-  return {
-    onPosition: (pos) => {
-      const i = did.length;
-      if (i >= children.length) return;
-      if (i === 0 ? pos < 10 : Date.now() - last < 1000 && pos - lastPos < 70) return;
-      children[i].kill(signals[i]);
-      did.push(signals[i]);
-      last = Date.now();
-      lastPos = pos;
-    },
-    done: () => did,
-  };
 }
 
 const lostNodes = (events: readonly FailoverEvent[]) => events.flatMap((e) => e.lost);

@@ -3,6 +3,7 @@
  * goes away (exit 1). Its radio head nodes appear on the mesh's topics, so
  * `mesh-llm generate --broker URL` (or the Node-RED flow) runs through them.
  */
+import { trustCaFile } from '../../lib/mesh/mqtt';
 import { UsageError, choiceOption, intOption, parseOptions } from '../args';
 import { printJson } from '../output';
 import { resolveModelPaths } from '../../lib/llm/resolve';
@@ -10,11 +11,12 @@ import { untilStopped } from '../../lib/mesh/run';
 import { startBridge } from '../../gateway-bridge/service';
 import { parseRadioSettings } from './radio-options';
 
-export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P]
+export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P] [--ca FILE]
                  [--mesh ID] [--nodes N] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
                  [--loss P] [--time-scale X] [--key HEX] [--quant f32|int8] [--model PATH] [--state DIR] [--json]
 
-  --broker URL     the mesh's MQTT broker (mqtt://[user:pass@]host:port)
+  --broker URL     the mesh's MQTT broker (mqtt://[user:pass@]host:port, or mqtts:// for TLS)
+  --ca FILE        with mqtts://: the PEM file of the CA that signed the broker's certificate
   --link           sim: the simulated channel, its radio head nodes computing there (default);
                    serial: a LoRa modem on --serial PATH (COBS + CRC-16 framing, docs/PROTOCOL.md);
                    udp: Semtech packet forwarders (SX1302 gateways) sending to --udp-port (default 1700)
@@ -34,11 +36,12 @@ export async function run(argv: string[]): Promise<number> {
       broker: { type: 'string' }, link: { type: 'string' }, serial: { type: 'string' }, baud: { type: 'string' }, 'udp-port': { type: 'string' },
       mesh: { type: 'string' }, nodes: { type: 'string' }, region: { type: 'string' }, sf: { type: 'string' }, bw: { type: 'string' },
       channels: { type: 'string' }, loss: { type: 'string' }, 'time-scale': { type: 'string' }, key: { type: 'string' },
-      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' },
+      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, ca: { type: 'string' },
     },
     'bridge',
   );
   if (!v.broker) throw new UsageError('bridge: --broker URL is required (the mesh\'s MQTT broker)');
+  trustCaFile(v.ca);
   const link = choiceOption('link', v.link, 'sim', ['sim', 'serial', 'udp'] as const);
   if (v.key !== undefined && !/^[0-9a-fA-F]{32}$/.test(v.key)) throw new UsageError(`bridge: --key must be 32 hex digits (16 bytes), got ${v.key.length} characters`);
   if (link !== 'sim' && v.key === undefined) throw new UsageError(`bridge: --link ${link} talks to real radios, which need the mesh's network key (--key HEX)`);

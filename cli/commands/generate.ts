@@ -10,7 +10,7 @@ import { TextStream, printJson } from '../output';
 import { followJob, gatewayOnline } from '../../lib/runs/bus';
 import { DEFAULT_MESH_ID } from '../../lib/mesh/run';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
-import { radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
+import { radioFailoverOptionSpec, radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
@@ -54,6 +54,7 @@ export const generateOptionSpec = {
   events: { type: 'string' },
   ...meshOptionSpec,
   ...radioOptionSpec,
+  ...radioFailoverOptionSpec,
   ...steeringOptionSpec,
 } as const;
 

@@ -1,6 +1,7 @@
 /** The mesh options of `mesh-llm generate`: --mesh N starts a mesh, --broker URL uses one. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { trustCaFile } from '../../lib/mesh/mqtt';
 import { Checkpoint } from '../../lib/llm/checkpoint';
 import { shardFileName } from '../../lib/firmware/shard';
 import { GenerationResult, TokenListener } from '../../lib/llm/engine';
@@ -15,6 +16,7 @@ export const meshOptionSpec = {
   broker: { type: 'string' },
   username: { type: 'string' },
   password: { type: 'string' },
+  ca: { type: 'string' },
   'mesh-id': { type: 'string' },
   nodes: { type: 'string' },
   'gather-timeout': { type: 'string' },
@@ -30,6 +32,7 @@ export const meshUsage = `
                      the checkpoint
   --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
   --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
+  --ca FILE          with an mqtts:// broker (TLS): the PEM file of the CA that signed its certificate
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --nodes K          with --broker: wait for K head nodes (default: whoever is up after 0.5 s)
   --gather-timeout MS  fail if a head node has not answered a layer within MS (default 2000)
@@ -46,6 +49,7 @@ export function wantsMesh(values: MeshValues): boolean {
 
 /** `generate --mesh N` / `--broker URL`: the same generation, through head-node processes. */
 export function runMeshCommand(values: MeshValues, cmd: GenerateCommand, paths: ModelPaths, onToken?: TokenListener, generateOn?: MeshGenerateOptions['generateOn']): Promise<GenerationResult> {
+  trustCaFile(values.ca);
   if (values.mesh !== undefined && values.broker !== undefined) throw new UsageError('generate: --mesh N starts its own broker; give --mesh or --broker, not both');
   if (values.native && values.mesh === undefined) throw new UsageError('generate: --native chooses the head nodes --mesh N starts (with --broker, start them yourself: mesh-llm node --native)');
   if (values.native) requireLlama2cForNative(paths.model);

@@ -1,5 +1,6 @@
 /** `mesh-llm node`: a head-node process that computes the head group the gateway assigns it. */
 import * as fs from 'node:fs';
+import { trustCaFile } from '../../lib/mesh/mqtt';
 import * as path from 'node:path';
 import { UsageError, intOption, parseOptions } from '../args';
 import { provideModelFiles } from '../../lib/llm/provide';
@@ -44,12 +45,14 @@ function shardFileFor(p: string, id: string): string {
   return file;
 }
 
-export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--mesh ID] [--model PATH] [--heartbeat MS] [--native [--shard PATH]]
+export const usage = `mesh-llm node --id ID [--broker URL] [--username U] [--password P] [--ca FILE] [--mesh ID] [--model PATH] [--heartbeat MS] [--native [--shard PATH]]
 
   --id ID            this node's id (letters, digits, _ . -), unique on the mesh
   --broker URL       MQTT broker (default ${DEFAULT_BROKER_URL})
   --username U       broker username (or in the URL: mqtt://user:pass@host:port)
-  --password P       broker password
+  --password P       broker password (default: MESH_LLM_PASSWORD from the environment, which no other user can read)
+  --ca FILE          with an mqtts:// broker (TLS): the PEM file of the CA that signed its certificate
+                     (node.js node only: the native node speaks plain MQTT)
   --mesh ID          mesh id: the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --model PATH       llama2.c checkpoint to read this node's weight slices from (default: the model resolution order)
   --heartbeat MS     telemetry interval (default 1000)
@@ -64,6 +67,7 @@ const spec = {
   broker: { type: 'string' },
   username: { type: 'string' },
   password: { type: 'string' },
+  ca: { type: 'string' },
   mesh: { type: 'string' },
   model: { type: 'string' },
   heartbeat: { type: 'string' },
@@ -74,6 +78,7 @@ const spec = {
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(argv, spec, 'node');
   if (!v.id) throw new UsageError('node: --id ID is required');
+  trustCaFile(v.ca);
   if (v.shard !== undefined && !v.native) throw new UsageError('node: --shard is for the native head node (--native); the node.js node reads its rows from --model');
   const shardPath = v.shard === undefined ? undefined : shardFileFor(v.shard, v.id);
   const model = shardPath ? '' : v.model ? path.resolve(v.model) : (await provideModelFiles([DEFAULT_MODEL]))[0];
@@ -82,13 +87,13 @@ export async function run(argv: string[]): Promise<number> {
     checkId('node', v.id);
     checkId('mesh', v.mesh ?? DEFAULT_MESH_ID);
     const url = v.broker ?? DEFAULT_BROKER_URL;
-    return runNative(nativeNodeBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, shardPath, heartbeatMs, username: v.username, password: v.password }));
+    return runNative(nativeNodeBinary(), nativeNodeArgs(v.id, { brokerUrl: url, meshId: v.mesh ?? DEFAULT_MESH_ID, modelPath: model, shardPath, heartbeatMs, username: v.username, password: v.password }));  // without --password the native node reads MESH_LLM_PASSWORD itself
   }
   return runHeadNode({
     id: v.id,
     url: v.broker ?? DEFAULT_BROKER_URL,
     username: v.username,
-    password: v.password,
+    password: v.password ?? process.env.MESH_LLM_PASSWORD,
     meshId: v.mesh ?? DEFAULT_MESH_ID,
     modelPath: model,
     heartbeatMs,

@@ -3,7 +3,7 @@ import { ModelPaths } from '../../lib/llm/resolve';
 import { BANDWIDTHS_KHZ, BandwidthKHz, SPREADING_FACTORS, SpreadingFactor } from '../../lib/radio/airtime';
 import { REGION_NAMES } from '../../lib/radio/regions';
 import { CHANNEL_PLAN_NAMES, namedChannelPlan } from '../../lib/radio/channel-plans';
-import { RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
+import { RadioFault, RadioGenerationResult, runRadioGenerate } from '../../gateway-bridge/run';
 import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
 import { TextStream, printJson, withEventLog } from '../output';
 import { UsageError, choiceOption, floatOption, intOption } from '../args';
@@ -20,6 +20,12 @@ export const radioOptionSpec = {
   'time-scale': { type: 'string' },
 } as const;
 
+/** generate --radio only: spare radio nodes and simulated faults, for failover on the radio. */
+export const radioFailoverOptionSpec = {
+  spares: { type: 'string' },
+  fail: { type: 'string' },
+} as const;
+
 export const radioUsage = `
   --radio sim        run the heads on radio head nodes behind the LoRa bridge, on the simulated channel
   --nodes N          with --radio: radio head nodes (default 4), one head group each
@@ -31,13 +37,17 @@ export const radioUsage = `
                      replies), eu868-split (broadcast over EU868's sub-bands) or eu868-wide (SF7/250 in all six); sets the region (docs/RADIO.md)
   --loss P           probability that any one reception is lost, 0..0.9 (default 0)
   --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
+  --spares K         with --radio: K more radio nodes, flashed with the head groups of nodes 1..K, idle until a
+                     failover gives one the heads of a lost node of the same group (default 0)
+  --fail N@P,...     with --radio: simulated faults, radio node N goes silent after position P (e.g. radio-1@10);
+                     --json then gives "failovers", each with its replay's airtime and simulated time
   --native           with --radio: the head nodes are the firmware's radio node built for the host (C++), each
                      loading its weight shard and joining the simulated channel through its socket
   With --radio, --json adds "simulatedSecondsPerToken", "boundSecondsPerToken" and "airtimeSeconds"
   (per token, by kind of frame) and "radio" (the run's totals); without --json the closing
   stderr line gives the per-token times and the run's total airtime.`;
 
-type RadioValues = { [K in keyof typeof radioOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string; native?: boolean };
+type RadioValues = { [K in keyof typeof radioOptionSpec | keyof typeof radioFailoverOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string; native?: boolean };
 
 export function wantsRadio(values: RadioValues): boolean {
   return values.radio !== undefined;
@@ -63,12 +73,24 @@ export function parseRadioSettings(values: Omit<RadioValues, 'radio'>, defaultTi
 /** How often progress goes to stderr (wall ms). */
 const PROGRESS_EVERY_MS = 2000;
 
+/** --fail radio-1@10,radio-2@12: the simulated faults. */
+function parseFaults(text: string | undefined): RadioFault[] | undefined {
+  if (text === undefined) return undefined;
+  return text.split(',').map((part) => {
+    const m = /^([A-Za-z0-9_.-]{1,64})@(\d+)$/.exec(part.trim());
+    if (!m) throw new UsageError(`generate: --fail takes NODE@POSITION[,...] (such as radio-1@10), not "${part}"`);
+    return { node: m[1], pos: Number(m[2]) };
+  });
+}
+
 /** `generate --radio sim`: generates, streams or prints the result, and reports the radio on stderr. */
 export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.mesh !== undefined || values.broker !== undefined) throw new UsageError('generate: --radio runs its own bridge and broker; give --radio or --mesh/--broker, not both');
   if (cmd.quant !== 'f32' && cmd.quant !== 'int8') throw new UsageError(`generate: --radio sim runs f32 or int8 weights with the same transport, not --quant ${cmd.quant} yet`);
   choiceOption('radio', values.radio, 'sim', ['sim'] as const);
   const options = parseRadioSettings(values);
+  const spares = values.spares === undefined ? undefined : intOption('spares', values.spares, 0, 0, 250);
+  const faults = parseFaults(values.fail);
   let lastProgress = performance.now();
   const onProgress = (t: TokenRadioReport) => {
     if (performance.now() - lastProgress < PROGRESS_EVERY_MS && options.timeScale === undefined) return;
@@ -83,6 +105,8 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     tokenizerPath: paths.tokenizer,
     quant: cmd.quant as 'f32' | 'int8',
     native: values.native,
+    spares,
+    faults,
     onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
     onProgress,
     log: (level, message) => {
@@ -101,6 +125,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
       boundSecondsPerToken: round(r.boundSecondsPerToken),
       airtimeSeconds: air,
       radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
+      ...(result.failovers ? { failovers: result.failovers } : {}),
     });
   } else {
     stream.end();

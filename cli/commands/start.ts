@@ -8,6 +8,7 @@ import { parseRadioSettings, radioOptionSpec } from './radio-options';
 
 export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
                 [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none] [--native]
+                [--bus-host H] [--bus-port P]
                 [--radio sim [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X]]
 
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
@@ -16,7 +17,11 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
                    (if it goes away, start stops with exit code 1)
   --mesh ID        mesh id (default "default")
   --quant          int8: int8 head weights and transport (default f32)
-  --data DIR       Node-RED's state folder (default ./data)
+  --data DIR       Node-RED's state folder (default ./data); the bus credentials are made in DIR/bus/ on
+                   the first run (mode 0600) and used by everything start runs
+  --bus-host H     where the embedded MQTT broker listens (default 127.0.0.1); beyond loopback every
+                   client must log in with the bus credentials, under the topic ACL (docs/RELIABILITY.md)
+  --bus-port P     its port (default: any free one)
   --scenario NAME  what the simulated head nodes' sensors feel: calm (default), explosion, bright-flash,
                    earthquake (a calm minute, then the event, repeating), or none
   --native         start native head nodes (the firmware core built for this machine, C++)
@@ -28,7 +33,7 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(
     argv,
-    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' }, ...radioOptionSpec },
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' }, 'bus-host': { type: 'string' }, 'bus-port': { type: 'string' }, ...radioOptionSpec },
     'start',
   );
   const defaults = defaultSettingsOptions();
@@ -45,6 +50,8 @@ export async function run(argv: string[]): Promise<number> {
       model: v.model,
       tokenizer: v.tokenizer,
       native: v.native,
+      busHost: v['bus-host'],
+      busPort: v['bus-port'] === undefined ? undefined : intOption('bus-port', v['bus-port'], 0, 0, 65535),
       radio: v.radio === undefined ? undefined : (choiceOption('radio', v.radio, 'sim', ['sim'] as const), parseRadioSettings(v, 1)),
       scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },

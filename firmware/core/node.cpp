@@ -98,9 +98,14 @@ void MlNode::publishText(const std::string& topic, const std::string& text, int 
   io_.publish(io_.ctx, topic, (const uint8_t*)text.data(), text.size(), qos, retain);
 }
 
+// Drops a message: one log line and one report on the errors topic, both rate-limited (a
+// flood must not become a flood of reports).
 void MlNode::reject(const std::string& topic, const std::string& reason) {
-  io_.log(io_.ctx, "warn", "dropped message on " + topic + ": " + reason);
-  publishText(tErrors_, "{\"protocol\":1,\"source\":" + json_quote(o_.id) + ",\"topic\":" + json_quote(topic) + ",\"reason\":" + json_quote(reason) + "}", 0, false);
+  uint64_t heldBefore = 0;
+  if (io_.nowMs && !reports_.take(io_.nowMs(io_.ctx), &heldBefore)) return;
+  const std::string said = cut(ml_with_held_count(reason, heldBefore), 2000);
+  io_.log(io_.ctx, "warn", "dropped message on " + topic + ": " + said);
+  publishText(tErrors_, "{\"protocol\":1,\"source\":" + json_quote(o_.id) + ",\"topic\":" + json_quote(topic) + ",\"reason\":" + json_quote(said) + "}", 0, false);
 }
 
 void MlNode::status(const char* state, const std::string& extra) {

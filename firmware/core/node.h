@@ -14,6 +14,7 @@
 
 #include "head_group.h"
 #include "link.h"
+#include "report_limit.h"
 #include "schema.h"
 #include "shard.h"
 #include "wire.h"
@@ -23,6 +24,8 @@ struct MlNodeIo {
   void (*publish)(void* ctx, const std::string& topic, const uint8_t* payload, size_t len, int qos, bool retain);
   // level: "debug", "info", "warn", "error"
   void (*log)(void* ctx, const char* level, const std::string& message);
+  // A monotonic clock in ms, for the rate limit of error reports (null: the reports are not limited).
+  uint64_t (*nowMs)(void* ctx) = nullptr;
 };
 
 struct MlNodeOptions {
@@ -62,6 +65,8 @@ class MlNode {
   void goodbye();   // retained offline status, "stopped"
 
   const MlNodeCounters& counters() const { return counters_; }
+  // Error reports held back by the rate limit, in all.
+  uint64_t reportsSuppressed() const { return reports_.suppressed(); }
   size_t weightBytes() const;
   size_t cacheBytes() const;
 
@@ -85,6 +90,7 @@ class MlNode {
   std::vector<float> steeringVector_;
   int steeringLayer_ = -1;
   MlNodeCounters counters_;
+  MlReportLimiter reports_;
   std::vector<float> values_;
   std::vector<uint8_t> out_;
   std::string tBroadcast_, tAssign_, tSession_, tSteer_, tStatus_, tAck_, tResult_, tErrors_, tTelemetry_;

@@ -223,6 +223,7 @@ int main(int argc, char** argv) {
   if (!parseBroker(a.broker, &mo, &err)) return usage(err);
   if (!a.username.empty()) mo.username = a.username;
   if (!a.password.empty()) mo.password = a.password;
+  else if (const char* pw = getenv("MESH_LLM_PASSWORD"); pw && mo.password.empty()) mo.password = pw;  // not on the command line, which other users can read
 
   MqttClient client;
   MlNode node;
@@ -232,6 +233,7 @@ int main(int argc, char** argv) {
     static_cast<MqttClient*>(ctx)->publish(topic, payload, len, qos, retain);
   };
   io.log = [](void*, const char* level, const std::string& message) { logLine(level, message); };
+  io.nowMs = [](void*) { return mqtt_now_ms(); };
   MlNodeOptions no;
   no.id = a.id;
   no.mesh = a.mesh;

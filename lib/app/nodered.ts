@@ -10,6 +10,7 @@ import express from 'express';
 import * as RED from 'node-red';
 import { MeshLlmSettingsOptions, nodeRedSettings } from '../../settings';
 import { listen } from '../mesh/broker';
+import { giveFlowBusLogin } from './bus';
 
 export interface RunningNodeRed {
   url: string;
@@ -78,9 +79,11 @@ export function installFlow(template: string, flowFile: string, credentialSecret
   if (!fs.existsSync(credentials)) fs.writeFileSync(credentials, emptyCredentials(credentialSecret));
 }
 
-export async function startNodeRed(o: MeshLlmSettingsOptions): Promise<RunningNodeRed> {
+/** busLogin: the login the flow's connections to the embedded broker get, as Node-RED credentials (lib/app/bus.ts). */
+export async function startNodeRed(o: MeshLlmSettingsOptions, extra: { busLogin?: { username: string; password: string } } = {}): Promise<RunningNodeRed> {
   const settings = nodeRedSettings(o);
   installFlow(o.flowTemplate, settings.flowFile as string, settings.credentialSecret as string);
+  if (extra.busLogin) giveFlowBusLogin(settings.flowFile as string, settings.credentialSecret as string, extra.busLogin);
   const app = express();
   const server = http.createServer(app);
   const inFlight = new RequestsInFlight();

@@ -13,6 +13,9 @@ import { ChannelName, ScenarioName, simulate } from '../steering/sensors';
 
 export interface SensorSimulationOptions {
   brokerUrl: string;
+  /** The broker login (the gateway's, on a bus with credentials). */
+  username?: string;
+  password?: string;
   meshId: string;
   nodes: readonly string[];
   scenario: ScenarioName;
@@ -30,7 +33,7 @@ export interface RunningSensors {
 }
 
 export async function startSensorSimulation(o: SensorSimulationOptions): Promise<RunningSensors> {
-  const client: MqttClient = await connectMqtt({ url: o.brokerUrl, clientId: `mesh-llm-${o.meshId}-sensors-${process.pid}`.slice(0, 64) });
+  const client: MqttClient = await connectMqtt({ url: o.brokerUrl, username: o.username, password: o.password, clientId: `mesh-llm-${o.meshId}-sensors-${process.pid}`.slice(0, 64) });
   const t = topicsFor(o.meshId);
   const scale = o.timeScale ?? 1;
   let round = 0;

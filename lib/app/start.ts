@@ -17,6 +17,8 @@ import { RunningBridge, startBridge } from '../../gateway-bridge/service';
 import { BandwidthKHz, SpreadingFactor } from '../radio/airtime';
 import { receiveControl, topicsFor } from '../mesh/wire';
 import { openStartRunStore } from '../runs/start';
+import { GATEWAY_USER, isLoopback } from '../mesh/acl';
+import { busCredentials } from './bus';
 
 export interface StartOptions extends MeshLlmSettingsOptions {
   model?: string;
@@ -33,7 +35,12 @@ export interface StartOptions extends MeshLlmSettingsOptions {
   scenario?: ScenarioName | null;
   /** Run the head nodes behind the LoRa bridge on the simulated channel instead of as processes on MQTT. */
   radio?: RadioStartSettings;
+  /** Where the embedded broker listens (default 127.0.0.1:any); beyond loopback it requires the bus credentials. */
+  busHost?: string;
+  busPort?: number;
 }
+
+type Login = { username: string; password: string };
 
 export interface RadioStartSettings {
   region: string;
@@ -54,10 +61,10 @@ const RADIO_GATHER_TIMEOUT_MS = 600_000;
  * The simulated LoRa mesh of `start --radio sim`: the bridge with its radio head nodes on the
  * embedded broker, and the dashboard's time-scale control (timeScale on mesh-llm/{mesh}/sim/control).
  */
-async function startRadio(o: StartOptions & { radio: RadioStartSettings }, brokerUrl: string, modelPath: string, log: (line: string) => void): Promise<{ bridge: RunningBridge; close: () => Promise<void> }> {
-  const bridge = await startBridge({ brokerUrl, meshId: o.meshId, modelPath, quant: o.quant, link: 'sim', ...o.radio, timeScale: o.radio.timeScale ?? 1, log: (level, text) => level !== 'debug' && log(`radio ${level}: ${text}`) });
+async function startRadio(o: StartOptions & { radio: RadioStartSettings }, brokerUrl: string, login: Login, modelPath: string, log: (line: string) => void): Promise<{ bridge: RunningBridge; close: () => Promise<void> }> {
+  const bridge = await startBridge({ brokerUrl, ...login, meshId: o.meshId, modelPath, quant: o.quant, link: 'sim', ...o.radio, timeScale: o.radio.timeScale ?? 1, log: (level, text) => level !== 'debug' && log(`radio ${level}: ${text}`) });
   const t = topicsFor(o.meshId);
-  const control = await connectMqtt({ url: brokerUrl, clientId: `mesh-llm-${o.meshId}-radio-control-${process.pid}`.slice(0, 64) });
+  const control = await connectMqtt({ url: brokerUrl, ...login, clientId: `mesh-llm-${o.meshId}-radio-control-${process.pid}`.slice(0, 64) });
   control.on('message', (_topic, payload) => {
     const m = receiveControl('sim-control', payload, () => undefined); // the sensor simulation reports bad ones
     if (m?.timeScale === undefined) return;
@@ -129,26 +136,30 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
   try {
     let brokerUrl = o.broker;
     let nodeCount = o.nodes ?? 0;
+    let busLogin: Login | undefined; // the gateway's login on the embedded broker
     if (brokerUrl) watcher = await watchBroker(brokerUrl);
     if (!brokerUrl) {
-      broker = await startAedesBroker({ host: '127.0.0.1', port: 0 });
+      const bus = busCredentials(o.dataDir, o.meshId, o.radio ? [] : Array.from({ length: o.nodes ?? nHeads }, (_, i) => `node-${i + 1}`));
+      busLogin = bus.login(GATEWAY_USER);
+      const host = o.busHost ?? '127.0.0.1';
+      broker = await startAedesBroker({ host, port: o.busPort ?? 0, credentials: isLoopback(host) ? undefined : bus.credentials });
       brokerUrl = broker.url;
-      log(`embedded MQTT broker on ${brokerUrl}`);
+      log(`embedded MQTT broker on ${brokerUrl}${isLoopback(host) ? '' : ' (credentials required)'}; bus credentials ${bus.created ? 'made in' : 'from'} ${bus.file}`);
       let ids: string[];
       if (o.radio) {
-        radio = await startRadio({ ...o, radio: o.radio }, brokerUrl, paths.model, log);
+        radio = await startRadio({ ...o, radio: o.radio }, brokerUrl, busLogin, paths.model, log);
         nodeCount = radio.bridge.nodes;
         ids = radio.bridge.ids;
         log(`the LoRa bridge with ${nodeCount} radio head nodes (${ids.join(', ')}) on the simulated channel: ${o.radio.region}, SF${o.radio.sf}, ${o.radio.bandwidthKHz} kHz, ${o.radio.timeScale ?? 1}x real time`);
       } else {
         nodeCount = o.nodes ?? nHeads;
-        children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native });
+        children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native, credentials: (id) => bus.login(id) });
         ids = children.nodes.map((n) => n.id);
         log(`started ${nodeCount} ${o.native ? 'native ' : ''}head-node processes (${ids.join(', ')})`);
       }
       if (o.scenario !== null) {
         const scenario = o.scenario ?? 'calm';
-        sensors = await startSensorSimulation({ brokerUrl, meshId: o.meshId, nodes: ids, scenario });
+        sensors = await startSensorSimulation({ brokerUrl, ...busLogin, meshId: o.meshId, nodes: ids, scenario });
         log(`simulated sensors on every head node: ${scenario === 'calm' ? 'a calm room' : `scenario "${scenario}" (a calm minute, then the event, repeating)`}`);
       }
     }
@@ -161,7 +172,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
     process.env.MESH_LLM_ALERTS_FILE ??= path.join(o.dataDir, 'alerts.jsonl');
     process.env.MESH_LLM_GATHER_TIMEOUT = o.radio ? String(RADIO_GATHER_TIMEOUT_MS) : (process.env.MESH_LLM_GATHER_TIMEOUT ?? '2000');
     process.env.MESH_LLM_MODEL_DIR ??= path.dirname(paths.model);
-    nodeRed = await startNodeRed(o);
+    nodeRed = await startNodeRed(o, { busLogin });
     return { editorUrl: nodeRed.url, brokerUrl, nodeCount, lost: watcher?.lost ?? new Promise<string>(() => undefined), stop };
   } catch (e) {
     await stop();

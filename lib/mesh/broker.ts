@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import type { Aedes, AedesOptions } from 'aedes';
 import { MeshLlmError } from '../llm/errors';
 import { MeshCredentials, authenticate, isLoopback, mayPublish, maySubscribe } from './acl';
@@ -32,6 +33,8 @@ export interface BrokerOptions {
   credentials?: MeshCredentials;
   /** Told of each refused connection, publish or subscription (default: nothing). */
   onRefused?: (what: string) => void;
+  /** Listen with TLS (mqtts://): PEM files of the broker's certificate and key. */
+  tls?: { cert: string; key: string };
 }
 
 function urlFor(host: string, port: number): string {
@@ -94,12 +97,19 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
   if (o.credentials) Object.assign(options, aclOptions(o.credentials, o.onRefused ?? (() => undefined), () => aedes));
   const aedes = await loadAedes().createBroker(options);
   const sockets = new Set<net.Socket>();
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const serve = (socket: net.Socket) => {
     socket.setNoDelay(true);
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     aedes.handle(socket);
-  });
+  };
+  let server: net.Server;
+  try {
+    server = o.tls ? tls.createServer({ cert: readPem(o.tls.cert, 'certificate'), key: readPem(o.tls.key, 'key'), noDelay: true }, serve) : net.createServer({ noDelay: true }, serve);
+  } catch (e) {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    throw e instanceof MeshLlmError ? e : new MeshLlmError(`the MQTT broker's TLS certificate or key is not usable: ${(e as Error).message}`);
+  }
   try {
     await listen(server, o.port ?? 0, host, 'the MQTT broker');
   } catch (e) {
@@ -108,7 +118,7 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
   }
   const port = (server.address() as net.AddressInfo).port;
   return {
-    url: urlFor(host, port),
+    url: urlFor(host, port).replace(/^mqtt:/, o.tls ? 'mqtts:' : 'mqtt:'),
     aedes,
     host,
     port,
@@ -118,6 +128,14 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
         server.close(() => aedes.close(() => resolve()));
       }),
   };
+}
+
+function readPem(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw new MeshLlmError(`cannot read the MQTT broker's TLS ${what} ${file}: ${(e as Error).message}`);
+  }
 }
 
 type Client = Parameters<NonNullable<AedesOptions['authenticate']>>[0] & { meshUser?: string };
@@ -187,16 +205,30 @@ function waitForPort(host: string, port: number, child: ChildProcess, timeoutMs:
   });
 }
 
+export interface MosquittoOptions {
+  port?: number;
+  binary?: string;
+  /** Mosquitto's password_file and acl_file (`mesh-llm credentials create --mosquitto DIR`): no anonymous access. */
+  auth?: { passwd: string; acl: string };
+  /** A TLS listener (mqtts://) with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string };
+}
+
 /**
  * Starts the system's mosquitto on a free loopback port with a generated config (anonymous
- * access, TCP_NODELAY). Throws if mosquitto is not installed (.ci/run installs it).
+ * access unless `auth`, TCP_NODELAY, TLS with `tls`). Throws if mosquitto is not installed
+ * (.ci/run installs it).
  */
-export async function startMosquitto(o: { port?: number; binary?: string } = {}): Promise<RunningBroker> {
+export async function startMosquitto(o: MosquittoOptions = {}): Promise<RunningBroker> {
   const host = '127.0.0.1';
   const port = o.port ?? (await freePort(host));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-mosquitto-'));
   const conf = path.join(dir, 'mosquitto.conf');
-  fs.writeFileSync(conf, [`listener ${port} ${host}`, 'allow_anonymous true', 'set_tcp_nodelay true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
+  // as root Mosquitto would switch to its own user, who cannot read the 0600 files
+  const access = o.auth ? ['allow_anonymous false', `password_file ${o.auth.passwd}`, `acl_file ${o.auth.acl}`] : ['allow_anonymous true'];
+  if (o.auth || o.tls) access.push(`user ${os.userInfo().username}`);
+  const tls = o.tls ? [`certfile ${o.tls.cert}`, `keyfile ${o.tls.key}`] : [];
+  fs.writeFileSync(conf, [`listener ${port} ${host}`, ...access, ...tls, 'set_tcp_nodelay true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'));
   const binary = o.binary ?? (fs.existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto');
   const child = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -214,7 +246,7 @@ export async function startMosquitto(o: { port?: number; binary?: string } = {})
     throw new Error(`${(e as Error).message}${stderr ? `\n${stderr}` : ''}`);
   }
   return {
-    url: urlFor(host, port),
+    url: urlFor(host, port).replace(/^mqtt:/, o.tls ? 'mqtts:' : 'mqtt:'),
     host,
     port,
     close: () =>

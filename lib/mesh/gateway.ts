@@ -230,15 +230,24 @@ export class MeshGateway {
       changed.add(to);
     };
     for (const orphan of orphans) {
-      const node = standby.shift();
+      // a standby that holds exactly these heads first (a radio node's heads are fixed in its flash: a spare flashed with the lost node's group)
+      const same = (hs: readonly number[] | undefined) => hs !== undefined && hs.length === orphan.heads.length && [...hs].sort((a, b) => a - b).every((h, i) => h === [...orphan.heads].sort((a, b) => a - b)[i]);
+      // a node with a fixed slot (a radio node) holds its heads in flash: it can take only those
+      const fixed = (n: string) => this.nodes.get(n)?.status.slot !== undefined;
+      const holder = standby.findIndex((n) => same(this.nodes.get(n)?.status.heads));
+      const loadable = standby.findIndex((n) => !fixed(n));
+      const pick = holder >= 0 ? holder : loadable;
+      const node = pick >= 0 ? standby.splice(pick, 1)[0] : undefined;
       if (node !== undefined) {
         const s: RunnerSlot = { node, slot: this.freeSlot(node, slots), heads: [...orphan.heads] };
         slots.push(s);
         move(orphan.node, s, orphan.heads);
         continue;
       }
+      const takers = slots.filter((x) => !fixed(x.node));
+      if (takers.length === 0) throw new MeshError(`no head node is left on mesh ${this.o.meshId} that can take heads [${orphan.heads.join(',')}] of ${orphan.node}: the others hold their heads in flash (radio nodes), and no spare flashed with these heads is up`);
       for (const h of orphan.heads) {
-        const target = slots.reduce((a, b) => (b.heads.length < a.heads.length ? b : a));
+        const target = takers.reduce((a, b) => (b.heads.length < a.heads.length ? b : a));
         target.heads.push(h);
         target.heads.sort((a, b) => a - b);
         move(orphan.node, target, [h]);

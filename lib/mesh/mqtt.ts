@@ -1,9 +1,13 @@
 /**
  * MQTT plumbing shared by the gateway, the head nodes and the tools: one way to connect (TCP
- * with Nagle's algorithm off, MQTT 3.1.1 so any broker works, no automatic reconnects: a
- * dropped node is a failed node), and one logger that writes a line per event on stderr.
+ * with Nagle's algorithm off, or TLS for mqtts://; MQTT 3.1.1 so any broker works, no automatic
+ * reconnects: a dropped node is a failed node), and one logger that writes a line per event on
+ * stderr.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { IClientOptions, MqttClient } from 'mqtt';
 import { MeshLlmError } from '../llm/errors';
 
@@ -12,6 +16,12 @@ export interface BrokerAddress {
   url: string;
   username?: string;
   password?: string;
+  /**
+   * For mqtts://: a PEM file of the CA that signed the broker's certificate (default
+   * MESH_LLM_CA, which the CLI's --ca sets for itself and the head nodes it starts; without
+   * either, the system's CAs).
+   */
+  ca?: string;
 }
 
 export interface ConnectOptions extends BrokerAddress {
@@ -26,9 +36,11 @@ interface ParsedUrl {
   port: number;
   username?: string;
   password?: string;
+  /** mqtts:// (or ssl://): TLS. */
+  tls: boolean;
 }
 
-/** mqtt://host:port (or tcp://); credentials in the URL are used unless given separately. */
+/** mqtt://host:port (or tcp://), mqtts://host:port (or ssl://, TLS); credentials in the URL are used unless given separately. */
 export function parseBrokerUrl(url: string): ParsedUrl {
   let u: URL;
   try {
@@ -36,11 +48,13 @@ export function parseBrokerUrl(url: string): ParsedUrl {
   } catch {
     throw new MeshLlmError(`broker URL "${url}" is not a URL (expected mqtt://host:port)`);
   }
-  if (u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') throw new MeshLlmError(`broker URL "${url}": only mqtt:// (plain TCP) is supported`);
+  const secure = u.protocol === 'mqtts:' || u.protocol === 'ssl:';
+  if (!secure && u.protocol !== 'mqtt:' && u.protocol !== 'tcp:') throw new MeshLlmError(`broker URL "${url}": expected mqtt:// (plain TCP) or mqtts:// (TLS)`);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   return {
     host,
-    port: u.port ? Number(u.port) : 1883,
+    tls: secure,
+    port: u.port ? Number(u.port) : secure ? 8883 : 1883,
     username: u.username ? decodeURIComponent(u.username) : undefined,
     password: u.password ? decodeURIComponent(u.password) : undefined,
   };
@@ -60,11 +74,27 @@ export function connectMqtt(o: ConnectOptions): Promise<MqttClient> {
     password: o.password ?? target.password,
     will: o.will,
   };
-  const client = new MqttClient(() => net.createConnection({ host: target.host, port: target.port, noDelay: true }) as never, options);
+  const caFile = o.ca ?? process.env.MESH_LLM_CA;
+  let ca: Buffer | undefined;
+  if (target.tls && caFile) {
+    try {
+      ca = fs.readFileSync(caFile);
+    } catch (e) {
+      throw new MeshLlmError(`cannot read the CA file ${caFile}: ${(e as Error).message}`);
+    }
+  }
+  const open = target.tls
+    ? () => {
+        const s = tls.connect({ host: target.host, port: target.port, ca, servername: net.isIP(target.host) ? undefined : target.host });
+        s.setNoDelay(true);
+        return s;
+      }
+    : () => net.createConnection({ host: target.host, port: target.port, noDelay: true });
+  const client = new MqttClient(open as never, options);
   return new Promise((resolve, reject) => {
-    const onError = (err: Error) => {
+    const onError = (err: Error & { code?: string | number }) => {
       client.end(true);
-      reject(new MeshLlmError(`cannot connect to MQTT broker ${o.url}: ${err.message}`));
+      reject(new MeshLlmError(`cannot connect to MQTT broker ${o.url}: ${target.tls ? tlsReason(err, caFile) : err.message}`));
     };
     client.once('error', onError);
     client.once('close', () => onError(new Error('connection closed before the broker accepted it')));
@@ -75,6 +105,26 @@ export function connectMqtt(o: ConnectOptions): Promise<MqttClient> {
       resolve(client);
     });
   });
+}
+
+/**
+ * Trusts the CA in this PEM file for mqtts:// in this process and the head nodes it starts
+ * (MESH_LLM_CA, inherited by child processes): what the CLI's --ca FILE does.
+ */
+export function trustCaFile(file: string | undefined): void {
+  if (file === undefined) return;
+  const abs = path.resolve(file);
+  if (!fs.existsSync(abs)) throw new MeshLlmError(`--ca ${file}: no such file (a PEM file of the CA that signed the broker's certificate)`);
+  process.env.MESH_LLM_CA = abs;
+}
+
+/** A TLS failure said with what to do about it. */
+function tlsReason(err: Error & { code?: string | number }, caFile: string | undefined): string {
+  const untrusted = ['SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_SIGNATURE_FAILURE'];
+  if (typeof err.code === 'string' && untrusted.includes(err.code)) return `TLS: the broker's certificate is not signed by ${caFile ? `the CA in ${caFile}` : "a CA this machine trusts (give the broker's CA with --ca FILE)"} (${err.message})`;
+  if (err.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `TLS: the broker's certificate is not for this host name (${err.message})`;
+  if (err.code === 'CERT_HAS_EXPIRED') return `TLS: the broker's certificate has expired (${err.message})`;
+  return `TLS: ${err.message}`;
 }
 
 export function subscribe(client: MqttClient, topics: string[], qos: 0 | 1 = 0): Promise<void> {

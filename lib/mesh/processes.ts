@@ -31,6 +31,8 @@ export interface SpawnNodesOptions {
   onLog?: (node: string, line: string) => void;
   /** Each node's broker username and password (a bus with per-node credentials: lib/mesh/acl.ts). */
   credentials?: (node: string) => { username: string; password: string } | undefined;
+  /** Environment variables added to the children's (such as MESH_LLM_CA, the CA file trusted for mqtts://). */
+  env?: Record<string, string>;
 }
 
 export interface NodeProcess {
@@ -77,15 +79,17 @@ export function nativeNodeArgs(id: string, o: { brokerUrl: string; meshId: strin
 function spawnNode(id: string, index: number, o: SpawnNodesOptions): NodeProcess {
   let child: ChildProcess;
   const login = o.credentials?.(id);
+  // the password goes in the environment, not on the command line (which every local user can read in the process list)
+  const env = { ...process.env, ...o.env, ...(login ? { MESH_LLM_PASSWORD: login.password } : {}) };
   if (o.native) {
     const shardPath = o.shards === undefined ? undefined : path.join(o.shards, shardFileName(index));
     // its standard input is a pipe from this process: it exits when the pipe closes
-    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, ...login, shardPath }), { stdio: ['pipe', 'ignore', 'pipe'] });
+    child = spawn(nativeNodeBinary(), nativeNodeArgs(id, { ...o, username: login?.username, shardPath }), { stdio: ['pipe', 'ignore', 'pipe'], env });
   } else {
     const args = [cliEntry(), 'node', '--id', id, '--broker', o.brokerUrl, '--mesh', o.meshId, '--model', o.modelPath];
     if (o.heartbeatMs !== undefined) args.push('--heartbeat', String(o.heartbeatMs));
-    if (login) args.push('--username', login.username, '--password', login.password);
-    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    if (login) args.push('--username', login.username);
+    child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env });
   }
   const onLog = o.onLog ?? ((node, line) => process.stderr.write(`${line.startsWith('[') ? '' : `[${node}] `}${line}\n`));
   child.stderr?.on('data', lineSplitter((line) => onLog(id, line)));

@@ -46,7 +46,7 @@ export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
 }
 
 /** Runs the embedded aedes broker until SIGINT/SIGTERM. */
-export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string; credentials?: MeshCredentials }): Promise<number> {
+export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string; credentials?: MeshCredentials; tls?: { cert: string; key: string } }): Promise<number> {
   const broker = await startAedesBroker({ ...o, onRefused: (what) => process.stderr.write(`mesh-llm broker: refused ${what}\n`) });
   process.stderr.write(`mesh-llm broker listening on ${broker.url}\n`);
   await untilStopped();

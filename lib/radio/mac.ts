@@ -380,6 +380,8 @@ interface Exchange {
   rounds: number;
   startMs: number;
   boundMs: number;
+  /** How long after the marker the owed replies may come: the end of the last slot of the exchange's nodes. */
+  windowMs: number;
   timer?: ClockTimer;
   resolve: (r: Map<number, Buffer>) => void;
   reject: (e: Error) => void;
@@ -415,6 +417,14 @@ export class GatewayMac {
   readonly ledger: AirtimeLedger;
   /** Called when a layer's exchange completes. */
   onLayer: (r: LayerReport) => void = () => undefined;
+  /**
+   * false (default): a node that has not delivered in maxRounds fails the layer. true: the
+   * exchange resolves with the results that came, without the missing nodes' (named in
+   * `missing`), so the bridge can say those nodes are lost and the mesh gateway fail over.
+   */
+  partial = false;
+  /** The nodes the last exchange resolved without, and why (partial only). */
+  missing: { addresses: number[]; reason: string } | null = null;
   /** The last signal quality heard from each radio address (authenticated frames only). */
   readonly signal = new Map<number, SignalQuality>();
   /** Called with each sensor report a node sends (decoded; refused reports are counted in `rejected`). */
@@ -451,6 +461,7 @@ export class GatewayMac {
    */
   exchange(broadcast: Buffer, addresses: readonly number[]): Promise<Map<number, Buffer>> {
     if (this.current) return Promise.reject(new Error('a layer exchange is already in progress'));
+    this.missing = null;
     for (const a of addresses) if (!this.layout.slots.has(a)) return Promise.reject(new MeshLlmError(`radio node ${a} has no reply slot in the layout`));
     let header: CheckedHeader;
     try {
@@ -474,6 +485,8 @@ export class GatewayMac {
         rounds: 0,
         startMs: NaN,
         boundMs: layerBoundMs(this.layout.config, this.layout.broadcastFrames, resultFrames),
+        // the nodes of this exchange only: idle nodes (spares) with later slots add no wait; with every node of the layout, the layout's window
+        windowMs: Math.max(0, ...this.layout.slotSets.flatMap((set) => addresses.map((a) => { const s = set.get(a) as Slot; return s.offsetMs + s.lengthMs; }))),
         resolve,
         reject,
       };
@@ -566,7 +579,7 @@ export class GatewayMac {
       let s = markerEnd + slot.offsetMs;
       for (const bytes of reply) s = model.transmit(slot.channel, model.earliestStartMs(slot.channel, s), frameAirtimeMs(config, slot.channel, bytes));
     }
-    x.timer = this.o.clock.at(markerEnd + this.layout.windowMs, () => this.endRound(x));
+    x.timer = this.o.clock.at(markerEnd + x.windowMs, () => this.endRound(x));
   }
 
   private endRound(x: Exchange): void {
@@ -576,6 +589,10 @@ export class GatewayMac {
     if (x.rounds >= maxRounds) {
       const nodes = [...x.owed].join(', ');
       const why = [...x.refused].map(([a, problem]) => `; node ${a} sent ${problem}`).join('');
+      if (this.partial) {
+        this.missing = { addresses: [...x.owed], reason: `did not deliver layer ${x.header.layer} at position ${x.header.pos} in ${maxRounds} rounds${why}` };
+        return this.finish(x);
+      }
       return this.fail(x, new MeshLlmError(`radio node(s) ${nodes} did not deliver layer ${x.header.layer} at position ${x.header.pos} in ${maxRounds} rounds${why}`));
     }
     const fragments = [...x.nacked.values()].flat();
