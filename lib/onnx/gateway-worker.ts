@@ -29,7 +29,8 @@ type Request =
   | { id: number; op: 'layer'; layer: number; x: Float32Array; heads: Float32Array }
   | { id: number; op: 'logits'; x: Float32Array };
 
-type Reply = { id: number; x?: Float32Array; xb?: Float32Array; logits?: Float32Array; error?: string };
+/** runMs: the time the request spent inside onnxruntime's session.run, in the worker. */
+type Reply = { id: number; x?: Float32Array; xb?: Float32Array; logits?: Float32Array; runMs?: number; error?: string };
 
 /** The worker's side: loads the weights, then answers requests in order. */
 async function serve(spec: OnnxGatewaySpec): Promise<void> {
@@ -70,10 +71,14 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
         reply.x = embeddings.slice(m.token * g.dim, (m.token + 1) * g.dim);
         reply.xb = attentionInput(reply.x, 0);
       } else if (m.op === 'layer') {
+        const t0 = performance.now();
         reply.x = (await sessions.layer(m.x, m.heads, m.layer)).slice();
+        reply.runMs = performance.now() - t0;
         if (m.layer + 1 < g.nLayers) reply.xb = attentionInput(reply.x, m.layer + 1);
       } else {
+        const t0 = performance.now();
         reply.logits = (await sessions.logits(m.x)).slice();
+        reply.runMs = performance.now() - t0;
       }
     } catch (e) {
       reply.error = (e as Error).message;
@@ -94,12 +99,15 @@ if (!isMainThread && (workerData as { onnxGateway?: OnnxGatewaySpec })?.onnxGate
 export class OnnxGateway {
   private next = 0;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  /** Milliseconds the worker has spent inside onnxruntime (session.run) so far: the rest of a step is messages and glue. */
+  onnxMs = 0;
 
   private constructor(private readonly worker: Worker, readonly g: Geometry, readonly weightBytes: number) {
     worker.on('message', (r: Reply) => {
       const p = this.pending.get(r.id);
       if (!p) return;
       this.pending.delete(r.id);
+      this.onnxMs += r.runMs ?? 0;
       if (r.error) p.reject(new MeshLlmError(r.error));
       else p.resolve(r);
     });
