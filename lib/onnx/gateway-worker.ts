@@ -73,8 +73,10 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
       } else if (m.op === 'layer') {
         const t0 = performance.now();
         reply.x = (await sessions.layer(m.x, m.heads, m.layer)).slice();
-        reply.runMs = performance.now() - t0;
+        // after the last layer the classifier at once: one round trip fewer per token
         if (m.layer + 1 < g.nLayers) reply.xb = attentionInput(reply.x, m.layer + 1);
+        else reply.logits = (await sessions.logits(reply.x)).slice();
+        reply.runMs = performance.now() - t0;
       } else {
         const t0 = performance.now();
         reply.logits = (await sessions.logits(m.x)).slice();
@@ -147,10 +149,10 @@ export class OnnxGateway {
     return { x: r.x as Float32Array, xb: r.xb as Float32Array };
   }
 
-  /** x + W_O · heads, then its FFN; with the next layer's attention input (none after the last). */
-  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array }> {
+  /** x + W_O · heads, then its FFN; with the next layer's attention input, or after the last layer the logits. */
+  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array; logits?: Float32Array }> {
     const r = await this.call({ op: 'layer', layer, x, heads } as Request);
-    return { x: r.x as Float32Array, xb: r.xb };
+    return { x: r.x as Float32Array, xb: r.xb, logits: r.logits };
   }
 
   async logits(x: Float32Array): Promise<Float32Array> {
@@ -167,11 +169,11 @@ export class OnnxGateway {
 export async function onnxForward(gw: OnnxGateway, heads: { run(xb: Float32Array, pos: number, layer: number, out: Float32Array): void | Promise<void> }, token: number, pos: number): Promise<Float32Array> {
   let { x, xb } = await gw.embed(token);
   const headOut = new Float32Array(gw.g.dim);
-  for (let layer = 0; layer < gw.g.nLayers; layer++) {
+  for (let layer = 0; ; layer++) {
     await heads.run(xb as Float32Array, pos, layer, headOut);
     const r = await gw.layer(x, headOut, layer);
+    if (r.logits) return r.logits;
     x = r.x;
-    if (r.xb) xb = r.xb;
+    xb = r.xb as Float32Array;
   }
-  return gw.logits(x);
 }
