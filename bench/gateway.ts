@@ -24,7 +24,8 @@
  * dependency of mesh-llm) adds llama.cpp through node-llama-cpp's prebuilt CPU binary on
  * `--gguf FILE` (`mesh-llm synth --preset tinyllama --format gguf --type Q8_0 --out FILE`): its
  * per-token decode time, greedy from BOS, with the same threads, beside the bound for the bytes
- * it reads per token (every Q8_0 matrix: the attention's too, the embedding table excepted).
+ * it reads per token (every Q8_0 matrix: the attention's too, the embedding table excepted);
+ * its tokens run back to back and the reads after them (it decodes ahead of its consumer).
  *
  * stdout: a table, then as its last line one JSON object.
  */
@@ -123,6 +124,10 @@ async function timeBesideBound(
   bytes: number,
   threads: number,
   token: () => Promise<number>,
+  /** Read after each token; false: all the tokens, then as many reads (llama.cpp decodes ahead of the consumer, so a read beside its tokens would overlap the next one). */
+  interleave = true,
+  /** Called between the tokens and the reads when not interleaved. */
+  between?: () => Promise<void>,
 ): Promise<{ msPerToken: number; boundMs: number; toBound: number; bestToBound: number; readGBps: number; cpuMsPerToken: number; boundCpuMs: number; cpuToBound: number }> {
   const reader = new SequentialRead(Math.min(bytes, 1 << 30), threads);
   const scale = bytes / reader.bytes;
@@ -132,13 +137,20 @@ async function timeBesideBound(
   const cpu: number[] = [];
   const boundCpu: number[] = [];
   const cpuMs = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000;
-  for (let t = 0; t < tokens; t++) {
-    let c0 = process.cpuUsage();
-    times.push(await token());
-    cpu.push(cpuMs(process.cpuUsage(c0)));
-    c0 = process.cpuUsage();
+  const read = (): void => {
+    const c0 = process.cpuUsage();
     bounds.push(reader.pass() * scale);
     boundCpu.push(cpuMs(process.cpuUsage(c0)) * scale);
+  };
+  for (let t = 0; t < tokens; t++) {
+    const c0 = process.cpuUsage();
+    times.push(await token());
+    cpu.push(cpuMs(process.cpuUsage(c0)));
+    if (interleave) read();
+  }
+  if (!interleave) {
+    await between?.();
+    for (let t = 0; t < tokens; t++) read();
   }
   await reader.close();
   const median = (v: number[]): number => [...v].sort((p, q) => p - q)[v.length >> 1];
@@ -268,8 +280,10 @@ async function runLlamaCpp(dir: string, gguf: string, tokens: number, threads: n
   await token();
   const peakRssBytes = process.resourceUsage().maxRSS * 1024;
   const bytes = llamaCppTokenBytes(ggufConfig);
-  const timed = await timeBesideBound(tokens, bytes, threads, token);
-  await generated.return?.(undefined);
+  // node-llama-cpp starts decoding the next token as soon as it hands one over, so its tokens run back to back, then the reads (generation stopped)
+  const timed = await timeBesideBound(tokens, bytes, threads, token, false, async () => {
+    await generated.return?.(undefined);
+  });
   return { encoding: 'llama-cpp', loadSeconds, ...timed, tokenBytes: bytes, residentWeightBytes: fs.statSync(gguf).size, rssAfterLoadBytes, peakRssBytes } as CaseResult;
 }
 
