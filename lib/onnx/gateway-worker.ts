@@ -29,7 +29,8 @@ type Request =
   | { id: number; op: 'layer'; layer: number; x: Float32Array; heads: Float32Array }
   | { id: number; op: 'logits'; x: Float32Array };
 
-type Reply = { id: number; x?: Float32Array; xb?: Float32Array; logits?: Float32Array; error?: string };
+/** runMs: the time the request spent inside onnxruntime's session.run, in the worker. */
+type Reply = { id: number; x?: Float32Array; xb?: Float32Array; logits?: Float32Array; runMs?: number; error?: string };
 
 /** The worker's side: loads the weights, then answers requests in order. */
 async function serve(spec: OnnxGatewaySpec): Promise<void> {
@@ -70,10 +71,16 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
         reply.x = embeddings.slice(m.token * g.dim, (m.token + 1) * g.dim);
         reply.xb = attentionInput(reply.x, 0);
       } else if (m.op === 'layer') {
+        const t0 = process.hrtime.bigint();
         reply.x = (await sessions.layer(m.x, m.heads, m.layer)).slice();
+        // after the last layer the classifier at once: one round trip fewer per token
         if (m.layer + 1 < g.nLayers) reply.xb = attentionInput(reply.x, m.layer + 1);
+        else reply.logits = (await sessions.logits(reply.x)).slice();
+        reply.runMs = Number(process.hrtime.bigint() - t0) / 1e6;
       } else {
+        const t0 = process.hrtime.bigint();
         reply.logits = (await sessions.logits(m.x)).slice();
+        reply.runMs = Number(process.hrtime.bigint() - t0) / 1e6;
       }
     } catch (e) {
       reply.error = (e as Error).message;
@@ -94,12 +101,15 @@ if (!isMainThread && (workerData as { onnxGateway?: OnnxGatewaySpec })?.onnxGate
 export class OnnxGateway {
   private next = 0;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  /** Milliseconds the worker has spent inside onnxruntime (session.run) so far: the rest of a step is messages and glue. */
+  onnxMs = 0;
 
   private constructor(private readonly worker: Worker, readonly g: Geometry, readonly weightBytes: number) {
     worker.on('message', (r: Reply) => {
       const p = this.pending.get(r.id);
       if (!p) return;
       this.pending.delete(r.id);
+      this.onnxMs += r.runMs ?? 0;
       if (r.error) p.reject(new MeshLlmError(r.error));
       else p.resolve(r);
     });
@@ -139,10 +149,10 @@ export class OnnxGateway {
     return { x: r.x as Float32Array, xb: r.xb as Float32Array };
   }
 
-  /** x + W_O · heads, then its FFN; with the next layer's attention input (none after the last). */
-  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array }> {
+  /** x + W_O · heads, then its FFN; with the next layer's attention input, or after the last layer the logits. */
+  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array; logits?: Float32Array }> {
     const r = await this.call({ op: 'layer', layer, x, heads } as Request);
-    return { x: r.x as Float32Array, xb: r.xb };
+    return { x: r.x as Float32Array, xb: r.xb, logits: r.logits };
   }
 
   async logits(x: Float32Array): Promise<Float32Array> {
@@ -159,11 +169,11 @@ export class OnnxGateway {
 export async function onnxForward(gw: OnnxGateway, heads: { run(xb: Float32Array, pos: number, layer: number, out: Float32Array): void | Promise<void> }, token: number, pos: number): Promise<Float32Array> {
   let { x, xb } = await gw.embed(token);
   const headOut = new Float32Array(gw.g.dim);
-  for (let layer = 0; layer < gw.g.nLayers; layer++) {
+  for (let layer = 0; ; layer++) {
     await heads.run(xb as Float32Array, pos, layer, headOut);
     const r = await gw.layer(x, headOut, layer);
+    if (r.logits) return r.logits;
     x = r.x;
-    if (r.xb) xb = r.xb;
+    xb = r.xb as Float32Array;
   }
-  return gw.logits(x);
 }

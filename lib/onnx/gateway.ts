@@ -23,28 +23,38 @@ import { OnnxGraph, OnnxNode, OnnxTensor, encodeModel } from './onnx';
 /** Where weights come from: one layer of one tensor as float32 [rows, cols]. */
 export type TensorReader = (name: TensorName, layer: number) => Float32Array;
 
-/** W [rows, cols] -> W^T [cols, rows] as int8, with one scale per row of W (a column of W^T). */
-export function quantizeTransposed(w: Float32Array, rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
-  const q = new Int8Array(rows * cols);
-  const scales = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let amax = 0;
-    for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
-    const scale = Math.fround(amax / 127);
-    scales[r] = scale;
-    const inv = scale ? 1 / scale : 0;
-    for (let c = 0; c < cols; c++) {
-      const v = w[r * cols + c] * inv;
-      q[c * rows + r] = v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
+/**
+ * Matrices W_0..W_k-1, each [rows, cols], stacked on their rows -> the transpose of the stack,
+ * [cols, k·rows], as int8 with one scale per row of the stack (a column of the transpose).
+ */
+export function quantizeTransposed(ws: Float32Array | Float32Array[], rows: number, cols: number): { q: Int8Array; scales: Float32Array } {
+  const list = Array.isArray(ws) ? ws : [ws];
+  const stride = list.length * rows;
+  const q = new Int8Array(stride * cols);
+  const scales = new Float32Array(stride);
+  list.forEach((w, k) => {
+    for (let r = 0; r < rows; r++) {
+      let amax = 0;
+      for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
+      const scale = Math.fround(amax / 127);
+      scales[k * rows + r] = scale;
+      const inv = scale ? 1 / scale : 0;
+      for (let c = 0; c < cols; c++) {
+        const v = w[r * cols + c] * inv;
+        q[c * stride + k * rows + r] = v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
+      }
     }
-  }
+  });
   return { q, scales };
 }
 
-/** W [rows, cols] -> W^T [cols, rows], for MatMul(x [1, cols], W^T). */
-function transposeF32(w: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
+/** W_0..W_k-1 [rows, cols] stacked on their rows -> the transpose of the stack [cols, k·rows], for MatMul(x [1, cols], W^T). */
+function transposeF32(ws: Float32Array[], rows: number, cols: number): Float32Array {
+  const stride = ws.length * rows;
+  const t = new Float32Array(stride * cols);
+  ws.forEach((w, k) => {
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * stride + k * rows + r] = w[r * cols + c];
+  });
   return t;
 }
 
@@ -79,15 +89,29 @@ class GraphBuilder {
     return this.node('Mul', [this.node('Div', [x, rms]), this.constant(name, [weight.length], weight)]);
   }
 
-  /** a [1, cols] · W^T for W [rows, cols]: float32 MatMul, or the dynamic int8 pattern. */
-  matmul(a: string, w: Float32Array, rows: number, cols: number, name: string): string {
-    if (this.encoding === 'f32') return this.node('MatMul', [a, this.constant(name, [cols, rows], transposeF32(w, rows, cols))]);
-    const { q, scales } = quantizeTransposed(w, rows, cols);
+  /** a [1, cols] · W^T for W [rows, cols] (or several stacked on their rows): float32 MatMul, or the dynamic int8 pattern. */
+  matmul(a: string, w: Float32Array | Float32Array[], rows: number, cols: number, name: string): string {
+    const ws = Array.isArray(w) ? w : [w];
+    const n = ws.length * rows;
+    if (this.encoding === 'f32') return this.node('MatMul', [a, this.constant(name, [cols, n], transposeF32(ws, rows, cols))]);
+    const { q, scales } = quantizeTransposed(ws, rows, cols);
     const dq = `${name}_dq`;
     this.nodes.push({ op: 'DynamicQuantizeLinear', inputs: [a], outputs: [`${dq}_q`, `${dq}_scale`, `${dq}_zp`] });
-    const product = this.node('MatMulInteger', [`${dq}_q`, this.constant(`${name}_q`, [cols, rows], q), `${dq}_zp`]);
-    const scale = this.node('Mul', [`${dq}_scale`, this.constant(`${name}_scale`, [rows], scales)]);
+    const product = this.node('MatMulInteger', [`${dq}_q`, this.constant(`${name}_q`, [cols, n], q), `${dq}_zp`]);
+    const scale = this.node('Mul', [`${dq}_scale`, this.constant(`${name}_scale`, [n], scales)]);
     return this.node('Mul', [this.node('Cast', [product], { to: 1 }), scale]);
+  }
+
+  /**
+   * a [1, cols] · [W^T | V^T] for W, V [rows, cols], as one product split in two: one pass over
+   * both matrices, one activation quantisation. Each output column is the product it would be
+   * alone (int8: the same integer sum and scales), so the halves equal two separate matmuls.
+   */
+  matmulPair(a: string, w: Float32Array, v: Float32Array, rows: number, cols: number, name: string): [string, string] {
+    const product = this.matmul(a, [w, v], rows, cols, name);
+    const halves: [string, string] = [this.fresh('split'), this.fresh('split')];
+    this.nodes.push({ op: 'Split', inputs: [product], outputs: halves, attributes: { axis: -1 } });
+    return halves;
   }
 
   /** The graph, with the node that computes `output` writing the graph output y. */
@@ -98,15 +122,14 @@ class GraphBuilder {
   }
 }
 
-/** One layer: y = x1 + FFN(x1), x1 = x + W_O · heads. */
+/** One layer: y = x1 + FFN(x1), x1 = x + W_O · heads; W_1 and W_3 as one product (bit-identical to two). */
 export function layerGraph(g: Geometry, read: TensorReader, layer: number, encoding: Encoding): OnnxGraph {
   const b = new GraphBuilder(encoding);
   const { dim, hiddenDim } = g;
   const attn = b.matmul('heads', read('wo', layer), dim, dim, 'wo');
   const x1 = b.node('Add', ['x', attn]);
   const n = b.rmsnorm(x1, read('rmsFfn', layer), 'rms_ffn');
-  const h1 = b.matmul(n, read('w1', layer), hiddenDim, dim, 'w1');
-  const h3 = b.matmul(n, read('w3', layer), hiddenDim, dim, 'w3');
+  const [h1, h3] = b.matmulPair(n, read('w1', layer), read('w3', layer), hiddenDim, dim, 'w13');
   const gated = b.node('Mul', [b.node('Mul', [h1, b.node('Sigmoid', [h1])]), h3]);
   const down = b.matmul(gated, read('w2', layer), dim, hiddenDim, 'w2');
   const y = b.node('Add', [x1, down]);
