@@ -7,6 +7,7 @@ import { Engine, GenerateOptions, GenerationResult, TEMPERATURE_RANGE } from '..
 import { resolveOrFetchModelPaths } from '../../lib/llm/provide';
 import { Encoding, TRANSPORT_ENCODINGS, WEIGHT_FORMATS, WeightFormat } from '../../lib/llm/quant';
 import { TextStream, printJson } from '../output';
+import { trustCaFile } from '../../lib/mesh/mqtt';
 import { followJob, gatewayOnline } from '../../lib/runs/bus';
 import { DEFAULT_MESH_ID } from '../../lib/mesh/run';
 import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
@@ -136,6 +137,7 @@ export async function run(argv: string[]): Promise<number> {
   if (wantsRadio(values)) return runRadioCommand(values, cmd, paths, stream);
   if (wantsSteering(values)) return runSteeredCommand(values, cmd, paths, stream);
   if (values.broker !== undefined && values.mesh === undefined && cmd.events === undefined) {
+    trustCaFile(values.ca);  // the gateway's presence is looked up on the broker before the mesh options are read
     const address = { url: values.broker, username: values.username, password: values.password, meshId: values['mesh-id'] ?? DEFAULT_MESH_ID };
     if (await gatewayOnline(address)) return runJobCommand(address, cmd, stream);
   }
