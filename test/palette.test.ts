@@ -64,7 +64,27 @@ function install(tarball: string): void {
   fs.mkdirSync(userDir, { recursive: true });
   fs.writeFileSync(path.join(userDir, 'package.json'), JSON.stringify({ name: 'node-red-user', private: true }));
   fs.copyFileSync(path.join(root, '.npmrc'), path.join(userDir, '.npmrc')); // onnxruntime-node-install=skip
-  execFileSync('npm', ['install', '--no-fund', '--no-audit', 'node-red@~4.1.0', tarball], { cwd: userDir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const env = { ...process.env, npm_config_better_sqlite3_local_prebuilds: localPrebuilds() };
+  execFileSync('npm', ['install', '--no-fund', '--no-audit', 'node-red@~4.1.0', tarball], { cwd: userDir, env, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * better-sqlite3's prebuilt addon for this Node, as prebuild-install's documented offline source
+ * (npm_config_better_sqlite3_local_prebuilds: a folder of release tarballs): this machine cannot
+ * reach GitHub's releases, and compiling SQLite again takes minutes on 2 cores. The tarball holds
+ * the addon the checkout's own `npm ci` built.
+ */
+function localPrebuilds(): string {
+  const sqlite = path.dirname(require.resolve('better-sqlite3/package.json'));
+  const version = (JSON.parse(fs.readFileSync(path.join(sqlite, 'package.json'), 'utf8')) as { version: string }).version;
+  const dir = path.join(work, 'prebuilds');
+  const stage = path.join(work, 'prebuild-stage');
+  fs.mkdirSync(path.join(stage, 'build', 'Release'), { recursive: true });
+  fs.mkdirSync(dir, { recursive: true });
+  fs.copyFileSync(path.join(sqlite, 'build', 'Release', 'better_sqlite3.node'), path.join(stage, 'build', 'Release', 'better_sqlite3.node'));
+  const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  execFileSync('tar', ['-czf', path.join(dir, name), '-C', stage, 'build']);
+  return dir;
 }
 
 let files: string[] = [];
