@@ -1,0 +1,75 @@
+/**
+ * Steering over the radio: the bridge turns each radio node's steering message into a
+ * steering body (lib/link/body.ts, BodyType.Steering) delivered to that node alone through the
+ * MAC's rounds (fragments, NACKs, an empty NACK as the acknowledgement), and the radio node
+ * adds the vector to its head outputs as an MQTT node does. A steered generation on the
+ * simulated radio with 10% loss gives the tokens, KL and attributions of steering in the
+ * monolithic engine with the same readings.
+ */
+import { Engine, GenerateOptions } from '../lib/llm/engine';
+import { BodyType, decodeBody } from '../lib/link/body';
+import { steeringBody } from '../lib/radio/mac';
+import { generateWithAttribution } from '../lib/steering/attribution';
+import { loadSteering } from '../lib/steering/directions';
+import { scenarioReadings } from '../lib/steering/readings';
+import { Steering, localNodes } from '../lib/steering/steer';
+import { generateOverRadio } from '../gateway-bridge/run';
+import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
+import { modelPaths } from './support/fixtures';
+import { bridgePaths, brokerProcess, quiet, radioMesh } from './support/radio';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+});
+
+let brokerUrl = '';
+beforeAll(async () => {
+  brokerUrl = await brokerProcess(cleanups);
+});
+
+const NODES = 4;
+const IDS = Array.from({ length: NODES }, (_, i) => `radio-${i + 1}`);
+const OPTIONS: GenerateOptions = { prompt: 'Tom was playing. Suddenly,', steps: 24, temperature: 0.8, topP: 0.9, seed: 42n };
+/** Calm readings everywhere, an explosion felt by radio-3 only. */
+const readings = scenarioReadings('explosion', IDS, { affected: ['radio-3'], epicentre: 'radio-3', seed: 8 }).readings;
+
+test('a steering body carries the float32 vector of a node\'s heads at one layer, from the gateway', () => {
+  const v = Float32Array.of(0.5, -1.25, 3e-8, 0);
+  const b = decodeBody(steeringBody(0x8001, 3, v));
+  expect(b).toMatchObject({ type: BodyType.Steering, encoding: 'f32', sender: 0, session: 0, seq: 0x8001, pos: 0, layer: 3 });
+  expect(b.values).toEqual(v);
+});
+
+test('a steered generation on the simulated radio with 10% loss equals steering in the monolithic engine: tokens, KL and attributions', async () => {
+  const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups: NODES });
+  const data = loadSteering(engine.g.dim, engine.g.nLayers);
+  const alpha = data.settings.alpha;
+  const nodes = localNodes(engine.heads).map((n, i) => ({ ...n, node: IDS[i] }));
+  const local = new Steering(engine.g, engine.gateway, data, nodes);
+  const vectors = local.vectors(readings, alpha);
+  engine.heads.groups.forEach((group, i) => (group.steering = vectors.get(IDS[i]) ?? null));
+  const expected = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, local.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! })), OPTIONS);
+
+  const mesh = radioMesh(NODES, { loss: 0.1, seed: 11 });
+  const got = await generateOverRadio({ mesh, link: new SimulatedChannelLink(mesh.attachGatewayRadio()), brokerUrl, meshId: 'radio-steer', ...bridgePaths, generate: OPTIONS, log: quiet, steer: { readings, alpha } });
+  expect(got.assignment.map((a) => [a.node, a.heads])).toEqual(nodes.map((n) => [n.node, n.heads]));
+  expect(got.tokens).toEqual(expected.tokens);
+  expect(got.text).toBe(expected.text);
+  const attributions = got.attributions ?? [];
+  expect(attributions.map((a) => a.top)).toEqual(expected.attributions.map((a) => a.top));
+  attributions.forEach((a, i) => {
+    expect(a.kl).toBeCloseTo(expected.attributions[i].kl, 9);
+    a.nodes.forEach((n, j) => {
+      expect(n.node).toBe(expected.attributions[i].nodes[j].node);
+      expect(n.kl).toBeCloseTo(expected.attributions[i].nodes[j].kl, 9);
+    });
+  });
+  // the steering moved the tokens: attributed to the node that felt the explosion, every distribution moved
+  expect(attributions.every((a) => a.kl > 0)).toBe(true);
+  expect(attributions.filter((a) => a.top === 'radio-3').length / attributions.length).toBeGreaterThanOrEqual(0.8);
+  // each node took its steering once, over a lossy channel, and its airtime was counted
+  for (const n of mesh.nodes) expect(n.counters.steering).toBeGreaterThanOrEqual(1);
+  expect(mesh.channel.stats.lost.random).toBeGreaterThan(0);
+  expect(mesh.errors).toEqual([]);
+}, 120000);
