@@ -15,6 +15,7 @@ import { scenarioReadings } from '../lib/steering/readings';
 import { Steering, localNodes } from '../lib/steering/steer';
 import { generateOverRadio } from '../gateway-bridge/run';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
+import { NativeRadioNodes } from '../gateway-bridge/native-radio';
 import { modelPaths } from './support/fixtures';
 import { bridgePaths, brokerProcess, quiet, radioMesh } from './support/radio';
 
@@ -41,7 +42,8 @@ test('a steering body carries the float32 vector of a node\'s heads at one layer
   expect(b.values).toEqual(v);
 });
 
-test('a steered generation on the simulated radio with 10% loss equals steering in the monolithic engine: tokens, KL and attributions', async () => {
+/** Steering in the monolithic engine with the same readings: what every radio run must give. */
+async function engineSteered() {
   const engine = Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups: NODES });
   const data = loadSteering(engine.g.dim, engine.g.nLayers);
   const alpha = data.settings.alpha;
@@ -49,27 +51,42 @@ test('a steered generation on the simulated radio with 10% loss equals steering 
   const local = new Steering(engine.g, engine.gateway, data, nodes);
   const vectors = local.vectors(readings, alpha);
   engine.heads.groups.forEach((group, i) => (group.steering = vectors.get(IDS[i]) ?? null));
-  const expected = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, local.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! })), OPTIONS);
+  const run = await generateWithAttribution(engine.gateway, engine.heads, engine.tokenizer, local.shares.map((s) => ({ node: s.node, heads: s.heads, steering: vectors.get(s.node)! })), OPTIONS);
+  return { run, nodes, alpha };
+}
+let expected: Awaited<ReturnType<typeof engineSteered>>;
+beforeAll(async () => {
+  expected = await engineSteered();
+});
 
-  const mesh = radioMesh(NODES, { loss: 0.1, seed: 11 });
-  const got = await generateOverRadio({ mesh, link: new SimulatedChannelLink(mesh.attachGatewayRadio()), brokerUrl, meshId: 'radio-steer', ...bridgePaths, generate: OPTIONS, log: quiet, steer: { readings, alpha } });
-  expect(got.assignment.map((a) => [a.node, a.heads])).toEqual(nodes.map((n) => [n.node, n.heads]));
-  expect(got.tokens).toEqual(expected.tokens);
-  expect(got.text).toBe(expected.text);
-  const attributions = got.attributions ?? [];
-  expect(attributions.map((a) => a.top)).toEqual(expected.attributions.map((a) => a.top));
-  attributions.forEach((a, i) => {
-    expect(a.kl).toBeCloseTo(expected.attributions[i].kl, 9);
-    a.nodes.forEach((n, j) => {
-      expect(n.node).toBe(expected.attributions[i].nodes[j].node);
-      expect(n.kl).toBeCloseTo(expected.attributions[i].nodes[j].kl, 9);
+/** TypeScript radio nodes (lib/radio/node.ts), and the firmware's native radio node on the channel's socket. */
+describe.each([false, true])('native radio nodes: %s', (native) => {
+  test('a steered generation on the simulated radio with 10% loss equals steering in the monolithic engine: tokens, KL and attributions', async () => {
+    const addresses = native ? IDS.map((_, i) => i + 1) : [];
+    const mesh = radioMesh(NODES, { loss: 0.1, seed: 11, ...(native ? { nativeAddresses: new Set(addresses) } : {}) });
+    const natives = native ? await NativeRadioNodes.start({ mesh, modelPath: modelPaths.model, addresses }) : null;
+    if (natives) cleanups.push(() => natives.close());
+    const got = await generateOverRadio({ mesh, link: new SimulatedChannelLink(mesh.attachGatewayRadio()), brokerUrl, meshId: `radio-steer-${native}`, ...bridgePaths, generate: OPTIONS, log: quiet, steer: { readings, alpha: expected.alpha } });
+    await natives?.close();
+    const want = expected.run;
+    expect(got.assignment.map((a) => [a.node, a.heads])).toEqual(expected.nodes.map((n) => [n.node, n.heads]));
+    expect(got.tokens).toEqual(want.tokens);
+    expect(got.text).toBe(want.text);
+    const attributions = got.attributions ?? [];
+    expect(attributions.map((a) => a.top)).toEqual(want.attributions.map((a) => a.top));
+    attributions.forEach((a, i) => {
+      expect(a.kl).toBeCloseTo(want.attributions[i].kl, 9);
+      a.nodes.forEach((n, j) => {
+        expect(n.node).toBe(want.attributions[i].nodes[j].node);
+        expect(n.kl).toBeCloseTo(want.attributions[i].nodes[j].kl, 9);
+      });
     });
-  });
-  // the steering moved the tokens: attributed to the node that felt the explosion, every distribution moved
-  expect(attributions.every((a) => a.kl > 0)).toBe(true);
-  expect(attributions.filter((a) => a.top === 'radio-3').length / attributions.length).toBeGreaterThanOrEqual(0.8);
-  // each node took its steering once, over a lossy channel, and its airtime was counted
-  for (const n of mesh.nodes) expect(n.counters.steering).toBeGreaterThanOrEqual(1);
-  expect(mesh.channel.stats.lost.random).toBeGreaterThan(0);
-  expect(mesh.errors).toEqual([]);
-}, 120000);
+    // the steering moved the tokens: every distribution moved, mostly by the node that felt the explosion
+    expect(attributions.every((a) => a.kl > 0)).toBe(true);
+    expect(attributions.filter((a) => a.top === 'radio-3').length / attributions.length).toBeGreaterThanOrEqual(0.8);
+    // each TypeScript node took its steering, over a lossy channel
+    for (const n of mesh.nodes) expect(n.counters.steering).toBeGreaterThanOrEqual(1);
+    expect(mesh.channel.stats.lost.random).toBeGreaterThan(0);
+    expect(mesh.errors).toEqual([]);
+  }, 120000);
+});
