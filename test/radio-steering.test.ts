@@ -17,6 +17,7 @@ import { generateOverRadio } from '../gateway-bridge/run';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
 import { NativeRadioNodes } from '../gateway-bridge/native-radio';
 import { modelPaths } from './support/fixtures';
+import { runCli } from './support/cli';
 import { bridgePaths, brokerProcess, quiet, radioMesh } from './support/radio';
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -90,3 +91,19 @@ describe.each([false, true])('native radio nodes: %s', (native) => {
     expect(mesh.errors).toEqual([]);
   }, 120000);
 });
+
+test('generate --radio sim --scenario explosion --json (10% loss) gives the text, alpha and attributions of generate --groups 4 --scenario explosion, node-N as radio-N', async () => {
+  const common = ['--prompt', 'Tom was playing. Suddenly,', '--steps', '20', '--seed', '42', '--temperature', '0.8', '--scenario', 'explosion', '--json'];
+  const [radio, engine] = await Promise.all([runCli(['generate', '--radio', 'sim', '--nodes', '4', '--loss', '0.1', ...common], { timeoutMs: 120000 }), runCli(['generate', '--groups', '4', ...common], { timeoutMs: 120000 })]);
+  expect(radio.code).toBe(0);
+  expect(engine.code).toBe(0);
+  const r = JSON.parse(radio.stdout);
+  const e = JSON.parse(engine.stdout);
+  expect(r.tokens).toEqual(e.tokens);
+  expect(r.text).toBe(e.text);
+  expect(r.alpha).toBe(e.alpha);
+  const renamed = (n: string | null) => n && n.replace(/^node-/, 'radio-');
+  expect(r.attributions.map((a: { top: string | null }) => a.top)).toEqual(e.attributions.map((a: { top: string | null }) => renamed(a.top)));
+  r.attributions.forEach((a: { kl: number }, i: number) => expect(a.kl).toBeCloseTo(e.attributions[i].kl, 9));
+  expect(r.radio.lost.random).toBeGreaterThan(0);
+}, 150000);
