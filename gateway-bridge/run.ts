@@ -70,6 +70,8 @@ export interface RadioGenerationResult extends GenerationResult {
   attributions?: TokenAttribution[];
   /** A steered run: the alpha it ran with. */
   alpha?: number;
+  /** A steered run: airtime of the steering deliveries (the bodies, their retransmissions and the nodes' acknowledgements), s. */
+  steeringAirtimeSeconds?: number;
 }
 
 /** Generates through a bridge on `link`; the bridge and the mesh gateway are closed when it settles. */
@@ -127,7 +129,8 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
     };
     const result = o.steer ? await steeredOverRadio(gw, o.brokerUrl, o.meshId, assignment, o.steer, o.generate, onToken) : await gw.generate(o.generate, onToken, 'radio');
     if (o.mesh.errors.length) throw o.mesh.errors[0];
-    return { ...result, assignment, radio: o.mesh.report(), ...(failovers.length ? { failovers } : {}) };
+    const steeringAirtime = o.steer ? { steeringAirtimeSeconds: Number((mac.counters.steeringAirtimeMs / 1000).toFixed(3)) } : {};
+    return { ...result, assignment, radio: o.mesh.report(), ...(failovers.length ? { failovers } : {}), ...steeringAirtime };
   } finally {
     await gw?.close().catch(() => undefined);
     await bridge?.close().catch(() => undefined);

@@ -106,4 +106,5 @@ test('generate --radio sim --scenario explosion --json (10% loss) gives the text
   expect(r.attributions.map((a: { top: string | null }) => a.top)).toEqual(e.attributions.map((a: { top: string | null }) => renamed(a.top)));
   r.attributions.forEach((a: { kl: number }, i: number) => expect(a.kl).toBeCloseTo(e.attributions[i].kl, 9));
   expect(r.radio.lost.random).toBeGreaterThan(0);
+  expect(r.steeringAirtimeSeconds).toBeGreaterThan(0); // the steering deliveries' airtime is counted
 }, 150000);

@@ -137,7 +137,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
       airtimeSeconds: air,
       radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
       ...(result.failovers ? { failovers: result.failovers } : {}),
-      ...(steer ? { alpha: result.alpha, readings: steer.readings, attributions: result.attributions } : {}),
+      ...(steer ? { alpha: result.alpha, readings: steer.readings, attributions: result.attributions, steeringAirtimeSeconds: result.steeringAirtimeSeconds } : {}),
     });
   } else {
     stream.end();
@@ -148,7 +148,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
         `airtime ${(a.broadcast + a.result + a.nack + a.resent).toFixed(1)} s (broadcast ${a.broadcast.toFixed(1)}, results ${a.result.toFixed(1)}, NACKs ${a.nack.toFixed(1)}, resent ${a.resent.toFixed(1)}); ` +
         `${r.channel.transmissions} frames, ${r.channel.lost.random} receptions lost\n`,
     );
-    if (steer) process.stderr.write(`steering alpha ${result.alpha}; tokens attributed to: ${attributionSummary(result.attributions ?? []) || 'none'}\n`);
+    if (steer) process.stderr.write(`steering alpha ${result.alpha} (${result.steeringAirtimeSeconds} s of airtime to deliver); tokens attributed to: ${attributionSummary(result.attributions ?? []) || 'none'}\n`);
   }
   return 0;
 }
