@@ -108,3 +108,17 @@ test('generate --radio sim --scenario explosion --json (10% loss) gives the text
   expect(r.radio.lost.random).toBeGreaterThan(0);
   expect(r.steeringAirtimeSeconds).toBeGreaterThan(0); // the steering deliveries' airtime is counted
 }, 150000);
+
+test('a radio node refuses a steering body that does not fit its heads (it stays silent), and the MAC says the node did not acknowledge it', async () => {
+  const mesh = radioMesh(2);
+  const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));
+  await expect(mac.steer(1, steeringBody(0, 0, new Float32Array(3).fill(1)))).rejects.toThrow(/radio node 1 did not acknowledge its steering in 32 rounds/);
+  expect(mesh.nodes[0].lastRefusal).toMatch(/a steering body of 3 values; this node's 4 heads need 32/);
+  expect(mesh.nodes[0].counters.steering).toBe(0);
+  // one that fits is taken and acknowledged in the first round
+  const rounds = mac.counters.rounds;
+  await mac.steer(1, steeringBody(0, 2, new Float32Array(32).fill(0.5)));
+  expect(mac.counters.rounds - rounds).toBe(1);
+  expect(mesh.nodes[0].counters.steering).toBe(1);
+  expect(mac.counters.steeringDelivered).toBe(1);
+});
