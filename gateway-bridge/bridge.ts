@@ -17,6 +17,12 @@
  * session, so the bridge keeps no session state of its own and decodes no values. MQTT topics
  * and control messages are lib/mesh/wire.ts, the radio frames lib/radio/frame.ts: the bridge
  * defines no format.
+ *
+ * Steering: the bridge hears each radio node's steering message (mesh-llm/{mesh}/steer/{node},
+ * schemas/steering.json), turns it into the vector the node adds (steeringFromMessage, the
+ * MQTT node's own arithmetic) and delivers it to the node as a steering body (BodyType.Steering)
+ * through the MAC, in the same queue as the layers, so it is on the node before the next
+ * broadcast; the node's acknowledgement on the radio becomes its steering ack on MQTT.
  */
 import { MqttClient } from 'mqtt';
 import { Geometry } from '../lib/llm/config';
@@ -24,7 +30,8 @@ import { BrokerAddress, GOODBYE_MS, Logger, connectMqtt, endClient, stderrLogger
 import { BodyType, CheckedHeader, checkBody } from '../lib/link/body';
 import { Encoding, WeightFormat } from '../lib/llm/quant';
 import { AssignmentMessage, PROTOCOL_VERSION, StatusMessage, Topics, checkId, encodeControl, receiveControl, topicsFor, MeshEventMessage } from '../lib/mesh/wire';
-import { GatewayMac } from '../lib/radio/mac';
+import { GatewayMac, steeringBody } from '../lib/radio/mac';
+import { steeringFromMessage } from '../lib/mesh/node-steering';
 import { SensorReadings } from '../lib/radio/sensor-report';
 import { parseSensorMessage } from '../lib/steering/sensors';
 
@@ -60,6 +67,8 @@ export interface BridgeCounters {
   refusedAssignments: number;
   /** Sensor reports heard on the radio and published as the node's sensor telemetry. */
   sensorReports: number;
+  /** Steering messages delivered to radio nodes (acknowledged on the radio). */
+  steering: number;
 }
 
 interface Proxy {
@@ -76,7 +85,7 @@ function sameList(a: readonly number[], b: readonly number[]): boolean {
 }
 
 export class RadioBridge {
-  readonly counters: BridgeCounters = { broadcasts: 0, results: 0, stale: 0, malformed: 0, invalidJson: 0, refusedAssignments: 0, sensorReports: 0 };
+  readonly counters: BridgeCounters = { broadcasts: 0, results: 0, stale: 0, malformed: 0, invalidJson: 0, refusedAssignments: 0, sensorReports: 0, steering: 0 };
   private readonly o: RadioBridgeOptions;
   private readonly t: Topics;
   private readonly log: Logger;
@@ -130,8 +139,8 @@ export class RadioBridge {
       this.watchConnection(client);
       const proxy: Proxy = { info, client };
       this.proxies.set(info.id, proxy);
-      client.on('message', (topic, payload) => this.guard(topic, () => this.onAssignment(proxy, topic, payload)));
-      await subscribe(client, [this.t.assign(info.id)], 1);
+      client.on('message', (topic, payload) => this.guard(topic, () => (topic === this.t.steer(info.id) ? this.onSteering(proxy, topic, payload) : this.onAssignment(proxy, topic, payload))));
+      await subscribe(client, [this.t.assign(info.id), this.t.steer(info.id)], 1);
       this.publishStatus(proxy, 'online');
     }
     o.mac.onSensors = (address, readings) => this.publishSensors(address, readings);
@@ -229,7 +238,7 @@ export class RadioBridge {
     p.client.publish(this.t.status(i.id), encodeControl('status', m), { qos: 1, retain: true });
   }
 
-  private ack(p: Proxy, kind: 'assignment' | 'session', id: string, ok: boolean, error?: string): void {
+  private ack(p: Proxy, kind: 'assignment' | 'session' | 'steering', id: string, ok: boolean, error?: string): void {
     p.client.publish(this.t.ack(p.info.id), encodeControl('ack', { protocol: PROTOCOL_VERSION, node: p.info.id, kind, id, ok, ...(error ? { error } : {}) }), { qos: 1 });
   }
 
@@ -272,6 +281,32 @@ export class RadioBridge {
     if (m.weights !== i.weights) return `radio node ${i.id} holds ${i.weights} weights, not ${m.weights}`;
     if (m.transport !== this.o.transport) return `the radio carries ${this.o.transport} bodies, not ${m.transport}`;
     return null;
+  }
+
+  /** A radio node's steering: its vector, delivered on the radio in turn with the layers; acknowledged once the node holds it. */
+  private onSteering(p: Proxy, topic: string, payload: Buffer): void {
+    const m = receiveControl('steering', payload, (reason) => this.invalid(topic, reason));
+    if (!m) return;
+    const g = this.o.g;
+    const s = steeringFromMessage(m, p.info.heads, g.headSize, g.nLayers);
+    if (typeof s === 'string') {
+      this.reject(topic, s);
+      return this.ack(p, 'steering', m.id, false, s);
+    }
+    // no channels: a vector of zeros, which the node takes as steering off
+    const body = steeringBody(0, s.layer, s.vector);
+    this.queue = this.queue.then(async () => {
+      if (this.closed) return;
+      try {
+        await this.o.mac.steer(p.info.address, body);
+      } catch (e) {
+        const why = `steering ${m.id} did not reach radio node ${p.info.id}: ${(e as Error).message}`;
+        this.log('error', why);
+        return this.ack(p, 'steering', m.id, false, why.slice(0, 2000));
+      }
+      this.counters.steering++;
+      this.ack(p, 'steering', m.id, true);
+    });
   }
 
   private onSession(topic: string, payload: Buffer): void {

@@ -14,6 +14,18 @@ import { RadioBridge } from './bridge';
 import { RadioRunReport, RadioSettings, SimulatedRadioMesh, TokenRadioReport, weightsOf } from './radio-mesh';
 import { SimulatedChannelLink } from './sim-link';
 import { NativeRadioNodes } from './native-radio';
+import { TokenAttribution } from '../lib/steering/attribution';
+import { loadSteering } from '../lib/steering/directions';
+import { MeshSteering, generateSteeredOnMesh } from '../lib/steering/mesh';
+import { NodeReadings, Steering } from '../lib/steering/steer';
+
+/** A steered generation on the radio: fixed readings per radio node (radio-1, ...), as on the MQTT mesh. */
+export interface RadioSteering {
+  readings: NodeReadings;
+  /** Default: the steering data's own alpha. */
+  alpha?: number;
+  onAttribution?: (a: TokenAttribution) => void;
+}
 
 export interface BridgeGenerateOptions {
   mesh: SimulatedRadioMesh;
@@ -32,6 +44,8 @@ export interface BridgeGenerateOptions {
   log?: Logger;
   /** Simulated faults: each radio node goes silent once position `pos` is done (SimulatedRadioMesh.silence). */
   faults?: RadioFault[];
+  /** Steer the generation (each node's steering goes to it over the radio as a steering body). */
+  steer?: RadioSteering;
 }
 
 export interface RadioFault {
@@ -52,6 +66,12 @@ export interface RadioGenerationResult extends GenerationResult {
   radio: RadioRunReport;
   /** The failovers of the run, only when there were any. */
   failovers?: RadioFailover[];
+  /** A steered run: each token's attribution. */
+  attributions?: TokenAttribution[];
+  /** A steered run: the alpha it ran with. */
+  alpha?: number;
+  /** A steered run: airtime of the steering deliveries (the bodies, their retransmissions and the nodes' acknowledgements), s. */
+  steeringAirtimeSeconds?: number;
 }
 
 /** Generates through a bridge on `link`; the bridge and the mesh gateway are closed when it settles. */
@@ -107,13 +127,27 @@ export async function generateOverRadio(o: BridgeGenerateOptions): Promise<Radio
         events.emit(o.mesh.radioEvent(mac, tokens[reported], gw?.runner.session ?? 0));
       }
     };
-    const result = await gw.generate(o.generate, onToken, 'radio');
+    const result = o.steer ? await steeredOverRadio(gw, o.brokerUrl, o.meshId, assignment, o.steer, o.generate, onToken) : await gw.generate(o.generate, onToken, 'radio');
     if (o.mesh.errors.length) throw o.mesh.errors[0];
-    return { ...result, assignment, radio: o.mesh.report(), ...(failovers.length ? { failovers } : {}) };
+    const steeringAirtime = o.steer ? { steeringAirtimeSeconds: Number((mac.counters.steeringAirtimeMs / 1000).toFixed(3)) } : {};
+    return { ...result, assignment, radio: o.mesh.report(), ...(failovers.length ? { failovers } : {}), ...steeringAirtime };
   } finally {
     await gw?.close().catch(() => undefined);
     await bridge?.close().catch(() => undefined);
     await o.link.close().catch(() => undefined);
+  }
+}
+
+/** The steered generation of lib/steering/mesh.ts on the mesh gateway whose nodes are behind the radio. */
+async function steeredOverRadio(gw: MeshGateway, url: string, meshId: string, assignment: NodeAssignment[], s: RadioSteering, options: GenerateOptions, onToken: TokenListener): Promise<GenerationResult & { attributions: TokenAttribution[]; alpha: number }> {
+  const data = loadSteering(gw.g.dim, gw.g.nLayers);
+  const steering = new Steering(gw.g, gw.gateway, data, assignment.map((a) => ({ node: a.node, heads: a.heads })));
+  const alpha = s.alpha ?? data.settings.alpha;
+  const link = await MeshSteering.connect({ url, meshId });
+  try {
+    return { ...(await generateSteeredOnMesh(gw, link, steering, s.readings, alpha, options, s.onAttribution, onToken)), alpha };
+  } finally {
+    await link.close();
   }
 }
 
@@ -135,6 +169,7 @@ export interface RadioGenerateOptions extends RadioSettings {
   /** Spare radio nodes (SimulatedRadioMeshOptions.spares). */
   spares?: number;
   faults?: RadioFault[];
+  steer?: RadioSteering;
 }
 
 /** `generate --radio sim`: the radio nodes on the simulated channel, the gateway radio on it directly. */
@@ -163,6 +198,7 @@ export async function runRadioGenerate(o: RadioGenerateOptions): Promise<RadioGe
       gatherTimeoutMs: Math.max(60000, Math.ceil(layerWallMs)),
       log: o.log,
       faults: o.faults,
+      steer: o.steer,
     });
   } finally {
     await natives?.close();

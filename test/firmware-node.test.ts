@@ -36,7 +36,7 @@ test('its wire constants, topic tree, head-link body table and radio header tabl
       magic: BODY_MAGIC,
       version: BODY_VERSION,
       headerBytes: BODY_HEADER_BYTES,
-      types: { broadcast: BodyType.Broadcast, result: BodyType.Result },
+      types: { broadcast: BodyType.Broadcast, result: BodyType.Result, steering: BodyType.Steering },
       encodings: ENCODING_CODES,
       fields: BODY_FIELDS,
     },

@@ -8,6 +8,7 @@ import { TokenRadioReport } from '../../gateway-bridge/radio-mesh';
 import { TextStream, printJson, withEventLog } from '../output';
 import { UsageError, choiceOption, floatOption, intOption } from '../args';
 import type { GenerateCommand } from './generate';
+import { attributionSummary, readingsFor } from '../../lib/steering/run';
 
 export const radioOptionSpec = {
   radio: { type: 'string' },
@@ -47,7 +48,7 @@ export const radioUsage = `
   (per token, by kind of frame) and "radio" (the run's totals); without --json the closing
   stderr line gives the per-token times and the run's total airtime.`;
 
-type RadioValues = { [K in keyof typeof radioOptionSpec | keyof typeof radioFailoverOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string; native?: boolean };
+type RadioValues = { [K in keyof typeof radioOptionSpec | keyof typeof radioFailoverOptionSpec]?: string } & { nodes?: string; mesh?: string; broker?: string; native?: boolean; scenario?: string; sensors?: string; alpha?: string };
 
 export function wantsRadio(values: RadioValues): boolean {
   return values.radio !== undefined;
@@ -91,6 +92,15 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
   const options = parseRadioSettings(values);
   const spares = values.spares === undefined ? undefined : intOption('spares', values.spares, 0, 0, 250);
   const faults = parseFaults(values.fail);
+  // steering (--scenario, --sensors, --alpha): the radio nodes radio-1..radio-N get their steering over the radio
+  const steered = values.scenario !== undefined || values.sensors !== undefined || values.alpha !== undefined;
+  if (values.scenario !== undefined && values.sensors !== undefined) throw new UsageError('generate: give --scenario or --sensors, not both');
+  const steer = steered
+    ? {
+        readings: readingsFor({ scenario: values.scenario, sensors: values.sensors }, Array.from({ length: options.nodes }, (_, i) => `radio-${i + 1}`)),
+        alpha: values.alpha === undefined ? undefined : floatOption('alpha', values.alpha, 0, -100, 100),
+      }
+    : undefined;
   let lastProgress = performance.now();
   const onProgress = (t: TokenRadioReport) => {
     if (performance.now() - lastProgress < PROGRESS_EVERY_MS && options.timeScale === undefined) return;
@@ -107,6 +117,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
     native: values.native,
     spares,
     faults,
+    steer,
     onToken: cmd.json ? undefined : (_t, piece) => stream.write(piece),
     onProgress,
     log: (level, message) => {
@@ -126,6 +137,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
       airtimeSeconds: air,
       radio: { ...options, timeScale: options.timeScale ?? null, positions: r.positions, simulatedSeconds: round(r.simulatedSeconds), ratio: round(r.ratio), frames: r.channel.transmissions, lost: r.channel.lost },
       ...(result.failovers ? { failovers: result.failovers } : {}),
+      ...(steer ? { alpha: result.alpha, readings: steer.readings, attributions: result.attributions, steeringAirtimeSeconds: result.steeringAirtimeSeconds } : {}),
     });
   } else {
     stream.end();
@@ -136,6 +148,7 @@ export async function runRadioCommand(values: RadioValues, cmd: GenerateCommand,
         `airtime ${(a.broadcast + a.result + a.nack + a.resent).toFixed(1)} s (broadcast ${a.broadcast.toFixed(1)}, results ${a.result.toFixed(1)}, NACKs ${a.nack.toFixed(1)}, resent ${a.resent.toFixed(1)}); ` +
         `${r.channel.transmissions} frames, ${r.channel.lost.random} receptions lost\n`,
     );
+    if (steer) process.stderr.write(`steering alpha ${result.alpha} (${result.steeringAirtimeSeconds} s of airtime to deliver); tokens attributed to: ${attributionSummary(result.attributions ?? []) || 'none'}\n`);
   }
   return 0;
 }

@@ -70,7 +70,8 @@ mesh-llm runs diff A B [--data DIR] [--json]
                    run, and check its tokens, probabilities and attributions are the recorded ones (exit 1 if not);
                    --alpha, --scenario or --sensors override the recorded steering: a counterfactual run;
                    --radio sim: on as many radio head nodes behind the LoRa bridge, on the simulated channel
-                   (--region, --sf, --bw, --channels, --loss as generate --radio takes them; unsteered runs only)
+                   (--region, --sf, --bw, --channels, --loss as generate --radio takes them; a steered run's
+                   steering goes to each radio node over the radio)
   diff A B         where the texts of two runs diverge, and which node's readings differ there
   ID               a job id or an unambiguous prefix of it
   --data DIR       the data folder of mesh-llm start (default ./data): its run store is DIR/${RUN_STORE_FILE}

@@ -14,7 +14,7 @@ export const steeringOptionSpec = {
 
 export const steeringUsage = `
   --scenario NAME    steer by simulated sensors: calm, explosion, bright-flash or earthquake (every head
-                     group, or with --mesh/--broker every head node, is a node; docs/STEERING.md)
+                     group, or with --mesh/--broker/--radio every head node, is a node; docs/STEERING.md)
   --sensors FILE     steer by a CSV sensor trace (at,node,<channels>), calibrated on its first minute
   --alpha A          steering strength (default: steering/steering.json)`;
 
@@ -27,7 +27,6 @@ export function wantsSteering(values: SteeringValues): boolean {
 /** A steered generation on the monolithic engine; prints like generate, plus the attribution. */
 export async function runSteeredCommand(values: SteeringValues, cmd: GenerateCommand, paths: ModelPaths, stream: TextStream): Promise<number> {
   if (values.scenario !== undefined && values.sensors !== undefined) throw new UsageError('generate: give --scenario or --sensors, not both');
-  if (values.radio !== undefined) throw new UsageError('generate: steering runs on the engine and over MQTT (--mesh/--broker), not over --radio yet');
   const source = { scenario: values.scenario, sensors: values.sensors, alpha: values.alpha === undefined ? undefined : floatOption('alpha', values.alpha, 0, -100, 100) };
   const onPiece = cmd.json ? undefined : (_t: number, piece: Buffer) => stream.write(piece);
   const result = wantsMesh(values)

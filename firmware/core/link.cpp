@@ -152,7 +152,7 @@ bool ml_body_check(const uint8_t* buf, size_t len, MlBodyHeader* h, const uint8_
     *err = ml_format("unsupported body version %u (this build speaks %u)", raw[ML_FIELD_VERSION], ML_BODY_VERSION);
     return false;
   }
-  if (raw[ML_FIELD_TYPE] != ML_BODY_BROADCAST && raw[ML_FIELD_TYPE] != ML_BODY_RESULT) {
+  if (raw[ML_FIELD_TYPE] != ML_BODY_BROADCAST && raw[ML_FIELD_TYPE] != ML_BODY_RESULT && raw[ML_FIELD_TYPE] != ML_BODY_STEERING) {
     *err = ml_format("unknown body type %u", raw[ML_FIELD_TYPE]);
     return false;
   }

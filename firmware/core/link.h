@@ -26,6 +26,7 @@ static const uint16_t ML_GATEWAY_SENDER = 0;   // a result's sender is its node'
 // Message types.
 static const uint8_t ML_BODY_BROADCAST = 1;  // gateway -> nodes: the layer's attention input
 static const uint8_t ML_BODY_RESULT = 2;     // node -> gateway: its heads' attention outputs
+static const uint8_t ML_BODY_STEERING = 3;   // gateway -> one node: the f32 vector added to its heads' outputs at `layer`
 
 // Encoding codes (lib/link/body.ts ENCODING_CODES).
 static const uint8_t ML_ENCODING_F32 = 0;

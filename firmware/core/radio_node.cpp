@@ -121,6 +121,8 @@ void MlRadioNode::take(Layer* st, const std::vector<uint8_t>& body) {
   MlBodyHeader h;
   std::string why;
   if (!ml_body_decode(body.data(), body.size(), &h, values.data(), &why)) {
+  } else if (h.type == ML_BODY_STEERING) {
+    return takeSteering(st, h, values);
   } else if (h.type != ML_BODY_BROADCAST) why = ml_format("a body of type %d, not a broadcast (%d)", (int)h.type, (int)ML_BODY_BROADCAST);
   else if (h.count != g_.dim) why = ml_format("a broadcast of %d values; the model's dim is %d", (int)h.count, (int)g_.dim);
   else if (h.layer >= g_.nLayers) why = ml_format("layer %d does not exist (the model has %d)", (int)h.layer, (int)g_.nLayers);
@@ -137,6 +139,30 @@ void MlRadioNode::take(Layer* st, const std::vector<uint8_t>& body) {
   st->broadcast = h;
   st->values.swap(values);
   st->haveBroadcast = true;
+}
+
+// A steering body: the vector every session adds to its head outputs at its layer (as lib/radio/node.ts
+// takeSteering; all zeros turns steering off), or refused (the node stays silent about it).
+void MlRadioNode::takeSteering(Layer* st, const MlBodyHeader& h, std::vector<float>& values) {
+  const int width = ml_slices_head_count(slices_) * g_.headSize;
+  std::string why;
+  if (h.encoding != ML_ENCODING_F32) why = ml_format("a steering body encoded %s, not f32", ml_encoding_name(h.encoding));
+  else if ((int)h.count != width) why = ml_format("a steering body of %d values; this node's %d heads need %d", (int)h.count, ml_slices_head_count(slices_), width);
+  else if (h.layer >= g_.nLayers) why = ml_format("steering at layer %d, which does not exist (the model has %d)", (int)h.layer, (int)g_.nLayers);
+  if (!why.empty()) {
+    counters_.rejected++;
+    counters_.refusedBodies++;
+    st->refused = ml_format("message %u: ", (unsigned)st->messageNumber) + why;
+    log("warn", "refused steering: " + st->refused);
+    return;
+  }
+  values.resize(h.count);
+  bool any = false;
+  for (float v : values) any = any || v != 0.0f;
+  steeringVector_.swap(values);
+  steeringLayer_ = any ? (int)h.layer : -1;
+  st->steered = true;
+  counters_.steering++;
 }
 
 // The marker ended at markerEndMs: reply in this node's slot of the round.
@@ -192,7 +218,18 @@ void MlRadioNode::reply(uint16_t m, double slotStart) {
   Layer* st = layer(m);
   if (!st || !st->refused.empty()) return;
   double t = slotStart;
-  if (st->haveBroadcast && !st->haveResult) {
+  if (st->steered) {
+    // the acknowledgement of a steering body: a NACK that lacks nothing
+    MlNack n;
+    n.fragmentCount = st->fragmentCount;
+    MlOutgoing ack;
+    std::string err;
+    if (!sender_.nack(ML_RADIO_GATEWAY, m, n, &ack, &err)) {
+      log("error", "steering acknowledgement: " + err);
+      return;
+    }
+    t = send(ack, {0}, slotStart, slotStart, ML_TX_NACK);
+  } else if (st->haveBroadcast && !st->haveResult) {
     std::vector<uint8_t> body;
     if (!compute(st, &body)) return;
     std::string err;
@@ -241,7 +278,8 @@ bool MlRadioNode::compute(Layer* st, std::vector<uint8_t>* body) {
     setState(ML_STATE_ERROR, b.layer);
     return false;
   }
-  const float* out = ml_session_forward(s, st->values.data(), b.pos, b.layer, nullptr);
+  MlSteering steering{steeringLayer_, steeringVector_.data()};
+  const float* out = ml_session_forward(s, st->values.data(), b.pos, b.layer, steeringLayer_ >= 0 ? &steering : nullptr);
   MlBodyHeader h{};
   h.type = ML_BODY_RESULT;
   h.encoding = c_.resultEncoding;

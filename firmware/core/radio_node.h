@@ -43,7 +43,7 @@ struct MlRadioNodeConfig {
 };
 
 struct MlRadioNodeCounters {
-  uint64_t framesIn = 0, rejected = 0, results = 0, resent = 0, nacks = 0, dutyCycleSkips = 0, refusedBodies = 0, radioRefusals = 0, sensorReports = 0;
+  uint64_t framesIn = 0, rejected = 0, results = 0, resent = 0, nacks = 0, dutyCycleSkips = 0, refusedBodies = 0, radioRefusals = 0, sensorReports = 0, steering = 0;
   uint64_t byReason[ML_REJECT_BODY + 1] = {};  // rejected frames by MlRadioReject
 };
 
@@ -81,6 +81,7 @@ class MlRadioNode {
     MlBodyHeader broadcast{};
     std::vector<float> values;
     std::string refused;
+    bool steered = false;  // the message is this node's steering, taken: the reply is an empty NACK (the acknowledgement)
     bool haveResult = false;
     MlOutgoing result;
     std::vector<int> resend;
@@ -116,6 +117,9 @@ class MlRadioNode {
   // the sensor report waiting for a slot
   std::vector<uint8_t> report_;
   uint16_t reportNumber_ = 0;
+  // the steering every session adds (a steering body from the gateway, lib/link/body.ts type 3): layer -1 none
+  std::vector<float> steeringVector_;
+  int steeringLayer_ = -1;
 
   void log(const char* level, const std::string& m) { io_.log(io_.ctx, level, m); }
   void setState(MlNodeState s, int layer);
@@ -123,6 +127,7 @@ class MlRadioNode {
   Layer* layer(uint16_t messageNumber);
   Layer* layerFor(uint16_t messageNumber, int fragmentCount);
   void take(Layer* st, const std::vector<uint8_t>& body);
+  void takeSteering(Layer* st, const MlBodyHeader& h, std::vector<float>& values);
   void bookSlot(Layer* st, double markerEndMs);
   void reply(uint16_t messageNumber, double slotStartMs);
   bool compute(Layer* st, std::vector<uint8_t>* body);

@@ -126,7 +126,7 @@ std::string bodyJson() {
   std::string encodings;
   for (uint8_t code : {ML_ENCODING_F32, ML_ENCODING_INT8, ML_ENCODING_INT4, ML_ENCODING_INT7, ML_ENCODING_INT7H}) encodings += std::string(encodings.empty() ? "" : ",") + json_quote(ml_encoding_name(code)) + ":" + std::to_string(code);
   return "{\"magic\":" + std::to_string(ML_BODY_MAGIC) + ",\"version\":" + std::to_string(ML_BODY_VERSION) + ",\"headerBytes\":" + std::to_string(ML_BODY_HEADER_BYTES) +
-         ",\"types\":{\"broadcast\":" + std::to_string(ML_BODY_BROADCAST) + ",\"result\":" + std::to_string(ML_BODY_RESULT) + "},\"encodings\":{" + encodings +
+         ",\"types\":{\"broadcast\":" + std::to_string(ML_BODY_BROADCAST) + ",\"result\":" + std::to_string(ML_BODY_RESULT) + ",\"steering\":" + std::to_string(ML_BODY_STEERING) + "},\"encodings\":{" + encodings +
          "},\"fields\":" + fieldsJson(ML_BODY_FIELDS, ML_BODY_FIELD_COUNT) + "}";
 }
 

@@ -30,6 +30,13 @@ export const GATEWAY_SENDER = 0;
 export enum BodyType {
   Broadcast = 1,
   Result = 2,
+  /**
+   * Gateway -> one node: the vector the node adds to its heads' outputs at `layer`
+   * (alpha * sum over channels of reading x share, lib/llm/steering-vector.ts), heads x headSize
+   * values in head order, always float32 (the node adds exactly what an MQTT node computes);
+   * all zeros turns steering off. Sender 0, session 0, pos 0; `seq` names the update.
+   */
+  Steering = 3,
 }
 
 /** The wire code of each encoding, here and in firmware/core/link.h. */
@@ -163,7 +170,7 @@ export function checkBody(buf: Buffer): CheckedHeader {
   const raw = readRaw(buf);
   if (raw.magic !== BODY_MAGIC) throw new BodyError(`bad magic 0x${raw.magic.toString(16)} (expected 0x${BODY_MAGIC.toString(16)}, "ML")`);
   if (raw.version !== BODY_VERSION) throw new BodyError(`unsupported body version ${raw.version} (this build speaks ${BODY_VERSION})`);
-  if (raw.type !== BodyType.Broadcast && raw.type !== BodyType.Result) throw new BodyError(`unknown body type ${raw.type}`);
+  if (raw.type !== BodyType.Broadcast && raw.type !== BodyType.Result && raw.type !== BodyType.Steering) throw new BodyError(`unknown body type ${raw.type}`);
   const encoding = ENCODING_OF_CODE.get(raw.encoding);
   if (!encoding) throw new BodyError(`unknown encoding ${raw.encoding}`);
   if (raw.reserved !== 0) throw new BodyError(`reserved byte is ${raw.reserved}, not 0`);

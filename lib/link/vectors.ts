@@ -127,6 +127,14 @@ function modelCases(model: string, g: Geometry, headCounts: number[], seed: numb
       });
     }
   }
+  for (const heads of headCounts) {
+    cases.push({
+      name: `${model} steering of ${heads} head${heads === 1 ? '' : 's'}`,
+      header: { type: BodyType.Steering, encoding: 'f32', sender: GATEWAY_SENDER, session: 0, seq: 0x80000011, pos: 0, layer: 0 },
+      values: sampleValues(heads * g.headSize, seed++),
+      groupSize: 0,
+    });
+  }
   return cases;
 }
 
@@ -226,7 +234,7 @@ interface Message {
 function radioMessages(): Message[] {
   return bodyCases()
     .filter((c) => c.header.sender <= 254)
-    .map((c) => ({ name: c.name, body: encodeBody(c.header, c.values, c.groupSize), source: c.header.type === BodyType.Broadcast ? GATEWAY_ADDRESS : c.header.sender }));
+    .map((c) => ({ name: c.name, body: encodeBody(c.header, c.values, c.groupSize), source: c.header.type === BodyType.Result ? c.header.sender : GATEWAY_ADDRESS }));
 }
 
 function destinationOf(m: Message): number {

@@ -244,6 +244,15 @@ export function resultBody(e: BodyEncoding, sender: number, h: LayerHeader, out:
   return encodeBody({ session: h.session, seq: h.seq, pos: h.pos, layer: h.layer, type: BodyType.Result, encoding: e.encoding, sender }, out, e.groupSize);
 }
 
+/**
+ * A node's steering as the radio carries it: the float32 vector [heads x headSize] the node
+ * adds to its head outputs at `layer` (all zeros: steering off), from the gateway, under
+ * sequence number `seq` (its message number names the delivery).
+ */
+export function steeringBody(seq: number, layer: number, vector: Float32Array): Buffer {
+  return encodeBody({ type: BodyType.Steering, encoding: 'f32', sender: GATEWAY_SENDER, session: 0, seq, pos: 0, layer }, vector, 0);
+}
+
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 /**
@@ -364,11 +373,16 @@ export interface MacCounters {
   nacksSent: number;
   nacksReceived: number;
   rejected: number;
+  /** Steering bodies delivered to nodes, and the airtime of their frames and acknowledgements, ms. */
+  steeringDelivered: number;
+  steeringAirtimeMs: number;
 }
 
 interface Exchange {
   /** The broadcast's header: its session, sequence number, position and layer. */
   header: CheckedHeader;
+  /** A steering delivery to one node (the node acknowledges with an empty NACK): no results, no layer report. */
+  steering?: boolean;
   message: OutgoingMessage;
   owed: Set<number>;
   /** Per node address: its result body, as it sent it. */
@@ -413,7 +427,7 @@ function resultValuesProblem(layout: MeshLayout, body: Buffer, address: number):
 
 /** The gateway's side of the medium access: one layer's broadcast and gather at a time. */
 export class GatewayMac {
-  readonly counters: MacCounters = { rounds: 0, retransmittedFragments: 0, nacksSent: 0, nacksReceived: 0, rejected: 0 };
+  readonly counters: MacCounters = { rounds: 0, retransmittedFragments: 0, nacksSent: 0, nacksReceived: 0, rejected: 0, steeringDelivered: 0, steeringAirtimeMs: 0 };
   readonly ledger: AirtimeLedger;
   /** Called when a layer's exchange completes. */
   onLayer: (r: LayerReport) => void = () => undefined;
@@ -440,6 +454,8 @@ export class GatewayMac {
   /** Per node: its duty-cycle clock as the gateway must assume it (every owed slot fully used). */
   private readonly nodeModel = new Map<number, DutyCycleTracker>();
   private current: Exchange | null = null;
+  /** The message number of the last message the gateway sent (a steering delivery takes one far from it). */
+  private lastMessage = 0;
 
   constructor(o: GatewayMacOptions) {
     this.o = o;
@@ -470,6 +486,7 @@ export class GatewayMac {
       return Promise.reject(e);
     }
     const message = this.sender.body(BROADCAST_ADDRESS, broadcast);
+    this.lastMessage = message.messageNumber;
     this.ledger.position = header.pos;
     // A message number that comes round again names a new message: forget the old results under it.
     for (const a of addresses) this.receiver.reassembler.forget(this.resultName(a, message.messageNumber));
@@ -492,6 +509,59 @@ export class GatewayMac {
       };
       this.current = x;
       if (x.owed.size === 0) return this.finish(x);
+      this.round(x, Array.from({ length: message.fragmentCount }, (_, i) => i), []);
+    });
+  }
+
+  /**
+   * Delivers a steering body (steeringBody) to the node at `address` and resolves once the node
+   * holds it: the body goes out in fragments addressed to the node, the node answers in its
+   * slot with a NACK of what it lacks (an empty NACK: it holds the body and has applied it),
+   * and rounds go on as for a broadcast until it has (or maxRounds have failed). Its message
+   * number lies half the number space away from the last broadcast's, so neither the layer
+   * before nor the one after can be taken for it; its airtime goes to the ledger under the
+   * position under way (broadcast, resent, nack) and to counters.steeringAirtimeMs.
+   */
+  steer(address: number, body: Buffer): Promise<void> {
+    if (this.current) return Promise.reject(new Error('a layer exchange is already in progress'));
+    this.missing = null;
+    const slot = this.layout.slots.get(address);
+    if (!slot) return Promise.reject(new MeshLlmError(`radio node ${address} has no reply slot in the layout`));
+    let header: CheckedHeader;
+    try {
+      header = checkBody(body);
+    } catch (e) {
+      return Promise.reject(e instanceof BodyError ? new MeshLlmError(`the steering body is malformed: ${e.message}`) : e);
+    }
+    if (header.type !== BodyType.Steering) return Promise.reject(new MeshLlmError(`the body to steer with has type ${header.type}, not steering (${BodyType.Steering})`));
+    const seq = (this.lastMessage + 0x8000) & 0xffff;
+    const numbered = Buffer.from(body);
+    numbered.writeUInt32LE(seq, 12); // the body's seq (BODY_FIELDS): its message number names the delivery
+    const message = this.sender.body(address, numbered);
+    const ackBytes = nackFrameBytes(message.fragmentCount);
+    const longest = this.layout.longestReply.get(address) as number[];
+    if (ackBytes > Math.max(...longest)) return Promise.reject(new MeshLlmError(`a steering body of ${body.length} bytes needs a ${ackBytes}-byte acknowledgement; node ${address}'s slot holds frames of ${Math.max(...longest)}`));
+    this.lastMessage = message.messageNumber;
+    return new Promise<void>((resolve, reject) => {
+      const x: Exchange = {
+        header: { ...header, seq, pos: this.ledger.position },
+        steering: true,
+        message,
+        owed: new Set([address]),
+        results: new Map(),
+        nacked: new Map(),
+        refused: new Map(),
+        rounds: 0,
+        startMs: NaN,
+        boundMs: 0,
+        windowMs: Math.max(...this.layout.slotSets.map((set) => { const s = set.get(address) as Slot; return s.offsetMs + s.lengthMs; })),
+        resolve: () => {
+          this.counters.steeringDelivered++;
+          resolve();
+        },
+        reject,
+      };
+      this.current = x;
       this.round(x, Array.from({ length: message.fragmentCount }, (_, i) => i), []);
     });
   }
@@ -569,6 +639,7 @@ export class GatewayMac {
       t = this.tracker.transmit(ch, start, ms);
       markerEnd = t;
       this.ledger.add(x.header.pos, kind, ms);
+      if (x.steering) this.counters.steeringAirtimeMs += ms;
       this.o.link.transmit(frame, ch, start).catch((e: Error) => this.fail(x, new MeshLlmError(`the gateway radio refused a frame: ${e.message}`)));
     });
     // Model every owed node as having used its whole slot.
@@ -586,6 +657,7 @@ export class GatewayMac {
     if (this.current !== x) return;
     if (x.owed.size === 0) return this.finish(x);
     const maxRounds = this.o.maxRounds ?? 32;
+    if (x.rounds >= maxRounds && x.steering) return this.fail(x, new MeshLlmError(`radio node ${[...x.owed].join(', ')} did not acknowledge its steering in ${maxRounds} rounds`));
     if (x.rounds >= maxRounds) {
       const nodes = [...x.owed].join(', ');
       const why = [...x.refused].map(([a, problem]) => `; node ${a} sent ${problem}`).join('');
@@ -598,7 +670,7 @@ export class GatewayMac {
     const fragments = [...x.nacked.values()].flat();
     const resultNacks: { address: number; missing: number[] }[] = [];
     for (const a of x.owed) {
-      if (x.nacked.has(a)) continue;
+      if (x.nacked.has(a) || x.steering) continue;
       const count = (this.layout.resultFrames.get(a) as number[]).length;
       resultNacks.push({ address: a, missing: this.receiver.reassembler.stillMissing(this.resultName(a, x.message.messageNumber), count) });
     }
@@ -610,7 +682,7 @@ export class GatewayMac {
     this.current = null;
     const endMs = this.o.clock.now();
     const { session, pos, layer } = x.header;
-    this.onLayer({ session, pos, layer, startMs: Number.isNaN(x.startMs) ? endMs : x.startMs, endMs, rounds: x.rounds, boundMs: x.boundMs });
+    if (!x.steering) this.onLayer({ session, pos, layer, startMs: Number.isNaN(x.startMs) ? endMs : x.startMs, endMs, rounds: x.rounds, boundMs: x.boundMs });
     x.resolve(x.results);
   }
 
@@ -650,6 +722,12 @@ export class GatewayMac {
     if (ev.kind === 'nack') {
       // A NACK to the gateway asks about the gateway's message: the broadcast.
       this.counters.nacksReceived++;
+      if (x.steering) this.counters.steeringAirtimeMs += frameAirtimeMs(this.layout.config, (slotFor(this.layout, source, x.message.messageNumber) as Slot).channel, bytes.length);
+      if (x.steering && ev.nack.missing.length === 0) {
+        // the node holds its steering
+        x.owed.delete(source);
+        return this.finish(x);
+      }
       x.nacked.set(source, ev.nack.missing);
       return;
     }

@@ -16,6 +16,7 @@
  * sequence numbers anywhere): the node forgets what it held under that number.
  */
 import { Geometry } from '../llm/config';
+import { HeadSteering } from '../llm/head';
 import { Body, BodyType, decodeBody } from '../link/body';
 import { Channel } from './regions';
 import { Clock } from './clock';
@@ -28,6 +29,8 @@ import { SensorReadings, encodeSensorReport } from './sensor-report';
 /** The head computation of one session: HeadGroup fits, and so does a stand-in that only makes traffic. */
 export interface HeadComputer {
   forward(xb: Float32Array, pos: number, layer: number): Float32Array;
+  /** Added to the head outputs at its layer (HeadSession's); null: none. */
+  steering?: HeadSteering | null;
 }
 
 export interface RadioHeadNodeOptions {
@@ -72,6 +75,8 @@ export interface RadioNodeCounters {
   sensorReports: number;
   /** Broadcasts reassembled but refused (a field out of range, a value not finite, a size that does not fit). */
   refusedBodies: number;
+  /** Steering bodies taken (and applied to every session). */
+  steering: number;
   /** Frames dropped, by reason. */
   byReason: Partial<Record<RejectReason, number>>;
 }
@@ -83,6 +88,8 @@ interface LayerState {
   broadcast?: Body;
   /** Why the broadcast was refused (the node stays silent about it). */
   refused?: string;
+  /** The message is this node's steering, taken: the reply is an empty NACK (the acknowledgement). */
+  steered?: boolean;
   result?: OutgoingMessage;
   /** Result fragments the gateway asked for again (from its NACK this round). */
   resend?: number[];
@@ -96,7 +103,7 @@ const LAYERS_KEPT = 4;
 export class RadioHeadNode {
   readonly address: number;
   readonly heads: number[];
-  readonly counters: RadioNodeCounters = { framesIn: 0, rejected: 0, results: 0, resent: 0, nacks: 0, dutyCycleSkips: 0, sensorReports: 0, refusedBodies: 0, byReason: {} };
+  readonly counters: RadioNodeCounters = { framesIn: 0, rejected: 0, results: 0, resent: 0, nacks: 0, dutyCycleSkips: 0, sensorReports: 0, refusedBodies: 0, steering: 0, byReason: {} };
   /** Called with every broadcast body the node reassembled and took, as it arrived. */
   onBroadcast: (body: Buffer) => void = () => undefined;
   /** Called with every result body the node made, before its first fragment goes out. */
@@ -107,6 +114,8 @@ export class RadioHeadNode {
   private readonly sender: FrameSender;
   private readonly receiver: FrameReceiver;
   private readonly sessions = new Map<number, HeadComputer>();
+  /** The steering every session adds (from the gateway's last steering body), or null. */
+  private steering: HeadSteering | null = null;
   /** Per message number. */
   private readonly layers = new Map<number, LayerState>();
   /** The message number of the last frame heard from the gateway. */
@@ -185,6 +194,7 @@ export class RadioHeadNode {
 
   /** A reassembled broadcast body: decoded and kept, or refused (then the node stays silent about it). */
   private take(st: LayerState, body: Buffer): void {
+    if (body.readUInt8(3) === BodyType.Steering) return this.takeSteering(st, body);
     const decoded = this.decodeBroadcast(body);
     if (typeof decoded === 'string') {
       this.counters.rejected++;
@@ -195,6 +205,40 @@ export class RadioHeadNode {
     }
     st.broadcast = decoded;
     this.onBroadcast(body);
+  }
+
+  /**
+   * A steering body: the vector this node's sessions add to their head outputs at its layer,
+   * as an MQTT node's steering message makes it (lib/mesh/node-steering.ts); all zeros turns
+   * steering off. Refused (the node stays silent) when it does not fit the node's heads.
+   */
+  private takeSteering(st: LayerState, body: Buffer): void {
+    const problem = this.steeringProblem(body);
+    if (typeof problem === 'string') {
+      this.counters.rejected++;
+      this.counters.refusedBodies++;
+      st.refused = this.lastRefusal = `message ${st.messageNumber}: ${problem}`;
+      this.o.log?.('warn', `refused steering: ${st.refused}`);
+      return;
+    }
+    st.steered = true;
+    this.counters.steering++;
+    this.steering = problem.values.some((v) => v !== 0) ? { layer: problem.layer, vector: problem.values } : null;
+    for (const s of this.sessions.values()) s.steering = this.steering;
+  }
+
+  private steeringProblem(body: Buffer): Body | string {
+    let b: Body;
+    try {
+      b = decodeBody(body);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    const width = this.heads.length * this.o.g.headSize;
+    if (b.encoding !== 'f32') return `a steering body encoded ${b.encoding}, not f32`;
+    if (b.values.length !== width) return `a steering body of ${b.values.length} values; this node's ${this.heads.length} heads need ${width}`;
+    if (b.layer >= this.o.g.nLayers) return `steering at layer ${b.layer}, which does not exist (the model has ${this.o.g.nLayers})`;
+    return b;
   }
 
   /**
@@ -233,7 +277,11 @@ export class RadioHeadNode {
   private reply(st: LayerState, slotStart: number): void {
     if (st.refused) return;
     let t: number | undefined = slotStart;
-    if (st.broadcast && !st.result) {
+    if (st.steered) {
+      // the acknowledgement of a steering body: a NACK that lacks nothing
+      const nack = this.sender.nack(this.broadcastName(st.messageNumber), { fragmentCount: st.fragmentCount, missing: [] });
+      t = this.send(this.slotOf(st), this.sender.frames(nack), slotStart, slotStart, 'nack');
+    } else if (st.broadcast && !st.result) {
       st.result = this.sender.body(GATEWAY_ADDRESS, this.compute(st.broadcast));
       st.resend = undefined;
       this.counters.results++;
@@ -298,6 +346,7 @@ export class RadioHeadNode {
     let s = this.sessions.get(session);
     if (!s) {
       s = this.o.newSession();
+      s.steering = this.steering;
       this.sessions.set(session, s);
       const max = this.o.maxSessions ?? 2;
       while (this.sessions.size > max) this.sessions.delete(this.sessions.keys().next().value as number);

@@ -78,7 +78,6 @@ export async function replayRun(store: RunStore, r: RunRecord, o: ReplayOptions)
   const steered = Object.keys(readings).length > 0;
   const recordedAlpha = r.job.settings.alpha;
   const groups = r.job.mesh?.nodes.length || 1;
-  if (o.radio && steered) throw new MeshLlmError(`run ${r.job.id} was steered by sensor readings; steering over the radio is not done (the radio head nodes take no steering messages), so it cannot be replayed with --radio: replay it on the engine or with --mesh N`);
   if (o.radio && o.mesh !== undefined) throw new MeshLlmError('a replay runs on the radio or on --mesh N head-node processes, not both');
   const engine = o.mesh === undefined && !o.radio ? Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath, groups }) : null;
   const promptTokens = (engine?.tokenizer ?? Engine.load({ modelPath: o.modelPath, tokenizerPath: o.tokenizerPath }).tokenizer).encode(options.prompt, true, false).length;
@@ -103,7 +102,10 @@ export async function replayRun(store: RunStore, r: RunRecord, o: ReplayOptions)
         if (e.kind === 'gather') recorder.gather(e.pos, e.layer, e.ms);
       },
       log: () => undefined,
+      // the recorded readings go to each radio node as its steering body (radio-1.. for node-1..)
+      ...(steered ? { steer: { readings: radioReadings(readings), alpha: o.alpha ?? recordedAlpha, onAttribution: (a: TokenAttribution) => onAttribution(fromRadioNames(a)) } } : {}),
     });
+    if (steered) alpha = radio.alpha;
     result = radio;
     const report = radio.radio;
     store.started(recorder.id, { ...mesh, nodes: radio.assignment.map((a) => ({ node: a.node, heads: a.heads, runtime: 'radio' })), radio: { ...o.radio, simulatedSecondsPerToken: report.simulatedSecondsPerToken, airtimeSeconds: report.airtimeSeconds, positions: report.positions } });
@@ -147,6 +149,16 @@ export async function replayRun(store: RunStore, r: RunRecord, o: ReplayOptions)
   if (alpha !== undefined) store.setSettings(recorder.id, { ...r.job.settings, alpha });
   const replayed = store.tokens(recorder.id);
   return { id: recorder.id, counterfactual, differences: compareTokens(r.tokens, replayed), tokens: replayed.length };
+}
+
+/** Radio nodes are radio-N where the engine and the MQTT mesh have node-N: the readings move with the name. */
+function radioReadings(readings: NodeReadings): NodeReadings {
+  return Object.fromEntries(Object.entries(readings).map(([node, values]) => [node.replace(/^node-/, 'radio-'), values]));
+}
+
+function fromRadioNames(a: TokenAttribution): TokenAttribution {
+  const name = (n: string) => n.replace(/^radio-/, 'node-');
+  return { ...a, top: a.top === null ? null : name(a.top), nodes: a.nodes.map((n) => ({ ...n, node: name(n.node) })) };
 }
 
 export interface RunDiff {
