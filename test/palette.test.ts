@@ -130,7 +130,7 @@ beforeAll(async () => {
     MESH_LLM_NODES: '2',
   });
   await waitUntil('Node-RED answering GET /nodes', () => fetch(`${nodeRed}/nodes`, { headers: { accept: 'application/json' } }).then((r) => r.ok, () => false), red, 60000);
-}, 300000);
+}, 480000);
 
 afterAll(async () => {
   for (const r of running.reverse()) {
