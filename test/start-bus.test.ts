@@ -172,7 +172,9 @@ test('on the default loopback listener an anonymous client only observes: it see
     expect(seen.length).toBeGreaterThanOrEqual(60);
     expect(goldenIds('once-greedy-64').join(',')).toContain(seen.join(','));
 
-    // generate --broker with the data folder logs in as the gateway and enqueues a job on it
+    // generate --broker without a login is told what to give; with the data folder it logs in as the gateway and enqueues a job on it
+    const anonymousJob = await runCli(['generate', '--broker', url, '--prompt', 'Once upon a time', '--steps', '8', '--temperature', '0'], { timeoutMs: 60000 });
+    expect({ code: anonymousJob.code, stderr: anonymousJob.stderr.trim() }).toEqual({ code: 1, stderr: expect.stringMatching(/refused a client without a login the gateway's presence .*give the gateway's login \(--data DIR/) });
     const job = await runCli(['generate', '--broker', url, '--data', dataDir, '--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0', '--json'], { timeoutMs: 120000 });
     expect({ code: job.code, stderr: job.stderr }).toEqual({ code: 0, stderr: expect.stringMatching(/job \S+ accepted by the gateway/) });
     expect(JSON.parse(job.stdout).text).toBe(goldenText('once-greedy-64'));
