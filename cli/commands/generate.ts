@@ -16,9 +16,9 @@ import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } f
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int7h|int4] [--json]
                   [--scenario NAME | --sensors FILE] [--alpha A]
-                  [--mesh N [--native [--shards DIR]] | --broker URL [--username U --password P | --data DIR] [--nodes K]]
+                  [--mesh N [--native [--shards DIR]] | --broker URL [--username U --password P | --data DIR] [--ca FILE] [--nodes K]]
                   [--mesh-id ID] [--gather-timeout MS] [--events FILE]
-                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--channel-plan P] [--loss P] [--time-scale X]]
+                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--channel-plan P] [--loss P] [--time-scale X] [--spares K] [--fail N@P]]
 
   --prompt TEXT      text to continue (default: none, start from BOS)
   --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's
