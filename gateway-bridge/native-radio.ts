@@ -140,6 +140,7 @@ export class NativeRadioNodes {
             if (c.exitCode !== null || c.signalCode !== null) return resolve();
             c.once('exit', () => resolve());
             c.kill('SIGTERM');
+            c.kill('SIGCONT'); // a stopped node (SIGSTOP) takes its SIGTERM only once it runs again
           }),
       ),
     );

@@ -27,7 +27,9 @@ export = function register(RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this as MeshConfigNode;
     let started: Promise<FlowRuntime> | null = null;
-    node.bus = { url: def.broker || 'mqtt://127.0.0.1:1883', meshId: def.meshId || 'default' };
+    const busLogin = (node as unknown as { credentials?: { username?: string; password?: string } }).credentials ?? {};
+    // the monitor, sensor input and calibration nodes connect with the config node's login too
+    node.bus = { url: def.broker || 'mqtt://127.0.0.1:1883', username: busLogin.username || undefined, password: busLogin.password || undefined, meshId: def.meshId || 'default' };
     node.events = new EventEmitter<MeshEventMap>();
     node.events.setMaxListeners(0); // every node of every flow on this mesh may listen
     // durable jobs and recorded runs, in the run store mesh-llm start opened (none: not recorded)

@@ -40,7 +40,7 @@ export = function register(RED: NodeAPI): void {
     let client: Promise<MqttClient> | null = null;
     let lastSteer = 0;
 
-    const bus = () => (client ??= connectMqtt({ url: mesh.bus.url, clientId: `mesh-llm-${mesh.bus.meshId}-calibration-${node.id}`.slice(0, 64) }));
+    const bus = () => (client ??= connectMqtt({ url: mesh.bus.url, username: mesh.bus.username, password: mesh.bus.password, clientId: `mesh-llm-${mesh.bus.meshId}-calibration-${node.id}`.slice(0, 64) }));
 
     /** Calibrates every node (or the ones given) and returns their baseline messages. */
     const calibrate = (only?: string): BaselineMessage[] => {

@@ -10,7 +10,6 @@ import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import mqtt from 'mqtt';
 import type { Browser, Page } from 'playwright-core';
 import { DashboardModel } from '../lib/dashboard/state';
 import { packageRoot } from '../lib/llm/resolve';
@@ -19,6 +18,7 @@ import { binPath } from './support/cli';
 import { RunStore } from '../lib/runs/store';
 import { launchChromium } from './support/editor';
 import { goldenText } from './support/fixtures';
+import { connectAsUser } from './support/bus';
 
 const at = 1764140000000;
 const ev = (e: Record<string, unknown>) => ({ protocol: 1, at, ...e }) as MeshEventMessage;
@@ -147,8 +147,9 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
   let url: string;
   let brokerUrl: string;
   let output: string;
+  let dataDir: string;
   beforeAll(() => {
-    ({ page, url, brokerUrl, output } = s);
+    ({ page, url, brokerUrl, output, dataDir } = s);
   });
 
   test('`mesh-llm start` prints the dashboard beside the editor, and the page shows one tile per head node', async () => {
@@ -159,7 +160,7 @@ describe('the dashboard of `mesh-llm start`, in chromium', () => {
   });
 
   test('a generation from the page streams its tokens while the tiles go computing and sent; a malformed event on the bus changes nothing', async () => {
-    const bus = await mqtt.connectAsync(brokerUrl);
+    const bus = await connectAsUser(brokerUrl, dataDir); // the gateway's login: an anonymous client may publish nothing
     await bus.publishAsync(topicsFor('default').events, '{"protocol":1,"kind":"token","at":1}');
     await bus.publishAsync(topicsFor('default').events, 'not json');
     await bus.endAsync();

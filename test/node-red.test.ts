@@ -16,6 +16,7 @@ import mqtt from 'mqtt';
 import { Engine } from '../lib/llm/engine';
 import { goldenIds, goldenText, modelPaths } from './support/fixtures';
 import { binPath } from './support/cli';
+import { connectAsUser } from './support/bus';
 import { spawn, ChildProcess } from 'node:child_process';
 import type { Browser, Page } from 'playwright-core';
 import { VIEWPORT, drawnFlow, inside, launchChromium, openEditor, overlap, paletteTypes, waitForStatus } from './support/editor';
@@ -407,7 +408,7 @@ describe('POST /generate on the server npm start runs', () => {
   test('an MQTT generate request that is not JSON is answered on the errors topic, with the reason', async () => {
     const bus = /MQTT bus:\s+(mqtt:\/\/\S+)/.exec(output)?.[1] as string;
     const t = topicsFor('default');
-    const client = await mqtt.connectAsync(bus, { clientId: 'nodered-test-mqtt-request', protocolVersion: 4 });
+    const client = await connectAsUser(bus, dataDir, { clientId: 'nodered-test-mqtt-request', protocolVersion: 4 }); // only the gateway's login may publish a request
     try {
       const reports: ReturnType<typeof parseControl<'error'>>[] = [];
       client.on('message', (_topic, payload) => reports.push(parseControl('error', payload)));

@@ -7,8 +7,10 @@
  * says it is lost, the mesh gateway moves its heads to the spare holding them and replays the
  * session over the radio, and the tokens equal the golden file (f32) and the int8 engine's
  * (int8). The JSON names each failover with its replay's airtime. With the firmware's native
- * radio nodes (processes) two are SIGKILLed instead. Without a spare holding the lost heads the
- * run ends with one clear line.
+ * radio nodes (processes) one is SIGKILLed, a second later another, a second after that a third
+ * is SIGSTOPped: the channel does not wait for the hung one (lib/radio/sim-socket.ts takes it as
+ * silent), so the MAC gives it up as the others and the spares take over. Without a spare
+ * holding the lost heads the run ends with one clear line.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { runRadioGenerate } from '../gateway-bridge/run';
@@ -16,6 +18,7 @@ import { Engine } from '../lib/llm/engine';
 import { freePort } from '../lib/mesh/broker';
 import { cliEntry, spawnBroker } from '../lib/mesh/processes';
 import { goldenIds, modelPaths } from './support/fixtures';
+import { faults } from './support/faults';
 
 const ONCE = ['--prompt', 'Once upon a time', '--steps', '64', '--temperature', '0'];
 const generate = (...args: string[]) => spawnSync(process.execPath, [cliEntry(), 'generate', '--radio', 'sim', ...ONCE, ...args], { encoding: 'utf8', timeout: 170000 });
@@ -63,35 +66,52 @@ test('a simulated fault naming a node that is not there is refused before the ru
   expect(r.stderr).toMatch(/a simulated fault names radio node radio-7; the nodes simulated here are radio-1, radio-2/);
 }, 60000);
 
-test('native radio nodes (the firmware radio path, processes): two SIGKILLed two positions apart, their heads go to the spares, the tokens are golden', async () => {
-  // the native radio nodes this process started, by the shard each loads (node-N.shard: radio node N)
+test.each(['f32', 'int8'] as const)('native radio nodes (the firmware radio path, processes), %s: one SIGKILLed, a second later another, a second after that a third SIGSTOPped (the channel stops waiting for it): their heads go to the spares, the tokens equal a run without the fault', async (quant) => {
+  // the native radio nodes this process started, by their storage folder
   const pidOf = (n: number) => {
     const lines = execFileSync('pgrep', ['-a', '-P', String(process.pid)], { encoding: 'utf8' }).trim().split('\n');
-    const line = lines.find((l) => l.includes('mesh-llm-radio-node') && l.includes(`/node-${n}.shard`));
-    return line ? Number(line.split(' ')[0]) : undefined;
+    const line = lines.find((l) => l.includes('mesh-llm-radio-node') && l.includes(`/storage-${n} `)); // radio node N keeps its counters in storage-N (a spare loads node N's shard too)
+    if (!line) throw new Error(`no native radio node ${n} running`);
+    return Number(line.split(' ')[0]);
   };
-  const broker = await spawnBroker(await freePort()); // jest cannot load the aedes ES module in-process
-  const killed: number[] = [];
-  const r = await runRadioGenerate({
-    brokerUrl: broker.url,
-    region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 1, loss: 0.1, nodes: 8, spares: 2, quant: 'f32', native: true,
-    modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer,
-    generate: { prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n },
-    log: () => undefined,
-    onToken: (_t, _p, pos) => {
-      if (killed.length < 2 && pos >= 10 + 2 * killed.length) {
-        const pid = pidOf(killed.length + 1);
-        if (pid === undefined) throw new Error(`no native radio node ${killed.length + 1} running`);
-        process.kill(pid, 'SIGKILL');
-        killed.push(pid);
-      }
+  const pids: number[] = [];
+  const victim = (n: number) => ({
+    kill: (signal?: NodeJS.Signals | number) => {
+      const pid = pidOf(n);
+      pids.push(pid);
+      process.kill(pid, signal);
+      return true;
     },
   });
-  await broker.close();
-  expect(killed).toHaveLength(2);
-  expect(r.tokens).toEqual(goldenIds('once-greedy-64'));
-  expect((r.failovers ?? []).map((f) => [f.lost, f.moves.map((m) => m.to)])).toEqual([
-    [['radio-1'], ['radio-9']],
-    [['radio-2'], ['radio-10']],
-  ]);
+  const f = faults([victim(1), victim(2), victim(3)], { first: 10, maxGap: 6 });
+  const broker = await spawnBroker(await freePort()); // jest cannot load the aedes ES module in-process
+  const started = Date.now();
+  try {
+    const r = await runRadioGenerate({
+      brokerUrl: broker.url,
+      region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 1, loss: 0.1, nodes: 8, spares: 3, quant, native: true,
+      modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer,
+      generate: { prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n },
+      log: () => undefined,
+      onToken: (_t, _p, pos) => f.onPosition(pos),
+    });
+    expect(f.done()).toEqual(['SIGKILL', 'SIGKILL', 'SIGSTOP']);
+    const expected = quant === 'f32' ? goldenIds('once-greedy-64') : (await Engine.load({ modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, groups: 8, quant }).generate({ prompt: 'Once upon a time', steps: 64, temperature: 0, topP: 0.9, seed: 1n })).tokens;
+    expect(r.tokens).toEqual(expected);
+    expect((r.failovers ?? []).map((x) => [x.lost, x.moves.map((m) => m.to)])).toEqual([
+      [['radio-1'], ['radio-9']],
+      [['radio-2'], ['radio-10']],
+      [['radio-3'], ['radio-11']],
+    ]);
+    expect(Date.now() - started).toBeLessThan(170000);
+  } finally {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+    await broker.close();
+  }
 }, 180000);

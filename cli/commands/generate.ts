@@ -10,16 +10,16 @@ import { TextStream, printJson } from '../output';
 import { trustCaFile } from '../../lib/mesh/mqtt';
 import { followJob, gatewayOnline } from '../../lib/runs/bus';
 import { DEFAULT_MESH_ID } from '../../lib/mesh/run';
-import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh } from './mesh-options';
+import { meshOptionSpec, meshUsage, runMeshCommand, wantsMesh, withBrokerLogin } from './mesh-options';
 import { radioFailoverOptionSpec, radioOptionSpec, radioUsage, runRadioCommand, wantsRadio } from './radio-options';
 import { runSteeredCommand, steeringOptionSpec, steeringUsage, wantsSteering } from './steer-options';
 
 export const usage = `mesh-llm generate [--prompt TEXT] [--steps N] [--temperature T] [--top-p P] [--seed S]
                   [--model PATH] [--tokenizer PATH] [--groups G] [--quant f32|int8|int4|int2] [--transport f32|int8|int7|int7h|int4] [--json]
                   [--scenario NAME | --sensors FILE] [--alpha A]
-                  [--mesh N [--native [--shards DIR]] | --broker URL [--username U --password P] [--nodes K]]
+                  [--mesh N [--native [--shards DIR]] | --broker URL [--username U --password P | --data DIR] [--ca FILE] [--nodes K]]
                   [--mesh-id ID] [--gather-timeout MS] [--events FILE]
-                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--channel-plan P] [--loss P] [--time-scale X]]
+                  [--radio sim [--nodes N] [--region R] [--sf S] [--bw B] [--channels C] [--channel-plan P] [--loss P] [--time-scale X] [--spares K] [--fail N@P]]
 
   --prompt TEXT      text to continue (default: none, start from BOS)
   --steps N          positions to run, prompt included, like llama2.c's -n (default 256; 0 = the model's
@@ -129,7 +129,7 @@ async function runJobCommand(address: { url: string; username?: string; password
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const values = parseOptions(argv, generateOptionSpec, 'generate');
+  const values = withBrokerLogin(parseOptions(argv, generateOptionSpec, 'generate'));
   const cmd = parseGenerate(values);
   const paths = await resolveOrFetchModelPaths({ model: cmd.model, tokenizer: cmd.tokenizer });
   const stream = new TextStream(process.stdout);

@@ -7,6 +7,8 @@ import { shardFileName } from '../../lib/firmware/shard';
 import { GenerationResult, TokenListener } from '../../lib/llm/engine';
 import { ModelPaths } from '../../lib/llm/resolve';
 import { DEFAULT_MESH_ID, MeshGenerateOptions, runMeshGenerate } from '../../lib/mesh/run';
+import { busCredentials, busCredentialsFile as busCredentialsFileOf } from '../../lib/app/bus';
+import { GATEWAY_USER } from '../../lib/mesh/acl';
 import { UsageError, intOption } from '../args';
 import { withEventLog } from '../output';
 import type { GenerateCommand } from './generate';
@@ -17,6 +19,7 @@ export const meshOptionSpec = {
   username: { type: 'string' },
   password: { type: 'string' },
   ca: { type: 'string' },
+  data: { type: 'string' },
   'mesh-id': { type: 'string' },
   nodes: { type: 'string' },
   'gather-timeout': { type: 'string' },
@@ -32,6 +35,9 @@ export const meshUsage = `
                      the checkpoint
   --broker URL       run the heads on head nodes already started on this broker (mqtt://host:port)
   --username U       broker username, with --password P (or in the URL: mqtt://user:pass@host:port)
+  --data DIR         with --broker: log in as the gateway with the bus credentials mesh-llm start made in
+                     DIR (DIR/bus/<mesh>.credentials.json); its embedded broker lets a client without a
+                     login only observe, so a request on it needs this (or --username/--password)
   --ca FILE          with an mqtts:// broker (TLS): the PEM file of the CA that signed its certificate
   --mesh-id ID       mesh id, the topic tree mesh-llm/ID/... (default ${DEFAULT_MESH_ID})
   --nodes K          with --broker: wait for K head nodes (default: whoever is up after 0.5 s)
@@ -42,6 +48,20 @@ export const meshUsage = `
   the gateway's own model and mesh run it (docs/RUNS.md). Without one, generate is a gateway of its own.`;
 
 type MeshValues = { [K in Exclude<keyof typeof meshOptionSpec, 'native'>]?: string } & { groups?: string; native?: boolean };
+
+/**
+ * The values with `--data DIR` turned into the gateway's login from the bus credentials
+ * `mesh-llm start` made in DIR (for --broker on the broker start runs).
+ */
+export function withBrokerLogin<V extends MeshValues>(values: V): V {
+  if (values.data === undefined) return values;
+  if (values.broker === undefined) throw new UsageError('generate: --data DIR gives the login for --broker URL (the broker mesh-llm start runs on DIR)');
+  if (values.username !== undefined || values.password !== undefined) throw new UsageError('generate: give --data DIR or --username/--password, not both');
+  const file = busCredentialsFileOf(values.data, values['mesh-id'] ?? DEFAULT_MESH_ID);
+  if (!fs.existsSync(file)) throw new UsageError(`generate: ${file} does not exist: is DIR the --data folder of a mesh-llm start that ran its embedded broker?`);
+  const login = busCredentials(values.data, values['mesh-id'] ?? DEFAULT_MESH_ID, []).login(GATEWAY_USER);
+  return { ...values, username: login.username, password: login.password };
+}
 
 export function wantsMesh(values: MeshValues): boolean {
   return values.mesh !== undefined || values.broker !== undefined;

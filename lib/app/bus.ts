@@ -1,8 +1,8 @@
 /**
  * The bus credentials of `mesh-llm start`: made on the first run of a data folder
  * (<data>/bus/<mesh>.credentials.json, mode 0600, never in the flow), read on every later run,
- * and handed to everything start runs on its embedded broker: the broker (which enforces them
- * when it listens beyond loopback), the head nodes (each its own login), the LoRa bridge, the
+ * and handed to everything start runs on its embedded broker: the broker (which always enforces
+ * them; on loopback a client without a login may still observe), the head nodes (each its own login), the LoRa bridge, the
  * sensor simulation, and the flow's config nodes, as Node-RED credentials (encrypted in the
  * flow's credentials file with the installation's credential secret).
  */

@@ -142,9 +142,10 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
       const bus = busCredentials(o.dataDir, o.meshId, o.radio ? [] : Array.from({ length: o.nodes ?? nHeads }, (_, i) => `node-${i + 1}`));
       busLogin = bus.login(GATEWAY_USER);
       const host = o.busHost ?? '127.0.0.1';
-      broker = await startAedesBroker({ host, port: o.busPort ?? 0, credentials: isLoopback(host) ? undefined : bus.credentials });
+      // the ACL always holds; on loopback a client without a login may still watch, as an observer
+      broker = await startAedesBroker({ host, port: o.busPort ?? 0, credentials: bus.credentials, anonymousObservers: true, onRefused: (what) => log(`bus: refused ${what}`) });
       brokerUrl = broker.url;
-      log(`embedded MQTT broker on ${brokerUrl}${isLoopback(host) ? '' : ' (credentials required)'}; bus credentials ${bus.created ? 'made in' : 'from'} ${bus.file}`);
+      log(`embedded MQTT broker on ${brokerUrl}${isLoopback(host) ? ' (a client without a login only observes)' : ' (credentials required)'}; bus credentials ${bus.created ? 'made in' : 'from'} ${bus.file}`);
       let ids: string[];
       if (o.radio) {
         radio = await startRadio({ ...o, radio: o.radio }, brokerUrl, busLogin, paths.model, log);

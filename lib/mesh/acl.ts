@@ -10,6 +10,8 @@
  *   telemetry, attribution, alerts, sensors, baselines); publishes nothing.
  *
  * Anything else is refused, and so is a client id already connected (no takeover of a node).
+ * Where a broker lets anonymous clients in at all (`mesh-llm start` on loopback), they are
+ * observers: they read what an observer reads and publish nothing.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -85,7 +87,18 @@ export function mayPublish(c: MeshCredentials, username: string, topic: string):
 
 /** Whether `username` may subscribe to `pattern` (wildcards only where the role may read every match). */
 export function maySubscribe(c: MeshCredentials, username: string, pattern: string): boolean {
-  const role = roleOf(c, username);
+  return roleMaySubscribe(c, roleOf(c, username), username, pattern);
+}
+
+/**
+ * Whether an anonymous client (one the broker lets in without a login: `mesh-llm start` on
+ * loopback) may subscribe to `pattern`: what an observer may. It may publish nothing.
+ */
+export function anonymousMaySubscribe(c: MeshCredentials, pattern: string): boolean {
+  return roleMaySubscribe(c, 'observer', '', pattern);
+}
+
+function roleMaySubscribe(c: MeshCredentials, role: Role | null, username: string, pattern: string): boolean {
   if (role === 'gateway') return true;
   const t = topicsFor(c.mesh);
   if (role === 'node') return [t.broadcast, t.session, t.assign(username), t.steer(username)].includes(pattern);

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as tls from 'node:tls';
 import type { Aedes, AedesOptions } from 'aedes';
 import { MeshLlmError } from '../llm/errors';
-import { MeshCredentials, authenticate, isLoopback, mayPublish, maySubscribe } from './acl';
+import { MeshCredentials, anonymousMaySubscribe, authenticate, isLoopback, mayPublish, maySubscribe } from './acl';
 
 export interface RunningBroker {
   url: string;
@@ -31,6 +31,12 @@ export interface BrokerOptions {
   password?: string;
   /** Per-client credentials and the mesh's topic ACL (lib/mesh/acl.ts); refusals go to onRefused. */
   credentials?: MeshCredentials;
+  /**
+   * With credentials, on loopback only: let a client without a login in as an observer (it
+   * reads what an observer reads and publishes nothing; `mesh-llm start`). Beyond loopback, or
+   * without this, an anonymous client is refused at connect.
+   */
+  anonymousObservers?: boolean;
   /** Told of each refused connection, publish or subscription (default: nothing). */
   onRefused?: (what: string) => void;
   /** Listen with TLS (mqtts://): PEM files of the broker's certificate and key. */
@@ -94,7 +100,7 @@ export async function startAedesBroker(o: BrokerOptions = {}): Promise<RunningBr
     };
   }
   if (!isLoopback(host) && o.username === undefined && !o.credentials) throw new MeshLlmError(`the MQTT broker listens on ${host}, beyond this machine: give it credentials (--credentials FILE, or --username and --password), or listen on 127.0.0.1`);
-  if (o.credentials) Object.assign(options, aclOptions(o.credentials, o.onRefused ?? (() => undefined), () => aedes));
+  if (o.credentials) Object.assign(options, aclOptions(o.credentials, o.onRefused ?? (() => undefined), () => aedes, o.anonymousObservers === true && isLoopback(host)));
   const aedes = await loadAedes().createBroker(options);
   const sockets = new Set<net.Socket>();
   const serve = (socket: net.Socket) => {
@@ -138,18 +144,21 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
-type Client = Parameters<NonNullable<AedesOptions['authenticate']>>[0] & { meshUser?: string };
+type Client = Parameters<NonNullable<AedesOptions['authenticate']>>[0] & { meshUser?: string; anonymous?: boolean };
 
 /**
- * aedes hooks enforcing mesh credentials: a known user with its password, a client id not
- * already connected (no takeover), and the ACL of lib/mesh/acl.ts on every publish (the will
- * included) and subscription. A refused publish disconnects the client (aedes does, for MQTT
- * 3.1.1); a refused subscription is answered with a failure code.
+ * aedes hooks enforcing mesh credentials: a known user with its password (or, with
+ * `anonymousObservers`, no login at all: an observer), a client id not already connected (no
+ * takeover), and the ACL of lib/mesh/acl.ts on every publish (the will included) and
+ * subscription. A refused publish disconnects the client (aedes does, for MQTT 3.1.1); a
+ * refused subscription is answered with a failure code.
  */
-function aclOptions(c: MeshCredentials, refused: (what: string) => void, broker: () => Aedes): Partial<AedesOptions> {
+function aclOptions(c: MeshCredentials, refused: (what: string) => void, broker: () => Aedes, anonymousObservers: boolean): Partial<AedesOptions> {
+  const who = (client: Client) => client.meshUser ?? '(anonymous)';
   return {
     authenticate: (client: Client, username, password, done) => {
-      const role = authenticate(c, username, password);
+      const anonymous = anonymousObservers && username === undefined && password === undefined;
+      const role = anonymous ? 'observer' : authenticate(c, username, password);
       const holder = (broker() as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
       const error = !role ? 'bad username or password' : holder && holder !== client && holder.connected ? `client id ${client.id} is already connected` : null;
       if (error) {
@@ -157,17 +166,18 @@ function aclOptions(c: MeshCredentials, refused: (what: string) => void, broker:
         return done(Object.assign(new Error(error), { returnCode: (role ? 2 : 4) as 2 | 4 }), false);
       }
       client.meshUser = username;
+      client.anonymous = anonymous;
       done(null, true);
     },
     authorizePublish: (client: Client | null, packet, done) => {
       if (!client) return done(null); // the broker's own
-      if (client.meshUser !== undefined && mayPublish(c, client.meshUser, packet.topic)) return done(null);
-      refused(`publish of ${client.meshUser} on ${packet.topic}`);
-      done(new Error(`${client.meshUser} may not publish on ${packet.topic}`));
+      if (!client.anonymous && client.meshUser !== undefined && mayPublish(c, client.meshUser, packet.topic)) return done(null);
+      refused(`publish of ${who(client)} on ${packet.topic}`);
+      done(new Error(`${who(client)} may not publish on ${packet.topic}`));
     },
     authorizeSubscribe: (client: Client, sub, done) => {
-      if (client.meshUser !== undefined && maySubscribe(c, client.meshUser, sub.topic)) return done(null, sub);
-      refused(`subscription of ${client.meshUser} to ${sub.topic}`);
+      if (client.anonymous ? anonymousMaySubscribe(c, sub.topic) : client.meshUser !== undefined && maySubscribe(c, client.meshUser, sub.topic)) return done(null, sub);
+      refused(`subscription of ${who(client)} to ${sub.topic}`);
       done(null, null);
     },
   };

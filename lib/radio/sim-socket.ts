@@ -24,6 +24,12 @@
  * time stands still while the native node computes (as it does while bytes cross a modem's
  * pty). A node that disconnects releases its holds; its radio stays on the channel (its
  * duty-cycle history with it), deaf until the node joins again, as a rebooting board does.
+ * A node that is connected but does not answer (hung, SIGSTOPped) is not waited on for ever,
+ * as a real channel does not wait for anybody: when a hold has had no DONE for
+ * `silentAfterMs` of wall-clock time, its holds are released and the node is silent: it
+ * hears nothing (so it answers nothing, and the MAC gives it up as it gives up a node out of
+ * range) until it speaks again. The DONEs it still owes for what it was sent are then taken
+ * as such, not as answers to what is sent after.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -117,7 +123,12 @@ export interface SimRadioServerOptions {
   /** Called with every frame a native node puts on the air (tests read counters from it). */
   onTransmit?: (address: number, frame: Buffer) => void;
   log?: (level: 'info' | 'warn', message: string) => void;
+  /** Wall-clock ms a node may hold the clock without answering before it counts as silent (default SILENT_AFTER_MS). */
+  silentAfterMs?: number;
 }
+
+/** How long (wall-clock ms) the channel waits for a native node's DONE before taking the node as silent. */
+export const SILENT_AFTER_MS = 3000;
 
 export interface SimRadioCounters {
   joins: number;
@@ -125,12 +136,16 @@ export interface SimRadioCounters {
   /** Transmissions the channel refused (the duty cycle, dwell time or half duplex), with the reason logged. */
   refused: number;
   rx: number;
+  /** Times a node stopped answering and was taken as silent. */
+  silenced: number;
+  /** Receptions a silent node did not hear. */
+  unheard: number;
 }
 
 /** The channel's socket: native radios join it, one connection each. */
 export class SimRadioServer {
   readonly path: string;
-  readonly counters: SimRadioCounters = { joins: 0, tx: 0, refused: 0, rx: 0 };
+  readonly counters: SimRadioCounters = { joins: 0, tx: 0, refused: 0, rx: 0, silenced: 0, unheard: 0 };
   private readonly o: SimRadioServerOptions;
   private readonly server: net.Server;
   private readonly radios = new Map<number, Radio>();
@@ -198,12 +213,37 @@ export class SimRadioServer {
     const holds: (() => void)[] = [];
     let address = -1;
     let radio: Radio | undefined;
+    // a node that does not answer within silentAfterMs (wall clock) is silent until it speaks again
+    let silent = false;
+    let owed = 0; // DONEs still to come for messages whose holds were released when the node fell silent
+    let watchdog: NodeJS.Timeout | undefined;
+    const fallSilent = () => {
+      watchdog = undefined;
+      if (holds.length === 0 || sock.destroyed) return;
+      silent = true;
+      this.counters.silenced++;
+      owed += holds.length;
+      for (const release of holds.splice(0)) release();
+      this.o.log?.('warn', `native radio ${address} has not answered for ${this.o.silentAfterMs ?? SILENT_AFTER_MS} ms: it is silent (hears nothing) until it speaks again`);
+    };
+    const watch = () => {
+      clearTimeout(watchdog);
+      watchdog = holds.length > 0 ? setTimeout(fallSilent, this.o.silentAfterMs ?? SILENT_AFTER_MS) : undefined;
+    };
     const send = (type: number, body?: Buffer, hold = false) => {
       if (sock.destroyed) return;
-      if (hold) holds.push(clock.hold());
+      if (hold && silent) owed++;
+      else if (hold) {
+        holds.push(clock.hold());
+        if (!watchdog) watch();
+      }
       sock.write(simMessage(type, body));
     };
     const deliver = (r: Reception) => {
+      if (silent) {
+        this.counters.unheard++;
+        return;
+      }
       this.counters.rx++;
       const b = Buffer.alloc(15);
       b.writeUInt32LE(r.channel.frequencyHz, 0);
@@ -213,6 +253,10 @@ export class SimRadioServer {
       send(SIM_MESSAGES.rx, Buffer.concat([b, r.bytes]), true);
     };
     const onMessage = (type: number, body: Buffer) => {
+      if (silent) {
+        silent = false;
+        this.o.log?.('info', `native radio ${address} speaks again: it hears the channel from now on`);
+      }
       switch (type) {
         case SIM_MESSAGES.hello: {
           address = body.readUInt8(0);
@@ -232,7 +276,11 @@ export class SimRadioServer {
           return;
         }
         case SIM_MESSAGES.done: {
-          holds.shift()?.();
+          if (owed > 0) owed--;
+          else {
+            holds.shift()?.();
+            watch();
+          }
           if (radio && radio.onReceive !== deliver) {
             // the WELCOME's DONE: the node is ready, it hears the channel from now on
             radio.onReceive = deliver;
@@ -281,6 +329,7 @@ export class SimRadioServer {
     const reader = new SimMessageReader(onMessage);
     sock.on('data', (d) => reader.push(d));
     const gone = () => {
+      clearTimeout(watchdog);
       this.sockets.delete(sock);
       if (radio && radio.onReceive === deliver) radio.onReceive = () => undefined;
       for (const release of holds.splice(0)) release();

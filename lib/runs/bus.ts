@@ -78,7 +78,10 @@ export async function gatewayOnline(o: BrokerAddress & { meshId: string; waitMs?
         resolve();
       });
     });
-    await subscribe(c, [t.gateway], 1);
+    await subscribe(c, [t.gateway], 1).catch((e: Error) => {
+      // the embedded broker of mesh-llm start lets a client without a login only observe
+      throw new MeshLlmError(`the broker ${o.url} refused ${o.username ? o.username : 'a client without a login'} the gateway's presence (${e.message}): give the gateway's login (--data DIR, the data folder of mesh-llm start, or --username/--password)`);
+    });
     await Promise.race([seen, new Promise((r) => setTimeout(r, o.waitMs ?? 300))]);
     return online;
   } finally {

@@ -7,7 +7,7 @@
  */
 import { ChildProcess } from 'node:child_process';
 
-export function faults(children: ChildProcess[], o: { first?: number; maxGap?: number } = {}): { onPosition: (pos: number) => void; done: () => string[] } {
+export function faults(children: Pick<ChildProcess, 'kill'>[], o: { first?: number; maxGap?: number } = {}): { onPosition: (pos: number) => void; done: () => string[] } {
   const first = o.first ?? 10;
   const maxGap = o.maxGap ?? 70;
   const did: string[] = [];
