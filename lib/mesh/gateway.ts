@@ -96,6 +96,8 @@ export class MeshGateway {
   private assignmentCount = 0;
   private unpublish: (() => void) | null = null;
   private closed = false;
+  /** Why the broker connection is down (null while it is up). */
+  private lost: MeshError | null = null;
   private readonly nodeWaiters = new Set<() => void>();
   /** The last assignment asked for (nodes, options): what a failover's revision is restored to once its nodes are back. */
   private plan: { nodes: string[]; options: AssignOptions; weights: WeightFormat } | null = null;
@@ -143,7 +145,13 @@ export class MeshGateway {
     gw.mesh.listener = gw.events.gatherListener(() => gw.mesh.session);
     gw.publishEvents(true);
     if (o.failover !== false) gw.mesh.failover = { replace: (a, lost) => gw.replace(a, lost), restore: () => gw.restore() };
-    gw.client.on('close', () => gw.mesh.fail(new MeshError(`lost the connection to the MQTT broker ${o.url}`)));
+    gw.client.on('close', () => {
+      const lost = new MeshError(`lost the connection to the MQTT broker ${o.url}`);
+      gw.mesh.fail(lost);
+      gw.lost = lost; // a discovery waiting for nodes ends now, not at its timeout
+      for (const check of [...gw.nodeWaiters]) check();
+    });
+    gw.client.on('connect', () => (gw.lost = null));
     await bodies.subscribe(gw.t.results, (topic, payload) => gw.runner.accept(nodeOfTopic(topic), payload));
     await subscribe(gw.client, [gw.t.telemetries], 0);
     await subscribe(gw.client, [gw.t.statuses, gw.t.acks], 1);
@@ -404,6 +412,10 @@ export class MeshGateway {
         if (this.closed) {
           done();
           return reject(new MeshError('the gateway closed'));
+        }
+        if (this.lost) {
+          done();
+          return reject(this.lost);
         }
         if (!condition()) return;
         done();

@@ -56,7 +56,15 @@ export class JobBus {
     const c = this.client;
     this.client = null;
     if (!c) return;
-    await new Promise<void>((resolve) => c.publish(this.t.gateway, encodeControl('gateway', { protocol: PROTOCOL_VERSION, state: 'offline', jobs: true }), { qos: 1, retain: true }, () => resolve()));
+    // with the broker gone the publish would wait for its acknowledgement for ever; the will says offline then
+    if (c.connected)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 2000); // a broker that dies meanwhile answers nothing
+        c.publish(this.t.gateway, encodeControl('gateway', { protocol: PROTOCOL_VERSION, state: 'offline', jobs: true }), { qos: 1, retain: true }, () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     await endClient(c);
   }
 }
