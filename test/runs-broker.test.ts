@@ -4,7 +4,6 @@
  * gateway SIGKILLed mid-job and started again resumes it, and the command still ends with the
  * tokens of an uninterrupted run.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,47 +14,21 @@ import { parseControl, topicsFor } from '../lib/mesh/wire';
 import { RunStore } from '../lib/runs/store';
 import { binPath, runCli } from './support/cli';
 import { modelPaths } from './support/fixtures';
+import { StartedServer as Server, startServer, stopServer } from './support/start';
 
-interface Server {
-  child: ChildProcess;
-  url: string;
-}
 
 /** `mesh-llm start` on the shared broker (its 4 head nodes), editor on a free port; resolves once its flow serves GET /jobs/:id. */
-async function startServer(dataDir: string, broker: string): Promise<Server> {
-  const child = spawn(process.execPath, [binPath, 'start', '--port', '0', '--broker', broker, '--nodes', '4', '--data', dataDir, '--scenario', 'none'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 90000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      const editor = /Node-RED editor:\s+(http:\/\/\S+?)\/?\s/.exec(output);
-      if (editor) {
-        clearTimeout(timer);
-        resolve(editor[1]);
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
-  });
+async function startOnBroker(dataDir: string, broker: string): Promise<Server> {
+  const server = await startServer(['--broker', broker, '--nodes', '4', '--data', dataDir, '--scenario', 'none']);
   const deadline = Date.now() + 30000;
   while (Date.now() < deadline) {
-    const res = await fetch(`${url}/jobs/probe`);
-    if ((res.headers.get('content-type') ?? '').includes('application/json')) return { child, url };
+    const res = await fetch(`${server.url}/jobs/probe`);
+    if ((res.headers.get('content-type') ?? '').includes('application/json')) return server;
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`the flow on ${url} does not serve GET /jobs/:id`);
+  throw new Error(`the flow on ${server.url} does not serve GET /jobs/:id`);
 }
 
-async function stop(s: Server | undefined, signal: NodeJS.Signals): Promise<void> {
-  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => s.child.once('exit', resolve));
-  s.child.kill(signal);
-  const stuck = setTimeout(() => s.child.kill('SIGKILL'), 20000);
-  await exited;
-  clearTimeout(stuck);
-}
 
 describe('generate --broker enqueues a durable job on the running gateway', () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-broker-jobs-'));
@@ -67,11 +40,11 @@ describe('generate --broker enqueues a durable job on the running gateway', () =
   beforeAll(async () => {
     broker = await spawnBroker(0);
     nodes = spawnHeadNodes({ count: 4, brokerUrl: broker.url, meshId: 'default', modelPath: modelPaths.model, onLog: () => undefined });
-    server = await startServer(dataDir, broker.url);
+    server = await startOnBroker(dataDir, broker.url);
   }, 120000);
 
   afterAll(async () => {
-    await stop(server, 'SIGTERM');
+    await stopServer(server, 'SIGTERM');
     await nodes?.stop();
     await broker?.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
@@ -96,7 +69,7 @@ describe('generate --broker enqueues a durable job on the running gateway', () =
     await killed;
     await new Promise((r) => (first.child.exitCode !== null || first.child.signalCode !== null ? r(null) : first.child.once('exit', r)));
     await bus.endAsync();
-    server = await startServer(dataDir, broker.url);
+    server = await startOnBroker(dataDir, broker.url);
     const r = await cli;
     expect(r.stderr).toMatch(/job [0-9a-f-]{36} accepted by the gateway on mesh "default"/);
     expect(r.stderr).toContain('the gateway went offline; waiting for it');

@@ -4,7 +4,6 @@
  * completes with the tokens of an uninterrupted run, and GET /jobs/:id tells each job's state
  * and tokens so far.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -15,43 +14,10 @@ import { fromJsonl, tokensFromCsv } from '../lib/runs/export';
 import { RunStore } from '../lib/runs/store';
 import { binPath, runCli } from './support/cli';
 import { modelPaths } from './support/fixtures';
+import { StartedServer as Server, startServer, stopServer } from './support/start';
 
-interface Server {
-  child: ChildProcess;
-  url: string;
-  broker: string;
-  output: () => string;
-}
 
-/** `mesh-llm start` on a free port with 4 head nodes; resolves once it prints its addresses. */
-function startServer(dataDir: string): Promise<Server> {
-  const child = spawn(process.execPath, [binPath, 'start', '--port', '0', '--nodes', '4', '--data', dataDir, '--scenario', 'none'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  return new Promise<Server>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 90000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      const editor = /Node-RED editor:\s+(http:\/\/\S+?)\/?\s/.exec(output);
-      const bus = /MQTT bus:\s+(mqtt:\/\/\S+)/.exec(output);
-      if (editor && bus) {
-        clearTimeout(timer);
-        resolve({ child, url: editor[1], broker: bus[1], output: () => output });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
-  });
-}
 
-async function stopServer(s: Server | undefined, signal: NodeJS.Signals): Promise<void> {
-  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => s.child.once('exit', resolve));
-  s.child.kill(signal);
-  const stuck = setTimeout(() => s.child.kill('SIGKILL'), 20000);
-  await exited;
-  clearTimeout(stuck);
-}
 
 /** Waits until the deployed flow answers GET /jobs/:id (its own 404 {error} for an unknown id, not the server's). */
 async function flowServes(url: string): Promise<void> {
@@ -83,7 +49,7 @@ describe('durable jobs on mesh-llm start', () => {
   }, 30000);
 
   test("5 queued jobs, the gateway SIGKILLed after the second job's 10th token, started again: every job completes with an uninterrupted run's tokens", async () => {
-    server = await startServer(dataDir);
+    server = await startServer(['--nodes', '4', '--data', dataDir, '--scenario', 'none']);
     const first = server;
     await flowServes(first.url);
     // the second job's session is the second one seen on the tokens topic
@@ -123,7 +89,7 @@ describe('durable jobs on mesh-llm start', () => {
     expect(cut[1].position).toBeGreaterThanOrEqual(10);
     expect(cut[1].position).toBeLessThan(requests[1].steps);
 
-    server = await startServer(dataDir);
+    server = await startServer(['--nodes', '4', '--data', dataDir, '--scenario', 'none']);
     const second = server;
     await flowServes(second.url);
     const deadline = Date.now() + 120000;

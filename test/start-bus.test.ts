@@ -9,63 +9,29 @@
  * only as an observer (it sees the tokens); its forged broadcasts, session start, results,
  * node status and generate request are each refused and counted, and the output stays golden.
  */
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import mqtt from 'mqtt';
 import { GATEWAY_USER, MeshCredentials, OBSERVER_USER } from '../lib/mesh/acl';
-import { cliEntry } from '../lib/mesh/processes';
 import { BodyType, encodeBody } from '../lib/link/body';
 import { PROTOCOL_VERSION, encodeControl, parseControl, topicsFor } from '../lib/mesh/wire';
 import { goldenIds, goldenText } from './support/fixtures';
 import { runCli } from './support/cli';
+import { StartedServer as Server, startServer, stopServer } from './support/start';
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-llm-start-bus-'));
 const credFile = path.join(dataDir, 'bus', 'default.credentials.json');
 const t = topicsFor('default');
 
-interface Server {
-  child: ChildProcess;
-  url: string;
-  port: number;
-  output: () => string;
-}
 
 let server: Server | undefined;
 afterAll(async () => {
-  await stop(server);
+  await stopServer(server);
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-function start(busHost = '0.0.0.0'): Promise<Server> {
-  const child = spawn(process.execPath, [cliEntry(), 'start', '--port', '0', '--nodes', '2', '--data', dataDir, '--bus-host', busHost], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  return new Promise<Server>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`mesh-llm start did not come up:\n${output}`)), 90000);
-    const onData = (d: Buffer) => {
-      output += d.toString();
-      const editor = /Node-RED editor:\s+(http:\/\/\S+?)\/?\s/.exec(output);
-      const bus = /MQTT bus:\s+mqtt:\/\/\S+:(\d+)/.exec(output);
-      if (editor && bus) {
-        clearTimeout(timer);
-        resolve({ child, url: editor[1], port: Number(bus[1]), output: () => output });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`mesh-llm start exited with ${code}:\n${output}`)));
-  });
-}
 
-async function stop(s: Server | undefined): Promise<void> {
-  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => s.child.once('exit', resolve));
-  s.child.kill('SIGTERM');
-  const stuck = setTimeout(() => s.child.kill('SIGKILL'), 20000);
-  await exited;
-  clearTimeout(stuck);
-}
 
 const readCreds = () => JSON.parse(fs.readFileSync(credFile, 'utf8')) as MeshCredentials;
 
@@ -77,7 +43,7 @@ async function generate(url: string): Promise<string> {
 
 test('the first run makes the bus credentials (0600, not in the flow); beyond loopback an anonymous client is refused while everything start runs logs in; the generation is golden', async () => {
   expect(fs.existsSync(credFile)).toBe(false);
-  server = await start();
+  server = await startServer(['--nodes', '2', '--data', dataDir, '--bus-host', '0.0.0.0']);
   expect(fs.statSync(credFile).mode & 0o777).toBe(0o600);
   const creds = readCreds();
   expect(Object.keys(creds.users).sort()).toEqual([GATEWAY_USER, 'node-1', 'node-2', OBSERVER_USER].sort());
@@ -115,8 +81,8 @@ test('the first run makes the bus credentials (0600, not in the flow); beyond lo
 
 test('a second run of the same data folder reuses the credentials and still gives the golden text', async () => {
   const before = fs.readFileSync(credFile, 'utf8');
-  await stop(server);
-  server = await start();
+  await stopServer(server);
+  server = await startServer(['--nodes', '2', '--data', dataDir, '--bus-host', '0.0.0.0']);
   expect(server.output()).toContain(`bus credentials from ${credFile}`);
   expect(fs.readFileSync(credFile, 'utf8')).toBe(before);
   expect(await generate(server.url)).toBe(goldenText('once-greedy-64'));
@@ -133,8 +99,8 @@ async function anonymousPublish(url: string, clientId: string, topic: string, pa
 }
 
 test('on the default loopback listener an anonymous client only observes: it sees the tokens, and its forged broadcasts, session start, result, node status and generate request are refused and counted while the output stays golden', async () => {
-  await stop(server);
-  server = await start('127.0.0.1');
+  await stopServer(server);
+  server = await startServer(['--nodes', '2', '--data', dataDir, '--bus-host', '127.0.0.1']);
   expect(server.output()).toContain('a client without a login only observes');
   const url = `mqtt://127.0.0.1:${server.port}`;
   const observer = await mqtt.connectAsync(url, { clientId: 'anon-observer', reconnectPeriod: 0 });

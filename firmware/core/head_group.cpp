@@ -588,6 +588,38 @@ const float* ml_session_forward(MlSession* s, const float* xb, int pos, int laye
 
 // ---- slices from rows already read ------------------------------------------------------------
 
+// An empty MlSlices for these heads: their ids, the kv head of each, room for every layer's three
+// projections (filled by the caller). nullptr with the reason in err when it cannot be.
+static MlSlices* newSlices(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, MlWeightFormat format, char* err, size_t errLen) {
+  const int L = g.nLayers;
+  MlSlices* s = kvCount > count ? nullptr : (MlSlices*)calloc(1, sizeof(MlSlices));
+  if (s) {
+    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
+    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
+    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
+    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
+  }
+  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv) {
+    if (s) ml_slices_free(s);
+    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
+    return nullptr;
+  }
+  s->config = g;
+  s->format = format;
+  s->headCount = count;
+  s->kvCount = kvCount;
+  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
+  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
+  for (int i = 0; i < count; i++) {
+    s->kvOfHead[i] = -1;
+    for (int k = 0; k < kvCount; k++)
+      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
+  }
+  return s;
+}
+
 MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const int* kvHeads, int kvCount, bool int8, MlProjectionRows* rows, char* err, size_t errLen) {
   const int L = g.nLayers;
   auto freeRows = [&]() {
@@ -608,31 +640,10 @@ MlSlices* ml_slices_adopt(const MlConfig& g, const int* heads, int count, const 
       }
     }
   }
-  MlSlices* s = (MlSlices*)calloc(1, sizeof(MlSlices));
-  if (s) {
-    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
-    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
-    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
-    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
-    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
-    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
-  }
-  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv || kvCount > count) {
-    ml_slices_free(s);
+  MlSlices* s = newSlices(g, heads, count, kvHeads, kvCount, int8 ? ML_WEIGHTS_INT8 : ML_WEIGHTS_F32, err, errLen);
+  if (!s) {
     freeRows();
-    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
     return nullptr;
-  }
-  s->config = g;
-  s->format = int8 ? ML_WEIGHTS_INT8 : ML_WEIGHTS_F32;
-  s->headCount = count;
-  s->kvCount = kvCount;
-  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
-  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
-  for (int i = 0; i < count; i++) {
-    s->kvOfHead[i] = -1;
-    for (int k = 0; k < kvCount; k++)
-      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
   }
   Projection* dst[3] = {s->wq, s->wk, s->wv};
   for (int l = 0; l < L; l++)
@@ -656,34 +667,13 @@ MlSlices* ml_slices_view(const MlConfig& g, const int* heads, int count, const i
       return nullptr;
     }
   }
-  MlSlices* s = (MlSlices*)calloc(1, sizeof(MlSlices));
-  if (s) {
-    s->view = true;
-    s->owned = owned;
-    s->heads = (int*)malloc(sizeof(int) * (size_t)count);
-    s->kvHeads = (int*)malloc(sizeof(int) * (size_t)count);
-    s->kvOfHead = (int*)malloc(sizeof(int) * (size_t)count);
-    s->wq = (Projection*)calloc((size_t)L, sizeof(Projection));
-    s->wk = (Projection*)calloc((size_t)L, sizeof(Projection));
-    s->wv = (Projection*)calloc((size_t)L, sizeof(Projection));
-  }
-  if (!s || !s->heads || !s->kvHeads || !s->kvOfHead || !s->wq || !s->wk || !s->wv || kvCount > count) {
-    if (s) ml_slices_free(s);
-    else free(owned);
-    setErr(err, errLen, kvCount > count ? "more kv heads than query heads" : "out of memory");
+  MlSlices* s = newSlices(g, heads, count, kvHeads, kvCount, format, err, errLen);
+  if (!s) {
+    free(owned);
     return nullptr;
   }
-  s->config = g;
-  s->format = format;
-  s->headCount = count;
-  s->kvCount = kvCount;
-  memcpy(s->heads, heads, sizeof(int) * (size_t)count);
-  memcpy(s->kvHeads, kvHeads, sizeof(int) * (size_t)kvCount);
-  for (int i = 0; i < count; i++) {
-    s->kvOfHead[i] = -1;
-    for (int k = 0; k < kvCount; k++)
-      if (kvHeads[k] == heads[i] / g.kvMul) s->kvOfHead[i] = k;
-  }
+  s->view = true;
+  s->owned = owned;
   Projection* dst[3] = {s->wq, s->wk, s->wv};
   const bool packed = format == ML_WEIGHTS_INT4 || format == ML_WEIGHTS_INT2;
   for (int i = 0; i < 3 * L; i++) {
