@@ -66,8 +66,9 @@ export async function run(argv: string[]): Promise<number> {
       if (level !== 'info' && level !== 'debug') process.stderr.write(`[bridge] ${level}: ${text}\n`);
     },
   });
+  const stopped = untilStopped().then((why) => ({ why, lost: false })); // before saying it is ready
   process.stderr.write(`mesh-llm bridge: ${bridge.nodes} radio head node(s) on the ${link} link, announced on ${v.broker} (mesh ${v.mesh ?? 'default'})\n`);
-  const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), bridge.lost.then((why) => ({ why, lost: true }))]);
+  const end = await Promise.race([stopped, bridge.lost.then((why) => ({ why, lost: true }))]);
   process.stderr.write(end.lost ? `mesh-llm bridge: ${end.why}; stopping\n` : `mesh-llm bridge: stopping (${end.why})\n`);
   await bridge.close();
   return end.lost ? 1 : 0;

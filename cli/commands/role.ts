@@ -126,8 +126,9 @@ export async function run(argv: string[]): Promise<number> {
   const bus = await MqttAgentBus.connect({ url: v.broker ?? DEFAULT_BROKER_URL, username: v.username, password: v.password, meshId, clientId: `mesh-llm-${role}-${process.pid}`, role, log });
   const lost = new Promise<string>((resolve) => bus.client.once('close', () => resolve('the broker connection closed')));
   await setup(bus);
+  const stopped = untilStopped().then((w) => ({ w, lost: false })); // before saying it is ready
   log('info', `ready on ${v.broker ?? DEFAULT_BROKER_URL}, mesh ${meshId}`);
-  const why = await Promise.race([untilStopped().then((w) => ({ w, lost: false })), lost.then((w) => ({ w, lost: true }))]);
+  const why = await Promise.race([stopped, lost.then((w) => ({ w, lost: true }))]);
   if (why.lost) {
     log('error', why.w);
     return 1;

@@ -57,10 +57,11 @@ export async function run(argv: string[]): Promise<number> {
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),
   );
+  const stopped = untilStopped().then((why) => ({ why, lost: false })); // before saying it runs: a signal right after is not fatal
   process.stdout.write(
     `\nmesh-llm is running.\n  dashboard:        ${system.editorUrl}/dashboard\n  Node-RED editor:  ${system.editorUrl}/\n  generate:         curl -X POST ${system.editorUrl}/generate -H 'content-type: application/json' -d '{"prompt":"Once upon a time","steps":64,"temperature":0}'\n  MQTT bus:         ${system.brokerUrl} (tokens on mesh-llm/default/tokens, what the mesh does on mesh-llm/default/events)\nPress Ctrl+C to stop.\n`,
   );
-  const end = await Promise.race([untilStopped().then((why) => ({ why, lost: false })), system.lost.then((why) => ({ why, lost: true }))]);
+  const end = await Promise.race([stopped, system.lost.then((why) => ({ why, lost: true }))]);
   process.stderr.write(`mesh-llm: ${end.lost ? `${end.why}; ` : ''}stopping${end.lost ? '' : ` (${end.why})`}\n`);
   await system.stop(`mesh-llm is shutting down (${end.lost ? end.why : end.why})`);
   return end.lost ? 1 : 0;

@@ -36,8 +36,8 @@ export function untilStopped(): Promise<string> {
 export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
   const log = o.log ?? stderrLogger(o.id);
   const node = new HeadNode(o);
-  await node.start();
   const stopped = untilStopped().then((why) => ({ why, lost: false }));
+  await node.start();
   const lost = node.lost.then((why) => ({ why, lost: true }));
   const end = await Promise.race([stopped, lost]);
   log(end.lost ? 'error' : 'info', end.lost ? end.why : `stopping (${end.why})`); // no reconnect: the gateway has already counted a lost node out
@@ -48,8 +48,9 @@ export async function runHeadNode(o: HeadNodeOptions): Promise<number> {
 /** Runs the embedded aedes broker until SIGINT/SIGTERM. */
 export async function runBroker(o: { host?: string; port?: number; username?: string; password?: string; credentials?: MeshCredentials; tls?: { cert: string; key: string } }): Promise<number> {
   const broker = await startAedesBroker({ ...o, onRefused: (what) => process.stderr.write(`mesh-llm broker: refused ${what}\n`) });
+  const stopped = untilStopped(); // listening for SIGTERM before saying it is ready: a signal right after the line is not fatal
   process.stderr.write(`mesh-llm broker listening on ${broker.url}\n`);
-  await untilStopped();
+  await stopped;
   await broker.close();
   return 0;
 }
