@@ -347,8 +347,14 @@ export class RadioBridge {
   }
 
   /** One layer over the radio: the broadcast body in, then each node's result body on its MQTT topic, both unchanged. */
-  private async exchange(broadcast: Buffer, h: CheckedHeader, members: Proxy[]): Promise<void> {
+  private async exchange(broadcast: Buffer, h: CheckedHeader, queued: Proxy[]): Promise<void> {
     if (this.closed) return;
+    // a node lost while this broadcast waited its turn (a failover's replay keeps several queued) is not waited on again
+    const members = queued.filter((p) => p.lost === undefined);
+    if (members.length === 0) {
+      this.counters.stale++;
+      return;
+    }
     let results: Map<number, Buffer>;
     try {
       results = await this.o.mac.exchange(broadcast, members.map((p) => p.info.address));

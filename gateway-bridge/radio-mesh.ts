@@ -136,7 +136,8 @@ export class SimulatedRadioMesh {
 
   constructor(o: SimulatedRadioMeshOptions) {
     this.stateDir = o.stateDir;
-    this.clock = o.timeScale ? new RealTimeClock(o.timeScale) : new VirtualClock();
+    // on the simulated channel, paced or not, simulated time stands still while a native node holds the clock (sim-socket.ts)
+    this.clock = o.timeScale ? new RealTimeClock(o.timeScale, 0, o.nodesOnChannel ?? true) : new VirtualClock();
     this.clock.onError = (e) => this.errors.push(e as Error);
     this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels, channelPlan: o.channelPlan });
     this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, plan: this.config.plan, loss: o.loss, seed: o.seed });

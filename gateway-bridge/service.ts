@@ -13,6 +13,7 @@ import { RadioRunReport, SimulatedRadioMesh, TokenRadioReport } from './radio-me
 import { SemtechUdpLink } from './semtech';
 import { SerialModemLink } from './serial';
 import { SimulatedChannelLink } from './sim-link';
+import { NativeRadioNodes } from './native-radio';
 import { Encoding } from '../lib/llm/quant';
 import { MeshEventStream } from '../lib/mesh/events';
 
@@ -40,6 +41,10 @@ export interface BridgeServiceOptions {
   channelPlan?: string;
   /** Radio head nodes (each holds one head group in flash). */
   nodes: number;
+  /** Spare radio nodes (addresses nodes+1..nodes+spares), each flashed with the head group of node 1, 2, ... in turn: idle until a failover gives one the heads of a lost node of its group. */
+  spares?: number;
+  /** sim only: the head nodes 1..N are the firmware's radio node built for the host (processes, native-radio.ts) instead of TypeScript ones (spares stay TypeScript nodes). */
+  native?: boolean;
   /** sim only: probability that any one reception is lost. */
   loss?: number;
   /** sim only: simulated ms per wall ms; undefined: the virtual clock. Real radios run at 1. */
@@ -82,9 +87,15 @@ async function openLink(o: BridgeServiceOptions, mesh: SimulatedRadioMesh): Prom
 export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridge> {
   if (o.key && o.key.length !== 16) throw new MeshLlmError('the network key must be 16 bytes (32 hex digits)');
   const simulated = o.link === 'sim';
+  if (o.native && !simulated) throw new MeshLlmError('native radio head nodes run on the simulated channel only (link sim); on a real radio the nodes are boards');
+  const spares = o.spares ?? 0;
+  // native nodes take their address from their shard, which is cut for the nodes 1..N: spares run as TypeScript radio nodes
+  const nativeAddresses = new Set(o.native ? Array.from({ length: o.nodes }, (_, i) => i + 1) : []);
   const mesh = new SimulatedRadioMesh({
     modelPath: o.modelPath,
     nodes: o.nodes,
+    spares,
+    nativeAddresses,
     quant: o.quant,
     region: o.region,
     sf: o.sf,
@@ -97,7 +108,11 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
     nodesOnChannel: simulated,
     stateDir: o.stateDir,
   });
-  const link = await openLink(o, mesh);
+  const natives = nativeAddresses.size ? await NativeRadioNodes.start({ mesh, modelPath: o.modelPath, addresses: [...nativeAddresses] }) : undefined;
+  const link = await openLink(o, mesh).catch(async (e: unknown) => {
+    await natives?.close();
+    throw e;
+  });
   const mac = mesh.createMac(link);
   const collect = mac.onLayer;
   // the radio's side of each position, on the mesh's events topic (the gateway tells the rest)
@@ -116,6 +131,7 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
     bridge = await RadioBridge.connect({ url: o.brokerUrl, username: o.username, password: o.password, meshId: o.meshId, mac, g: mesh.g, transport: mesh.transport, nodes: mesh.infos, log: o.log });
   } catch (e) {
     await link.close();
+    await natives?.close();
     throw e;
   }
   return {
@@ -130,6 +146,7 @@ export async function startBridge(o: BridgeServiceOptions): Promise<RunningBridg
     close: async () => {
       await bridge?.close();
       await link.close();
+      await natives?.close();
     },
   };
 }

@@ -156,6 +156,25 @@ test('real-time pacing: at 10x a 348 ms frame takes about 35 ms of wall time', a
   expect(wall).toBeLessThan(300);
 });
 
+test('a real-time clock that pauses while held (a simulated channel with native nodes): simulated time stands still while a hold lasts, then goes on from there at its pace', async () => {
+  const clock = new RealTimeClock(1000, 0, true);
+  const release = clock.hold();
+  const held = clock.now();
+  await new Promise((r) => setTimeout(r, 50)); // 50 wall ms: 50 000 simulated ms if time ran on
+  expect(clock.now()).toBe(held);
+  release();
+  await new Promise((r) => setTimeout(r, 20));
+  expect(clock.now()).toBeGreaterThan(held);
+  expect(clock.now()).toBeLessThan(held + 45000);
+  // without the pause, time runs on under a hold (events wait for the release, time does not)
+  const plain = new RealTimeClock(1000);
+  const free = plain.hold();
+  const t0 = plain.now();
+  await new Promise((r) => setTimeout(r, 50));
+  expect(plain.now()).toBeGreaterThanOrEqual(t0 + 45000);
+  free();
+});
+
 test('real-time pacing keeps simulated order: a late wakeup runs due events earliest first, each at its own instant', async () => {
   const clock = new RealTimeClock(10);
   const order: [string, number][] = [];

@@ -12,7 +12,7 @@ import { startBridge } from '../../gateway-bridge/service';
 import { parseRadioSettings } from './radio-options';
 
 export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--serial PATH] [--baud N] [--udp-port P] [--ca FILE]
-                 [--mesh ID] [--nodes N] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
+                 [--mesh ID] [--nodes N] [--spares K] [--region EU868|US915] [--sf 7] [--bw 125] [--channels 1|8]
                  [--loss P] [--time-scale X] [--key HEX] [--quant f32|int8] [--model PATH] [--state DIR] [--json]
 
   --broker URL     the mesh's MQTT broker (mqtt://[user:pass@]host:port, or mqtts:// for TLS)
@@ -21,6 +21,8 @@ export const usage = `mesh-llm bridge --broker URL [--link sim|serial|udp] [--se
                    serial: a LoRa modem on --serial PATH (COBS + CRC-16 framing, docs/PROTOCOL.md);
                    udp: Semtech packet forwarders (SX1302 gateways) sending to --udp-port (default 1700)
   --nodes N        radio head nodes, one head group each (default 4)
+  --spares K       K more radio nodes (addresses N+1..N+K) flashed with the head groups of nodes 1..K:
+                   idle until a failover gives one the heads of a lost node of its group (default 0)
   --region, --sf, --bw, --channels   the radio plan (default EU868, SF7, 125 kHz, 1 channel)
   --loss P         sim: probability that a reception is lost (default 0)
   --time-scale X   sim: simulated seconds per wall second (default: as fast as possible; 1 = true airtime)
@@ -36,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
       broker: { type: 'string' }, link: { type: 'string' }, serial: { type: 'string' }, baud: { type: 'string' }, 'udp-port': { type: 'string' },
       mesh: { type: 'string' }, nodes: { type: 'string' }, region: { type: 'string' }, sf: { type: 'string' }, bw: { type: 'string' },
       channels: { type: 'string' }, loss: { type: 'string' }, 'time-scale': { type: 'string' }, key: { type: 'string' },
-      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' }, state: { type: 'string' }, ca: { type: 'string' },
+      quant: { type: 'string' }, model: { type: 'string' }, json: { type: 'boolean' }, spares: { type: 'string' }, state: { type: 'string' }, ca: { type: 'string' },
     },
     'bridge',
   );
@@ -56,6 +58,7 @@ export async function run(argv: string[]): Promise<number> {
     baudRate: intOption('baud', v.baud, 115200, 1200, 4000000),
     udpPort: intOption('udp-port', v['udp-port'], 1700, 1, 65535),
     ...parseRadioSettings(v),
+    spares: intOption('spares', v.spares, 0, 0, 250),
     key: v.key ? Buffer.from(v.key, 'hex') : undefined,
     stateDir: v.state,
     onToken: (t) => {

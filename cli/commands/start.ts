@@ -1,5 +1,5 @@
 /** `mesh-llm start` (what `npm start` runs): broker, simulated head nodes and the Node-RED editor with the flow. */
-import { choiceOption, intOption, parseOptions } from '../args';
+import { UsageError, choiceOption, intOption, parseOptions } from '../args';
 import { startSystem } from '../../lib/app/start';
 import { untilStopped } from '../../lib/mesh/run';
 import { defaultSettingsOptions } from '../../settings';
@@ -9,7 +9,7 @@ import { parseRadioSettings, radioOptionSpec } from './radio-options';
 export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker URL] [--mesh ID] [--quant f32|int8]
                 [--model PATH] [--tokenizer PATH] [--data DIR] [--scenario NAME|none] [--native]
                 [--bus-host H] [--bus-port P]
-                [--radio sim [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X]]
+                [--radio sim [--region R] [--sf S] [--bw B] [--channels C] [--loss P] [--time-scale X] [--spares K]]
 
   --host, --port   where the Node-RED editor and POST /generate listen (default 127.0.0.1:1880, or HOST / PORT)
   --nodes N        head-node processes to start (default: one per attention head)
@@ -28,14 +28,18 @@ export const usage = `mesh-llm start [--host H] [--port P] [--nodes N] [--broker
                    instead of node.js ones: same protocol and outputs, far less CPU
   --radio sim      the head nodes behind the LoRa bridge on the simulated channel, in real time (the
                    dashboard's time-scale control paces it; --time-scale X starts at X, default 1);
-                   --nodes defaults to 4 there, and the gather waits up to 10 minutes per layer`;
+                   --nodes defaults to 4 there, and the gather waits up to 10 minutes per layer; with
+                   --native the radio nodes 1..N are the firmware's radio node built for this machine
+  --spares K       with --radio sim: K more radio nodes, flashed with the head groups of nodes 1..K, idle
+                   until a failover gives one the heads of a lost node of its group (default 0)`;
 
 export async function run(argv: string[]): Promise<number> {
   const v = parseOptions(
     argv,
-    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' }, 'bus-host': { type: 'string' }, 'bus-port': { type: 'string' }, ...radioOptionSpec },
+    { host: { type: 'string' }, port: { type: 'string' }, nodes: { type: 'string' }, broker: { type: 'string' }, mesh: { type: 'string' }, quant: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' }, data: { type: 'string' }, scenario: { type: 'string' }, native: { type: 'boolean' }, 'bus-host': { type: 'string' }, 'bus-port': { type: 'string' }, spares: { type: 'string' }, ...radioOptionSpec },
     'start',
   );
+  if (v.spares !== undefined && v.radio === undefined) throw new UsageError('start: --spares is for the radio nodes of --radio sim');
   const defaults = defaultSettingsOptions();
   const system = await startSystem(
     {
@@ -52,7 +56,7 @@ export async function run(argv: string[]): Promise<number> {
       native: v.native,
       busHost: v['bus-host'],
       busPort: v['bus-port'] === undefined ? undefined : intOption('bus-port', v['bus-port'], 0, 0, 65535),
-      radio: v.radio === undefined ? undefined : (choiceOption('radio', v.radio, 'sim', ['sim'] as const), parseRadioSettings(v, 1)),
+      radio: v.radio === undefined ? undefined : { ...(choiceOption('radio', v.radio, 'sim', ['sim'] as const), parseRadioSettings(v, 1)), spares: intOption('spares', v.spares, 0, 0, 250) },
       scenario: v.scenario === 'none' ? null : choiceOption('scenario', v.scenario, 'calm', Object.keys(SCENARIOS) as ScenarioName[]),
     },
     (line) => process.stderr.write(`mesh-llm: ${line}\n`),

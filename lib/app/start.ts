@@ -49,6 +49,8 @@ export interface RadioStartSettings {
   channels: number;
   channelPlan?: string;
   nodes: number;
+  /** Spare radio nodes flashed with the head groups of nodes 1, 2, ... (idle until a failover). */
+  spares?: number;
   loss: number;
   /** Simulated s per wall s (1: true airtime); the dashboard's control changes it while running. */
   timeScale?: number;
@@ -62,7 +64,7 @@ const RADIO_GATHER_TIMEOUT_MS = 600_000;
  * embedded broker, and the dashboard's time-scale control (timeScale on mesh-llm/{mesh}/sim/control).
  */
 async function startRadio(o: StartOptions & { radio: RadioStartSettings }, brokerUrl: string, login: Login, modelPath: string, log: (line: string) => void): Promise<{ bridge: RunningBridge; close: () => Promise<void> }> {
-  const bridge = await startBridge({ brokerUrl, ...login, meshId: o.meshId, modelPath, quant: o.quant, link: 'sim', ...o.radio, timeScale: o.radio.timeScale ?? 1, log: (level, text) => level !== 'debug' && log(`radio ${level}: ${text}`) });
+  const bridge = await startBridge({ brokerUrl, ...login, meshId: o.meshId, modelPath, quant: o.quant, link: 'sim', native: o.native, ...o.radio, timeScale: o.radio.timeScale ?? 1, log: (level, text) => level !== 'debug' && log(`radio ${level}: ${text}`) });
   const t = topicsFor(o.meshId);
   const control = await connectMqtt({ url: brokerUrl, ...login, clientId: `mesh-llm-${o.meshId}-radio-control-${process.pid}`.slice(0, 64) });
   control.on('message', (_topic, payload) => {
@@ -151,7 +153,9 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
         radio = await startRadio({ ...o, radio: o.radio }, brokerUrl, busLogin, paths.model, log);
         nodeCount = radio.bridge.nodes;
         ids = radio.bridge.ids;
-        log(`the LoRa bridge with ${nodeCount} radio head nodes (${ids.join(', ')}) on the simulated channel: ${o.radio.region}, SF${o.radio.sf}, ${o.radio.bandwidthKHz} kHz, ${o.radio.timeScale ?? 1}x real time`);
+        const spares = o.radio.spares ?? 0;
+        const kinds = `${o.native ? `${nodeCount - spares} native radio head nodes` : `${nodeCount - spares} radio head nodes`}${spares ? ` and ${spares} spares flashed with the first nodes' heads` : ''}`;
+        log(`the LoRa bridge with ${kinds} (${ids.join(', ')}) on the simulated channel: ${o.radio.region}, SF${o.radio.sf}, ${o.radio.bandwidthKHz} kHz, ${o.radio.timeScale ?? 1}x real time`);
       } else {
         nodeCount = o.nodes ?? nHeads;
         children = spawnHeadNodes({ count: nodeCount, brokerUrl, meshId: o.meshId, modelPath: paths.model, native: o.native, credentials: (id) => bus.login(id) });

@@ -145,6 +145,20 @@ export class FlowRuntime {
       else if (e.kind === 'late') this.events.emit('gather-late', { pos: e.pos, layer: e.layer, late: e.nodes, ms: e.ms });
       else if (e.kind === 'failover') this.events.emit('failover', { pos: e.pos, layer: e.layer, lost: e.lost, moves: e.moves, session: e.session, replayed: e.replayed, replayMs: e.replayMs });
     });
+    // a failover (or the restore after one) hands heads to other nodes: the flow's assignment, and steering's shares, follow them
+    mesh.reassigned.add((slots, changed) => this.follow(slots, changed));
+    this.events.emit('assigned', this.nodes);
+  }
+
+  /** After a failover or a restore: the assignment in force, and each moved head's steering sent to the node that now holds it. */
+  private async follow(slots: readonly { node: string; slot: number; heads: number[] }[], changed: string[]): Promise<void> {
+    const before = this.assignment;
+    this.assignment = this.mesh.assignmentOf(slots);
+    const s = this.steeringLink;
+    if (s && s.assignment === before) {
+      s.assignment = this.assignment;
+      if (this.steering) await s.link.follow(s.steering, this.steering.readings, this.steering.alpha, slots, changed, this.g.headSize);
+    }
     this.events.emit('assigned', this.nodes);
   }
 

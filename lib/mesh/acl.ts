@@ -6,7 +6,7 @@
  * - the gateway: everything (it broadcasts, assigns, starts sessions, steers, publishes tokens);
  * - head node N: publishes only its own result/N, status/N, telemetry/N, ack/N, sensors/N and
  *   reports on errors; subscribes only to broadcast, session, assign/N and steer/N;
- * - an observer (a dashboard): subscribes to what the mesh tells (tokens, errors, status,
+ * - an observer (a dashboard): subscribes to what the mesh tells (tokens, events, errors, status,
  *   telemetry, attribution, alerts, sensors, baselines); publishes nothing.
  *
  * Anything else is refused, and so is a client id already connected (no takeover of a node).
@@ -104,7 +104,7 @@ function roleMaySubscribe(c: MeshCredentials, role: Role | null, username: strin
   if (role === 'node') return [t.broadcast, t.session, t.assign(username), t.steer(username)].includes(pattern);
   if (role === 'observer') {
     const rel = pattern.startsWith(`${t.root}/`) ? pattern.slice(t.root.length + 1) : null;
-    return rel !== null && /^(tokens|errors|attribution|alerts|(status|telemetry|sensors|baseline|alert-state)\/(\+|[A-Za-z0-9_.-]{1,64}))$/.test(rel);
+    return rel !== null && /^(tokens|events|errors|attribution|alerts|(status|telemetry|sensors|baseline|alert-state)\/(\+|[A-Za-z0-9_.-]{1,64}))$/.test(rel);
   }
   return false;
 }
@@ -128,7 +128,7 @@ export function mosquittoAcl(c: MeshCredentials): string {
       for (const k of ['result', 'status', 'telemetry', 'ack', 'sensors']) lines.push(`topic write ${root}/${k}/${user}`);
       lines.push(`topic write ${root}/errors`, `topic read ${root}/broadcast`, `topic read ${root}/session`, `topic read ${root}/assign/${user}`, `topic read ${root}/steer/${user}`);
     } else {
-      for (const k of ['tokens', 'errors', 'status/+', 'telemetry/+', 'attribution', 'alerts', 'sensors/+', 'baseline/+', 'alert-state/+']) lines.push(`topic read ${root}/${k}`);
+      for (const k of ['tokens', 'events', 'errors', 'status/+', 'telemetry/+', 'attribution', 'alerts', 'sensors/+', 'baseline/+', 'alert-state/+']) lines.push(`topic read ${root}/${k}`);
     }
     lines.push('');
   }

@@ -183,9 +183,11 @@ export class MeshGateway {
    */
   async assign(nodeIds: string[], o: AssignOptions = {}): Promise<NodeAssignment[]> {
     if (this.closed) throw new MeshError('the gateway closed');
-    const nodes = [...nodeIds].sort(byNodeId);
-    if (nodes.length === 0) throw new MeshError('no head nodes to assign');
-    const groups = Array.isArray(o.groups) ? this.checkPartition(o.groups) : partitionHeads(this.g.nHeads, o.groups ?? Math.min(nodes.length, this.g.nHeads));
+    const sorted = [...nodeIds].sort(byNodeId);
+    if (sorted.length === 0) throw new MeshError('no head nodes to assign');
+    const flashed = o.groups === undefined ? this.flashedGroups(sorted) : null;
+    const nodes = flashed ? flashed.nodes : sorted;
+    const groups = flashed ? this.checkPartition(flashed.groups) : Array.isArray(o.groups) ? this.checkPartition(o.groups) : partitionHeads(this.g.nHeads, o.groups ?? Math.min(nodes.length, this.g.nHeads));
     if (groups.length > nodes.length) throw new MeshError(`${groups.length} head groups need ${groups.length} nodes; only ${nodes.length} available (${nodes.join(', ')})`);
     const quant = o.quant ?? 'f32';
     const transport: Encoding = o.transport ?? (quant === 'f32' ? 'f32' : 'int8');
@@ -205,6 +207,11 @@ export class MeshGateway {
     this.plan = { nodes, options: o, weights: quant };
     this.runner.use({ id, slots, transport });
     this.events.emit({ kind: 'assigned', nodes: slots.map((s) => ({ node: s.node, slot: s.slot, heads: s.heads })) });
+    return this.assignmentOf(slots);
+  }
+
+  /** The assignment of these slots as the nodes' statuses describe it (what assign() returns; also what a failover's revised slots amount to). */
+  assignmentOf(slots: readonly { node: string; slot: number; heads: number[] }[]): NodeAssignment[] {
     return slots.map((s) => {
       const st = this.nodes.get(s.node)?.status;
       return { node: s.node, slot: s.slot, heads: s.heads, kvHeads: st?.kvHeads ?? [], weightBytes: st?.weightBytes ?? 0 };
@@ -456,6 +463,28 @@ export class MeshGateway {
       slots.set(node, next);
     }
     return slots;
+  }
+
+  /**
+   * Nodes that hold their heads in flash (radio nodes: a fixed slot and heads in their status)
+   * are given exactly those: the first node of each head group, by slot, carries it, and the
+   * others holding the same group stay idle as its spares. Null when any node can load heads.
+   */
+  private flashedGroups(nodes: readonly string[]): { nodes: string[]; groups: number[][] } | null {
+    const held = nodes.map((id) => ({ id, status: this.nodes.get(id)?.status }));
+    if (!held.every((n) => n.status?.slot !== undefined && (n.status.heads?.length ?? 0) > 0)) return null;
+    held.sort((a, b) => (a.status?.slot as number) - (b.status?.slot as number));
+    const carriers = new Map<string, { id: string; heads: number[] }>();
+    for (const n of held) {
+      const heads = [...(n.status?.heads ?? [])].sort((a, b) => a - b);
+      if (!carriers.has(heads.join(','))) carriers.set(heads.join(','), { id: n.id, heads });
+    }
+    const primary = [...carriers.values()];
+    const covered = new Set(primary.flatMap((p) => p.heads));
+    const missing = Array.from({ length: this.g.nHeads }, (_, h) => h).filter((h) => !covered.has(h));
+    if (missing.length) throw new MeshError(`the head nodes ${nodes.join(', ')} hold their heads in flash (radio nodes), and none holds heads [${missing.join(',')}]`);
+    const spares = held.map((n) => n.id).filter((id) => !primary.some((p) => p.id === id));
+    return { nodes: [...primary.map((p) => p.id), ...spares], groups: primary.map((p) => p.heads) };
   }
 
   private checkPartition(groups: number[][]): number[][] {

@@ -135,15 +135,18 @@ abstract class EventClock implements Clock {
   }
 
   hold(): () => void {
-    this.holds++;
+    if (this.holds++ === 0) this.held(true);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.holds--;
+      if (--this.holds === 0) this.held(false);
       this.kick();
     };
   }
+
+  /** Told when the first hold is taken (true) and when the last is released (false). */
+  protected held(_on: boolean): void {}
 
   /** Timers still to run. */
   get pending(): number {
@@ -220,15 +223,22 @@ const WALL_LATENESS_MS = 250;
 /**
  * Simulated time paced by the wall clock: `scale` simulated ms per wall ms (1 = true airtime).
  * Events still run in simulated-time order, each seeing its own instant as now.
+ * With `pauseWhileHeld` (a simulated channel whose native nodes hold the clock while they
+ * compute), simulated time also stands still while the clock is held, as the virtual clock's
+ * does: at 1000x a node that takes a wall second to answer (or hangs until it counts as silent)
+ * would otherwise let 1000 simulated seconds pass for everybody else.
  */
 export class RealTimeClock extends EventClock {
   lateToleranceMs: number;
   private startWall = performance.now();
   private pace: number;
+  /** Where simulated time stands while the clock is held (pauseWhileHeld only). */
+  private pausedAt: number | null = null;
 
   constructor(
     scale = 1,
     private startMs = 0,
+    private readonly pauseWhileHeld = false,
   ) {
     super(startMs);
     if (!(scale > 0)) throw new RangeError(`time scale ${scale}: expected a number above 0`);
@@ -252,10 +262,22 @@ export class RealTimeClock extends EventClock {
   }
 
   protected freeNow(): number {
-    return this.startMs + (performance.now() - this.startWall) * this.pace;
+    return this.pausedAt ?? this.startMs + (performance.now() - this.startWall) * this.pace;
   }
 
   protected waitMs(atMs: number): number {
     return (atMs - this.freeNow()) / this.pace;
+  }
+
+  protected override held(on: boolean): void {
+    if (!this.pauseWhileHeld) return;
+    if (on) {
+      this.pausedAt = this.freeNow();
+      return;
+    }
+    // go on from where time stood
+    this.startMs = this.pausedAt ?? this.freeNow();
+    this.startWall = performance.now();
+    this.pausedAt = null;
   }
 }
