@@ -10,7 +10,7 @@
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { Engine, GenerateOptions, GenerationResult } from '../lib/llm/engine';
-import { FlowRuntime, MeshEventMap, StepState } from '../lib/flow/runtime';
+import { FlowRuntime, MeshEventMap, StepState, TokenDetail } from '../lib/flow/runtime';
 import { freePort } from '../lib/mesh/broker';
 import { MeshGateway } from '../lib/mesh/gateway';
 import { NodeProcesses, cliEntry, spawnBroker, spawnHeadNodes } from '../lib/mesh/processes';
@@ -180,6 +180,29 @@ test('a Node-RED flow run (the flow runtime): two nodes killed a second apart, t
   expect(result.tokens).toEqual(goldenIds('bos-greedy-256'));
   expect(lostNodes(seen)).toEqual(['node-1', 'node-4']);
 }, 120000);
+
+test('a steered flow run with a killed node: the flow\'s assignment and its steering follow the moved heads, the same tokens, KL and most-moving node per token as without the fault', async () => {
+  const nodes = startNodes('flow-steered-failover', 4);
+  const rt = await FlowRuntime.start({ ...paths, brokerUrl: broker.url, meshId: 'flow-steered-failover', quant: 'f32', nodes: 4, gatherTimeoutMs: GATHER_TIMEOUT_MS, log: () => undefined });
+  cleanups.push(() => rt.close());
+  await rt.steer({ 'node-1': { soundDb: 0.8 }, 'node-2': { lightLux: -0.6, soundDb: 0.4 }, 'node-3': { vibrationG: 0.3 }, 'node-4': { soundDb: -0.5 } });
+  const options: GenerateOptions = { prompt: 'Once upon a time', steps: 48, temperature: 0.8, topP: 0.9, seed: 5n };
+  const run = async (onPosition?: (step: StepState) => void) => {
+    const details: TokenDetail[] = [];
+    const r = await flowRun(rt, options, onPosition, (d) => details.push(d));
+    return { tokens: r.tokens, details };
+  };
+  const clean = await run();
+  expect(clean.details.some((d) => (d.kl ?? 0) > 0)).toBe(true);
+  const faulty = await run((step) => {
+    if (step.pos === 20) nodes.nodes[1].child.kill('SIGKILL');
+  });
+  expect(lostNodes(rt.mesh.runner.failovers)).toEqual(['node-2']);
+  expect(rt.nodes).toEqual(['node-1', 'node-3', 'node-4']);
+  expect(rt.assignment.flatMap((a) => a.heads).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  expect(faulty.tokens).toEqual(clean.tokens);
+  expect(faulty.details).toEqual(clean.details);
+}, 90000);
 
 test('a steered run with a killed node: the steering shares move with the heads, the same tokens and attributions as without the fault', async () => {
   const nodes = startNodes('steered-failover', 4);
