@@ -22,6 +22,8 @@ export interface OnnxGatewaySpec {
   source: WeightSource;
   encoding: Encoding;
   threads?: number;
+  /** int8 in blocks of this many values (MatMulNBits) instead of one scale per row (lib/onnx/gateway.ts). */
+  blockSize?: number;
 }
 
 type Request =
@@ -50,7 +52,7 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
   const g = geometry(config);
   const embeddings = read('tokenEmbedding', 0);
   const rmsAtt = Array.from({ length: g.nLayers }, (_, l) => read('rmsAtt', l));
-  const sessions = await OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads }, (done, total) => port.postMessage({ progress: [done, total] }));
+  const sessions = await OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads, blockSize: spec.blockSize }, (done, total) => port.postMessage({ progress: [done, total] }));
   ckpt?.close();
   const attentionInput = (x: Float32Array, layer: number): Float32Array => {
     const xb = new Float32Array(g.dim);
