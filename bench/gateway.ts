@@ -1,6 +1,6 @@
 /**
  * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L] [-- --only int8|f32]
- * [-- --llama-cpp DIR --gguf FILE]`: the gateway's per-token work (W_O + FFN of every layer, then
+ * [-- --block B] [-- --llama-cpp DIR --gguf FILE]`: the gateway's per-token work (W_O + FFN of every layer, then
  * the classifier) at TinyLlama-1.1B's geometry on onnxruntime-node, in a worker thread
  * (lib/onnx/gateway-worker.ts), with seeded synthetic weights (lib/llm/synth.ts), in float32
  * and in int8, each beside the machine's memory-bandwidth bound for the same bytes.
@@ -27,6 +27,9 @@
  * it reads per token (every Q8_0 matrix: the attention's too, the embedding table excepted);
  * its tokens run back to back and the reads after them (it decodes ahead of its consumer).
  *
+ * `--block B`: int8 with one scale per block of B values of a row (onnxruntime's MatMulNBits,
+ * bits 8, accuracy_level 4) instead of one per row; the bound counts the block scales.
+ *
  * stdout: a table, then as its last line one JSON object.
  */
 import { spawnSync } from 'node:child_process';
@@ -39,9 +42,9 @@ import { Checkpoint } from '../lib/llm/checkpoint';
 import { ModelConfig, geometry } from '../lib/llm/config';
 import { Encoding } from '../lib/llm/quant';
 import * as ort from 'onnxruntime-node';
-import { quantizeTransposed } from '../lib/onnx/gateway';
+import { quantizeBlocks, quantizeTransposed } from '../lib/onnx/gateway';
 import { OnnxGateway } from '../lib/onnx/gateway-worker';
-import { encodeModel } from '../lib/onnx/onnx';
+import { MS_DOMAIN, OnnxNode, OnnxTensor, encodeModel } from '../lib/onnx/onnx';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
 interface CaseResult {
@@ -168,12 +171,18 @@ async function timeBesideBound(
 }
 
 /** x [1, cols] times one int8 or f32 matrix [rows, cols] alone, as the gateway graphs multiply: median ms over 30 runs. */
-async function singleMatmul(encoding: Encoding, rows: number, cols: number, threads: number): Promise<{ ms: number; bytes: number }> {
+async function singleMatmul(encoding: Encoding, rows: number, cols: number, threads: number, blockSize?: number): Promise<{ ms: number; bytes: number }> {
   const w = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.37) * 0.02);
+  const blocks = blockSize === undefined ? undefined : quantizeBlocks([w], rows, cols, blockSize);
   const { q, scales } = quantizeTransposed(w, rows, cols);
   const f32 = new Float32Array(rows * cols);
   if (encoding === 'f32') for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) f32[c * rows + r] = w[r * cols + c];
-  const graph = encoding === 'f32'
+  const graph: { nodes: OnnxNode[]; initializers: OnnxTensor[] } = blocks !== undefined
+    ? {
+        nodes: [{ op: 'MatMulNBits', domain: MS_DOMAIN, inputs: ['x', 'wq', 'ws'], outputs: ['y'], attributes: { K: cols, N: rows, bits: 8, block_size: blockSize as number, accuracy_level: 4 } }],
+        initializers: [{ name: 'wq', dims: [rows, blocks.nBlocks, blockSize as number], data: blocks.q }, { name: 'ws', dims: [rows * blocks.nBlocks], data: blocks.scales }],
+      }
+    : encoding === 'f32'
     ? { nodes: [{ op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }], initializers: [{ name: 'w', dims: [cols, rows], data: f32 }] }
     : {
         nodes: [
@@ -195,7 +204,7 @@ async function singleMatmul(encoding: Encoding, rows: number, cols: number, thre
   }
   await session.release();
   times.sort((a, b) => a - b);
-  return { ms: times[times.length >> 1], bytes: encoding === 'f32' ? rows * cols * 4 : rows * cols + rows * 4 };
+  return { ms: times[times.length >> 1], bytes: matrixBytes(encoding, rows, cols, blockSize) };
 }
 
 function arg(name: string, fallback: number): number {
@@ -203,18 +212,25 @@ function arg(name: string, fallback: number): number {
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
 
-/** Bytes per token of the gateway's matrices in an encoding (int8: values + one float32 scale per row). */
-function tokenBytes(c: ModelConfig, encoding: Encoding): number {
+/** Bytes of one matrix [rows, cols] as onnxruntime is given it (int8: values + one float32 scale per row, or per block of blockSize). */
+function matrixBytes(encoding: Encoding, rows: number, cols: number, blockSize?: number): number {
+  if (encoding === 'f32') return rows * cols * 4;
+  if (blockSize === undefined) return rows * cols + rows * 4;
+  const nBlocks = Math.ceil(cols / blockSize);
+  return rows * nBlocks * (blockSize + 4);
+}
+
+/** Bytes per token of the gateway's matrices in an encoding. */
+function tokenBytes(c: ModelConfig, encoding: Encoding, blockSize?: number): number {
   const g = geometry(c);
   const matrices: [number, number][] = [[g.dim, g.dim], [g.hiddenDim, g.dim], [g.dim, g.hiddenDim], [g.hiddenDim, g.dim]];
-  const bytes = (rows: number, cols: number): number => (encoding === 'f32' ? rows * cols * 4 : rows * cols + rows * 4);
-  return c.nLayers * matrices.reduce((n, [r, k]) => n + bytes(r, k), 0) + bytes(c.vocabSize, c.dim);
+  return c.nLayers * matrices.reduce((n, [r, k]) => n + matrixBytes(encoding, r, k, blockSize), 0) + matrixBytes(encoding, c.vocabSize, c.dim, blockSize);
 }
 
 /** One encoding in this (child) process. */
-async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, threads: number): Promise<CaseResult> {
+async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, threads: number, blockSize?: number): Promise<CaseResult> {
   const t0 = process.hrtime.bigint();
-  const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads }, (done, total) => process.stderr.write(`bench:gateway: ${encoding} layer ${done}/${total} loaded\n`));
+  const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads, blockSize }, (done, total) => process.stderr.write(`bench:gateway: ${encoding} layer ${done}/${total} loaded\n`));
   const loadSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   (globalThis as { gc?: () => void }).gc?.();
   const rssAfterLoadBytes = process.memoryUsage().rss;
@@ -234,11 +250,11 @@ async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, 
   await token();
   onnx.length = 0;
   const peakRssBytes = process.resourceUsage().maxRSS * 1024; // before the bound's buffer exists
-  const bytes = tokenBytes(config, encoding);
+  const bytes = tokenBytes(config, encoding, blockSize);
   const timed = await timeBesideBound(tokens, bytes, threads, token);
   const residentWeightBytes = gw.weightBytes;
   await gw.close();
-  const single = await singleMatmul(encoding, config.hiddenDim, config.dim, threads);
+  const single = await singleMatmul(encoding, config.hiddenDim, config.dim, threads, blockSize);
   onnx.sort((a, b) => a - b);
   return { encoding, loadSeconds, ...timed, onnxMsPerToken: onnx[onnx.length >> 1], tokenBytes: bytes, residentWeightBytes, rssAfterLoadBytes, peakRssBytes, singleMatmulMs: single.ms, singleMatmulBytes: single.bytes } as CaseResult;
 }
@@ -308,9 +324,10 @@ async function main(): Promise<void> {
   const llamaDir = stringArg('llama-cpp');
   const gguf = stringArg('gguf');
   if (llamaDir !== undefined && gguf === undefined) throw new Error('--llama-cpp needs --gguf FILE (mesh-llm synth --preset tinyllama --format gguf --type Q8_0 --out FILE)');
+  const block = stringArg('block') === undefined ? undefined : arg('block', 0);
   const caseName = stringArg('case');
   if (caseName !== undefined) {
-    const result = caseName === 'llama-cpp' ? await runLlamaCpp(llamaDir as string, gguf as string, tokens, threads) : await runCase(caseName as Encoding, config, tokens, threads);
+    const result = caseName === 'llama-cpp' ? await runLlamaCpp(llamaDir as string, gguf as string, tokens, threads) : await runCase(caseName as Encoding, config, tokens, threads, block);
     process.stdout.write(JSON.stringify(result) + '\n');
     if (caseName === 'llama-cpp') process.exit(0); // node-llama-cpp's native handles would keep the process alive
     return;
@@ -319,7 +336,7 @@ async function main(): Promise<void> {
   const results: CaseResult[] = [];
   for (const name of cases) {
     const extra = name === 'llama-cpp' ? ['--llama-cpp', llamaDir as string, '--gguf', gguf as string] : [];
-    const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', name, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers), ...extra], {
+    const child = spawnSync(process.execPath, ['--expose-gc', __filename, '--case', name, '--tokens', String(tokens), '--threads', String(threads), '--layers', String(layers), ...(block === undefined ? [] : ['--block', String(block)]), ...extra], {
       stdio: ['ignore', 'pipe', 'inherit'],
       encoding: 'utf8',
       maxBuffer: 1 << 20,
@@ -332,7 +349,7 @@ async function main(): Promise<void> {
   const mb = (b: number): number => Math.round(b / 1e6);
   const g = geometry(config);
   const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
-  console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), onnxruntime-node, ${threads} thread(s), worker thread; load average ${load} on ${os.cpus().length} CPUs`);
+  console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), onnxruntime-node, ${threads} thread(s), worker thread${block === undefined ? '' : `, int8 in blocks of ${block} (MatMulNBits)`}; load average ${load} on ${os.cpus().length} CPUs`);
   console.log('case | ms/token | in session.run (ms) | MB read/token | bound (ms) | read GB/s | time / bound | best / best | CPU ms/token | bound CPU ms | CPU / bound CPU | resident weights (MB) | RSS after load (MB) | peak RSS (MB) | peak RSS / weights | load (s)');
   for (const r of results) {
     const onnx = r.onnxMsPerToken === undefined ? '-' : r.onnxMsPerToken.toFixed(1);
@@ -345,7 +362,7 @@ async function main(): Promise<void> {
   }
   console.log(`bound: a sequential read (memchr, ${threads} thread(s)) of the token's bytes after each token, in the token's process; time / bound is the median of the per-token ratios, best / best the fastest token over the fastest read. Targets: int8 time / bound <= 1.5, peak RSS / weights <= 1.3 (llama.cpp's weights: its file, memory-mapped)`);
   const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d;
-  const summary: Record<string, number | string> = { layers: config.nLayers, threads, tokens, loadAverage1m: round(os.loadavg()[0], 1) };
+  const summary: Record<string, number | string> = { layers: config.nLayers, threads, tokens, ...(block === undefined ? {} : { int8BlockSize: block }), loadAverage1m: round(os.loadavg()[0], 1) };
   for (const r of results) {
     const e = r.encoding === 'llama-cpp' ? 'llamaCpp' : r.encoding;
     Object.assign(summary, {

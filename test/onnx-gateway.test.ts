@@ -41,6 +41,24 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
     }
   });
 
+  test('int8 in blocks of 32 (MatMulNBits, int8 activations per block): teacher-forced top-1 agreement 100%, mean KL below 1e-2', async () => {
+    const blocks = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 32 });
+    try {
+      await engine.heads.reset();
+      const got: Float32Array[] = [];
+      for (let pos = 0; pos < golden.length; pos++) got.push(await onnxForward(blocks, engine.heads, golden[pos], pos));
+      const f = compareLogits(reference, got);
+      expect(f.top1Agreement).toBe(1);
+      expect(f.meanKl).toBeLessThan(1e-2);
+    } finally {
+      await blocks.close();
+    }
+  });
+
+  test('a block size MatMulNBits cannot take is refused with the reason', async () => {
+    await expect(OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 48 })).rejects.toThrow(/blockSize 48: needs encoding int8 and a power of 2 from 16/);
+  });
+
   test('a token outside the vocabulary is refused by the worker with the reason', async () => {
     const gw = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'f32' });
     try {

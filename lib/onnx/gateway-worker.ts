@@ -22,15 +22,79 @@ export interface OnnxGatewaySpec {
   source: WeightSource;
   encoding: Encoding;
   threads?: number;
+  /** int8 in blocks of this many values (MatMulNBits) instead of one scale per row (lib/onnx/gateway.ts). */
+  blockSize?: number;
 }
 
-type Request =
-  | { id: number; op: 'embed'; token: number }
-  | { id: number; op: 'layer'; layer: number; x: Float32Array; heads: Float32Array }
-  | { id: number; op: 'logits'; x: Float32Array };
+/** Operations of a request, in the channel's OP word. */
+const OP_EMBED = 1;
+const OP_LAYER = 2;
+const OP_LOGITS = 3;
+const OP_CLOSE = 4;
+/** Control words: request number, last request answered, operation, its argument (token or layer), 1 if the answer is an error, 1 if it carries logits, error length in bytes. */
+const SEQ = 0;
+const DONE = 1;
+const OP = 2;
+const ARG = 3;
+const FAILED = 4;
+const HAS_LOGITS = 5;
+const ERROR_LENGTH = 6;
+const CONTROL_WORDS = 8;
+const ERROR_BYTES = 1024;
 
-/** runMs: the time the request spent inside onnxruntime's session.run, in the worker. */
-type Reply = { id: number; x?: Float32Array; xb?: Float32Array; logits?: Float32Array; runMs?: number; error?: string };
+/** Atomics.waitAsync (V8, Node 16 on): in TypeScript's ES2024 library, newer than this project's. */
+const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> } }).waitAsync;
+
+/**
+ * The memory main thread and worker share, for one request at a time: control words, the
+ * time the request spent in session.run, the request's vectors (x, heads [dim]) and the
+ * answer's (x, xb [dim], logits [vocab]), and an error message. A request is announced by
+ * SEQ and answered by DONE through Atomics (the worker blocks in Atomics.wait, the main
+ * thread awaits Atomics.waitAsync): no message, no structured clone, per layer.
+ */
+class Channel {
+  readonly control: Int32Array;
+  readonly runMs: Float64Array;
+  readonly x: Float32Array;
+  readonly heads: Float32Array;
+  readonly outX: Float32Array;
+  readonly outXb: Float32Array;
+  readonly logits: Float32Array;
+  private readonly error: Uint8Array;
+
+  constructor(readonly buffer: SharedArrayBuffer, g: Geometry) {
+    let at = 0;
+    const take = <T>(make: (offset: number) => T, bytes: number): T => {
+      const v = make(at);
+      at += bytes;
+      return v;
+    };
+    this.control = take((o) => new Int32Array(buffer, o, CONTROL_WORDS), CONTROL_WORDS * 4);
+    this.runMs = take((o) => new Float64Array(buffer, o, 1), 8);
+    const vector = (n: number): Float32Array => take((o) => new Float32Array(buffer, o, n), n * 4);
+    this.x = vector(g.dim);
+    this.heads = vector(g.dim);
+    this.outX = vector(g.dim);
+    this.outXb = vector(g.dim);
+    this.logits = vector(g.vocabSize);
+    this.error = take((o) => new Uint8Array(buffer, o, ERROR_BYTES), ERROR_BYTES);
+  }
+
+  static bytes(g: Geometry): number {
+    return CONTROL_WORDS * 4 + 8 + (4 * g.dim + g.vocabSize) * 4 + ERROR_BYTES;
+  }
+
+  setError(message: string): void {
+    const bytes = Buffer.from(message, 'utf8').subarray(0, ERROR_BYTES);
+    this.error.set(bytes);
+    this.control[ERROR_LENGTH] = bytes.length;
+    this.control[FAILED] = 1;
+  }
+
+  errorMessage(): string {
+    return Buffer.from(this.error.subarray(0, this.control[ERROR_LENGTH])).toString('utf8');
+  }
+}
 
 /** The worker's side: loads the weights, then answers requests in order. */
 async function serve(spec: OnnxGatewaySpec): Promise<void> {
@@ -50,43 +114,51 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
   const g = geometry(config);
   const embeddings = read('tokenEmbedding', 0);
   const rmsAtt = Array.from({ length: g.nLayers }, (_, l) => read('rmsAtt', l));
-  const sessions = await OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads }, (done, total) => port.postMessage({ progress: [done, total] }));
+  const sessions = await OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads, blockSize: spec.blockSize }, (done, total) => port.postMessage({ progress: [done, total] }));
   ckpt?.close();
-  const attentionInput = (x: Float32Array, layer: number): Float32Array => {
-    const xb = new Float32Array(g.dim);
-    rmsnorm(xb, x, rmsAtt[layer]);
-    return xb;
-  };
-  port.postMessage({ ready: true, config, weightBytes: sessions.weightBytes + embeddings.byteLength + rmsAtt.reduce((n, a) => n + a.byteLength, 0) });
-  port.on('message', async (m: Request | { op: 'close' }) => {
-    if (m.op === 'close') {
-      await sessions.release();
-      port.close();
-      return;
-    }
-    const reply: Reply = { id: m.id };
+  const ch = new Channel(new SharedArrayBuffer(Channel.bytes(g)), g);
+  port.postMessage({ ready: true, config, weightBytes: sessions.weightBytes + embeddings.byteLength + rmsAtt.reduce((n, a) => n + a.byteLength, 0), shared: ch.buffer });
+  const c = ch.control;
+  for (let seen = 0; ; ) {
+    Atomics.wait(c, SEQ, seen); // this thread does nothing else: block until the next request
+    seen = Atomics.load(c, SEQ);
+    const op = c[OP];
+    if (op === OP_CLOSE) break;
+    c[FAILED] = 0;
+    c[HAS_LOGITS] = 0;
+    ch.runMs[0] = 0;
     try {
-      if (m.op === 'embed') {
-        if (!Number.isInteger(m.token) || m.token < 0 || m.token >= g.vocabSize) throw new MeshLlmError(`token id ${m.token} is outside the vocabulary (0..${g.vocabSize - 1})`);
-        reply.x = embeddings.slice(m.token * g.dim, (m.token + 1) * g.dim);
-        reply.xb = attentionInput(reply.x, 0);
-      } else if (m.op === 'layer') {
+      if (op === OP_EMBED) {
+        const token = c[ARG];
+        if (token < 0 || token >= g.vocabSize) throw new MeshLlmError(`token id ${token} is outside the vocabulary (0..${g.vocabSize - 1})`);
+        ch.outX.set(embeddings.subarray(token * g.dim, (token + 1) * g.dim));
+        rmsnorm(ch.outXb, ch.outX, rmsAtt[0]);
+      } else if (op === OP_LAYER) {
+        const layer = c[ARG];
         const t0 = process.hrtime.bigint();
-        reply.x = (await sessions.layer(m.x, m.heads, m.layer)).slice();
+        const y = await sessions.layer(ch.x.slice(), ch.heads.slice(), layer);
+        ch.outX.set(y);
         // after the last layer the classifier at once: one round trip fewer per token
-        if (m.layer + 1 < g.nLayers) reply.xb = attentionInput(reply.x, m.layer + 1);
-        else reply.logits = (await sessions.logits(reply.x)).slice();
-        reply.runMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (layer + 1 < g.nLayers) rmsnorm(ch.outXb, y, rmsAtt[layer + 1]);
+        else {
+          ch.logits.set(await sessions.logits(y));
+          c[HAS_LOGITS] = 1;
+        }
+        ch.runMs[0] = Number(process.hrtime.bigint() - t0) / 1e6;
       } else {
         const t0 = process.hrtime.bigint();
-        reply.logits = (await sessions.logits(m.x)).slice();
-        reply.runMs = Number(process.hrtime.bigint() - t0) / 1e6;
+        ch.logits.set(await sessions.logits(ch.x.slice()));
+        c[HAS_LOGITS] = 1;
+        ch.runMs[0] = Number(process.hrtime.bigint() - t0) / 1e6;
       }
     } catch (e) {
-      reply.error = (e as Error).message;
+      ch.setError((e as Error).message);
     }
-    port.postMessage(reply);
-  });
+    Atomics.store(c, DONE, seen);
+    Atomics.notify(c, DONE);
+  }
+  await sessions.release();
+  port.close();
 }
 
 if (!isMainThread && (workerData as { onnxGateway?: OnnxGatewaySpec })?.onnxGateway) {
@@ -96,29 +168,24 @@ if (!isMainThread && (workerData as { onnxGateway?: OnnxGatewaySpec })?.onnxGate
 /**
  * The main thread's handle on the worker: the gateway steps of one token, as the engine's
  * forward pass uses them (embed, then per layer the attention input and W_O + FFN, then the
- * logits), each one message to the worker and one back.
+ * logits), one request at a time through the shared Channel (calls made together run in turn).
  */
 export class OnnxGateway {
-  private next = 0;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  /** Milliseconds the worker has spent inside onnxruntime (session.run) so far: the rest of a step is messages and glue. */
+  /** The last request, so that the next waits for it. */
+  private queue: Promise<unknown> = Promise.resolve();
+  /** Resolves when the worker thread has exited: a request in flight then fails instead of waiting forever. */
+  private readonly exited: Promise<'exited'>;
+  /** Milliseconds the worker has spent inside onnxruntime (session.run) so far: the rest of a step is hand-offs and glue. */
   onnxMs = 0;
 
-  private constructor(private readonly worker: Worker, readonly g: Geometry, readonly weightBytes: number) {
-    worker.on('message', (r: Reply) => {
-      const p = this.pending.get(r.id);
-      if (!p) return;
-      this.pending.delete(r.id);
-      this.onnxMs += r.runMs ?? 0;
-      if (r.error) p.reject(new MeshLlmError(r.error));
-      else p.resolve(r);
-    });
+  private constructor(private readonly worker: Worker, private readonly ch: Channel, readonly g: Geometry, readonly weightBytes: number) {
+    this.exited = new Promise((resolve) => worker.once('exit', () => resolve('exited')));
   }
 
   static start(spec: OnnxGatewaySpec, progress?: (done: number, total: number) => void): Promise<OnnxGateway> {
     const worker = new Worker(path.join(__dirname, 'gateway-worker.js'), { workerData: { onnxGateway: spec } });
     return new Promise((resolve, reject) => {
-      const onMessage = (m: { ready?: boolean; config?: ModelConfig; weightBytes?: number; progress?: [number, number]; fatal?: string }): void => {
+      const onMessage = (m: { ready?: boolean; config?: ModelConfig; weightBytes?: number; shared?: SharedArrayBuffer; progress?: [number, number]; fatal?: string }): void => {
         if (m.progress) progress?.(...m.progress);
         if (m.fatal) {
           worker.off('message', onMessage);
@@ -127,7 +194,8 @@ export class OnnxGateway {
         }
         if (m.ready) {
           worker.off('message', onMessage);
-          resolve(new OnnxGateway(worker, geometry(m.config as ModelConfig), m.weightBytes as number));
+          const g = geometry(m.config as ModelConfig);
+          resolve(new OnnxGateway(worker, new Channel(m.shared as SharedArrayBuffer, g), g, m.weightBytes as number));
         }
       };
       worker.on('message', onMessage);
@@ -135,33 +203,58 @@ export class OnnxGateway {
     });
   }
 
-  private call(m: Omit<Request, 'id'> & { op: Request['op'] }): Promise<Reply> {
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...m, id });
-    });
+  /** One request: `fill` writes its vectors, `answer` reads the reply's; in turn after any request still in flight. */
+  private call<T>(op: number, arg: number, fill: (ch: Channel) => void, answer: (ch: Channel) => T): Promise<T> {
+    const run = async (): Promise<T> => {
+      const { ch } = this;
+      const c = ch.control;
+      fill(ch);
+      c[OP] = op;
+      c[ARG] = arg;
+      const seq = c[SEQ] + 1;
+      Atomics.store(c, SEQ, seq);
+      Atomics.notify(c, SEQ);
+      const wait = waitAsync(c, DONE, seq - 1);
+      if (wait.async && (await Promise.race([wait.value, this.exited])) === 'exited') throw new MeshLlmError('the ONNX gateway worker exited during a request');
+      this.onnxMs += ch.runMs[0];
+      if (c[FAILED]) throw new MeshLlmError(ch.errorMessage());
+      return answer(ch);
+    };
+    const result = this.queue.then(run);
+    this.queue = result.catch(() => undefined);
+    return result;
   }
 
   /** x [dim] for a token, and the attention input of layer 0. */
-  async embed(token: number): Promise<{ x: Float32Array; xb: Float32Array }> {
-    const r = await this.call({ op: 'embed', token } as Request);
-    return { x: r.x as Float32Array, xb: r.xb as Float32Array };
+  embed(token: number): Promise<{ x: Float32Array; xb: Float32Array }> {
+    if ((token | 0) !== token) return Promise.reject(new MeshLlmError(`token id ${token} is outside the vocabulary (0..${this.g.vocabSize - 1})`));
+    return this.call(OP_EMBED, token, () => undefined, (ch) => ({ x: ch.outX.slice(), xb: ch.outXb.slice() }));
   }
 
   /** x + W_O · heads, then its FFN; with the next layer's attention input, or after the last layer the logits. */
-  async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array; logits?: Float32Array }> {
-    const r = await this.call({ op: 'layer', layer, x, heads } as Request);
-    return { x: r.x as Float32Array, xb: r.xb, logits: r.logits };
+  layer(x: Float32Array, heads: Float32Array, layer: number): Promise<{ x: Float32Array; xb?: Float32Array; logits?: Float32Array }> {
+    return this.call(
+      OP_LAYER,
+      layer,
+      (ch) => {
+        ch.x.set(x);
+        ch.heads.set(heads);
+      },
+      (ch) => (ch.control[HAS_LOGITS] ? { x: ch.outX.slice(), logits: ch.logits.slice() } : { x: ch.outX.slice(), xb: ch.outXb.slice() }),
+    );
   }
 
-  async logits(x: Float32Array): Promise<Float32Array> {
-    return (await this.call({ op: 'logits', x } as Request)).logits as Float32Array;
+  logits(x: Float32Array): Promise<Float32Array> {
+    return this.call(OP_LOGITS, 0, (ch) => ch.x.set(x), (ch) => ch.logits.slice());
   }
 
   async close(): Promise<void> {
-    this.worker.postMessage({ op: 'close' });
-    await new Promise((resolve) => this.worker.once('exit', resolve));
+    await this.queue;
+    const c = this.ch.control;
+    c[OP] = OP_CLOSE;
+    Atomics.add(c, SEQ, 1);
+    Atomics.notify(c, SEQ);
+    await this.exited;
   }
 }
 

@@ -10,15 +10,20 @@
  * uint8 per call (DynamicQuantizeLinear), MatMulInteger multiplies in integers, and the
  * product is scaled back (onnxruntime fuses the four nodes into DynamicQuantizeMatMul). The
  * int8 weights are the only copy onnxruntime keeps: they are never widened to float32.
+ * An option (blockSize): int8 with one float32 scale per block of blockSize values of a row,
+ * multiplied by onnxruntime's contrib MatMulNBits (bits 8, accuracy_level 4: the activation
+ * quantised to int8 per block, llama.cpp's Q8_0 x Q8_0 scheme); other numbers than the per-row
+ * format, and on this machine's benchmark not faster (docs/PERFORMANCE.md).
  *
  * Weights come from a TensorReader one layer at a time, and each layer's model bytes are
  * dropped once its session exists, so loading needs little more than the resident weights.
  */
 import * as ort from 'onnxruntime-node';
 import { Geometry, RMS_EPS } from '../llm/config';
+import { MeshLlmError } from '../llm/errors';
 import { Encoding } from '../llm/quant';
 import { TensorName } from '../llm/tensors';
-import { OnnxGraph, OnnxNode, OnnxTensor, encodeModel } from './onnx';
+import { MS_DOMAIN, OnnxGraph, OnnxNode, OnnxTensor, encodeModel } from './onnx';
 
 /** Where weights come from: one layer of one tensor as float32 [rows, cols]. */
 export type TensorReader = (name: TensorName, layer: number) => Float32Array;
@@ -48,6 +53,37 @@ export function quantizeTransposed(ws: Float32Array | Float32Array[], rows: numb
   return { q, scales };
 }
 
+/**
+ * Matrices W_0..W_k-1, each [rows, cols], stacked on their rows -> MatMulNBits' 8-bit blocks:
+ * values [k·rows, nBlocks, blockSize] as uint8 (int8 + 128, MatMulNBits' implicit zero point;
+ * a short last block padded with zeros), and one scale per block (max|block| / 127) [k·rows · nBlocks].
+ */
+export function quantizeBlocks(ws: Float32Array[], rows: number, cols: number, blockSize: number): { q: Uint8Array; scales: Float32Array; nBlocks: number } {
+  const nBlocks = Math.ceil(cols / blockSize);
+  const padded = nBlocks * blockSize;
+  const q = new Uint8Array(ws.length * rows * padded).fill(128);
+  const scales = new Float32Array(ws.length * rows * nBlocks);
+  ws.forEach((w, k) => {
+    for (let r = 0; r < rows; r++) {
+      const row = k * rows + r;
+      for (let b = 0; b < nBlocks; b++) {
+        const from = r * cols + b * blockSize;
+        const to = r * cols + Math.min(cols, (b + 1) * blockSize);
+        let amax = 0;
+        for (let i = from; i < to; i++) amax = Math.max(amax, Math.abs(w[i]));
+        const scale = Math.fround(amax / 127);
+        scales[row * nBlocks + b] = scale;
+        const inv = scale ? 1 / scale : 0;
+        for (let i = from; i < to; i++) {
+          const v = w[i] * inv;
+          q[row * padded + b * blockSize + (i - from)] = 128 + (v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5));
+        }
+      }
+    }
+  });
+  return { q, scales, nBlocks };
+}
+
 /** W_0..W_k-1 [rows, cols] stacked on their rows -> the transpose of the stack [cols, k·rows], for MatMul(x [1, cols], W^T). */
 function transposeF32(ws: Float32Array[], rows: number, cols: number): Float32Array {
   const stride = ws.length * rows;
@@ -64,7 +100,8 @@ class GraphBuilder {
   readonly initializers: OnnxTensor[] = [];
   private n = 0;
 
-  constructor(private readonly encoding: Encoding) {}
+  /** blockSize: int8 in blocks through MatMulNBits instead of one scale per row. */
+  constructor(private readonly encoding: Encoding, private readonly blockSize?: number) {}
 
   private fresh(base: string): string {
     return `${base}_${this.n++}`;
@@ -76,7 +113,7 @@ class GraphBuilder {
     return out;
   }
 
-  constant(name: string, dims: number[], data: Float32Array | Int8Array): string {
+  constant(name: string, dims: number[], data: Float32Array | Int8Array | Uint8Array): string {
     this.initializers.push({ name, dims, data });
     return name;
   }
@@ -94,6 +131,13 @@ class GraphBuilder {
     const ws = Array.isArray(w) ? w : [w];
     const n = ws.length * rows;
     if (this.encoding === 'f32') return this.node('MatMul', [a, this.constant(name, [cols, n], transposeF32(ws, rows, cols))]);
+    if (this.blockSize !== undefined) {
+      const { q, scales, nBlocks } = quantizeBlocks(ws, rows, cols, this.blockSize);
+      const out = this.fresh('matmulnbits');
+      const inputs = [a, this.constant(`${name}_q`, [n, nBlocks, this.blockSize], q), this.constant(`${name}_scale`, [n * nBlocks], scales)];
+      this.nodes.push({ op: 'MatMulNBits', domain: MS_DOMAIN, inputs, outputs: [out], attributes: { K: cols, N: n, bits: 8, block_size: this.blockSize, accuracy_level: 4 } });
+      return out;
+    }
     const { q, scales } = quantizeTransposed(ws, rows, cols);
     const dq = `${name}_dq`;
     this.nodes.push({ op: 'DynamicQuantizeLinear', inputs: [a], outputs: [`${dq}_q`, `${dq}_scale`, `${dq}_zp`] });
@@ -123,8 +167,8 @@ class GraphBuilder {
 }
 
 /** One layer: y = x1 + FFN(x1), x1 = x + W_O · heads; W_1 and W_3 as one product (bit-identical to two). */
-export function layerGraph(g: Geometry, read: TensorReader, layer: number, encoding: Encoding): OnnxGraph {
-  const b = new GraphBuilder(encoding);
+export function layerGraph(g: Geometry, read: TensorReader, layer: number, encoding: Encoding, blockSize?: number): OnnxGraph {
+  const b = new GraphBuilder(encoding, blockSize);
   const { dim, hiddenDim } = g;
   const attn = b.matmul('heads', read('wo', layer), dim, dim, 'wo');
   const x1 = b.node('Add', ['x', attn]);
@@ -137,8 +181,8 @@ export function layerGraph(g: Geometry, read: TensorReader, layer: number, encod
 }
 
 /** The classifier: logits = W_cls · RMSNorm(x). */
-export function classifierGraph(g: Geometry, read: TensorReader, encoding: Encoding): OnnxGraph {
-  const b = new GraphBuilder(encoding);
+export function classifierGraph(g: Geometry, read: TensorReader, encoding: Encoding, blockSize?: number): OnnxGraph {
+  const b = new GraphBuilder(encoding, blockSize);
   const n = b.rmsnorm('x', read('rmsFinal', 0), 'rms_final');
   const logits = b.matmul(n, read('wcls', 0), g.vocabSize, g.dim, 'wcls');
   return b.graph('gateway_classifier', [{ name: 'x', dims: [1, g.dim] }], logits, [1, g.vocabSize]);
@@ -148,6 +192,8 @@ export interface OnnxGatewayOptions {
   encoding: Encoding;
   /** onnxruntime's intra-op threads (default 1). */
   threads?: number;
+  /** int8 only: one scale per block of this many values of a row (MatMulNBits, a power of 2 from 16) instead of one per row. */
+  blockSize?: number;
 }
 
 /** Bytes of a graph's initializers: what onnxruntime holds for it. */
@@ -181,10 +227,12 @@ export class OnnxGatewaySessions {
       return session;
     };
     // the classifier first: its build buffers, the largest, come and go before the layers are resident
-    const classifier = await build(classifierGraph(g, read, o.encoding));
+    if (o.blockSize !== undefined && (o.encoding !== 'int8' || !(o.blockSize >= 16 && (o.blockSize & (o.blockSize - 1)) === 0)))
+      throw new MeshLlmError(`blockSize ${o.blockSize}: needs encoding int8 and a power of 2 from 16 (MatMulNBits)`);
+    const classifier = await build(classifierGraph(g, read, o.encoding, o.blockSize));
     progress?.(1, g.nLayers + 1);
     for (let l = 0; l < g.nLayers; l++) {
-      layers.push(await build(layerGraph(g, read, l, o.encoding)));
+      layers.push(await build(layerGraph(g, read, l, o.encoding, o.blockSize)));
       progress?.(l + 2, g.nLayers + 1);
     }
     return new OnnxGatewaySessions(g, layers, classifier, weightBytes);

@@ -1,10 +1,12 @@
 /**
  * Building ONNX models in memory (onnx.proto field numbers), for onnxruntime-node to run.
- * Only what mesh-llm's graphs need: float32 and int8 tensors, nodes with int/float/ints attributes.
+ * Only what mesh-llm's graphs need: float32, int8 and uint8 tensors, nodes with int/float/ints
+ * attributes, in the default domain or onnxruntime's contrib domain (com.microsoft).
  */
 import { ProtoWriter } from './protobuf';
 
 const ONNX_FLOAT = 1;
+const ONNX_UINT8 = 2;
 const ONNX_INT8 = 3;
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
@@ -12,6 +14,8 @@ const ATTR_INTS = 7;
 /** ONNX IR version 8 with opset 13: supported by every current onnxruntime. */
 const IR_VERSION = 8;
 const OPSET = 13;
+/** onnxruntime's contrib operators (MatMulNBits), version 1. */
+export const MS_DOMAIN = 'com.microsoft' as const;
 
 export type Attribute = number | number[] | { float: number };
 
@@ -20,12 +24,14 @@ export interface OnnxNode {
   inputs: string[];
   outputs: string[];
   attributes?: Record<string, Attribute>;
+  /** The operator's domain; absent: the ONNX default domain. */
+  domain?: typeof MS_DOMAIN;
 }
 
 export interface OnnxTensor {
   name: string;
   dims: number[];
-  data: Float32Array | Int8Array;
+  data: Float32Array | Int8Array | Uint8Array;
 }
 
 export interface OnnxValue {
@@ -70,7 +76,7 @@ function writeValueInfo(w: ProtoWriter, v: OnnxValue): void {
 
 function writeTensor(w: ProtoWriter, t: OnnxTensor): void {
   for (const d of t.dims) w.int(1, d);
-  w.int(2, t.data instanceof Int8Array ? ONNX_INT8 : ONNX_FLOAT);
+  w.int(2, t.data instanceof Int8Array ? ONNX_INT8 : t.data instanceof Uint8Array ? ONNX_UINT8 : ONNX_FLOAT);
   w.string(8, t.name);
   w.bytes(9, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
 }
@@ -87,6 +93,7 @@ export function encodeModel(g: OnnxGraph): Uint8Array {
         for (const y of n.outputs) node.string(2, y);
         node.string(3, `${n.op.toLowerCase()}_${i}`);
         node.string(4, n.op);
+        if (n.domain) node.string(7, n.domain);
         for (const [name, a] of Object.entries(n.attributes ?? {})) node.message(5, (attr) => writeAttribute(attr, name, a));
       }),
     );
@@ -99,6 +106,11 @@ export function encodeModel(g: OnnxGraph): Uint8Array {
     opset.string(1, '');
     opset.int(2, OPSET);
   });
+  if (g.nodes.some((n) => n.domain === MS_DOMAIN))
+    w.message(8, (opset) => {
+      opset.string(1, MS_DOMAIN);
+      opset.int(2, 1);
+    });
   return w.finish();
 }
 
