@@ -11,6 +11,13 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
   beforeAll(async () => {
     reference = await engine.teacherForce(golden);
   });
+  /** The golden story teacher-forced through a gateway, against the engine's float32 logits. */
+  const teacherForced = async (gw: OnnxGateway) => {
+    await engine.heads.reset();
+    const got: Float32Array[] = [];
+    for (let pos = 0; pos < golden.length; pos++) got.push(await onnxForward(gw, engine.heads, golden[pos], pos));
+    return compareLogits(reference, got);
+  };
 
   test('float32: greedy generation through the worker gives the golden tokens and text', async () => {
     const gw = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'f32' });
@@ -29,10 +36,7 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
     const f32 = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'f32' });
     const int8 = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8' });
     try {
-      await engine.heads.reset();
-      const got: Float32Array[] = [];
-      for (let pos = 0; pos < golden.length; pos++) got.push(await onnxForward(int8, engine.heads, golden[pos], pos));
-      const f = compareLogits(reference, got);
+      const f = await teacherForced(int8);
       expect(f.top1Agreement).toBe(1);
       expect(f.meanKl).toBeLessThan(1e-2);
       expect(int8.weightBytes).toBeLessThan(f32.weightBytes * 0.4);
@@ -44,10 +48,7 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
   test('int8 in blocks of 32 (MatMulNBits, int8 activations per block): teacher-forced top-1 agreement 100%, mean KL below 1e-2', async () => {
     const blocks = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 32 });
     try {
-      await engine.heads.reset();
-      const got: Float32Array[] = [];
-      for (let pos = 0; pos < golden.length; pos++) got.push(await onnxForward(blocks, engine.heads, golden[pos], pos));
-      const f = compareLogits(reference, got);
+      const f = await teacherForced(blocks);
       expect(f.top1Agreement).toBe(1);
       expect(f.meanKl).toBeLessThan(1e-2);
     } finally {
