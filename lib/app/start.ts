@@ -154,7 +154,7 @@ export async function startSystem(o: StartOptions, log: (line: string) => void):
         nodeCount = radio.bridge.nodes;
         ids = radio.bridge.ids;
         const spares = o.radio.spares ?? 0;
-        const kinds = `${o.native ? `${nodeCount - spares} native radio head nodes` : `${nodeCount - spares} radio head nodes`}${spares ? ` and ${spares} spares flashed with the first nodes' heads` : ''}`;
+        const kinds = `${nodeCount - spares} ${o.native ? 'native ' : ''}radio head nodes${spares ? ` and ${spares} spares flashed with the first nodes' heads` : ''}`;
         log(`the LoRa bridge with ${kinds} (${ids.join(', ')}) on the simulated channel: ${o.radio.region}, SF${o.radio.sf}, ${o.radio.bandwidthKHz} kHz, ${o.radio.timeScale ?? 1}x real time`);
       } else {
         nodeCount = o.nodes ?? nHeads;
