@@ -93,14 +93,18 @@ export function connectMqtt(o: ConnectOptions): Promise<MqttClient> {
   const client = new MqttClient(open as never, options);
   return new Promise((resolve, reject) => {
     const onError = (err: Error & { code?: string | number }) => {
+      client.removeListener('close', onClose);
       client.end(true);
       reject(new MeshLlmError(`cannot connect to MQTT broker ${o.url}: ${target.tls ? tlsReason(err, caFile) : err.message}`));
     };
+    const onClose = () => onError(new Error('connection closed before the broker accepted it'));
     client.once('error', onError);
-    client.once('close', () => onError(new Error('connection closed before the broker accepted it')));
+    client.once('close', onClose);
     client.once('connect', () => {
-      client.removeAllListeners('error');
-      client.removeAllListeners('close');
+      // only this function's listeners: mqtt.js's own 'close' handler (which stops the keepalive
+      // timer and clears `connected`) must stay, or a dropped connection keeps the process alive
+      client.removeListener('error', onError);
+      client.removeListener('close', onClose);
       client.on('error', () => undefined); // reported through 'close' by the owners
       resolve(client);
     });

@@ -125,13 +125,16 @@ export async function followJob(o: BrokerAddress & { meshId: string; options: Ge
     }
   };
   const c = await connectMqtt({ url: o.url, username: o.username, password: o.password, clientId: `mesh-llm-job-${id.slice(0, 8)}` });
+  let timer: NodeJS.Timeout | undefined;
+  let onClose: (() => void) | undefined;
   try {
     return await new Promise<FollowedJob>((resolve, reject) => {
       let accepted = false;
-      const timer = setTimeout(() => {
+      timer = setTimeout(() => {
         if (!accepted) reject(new MeshLlmError(`no gateway on mesh "${o.meshId}" at ${o.url} accepted the job within ${Math.round((o.acceptMs ?? 15000) / 1000)} s (is mesh-llm start running on this broker?)`));
       }, o.acceptMs ?? 15000);
-      c.on('close', () => reject(new MeshLlmError(`lost the broker ${o.url} while following job ${id}`)));
+      onClose = () => reject(new MeshLlmError(`lost the broker ${o.url} while following job ${id}`));
+      c.on('close', onClose);
       c.on('message', (topic, payload) => {
         if (topic === t.gateway) {
           try {
@@ -164,7 +167,8 @@ export async function followJob(o: BrokerAddress & { meshId: string; options: Ge
       }, reject);
     });
   } finally {
-    c.removeAllListeners('close');
+    clearTimeout(timer);
+    if (onClose) c.removeListener('close', onClose); // only ours: mqtt.js's own close handler stays
     await endClient(c);
   }
 }
