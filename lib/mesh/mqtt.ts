@@ -140,11 +140,14 @@ export function subscribe(client: MqttClient, topics: string[], qos: 0 | 1 = 0):
 /** How long a goodbye (an offline status, a disconnect) may wait for the broker before a process stops anyway. */
 export const GOODBYE_MS = 2000;
 
-/** Waits for the promise, or for ms, whichever comes first; never rejects. */
+/**
+ * Waits for the promise, or for ms, whichever comes first; never rejects. The timer holds the
+ * process for those ms: a process stopping must finish its stop (and say its exit code), not
+ * end early because the goodbye it waits on has nothing else keeping it alive.
+ */
 export function withinMs(ms: number, p: Promise<unknown>): Promise<void> {
   return new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);
-    timer.unref();
     const done = () => {
       clearTimeout(timer);
       resolve();
