@@ -17,7 +17,8 @@
  * whose floor is 99%, and the agreement of the case's weights and transport together.
  * eu868-wide puts the broadcast at SF7/250 in all six EU868 sub-bands and the replies in three;
  * int7h (int7 codes of each group's Walsh-Hadamard transform) has int7's bytes at int8's
- * top-1 (99.77% alone, 99.30% with int8 weights).
+ * top-1 (99.77% alone, 99.30% with int8 weights). eu868-fsk is eu868-wide with g3 at FSK
+ * 50 kbps (LoRaWAN's DR7) for the broadcast and every reply.
  * Heads' math is skipped, so the weight format does not change the traffic.
  */
 import { geometry } from '../lib/llm/config';
@@ -38,7 +39,7 @@ interface Case {
   region: 'US915' | 'EU868';
   channels: 1 | 8;
   /** A named channel plan (then `channels` is ignored). */
-  plan?: 'us915-500' | 'eu868-split' | 'eu868-wide';
+  plan?: 'us915-500' | 'eu868-split' | 'eu868-wide' | 'eu868-fsk';
   transport: Encoding;
 }
 
@@ -79,6 +80,9 @@ async function main(): Promise<void> {
     { region: 'EU868', channels: 8, plan: 'eu868-wide', transport: 'int8' },
     { region: 'EU868', channels: 8, plan: 'eu868-wide', transport: 'int7' },
     { region: 'EU868', channels: 8, plan: 'eu868-wide', transport: 'int7h' },
+    { region: 'EU868', channels: 8, plan: 'eu868-fsk', transport: 'int8' },
+    { region: 'EU868', channels: 8, plan: 'eu868-fsk', transport: 'int7h' },
+    { region: 'EU868', channels: 8, plan: 'eu868-fsk', transport: 'int4' },
   ];
   process.stderr.write(`TinyLlama geometry, ${NODES} nodes x 2 heads, int8, SF7/BW125, ${TOKENS} tokens per case (the first a warm-up)\n`);
   const rows = [];

@@ -14,6 +14,7 @@ import { BandwidthKHz, SpreadingFactor } from '../lib/radio/airtime';
 import { Radio, RadioChannel } from '../lib/radio/channel';
 import { broadcastChannels } from '../lib/radio/regions';
 import { Clock, RealTimeClock, VirtualClock } from '../lib/radio/clock';
+import { requireLoRaOnly } from '../lib/radio/channel-plans';
 import { AirtimeBreakdown, AirtimeLedger, GatewayMac, GatewayRadioLink, LayerReport, MacConfig, MeshLayout, emptyBreakdown, macConfig, meshLayout } from '../lib/radio/mac';
 import { HeadComputer, RadioHeadNode } from '../lib/radio/node';
 import { RadioNodeInfo } from './bridge';
@@ -140,6 +141,7 @@ export class SimulatedRadioMesh {
     this.clock = o.timeScale ? new RealTimeClock(o.timeScale, 0, o.nodesOnChannel ?? true) : new VirtualClock();
     this.clock.onError = (e) => this.errors.push(e as Error);
     this.config = macConfig({ region: o.region, sf: o.sf, bandwidthKHz: o.bandwidthKHz, channels: o.channels, channelPlan: o.channelPlan });
+    if (o.nativeAddresses?.size) requireLoRaOnly(this.config.plan, 'the firmware\'s radio node (--native)');
     this.channel = new RadioChannel({ clock: this.clock, region: this.config.region, modulation: this.config.modulation, plan: this.config.plan, loss: o.loss, seed: o.seed });
     this.key = o.key ?? randomBytes(16);
     this.radioMeshId = o.radioMeshId ?? 1;

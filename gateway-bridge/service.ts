@@ -7,6 +7,7 @@
 import { MeshLlmError } from '../lib/llm/errors';
 import { Logger } from '../lib/mesh/mqtt';
 import { BandwidthKHz, SpreadingFactor, modulation } from '../lib/radio/airtime';
+import { requireLoRaOnly } from '../lib/radio/channel-plans';
 import { GatewayRadioLink } from '../lib/radio/mac';
 import { RadioBridge } from './bridge';
 import { RadioRunReport, SimulatedRadioMesh, TokenRadioReport } from './radio-mesh';
@@ -73,6 +74,7 @@ export interface RunningBridge {
 
 async function openLink(o: BridgeServiceOptions, mesh: SimulatedRadioMesh): Promise<GatewayRadioLink> {
   const m = modulation(mesh.config.modulation);
+  if (o.link !== 'sim') requireLoRaOnly(mesh.config.plan, o.link === 'serial' ? 'the serial modem protocol' : 'the packet-forwarder link');
   if (o.link === 'serial') {
     if (!o.serialPath) throw new MeshLlmError('the serial link needs the modem\'s serial port (--serial PATH)');
     const path = o.serialPath;

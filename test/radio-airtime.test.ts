@@ -67,3 +67,17 @@ describe('LoRa time on air', () => {
     expect(() => timeOnAirMs(10, { sf: 7, bandwidthKHz: 125, codingRate: 9 as 8 })).toThrow(/coding rate/);
   });
 });
+
+describe('FSK time on air (LoRaWAN RP002 EU868 DR7)', () => {
+  test('every byte of preamble (5), sync word (3), length (1), payload and CRC (2) at 50 kbps: 230 bytes take 38.56 ms, an empty packet 1.76 ms', () => {
+    expect(timeOnAirMs(230, { kind: 'fsk', bitrateBps: 50000 })).toBeCloseTo((241 * 8) / 50, 9);
+    expect(timeOnAirMs(0, { kind: 'fsk', bitrateBps: 50000 })).toBeCloseTo(1.76, 9);
+    // about 4.7x less than SF7/250 (DR6) for the same frame
+    expect(timeOnAirMs(230, { sf: 7, bandwidthKHz: 250 }) / timeOnAirMs(230, { kind: 'fsk', bitrateBps: 50000 })).toBeCloseTo(4.72, 2);
+  });
+
+  test('refuses a payload over 255 bytes or a bit rate that is not positive, naming the value', () => {
+    expect(() => timeOnAirMs(256, { kind: 'fsk', bitrateBps: 50000 })).toThrow('payload of 256 bytes: expected 0..255');
+    expect(() => timeOnAirMs(10, { kind: 'fsk', bitrateBps: 0 })).toThrow('FSK bit rate 0: expected a positive number of bits per second');
+  });
+});

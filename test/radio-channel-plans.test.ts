@@ -15,6 +15,7 @@ import { MODEL_PRESETS } from '../lib/radio/presets';
 import { RegulatoryError, subBandOf } from '../lib/radio/regions';
 import { SimulatedRadioMesh } from '../gateway-bridge/radio-mesh';
 import { SimulatedChannelLink } from '../gateway-bridge/sim-link';
+import { nodeJoinPlan } from '../lib/radio/sim-socket';
 
 const MHz = 1e6;
 const SF7 = { sf: 7 as const, bandwidthKHz: 125 as const };
@@ -27,7 +28,7 @@ function world(planName: string) {
 }
 
 test('the plans are the regions\' channels at data rates the regions define', () => {
-  expect(CHANNEL_PLAN_NAMES).toEqual(['us915-500', 'eu868-split', 'eu868-wide']);
+  expect(CHANNEL_PLAN_NAMES).toEqual(['us915-500', 'eu868-split', 'eu868-wide', 'eu868-fsk']);
   const us = namedChannelPlan('us915-500');
   expect(us.broadcasts.map((c) => [c.frequencyHz / MHz, c.bandwidthKHz, c.sf])).toEqual([[923.3, 500, 7]]);
   expect(us.uplink.filter((c) => c.bandwidthKHz === 125).map((c) => c.frequencyHz / MHz)).toEqual([903.9, 904.1, 904.3, 904.5, 904.7, 904.9, 905.1, 905.3]);
@@ -38,7 +39,39 @@ test('the plans are the regions\' channels at data rates the regions define', ()
   const wide = namedChannelPlan('eu868-wide');
   expect(wide.broadcasts.map((c) => `${subBandOf(wide.region, c).name} ${c.bandwidthKHz} SF${c.sf}`)).toEqual(['g3 250 SF7', 'g1 250 SF7', 'g (865-868 MHz) 250 SF7', 'g4 250 SF7', 'g (863-865 MHz) 250 SF7', 'g2 250 SF7']);
   expect(wide.uplink.map((c) => `${subBandOf(wide.region, c).name} ${c.bandwidthKHz}`)).toEqual([...Array(3).fill('g1 125'), ...Array(5).fill('g (865-868 MHz) 125'), 'g3 250']);
-  expect(() => namedChannelPlan('as923')).toThrow(/expected one of us915-500, eu868-split, eu868-wide/);
+  const fsk = namedChannelPlan('eu868-fsk');
+  const rate = (c: { sf?: number; fskBitrateBps?: number }) => (c.fskBitrateBps ? `FSK ${c.fskBitrateBps / 1000} kbps` : `SF${c.sf}`);
+  expect(fsk.broadcasts.map((c) => `${subBandOf(fsk.region, c).name} ${c.bandwidthKHz} ${rate(c)}`)).toEqual(['g3 125 FSK 50 kbps', 'g1 250 SF7', 'g (865-868 MHz) 250 SF7', 'g4 250 SF7', 'g (863-865 MHz) 250 SF7', 'g2 250 SF7']);
+  expect(fsk.uplink.map((c) => `${c.frequencyHz / MHz} ${subBandOf(fsk.region, c).name} ${rate(c)}`)).toEqual(['869.525 g3 FSK 50 kbps']);
+  expect(() => namedChannelPlan('as923')).toThrow(/expected one of us915-500, eu868-split, eu868-wide, eu868-fsk/);
+});
+
+test('eu868-fsk: an FSK frame takes FSK\'s airtime (RP002 DR7, 50 kbps) under g3\'s 10%, and a channel at another bit rate or modem is refused', async () => {
+  const { p, clock, channel } = world('eu868-fsk');
+  const heard: Reception[] = [];
+  channel.attach({ name: 'node', listen: p.broadcasts, onReceive: (r) => heard.push(r) });
+  const gw = channel.attach({ name: 'gateway', listen: p.uplink });
+  const g3 = p.broadcast;
+  // 5 preamble + 3 sync word + 1 length + 230 payload + 2 CRC bytes at 50 kbps: 241 x 8 / 50 = 38.56 ms
+  const a = gw.transmit(Buffer.alloc(230), g3, 0);
+  expect(a.endMs).toBeCloseTo(38.56, 9);
+  expect(() => gw.transmit(Buffer.alloc(230), g3, a.endMs + 100)).toThrow(/g3 off-time \(10% duty cycle\)/);
+  expect(() => gw.transmit(Buffer.alloc(230), g3, a.endMs * 10 - 1e-3)).toThrow(RegulatoryError);
+  expect(() => gw.transmit(Buffer.alloc(230), g3, a.endMs * 10 + 1e-6)).not.toThrow();
+  expect(() => gw.transmit(Buffer.alloc(50), { ...g3, fskBitrateBps: 100000 }, 1000)).toThrow('gateway: 869.525 MHz 125 kHz FSK 100 kbps is not a channel of the mesh\'s plan');
+  expect(() => gw.transmit(Buffer.alloc(50), { frequencyHz: g3.frequencyHz, bandwidthKHz: 125, sf: 7 }, 1000)).toThrow('gateway: 869.525 MHz 125 kHz SF7 is not a channel of the mesh\'s plan');
+  while (clock.pending) await new Promise((r) => setImmediate(r));
+  expect(heard.map((r) => r.modulation)).toEqual([{ kind: 'fsk', bitrateBps: 50000 }, { kind: 'fsk', bitrateBps: 50000 }]);
+});
+
+test('eu868-fsk is refused, naming who speaks LoRa only, where a firmware radio node or a real radio link would have to send FSK', () => {
+  const g = geometry(MODEL_PRESETS.stories260k);
+  expect(() => new SimulatedRadioMesh({ geometry: g, nodes: 2, nativeAddresses: new Set([1, 2]), quant: 'int8', region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 8, channelPlan: 'eu868-fsk', loss: 0 })).toThrow(
+    "channel plan eu868-fsk sends FSK frames (869.525 MHz 125 kHz FSK 50 kbps); the firmware's radio node (--native) speaks LoRa only: use eu868-wide, or TypeScript radio nodes on the simulated channel",
+  );
+  const mesh = new SimulatedRadioMesh({ geometry: g, nodes: 2, quant: 'int8', region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 8, channelPlan: 'eu868-fsk', loss: 0, nodesOnChannel: false });
+  // the join plan an ESP32 would be provisioned with (mesh-llm provision): refused, not silently LoRa
+  expect(nodeJoinPlan(mesh.layout, g, 1, [0, 1, 2, 3])).toMatch(/sends FSK frames \(869.525 MHz 125 kHz FSK 50 kbps\); the firmware's radio node speaks LoRa only/);
 });
 
 test('the simulated channel refuses a transmission outside the plan, naming the channel', () => {
@@ -62,7 +95,7 @@ test('a frame on a plan channel takes that channel\'s airtime, and is heard ther
   expect(tx.endMs).toBeCloseTo(timeOnAirMs(230, { sf: 7, bandwidthKHz: 500 }), 9);
   expect(node.airtimeMs(100, p.uplink[8])).toBeCloseTo(timeOnAirMs(100, { sf: 8, bandwidthKHz: 500 }), 9);
   while (clock.pending) await new Promise((r) => setImmediate(r));
-  expect(heard.map((r) => [r.modulation.sf, r.modulation.bandwidthKHz])).toEqual([[7, 500]]);
+  expect(heard.map((r) => ('sf' in r.modulation ? [r.modulation.sf, r.modulation.bandwidthKHz] : ['fsk']))).toEqual([[7, 500]]);
 });
 
 test('over a sub-band\'s budget is refused: EU868 g3 allows 10%, g2 0.1%', () => {
@@ -106,7 +139,7 @@ test('eu868-wide: a 250 kHz broadcast outside the plan is refused, and each sub-
   expect(() => gw.transmit(Buffer.alloc(230), g1, a.endMs * 100 + 1e-6)).not.toThrow();
 });
 
-describe.each(['us915-500', 'eu868-split', 'eu868-wide'])('the MAC on %s (TinyLlama geometry, 16 nodes x 2 heads, int8)', (planName) => {
+describe.each(['us915-500', 'eu868-split', 'eu868-wide', 'eu868-fsk'])('the MAC on %s (TinyLlama geometry, 16 nodes x 2 heads, int8)', (planName) => {
   test('layers go through with frames only on the plan\'s channels; the broadcast uses every budget it needs', async () => {
     const g = geometry(MODEL_PRESETS.tinyllama);
     const p = namedChannelPlan(planName);
@@ -125,6 +158,12 @@ describe.each(['us915-500', 'eu868-split', 'eu868-wide'])('the MAC on %s (TinyLl
     expect(report.ratio).toBeLessThanOrEqual(1.05);
     if (planName === 'us915-500') {
       expect([...broadcastOn.keys()]).toEqual(['902-928 MHz']);
+    } else if (planName === 'eu868-fsk') {
+      // g3 at FSK carries most of the broadcast, the other five sub-bands the rest; every reply is FSK in g3
+      expect([...broadcastOn.keys()].sort()).toEqual(['g (863-865 MHz)', 'g (865-868 MHz)', 'g1', 'g2', 'g3', 'g4']);
+      expect(broadcastOn.get('g3')).toBeGreaterThan([...broadcastOn.values()].reduce((a, b) => a + b, 0) / 2);
+      expect(mesh.layout.slotSets.length).toBe(1);
+      expect(new Set([...mesh.layout.slots.values()].map((s) => s.channel.fskBitrateBps))).toEqual(new Set([50000]));
     } else if (planName === 'eu868-wide') {
       // every one of the six sub-bands carries broadcast frames
       expect([...broadcastOn.keys()].sort()).toEqual(['g (863-865 MHz)', 'g (865-868 MHz)', 'g1', 'g2', 'g3', 'g4']);

@@ -24,3 +24,9 @@ test('generate --radio: usage errors exit 2 with one line', async () => {
     expect(r.stderr).toMatch(/^mesh-llm: error: /);
   }
 });
+
+test('generate --radio sim --native --channel-plan eu868-fsk: one line saying the firmware radio node speaks LoRa only, exit 1', async () => {
+  const r = await runCli(['generate', '--radio', 'sim', '--native', '--nodes', '2', '--channel-plan', 'eu868-fsk', '--steps', '2']);
+  expect(r.code).toBe(1);
+  expect(r.stderr.trim()).toBe("mesh-llm: error: channel plan eu868-fsk sends FSK frames (869.525 MHz 125 kHz FSK 50 kbps); the firmware's radio node (--native) speaks LoRa only: use eu868-wide, or TypeScript radio nodes on the simulated channel");
+});

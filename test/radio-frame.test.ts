@@ -148,9 +148,11 @@ test('the mesh encodes broadcasts in int8 groups of 32 and results in groups ali
   expect(meshEncodings(geometry(MODEL_PRESETS.stories260k), 'f32')).toEqual({ broadcast: F32, result: F32 });
 });
 
-test('frames of a TinyLlama int8 broadcast (2328 bytes): ten of 230 bytes (214 body bytes each) and one of 204', () => {
+test('frames of a TinyLlama int8 broadcast (2328 bytes): the eleven that 214 body bytes a frame need, as even as can be: ten of 228 bytes and one of 224', () => {
   expect(fragmentCapacity(DEFAULT_MAX_FRAME_BYTES)).toBe(214);
-  expect(messageFrameBytes(2328, DEFAULT_MAX_FRAME_BYTES)).toEqual([...Array(10).fill(230), 204]);
+  expect(messageFrameBytes(2328, DEFAULT_MAX_FRAME_BYTES)).toEqual([...Array(10).fill(228), 224]);
+  // the int4 broadcast (1304 bytes): six of 187 body bytes and one of 182, not six full frames and a 20-byte tail
+  expect(messageFrameBytes(1304, DEFAULT_MAX_FRAME_BYTES)).toEqual([...Array(6).fill(203), 198]);
   expect(messageFrameBytes(168, DEFAULT_MAX_FRAME_BYTES)).toEqual([184]);
 });
 

@@ -74,6 +74,17 @@ test('int7h over eu868-wide (int8 weights in the radio nodes): the engine\'s int
   expect(result.radio.positions).toBe(12);
 }, 120_000);
 
+test('f32 over eu868-fsk (the broadcast and replies at FSK in g3): the golden tokens, every reply frame FSK', async () => {
+  const mesh = new SimulatedRadioMesh({ modelPath: bridgePaths.modelPath, nodes: 4, quant: 'f32', region: 'EU868', sf: 7, bandwidthKHz: 125, channels: 8, channelPlan: 'eu868-fsk', loss: 0.05, seed: 3 });
+  const replies: (number | undefined)[] = [];
+  mesh.channel.attach({ name: 'listener', listen: mesh.config.plan.uplink, onReceive: (r) => replies.push(r.channel.fskBitrateBps) });
+  const result = await generateOverRadio({ mesh, link: new SimulatedChannelLink(mesh.attachGatewayRadio()), brokerUrl, meshId: 'radio-fsk', ...bridgePaths, generate: { ...ONCE_OPTIONS, steps: 12 }, log: quiet });
+  expect(result.tokens).toEqual(goldenIds(ONCE.name).slice(0, 13));
+  expect(mesh.errors).toEqual([]);
+  expect(replies.length).toBeGreaterThan(0);
+  expect(new Set(replies)).toEqual(new Set([50000]));
+}, 120_000);
+
 test('the bridge refuses an assignment of heads a radio node does not hold in flash, and says why', async () => {
   const mesh = radioMesh(4);
   const mac = mesh.createMac(new SimulatedChannelLink(mesh.attachGatewayRadio()));

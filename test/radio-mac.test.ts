@@ -64,7 +64,7 @@ test('the slot plan: node k on receive channel k mod C, slots on a channel one a
   // One 184-byte result frame per node (a 168-byte body: 2 heads of 64, int8), two slots per channel.
   expect(layout.resultFrames.get(1)).toEqual([184]);
   expect(layout.broadcastBytes).toBe(2328);
-  expect(layout.broadcastFrames).toEqual([...Array(10).fill(230), 204]);
+  expect(layout.broadcastFrames).toEqual([...Array(10).fill(228), 224]);
   expect(layout.windowMs).toBeCloseTo(config.computeMs + 2 * (timeOnAirMs(184, config.modulation) + config.guardMs), 6);
 });
 

@@ -28,7 +28,7 @@ export const usage = `mesh-llm plan (--model PATH | --preset tinyllama|stories26
   --sf S              spreading factor 5..12 (default 7); with --bw it must be a data rate of the region
   --bw B              bandwidth in kHz: 125, 250 or 500 (default 125)
   --channels 1|8      receive channels of the gateway (default 1)
-  --channel-plan P    a region's full plan instead: us915-500, eu868-split or eu868-wide (docs/RADIO.md); sets the region
+  --channel-plan P    a region's full plan instead: us915-500, eu868-split, eu868-wide or eu868-fsk (docs/RADIO.md); sets the region
   --context N         positions the KV cache holds (default 512)
   --transport T       how vectors cross the radio: f32, int8, int7, int7h or int4 groups (default int8)
   --min-top1 X        fidelity floor of the fastest combination: measured top-1 agreement with float32 (default 0.99)

@@ -35,7 +35,8 @@ export const radioUsage = `
   --bw B             bandwidth 125, 250 or 500 kHz (default 125)
   --channels C       gateway receive channels, 1 or 8 (default 1)
   --channel-plan P   a region's full channel plan instead: us915-500 (500 kHz broadcast, 8 x 125 + 1 x 500 kHz
-                     replies), eu868-split (broadcast over EU868's sub-bands) or eu868-wide (SF7/250 in all six); sets the region (docs/RADIO.md)
+                     replies), eu868-split (broadcast over EU868's sub-bands), eu868-wide (SF7/250 in all six) or
+                     eu868-fsk (eu868-wide with g3 at FSK 50 kbps, broadcast and replies); sets the region (docs/RADIO.md)
   --loss P           probability that any one reception is lost, 0..0.9 (default 0)
   --time-scale X     pace simulated time at X times the wall clock (1 = true airtime; default: as fast as possible)
   --spares K         with --radio: K more radio nodes, flashed with the head groups of nodes 1..K, idle until a

@@ -228,12 +228,14 @@ bool MlFrameSender::init(const uint8_t key[ML_NETWORK_KEY_BYTES], uint8_t meshId
 }
 
 bool MlFrameSender::prepare(uint8_t kind, uint8_t destination, uint16_t messageNumber, const uint8_t* body, size_t len, MlOutgoing* out, std::string* err) const {
-  const size_t chunk = ml_fragment_capacity(maxFrameBytes_);
-  const size_t count = len == 0 ? 1 : (len + chunk - 1) / chunk;
+  const size_t capacity = ml_fragment_capacity(maxFrameBytes_);
+  // as few fragments as the frame size allows, as even as that allows (lib/radio/frame.ts fragmentLayout)
+  const size_t count = len == 0 ? 1 : (len + capacity - 1) / capacity;
+  const size_t chunk = len == 0 ? 1 : (len + count - 1) / count;
   const bool isNack = kind == ML_FRAME_NACK;
   if (count > (isNack ? 1 : (size_t)ML_RADIO_MAX_FRAGMENTS)) {
     const std::string limit = isNack ? "a NACK has one" : ml_format("a message has at most %d", ML_RADIO_MAX_FRAGMENTS);
-    *err = ml_format("a %zu-byte %s needs %zu fragments of %zu bytes; %s", len, isNack ? "NACK" : "body", count, chunk, limit.c_str());
+    *err = ml_format("a %zu-byte %s needs %zu fragments of %zu bytes; %s", len, isNack ? "NACK" : "body", count, capacity, limit.c_str());
     return false;
   }
   out->kind = kind;

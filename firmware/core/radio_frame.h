@@ -179,7 +179,7 @@ struct MlOutgoing {
   uint8_t destination;
   uint16_t messageNumber;
   std::vector<uint8_t> body;
-  size_t chunkBytes;  // bytes per fragment; every fragment but the last is full
+  size_t chunkBytes;  // bytes per fragment (all but the last, which holds the rest): as even as the count allows
   int fragmentCount;
 };
 

@@ -9,6 +9,13 @@
  * PL payload bytes, CRC 1 when the payload CRC is on, H 1 for an explicit header, DE 1 with
  * low-data-rate optimisation (on by default when T_sym >= 16 ms; SF5/SF6 never need it), and
  * CR + 4 the denominator of the coding rate 4/(CR + 4).
+ *
+ * FSK, as LoRaWAN uses the SX126x's FSK modem (RP002-1.0 EU863-870 DR7, 50 kbps GFSK):
+ *
+ *   T = 8 (N_preamble + N_sync + 1 + PL + 2) / bitrate
+ *
+ * a preamble of 5 bytes, a 3-byte sync word, the length byte, the payload and a CRC-16
+ * (the Semtech LoRaWAN stack's FSK packet: preamble 5, sync word C1 94 C1, variable length, CRC on).
  */
 
 export const SPREADING_FACTORS = [5, 6, 7, 8, 9, 10, 11, 12] as const;
@@ -40,6 +47,36 @@ export interface LoRaModulation {
   crc?: boolean;
   /** Low-data-rate optimisation; default: on exactly when the symbol time is at least 16 ms. */
   lowDataRateOptimize?: boolean;
+}
+
+/** An FSK channel's packet format (an SX126x in FSK mode): the bit rate and the bytes around the payload. */
+export interface FskModulation {
+  kind: 'fsk';
+  bitrateBps: number;
+  /** Preamble bytes (default 5, LoRaWAN's). */
+  preambleBytes?: number;
+  /** Sync word bytes (default 3, LoRaWAN's). */
+  syncWordBytes?: number;
+}
+
+/** Either modem of a LoRa transceiver. */
+export type RadioModulation = LoRaModulation | FskModulation;
+
+export function isFsk(m: RadioModulation): m is FskModulation {
+  return (m as FskModulation).kind === 'fsk';
+}
+
+/** LoRaWAN's FSK data rate (RP002 EU863-870 DR7): 50 kbps, 25 kHz deviation. */
+export const LORAWAN_FSK_BITRATE_BPS = 50000;
+
+/** Time on air of one FSK packet in milliseconds: every byte of it at the bit rate. */
+export function fskTimeOnAirMs(payloadBytes: number, m: FskModulation): number {
+  if (!Number.isInteger(payloadBytes) || payloadBytes < 0 || payloadBytes > MAX_LORA_PAYLOAD_BYTES) {
+    throw new RangeError(`payload of ${payloadBytes} bytes: expected 0..${MAX_LORA_PAYLOAD_BYTES}`);
+  }
+  if (!(m.bitrateBps > 0)) throw new RangeError(`FSK bit rate ${m.bitrateBps}: expected a positive number of bits per second`);
+  const bytes = (m.preambleBytes ?? 5) + (m.syncWordBytes ?? 3) + 1 + payloadBytes + 2;
+  return (8 * bytes * 1000) / m.bitrateBps;
 }
 
 /** The modulation with every default filled in. */
@@ -92,14 +129,15 @@ export function payloadSymbols(payloadBytes: number, m: Modulation): number {
   return 8 + Math.ceil(Math.max(bits, 0) / bitsPerBlock) * m.codingRate;
 }
 
-/** Time on air of one packet in milliseconds. */
-export function timeOnAirMs(payloadBytes: number, m: LoRaModulation): number {
+/** Time on air of one packet in milliseconds, LoRa or FSK. */
+export function timeOnAirMs(payloadBytes: number, m: RadioModulation): number {
+  if (isFsk(m)) return fskTimeOnAirMs(payloadBytes, m);
   const full = modulation(m);
   return (preambleSymbols(full) + payloadSymbols(payloadBytes, full)) * symbolTimeMs(full.sf, full.bandwidthKHz);
 }
 
 /** The largest payload whose time on air is at most `limitMs`; -1 when not even an empty packet fits. */
-export function maxPayloadWithinMs(limitMs: number, m: LoRaModulation): number {
+export function maxPayloadWithinMs(limitMs: number, m: RadioModulation): number {
   let best = -1;
   for (let pl = 0; pl <= MAX_LORA_PAYLOAD_BYTES; pl++) {
     if (timeOnAirMs(pl, m) <= limitMs) best = pl;

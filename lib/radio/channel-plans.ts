@@ -28,11 +28,18 @@
  *   each node spends three budgets by turns (g1, g 865-868 MHz, g3) instead of two. Broadcast
  *   and replies never overlap in time (a layer's replies need its whole broadcast, the next
  *   layer's broadcast needs every reply), so the gateway's radio stays half duplex.
+ * - eu868-fsk: eu868-wide with g3 at FSK: the broadcast at 50 kbps FSK (LoRaWAN RP002
+ *   EU863-870 DR7, 25 kHz deviation, about 125 kHz wide) on 869.525 MHz in g3 (10%), 4.7x less
+ *   airtime a frame than SF7/250, and at SF7/250 in the other five sub-bands as eu868-wide;
+ *   replies at FSK on the same 869.525 MHz, each node under its own 10% in g3 (a 150-byte
+ *   result is 27 ms on air). FSK buys speed with range: LoRa at SF7 decodes below the noise
+ *   floor and FSK does not (docs/RADIO.md). An SX1301/SX1302 gateway has one FSK demodulator,
+ *   which this plan's one reply channel needs; the SX1262 switches modems in standby.
  */
 import { MeshLlmError } from '../llm/errors';
-import { LoRaModulation } from './airtime';
+import { LORAWAN_FSK_BITRATE_BPS, LoRaModulation } from './airtime';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame';
-import { Channel, ChannelPlan, Region, channelModulation, dataRate, maxFrameBytesFor, region as regionByName, subBandOf } from './regions';
+import { Channel, ChannelPlan, Region, channelModulation, channelName, dataRate, fskDataRate, maxFrameBytesFor, region as regionByName, subBandOf } from './regions';
 
 const MHz = 1e6;
 
@@ -71,7 +78,15 @@ function eu868Wide(): NamedChannelPlan {
   return { name: 'eu868-wide', region: regionByName('EU868'), broadcasts, broadcast: broadcasts[0], uplink, description: 'broadcast SF7/250 in all six sub-bands (g3 10%; g1, g 865-868, g4 1%; g 863-865, g2 0.1%); replies 8 x 125 kHz SF7 (g1 and g 865-868) + 869.525 MHz SF7/250 (g3)' };
 }
 
-const PLANS: Record<string, () => NamedChannelPlan> = { 'us915-500': us915, 'eu868-split': eu868, 'eu868-wide': eu868Wide };
+function eu868Fsk(): NamedChannelPlan {
+  const khz250 = (mhz: number): Channel => ({ frequencyHz: Math.round(mhz * MHz), bandwidthKHz: 250, sf: 7 });
+  const fsk: Channel = { frequencyHz: 869.525 * MHz, bandwidthKHz: 125, fskBitrateBps: LORAWAN_FSK_BITRATE_BPS };
+  // g3 at FSK (10%); the 1% sub-bands g1, g 865-868 MHz, g4 and the 0.1% ones g 863-865 MHz, g2 at SF7/250
+  const broadcasts = [fsk, ...[868.3, 865.5, 869.85, 864.5, 868.95].map(khz250)];
+  return { name: 'eu868-fsk', region: regionByName('EU868'), broadcasts, broadcast: broadcasts[0], uplink: [fsk], description: 'broadcast FSK 50 kbps in g3 (869.525 MHz, 10%; DR7) and SF7/250 in the other five sub-bands; replies FSK 50 kbps on 869.525 MHz (g3)' };
+}
+
+const PLANS: Record<string, () => NamedChannelPlan> = { 'us915-500': us915, 'eu868-split': eu868, 'eu868-wide': eu868Wide, 'eu868-fsk': eu868Fsk };
 export const CHANNEL_PLAN_NAMES = Object.keys(PLANS);
 
 /** A named plan, checked against its region (every channel in a sub-band, at a data rate the region defines). */
@@ -81,7 +96,8 @@ export function namedChannelPlan(name: string): NamedChannelPlan {
   const p = make();
   for (const ch of [...p.broadcasts, ...p.uplink]) {
     subBandOf(p.region, ch);
-    dataRate(p.region, ch.sf!, ch.bandwidthKHz);
+    if (ch.fskBitrateBps !== undefined) fskDataRate(p.region, ch.fskBitrateBps);
+    else dataRate(p.region, ch.sf!, ch.bandwidthKHz);
   }
   return p;
 }
@@ -91,8 +107,23 @@ export function planFrameBytes(p: ChannelPlan, r: Region, base: LoRaModulation):
   return Math.min(DEFAULT_MAX_FRAME_BYTES, ...[...(p.broadcasts ?? [p.broadcast]), ...p.uplink].map((ch) => maxFrameBytesFor(r, channelModulation(base, ch))));
 }
 
-/** Is this channel one of the plan's (frequency, bandwidth and spreading factor)? */
+/** The plan's FSK channels (none but on eu868-fsk). */
+export function fskChannels(p: ChannelPlan): Channel[] {
+  return [...(p.broadcasts ?? [p.broadcast]), ...p.uplink].filter((ch) => ch.fskBitrateBps !== undefined);
+}
+
+/**
+ * Refuses an FSK plan where `who` speaks LoRa only (the firmware's radio node, the serial
+ * modem protocol, the packet-forwarder link), naming the plan and who.
+ */
+export function requireLoRaOnly(p: ChannelPlan, who: string): void {
+  if (fskChannels(p).length === 0) return;
+  const name = 'name' in p ? `channel plan ${(p as NamedChannelPlan).name}` : 'this channel plan';
+  throw new MeshLlmError(`${name} sends FSK frames (${fskChannels(p).map(channelName)[0]}); ${who} speaks LoRa only: use eu868-wide, or TypeScript radio nodes on the simulated channel`);
+}
+
+/** Is this channel one of the plan's (frequency, bandwidth, spreading factor or FSK bit rate)? */
 export function inPlan(p: ChannelPlan, ch: Channel): boolean {
-  const same = (a: Channel) => a.frequencyHz === ch.frequencyHz && a.bandwidthKHz === ch.bandwidthKHz && (a.sf ?? null) === (ch.sf ?? null);
+  const same = (a: Channel) => a.frequencyHz === ch.frequencyHz && a.bandwidthKHz === ch.bandwidthKHz && (a.sf ?? null) === (ch.sf ?? null) && (a.fskBitrateBps ?? null) === (ch.fskBitrateBps ?? null);
   return [...(p.broadcasts ?? [p.broadcast]), ...p.uplink].some(same);
 }

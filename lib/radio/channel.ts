@@ -11,6 +11,9 @@
  * - any reception may also be lost at random, with a configurable probability drawn from a
  *   seeded generator, so a run is reproducible.
  *
+ * A plan's channel may also carry FSK (LoRaWAN's 50 kbps): its frames take FSK's time on air
+ * and collide only with FSK frames on the same channel.
+ *
  * A frame is delivered at the end of its transmission, when a real modem raises RX_DONE.
  *
  * Given the mesh's channel plan, the channel refuses (RegulatoryError) a transmission on any
@@ -18,10 +21,10 @@
  * channel may carry its own bandwidth and spreading factor (channel-plans.ts), and its frames
  * take their time on air at that modulation.
  */
-import { LoRaModulation, Modulation, modulation as fullModulation, timeOnAirMs } from './airtime';
+import { FskModulation, LoRaModulation, Modulation, isFsk, modulation as fullModulation, timeOnAirMs } from './airtime';
 import { Clock } from './clock';
 import { inPlan } from './channel-plans';
-import { Channel, ChannelPlan, DutyCycleTracker, Region, RegulatoryError, channelModulation } from './regions';
+import { Channel, ChannelPlan, DutyCycleTracker, Region, RegulatoryError, channelModulation, channelName } from './regions';
 
 /** mulberry32: a small seeded PRNG, uniform in [0, 1). */
 export function seededRandom(seed: number): () => number {
@@ -40,6 +43,7 @@ export interface Transmission {
   sender: Radio;
   bytes: Buffer;
   channel: Channel;
+  /** The spreading factor, 0 for FSK: frames collide only at the same one. */
   sf: number;
   startMs: number;
   endMs: number;
@@ -48,7 +52,7 @@ export interface Transmission {
 export interface Reception {
   bytes: Buffer;
   channel: Channel;
-  modulation: Modulation;
+  modulation: Modulation | FskModulation;
   startMs: number;
   /** When the last symbol arrived (the modem's RX_DONE): the time a receiver reasons from. */
   endMs: number;
@@ -162,9 +166,11 @@ export class RadioChannel {
     return r;
   }
 
-  /** The modulation of a channel: its own bandwidth and spreading factor where the plan gives them. */
-  modulationOf(ch?: Channel): Modulation {
-    return ch ? fullModulation(channelModulation(this.modulation, ch)) : this.modulation;
+  /** The modulation of a channel: FSK, or LoRa at its own bandwidth and spreading factor, where the plan gives them. */
+  modulationOf(ch?: Channel): Modulation | FskModulation {
+    if (!ch) return this.modulation;
+    const m = channelModulation(this.modulation, ch);
+    return isFsk(m) ? m : fullModulation(m);
   }
 
   airtimeMs(bytes: number, ch?: Channel): number {
@@ -176,13 +182,11 @@ export class RadioChannel {
     const now = this.clock.now();
     // A real-time clock's timers run late on a busy event loop: the plan, not the wakeup, is the truth.
     if (startMs < now - this.clock.lateToleranceMs - 1e-9) throw new RangeError(`${sender.name}: transmission at ${startMs.toFixed(1)} ms is in the past (now ${now.toFixed(1)} ms)`);
-    if (this.plan && !inPlan(this.plan, channel)) {
-      const sf = channel.sf === undefined ? '' : ` SF${channel.sf}`;
-      throw new RegulatoryError(`${sender.name}: ${(channel.frequencyHz / 1e6).toFixed(3)} MHz ${channel.bandwidthKHz} kHz${sf} is not a channel of the mesh's plan`);
-    }
+    if (this.plan && !inPlan(this.plan, channel)) throw new RegulatoryError(`${sender.name}: ${channelName(channel)} is not a channel of the mesh's plan`);
     const airtime = this.airtimeMs(bytes.length, channel);
     sender.dutyCycle.transmit(channel, startMs, airtime);
-    const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: this.modulationOf(channel).sf, startMs, endMs: startMs + airtime };
+    const m = this.modulationOf(channel);
+    const tx: Transmission = { id: this.nextId++, sender, bytes: Buffer.from(bytes), channel, sf: isFsk(m) ? 0 : m.sf, startMs, endMs: startMs + airtime };
     this.stats.transmissions++;
     this.stats.airtimeMs += airtime;
     this.active.push(tx);

@@ -173,9 +173,21 @@ export function messageNumberOf(seq: number): number {
   return seq & 0xffff;
 }
 
-/** Bytes of message body one frame carries. */
+/** Bytes of message body one frame carries at most. */
 export function fragmentCapacity(maxFrameBytes: number): number {
   return maxFrameBytes - RADIO_HEADER_BYTES - MIC_BYTES;
+}
+
+/**
+ * How a body of `bodyBytes` is cut into fragments: as few as the frame size allows, all of
+ * `chunkBytes` but the last, which holds the rest (at most chunkBytes). The fragments are as
+ * even as that allows (chunkBytes = ceil(bodyBytes / count)), so no short tail frame follows
+ * full ones: under a duty-cycle law a full frame owes the longest silence, and a message that
+ * ends on one hides that silence behind the replies it asks for.
+ */
+export function fragmentLayout(bodyBytes: number, maxFrameBytes: number): { count: number; chunkBytes: number } {
+  const count = Math.max(1, Math.ceil(bodyBytes / fragmentCapacity(maxFrameBytes)));
+  return { count, chunkBytes: Math.max(1, Math.ceil(bodyBytes / count)) };
 }
 
 function checkField(name: string, v: number, max: number): void {
@@ -265,9 +277,8 @@ function nackBodyBytes(fragmentCount: number): number {
 
 /** Sizes of the frames that carry a message body of `bodyBytes`, in fragment order. */
 export function messageFrameBytes(bodyBytes: number, maxFrameBytes: number): number[] {
-  const chunk = fragmentCapacity(maxFrameBytes);
-  const count = Math.max(1, Math.ceil(bodyBytes / chunk));
-  return Array.from({ length: count }, (_, i) => RADIO_HEADER_BYTES + Math.min(chunk, bodyBytes - i * chunk) + MIC_BYTES);
+  const { count, chunkBytes } = fragmentLayout(bodyBytes, maxFrameBytes);
+  return Array.from({ length: count }, (_, i) => RADIO_HEADER_BYTES + Math.max(0, Math.min(chunkBytes, bodyBytes - i * chunkBytes)) + MIC_BYTES);
 }
 
 /** Size of the one frame of a NACK about a message of `fragmentCount` fragments. */
@@ -306,7 +317,7 @@ export interface OutgoingMessage {
   destination: number;
   messageNumber: number;
   body: Buffer;
-  /** Bytes per fragment (every fragment but the last is full). */
+  /** Bytes per fragment (every fragment but the last holds this many; fragmentLayout). */
   chunkBytes: number;
   fragmentCount: number;
 }
@@ -381,12 +392,11 @@ export class FrameSender {
   }
 
   private prepare(kind: FrameKind, destination: number, messageNumber: number, body: Buffer): OutgoingMessage {
-    const chunkBytes = fragmentCapacity(this.maxFrameBytes);
-    const fragmentCount = Math.max(1, Math.ceil(body.length / chunkBytes));
+    const { count: fragmentCount, chunkBytes } = fragmentLayout(body.length, this.maxFrameBytes);
     const most = kind === 'nack' ? 1 : MAX_FRAGMENTS;
     if (fragmentCount > most) {
       const limit = kind === 'nack' ? 'a NACK has one' : `a message has at most ${MAX_FRAGMENTS}`;
-      throw new RangeError(`a ${body.length}-byte ${kind === 'nack' ? 'NACK' : 'body'} needs ${fragmentCount} fragments of ${chunkBytes} bytes; ${limit}`);
+      throw new RangeError(`a ${body.length}-byte ${kind === 'nack' ? 'NACK' : 'body'} needs ${fragmentCount} fragments of ${fragmentCapacity(this.maxFrameBytes)} bytes; ${limit}`);
     }
     return { kind, destination, messageNumber, body, chunkBytes, fragmentCount };
   }

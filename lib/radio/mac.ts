@@ -257,8 +257,19 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 /**
  * The analytic airtime bound of one layer for these frames: no schedule does better than the
- * broadcast followed by the replies spread over the receive channels (each node's own replies
- * in sequence), nor than the busiest transmitter's airtime divided by its duty cycle.
+ * broadcast, the nodes' compute time (config.computeMs: no node can answer a broadcast it has
+ * not yet computed on) and the replies spread over the receive channels (each node's own
+ * replies in sequence), nor than the busiest transmitter's airtime divided by its duty cycle.
+ * Guard times between slots are this MAC's choice and not in the bound.
+ *
+ * The gateway's budgets, per sub-band b: a frame of airtime a there costs a / dc_b of b's time
+ * (the frame and the silence it owes, DutyCycleTracker). The gateway also stays silent while a
+ * layer's replies come (they need the whole broadcast; the next broadcast needs every reply),
+ * so after the last frame a layer sends in b, b's next frame waits at least the compute time and
+ * the replies' airtime, R, however short b's owed silence o: in a layer that uses b, b loses max(0, R - o) more. A
+ * layer of F frames uses b at least once per F frames b carries, so each frame's cost in b is
+ * a / dc_b + max(0, R - o) / F (o of the longest frame, so the bound stays low), and the
+ * frames are spread over the sub-bands at those costs.
  */
 export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resultFrames: number[][]): number {
   const broadcastChs = broadcastChannels(config.plan);
@@ -268,7 +279,8 @@ export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resul
   // each node's reply on the fastest receive channel; all replies spread over the channels at their speeds
   const perNode = resultFrames.map((f) => Math.min(...uplink.map((ch) => sum(f.map((b) => frameAirtimeMs(config, ch, b))))));
   const spread = replyMakespanBoundMs(resultFrames.flat(), uplink.map((ch) => (b: number) => frameAirtimeMs(config, ch, b)));
-  const channel = broadcast + Math.max(Math.max(0, ...perNode), spread);
+  const replies = config.computeMs + Math.max(Math.max(0, ...perNode), spread);
+  const channel = broadcast + replies;
   // the gateway's duty-cycle budgets: per sub-band it may fill dutyCycle of the time
   const bands = new Map<string, { duty: number; ch: Channel }>();
   for (const ch of broadcastChs) {
@@ -276,7 +288,12 @@ export function layerBoundMs(config: MacConfig, broadcastFrames: number[], resul
     const had = bands.get(b.name);
     if (!had || frameAirtimeMs(config, ch, 200) < frameAirtimeMs(config, had.ch, 200)) bands.set(b.name, { duty: b.dutyCycle, ch });
   }
-  const gatewayDuty = sum(broadcastFrames.map((b) => 1 / sum([...bands.values()].map(({ duty, ch }) => duty / frameAirtimeMs(config, ch, b)))));
+  const longest = Math.max(0, ...broadcastFrames);
+  const frameCost = (bytes: number, duty: number, ch: Channel) => {
+    const owed = duty < 1 ? frameAirtimeMs(config, ch, longest) * (1 / duty - 1) : 0;
+    return frameAirtimeMs(config, ch, bytes) / duty + Math.max(0, replies - owed) / broadcastFrames.length;
+  };
+  const gatewayDuty = sum(broadcastFrames.map((b) => 1 / sum([...bands.values()].map(({ duty, ch }) => 1 / frameCost(b, duty, ch)))));
   const uplinkBands = new Map(uplink.map((c) => subBandOf(config.region, c)).map((b) => [b.name, b.dutyCycle]));
   const transmitter = Math.max(gatewayDuty, Math.max(0, ...perNode) / sum([...uplinkBands.values()]));
   return Math.max(channel, transmitter);

@@ -117,7 +117,7 @@ export interface Plan {
   frameAirtimeMs: { broadcast: number; result: number };
   /** Total time on air of every frame of one token, s. */
   airtimePerTokenSeconds: number;
-  /** Shortest token the channels allow without duty cycles: broadcast, then replies spread over the channels, s. */
+  /** Shortest token the channels allow without duty cycles: broadcast, the nodes' compute, then replies spread over the channels, s. */
   channelBoundPerTokenSeconds: number;
   /** The busiest transmitter's airtime per token divided by its duty cycle (1 where none applies), s: no schedule beats it. */
   transmitterBoundPerTokenSeconds: number;
@@ -236,6 +236,8 @@ interface Schedule {
   toa: (ch: Channel, bytes: number) => number;
   /** When each channel's current transmission ends, by frequency. */
   channelFree: Map<number, number>;
+  /** A node's compute time per layer, between the broadcast it hears and its reply, ms. */
+  computeMs: number;
 }
 
 /** Sends one frame from a transmitter on whichever of the channels lets it end soonest; returns its end, ms. */
@@ -261,7 +263,7 @@ function simulate(s: Schedule, layers: number, broadcastFrames: number[], result
   for (let token = 0; token < tokens; token++) {
     for (let layer = 0; layer < layers; layer++) {
       for (const bytes of broadcastFrames) t = sendFrame(s, gateway, broadcasts, bytes, t);
-      const heard = t;
+      const heard = t + s.computeMs; // no node answers before it has computed on the broadcast
       const rounds = Math.max(...resultFrames.map((f) => f.length));
       for (let k = 0; k < rounds; k++) {
         resultFrames.forEach((frames, n) => {
@@ -302,9 +304,10 @@ function traffic(g: Geometry, groups: number[][], transport: Encoding, radio: Ra
   const broadcastMs = frames.broadcast.map((b) => fastest(broadcastChannels(radio.channels), b));
   const resultMs = frames.results.map((f) => f.map((b) => fastest(radio.channels.uplink, b)));
   const tokens = o.simulatedTokens ?? 3;
-  const ends = simulate({ r: radio.r, plan: radio.channels, toa: radio.toa, channelFree: new Map() }, g.nLayers, frames.broadcast, frames.results, tokens);
+  const computeMs = o.computeMs ?? 20;
+  const ends = simulate({ r: radio.r, plan: radio.channels, toa: radio.toa, channelFree: new Map(), computeMs }, g.nLayers, frames.broadcast, frames.results, tokens);
   const wallMs = ends[tokens - 1] - (tokens > 1 ? ends[tokens - 2] : 0);
-  const config = macConfig({ region: radio.r, sf: radio.m.sf, bandwidthKHz: radio.m.bandwidthKHz, channels: radio.channels.uplink.length, codingRate: radio.m.codingRate, channelPlan: radio.named ?? undefined });
+  const config = macConfig({ region: radio.r, sf: radio.m.sf, bandwidthKHz: radio.m.bandwidthKHz, channels: radio.channels.uplink.length, codingRate: radio.m.codingRate, channelPlan: radio.named ?? undefined, computeMs });
   const boundMs = g.nLayers * layerBoundMs({ ...config, plan: radio.channels }, frames.broadcast, frames.results);
   return { frames, broadcastMs, resultMs, wallMs, boundMs };
 }
@@ -347,7 +350,7 @@ export function plan(o: PlanOptions): Plan {
   // A node may spread its frames over every uplink sub-band, each with its own budget.
   const uplinkDutyBudget = sum(uplinkBands.map((b) => b.dutyCycle));
   const broadcastDutyBudget = sum([...new Map(broadcastChannels(channels).map((c) => subBandOf(r, c)).map((b) => [b.name, b.dutyCycle])).values()]);
-  const channelBoundLayerMs = layerBroadcastMs + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
+  const channelBoundLayerMs = layerBroadcastMs + (o.computeMs ?? 20) + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
   const transmitterBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastDutyBudget, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
 
   // every weight format x transport the fidelity table measured
@@ -465,7 +468,7 @@ export function formatPlan(p: Plan): string {
       : `          broadcast in ${r.broadcastSubBand} (${pct(r.broadcastDutyCycle)} duty cycle), replies in ${r.uplinkSubBands.join(' + ')} (${pct(r.uplinkDutyCycle)})`,
     `frames    per layer: broadcast ${p.framesPerLayer.broadcast} (${p.bytesPerLayer.broadcast} bytes, ${p.frameAirtimeMs.broadcast.toFixed(1)} ms each), results ${p.framesPerLayer.results} (${p.bytesPerLayer.results} bytes, ${p.framesPerLayer.resultsPerNode[0]} per node, ${p.frameAirtimeMs.result.toFixed(1)} ms each)`,
     `per token airtime ${duration(p.airtimePerTokenSeconds)}; channel bound ${duration(p.channelBoundPerTokenSeconds)}; busiest-radio bound ${duration(p.transmitterBoundPerTokenSeconds)}`,
-    `          wall time ${duration(p.wallPerTokenSeconds)} (radio only, scheduled under the duty cycles); the MAC's airtime bound ${duration(p.boundPerTokenSeconds)}`,
+    `          wall time ${duration(p.wallPerTokenSeconds)} (radio and the nodes' compute, scheduled under the duty cycles); the MAC's airtime bound ${duration(p.boundPerTokenSeconds)}`,
     `node      largest: weights ${mib(p.largestNode.weightBytes)} (flash), KV cache ${mib(p.largestNode.kvCacheBytes)} (PSRAM), buffers ${kib(p.largestNode.bufferBytes)} (SRAM)`,
     '',
     `module  flash free   PSRAM free   SRAM free    verdict`,

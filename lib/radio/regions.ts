@@ -10,7 +10,7 @@
  * (MACPayload plus MHDR and MIC), i.e. the largest PHY payload a data rate allows.
  */
 import { MeshLlmError } from '../llm/errors';
-import { BandwidthKHz, SpreadingFactor, timeOnAirMs, LoRaModulation } from './airtime';
+import { BandwidthKHz, LoRaModulation, RadioModulation, SpreadingFactor, isFsk, timeOnAirMs } from './airtime';
 import { DEFAULT_MAX_FRAME_BYTES } from './frame';
 
 export const REGION_NAMES = ['EU868', 'US915'] as const;
@@ -33,17 +33,30 @@ export interface DataRate {
   maxPayloadBytes: number;
 }
 
+/** An FSK data rate of a region (LoRaWAN's one: EU868 DR7, 50 kbps). */
+export interface FskDataRate {
+  dr: number;
+  bitrateBps: number;
+  /** Largest PHY payload at this data rate (LoRaWAN M + 5), bytes. */
+  maxPayloadBytes: number;
+}
+
 export interface Channel {
   frequencyHz: number;
+  /** The channel's width (for an FSK channel, the receive bandwidth its signal fits in: 125 kHz at 50 kbps, 25 kHz deviation). */
   bandwidthKHz: BandwidthKHz;
   /** The spreading factor a channel plan (channel-plans.ts) runs on this channel; absent: the mesh's. */
   sf?: SpreadingFactor;
+  /** The channel carries FSK at this bit rate instead of LoRa (a channel plan's; the radio switches modem per frame). */
+  fskBitrateBps?: number;
 }
 
 export interface Region {
   name: RegionName;
   subBands: readonly SubBand[];
   dataRates: readonly DataRate[];
+  /** FSK data rates (EU868's DR7), which only a channel plan's FSK channels use. */
+  fskDataRates?: readonly FskDataRate[];
   /** Longest single transmission, ms (Infinity where the region sets none). */
   maxDwellMs: number;
   /** Every uplink channel the region defines. */
@@ -71,9 +84,16 @@ export function broadcastChannels(p: ChannelPlan): Channel[] {
   return p.broadcasts ?? [p.broadcast];
 }
 
-/** The modulation of a channel: its own bandwidth and (in a channel plan) spreading factor, else the mesh's. */
-export function channelModulation(base: LoRaModulation, ch: Channel): LoRaModulation {
+/** The modulation of a channel: FSK where the channel says so; else LoRa at its own bandwidth and (in a channel plan) spreading factor, else the mesh's. */
+export function channelModulation(base: LoRaModulation, ch: Channel): RadioModulation {
+  if (ch.fskBitrateBps !== undefined) return { kind: 'fsk', bitrateBps: ch.fskBitrateBps };
   return { sf: ch.sf ?? base.sf, bandwidthKHz: ch.bandwidthKHz, codingRate: base.codingRate };
+}
+
+/** How a channel is named in messages: frequency, width and its data rate (SF or FSK bit rate). */
+export function channelName(ch: Channel): string {
+  const rate = ch.fskBitrateBps !== undefined ? ` FSK ${ch.fskBitrateBps / 1000} kbps` : ch.sf === undefined ? '' : ` SF${ch.sf}`;
+  return `${(ch.frequencyHz / 1e6).toFixed(3)} MHz ${ch.bandwidthKHz} kHz${rate}`;
 }
 
 /** A transmission the region forbids. */
@@ -121,6 +141,7 @@ export const EU868: Region = {
     { dr: 5, sf: 7, bandwidthKHz: 125, maxPayloadBytes: 255 },
     { dr: 6, sf: 7, bandwidthKHz: 250, maxPayloadBytes: 255 },
   ],
+  fskDataRates: [{ dr: 7, bitrateBps: 50000, maxPayloadBytes: 255 }],
   maxDwellMs: Infinity,
   uplinkChannels: [...EU868_125, EU868_250],
   // Broadcasts go to g3, where a transmitter has 10% rather than 1%.
@@ -198,9 +219,19 @@ export function channelPlan(r: Region, count: number, bandwidthKHz: BandwidthKHz
   return { uplink, broadcast: mesh.broadcast ?? uplink[0] };
 }
 
+/** The FSK data rate of a region with this bit rate. */
+export function fskDataRate(r: Region, bitrateBps: number): FskDataRate {
+  const d = r.fskDataRates?.find((x) => x.bitrateBps === bitrateBps);
+  if (!d) {
+    const known = (r.fskDataRates ?? []).map((x) => `${x.bitrateBps / 1000} kbps`).join(', ');
+    throw new MeshLlmError(`${r.name} has no FSK data rate of ${bitrateBps / 1000} kbps (${known ? `it has ${known}` : 'it has none'})`);
+  }
+  return d;
+}
+
 /** The longest frame a region allows at a modulation: the data rate's limit, within the dwell time. */
-export function maxFrameBytesFor(r: Region, m: LoRaModulation): number {
-  const limit = dataRate(r, m.sf, m.bandwidthKHz).maxPayloadBytes;
+export function maxFrameBytesFor(r: Region, m: RadioModulation): number {
+  const limit = isFsk(m) ? fskDataRate(r, m.bitrateBps).maxPayloadBytes : dataRate(r, m.sf, m.bandwidthKHz).maxPayloadBytes;
   let n = limit;
   while (n > 0 && timeOnAirMs(n, m) > r.maxDwellMs) n--;
   return n;
