@@ -42,6 +42,8 @@ async function start(args: string[], ready: RegExp): Promise<Running> {
   child.stdout?.on('data', (d) => (out += d));
   child.stderr?.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // its output is whole once its pipes close (after 'exit', and after any child of its own that held them)
+  const drained = new Promise<void>((resolve) => child.once('close', () => resolve()));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`mesh-llm ${args.join(' ')} did not come up:\n${out}`)), 30000);
     const check = setInterval(() => {
@@ -63,7 +65,9 @@ async function start(args: string[], ready: RegExp): Promise<Running> {
     exit: async () => {
       since = Date.now();
       const code = await exited;
-      return { code, afterMs: Date.now() - since };
+      const afterMs = Date.now() - since;
+      await Promise.race([drained, new Promise((r) => setTimeout(r, 2000))]);
+      return { code, afterMs };
     },
   };
 }

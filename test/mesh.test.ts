@@ -407,7 +407,8 @@ describe.each(RUNTIMES)('bad input and faults (%s head nodes)', (runtime) => {
     const nodes = nodesOn(own, 'orphan', 1, runtime);
     const gw = await gatewayOn(own, 'orphan');
     await discoverAll(gw, nodes);
-    const exited = new Promise<number | null>((resolve) => nodes.nodes[0].child.once('exit', (code) => resolve(code)));
+    // 'close': the exit code, and the node's last stderr line read (its pipes closed)
+    const exited = new Promise<number | null>((resolve) => nodes.nodes[0].child.once('close', (code) => resolve(code)));
     own.child.kill('SIGKILL');
     expect(await exited).toBe(1);
     expect(nodes.logs.join('\n')).toMatch(/lost the connection to the MQTT broker/);

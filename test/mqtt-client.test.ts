@@ -34,7 +34,7 @@ test('a process whose broker is killed is not kept alive by its client: it exits
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code))); // its output read whole
     const deadline = Date.now() + 15000;
     while (!out.includes('connected') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
     expect(out).toBe('connected\n');
