@@ -113,13 +113,20 @@ export function fskChannels(p: ChannelPlan): Channel[] {
 }
 
 /**
- * Refuses an FSK plan where `who` speaks LoRa only (the firmware's radio node, the serial
- * modem protocol, the packet-forwarder link), naming the plan and who.
+ * Why `who` (the firmware's radio node, the serial modem protocol, the packet-forwarder link),
+ * which speaks LoRa only, cannot run on this plan; null where the plan is LoRa throughout.
  */
-export function requireLoRaOnly(p: ChannelPlan, who: string): void {
-  if (fskChannels(p).length === 0) return;
+export function loRaOnlyRefusal(p: ChannelPlan, who: string): string | null {
+  const fsk = fskChannels(p);
+  if (fsk.length === 0) return null;
   const name = 'name' in p ? `channel plan ${(p as NamedChannelPlan).name}` : 'this channel plan';
-  throw new MeshLlmError(`${name} sends FSK frames (${fskChannels(p).map(channelName)[0]}); ${who} speaks LoRa only: use eu868-wide, or TypeScript radio nodes on the simulated channel`);
+  return `${name} sends FSK frames (${channelName(fsk[0])}); ${who} speaks LoRa only: use eu868-wide, or TypeScript radio nodes on the simulated channel`;
+}
+
+/** Throws loRaOnlyRefusal's reason, if any. */
+export function requireLoRaOnly(p: ChannelPlan, who: string): void {
+  const why = loRaOnlyRefusal(p, who);
+  if (why) throw new MeshLlmError(why);
 }
 
 /** Is this channel one of the plan's (frequency, bandwidth, spreading factor or FSK bit rate)? */

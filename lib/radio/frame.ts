@@ -278,7 +278,7 @@ function nackBodyBytes(fragmentCount: number): number {
 /** Sizes of the frames that carry a message body of `bodyBytes`, in fragment order. */
 export function messageFrameBytes(bodyBytes: number, maxFrameBytes: number): number[] {
   const { count, chunkBytes } = fragmentLayout(bodyBytes, maxFrameBytes);
-  return Array.from({ length: count }, (_, i) => RADIO_HEADER_BYTES + Math.max(0, Math.min(chunkBytes, bodyBytes - i * chunkBytes)) + MIC_BYTES);
+  return Array.from({ length: count }, (_, i) => RADIO_HEADER_BYTES + Math.min(chunkBytes, bodyBytes - i * chunkBytes) + MIC_BYTES);
 }
 
 /** Size of the one frame of a NACK about a message of `fragmentCount` fragments. */

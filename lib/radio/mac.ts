@@ -78,6 +78,9 @@ export interface MacConfigOptions {
   computeMs?: number;
 }
 
+/** A node's compute window per layer, between the broadcast's marker and its slot, ms (the MAC's default). */
+export const DEFAULT_COMPUTE_MS = 20;
+
 export function macConfig(o: MacConfigOptions): MacConfig {
   const r = typeof o.region === 'string' ? regionByName(o.region) : o.region;
   const modulation: LoRaModulation = { sf: o.sf, bandwidthKHz: o.bandwidthKHz, codingRate: o.codingRate ?? 5 };
@@ -90,7 +93,7 @@ export function macConfig(o: MacConfigOptions): MacConfig {
     plan,
     maxFrameBytes: named ? planFrameBytes(named, r, modulation) : meshFrameBytes(r, modulation),
     guardMs: o.guardMs ?? 5,
-    computeMs: o.computeMs ?? 20,
+    computeMs: o.computeMs ?? DEFAULT_COMPUTE_MS,
   };
 }
 
@@ -266,8 +269,8 @@ const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
  * (the frame and the silence it owes, DutyCycleTracker). The gateway also stays silent while a
  * layer's replies come (they need the whole broadcast; the next broadcast needs every reply),
  * so after the last frame a layer sends in b, b's next frame waits at least the compute time and
- * the replies' airtime, R, however short b's owed silence o: in a layer that uses b, b loses max(0, R - o) more. A
- * layer of F frames uses b at least once per F frames b carries, so each frame's cost in b is
+ * the replies' airtime, R, however short b's owed silence o: in a layer that uses b, b loses
+ * max(0, R - o) more. A layer of F frames uses b at least once per F frames b carries, so each frame's cost in b is
  * a / dc_b + max(0, R - o) / F (o of the longest frame, so the bound stays low), and the
  * frames are spread over the sub-bands at those costs.
  */

@@ -15,7 +15,7 @@ import { MeshLlmError } from '../llm/errors';
 import { kvHeadsFor, partitionHeads, weightGroupSize } from '../llm/head';
 import { BandwidthKHz, LoRaModulation, SpreadingFactor, timeOnAirMs } from './airtime';
 import { BROADCAST_ADDRESS, FrameSender, GATEWAY_ADDRESS, MAX_FRAGMENTS, fragmentCapacity } from './frame';
-import { broadcastBody, layerBoundMs, macConfig, meshBodyBytes, meshEncodings, resultBody } from './mac';
+import { DEFAULT_COMPUTE_MS, broadcastBody, layerBoundMs, macConfig, meshBodyBytes, meshEncodings, resultBody } from './mac';
 import { Channel, ChannelPlan, DutyCycleTracker, Region, RegionName, broadcastChannels, channelModulation, channelPlan, dataRate, meshFrameBytes, region as regionByName, subBandOf } from './regions';
 import { Encoding, FORMAT_SPECS, TRANSPORT_ENCODINGS, WEIGHT_FORMATS as FORMATS, WeightFormat, storageBytes } from '../llm/quant';
 import { NamedChannelPlan, namedChannelPlan, planFrameBytes } from './channel-plans';
@@ -304,7 +304,7 @@ function traffic(g: Geometry, groups: number[][], transport: Encoding, radio: Ra
   const broadcastMs = frames.broadcast.map((b) => fastest(broadcastChannels(radio.channels), b));
   const resultMs = frames.results.map((f) => f.map((b) => fastest(radio.channels.uplink, b)));
   const tokens = o.simulatedTokens ?? 3;
-  const computeMs = o.computeMs ?? 20;
+  const computeMs = o.computeMs ?? DEFAULT_COMPUTE_MS;
   const ends = simulate({ r: radio.r, plan: radio.channels, toa: radio.toa, channelFree: new Map(), computeMs }, g.nLayers, frames.broadcast, frames.results, tokens);
   const wallMs = ends[tokens - 1] - (tokens > 1 ? ends[tokens - 2] : 0);
   const config = macConfig({ region: radio.r, sf: radio.m.sf, bandwidthKHz: radio.m.bandwidthKHz, channels: radio.channels.uplink.length, codingRate: radio.m.codingRate, channelPlan: radio.named ?? undefined, computeMs });
@@ -350,7 +350,7 @@ export function plan(o: PlanOptions): Plan {
   // A node may spread its frames over every uplink sub-band, each with its own budget.
   const uplinkDutyBudget = sum(uplinkBands.map((b) => b.dutyCycle));
   const broadcastDutyBudget = sum([...new Map(broadcastChannels(channels).map((c) => subBandOf(r, c)).map((b) => [b.name, b.dutyCycle])).values()]);
-  const channelBoundLayerMs = layerBroadcastMs + (o.computeMs ?? 20) + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
+  const channelBoundLayerMs = layerBroadcastMs + (o.computeMs ?? DEFAULT_COMPUTE_MS) + Math.max(Math.max(...resultMs.map(sum)), layerResultsMs / channels.uplink.length);
   const transmitterBoundMs = g.nLayers * Math.max(layerBroadcastMs / broadcastDutyBudget, Math.max(...resultMs.map(sum)) / uplinkDutyBudget);
 
   // every weight format x transport the fidelity table measured
@@ -391,7 +391,7 @@ export function plan(o: PlanOptions): Plan {
   if (best) best.fastest = true;
 
   const busiest = resultMs.reduce((iMax, f, i) => (sum(f) > sum(resultMs[iMax]) ? i : iMax), 0);
-  const computeMs = o.computeMs ?? 20;
+  const computeMs = o.computeMs ?? DEFAULT_COMPUTE_MS;
   const power = nodePower({ txSeconds: (g.nLayers * sum(resultMs[busiest])) / 1000, rxSeconds: (g.nLayers * layerBroadcastMs) / 1000, computeSeconds: (g.nLayers * computeMs) / 1000 }, t.wallMs / 1000, o.power);
 
   const fits: Record<string, boolean> = {};

@@ -39,8 +39,8 @@ import { Geometry } from '../llm/config';
 import { Radio, RadioChannel, Reception } from './channel';
 import { Clock } from './clock';
 import { AirtimeKind, AirtimeLedger, MeshLayout } from './mac';
-import { channelName, subBandOf } from './regions';
-import { fskChannels } from './channel-plans';
+import { subBandOf } from './regions';
+import { loRaOnlyRefusal } from './channel-plans';
 import { GATEWAY_ADDRESS } from './frame';
 
 export const SIM_MESSAGES = {
@@ -355,7 +355,8 @@ export function nodeJoinPlan(layout: MeshLayout, g: Geometry, address: number, h
   const slot = layout.slots.get(address);
   if (!slot || !heads) return `radio address ${address} has no slot in this mesh (addresses ${[...layout.slots.keys()].join(', ')})`;
   const c = layout.config;
-  if (fskChannels(c.plan).length) return `the mesh's channel plan sends FSK frames (${channelName(fskChannels(c.plan)[0])}); the firmware's radio node speaks LoRa only`;
+  const lora = loRaOnlyRefusal(c.plan, 'the firmware\'s radio node');
+  if (lora) return lora;
   const band = subBandOf(c.region, slot.channel);
   return {
     address,
