@@ -118,12 +118,23 @@ class GraphBuilder {
     return name;
   }
 
-  /** n = weight * x / sqrt(mean(x^2) + eps), over the last axis. */
+  /**
+   * n = weight * x / sqrt(mean(x^2) + eps), over the last axis: onnxruntime's
+   * SimplifiedLayerNormalization, one node where the spelled-out ops were six.
+   */
   rmsnorm(x: string, weight: Float32Array, name: string): string {
-    const eps = this.initializers.some((t) => t.name === 'eps') ? 'eps' : this.constant('eps', [], Float32Array.of(RMS_EPS));
-    const ms = this.node('ReduceMean', [this.node('Mul', [x, x])], { axes: [-1], keepdims: 1 });
-    const rms = this.node('Sqrt', [this.node('Add', [ms, eps])]);
-    return this.node('Mul', [this.node('Div', [x, rms]), this.constant(name, [weight.length], weight)]);
+    return this.node('SimplifiedLayerNormalization', [x, this.constant(name, [weight.length], weight)], { axis: -1, epsilon: { float: RMS_EPS } });
+  }
+
+  /**
+   * s = x + skip and n = RMSNorm(s) with `weight`, in one node (onnxruntime's contrib
+   * SkipSimplifiedLayerNormalization): the residual add and the norm read the vector once.
+   */
+  addRmsnorm(x: string, skip: string, weight: Float32Array, name: string): { sum: string; n: string } {
+    const n = this.fresh('skipnorm');
+    const sum = this.fresh('residual');
+    this.nodes.push({ op: 'SkipSimplifiedLayerNormalization', domain: MS_DOMAIN, inputs: [x, skip, this.constant(name, [weight.length], weight)], outputs: [n, '', '', sum], attributes: { epsilon: { float: RMS_EPS } } });
+    return { sum, n };
   }
 
   /** a [1, cols] · W^T for W [rows, cols] (or several stacked on their rows): float32 MatMul, or the dynamic int8 pattern. */
@@ -171,8 +182,7 @@ export function layerGraph(g: Geometry, read: TensorReader, layer: number, encod
   const b = new GraphBuilder(encoding, blockSize);
   const { dim, hiddenDim } = g;
   const attn = b.matmul('heads', read('wo', layer), dim, dim, 'wo');
-  const x1 = b.node('Add', ['x', attn]);
-  const n = b.rmsnorm(x1, read('rmsFfn', layer), 'rms_ffn');
+  const { sum: x1, n } = b.addRmsnorm(attn, 'x', read('rmsFfn', layer), 'rms_ffn');
   const [h1, h3] = b.matmulPair(n, read('w1', layer), read('w3', layer), hiddenDim, dim, 'w13');
   const gated = b.node('Mul', [b.node('Mul', [h1, b.node('Sigmoid', [h1])]), h3]);
   const down = b.matmul(gated, read('w2', layer), dim, hiddenDim, 'w2');
@@ -215,7 +225,15 @@ export class OnnxGatewaySessions {
   ) {}
 
   static async create(g: Geometry, read: TensorReader, o: OnnxGatewayOptions, progress?: (done: number, total: number) => void): Promise<OnnxGatewaySessions> {
-    const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: o.threads ?? 1, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential' };
+    const options: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: o.threads ?? 1,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      // with more than one thread: the pool's threads sleep between products instead of spinning,
+      // which on a small machine takes the CPU the hand-offs and the bus need (docs/PERFORMANCE.md)
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    };
     const layers: ort.InferenceSession[] = [];
     let weightBytes = 0;
     const build = async (graph: OnnxGraph): Promise<ort.InferenceSession> => {
