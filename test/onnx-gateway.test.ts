@@ -68,4 +68,16 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
       await gw.close();
     }
   });
+
+  test('a request in flight when the worker thread exits fails with the reason, and so does the next', async () => {
+    // a float32 classifier of 32000 x 1024 (131 MB): its product takes milliseconds, so the exit lands while it runs
+    const config = { dim: 1024, hiddenDim: 64, nLayers: 1, nHeads: 8, nKvHeads: 8, vocabSize: 32000, seqLen: 16, sharedClassifier: false };
+    const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 3 }, encoding: 'f32' });
+    const inFlight = gw.logits(new Float32Array(config.dim).fill(0.5));
+    await Promise.resolve(); // the request is announced in a microtask
+    await Promise.resolve();
+    await (gw as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await expect(inFlight).rejects.toThrow('the ONNX gateway worker exited during a request');
+    await expect(gw.embed(1)).rejects.toThrow('the ONNX gateway worker exited during a request');
+  });
 });
