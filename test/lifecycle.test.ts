@@ -3,7 +3,7 @@
  * the documented exit code, and each process ends promptly (under 5 s) on SIGTERM (exit 0) or
  * when its broker goes away (exit 1, saying so). Real processes, real sockets.
  */
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import { freePort } from '../lib/mesh/broker';
 import { spawnBroker } from '../lib/mesh/processes';
 import { binPath, runCli } from './support/cli';
 import { modelPaths } from './support/fixtures';
+import { killGroup, processGroup } from './support/process-group';
 
 const KEY = '000102030405060708090a0b0c0d0e0f';
 const children: ChildProcess[] = [];
@@ -160,10 +161,6 @@ describe('mesh-llm bridge', () => {
 });
 
 /** Pids of the processes in a process group (ps), besides ps itself. */
-function processGroup(pgid: number): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=', '-g', String(pgid)], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
-}
 
 describe('mesh-llm start', () => {
   test('a busy editor port is one line and exit code 1, before anything is started', async () => {
@@ -211,7 +208,7 @@ describe('npm start', () => {
       while (processGroup(pgid).length > 0 && Date.now() < stoppedBy) await new Promise((r) => setTimeout(r, 100));
       expect(processGroup(pgid)).toEqual([]);
     } finally {
-      if (npm.pid) spawnSync('kill', ['-KILL', `-${npm.pid}`]);
+      if (npm.pid) killGroup(npm.pid);
       fs.rmSync(data, { recursive: true, force: true });
     }
   }, 120000);

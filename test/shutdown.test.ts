@@ -4,12 +4,13 @@
  * process group is gone within 5 s, the exit code is 0 and nothing is reported unhandled.
  * The real `npm start`, real HTTP.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { packageRoot } from '../lib/llm/resolve';
 import { freePort } from '../lib/mesh/broker';
+import { killGroup } from './support/process-group';
 
 /** POST /generate; resolves with the status and body however the request ends (an error is status 0). */
 async function generate(url: string, body: object): Promise<{ status: number; body: string }> {
@@ -49,7 +50,7 @@ test('SIGTERM to npm start with requests running and queued: each is answered 50
     }
     expect(out).not.toMatch(/unhandled|Unhandled|\n\s+at /);
   } finally {
-    if (npm.pid) spawnSync('kill', ['-KILL', `-${npm.pid}`]);
+    if (npm.pid) killGroup(npm.pid);
     fs.rmSync(data, { recursive: true, force: true });
   }
 }, 120000);
