@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import { freePort } from '../lib/mesh/broker';
 import { connectMqtt, endClient } from '../lib/mesh/mqtt';
 import { spawnBroker } from '../lib/mesh/processes';
+import { MeshGateway } from '../lib/mesh/gateway';
+import { modelPaths } from './support/fixtures';
 
 const mqttModule = path.join(__dirname, '..', 'lib', 'mesh', 'mqtt.js');
 
@@ -46,6 +48,23 @@ test('a process whose broker is killed is not kept alive by its client: it exits
     expect(out).toBe('connected\nclosed\n');
     expect(Date.now() - killedAt).toBeLessThan(5000);
   } finally {
+    await broker.close();
+  }
+}, 30000);
+
+test('a gateway whose broker went away before it began to look for head nodes fails the search at once, naming the broker', async () => {
+  const broker = await spawnBroker(await freePort());
+  const gw = await MeshGateway.connect({ url: broker.url, meshId: 'lost-first', modelPath: modelPaths.model, tokenizerPath: modelPaths.tokenizer, failover: false, log: () => undefined });
+  try {
+    const client = (gw as unknown as { client: { once(event: 'close', f: () => void): void } }).client;
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    broker.child.kill('SIGKILL');
+    await closed; // the loss is known before the search starts: no later close event would end its wait
+    const startedAt = Date.now();
+    await expect(gw.discover({ count: 1, timeoutMs: 20000 })).rejects.toThrow(`lost the connection to the MQTT broker ${broker.url}`);
+    expect(Date.now() - startedAt).toBeLessThan(1000);
+  } finally {
+    await gw.close();
     await broker.close();
   }
 }, 30000);

@@ -413,6 +413,8 @@ export class MeshGateway {
   // --- waiting ------------------------------------------------------------------------------
 
   private waitFor(condition: () => boolean, timeoutMs: number, describe: () => string): Promise<void> {
+    if (this.closed) return Promise.reject(new MeshError('the gateway closed'));
+    if (this.lost) return Promise.reject(this.lost); // lost before the wait began: no close event will come to end it
     if (condition()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const check = () => {
