@@ -160,8 +160,6 @@ describe('mesh-llm bridge', () => {
   });
 });
 
-/** Pids of the processes in a process group (ps), besides ps itself. */
-
 describe('mesh-llm start', () => {
   test('a busy editor port is one line and exit code 1, before anything is started', async () => {
     const busy = await occupy();

@@ -1,7 +1,8 @@
 /**
  * The one MQTT connection helper every part of mesh-llm uses (lib/mesh/mqtt.ts), against a real
  * `mesh-llm broker` process: when the broker goes away the client says so and lets go, so a
- * process that loses its broker is not held alive by a keepalive timer.
+ * process that loses its broker is not held alive by a keepalive timer, and a gateway that lost
+ * it fails what it waits for at once.
  */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';

@@ -187,6 +187,8 @@ if (!isMainThread && (workerData as { onnxGateway?: OnnxGatewaySpec })?.onnxGate
   void serve((workerData as { onnxGateway: OnnxGatewaySpec }).onnxGateway).catch((e) => parentPort!.postMessage({ fatal: (e as Error).message }));
 }
 
+const workerExited = (): MeshLlmError => new MeshLlmError('the ONNX gateway worker exited during a request');
+
 /**
  * The main thread's handle on the worker: the gateway steps of one token, as the engine's
  * forward pass uses them (embed, then per layer the attention input and W_O + FFN, then the
@@ -238,8 +240,7 @@ export class OnnxGateway {
     const run = async (): Promise<T> => {
       const { ch } = this;
       const c = ch.control;
-      const exited = (): MeshLlmError => new MeshLlmError('the ONNX gateway worker exited during a request');
-      if (this.dead) throw exited();
+      if (this.dead) throw workerExited();
       fill(ch);
       c[OP] = op;
       c[ARG] = arg;
@@ -248,7 +249,7 @@ export class OnnxGateway {
       Atomics.notify(c, SEQ);
       const wait = waitAsync(c, DONE, seq - 1);
       if (wait.async) await wait.value;
-      if (Atomics.load(c, DONE) !== seq) throw exited(); // woken by the exit, not by an answer
+      if (Atomics.load(c, DONE) !== seq) throw workerExited(); // woken by the exit, not by an answer
       this.onnxMs += ch.runMs[0];
       if (c[FAILED]) throw new MeshLlmError(ch.errorMessage());
       return answer(ch);

@@ -13,7 +13,7 @@ export function processGroup(pgid: number): number[] {
 /**
  * SIGKILL to every process left in group `pgid`, through kill(2) itself. Not the `kill` program:
  * Debian 12's procps 4.0.2 `kill -KILL -PGID` for a group that has already ended signalled every
- * process on the machine (seen here: it took the test runner's whole sandbox with it).
+ * process on the machine, the test runner and whatever ran it among them (seen here).
  */
 export function killGroup(pgid: number): void {
   if (!(Number.isInteger(pgid) && pgid > 1)) throw new Error(`killGroup: ${pgid} is not a process group of a child`);
