@@ -47,8 +47,11 @@ import { OnnxGateway } from '../lib/onnx/gateway-worker';
 import { MS_DOMAIN, OnnxNode, OnnxTensor, encodeModel } from '../lib/onnx/onnx';
 import { MODEL_PRESETS } from '../lib/radio/presets';
 
+/** A case: onnxruntime in f32 or int8, the native int8 kernel (lib/native/), or llama.cpp. */
+type CaseName = 'f32' | 'int8' | 'int8-native' | 'llama-cpp';
+
 interface CaseResult {
-  encoding: Encoding | 'llama-cpp';
+  encoding: CaseName;
   loadSeconds: number;
   msPerToken: number;
   /** Of msPerToken, the time inside onnxruntime's session.run (in the worker); absent for llama.cpp. */
@@ -212,25 +215,28 @@ function arg(name: string, fallback: number): number {
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
 
-/** Bytes of one matrix [rows, cols] as onnxruntime is given it (int8: values + one float32 scale per row, or per block of blockSize). */
-function matrixBytes(encoding: Encoding, rows: number, cols: number, blockSize?: number): number {
+/** Bytes of one matrix [rows, cols] as a product reads it (int8: values + one float32 scale per row, or per block of blockSize; the native kernel also one int32 code sum per row). */
+function matrixBytes(encoding: Encoding | 'int8-native', rows: number, cols: number, blockSize?: number): number {
   if (encoding === 'f32') return rows * cols * 4;
+  if (encoding === 'int8-native') return Math.ceil(rows / 4) * 4 * Math.ceil(cols / 64) * 64 + rows * 8;
   if (blockSize === undefined) return rows * cols + rows * 4;
   const nBlocks = Math.ceil(cols / blockSize);
   return rows * nBlocks * (blockSize + 4);
 }
 
 /** Bytes per token of the gateway's matrices in an encoding. */
-function tokenBytes(c: ModelConfig, encoding: Encoding, blockSize?: number): number {
+function tokenBytes(c: ModelConfig, encoding: Encoding | 'int8-native', blockSize?: number): number {
   const g = geometry(c);
   const matrices: [number, number][] = [[g.dim, g.dim], [g.hiddenDim, g.dim], [g.dim, g.hiddenDim], [g.hiddenDim, g.dim]];
   return c.nLayers * matrices.reduce((n, [r, k]) => n + matrixBytes(encoding, r, k, blockSize), 0) + matrixBytes(encoding, c.vocabSize, c.dim, blockSize);
 }
 
-/** One encoding in this (child) process. */
-async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, threads: number, blockSize?: number): Promise<CaseResult> {
+/** One case (f32, int8, int8-native) in this (child) process. */
+async function runCase(name: 'f32' | 'int8' | 'int8-native', config: ModelConfig, tokens: number, threads: number, blockSize?: number): Promise<CaseResult> {
   const t0 = process.hrtime.bigint();
-  const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads, blockSize }, (done, total) => process.stderr.write(`bench:gateway: ${encoding} layer ${done}/${total} loaded\n`));
+  const encoding: Encoding = name === 'f32' ? 'f32' : 'int8';
+  const kernel = name === 'int8-native' ? 'native' : 'onnxruntime';
+  const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads, blockSize, kernel }, (done, total) => process.stderr.write(`bench:gateway: ${name} layer ${done}/${total} loaded\n`));
   const loadSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   (globalThis as { gc?: () => void }).gc?.();
   const rssAfterLoadBytes = process.memoryUsage().rss;
@@ -250,13 +256,13 @@ async function runCase(encoding: Encoding, config: ModelConfig, tokens: number, 
   await token();
   onnx.length = 0;
   const peakRssBytes = process.resourceUsage().maxRSS * 1024; // before the bound's buffer exists
-  const bytes = tokenBytes(config, encoding, blockSize);
+  const bytes = tokenBytes(config, name === 'int8-native' ? name : encoding, blockSize);
   const timed = await timeBesideBound(tokens, bytes, threads, token);
   const residentWeightBytes = gw.weightBytes;
   await gw.close();
-  const single = await singleMatmul(encoding, config.hiddenDim, config.dim, threads, blockSize);
+  const single = name === 'int8-native' ? undefined : await singleMatmul(encoding, config.hiddenDim, config.dim, threads, blockSize);
   onnx.sort((a, b) => a - b);
-  return { encoding, loadSeconds, ...timed, onnxMsPerToken: onnx[onnx.length >> 1], tokenBytes: bytes, residentWeightBytes, rssAfterLoadBytes, peakRssBytes, singleMatmulMs: single.ms, singleMatmulBytes: single.bytes } as CaseResult;
+  return { encoding: name, loadSeconds, ...timed, onnxMsPerToken: onnx[onnx.length >> 1], tokenBytes: bytes, residentWeightBytes, rssAfterLoadBytes, peakRssBytes, singleMatmulMs: single?.ms, singleMatmulBytes: single?.bytes } as CaseResult;
 }
 
 /** Bytes of the Q8_0 matrices llama.cpp reads per token (34 bytes per 32 values): every layer's seven, and the output matrix. */
@@ -317,7 +323,8 @@ function stringArg(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const layers = arg('layers', MODEL_PRESETS.tinyllama.nLayers);
-  const only = process.argv.includes('--only') ? [process.argv[process.argv.indexOf('--only') + 1] as Encoding] : (['int8', 'f32'] as Encoding[]);
+  const only = process.argv.includes('--only') ? [process.argv[process.argv.indexOf('--only') + 1] as CaseName] : (['int8-native', 'int8', 'f32'] as CaseName[]);
+  for (const c of only) if (!['f32', 'int8', 'int8-native'].includes(c)) throw new Error(`--only ${c}: expected int8-native, int8 or f32`);
   const config: ModelConfig = { ...MODEL_PRESETS.tinyllama, nLayers: layers };
   const tokens = arg('tokens', 10);
   const threads = arg('threads', 1);
@@ -327,12 +334,13 @@ async function main(): Promise<void> {
   const block = stringArg('block') === undefined ? undefined : arg('block', 0);
   const caseName = stringArg('case');
   if (caseName !== undefined) {
-    const result = caseName === 'llama-cpp' ? await runLlamaCpp(llamaDir as string, gguf as string, tokens, threads) : await runCase(caseName as Encoding, config, tokens, threads, block);
+    const result = caseName === 'llama-cpp' ? await runLlamaCpp(llamaDir as string, gguf as string, tokens, threads) : await runCase(caseName as 'f32' | 'int8' | 'int8-native', config, tokens, threads, block);
     process.stdout.write(JSON.stringify(result) + '\n');
     if (caseName === 'llama-cpp') process.exit(0); // node-llama-cpp's native handles would keep the process alive
     return;
   }
-  const cases: CaseResult['encoding'][] = [...only, ...(llamaDir !== undefined ? (['llama-cpp'] as const) : [])];
+  if (block !== undefined && only.includes('int8-native')) throw new Error('--block: onnxruntime only (MatMulNBits); run it with --only int8');
+  const cases: CaseName[] = [...only, ...(llamaDir !== undefined ? (['llama-cpp'] as const) : [])];
   const results: CaseResult[] = [];
   for (const name of cases) {
     const extra = name === 'llama-cpp' ? ['--llama-cpp', llamaDir as string, '--gguf', gguf as string] : [];
@@ -364,7 +372,7 @@ async function main(): Promise<void> {
   const round = (v: number, d = 2): number => Math.round(v * 10 ** d) / 10 ** d;
   const summary: Record<string, number | string> = { layers: config.nLayers, threads, tokens, ...(block === undefined ? {} : { int8BlockSize: block }), loadAverage1m: round(os.loadavg()[0], 1) };
   for (const r of results) {
-    const e = r.encoding === 'llama-cpp' ? 'llamaCpp' : r.encoding;
+    const e = r.encoding === 'llama-cpp' ? 'llamaCpp' : r.encoding === 'int8-native' ? 'int8Native' : r.encoding;
     Object.assign(summary, {
       [`${e}MsPerToken`]: round(r.msPerToken, 1),
       ...(r.onnxMsPerToken === undefined ? {} : { [`${e}OnnxMsPerToken`]: round(r.onnxMsPerToken, 1) }),

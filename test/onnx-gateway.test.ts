@@ -11,13 +11,15 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
   beforeAll(async () => {
     reference = await engine.teacherForce(golden);
   });
-  /** The golden story teacher-forced through a gateway, against the engine's float32 logits. */
-  const teacherForced = async (gw: OnnxGateway) => {
+  /** The logits of the golden story teacher-forced through a gateway. */
+  const logitsOf = async (gw: OnnxGateway): Promise<Float32Array[]> => {
     await engine.heads.reset();
     const got: Float32Array[] = [];
     for (let pos = 0; pos < golden.length; pos++) got.push(await onnxForward(gw, engine.heads, golden[pos], pos));
-    return compareLogits(reference, got);
+    return got;
   };
+  /** The same, against the engine's float32 logits. */
+  const teacherForced = async (gw: OnnxGateway) => compareLogits(reference, await logitsOf(gw));
 
   test('float32: greedy generation through the worker gives the golden tokens and text', async () => {
     const gw = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'f32' });
@@ -45,6 +47,26 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
     }
   });
 
+  test("int8 on the native kernel (lib/native/): top-1 agreement 100% and mean KL below 1e-2 against float32, and onnxruntime's int8 graphs' logits (the first to within float rounding, then top-1 equal, mean KL below 1e-3)", async () => {
+    const native = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', kernel: 'native' });
+    const int8 = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8' });
+    try {
+      const f = await teacherForced(native);
+      expect(f.top1Agreement).toBe(1);
+      expect(f.meanKl).toBeLessThan(1e-2);
+      const [a, b] = [await logitsOf(native), await logitsOf(int8)];
+      // the same integer sums and scales: the first token's logits differ by float32 rounding only;
+      // later an activation code on a rounding boundary can flip (one step of 1/255 of its range)
+      const firstDiff = Math.max(...a[0].map((v, i) => Math.abs(v - b[0][i])));
+      expect(firstDiff).toBeLessThan(1e-4);
+      const vs = compareLogits(b, a);
+      expect(vs.top1Agreement).toBe(1);
+      expect(vs.meanKl).toBeLessThan(1e-3);
+    } finally {
+      await Promise.all([native.close(), int8.close()]);
+    }
+  });
+
   test('int8 in blocks of 32 (MatMulNBits, int8 activations per block): teacher-forced top-1 agreement 100%, mean KL below 1e-2', async () => {
     const blocks = await OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 32 });
     try {
@@ -58,6 +80,11 @@ describe('the gateway as ONNX graphs (W_O + FFN per layer, the classifier) in a 
 
   test('a block size MatMulNBits cannot take is refused with the reason', async () => {
     await expect(OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 48 })).rejects.toThrow(/blockSize 48: needs encoding int8 and a power of 2 from 16/);
+  });
+
+  test('the native kernel with float32 weights or int8 blocks is refused with the reason', async () => {
+    await expect(OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'f32', kernel: 'native' })).rejects.toThrow(/kernel native: needs encoding int8 with one scale per row and 1 thread \(asked: encoding f32, threads 1\)/);
+    await expect(OnnxGateway.start({ source: { kind: 'file', path: modelPaths.model }, encoding: 'int8', blockSize: 32, kernel: 'native' })).rejects.toThrow(/kernel native: needs encoding int8 with one scale per row and 1 thread \(asked: encoding int8, blockSize 32, threads 1\)/);
   });
 
   test('a token outside the vocabulary is refused by the worker with the reason', async () => {

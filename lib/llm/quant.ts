@@ -71,6 +71,21 @@ export function roundHalfAway(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
+/**
+ * One matrix row w[offset, offset + cols) as int8 codes with one scale, max|row| / 127 in
+ * float32, codes round(w / scale) (half away from zero, by multiplying with 1 / scale), written
+ * to out[outOffset + c * outStride]: the gateway's per-row int8 weights (onnxruntime's and the
+ * native kernel's alike). Returns the scale.
+ */
+export function quantizeRowInt8(w: Float32Array, offset: number, cols: number, out: Int8Array, outOffset: number, outStride: number): number {
+  let amax = 0;
+  for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[offset + c]));
+  const scale = Math.fround(amax / 127);
+  const inv = scale ? 1 / scale : 0;
+  for (let c = 0; c < cols; c++) out[outOffset + c * outStride] = roundHalfAway(w[offset + c] * inv);
+  return scale;
+}
+
 /** The scale of a symmetric group: max|v| / levels in float32. */
 export function groupScale(x: Float32Array, from: number, len: number, levels = 127): number {
   let maxAbs = 0;

@@ -1,8 +1,10 @@
 /**
  * The ONNX gateway in a worker thread, so the event loop that serves the bus stays free while
  * onnxruntime multiplies. The worker owns every gateway weight: the embedding table and the
- * RMSNorm gains in float32, the matrices in onnxruntime sessions (lib/onnx/gateway.ts). The
- * main thread's OnnxGateway sends it vectors and gets vectors back; weights never cross.
+ * RMSNorm gains in float32, the matrices in onnxruntime sessions (lib/onnx/gateway.ts), or
+ * with kernel 'native' (int8 only) packed for the gateway's own int8 kernel
+ * (lib/native/gateway.ts: the same numbers, read at the memory's streaming rate). The main
+ * thread's OnnxGateway sends it vectors and gets vectors back; weights never cross.
  */
 import * as path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -13,6 +15,7 @@ import { rmsnorm } from '../llm/math';
 import { Encoding } from '../llm/quant';
 import { synthTensor } from '../llm/synth';
 import { TensorName } from '../llm/tensors';
+import { NativeInt8Gateway } from '../native/gateway';
 import { OnnxGatewaySessions, TensorReader } from './gateway';
 
 /** Where the worker reads the weights: a model file, or a synthetic model (lib/llm/synth.ts). */
@@ -24,6 +27,28 @@ export interface OnnxGatewaySpec {
   threads?: number;
   /** int8 in blocks of this many values (MatMulNBits) instead of one scale per row (lib/onnx/gateway.ts). */
   blockSize?: number;
+  /** What multiplies: onnxruntime's sessions (the default), or for int8 with one scale per row the native kernel (lib/native/). */
+  kernel?: GatewayKernel;
+}
+
+export type GatewayKernel = 'onnxruntime' | 'native';
+
+/** The worker's matrices: onnxruntime sessions or the native int8 kernel, one interface. */
+interface GatewayMatrices {
+  readonly weightBytes: number;
+  layer(x: Float32Array, heads: Float32Array, layer: number): Promise<Float32Array>;
+  logits(x: Float32Array): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+async function createMatrices(g: Geometry, read: TensorReader, spec: OnnxGatewaySpec, progress: (done: number, total: number) => void): Promise<GatewayMatrices> {
+  if (spec.kernel === 'native') {
+    if (spec.encoding !== 'int8' || spec.blockSize !== undefined || (spec.threads ?? 1) !== 1)
+      throw new MeshLlmError(`kernel native: needs encoding int8 with one scale per row and 1 thread (asked: encoding ${spec.encoding}${spec.blockSize === undefined ? '' : `, blockSize ${spec.blockSize}`}, threads ${spec.threads ?? 1})`);
+    return NativeInt8Gateway.create(g, read, progress);
+  }
+  if (spec.kernel !== undefined && spec.kernel !== 'onnxruntime') throw new MeshLlmError(`kernel ${String(spec.kernel)}: expected onnxruntime or native`);
+  return OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads, blockSize: spec.blockSize }, progress);
 }
 
 /** Operations of a request, in the channel's OP word. */
@@ -132,7 +157,7 @@ async function serve(spec: OnnxGatewaySpec): Promise<void> {
   const g = geometry(config);
   const embeddings = read('tokenEmbedding', 0);
   const rmsAtt = Array.from({ length: g.nLayers }, (_, l) => read('rmsAtt', l));
-  const sessions = await OnnxGatewaySessions.create(g, read, { encoding: spec.encoding, threads: spec.threads, blockSize: spec.blockSize }, (done, total) => port.postMessage({ progress: [done, total] }));
+  const sessions = await createMatrices(g, read, spec, (done, total) => port.postMessage({ progress: [done, total] }));
   ckpt?.close();
   const ch = new Channel(new SharedArrayBuffer(Channel.bytes(g)), g);
   port.postMessage({ ready: true, config, weightBytes: sessions.weightBytes + embeddings.byteLength + rmsAtt.reduce((n, a) => n + a.byteLength, 0), shared: ch.buffer });
@@ -201,7 +226,7 @@ export class OnnxGateway {
   private readonly exited: Promise<void>;
   /** Set when the worker has exited: a request in flight is woken and fails instead of waiting forever. */
   private dead = false;
-  /** Milliseconds the worker has spent inside onnxruntime (session.run) so far: the rest of a step is hand-offs and glue. */
+  /** Milliseconds the worker has spent multiplying (onnxruntime's session.run, or the native kernel's layer step) so far: the rest of a step is hand-offs and glue. */
   onnxMs = 0;
 
   private constructor(private readonly worker: Worker, private readonly ch: Channel, readonly g: Geometry, readonly weightBytes: number) {

@@ -21,7 +21,7 @@
 import * as ort from 'onnxruntime-node';
 import { Geometry, RMS_EPS } from '../llm/config';
 import { MeshLlmError } from '../llm/errors';
-import { Encoding } from '../llm/quant';
+import { Encoding, quantizeRowInt8 } from '../llm/quant';
 import { TensorName } from '../llm/tensors';
 import { MS_DOMAIN, OnnxGraph, OnnxNode, OnnxTensor, encodeModel } from './onnx';
 
@@ -38,17 +38,7 @@ export function quantizeTransposed(ws: Float32Array | Float32Array[], rows: numb
   const q = new Int8Array(stride * cols);
   const scales = new Float32Array(stride);
   list.forEach((w, k) => {
-    for (let r = 0; r < rows; r++) {
-      let amax = 0;
-      for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
-      const scale = Math.fround(amax / 127);
-      scales[k * rows + r] = scale;
-      const inv = scale ? 1 / scale : 0;
-      for (let c = 0; c < cols; c++) {
-        const v = w[r * cols + c] * inv;
-        q[c * stride + k * rows + r] = v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-      }
-    }
+    for (let r = 0; r < rows; r++) scales[k * rows + r] = quantizeRowInt8(w, r * cols, cols, q, k * rows + r, stride);
   });
   return { q, scales };
 }
