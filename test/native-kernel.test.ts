@@ -9,7 +9,15 @@ import * as path from 'node:path';
 import { quantizeRowInt8 } from '../lib/llm/quant';
 import * as ort from 'onnxruntime-node';
 import { encodeModel } from '../lib/onnx/onnx';
-import { matvecInt8, nativeKernels, packRows, paddedCols, quantizeActivation } from '../lib/native/kernels';
+import { nativeKernels, packRows, paddedCols } from '../lib/native/kernels';
+
+const addon = nativeKernels();
+
+/** The addon's activation quantisation (checked against onnxruntime's below). */
+function quantizeActivation(x: Float32Array, q: Uint8Array): { q: Uint8Array; scale: number; zeroPoint: number } {
+  const [scale, zeroPoint] = addon.quantizeActivation(x, q);
+  return { q, scale, zeroPoint };
+}
 
 /** A seeded matrix [rows, cols] and vector [cols] with both signs, a few values at the extremes. */
 function case_(rows: number, cols: number, seed: number): { w: Float32Array; x: Float32Array } {
@@ -37,9 +45,8 @@ function reference(w: Float32Array, rows: number, cols: number, x: Float32Array)
 }
 
 function product(w: Float32Array, rows: number, cols: number, x: Float32Array): Float32Array {
-  const m = packRows(w, rows, cols);
   const y = new Float32Array(rows);
-  matvecInt8(m, quantizeActivation(x, new Uint8Array(m.colsPadded)), y);
+  addon.product(packRows(w, rows, cols), x, y);
   return y;
 }
 
@@ -56,7 +63,7 @@ describe('the native int8 kernel', () => {
     const b = case_(9, 100, 2);
     const m = packRows([a.w, b.w], 9, 100);
     const y = new Float32Array(18);
-    matvecInt8(m, quantizeActivation(a.x, new Uint8Array(m.colsPadded)), y);
+    addon.product(m, a.x, y);
     expect(y.subarray(0, 9)).toEqual(reference(a.w, 9, 100, a.x));
     expect(y.subarray(9)).toEqual(reference(b.w, 9, 100, a.x));
   });
@@ -85,7 +92,7 @@ describe('the native int8 kernel', () => {
   test("uses the CPU's widest path (AVX-512 VNNI where /proc/cpuinfo lists it, else AVX2, else plain C)", () => {
     const flags = fs.existsSync('/proc/cpuinfo') ? (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '').split(/\s+/) : [];
     const expected = ['avx512f', 'avx512bw', 'avx512_vnni'].every((f) => flags.includes(f)) ? 'avx512-vnni' : flags.includes('avx2') ? 'avx2' : 'c';
-    expect(nativeKernels().kernel).toBe(expected);
+    expect(addon.kernel).toBe(expected);
   });
 
   test('every path this CPU can run (MESH_LLM_INT8_KERNEL=c, avx2, the default) gives the same bits', () => {
@@ -95,7 +102,7 @@ describe('the native int8 kernel', () => {
         const w = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.61 + rows));
         const x = Float32Array.from({ length: cols }, (_, i) => Math.cos(i * 1.3) * 2 - 0.4);
         const m = k.packRows(w, rows, cols), y = new Float32Array(rows);
-        k.matvecInt8(m, k.quantizeActivation(x, new Uint8Array(m.colsPadded)), y);
+        k.nativeKernels().product(m, x, y);
         out.push(Buffer.from(y.buffer).toString('hex'));
       }
       process.stdout.write(JSON.stringify({ kernel: k.nativeKernels().kernel, out }));`;
@@ -110,15 +117,23 @@ describe('the native int8 kernel', () => {
     for (const p of paths.slice(1)) expect(p.out).toEqual(paths[0].out);
   });
 
-  test('a packed matrix of the wrong length, or an activation of the wrong width, is refused naming it', () => {
+  test('a packed matrix of the wrong length, a vector of the wrong width, or a layer whose shapes do not fit is refused naming it', () => {
     const { w, x } = case_(8, 64, 9);
     const m = packRows(w, 8, 64);
-    const a = quantizeActivation(x, new Uint8Array(64));
     const y = new Float32Array(8);
-    expect(() => nativeKernels().matvecI8(m.packed.subarray(1), 8, 64, a.q, a.zeroPoint, a.scale, m.scales, m.rowSums, y)).toThrow(/matvecI8: packed has the wrong length/);
-    expect(() => nativeKernels().matvecI8(m.packed, 8, 64, a.q, a.zeroPoint, a.scale, m.scales, m.rowSums, new Float32Array(4))).toThrow(/matvecI8: wScales, rowSums and out need rows values each/);
-    expect(() => nativeKernels().matvecI8(m.packed, 8, 60, a.q, a.zeroPoint, a.scale, m.scales, m.rowSums, y)).toThrow(/matvecI8: cols must be a multiple of 64/);
-    expect(() => matvecInt8(m, quantizeActivation(x, new Uint8Array(128)), y)).toThrow(/the activation has 128 codes, the matrix 64 \(padded\) columns/);
+    expect(() => addon.product({ ...m, packed: m.packed.subarray(1) }, x, y)).toThrow(/product: m: packed has the wrong length for 8 x 64/);
+    expect(() => addon.product({ ...m, colsPadded: 60 }, x, y)).toThrow(/product: m: colsPadded must be cols rounded up to a multiple of 64/);
+    expect(() => addon.product(m, x.subarray(1), y)).toThrow(/product: x must be a Float32Array of the matrix's cols values/);
+    expect(() => addon.product(m, x, new Float32Array(4))).toThrow(/product: out must be a Float32Array of the matrix's rows values/);
+    const dim = 64;
+    const hidden = 128;
+    const layer = { wo: packRows(case_(dim, dim, 1).w, dim, dim), w13: packRows(case_(2 * hidden, dim, 2).w, 2 * hidden, dim), w2: packRows(case_(dim, hidden, 3).w, dim, hidden), rmsFfn: new Float32Array(dim).fill(1) };
+    const v = new Float32Array(dim);
+    expect(() => addon.layerStep(layer, v, v, new Float32Array(dim))).not.toThrow();
+    expect(() => addon.layerStep({ ...layer, w2: layer.wo }, v, v, new Float32Array(dim))).toThrow(/layerStep: the matrices do not fit one layer/);
+    expect(() => addon.layerStep({ ...layer, rmsFfn: new Float32Array(3) }, v, v, new Float32Array(dim))).toThrow(/layerStep: the matrices do not fit one layer/);
+    expect(() => addon.layerStep(layer, v, v.subarray(2), new Float32Array(dim))).toThrow(/layerStep: heads must be a Float32Array of dim values/);
+    expect(() => addon.layerStep({ ...layer, w13: {} as never }, v, v, new Float32Array(dim))).toThrow(/layerStep: layer.w13: expected a packed int8 matrix/);
   });
 });
 

@@ -1,7 +1,7 @@
 /**
- * Builds the gateway's int8 kernel (lib/native/int8_matvec.c) as a Node-API addon with the
+ * Builds the gateway's int8 kernel (lib/native/int8_gateway.c) as a Node-API addon with the
  * system's C compiler, against the headers of the Node.js that runs the build:
- * `dist/native/int8_matvec.node`. Node-API is ABI-stable, so one build serves every Node.js
+ * `dist/native/int8_gateway.node`. Node-API is ABI-stable, so one build serves every Node.js
  * version from 20 on; it is compiled on the machine that runs it, never shipped prebuilt.
  */
 import { spawnSync } from 'node:child_process';
@@ -17,11 +17,11 @@ export function cCompiler(): string {
 }
 
 export function kernelSource(): string {
-  return path.join(packageRoot(), 'lib', 'native', 'int8_matvec.c');
+  return path.join(packageRoot(), 'lib', 'native', 'int8_gateway.c');
 }
 
 export function kernelAddon(): string {
-  return path.join(packageRoot(), 'dist', 'native', 'int8_matvec.node');
+  return path.join(packageRoot(), 'dist', 'native', 'int8_gateway.node');
 }
 
 /** The folder with node_api.h of the running Node.js (official builds and Debian's both ship it). */
@@ -34,7 +34,7 @@ export function buildKernel(log: (line: string) => void = () => undefined): bool
   const include = nodeIncludeDir();
   if (!fs.existsSync(path.join(include, 'node_api.h'))) throw new MeshLlmError(`native kernel: ${path.join(include, 'node_api.h')} not found (the headers of this Node.js); install them (Debian: libnode-dev) or use a Node.js build that ships include/node`);
   const out = kernelAddon();
-  const args = ['-std=c11', '-O2', '-Wall', '-Wextra', '-ffp-contract=off', '-fPIC', '-shared', '-I', include, '-o', out, kernelSource(), ...(process.platform === 'darwin' ? ['-undefined', 'dynamic_lookup'] : [])];
+  const args = ['-std=c11', '-O2', '-Wall', '-Wextra', '-ffp-contract=off', '-fPIC', '-shared', '-I', include, '-o', out, kernelSource(), '-lm', ...(process.platform === 'darwin' ? ['-undefined', 'dynamic_lookup'] : [])];
   const command = [cCompiler(), ...args].join(' ');
   const stamp = `${out}.cmd`;
   if (fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === command && isFresh([out], [kernelSource()])) return false;

@@ -1,6 +1,6 @@
 /**
- * The gateway's own int8 matrix-vector product (lib/native/int8_matvec.c, a Node-API addon):
- * weights packed once for a sequential read, activations quantised per call as ONNX's
+ * The gateway's own int8 layer step (lib/native/int8_gateway.c, a Node-API addon): weights
+ * packed here once for a sequential read; per product the activation quantised as ONNX's
  * DynamicQuantizeLinear does, so a product is the one onnxruntime's MatMulInteger pattern
  * computes (the same integer sums) at the memory's streaming rate.
  *
@@ -9,25 +9,32 @@
  * W[4g + k, 64 chunk + j], [rows4 / 4, cols64 / 64, 4, 64].
  */
 import * as fs from 'node:fs';
-import { MeshLlmError } from '../llm/errors';
 import { quantizeRowInt8 } from '../llm/quant';
 import { buildKernel, kernelAddon } from './build';
 
-interface Addon {
+/** lib/native/int8_gateway.c's exports. */
+export interface Int8GatewayAddon {
   /** Which instructions the sums use on this CPU: 'avx512-vnni', 'avx2' or 'c'. */
   kernel: string;
-  matvecI8(packed: Int8Array, rows: number, cols: number, a: Uint8Array, zeroPoint: number, aScale: number, wScales: Float32Array, rowSums: Int32Array, out: Float32Array): void;
+  /** out [rows] = W · x, x [cols] quantised to uint8 first (DynamicQuantizeLinear). */
+  product(m: PackedInt8, x: Float32Array, out: Float32Array): void;
+  /** x [n] -> uint8 codes into q (its entries past n: the zero point); returns [scale, zeroPoint]. */
+  quantizeActivation(x: Float32Array, q: Uint8Array): [number, number];
+  /** out = x1 + W_2 · swiglu(W_13 · RMSNorm(x1)), x1 = x + W_O · heads. x, heads, out [dim]. */
+  layerStep(layer: PackedLayer, x: Float32Array, heads: Float32Array, out: Float32Array): void;
+  /** out [vocab] = W_cls · RMSNorm(x) with rmsFinal [dim]. */
+  logitsStep(w: PackedInt8, rmsFinal: Float32Array, x: Float32Array, out: Float32Array): void;
 }
 
-let addon: Addon | undefined;
+let addon: Int8GatewayAddon | undefined;
 
 /** The addon, compiled on first use where the build has not (an installed package holds its source, not a binary). */
-export function nativeKernels(log: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): Addon {
+export function nativeKernels(log: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): Int8GatewayAddon {
   if (addon) return addon;
   const file = kernelAddon();
   if (!fs.existsSync(file)) buildKernel(log);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  addon = require(file) as Addon;
+  addon = require(file) as Int8GatewayAddon;
   return addon;
 }
 
@@ -70,47 +77,10 @@ export function packRows(ws: Float32Array | Float32Array[], rows: number, cols: 
   return { rows: n, cols, colsPadded, packed, scales, rowSums };
 }
 
-/** Round half to even, as ONNX's quantisation rounds. */
-function roundHalfEven(v: number): number {
-  const f = Math.floor(v);
-  const d = v - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-
-/** An activation as uint8 with one scale and zero point (ONNX DynamicQuantizeLinear); q [colsPadded], the padding at the zero point. */
-export interface QuantizedActivation {
-  q: Uint8Array;
-  scale: number;
-  zeroPoint: number;
-}
-
-/**
- * x [n] -> uint8 codes over the range [min(0, min x), max(0, max x)]: scale = range / 255
- * (float32), zeroPoint = round(-min / scale), q = clamp(round(x / scale) + zeroPoint, 0, 255);
- * into `q` (its length the padded width; entries past n are the zero point, so they add nothing).
- */
-export function quantizeActivation(x: Float32Array, q: Uint8Array): QuantizedActivation {
-  let lo = 0;
-  let hi = 0;
-  for (let i = 0; i < x.length; i++) {
-    if (x[i] < lo) lo = x[i];
-    if (x[i] > hi) hi = x[i];
-  }
-  const scale = Math.fround(Math.fround(hi - lo) / 255);
-  if (scale === 0) {
-    q.fill(0);
-    return { q, scale, zeroPoint: 0 };
-  }
-  const zeroPoint = Math.min(255, Math.max(0, roundHalfEven(Math.fround(-lo / scale))));
-  for (let i = 0; i < x.length; i++) q[i] = Math.min(255, Math.max(0, roundHalfEven(Math.fround(x[i] / scale)) + zeroPoint));
-  q.fill(zeroPoint, x.length);
-  return { q, scale, zeroPoint };
-}
-
-/** out [rows] = W · x for a packed W [rows, cols] and its quantised x. */
-export function matvecInt8(m: PackedInt8, a: QuantizedActivation, out: Float32Array): void {
-  if (a.q.length !== m.colsPadded) throw new MeshLlmError(`matvecInt8: the activation has ${a.q.length} codes, the matrix ${m.colsPadded} (padded) columns`);
-  nativeKernels().matvecI8(m.packed, m.rows, m.colsPadded, a.q, a.zeroPoint, a.scale, m.scales, m.rowSums, out);
+/** An int8 gateway layer as layerStep takes it: W_1 and W_3 stacked on their rows (one pass, one activation quantisation). */
+export interface PackedLayer {
+  wo: PackedInt8;
+  w13: PackedInt8;
+  w2: PackedInt8;
+  rmsFfn: Float32Array;
 }
