@@ -1,9 +1,11 @@
 /**
- * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L] [-- --only int8|f32]
+ * `npm run bench:gateway [-- --tokens N] [-- --threads T] [-- --layers L] [-- --only int8-native|int8|f32]
  * [-- --block B] [-- --llama-cpp DIR --gguf FILE]`: the gateway's per-token work (W_O + FFN of every layer, then
- * the classifier) at TinyLlama-1.1B's geometry on onnxruntime-node, in a worker thread
- * (lib/onnx/gateway-worker.ts), with seeded synthetic weights (lib/llm/synth.ts), in float32
- * and in int8, each beside the machine's memory-bandwidth bound for the same bytes.
+ * the classifier) at TinyLlama-1.1B's geometry, in a worker thread (lib/onnx/gateway-worker.ts),
+ * with seeded synthetic weights (lib/llm/synth.ts): int8 on the gateway's own kernel
+ * (`int8-native`, lib/native/), int8 and float32 on onnxruntime-node, each beside the
+ * machine's memory-bandwidth bound for the same bytes (the native kernel's: its packed values,
+ * one scale and one code sum per row).
  *
  * The bound is measured fairly: in the same child process, interleaved with the tokens (token,
  * read, token, read, ...), a sequential read (memchr through Buffer.indexOf) of a buffer as
@@ -236,6 +238,7 @@ async function runCase(name: 'f32' | 'int8' | 'int8-native', config: ModelConfig
   const t0 = process.hrtime.bigint();
   const encoding: Encoding = name === 'f32' ? 'f32' : 'int8';
   const kernel = name === 'int8-native' ? 'native' : 'onnxruntime';
+  if (kernel === 'native') threads = 1; // the native kernel runs in the worker's one thread; its bound reads with one
   const gw = await OnnxGateway.start({ source: { kind: 'synth', config, seed: 1 }, encoding, threads, blockSize, kernel }, (done, total) => process.stderr.write(`bench:gateway: ${name} layer ${done}/${total} loaded\n`));
   const loadSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   (globalThis as { gc?: () => void }).gc?.();
@@ -357,8 +360,8 @@ async function main(): Promise<void> {
   const mb = (b: number): number => Math.round(b / 1e6);
   const g = geometry(config);
   const load = os.loadavg().map((l) => l.toFixed(1)).join(' ');
-  console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), onnxruntime-node, ${threads} thread(s), worker thread${block === undefined ? '' : `, int8 in blocks of ${block} (MatMulNBits)`}; load average ${load} on ${os.cpus().length} CPUs`);
-  console.log('case | ms/token | in session.run (ms) | MB read/token | bound (ms) | read GB/s | time / bound | best / best | CPU ms/token | bound CPU ms | CPU / bound CPU | resident weights (MB) | RSS after load (MB) | peak RSS (MB) | peak RSS / weights | load (s)');
+  console.log(`gateway per token at TinyLlama geometry (${config.nLayers} layers, dim ${g.dim}, hidden ${g.hiddenDim}, vocab ${g.vocabSize}), int8-native: the gateway's int8 kernel (lib/native/), int8 and f32: onnxruntime-node with ${threads} thread(s); in a worker thread${block === undefined ? '' : `, int8 in blocks of ${block} (MatMulNBits)`}; load average ${load} on ${os.cpus().length} CPUs`);
+  console.log('case | ms/token | multiplying (ms: session.run, or the native layer step) | MB read/token | bound (ms) | read GB/s | time / bound | best / best | CPU ms/token | bound CPU ms | CPU / bound CPU | resident weights (MB) | RSS after load (MB) | peak RSS (MB) | peak RSS / weights | load (s)');
   for (const r of results) {
     const onnx = r.onnxMsPerToken === undefined ? '-' : r.onnxMsPerToken.toFixed(1);
     console.log(`${r.encoding} | ${r.msPerToken.toFixed(1)} | ${onnx} | ${mb(r.tokenBytes)} | ${r.boundMs.toFixed(1)} | ${r.readGBps.toFixed(2)} | ${r.toBound.toFixed(2)} | ${r.bestToBound.toFixed(2)} | ${r.cpuMsPerToken.toFixed(1)} | ${r.boundCpuMs.toFixed(1)} | ${r.cpuToBound.toFixed(2)} | ${mb(r.residentWeightBytes)} | ${mb(r.rssAfterLoadBytes)} | ${mb(r.peakRssBytes)} | ${(r.peakRssBytes / r.residentWeightBytes).toFixed(2)} | ${r.loadSeconds.toFixed(0)}`);
