@@ -41,11 +41,6 @@ export class NativeInt8Gateway {
     return new NativeInt8Gateway(g, addon, layers, classifier, weightBytes);
   }
 
-  /** The instructions the kernel uses on this CPU. */
-  get kernel(): string {
-    return this.addon.kernel;
-  }
-
   /** x1 = x + W_O · heads, then x1 + FFN(x1): one layer's gateway work, one native call. x, heads [dim] -> y [dim]. */
   async layer(x: Float32Array, heads: Float32Array, layer: number): Promise<Float32Array> {
     const y = new Float32Array(this.g.dim);

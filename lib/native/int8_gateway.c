@@ -268,6 +268,16 @@ static napi_value args(napi_env env, napi_callback_info info, size_t want, napi_
   return argv[0];
 }
 
+/* One allocation for a call's scratch: `floats` float32 values, then `bytes` activation codes. NULL when out of memory; free() it after the call. */
+static void *scratch_block(size_t floats, size_t bytes, float **f, uint8_t **codes) {
+  float *block = malloc(floats * sizeof(float) + bytes);
+  if (block) {
+    *f = block;
+    *codes = (uint8_t *)(block + floats);
+  }
+  return block;
+}
+
 /* product(m: PackedInt8, x: Float32Array [cols], out: Float32Array [rows]) */
 static napi_value js_product(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -279,10 +289,12 @@ static napi_value js_product(napi_env env, napi_callback_info info) {
   if (!read_packed(env, argv[0], "product: m", &m, err, sizeof err)) return throw_error(env, err);
   if (!typed_array(env, argv[1], napi_float32_array, &x, &xn) || xn != m.cols) return throw_error(env, "product: x must be a Float32Array of the matrix's cols values");
   if (!typed_array(env, argv[2], napi_float32_array, &y, &yn) || yn != m.rows) return throw_error(env, "product: out must be a Float32Array of the matrix's rows values");
-  uint8_t *codes = malloc(m.cols_padded);
-  if (!codes) return throw_error(env, "product: out of memory");
+  float *unused;
+  uint8_t *codes;
+  void *block = scratch_block(0, m.cols_padded, &unused, &codes);
+  if (!block) return throw_error(env, "product: out of memory");
   product(&m, x, codes, y);
-  free(codes);
+  free(block);
   return NULL;
 }
 
@@ -315,7 +327,8 @@ static napi_value js_layer_step(napi_env env, napi_callback_info info) {
   napi_value v;
   void *rms, *x, *heads, *y;
   size_t rms_n, xn, hn, yn;
-  if (!property(env, argv[0], "wo", &v) || !read_packed(env, v, "layerStep: layer.wo", &l.wo, err, sizeof err)) return throw_error(env, property(env, argv[0], "wo", &v) ? err : "layerStep: layer must be an object { wo, w13, w2, rmsFfn }");
+  if (!property(env, argv[0], "wo", &v)) return throw_error(env, "layerStep: layer must be an object { wo, w13, w2, rmsFfn }");
+  if (!read_packed(env, v, "layerStep: layer.wo", &l.wo, err, sizeof err)) return throw_error(env, err);
   if (!property(env, argv[0], "w13", &v) || !read_packed(env, v, "layerStep: layer.w13", &l.w13, err, sizeof err)) return throw_error(env, err);
   if (!property(env, argv[0], "w2", &v) || !read_packed(env, v, "layerStep: layer.w2", &l.w2, err, sizeof err)) return throw_error(env, err);
   if (!typed_property(env, argv[0], "rmsFfn", napi_float32_array, &rms, &rms_n)) return throw_error(env, "layerStep: layer.rmsFfn must be a Float32Array");
@@ -328,16 +341,12 @@ static napi_value js_layer_step(napi_env env, napi_callback_info info) {
   if (!typed_array(env, argv[2], napi_float32_array, &heads, &hn) || hn != l.dim) return throw_error(env, "layerStep: heads must be a Float32Array of dim values");
   if (!typed_array(env, argv[3], napi_float32_array, &y, &yn) || yn != l.dim) return throw_error(env, "layerStep: out must be a Float32Array of dim values");
   const size_t widest = l.w2.cols_padded > l.wo.cols_padded ? l.w2.cols_padded : l.wo.cols_padded;
-  float *scratch = malloc((2 * l.dim + 2 * l.hidden) * sizeof(float));
-  uint8_t *codes = malloc(widest);
-  if (!scratch || !codes) {
-    free(scratch);
-    free(codes);
-    return throw_error(env, "layerStep: out of memory");
-  }
+  float *scratch;
+  uint8_t *codes;
+  void *block = scratch_block(2 * l.dim + 2 * l.hidden, widest, &scratch, &codes);
+  if (!block) return throw_error(env, "layerStep: out of memory");
   layer_step(&l, x, heads, y, scratch, codes);
-  free(scratch);
-  free(codes);
+  free(block);
   return NULL;
 }
 
@@ -353,17 +362,13 @@ static napi_value js_logits_step(napi_env env, napi_callback_info info) {
   if (!typed_array(env, argv[1], napi_float32_array, &rms, &rms_n) || rms_n != m.cols) return throw_error(env, "logitsStep: rmsFinal must be a Float32Array of dim values");
   if (!typed_array(env, argv[2], napi_float32_array, &x, &xn) || xn != m.cols) return throw_error(env, "logitsStep: x must be a Float32Array of dim values");
   if (!typed_array(env, argv[3], napi_float32_array, &y, &yn) || yn != m.rows) return throw_error(env, "logitsStep: out must be a Float32Array of vocab values");
-  float *n = malloc(m.cols * sizeof(float));
-  uint8_t *codes = malloc(m.cols_padded);
-  if (!n || !codes) {
-    free(n);
-    free(codes);
-    return throw_error(env, "logitsStep: out of memory");
-  }
+  float *n;
+  uint8_t *codes;
+  void *block = scratch_block(m.cols, m.cols_padded, &n, &codes);
+  if (!block) return throw_error(env, "logitsStep: out of memory");
   rmsnorm(n, x, rms, m.cols);
   product(&m, n, codes, y);
-  free(n);
-  free(codes);
+  free(block);
   return NULL;
 }
 
